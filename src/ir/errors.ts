@@ -1,0 +1,21 @@
+// Errors raised while building IR: a broken type rule, reported with the op, its operand types and the user's line.
+import type { OpName } from "./ops.ts";
+import { formatLoc, formatType, type SourceLoc, type TensorType } from "./types.ts";
+
+/** A shape or dtype rule violated while building an op: names the op, its operands and the user's line. */
+export class OpTypeError extends Error {
+  constructor(
+    readonly op: OpName,
+    readonly detail: string,
+    readonly operandTypes: readonly TensorType[],
+    readonly loc: SourceLoc | undefined,
+  ) {
+    const operands = operandTypes.length ? ` (operands ${operandTypes.map(formatType).join(", ")})` : "";
+    super(`${op}: ${detail}${operands}${loc ? ` at ${formatLoc(loc)}` : ""}`);
+    this.name = "OpTypeError";
+  }
+}
+
+/** Thrown by type rules; the builder turns it into an OpTypeError carrying the op and location. */
+export class RuleError extends Error {}
+
