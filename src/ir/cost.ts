@@ -1,0 +1,155 @@
+// A static cost model of a graph: FLOPs, transcendentals and bytes accessed per op, one rule per op name.
+import type { AnyOp, Graph, Op, Value } from "./graph.ts";
+import { OP_NAMES, type OpName } from "./ops.ts";
+import { bitWidth, numel, type TensorType } from "./types.ts";
+
+/**
+ * The cost of running one op once. Conventions follow XLA's HloCostAnalysis so the numbers can be compared with
+ * what XLA reports: a multiply-add is 2 FLOPs, transcendentals (exp, log, sqrt, rsqrt, tanh, logistic, sin, cos,
+ * pow) are counted apart from FLOPs, and data movement costs bytes but no FLOPs.
+ */
+export interface OpCost {
+  readonly flops: number;
+  readonly transcendentals: number;
+  /** Bytes read plus bytes written, assuming nothing stays in cache between ops. */
+  readonly bytes: number;
+}
+
+export function typeBytes(t: TensorType): number {
+  return (numel(t.shape) * bitWidth(t.dtype)) / 8;
+}
+
+const sumBytes = (vs: readonly Value[]): number => vs.reduce((s, v) => s + typeBytes(v.type), 0);
+const outElems = (op: AnyOp): number => op.outputs.reduce((s, v) => s + numel(v.type.shape), 0);
+const inElems = (v: Value | undefined): number => (v ? numel(v.type.shape) : 0);
+
+/** Everything read and written: the default for ops that touch all their operands once. */
+function streamBytes(op: AnyOp): number {
+  return sumBytes(op.inputs) + sumBytes(op.outputs);
+}
+
+function cost(flops: number, transcendentals: number, bytes: number): OpCost {
+  return { flops, transcendentals, bytes };
+}
+
+type CostRule<N extends OpName> = (op: Op<N>) => OpCost;
+
+const elementwise: CostRule<OpName> = (op) => cost(outElems(op as AnyOp), 0, streamBytes(op as AnyOp));
+const transcendental: CostRule<OpName> = (op) => cost(0, outElems(op as AnyOp), streamBytes(op as AnyOp));
+const movement: CostRule<OpName> = (op) => cost(0, 0, streamBytes(op as AnyOp));
+/** Ops XLA turns into a bitcast of the same buffer: no copy in the row-major layouts we emit. */
+const free: CostRule<OpName> = () => cost(0, 0, 0);
+/** A reduction adds (or compares) each input element into the result once. */
+const reduction: CostRule<OpName> = (op) => cost(inElems(op.inputs[0]), 0, streamBytes(op as AnyOp));
+
+/** One rule per op: a new op in OpParams fails to compile here until its cost is stated. */
+export const COST_RULES: { [N in OpName]: CostRule<N> } = {
+  neg: elementwise,
+  abs: elementwise,
+  exp: transcendental,
+  log: transcendental,
+  sqrt: transcendental,
+  rsqrt: transcendental,
+  tanh: transcendental,
+  logistic: transcendental,
+  sin: transcendental,
+  cos: transcendental,
+  not: elementwise,
+  add: elementwise,
+  sub: elementwise,
+  mul: elementwise,
+  div: elementwise,
+  pow: transcendental,
+  max: elementwise,
+  min: elementwise,
+  and: elementwise,
+  or: elementwise,
+  xor: elementwise,
+  shift_left: elementwise,
+  shift_right_logical: elementwise,
+  compare: elementwise,
+  select: elementwise,
+  convert: elementwise,
+  bitcast_convert: free,
+  constant: (op) => cost(0, 0, sumBytes(op.outputs)),
+  iota: (op) => cost(0, 0, sumBytes(op.outputs)),
+  broadcast_in_dim: movement,
+  reshape: free,
+  transpose: movement,
+  slice: movement,
+  concatenate: movement,
+  pad: movement,
+  reduce_sum: reduction,
+  reduce_max: reduction,
+  reduce_min: reduction,
+  // 2·batch·M·N·K: every result element is a K-long multiply-add chain.
+  dot_general: (op) => {
+    const lhs = op.inputs[0]!.type.shape;
+    const k = op.params.lhsContract.reduce((p, d) => p * lhs[d]!, 1);
+    return cost(2 * outElems(op) * k, 0, streamBytes(op));
+  },
+  // Only the gathered rows are read, not the whole table.
+  gather: (op) => cost(0, 0, 2 * sumBytes(op.outputs) + typeBytes(op.inputs[1]!.type)),
+  // Updated in place: read indices and updates, read-modify-write the touched rows.
+  scatter_add: (op) => {
+    const updates = op.inputs[2]!;
+    return cost(inElems(updates), 0, typeBytes(op.inputs[1]!.type) + 3 * typeBytes(updates.type));
+  },
+  take_along_axis: (op) => cost(0, 0, 2 * sumBytes(op.outputs) + typeBytes(op.inputs[1]!.type)),
+  dynamic_slice: (op) => cost(0, 0, 2 * sumBytes(op.outputs) + sumBytes(op.inputs.slice(1))),
+  // In place: the operand buffer is reused and only the update's window is written.
+  dynamic_update_slice: (op) => cost(0, 0, 2 * typeBytes(op.inputs[1]!.type) + sumBytes(op.inputs.slice(2))),
+  scan: (op) => {
+    const body = graphCost(op.params.body).total;
+    const n = op.params.length;
+    return cost(n * body.flops, n * body.transcendentals, n * body.bytes);
+  },
+  optimization_barrier: free,
+};
+
+export function opCost(op: AnyOp): OpCost {
+  return (COST_RULES[op.name] as CostRule<OpName>)(op);
+}
+
+export interface GraphCost {
+  /** Summed over the ops of the graph; a scan counts its body `length` times. */
+  readonly total: OpCost;
+  /** Static op counts by name, in OP_NAMES order, including ops inside scan bodies (counted once each). */
+  readonly counts: ReadonlyMap<OpName, number>;
+}
+
+export function graphCost(g: Graph): GraphCost {
+  let flops = 0;
+  let transcendentals = 0;
+  let bytes = 0;
+  const raw = new Map<OpName, number>();
+  const count = (graph: Graph): void => {
+    for (const op of graph.ops) {
+      raw.set(op.name, (raw.get(op.name) ?? 0) + 1);
+      if (op.name === "scan") count(op.params.body);
+    }
+  };
+  count(g);
+  for (const op of g.ops) {
+    const c = opCost(op);
+    flops += c.flops;
+    transcendentals += c.transcendentals;
+    bytes += c.bytes;
+  }
+  const counts = new Map<OpName, number>();
+  for (const name of OP_NAMES) if (raw.has(name)) counts.set(name, raw.get(name)!);
+  return { total: cost(flops, transcendentals, bytes), counts };
+}
+
+export interface Intermediate {
+  readonly value: Value;
+  readonly op: AnyOp;
+  readonly bytes: number;
+}
+
+/** The `n` largest values produced by ops of the top-level graph, largest first (ties keep program order). */
+export function largestIntermediates(g: Graph, n: number): Intermediate[] {
+  const all: Intermediate[] = [];
+  for (const op of g.ops) for (const value of op.outputs) all.push({ value, op, bytes: typeBytes(value.type) });
+  return all.sort((a, b) => b.bytes - a.bytes).slice(0, n);
+}
