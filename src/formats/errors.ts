@@ -20,3 +20,32 @@ export class FormatError extends Error {
 export function fmtShape(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;
 }
+
+/** The value at `path` inside parsed JSON, for quoting what a file actually said. */
+function valueAt(json: unknown, path: readonly PropertyKey[]): unknown {
+  let v = json;
+  for (const k of path) {
+    if (typeof v !== "object" || v === null) return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k];
+  }
+  return v;
+}
+
+/**
+ * One FormatError for a failed zod parse of a JSON file: the first issue, as `file: field "a.b": what was
+ * expected (got X)`. One issue at a time keeps the message short; fixing it reveals the next.
+ */
+export function zodFormatError(
+  file: string,
+  issues: readonly { path: PropertyKey[]; message: string; code?: string }[],
+  json: unknown,
+): FormatError {
+  const issue = issues[0]!;
+  const field = issue.path.map(String).join(".");
+  const got = valueAt(json, issue.path);
+  const detail =
+    got === undefined && issue.code === "invalid_type"
+      ? `required field is missing (${issue.message.replace(/^Invalid input: /, "").replace(/, received undefined$/, "")})`
+      : `${issue.message.replace(/^Invalid input: /, "")} (got ${JSON.stringify(got)})`;
+  return new FormatError(`${file}: field "${field}": ${detail}`, { file });
+}

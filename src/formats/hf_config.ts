@@ -1,0 +1,287 @@
+// Hugging Face Llama `config.json` (transformers 4.x and 5.x forms) as a typed, validated LlamaConfig, plus presets.
+
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { z } from "zod";
+import { FormatError, zodFormatError } from "./errors.ts";
+import { writeFileAtomic, writeAll } from "./atomic.ts";
+
+/** The architecture numbers Tessera builds a Llama from. Everything not here is fixed: SwiGLU, RMSNorm, no biases, plain RoPE. */
+export interface LlamaConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  /** Grouped-query attention when smaller than numHeads. */
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  maxPositionEmbeddings: number;
+  tieWordEmbeddings: boolean;
+  bosTokenId?: number | undefined;
+  eosTokenId?: number | number[] | undefined;
+  padTokenId?: number | undefined;
+  /** The dtype the weights were saved in, when config.json says (`torch_dtype` in 4.x, `dtype` in 5.x). */
+  dtype?: "F32" | "F16" | "BF16" | undefined;
+}
+
+const posInt = z.number().int().positive();
+const tokenId = z.number().int().nonnegative().nullish();
+
+const ropeObject = z
+  .object({
+    rope_type: z.string().optional(),
+    type: z.string().optional(),
+    rope_theta: z.number().positive().optional(),
+  })
+  .loose();
+
+const schema = z
+  .object({
+    model_type: z.string().optional(),
+    vocab_size: posInt,
+    hidden_size: posInt,
+    intermediate_size: posInt,
+    num_hidden_layers: posInt,
+    num_attention_heads: posInt,
+    num_key_value_heads: posInt.nullish(),
+    head_dim: posInt.nullish(),
+    rms_norm_eps: z.number().positive().optional(),
+    rope_theta: z.number().positive().optional(),
+    rope_parameters: ropeObject.nullish(),
+    rope_scaling: ropeObject.nullish(),
+    max_position_embeddings: posInt.optional(),
+    tie_word_embeddings: z.boolean().optional(),
+    hidden_act: z.string().optional(),
+    attention_bias: z.boolean().optional(),
+    mlp_bias: z.boolean().optional(),
+    attention_dropout: z.number().optional(),
+    bos_token_id: tokenId,
+    eos_token_id: z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())]).nullish(),
+    pad_token_id: tokenId,
+    torch_dtype: z.string().nullish(),
+    dtype: z.string().nullish(),
+  })
+  .loose();
+
+const DTYPE_NAMES: Record<string, "F32" | "F16" | "BF16"> = {
+  float32: "F32",
+  float16: "F16",
+  bfloat16: "BF16",
+};
+
+/**
+ * Validates parsed config.json content. `file` only labels errors, which name it, the field, and what was expected.
+ * Defaults follow transformers' LlamaConfig where a field is absent.
+ */
+export function parseLlamaConfig(json: unknown, file = "config.json"): LlamaConfig {
+  const r = schema.safeParse(json);
+  if (!r.success) throw zodFormatError(file, r.error.issues, json);
+  const c = r.data;
+  const fail = (field: string, msg: string): never => {
+    throw new FormatError(`${file}: field "${field}": ${msg}`, { file });
+  };
+
+  if (c.model_type !== undefined && c.model_type !== "llama") {
+    fail("model_type", `expected "llama", got ${JSON.stringify(c.model_type)}: only the Llama architecture is supported`);
+  }
+  if ((c.hidden_act ?? "silu") !== "silu") {
+    fail("hidden_act", `expected "silu" (Llama's SwiGLU MLP), got ${JSON.stringify(c.hidden_act)}`);
+  }
+  if (c.attention_bias === true) fail("attention_bias", "expected false: attention projections with bias are not supported");
+  if (c.mlp_bias === true) fail("mlp_bias", "expected false: MLP projections with bias are not supported");
+  if ((c.attention_dropout ?? 0) !== 0) {
+    fail("attention_dropout", `expected 0: attention dropout is not supported (got ${c.attention_dropout})`);
+  }
+
+  // RoPE: transformers 4.x has top-level rope_theta and optional rope_scaling; 5.x folds both into rope_parameters.
+  for (const key of ["rope_scaling", "rope_parameters"] as const) {
+    const rp = c[key];
+    if (rp === null || rp === undefined) continue;
+    const type = rp.rope_type ?? rp.type ?? "default";
+    if (type !== "default") {
+      fail(`${key}.${rp.rope_type !== undefined ? "rope_type" : "type"}`, `expected "default", got ${JSON.stringify(type)}: RoPE scaling variants are not supported`);
+    }
+  }
+  const nested = c.rope_parameters?.rope_theta;
+  if (nested !== undefined && c.rope_theta !== undefined && nested !== c.rope_theta) {
+    fail("rope_parameters.rope_theta", `${nested} disagrees with top-level rope_theta ${c.rope_theta}`);
+  }
+  const ropeTheta = nested ?? c.rope_theta ?? 10000;
+
+  const numHeads = c.num_attention_heads;
+  const numKvHeads = c.num_key_value_heads ?? numHeads;
+  if (numHeads % numKvHeads !== 0) {
+    fail("num_key_value_heads", `expected a divisor of num_attention_heads (${numHeads}), got ${numKvHeads}`);
+  }
+  let headDim = c.head_dim;
+  if (headDim === undefined || headDim === null) {
+    if (c.hidden_size % numHeads !== 0) {
+      fail("head_dim", `missing, and hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${numHeads}`);
+    }
+    headDim = c.hidden_size / numHeads;
+  }
+  const dtypeName = c.dtype ?? c.torch_dtype ?? undefined;
+  const cfg: LlamaConfig = {
+    vocabSize: c.vocab_size,
+    hiddenSize: c.hidden_size,
+    intermediateSize: c.intermediate_size,
+    numLayers: c.num_hidden_layers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    rmsNormEps: c.rms_norm_eps ?? 1e-6,
+    ropeTheta,
+    maxPositionEmbeddings: c.max_position_embeddings ?? 2048,
+    tieWordEmbeddings: c.tie_word_embeddings ?? false,
+  };
+  if (c.bos_token_id != null) cfg.bosTokenId = c.bos_token_id;
+  if (c.eos_token_id != null) cfg.eosTokenId = c.eos_token_id;
+  if (c.pad_token_id != null) cfg.padTokenId = c.pad_token_id;
+  if (dtypeName != null && DTYPE_NAMES[dtypeName] !== undefined) cfg.dtype = DTYPE_NAMES[dtypeName];
+  return cfg;
+}
+
+/** Reads `config.json` from a checkpoint directory, or the given JSON file. */
+export async function loadLlamaConfig(path: string): Promise<LlamaConfig> {
+  const file = (await stat(path).catch(() => undefined))?.isDirectory() ? join(path, "config.json") : path;
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    throw new FormatError(`${file}: cannot read model config (${(e as Error).message})`, { file, cause: e });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new FormatError(`${file}: not valid JSON (${(e as Error).message})`, { file, cause: e });
+  }
+  return parseLlamaConfig(json, file);
+}
+
+/**
+ * config.json content for `cfg` that both transformers 4.x (top-level rope_theta) and 5.x (rope_parameters)
+ * read the same way.
+ */
+export function llamaConfigToJson(cfg: LlamaConfig): Record<string, unknown> {
+  const dtypeName = cfg.dtype === undefined ? "float32" : { F32: "float32", F16: "float16", BF16: "bfloat16" }[cfg.dtype];
+  return {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    vocab_size: cfg.vocabSize,
+    hidden_size: cfg.hiddenSize,
+    intermediate_size: cfg.intermediateSize,
+    num_hidden_layers: cfg.numLayers,
+    num_attention_heads: cfg.numHeads,
+    num_key_value_heads: cfg.numKvHeads,
+    head_dim: cfg.headDim,
+    hidden_act: "silu",
+    rms_norm_eps: cfg.rmsNormEps,
+    rope_theta: cfg.ropeTheta,
+    rope_scaling: null,
+    rope_parameters: { rope_type: "default", rope_theta: cfg.ropeTheta },
+    max_position_embeddings: cfg.maxPositionEmbeddings,
+    tie_word_embeddings: cfg.tieWordEmbeddings,
+    attention_bias: false,
+    attention_dropout: 0.0,
+    mlp_bias: false,
+    pretraining_tp: 1,
+    bos_token_id: cfg.bosTokenId ?? null,
+    eos_token_id: cfg.eosTokenId ?? null,
+    pad_token_id: cfg.padTokenId ?? null,
+    torch_dtype: dtypeName,
+    dtype: dtypeName,
+    use_cache: true,
+  };
+}
+
+/** Writes `dir/config.json` atomically. */
+export async function saveLlamaConfig(dir: string, cfg: LlamaConfig): Promise<void> {
+  const text = JSON.stringify(llamaConfigToJson(cfg), null, 2) + "\n";
+  await writeFileAtomic(join(dir, "config.json"), (fh) => writeAll(fh, new TextEncoder().encode(text)));
+}
+
+// ---- the linear layers of one decoder layer ---------------------------------------------------------------------
+
+export const LLAMA_LINEARS = ["q", "k", "v", "o", "gate", "up", "down"] as const;
+export type LlamaLinear = (typeof LLAMA_LINEARS)[number];
+
+/** Module path inside a decoder layer, as in HF parameter names (`model.layers.{i}.<path>.weight`). */
+export const LINEAR_PATH: Record<LlamaLinear, string> = {
+  q: "self_attn.q_proj",
+  k: "self_attn.k_proj",
+  v: "self_attn.v_proj",
+  o: "self_attn.o_proj",
+  gate: "mlp.gate_proj",
+  up: "mlp.up_proj",
+  down: "mlp.down_proj",
+};
+
+/** in/out features of each linear layer; torch stores its weight as [out, in]. */
+export function linearFeatures(cfg: LlamaConfig): Record<LlamaLinear, { in: number; out: number }> {
+  const E = cfg.hiddenSize;
+  const q = cfg.numHeads * cfg.headDim;
+  const kv = cfg.numKvHeads * cfg.headDim;
+  const I = cfg.intermediateSize;
+  return {
+    q: { in: E, out: q },
+    k: { in: E, out: kv },
+    v: { in: E, out: kv },
+    o: { in: q, out: E },
+    gate: { in: E, out: I },
+    up: { in: E, out: I },
+    down: { in: I, out: E },
+  };
+}
+
+// ---- presets ----------------------------------------------------------------------------------------------------
+
+function llama2(numLayers: number, hiddenSize: number, numHeads: number, numKvHeads: number, intermediateSize: number): LlamaConfig {
+  return Object.freeze({
+    vocabSize: 32000,
+    hiddenSize,
+    intermediateSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim: hiddenSize / numHeads,
+    rmsNormEps: 1e-5,
+    ropeTheta: 10000,
+    maxPositionEmbeddings: 4096,
+    tieWordEmbeddings: false,
+    bosTokenId: 1,
+    eosTokenId: 2,
+  });
+}
+
+export const LLAMA2_7B: LlamaConfig = llama2(32, 4096, 32, 32, 11008);
+export const LLAMA2_13B: LlamaConfig = llama2(40, 5120, 40, 40, 13824);
+export const LLAMA2_70B: LlamaConfig = llama2(80, 8192, 64, 8, 28672);
+
+/** The shapes of ../shared/fixtures/llama-tiny-a. */
+export const LLAMA_TINY_A: LlamaConfig = Object.freeze({
+  vocabSize: 512,
+  hiddenSize: 64,
+  intermediateSize: 172,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 4,
+  headDim: 16,
+  rmsNormEps: 1e-5,
+  ropeTheta: 10000,
+  maxPositionEmbeddings: 128,
+  tieWordEmbeddings: false,
+  bosTokenId: 1,
+  eosTokenId: 2,
+  dtype: "F32",
+});
+
+export const LLAMA_PRESETS: Readonly<Record<string, LlamaConfig>> = Object.freeze({
+  "llama2-7b": LLAMA2_7B,
+  "llama2-13b": LLAMA2_13B,
+  "llama2-70b": LLAMA2_70B,
+  "tiny-a": LLAMA_TINY_A,
+});
