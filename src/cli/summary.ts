@@ -1,0 +1,97 @@
+// The text summary `tessera inspect` prints after the IR: op counts, FLOPs, bytes, largest intermediates.
+import { graphCost, largestIntermediates, typeBytes } from "../ir/cost.ts";
+import type { Graph, Value } from "../ir/graph.ts";
+import { formatLoc, formatType } from "../ir/types.ts";
+import { table } from "./args.ts";
+
+/** `1536 B`, `1.5 KiB`, `2.00 MiB`: exact below 1 KiB, three significant digits above. */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[u]}`;
+}
+
+/** `16384 (16.4 k)`: the exact count for tests and scripts, a rounded one for people. */
+export function formatCount(n: number): string {
+  const units = ["", " k", " M", " G", " T", " P"];
+  let v = n;
+  let u = 0;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return u === 0 ? String(n) : `${n} (${v.toPrecision(3)}${units[u]})`;
+}
+
+interface Group {
+  readonly name: string;
+  tensors: number;
+  bytes: number;
+}
+
+/**
+ * Values grouped by the first segment of their tree path (`params.w1` -> `params`), so the summary shows what
+ * each argument of the entry costs: the parameter tree, the batch, the optimizer state.
+ */
+function groupByArgument(values: readonly Value[], names: readonly string[] | undefined, fallback: string): Group[] {
+  const groups: Group[] = [];
+  values.forEach((v, i) => {
+    const path = names?.[i] ?? "";
+    const name = path ? path.split(/[.[/]/)[0] || path : `${fallback}${i}`;
+    let g = groups.find((x) => x.name === name);
+    if (!g) groups.push((g = { name, tensors: 0, bytes: 0 }));
+    g.tensors++;
+    g.bytes += typeBytes(v.type);
+  });
+  return groups;
+}
+
+function groupRows(label: string, values: readonly Value[], names: readonly string[] | undefined, fallback: string): [string, string][] {
+  const total = values.reduce((s, v) => s + typeBytes(v.type), 0);
+  const tensors = (n: number) => `${n} tensor${n === 1 ? "" : "s"}`;
+  const rows: [string, string][] = [[label, `${formatBytes(total)} in ${tensors(values.length)} (${total} bytes)`]];
+  const groups = groupByArgument(values, names, fallback);
+  if (groups.length > 1 || (groups.length === 1 && groups[0]!.tensors > 1)) {
+    for (const g of groups) rows.push([`  ${g.name}`, `${formatBytes(g.bytes)} in ${tensors(g.tensors)}`]);
+  }
+  return rows;
+}
+
+export function summarize(g: Graph, opts: { top?: number } = {}): string {
+  const { total, counts } = graphCost(g);
+  const lines: string[] = [];
+  const opTotal = [...counts.values()].reduce((a, b) => a + b, 0);
+  lines.push(`ops: ${opTotal}`);
+  lines.push(...table([...counts].map(([name, n]): [string, string] => [name, String(n)]), 2));
+  lines.push("");
+  lines.push(
+    ...table(
+      [
+        ["FLOPs", formatCount(total.flops)],
+        ["transcendentals", formatCount(total.transcendentals)],
+        ["bytes accessed", `${formatBytes(total.bytes)} (${total.bytes} bytes)`],
+        ...groupRows("inputs", g.inputs, g.inputNames, "arg"),
+        ...groupRows("outputs", g.outputs, g.outputNames, "out"),
+      ],
+      0,
+    ),
+  );
+  const top = largestIntermediates(g, opts.top ?? 5);
+  if (top.length) {
+    lines.push("", "largest intermediates:");
+    lines.push(
+      ...table(
+        top.map((t): [string, string] => [
+          `${formatType(t.value.type)}`,
+          `${formatBytes(t.bytes).padStart(10)}  ${t.op.name}${t.op.loc ? `  ${formatLoc(t.op.loc)}` : ""}`,
+        ]),
+      ),
+    );
+  }
+  return lines.join("\n") + "\n";
+}
