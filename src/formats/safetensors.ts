@@ -541,6 +541,8 @@ async function isFile(p: string): Promise<boolean> {
 export interface CheckpointWriteOptions extends WriteOptions {
   /** Largest shard in bytes before splitting (a tensor larger than this gets a shard of its own); default 5 GB like HF. */
   maxShardBytes?: number;
+  /** More files (e.g. config.json) to replace in the same all-or-nothing step as the weights. */
+  extraFiles?: PendingFile[];
 }
 
 /**
@@ -583,7 +585,7 @@ export async function writeCheckpoint(dir: string, tensors: TensorMap, opts: Che
     files.push({ target: join(dir, INDEX_FILE), write: (fh) => writeAll(fh, new TextEncoder().encode(index)) });
     keep.add(INDEX_FILE);
   }
-  await writeFilesAtomic(files);
+  await writeFilesAtomic([...files, ...(opts.extraFiles ?? [])]);
   const stale = /^model(-\d+-of-\d+)?\.safetensors(\.index\.json)?$/;
   for (const name of await readdir(resolve(dir))) {
     if (stale.test(name) && !keep.has(name)) await unlink(join(dir, name)).catch(() => {});
