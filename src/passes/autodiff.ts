@@ -1,0 +1,284 @@
+// Reverse-mode autodiff as an IR-to-IR transform: vjp, valueAndGrad and the "autodiff" pass.
+import { GraphBuilder, Value, makeOp, type AnyOp, type Graph, type Op } from "../ir/graph.ts";
+import type { OpName } from "../ir/ops.ts";
+import { formatType, isFloat, sameType } from "../ir/types.ts";
+import { Emitter } from "./emitter.ts";
+import type { Pass } from "./pass.ts";
+import { makeGraph, range } from "./rewrite.ts";
+import { VJP_RULES, stackedType, type Ct, type VjpCtx, type VjpRule } from "./vjp_rules.ts";
+
+/**
+ * The gradient graph of `g`: inputs `[...g.inputs, one cotangent per g output]`, outputs `[...g.outputs, the
+ * gradient of each wrt input, in wrt order]`. Only values on a path from a wrt input to an output get
+ * cotangents, so inputs not in `wrt` (frozen weights) never get gradient computations.
+ */
+export function vjp(g: Graph, wrt: readonly number[]): Graph {
+  checkWrt(g, wrt, "vjp");
+  const cts = g.outputs.map((o) => new Value(o.type));
+  const seeds = new Map<Value, Value[]>();
+  g.outputs.forEach((o, i) => addSeed(seeds, o, cts[i]!));
+  const b = new GraphBuilder();
+  const grads = backprop(b, g, new Set(wrt.map((i) => g.inputs[i]!)), seeds, wrt.map((i) => g.inputs[i]!));
+  const outNames = g.outputs.map((_, i) => g.outputNames?.[i] ?? "");
+  return makeGraph(
+    [...g.inputs, ...cts],
+    b.build([]).ops,
+    [...g.outputs, ...grads],
+    [...g.inputs.map((_, i) => g.inputNames?.[i] ?? ""), ...outNames.map((n, i) => `ct.${n || `out${i}`}`)],
+    [...outNames, ...wrt.map((i) => gradName(g, i))],
+  );
+}
+
+/**
+ * `g`'s outputs followed by the gradient of output 0 (a rank-0 float: the loss) with respect to each wrt
+ * input. Further outputs are auxiliary: returned, not differentiated.
+ */
+export function valueAndGrad(g: Graph, wrt: readonly number[]): Graph {
+  checkWrt(g, wrt, "valueAndGrad");
+  const loss = g.outputs[0];
+  if (!loss || loss.type.shape.length !== 0 || !isFloat(loss.type.dtype)) {
+    const got = loss ? formatType(loss.type) : "no outputs";
+    throw new Error(`valueAndGrad: output 0 must be a rank-0 float (the loss), got ${got}`);
+  }
+  const b = new GraphBuilder();
+  const one = new Emitter(b).full(loss.type, 1);
+  const seeds = new Map<Value, Value[]>([[loss, [one]]]);
+  const grads = backprop(b, g, new Set(wrt.map((i) => g.inputs[i]!)), seeds, wrt.map((i) => g.inputs[i]!));
+  const outNames = g.outputs.map((_, i) => g.outputNames?.[i] ?? "");
+  return makeGraph(g.inputs, b.build([]).ops, [...g.outputs, ...grads], g.inputNames, [
+    ...outNames,
+    ...wrt.map((i) => gradName(g, i)),
+  ]);
+}
+
+/** The autodiff pass: `valueAndGrad(g, wrt)`. */
+export function autodiffPass(wrt: readonly number[]): Pass {
+  return {
+    name: "autodiff",
+    description: "Appends the gradient of output 0 (the loss) with respect to the chosen inputs (reverse mode).",
+    run: (g) => valueAndGrad(g, wrt),
+  };
+}
+
+function gradName(g: Graph, i: number): string {
+  return `grad.${g.inputNames?.[i] || `in${i}`}`;
+}
+
+function checkWrt(g: Graph, wrt: readonly number[], fn: string): void {
+  for (const i of wrt) {
+    const v = g.inputs[i];
+    if (!Number.isInteger(i) || !v) throw new Error(`${fn}: wrt index ${i} is out of range for ${g.inputs.length} inputs`);
+    if (!isFloat(v.type.dtype)) {
+      const name = g.inputNames?.[i] ? ` (${g.inputNames[i]})` : "";
+      throw new Error(`${fn}: wrt input ${i}${name} is ${formatType(v.type)}; only float inputs have gradients`);
+    }
+  }
+}
+
+function addSeed(seeds: Map<Value, Value[]>, v: Value, ct: Value): void {
+  const list = seeds.get(v);
+  if (list) list.push(ct);
+  else seeds.set(v, [ct]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Activity: which values depend on a wrt input (forward) and which feed a seeded output (backward).
+
+/** Float values of `g` that depend on `activeInputs`. */
+function forwardActivity(g: Graph, activeInputs: ReadonlySet<Value>): Set<Value> {
+  const active = new Set<Value>();
+  for (const v of g.inputs) if (activeInputs.has(v) && isFloat(v.type.dtype)) active.add(v);
+  for (const op of g.ops) {
+    const flags = outputActivity(op, op.inputs.map((v) => active.has(v)));
+    op.outputs.forEach((o, i) => {
+      if (flags[i] && isFloat(o.type.dtype)) active.add(o);
+    });
+  }
+  return active;
+}
+
+function outputActivity(op: AnyOp, inActive: readonly boolean[]): readonly boolean[] {
+  switch (op.name) {
+    case "optimization_barrier":
+      return inActive;
+    case "scan":
+      return scanActivity(op, inActive).outputs;
+    case "bitcast_convert":
+      return [false];
+    default: {
+      const any = inActive.some((a) => a);
+      return op.outputs.map(() => any);
+    }
+  }
+}
+
+interface ScanActivity {
+  /** Carries that depend on an active operand at some iteration (a fixpoint over the loop). */
+  readonly carries: readonly boolean[];
+  readonly outputs: readonly boolean[];
+}
+
+function scanActivity(op: Op<"scan">, inActive: readonly boolean[]): ScanActivity {
+  const { body, numConsts: nc, numCarry: nh } = op.params;
+  let carries = inActive.slice(nc, nc + nh);
+  for (;;) {
+    // body.inputs and op.inputs share the layout consts, carries, xs.
+    const flags = body.inputs.map((_, i) => (i >= nc && i < nc + nh ? carries[i - nc]! : inActive[i]!));
+    const active = forwardActivity(body, new Set(body.inputs.filter((_, i) => flags[i])));
+    const next = carries.map((c, i) => c || active.has(body.outputs[i]!));
+    if (next.every((c, i) => c === carries[i])) {
+      return { carries, outputs: [...carries, ...body.outputs.slice(nh).map((y) => active.has(y))] };
+    }
+    carries = next;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The transform.
+
+const RULES: { [N in OpName]: VjpRule<N> } = { ...VJP_RULES, scan: scanVjp };
+
+/**
+ * Emits into `b` the ops of `g` (scans that are differentiated are extended to save their per-iteration
+ * carries) and then the backward ops; returns the cotangent of each `want` value (zeros where none flows).
+ * `seeds` gives the cotangents flowing into values of `g` (summed when a value has several); its values
+ * must be available in `b`'s scope. Gradients flow only through float values that depend on `activeInputs`.
+ */
+function backprop(
+  b: GraphBuilder,
+  g: Graph,
+  activeInputs: ReadonlySet<Value>,
+  seeds: ReadonlyMap<Value, readonly Value[]>,
+  want: readonly Value[],
+): Value[] {
+  const active = forwardActivity(g, activeInputs);
+  // Backward reachability: a value needs a cotangent if it is active and feeds a seeded value.
+  const useful = new Set([...seeds.keys()].filter((v) => active.has(v)));
+  const differentiated = new Set<AnyOp>();
+  for (let k = g.ops.length - 1; k >= 0; k--) {
+    const op = g.ops[k]!;
+    if (!op.outputs.some((o) => useful.has(o))) continue;
+    const inputs = op.inputs.filter((v) => active.has(v));
+    if (inputs.length === 0) continue;
+    differentiated.add(op);
+    inputs.forEach((v) => useful.add(v));
+  }
+
+  const residuals = new Map<AnyOp, Value[]>();
+  for (const op of g.ops) {
+    if (op.name === "scan" && differentiated.has(op)) {
+      const saved = saveCarries(op);
+      b.push(saved.op);
+      residuals.set(op, saved.stacked);
+    } else {
+      b.push(op);
+    }
+  }
+
+  const e = new Emitter(b);
+  const cts = new Map<Value, Value>();
+  for (const [v, list] of seeds) {
+    if (active.has(v)) for (const ct of list) accumulate(e, cts, v, ct);
+  }
+  for (let k = g.ops.length - 1; k >= 0; k--) {
+    const op = g.ops[k]!;
+    if (!differentiated.has(op)) continue;
+    const outCts = op.outputs.map((o) => cts.get(o));
+    if (outCts.every((c) => c === undefined)) continue;
+    e.loc = op.loc;
+    const needs = op.inputs.map((v) => active.has(v));
+    const ctx: VjpCtx = { e, residuals: residuals.get(op) };
+    const inCts = (RULES[op.name] as VjpRule<OpName>)(ctx, op, outCts, needs);
+    op.inputs.forEach((v, i) => {
+      const ct = inCts[i];
+      if (!needs[i]) return;
+      if (!ct) throw new Error(`internal: the vjp of ${op.name} gave no cotangent for its operand ${i}`);
+      if (!sameType(ct.type, v.type)) {
+        throw new Error(`internal: the vjp of ${op.name} gave ${formatType(ct.type)} for operand ${i} of type ${formatType(v.type)}`);
+      }
+      accumulate(e, cts, v, ct);
+    });
+  }
+  e.loc = undefined;
+  return want.map((v) => cts.get(v) ?? e.zeros(v.type));
+}
+
+/** Fan-out: a value used several times gets the sum of its uses' cotangents. */
+function accumulate(e: Emitter, cts: Map<Value, Value>, v: Value, ct: Value): void {
+  const prev = cts.get(v);
+  cts.set(v, prev ? e.add(prev, ct) : ct);
+}
+
+/** The same scan with the carries entering each iteration appended to its ys: the backward scan's residuals. */
+function saveCarries(op: Op<"scan">): { op: AnyOp; stacked: Value[] } {
+  const { body, numConsts: nc, numCarry: nh, length } = op.params;
+  const carriesIn = body.inputs.slice(nc, nc + nh);
+  const outNames = body.outputNames ? [...body.outputNames, ...carriesIn.map(() => "")] : undefined;
+  const saving = makeGraph(body.inputs, body.ops, [...body.outputs, ...carriesIn], body.inputNames, outNames);
+  const stacked = carriesIn.map((v) => new Value(stackedType(v.type, length)));
+  return { op: makeOp("scan", op.inputs, { ...op.params, body: saving }, [...op.outputs, ...stacked], op.loc), stacked };
+}
+
+/**
+ * scan: a scan running the other way over (xs, saved carries, ys' cotangents). Its body recomputes the
+ * original body from the saved carry and differentiates it; carries are the carries' cotangents plus one
+ * accumulator per differentiated const. Its ys are the xs' cotangents.
+ */
+function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonly boolean[]): readonly Ct[] {
+  const { e } = ctx;
+  const { body, numConsts: nc, numCarry: nh, length, reverse } = op.params;
+  const nx = op.inputs.length - nc - nh;
+  const ny = body.outputs.length - nh;
+  const saved = ctx.residuals;
+  if (!saved) throw new Error("internal: scan vjp without saved carries");
+  const activeCarry = scanActivity(op, needs).carries;
+
+  const hIdx = range(nh).filter((i) => activeCarry[i]);
+  const cIdx = range(nc).filter((k) => needs[k]);
+  const xIdx = range(nx).filter((j) => needs[nc + nh + j]);
+  const yIdx = range(ny).filter((j) => cts[nh + j] !== undefined);
+
+  // Body of the backward scan: (consts; carry cotangents, const accumulators; xs, saved carries, y cotangents).
+  const bodyConsts = body.inputs.slice(0, nc);
+  const bodyCarries = body.inputs.slice(nc, nc + nh);
+  const bodyXs = body.inputs.slice(nc + nh);
+  const ctCarryIn = hIdx.map((i) => new Value(body.outputs[i]!.type));
+  const accIn = cIdx.map((k) => new Value(body.inputs[k]!.type));
+  const ctYIn = yIdx.map((j) => new Value(body.outputs[nh + j]!.type));
+
+  const bb = new GraphBuilder();
+  const seeds = new Map<Value, Value[]>();
+  hIdx.forEach((i, n) => addSeed(seeds, body.outputs[i]!, ctCarryIn[n]!));
+  yIdx.forEach((j, n) => addSeed(seeds, body.outputs[nh + j]!, ctYIn[n]!));
+  const activeIn = new Set([...hIdx.map((i) => bodyCarries[i]!), ...cIdx.map((k) => bodyConsts[k]!), ...xIdx.map((j) => bodyXs[j]!)]);
+  const want = [...hIdx.map((i) => bodyCarries[i]!), ...cIdx.map((k) => bodyConsts[k]!), ...xIdx.map((j) => bodyXs[j]!)];
+  const grads = backprop(bb, body, activeIn, seeds, want);
+  const be = new Emitter(bb, op.loc);
+  const ctCarryOut = grads.slice(0, hIdx.length);
+  const accOut = grads.slice(hIdx.length, hIdx.length + cIdx.length).map((g, n) => be.add(accIn[n]!, g));
+  const ctXOut = grads.slice(hIdx.length + cIdx.length);
+  const backBody = makeGraph(
+    [...bodyConsts, ...ctCarryIn, ...accIn, ...bodyXs, ...bodyCarries, ...ctYIn],
+    bb.build([]).ops,
+    [...ctCarryOut, ...accOut, ...ctXOut],
+  );
+
+  const outs = e.ops(
+    "scan",
+    [
+      ...op.inputs.slice(0, nc),
+      ...hIdx.map((i) => cts[i] ?? e.zeros(op.outputs[i]!.type)),
+      ...cIdx.map((k) => e.zeros(op.inputs[k]!.type)),
+      ...op.inputs.slice(nc + nh),
+      ...saved,
+      ...yIdx.map((j) => cts[nh + j]!),
+    ],
+    { body: backBody, length, numConsts: nc, numCarry: hIdx.length + cIdx.length, reverse: !reverse },
+  );
+  const result: Ct[] = op.inputs.map(() => undefined);
+  hIdx.forEach((i, n) => (result[nc + i] = outs[n]));
+  cIdx.forEach((k, n) => (result[k] = outs[hIdx.length + n]));
+  xIdx.forEach((j, n) => (result[nc + nh + j] = outs[hIdx.length + cIdx.length + n]));
+  // Carries whose initial value is not differentiated still flowed above; their cotangents are dropped here.
+  return result.map((ct, i) => (needs[i] ? ct : undefined));
+}

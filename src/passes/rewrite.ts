@@ -1,0 +1,61 @@
+// Helpers shared by passes: assembling graphs from op lists, substituting values, recursing into scan bodies.
+import { makeOp, type AnyOp, type Graph, type Value } from "../ir/graph.ts";
+
+/** A frozen Graph from parts; names are kept only when some are non-empty, as GraphBuilder does. */
+export function makeGraph(
+  inputs: readonly Value[],
+  ops: readonly AnyOp[],
+  outputs: readonly Value[],
+  inputNames?: readonly string[],
+  outputNames?: readonly string[],
+): Graph {
+  const g: Graph = {
+    inputs: Object.freeze([...inputs]),
+    ops: Object.freeze([...ops]),
+    outputs: Object.freeze([...outputs]),
+    ...(inputNames && inputNames.some((n) => n !== "") ? { inputNames: Object.freeze([...inputNames]) } : {}),
+    ...(outputNames && outputNames.some((n) => n !== "") ? { outputNames: Object.freeze([...outputNames]) } : {}),
+  };
+  return Object.freeze(g);
+}
+
+/** `names[i]` for each index, "" where the graph has no names: used when a pass drops or reorders inputs/outputs. */
+export function pickNames(names: readonly string[] | undefined, indices: readonly number[]): string[] {
+  return indices.map((i) => names?.[i] ?? "");
+}
+
+/** Same ops and names, other outputs. */
+export function withOutputs(g: Graph, outputs: readonly Value[], outputNames = g.outputNames): Graph {
+  return makeGraph(g.inputs, g.ops, outputs, g.inputNames, outputNames);
+}
+
+/** The op with its inputs replaced through `subst` (the same object when nothing changes). */
+export function substituteInputs(op: AnyOp, subst: ReadonlyMap<Value, Value>): AnyOp {
+  if (!op.inputs.some((v) => subst.has(v))) return op;
+  return makeOp(op.name, op.inputs.map((v) => subst.get(v) ?? v), op.params, op.outputs, op.loc);
+}
+
+/** Follows `subst` to a value that is not substituted any further. */
+export function resolve(subst: ReadonlyMap<Value, Value>, v: Value): Value {
+  let r = v;
+  for (let next = subst.get(r); next !== undefined; next = subst.get(r)) r = next;
+  return r;
+}
+
+/** The op with its nested body transformed by `f` (the same object when `f` returns the body unchanged). */
+export function mapBody(op: AnyOp, f: (body: Graph) => Graph): AnyOp {
+  if (op.name !== "scan") return op;
+  const body = f(op.params.body);
+  if (body === op.params.body) return op;
+  return makeOp("scan", op.inputs, { ...op.params, body }, op.outputs, op.loc);
+}
+
+/** True when both lists hold the same objects in the same order (passes use it to return `g` unchanged). */
+export function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** 0, 1, ..., n-1. */
+export function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
