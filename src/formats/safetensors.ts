@@ -472,17 +472,22 @@ export class Checkpoint {
         }
         shards.push(await SafetensorsFile.open(p));
       }
-      const where = new Map<string, SafetensorsFile>();
+      const found = new Map<string, SafetensorsFile[]>();
       for (const s of shards) {
-        const shard = basename(s.path);
         for (const k of s.keys()) {
-          const other = where.get(k);
-          if (other !== undefined) fail(`tensor "${k}" appears in two shards, "${basename(other.path)}" and "${shard}"`, k);
-          const listed = json.weight_map[k];
-          if (listed === undefined) fail(`shard "${shard}" holds tensor "${k}" that weight_map does not list`, k);
-          if (listed !== shard) fail(`tensor "${k}" is mapped to "${listed as string}" but is stored in "${shard}"`, k);
-          where.set(k, s);
+          const list = found.get(k);
+          if (list === undefined) found.set(k, [s]);
+          else list.push(s);
         }
+      }
+      const where = new Map<string, SafetensorsFile>();
+      for (const [k, [s, other]] of found) {
+        const shard = basename(s!.path);
+        if (other !== undefined) fail(`tensor "${k}" appears in two shards, "${shard}" and "${basename(other.path)}"`, k);
+        const listed = json.weight_map[k];
+        if (listed === undefined) fail(`shard "${shard}" holds tensor "${k}" that weight_map does not list`, k);
+        if (listed !== shard) fail(`tensor "${k}" is mapped to "${listed as string}" but is stored in "${shard}"`, k);
+        where.set(k, s!);
       }
       for (const [shard, names] of byShard) {
         for (const name of names) {
@@ -525,7 +530,7 @@ export class Checkpoint {
     return { ...s.info(name), file: s.path };
   }
 
-  read(name: string): Promise<HostTensor> {
+  async read(name: string): Promise<HostTensor> {
     return this.shardOf(name).read(name);
   }
 
