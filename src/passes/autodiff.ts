@@ -4,7 +4,7 @@ import type { OpName } from "../ir/ops.ts";
 import { formatType, isFloat, sameType } from "../ir/types.ts";
 import { Emitter } from "./emitter.ts";
 import type { Pass } from "./pass.ts";
-import { makeGraph, range } from "./rewrite.ts";
+import { cloneGraph, makeGraph, range } from "./rewrite.ts";
 import { VJP_RULES, stackedType, type Ct, type VjpCtx, type VjpRule } from "./vjp_rules.ts";
 
 /**
@@ -226,7 +226,9 @@ function saveCarries(op: Op<"scan">): { op: AnyOp; stacked: Value[] } {
  */
 function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonly boolean[]): readonly Ct[] {
   const { e } = ctx;
-  const { body, numConsts: nc, numCarry: nh, length, reverse } = op.params;
+  const { numConsts: nc, numCarry: nh, length, reverse } = op.params;
+  // The backward body recomputes the forward body: a copy, since the primal scan keeps the original's values.
+  const body = cloneGraph(op.params.body);
   const nx = op.inputs.length - nc - nh;
   const ny = body.outputs.length - nh;
   const saved = ctx.residuals;

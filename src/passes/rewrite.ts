@@ -1,5 +1,5 @@
 // Helpers shared by passes: assembling graphs from op lists, substituting values, recursing into scan bodies.
-import { makeOp, type AnyOp, type Graph, type Value } from "../ir/graph.ts";
+import { Value, makeOp, type AnyOp, type Graph } from "../ir/graph.ts";
 
 /** A frozen Graph from parts; names are kept only when some are non-empty, as GraphBuilder does. */
 export function makeGraph(
@@ -58,4 +58,24 @@ export function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
 /** 0, 1, ..., n-1. */
 export function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
+}
+
+/**
+ * A copy of `g` with fresh values everywhere (nested bodies included). A value is defined once in a whole graph
+ * tree, so a pass that needs a second copy of a scan body (autodiff's backward scan) must clone it.
+ */
+export function cloneGraph(g: Graph): Graph {
+  const fresh = new Map<Value, Value>();
+  const copy = (v: Value): Value => {
+    const c = new Value(v.type);
+    fresh.set(v, c);
+    return c;
+  };
+  const inputs = g.inputs.map(copy);
+  const ops = g.ops.map((op) => {
+    const inputs = op.inputs.map((v) => fresh.get(v) ?? v);
+    const params = op.name === "scan" ? { ...op.params, body: cloneGraph(op.params.body) } : op.params;
+    return makeOp(op.name, inputs, params, op.outputs.map(copy), op.loc);
+  });
+  return makeGraph(inputs, ops, g.outputs.map((v) => fresh.get(v) ?? v), g.inputNames, g.outputNames);
 }

@@ -4,6 +4,9 @@ import { GraphBuilder, type Graph } from "../../src/ir/graph.ts";
 import { hostArray, interpret, type HostArray } from "../../src/ir/interpret.ts";
 import type { OpName, OpParams } from "../../src/ir/ops.ts";
 import { isFloat, numel, tensorType, type DType, type Shape, type TensorType } from "../../src/ir/types.ts";
+import { parse } from "../../src/ir/parse.ts";
+import { print } from "../../src/ir/print.ts";
+import { verify } from "../../src/ir/verify.ts";
 import { vjp } from "../../src/passes/autodiff.ts";
 
 /** mulberry32: a tiny seeded generator so failures reproduce. */
@@ -36,9 +39,15 @@ export function opGraph<N extends OpName>(name: N, inputs: readonly TensorType[]
   return b.build(b.add(name, ins, params));
 }
 
-/** The analytic gradients of `sum_k <ct_k, g_k(args)>` w.r.t. each wrt input, via vjp and the interpreter. */
+/**
+ * The analytic gradients of `sum_k <ct_k, g_k(args)>` w.r.t. each wrt input, via vjp and the interpreter; the vjp
+ * graph must also verify and survive a print -> parse -> print round trip.
+ */
 export function vjpValues(g: Graph, wrt: readonly number[], args: readonly HostArray[], cts: readonly HostArray[]): HostArray[] {
-  const outs = interpret(vjp(g, wrt), [...args, ...cts]);
+  const grad = vjp(g, wrt);
+  verify(grad);
+  expect(print(parse(print(grad)))).toBe(print(grad));
+  const outs = interpret(grad, [...args, ...cts]);
   return outs.slice(g.outputs.length);
 }
 
