@@ -47,5 +47,5 @@ export function zodFormatError(
     got === undefined && issue.code === "invalid_type"
       ? `required field is missing (${issue.message.replace(/^Invalid input: /, "").replace(/, received undefined$/, "")})`
       : `${issue.message.replace(/^Invalid input: /, "")} (got ${JSON.stringify(got)})`;
-  return new FormatError(`${file}: field "${field}": ${detail}`, { file });
+  return new FormatError(field === "" ? `${file}: ${detail}` : `${file}: field "${field}": ${detail}`, { file });
 }
