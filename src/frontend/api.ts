@@ -1,0 +1,11 @@
+// Everything a model file uses, in one module: `import { tx } from "tessera"` or named imports.
+export * from "./numpy.ts";
+export { Tensor, type TensorLike, type SliceSpec } from "./core.ts";
+export { TraceError } from "./errors.ts";
+export { setLocationCapture } from "./loc.ts";
+export { spec, TensorSpec, trace, entry, type Entry, type Traced } from "./trace.ts";
+export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
+export { scan, optimizationBarrier, type ScanOpts } from "./control.ts";
+export { flatten as treeFlatten, unflatten as treeUnflatten, treeMap, leaves as treeLeaves, type Tree, type TreeDef } from "./tree.ts";
+export * as random from "./random.ts";
+export { dropout } from "./random.ts";

@@ -1,0 +1,107 @@
+// Finds the user's source line for each recorded op: the innermost stack frame outside Tessera's own code.
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import type { SourceLoc } from "../ir/types.ts";
+
+// Tessera's own folders; frames in them are never "the user's line".
+const SRC_ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const OWN_DIRS = ["frontend", "ir", "passes", "backend"].map((d) => path.join(SRC_ROOT, d) + path.sep);
+
+// Enough frames to walk past Tessera's own (composite ops nest a few deep) without formatting whole stacks.
+const STACK_LIMIT = 24;
+
+let enabled = true;
+
+/** Turns location capture off (or back on); ops then carry no `loc`. Tracing gets a little faster. */
+export function setLocationCapture(on: boolean): void {
+  enabled = on;
+}
+
+const FRAME = /\(?((?:file:\/\/)?[^\s()]+?):(\d+):(\d+)\)?$/;
+
+function ownOrInternal(file: string): boolean {
+  if (file.startsWith("node:") || file.startsWith("internal/")) return true;
+  return OWN_DIRS.some((d) => file.startsWith(d));
+}
+
+/** Parses one `    at fn (file:line:col)` line into a location, or undefined for native/eval frames. */
+export function parseFrame(line: string): SourceLoc | undefined {
+  const m = FRAME.exec(line.trim());
+  if (!m) return undefined;
+  let file = m[1]!;
+  if (file.startsWith("file://")) {
+    try {
+      file = fileURLToPath(file);
+    } catch {
+      return undefined;
+    }
+  }
+  return { file, line: Number(m[2]), col: Number(m[3]) };
+}
+
+function relativize(file: string): string {
+  const cwd = process.cwd() + path.sep;
+  return file.startsWith(cwd) ? file.slice(cwd.length) : file;
+}
+
+// Raw (unmapped) frame position -> mapped user location. Source-mapped stack strings cost ~100us each, raw
+// call sites a few us; a traced model repeats the same lines (one per layer), so the cache almost always hits.
+const cache = new Map<string, SourceLoc | null>();
+
+function rawCallSites(): NodeJS.CallSite[] {
+  const prevLimit = Error.stackTraceLimit;
+  const prevPrepare = Error.prepareStackTrace;
+  Error.stackTraceLimit = STACK_LIMIT;
+  Error.prepareStackTrace = (_e, sites) => sites;
+  try {
+    const holder: { stack?: unknown } = {};
+    Error.captureStackTrace(holder, userLoc);
+    return holder.stack as NodeJS.CallSite[];
+  } finally {
+    Error.prepareStackTrace = prevPrepare;
+    Error.stackTraceLimit = prevLimit;
+  }
+}
+
+/** The first user frame of a formatted (source-mapped, as the host prints it) stack. */
+function mappedUserLoc(): SourceLoc | null {
+  const prev = Error.stackTraceLimit;
+  Error.stackTraceLimit = STACK_LIMIT;
+  const holder: { stack?: string } = {};
+  Error.captureStackTrace(holder, userLoc);
+  Error.stackTraceLimit = prev;
+  const lines = (holder.stack ?? "").split("\n");
+  for (let i = 1; i < lines.length; i++) {
+    const loc = parseFrame(lines[i]!);
+    if (loc && !ownOrInternal(loc.file)) return { ...loc, file: relativize(loc.file) };
+  }
+  return null;
+}
+
+function normalizeFile(f: string): string {
+  if (!f.startsWith("file://")) return f;
+  try {
+    return fileURLToPath(f);
+  } catch {
+    return f;
+  }
+}
+
+/** The innermost frame of the current stack that is outside Tessera's src/ and node internals. */
+export function userLoc(): SourceLoc | undefined {
+  if (!enabled) return undefined;
+  for (const site of rawCallSites()) {
+    const f = site.getFileName();
+    if (!f) continue;
+    const file = normalizeFile(f);
+    if (ownOrInternal(file)) continue;
+    const key = `${file}:${site.getLineNumber()}:${site.getColumnNumber()}`;
+    let loc = cache.get(key);
+    if (loc === undefined) {
+      loc = mappedUserLoc();
+      cache.set(key, loc);
+    }
+    return loc ?? undefined;
+  }
+  return undefined;
+}

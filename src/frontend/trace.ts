@@ -1,0 +1,185 @@
+// Abstract specs, `trace` (function + specs -> Graph), `entry` for the CLI, and inlining a graph into a trace.
+import type { Graph, Value } from "../ir/graph.ts";
+import { formatType, isDType, tensorType, type DType, type Shape, type TensorType } from "../ir/types.ts";
+import { Tensor, Trace, withTrace } from "./core.ts";
+import { TraceError } from "./errors.ts";
+import { flatten, unflatten, type Tree, type TreeDef } from "./tree.ts";
+import { userLoc } from "./loc.ts";
+
+/** A stand-in for an argument: only its dtype and shape matter to tracing. */
+export class TensorSpec implements TensorType {
+  readonly shape: Shape;
+  constructor(
+    readonly dtype: DType,
+    shape: readonly number[],
+  ) {
+    if (!isDType(dtype)) throw new TraceError("spec", `unknown dtype '${String(dtype)}'`);
+    for (const d of shape) if (!Number.isInteger(d) || d < 0) throw new TraceError("spec", `invalid dimension ${d} in [${shape.join(",")}]`);
+    this.shape = Object.freeze([...shape]);
+  }
+  toString(): string {
+    return `spec(${formatType(this)})`;
+  }
+}
+
+/** `spec("f32", [2, 3])`: an abstract argument for `trace`, `entry` and `jit(f).lower`. */
+export function spec(dtype: DType, shape: readonly number[]): TensorSpec {
+  return new TensorSpec(dtype, shape);
+}
+
+/** Anything with a dtype and shape can stand for an argument: specs, tensors, device arrays. */
+export interface HasType {
+  readonly dtype: DType;
+  readonly shape: Shape;
+}
+
+function isHasType(x: unknown): x is HasType {
+  return typeof x === "object" && x !== null && typeof (x as HasType).dtype === "string" && Array.isArray((x as HasType).shape);
+}
+
+/** The tensor type of an argument leaf, or a TraceError naming its path. */
+export function leafType(op: string, leaf: unknown, path: string): TensorType {
+  if (isHasType(leaf)) return tensorType(leaf.dtype, leaf.shape);
+  throw new TraceError(op, `argument ${path || "(root)"} is ${describe(leaf)}, not a tensor spec (use spec(dtype, shape))`);
+}
+
+export function describe(x: unknown): string {
+  if (typeof x === "object" && x !== null) return `a ${x.constructor?.name ?? "object"}`;
+  return `${typeof x} ${String(x)}`;
+}
+
+/**
+ * The parameter names of `fn` as written (`(params, batch) => ...` gives ["params", "batch"]), used to name graph
+ * inputs `params.layers[0].wq`. Destructured or rest parameters fall back to `arg<i>`.
+ */
+export function paramNames(fn: Function, count: number): string[] {
+  const names = Array.from({ length: count }, (_, i) => `arg${i}`);
+  const src = Function.prototype.toString.call(fn);
+  let list: string | undefined;
+  const arrowSingle = /^(?:async\s*)?([A-Za-z_$][\w$]*)\s*=>/.exec(src);
+  if (arrowSingle) list = arrowSingle[1];
+  else {
+    const open = src.indexOf("(");
+    if (open >= 0) {
+      let depth = 0;
+      for (let i = open; i < src.length; i++) {
+        const c = src[i];
+        if (c === "(" || c === "[" || c === "{") depth++;
+        else if (c === ")" || c === "]" || c === "}") depth--;
+        if (depth === 0) {
+          list = src.slice(open + 1, i);
+          break;
+        }
+      }
+    }
+  }
+  if (list === undefined) return names;
+  const parts: string[] = [];
+  let depth = 0, cur = "";
+  for (const c of list) {
+    if (c === "(" || c === "[" || c === "{") depth++;
+    else if (c === ")" || c === "]" || c === "}") depth--;
+    if (c === "," && depth === 0) parts.push(cur), (cur = "");
+    else cur += c;
+  }
+  parts.push(cur);
+  parts.forEach((p, i) => {
+    const m = /^\s*([A-Za-z_$][\w$]*)\s*(?:=.*)?$/s.exec(p);
+    if (m && i < count) names[i] = m[1]!;
+  });
+  return names;
+}
+
+/** `name` + tree path: `params` + `.layers[0].wq`, or just `x` for a bare tensor argument. */
+export function joinName(name: string, path: string): string {
+  if (!path) return name;
+  return path.startsWith("[") ? `${name}${path}` : `${name}.${path}`;
+}
+
+export interface Traced {
+  readonly graph: Graph;
+  /** Structure of the argument list (an array with one subtree per positional argument). */
+  readonly inTree: TreeDef;
+  /** Structure of the return value. */
+  readonly outTree: TreeDef;
+}
+
+/** Flattened outputs of a traced function: each leaf a Tensor (numbers become f32 constants in `trace`). */
+export function outputLeaves(op: string, out: unknown, trace: Trace): { tensors: Tensor[]; paths: string[]; def: TreeDef } {
+  const { leaves, paths, def } = flatten<unknown>(out as Tree<unknown>);
+  const tensors = leaves.map((l, i) => {
+    if (l instanceof Tensor) return l;
+    if (typeof l === "number") return withTrace(trace, () => new Tensor(trace, trace.builder.add1("constant", [], { dtype: "f32", shape: [], value: [l] }, userLoc())));
+    throw new TraceError(op, `the function returned ${describe(l)} at ${paths[i] || "(root)"}; return Tensors (in arrays and plain objects)`);
+  });
+  return { tensors, paths, def };
+}
+
+/**
+ * Traces `fn` on abstract arguments: `trace(step, [paramSpecs, spec("s32", [8, 128])])`. Each leaf of `args`
+ * becomes a graph input named by the parameter name and tree path; the result leaves are the graph outputs.
+ */
+export function trace(fn: (...args: any[]) => unknown, args: readonly unknown[]): Traced {
+  const names = paramNames(fn, args.length);
+  const { leaves, paths, def: inTree } = flatten<unknown>(args as Tree<unknown>, isHasType);
+  const t = new Trace(undefined, "trace");
+  const inputs = leaves.map((leaf, i) => {
+    const p = paths[i]!;
+    const argIdx = Number(/^\[(\d+)\]/.exec(p)![1]);
+    const name = joinName(names[argIdx]!, p.slice(`[${argIdx}]`.length).replace(/^\./, ""));
+    return t.input(leafType("trace", leaf, name), name);
+  });
+  const argTrees = unflattenArgs(inTree, inputs);
+  const out = withTrace(t, () => fn(...argTrees));
+  if (out instanceof Promise) throw new TraceError("trace", "the traced function returned a Promise; traced functions must be synchronous");
+  const { tensors, paths: outPaths, def: outTree } = outputLeaves("trace", out, t);
+  const outNames = outPaths.map((p) => (p === "" || p.startsWith("[") ? `out${p}` : p));
+  const graph = t.build(tensors, outNames, "trace");
+  return { graph, inTree, outTree };
+}
+
+/** The positional argument values of an args-array tree. */
+export function unflattenArgs<L>(def: TreeDef, leaves: readonly L[]): unknown[] {
+  if (def.kind !== "array") throw new Error("internal: argument tree is not an array");
+  return unflatten(def, leaves) as unknown[];
+}
+
+/**
+ * Copies `g`'s ops into `trace`, with `inputs` (values of `trace`) standing for g's inputs; returns the values of
+ * g's outputs. Ops are re-added through the builder, so each gets fresh values and is type-checked again.
+ */
+export function inlineGraph(trace: Trace, g: Graph, inputs: readonly Value[]): Value[] {
+  if (inputs.length !== g.inputs.length) throw new Error(`internal: inlining a graph of ${g.inputs.length} inputs with ${inputs.length} values`);
+  const env = new Map<Value, Value>();
+  g.inputs.forEach((v, i) => env.set(v, inputs[i]!));
+  const get = (v: Value): Value => {
+    const r = env.get(v);
+    if (!r) throw new Error("internal: inlined graph uses a value it does not define");
+    return r;
+  };
+  for (const op of g.ops) {
+    const outs = trace.builder.add(op.name, op.inputs.map(get), op.params as never, op.loc);
+    op.outputs.forEach((v, i) => env.set(v, outs[i]!));
+  }
+  return g.outputs.map(get);
+}
+
+/** What `entry` returns: a function and its abstract arguments, found by `tessera compile --entry <name>`. */
+export interface Entry<F extends (...args: any[]) => unknown = (...args: any[]) => unknown> {
+  readonly kind: "tessera.entry";
+  readonly fn: F;
+  readonly args: readonly unknown[];
+  /** Argument positions whose buffers the compiled function may reuse for its outputs. */
+  readonly donate?: readonly number[];
+}
+
+/**
+ * Marks a function of a model file for the CLI: `export const trainStep = entry(step, [paramSpecs, batchSpec],
+ * { donate: [0] })`; `tessera compile model.ts --entry trainStep` traces it with `trace(e.fn, e.args)`.
+ */
+export function entry<F extends (...args: any[]) => unknown>(fn: F, args: readonly unknown[], opts: { donate?: number | readonly number[] } = {}): Entry<F> {
+  if (typeof fn !== "function") throw new TraceError("entry", `first argument must be a function, got ${describe(fn)}`);
+  if (!Array.isArray(args)) throw new TraceError("entry", "argument specs must be an array with one spec tree per parameter");
+  const donate = opts.donate === undefined ? undefined : typeof opts.donate === "number" ? [opts.donate] : [...opts.donate];
+  return Object.freeze({ kind: "tessera.entry" as const, fn, args, ...(donate ? { donate } : {}) });
+}
