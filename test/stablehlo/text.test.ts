@@ -77,7 +77,8 @@ describe("element literals", () => {
   it("dense literals nest row-major and splat single values", () => {
     expect(denseLiteral(tt("s32", [2, 3]), [1, 2, 3, 4, 5, 6])).toBe("dense<[[1, 2, 3], [4, 5, 6]]>");
     expect(denseLiteral(tt("s32", [2, 3]), [7])).toBe("dense<7>");
-    expect(denseLiteral(tt("s32", [0]), [])).toBe("dense<[]>");
+    expect(denseLiteral(tt("s32", [0]), [])).toBe("dense<>");
+    expect(denseLiteral(tt("f32", [2, 0]), [0])).toBe("dense<>");
     expect(() => denseLiteral(tt("s32", [2]), [1, 2, 3])).toThrow(/3 values for shape \[2\]/);
   });
 });

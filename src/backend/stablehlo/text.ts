@@ -91,8 +91,9 @@ export function elementLiteral(d: DType, x: number): string {
 /** `dense<...>` for a splat (one value) or full row-major value list of the given type. */
 export function denseLiteral(t: TensorType, values: readonly number[]): string {
   const n = numel(t.shape);
-  if (values.length === 1 && n > 0) return `dense<${elementLiteral(t.dtype, values[0]!)}>`;
-  if (values.length !== n && n > 0) {
+  if (n === 0) return "dense<>"; // MLIR's spelling of every empty tensor, whatever its shape
+  if (values.length === 1) return `dense<${elementLiteral(t.dtype, values[0]!)}>`;
+  if (values.length !== n) {
     throw new Error(`internal: ${values.length} values for shape [${t.shape.join(",")}]`);
   }
   let pos = 0;
