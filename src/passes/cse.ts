@@ -1,0 +1,82 @@
+// Common subexpression elimination: merges ops with the same name, the same operands and equal params.
+import type { AnyOp, Graph, Value } from "../ir/graph.ts";
+import { formatType } from "../ir/types.ts";
+import type { Pass } from "./pass.ts";
+import { makeGraph, mapBody, sameList, substituteInputs } from "./rewrite.ts";
+
+export const csePass: Pass = {
+  name: "cse",
+  description: "Merges identical ops (same name, operands and params; scans with structurally equal bodies).",
+  run: cse,
+};
+
+/**
+ * Later duplicates are replaced by the first occurrence (which keeps its location). optimization_barrier ops
+ * are never merged: two barriers over the same values exist to stay apart in the schedule (rematerialization).
+ * Scan bodies are cleaned first, then compared structurally.
+ */
+export function cse(g: Graph): Graph {
+  const subst = new Map<Value, Value>();
+  const first = new Map<string, AnyOp>();
+  const ids = new Map<Value, number>();
+  const id = (v: Value): number => {
+    let n = ids.get(v);
+    if (n === undefined) ids.set(v, (n = ids.size));
+    return n;
+  };
+  const ops: AnyOp[] = [];
+  for (const original of g.ops) {
+    const op = mapBody(substituteInputs(original, subst), cse);
+    if (op.name !== "optimization_barrier") {
+      const key = `${op.name}(${op.inputs.map(id).join(",")})${paramsKey(op)}`;
+      const prev = first.get(key);
+      if (prev) {
+        op.outputs.forEach((v, i) => subst.set(v, prev.outputs[i]!));
+        continue;
+      }
+      first.set(key, op);
+    }
+    ops.push(op);
+  }
+  const outputs = g.outputs.map((v) => subst.get(v) ?? v);
+  if (sameList(ops, g.ops) && sameList(outputs, g.outputs)) return g;
+  return makeGraph(g.inputs, ops, outputs, g.inputNames, g.outputNames);
+}
+
+/** Params in a canonical text form; a scan body by its structure (value numbering local to the body). */
+function paramsKey(op: AnyOp): string {
+  if (op.name === "scan") return canonical({ ...op.params, body: graphKey(op.params.body) });
+  return canonical(op.params);
+}
+
+/** Structural identity of a graph: input types, each op with operands numbered locally, and the outputs. */
+export function graphKey(g: Graph): string {
+  const local = new Map<Value, number>();
+  const num = (v: Value): number => {
+    let n = local.get(v);
+    if (n === undefined) local.set(v, (n = local.size));
+    return n;
+  };
+  g.inputs.forEach(num);
+  const parts = [g.inputs.map((v) => formatType(v.type)).join(",")];
+  for (const op of g.ops) {
+    parts.push(`${op.name}(${op.inputs.map(num).join(",")})${paramsKey(op)}`);
+    op.outputs.forEach(num);
+  }
+  parts.push(`return(${g.outputs.map(num).join(",")})`);
+  return parts.join(";");
+}
+
+/** JSON-like text with sorted keys that tells -0, NaN and the infinities apart (JSON.stringify does not). */
+function canonical(x: unknown): string {
+  if (typeof x === "number") return Object.is(x, -0) ? "-0" : String(x);
+  if (Array.isArray(x)) return `[${x.map(canonical).join(",")}]`;
+  if (x !== null && typeof x === "object") {
+    const o = x as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .sort()
+      .map((k) => `${k}:${canonical(o[k])}`)
+      .join(",")}}`;
+  }
+  return JSON.stringify(x);
+}

@@ -1,0 +1,65 @@
+// Dead code elimination: drops ops whose results are unused, and unused ys, consts and xs of scans (recursively).
+import { makeOp, type AnyOp, type Graph, type Op, type Value } from "../ir/graph.ts";
+import type { Pass } from "./pass.ts";
+import { makeGraph, pickNames, range, sameList } from "./rewrite.ts";
+
+export const dcePass: Pass = {
+  name: "dce",
+  description: "Removes ops whose results are never used; inside scans also unused ys, consts and xs.",
+  run: dce,
+};
+
+/** `g` without dead ops (the same object when nothing is dead). Graph outputs are always live. */
+export function dce(g: Graph): Graph {
+  const live = new Set<Value>(g.outputs);
+  const kept: AnyOp[] = [];
+  for (let k = g.ops.length - 1; k >= 0; k--) {
+    const op = g.ops[k]!;
+    if (!op.outputs.some((v) => live.has(v))) continue;
+    const pruned = op.name === "scan" ? pruneScan(op, live) : op;
+    kept.push(pruned);
+    pruned.inputs.forEach((v) => live.add(v));
+  }
+  kept.reverse();
+  if (sameList(kept, g.ops)) return g;
+  return makeGraph(g.inputs, kept, g.outputs, g.inputNames, g.outputNames);
+}
+
+/**
+ * Drops the ys nobody reads, then the body's dead ops, then consts and xs the body no longer reads. Carries
+ * stay: a carry feeds the next iteration even when its final value is unused.
+ */
+function pruneScan(op: Op<"scan">, live: ReadonlySet<Value>): AnyOp {
+  const { body, numConsts: nc, numCarry: nh } = op.params;
+  const ny = body.outputs.length - nh;
+  const keepY = range(ny).filter((j) => live.has(op.outputs[nh + j]!));
+  const outIdx = [...range(nh), ...keepY.map((j) => nh + j)];
+  const withLiveYs =
+    keepY.length === ny
+      ? body
+      : makeGraph(body.inputs, body.ops, outIdx.map((i) => body.outputs[i]!), body.inputNames, pickNames(body.outputNames, outIdx));
+  const trimmed = dce(withLiveYs);
+
+  const read = new Set<Value>(trimmed.outputs);
+  for (const o of trimmed.ops) o.inputs.forEach((v) => read.add(v));
+  const nx = body.inputs.length - nc - nh;
+  const keepC = range(nc).filter((k) => read.has(body.inputs[k]!));
+  const keepX = range(nx).filter((j) => read.has(body.inputs[nc + nh + j]!));
+  const inIdx = [...keepC, ...range(nh).map((i) => nc + i), ...keepX.map((j) => nc + nh + j)];
+
+  if (inIdx.length === body.inputs.length && keepY.length === ny && trimmed === body) return op;
+  const newBody = makeGraph(
+    inIdx.map((i) => body.inputs[i]!),
+    trimmed.ops,
+    trimmed.outputs,
+    pickNames(body.inputNames, inIdx),
+    trimmed.outputNames,
+  );
+  return makeOp(
+    "scan",
+    inIdx.map((i) => op.inputs[i]!),
+    { ...op.params, body: newBody, numConsts: keepC.length },
+    outIdx.map((i) => op.outputs[i]!),
+    op.loc,
+  );
+}
