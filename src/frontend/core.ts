@@ -42,9 +42,10 @@ export class Trace {
   lift(t: Tensor, op: string): Value {
     if (t.trace === this) return t.value;
     if (!this.parent || !isAncestor(t.trace, this)) {
+      const what = t.trace.label === "trace" ? "trace" : `${t.trace.label} trace`;
       const why = t.trace.isFinished
-        ? `comes from a ${t.trace.label} trace that has already finished (a tensor leaked out of its transform)`
-        : `belongs to an unrelated ${t.trace.label} trace`;
+        ? `comes from a ${what} that has already finished (a tensor leaked out of its transform)`
+        : `belongs to an unrelated ${what}`;
       throw new TraceError(op, `operand ${formatType(t.value.type)} ${why}`);
     }
     const outer = this.parent.lift(t, op);

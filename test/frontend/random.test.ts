@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { random, constant, spec } from "../../src/frontend/api.ts";
+import { random, constant, spec, tx } from "./api.ts";
 import { run } from "./helpers.ts";
 
 const u32 = (xs: number[]) => constant(new Uint32Array(xs));
@@ -14,5 +14,66 @@ describe("threefry2x32", () => {
   it.each(cases)("key %j counter %j", (k, c, want) => {
     const out = run(() => random.threefry2x32(u32([k[0]!]), u32([k[1]!]), u32([c[0]!]), u32([c[1]!])), []);
     expect(out.map((o) => o[0])).toEqual(want);
+  });
+});
+
+describe("keys and draws", () => {
+  it("key(seed) is [hi, lo]; split gives distinct keys that destructure; foldIn differs from the key", () => {
+    const [k, s, f] = run(() => {
+      const key = random.key(42);
+      const [a, b] = random.split(key);
+      return [key, random.split(key, 3), random.foldIn(key, 1).add(a!.mul(0)).add(b!.mul(0))];
+    }, []);
+    expect(k).toEqual([0, 42]);
+    expect(new Set(s).size).toBe(6);
+    expect(f).not.toEqual(k);
+    const [big] = run(() => random.key(2 ** 32 + 5), []);
+    expect(big).toEqual([1, 5]);
+  });
+
+  it("uniform f32 lies in [0, 1) with mean ~1/2 and variance ~1/12, and bins evenly", () => {
+    const n = 4096;
+    const [u] = run(() => random.uniform(random.key(0), [n]), []);
+    expect(Math.min(...u!)).toBeGreaterThanOrEqual(0);
+    expect(Math.max(...u!)).toBeLessThan(1);
+    const mean = u!.reduce((p, q) => p + q) / n;
+    const variance = u!.reduce((p, q) => p + (q - mean) ** 2, 0) / n;
+    expect(Math.abs(mean - 0.5)).toBeLessThan(0.02);
+    expect(Math.abs(variance - 1 / 12)).toBeLessThan(0.01);
+    const bins = new Array(8).fill(0);
+    for (const x of u!) bins[Math.floor(x * 8)]++;
+    // Chi-squared with 7 degrees of freedom: 24.3 is the 0.1% tail.
+    const chi = bins.reduce((p, c) => p + (c - n / 8) ** 2 / (n / 8), 0);
+    expect(chi).toBeLessThan(24.3);
+  });
+
+  it("uniform respects minval/maxval and bf16 stays below maxval", () => {
+    const [u, b] = run(() => [random.uniform(random.key(1), [512], { minval: -2, maxval: 3 }), random.uniform(random.key(1), [512], { dtype: "bf16" })], []);
+    expect(Math.min(...u!)).toBeGreaterThanOrEqual(-2);
+    expect(Math.max(...u!)).toBeLessThan(3);
+    expect(Math.max(...b!)).toBeLessThan(1);
+    expect(new Set(b).size).toBeGreaterThan(64);
+  });
+
+  it("normal has mean ~0 and variance ~1; bernoulli and dropout keep the expected fraction", () => {
+    const n = 4096;
+    const [z, bern, drop] = run(() => [
+      random.normal(random.key(3), [n]),
+      random.bernoulli(random.key(4), 0.25, [n]).astype("f32"),
+      random.dropout(tx.ones([n]), 0.5, random.key(5)),
+    ], []);
+    const mean = z!.reduce((p, q) => p + q) / n;
+    const variance = z!.reduce((p, q) => p + (q - mean) ** 2, 0) / n;
+    expect(Math.abs(mean)).toBeLessThan(0.06);
+    expect(Math.abs(variance - 1)).toBeLessThan(0.08);
+    expect(z!.every(Number.isFinite)).toBe(true);
+    expect(Math.abs(bern!.reduce((p, q) => p + q) / n - 0.25)).toBeLessThan(0.03);
+    expect(new Set(drop)).toEqual(new Set([0, 2]));
+    expect(Math.abs(drop!.reduce((p, q) => p + q) / n - 1)).toBeLessThan(0.06);
+  });
+
+  it("rejects things that are not keys", () => {
+    expect(() => run(() => random.uniform(tx.zeros([2]), [3]), [])).toThrow(/random.bits: expects a key: a u32\[2\] tensor/);
+    void spec;
   });
 });
