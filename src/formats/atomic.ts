@@ -80,7 +80,7 @@ export interface PendingFile {
  * as it was), then moved into place; if a rename fails, the targets already replaced get their old content back.
  * A crash during the short rename phase can leave a mix, with the old files still on disk under `.bak-` names.
  */
-export async function writeFilesAtomic(files: readonly PendingFile[]): Promise<void> {
+export async function writeFilesAtomic(files: readonly PendingFile[], opts: { remove?: readonly string[] } = {}): Promise<void> {
   for (const f of files) {
     const st = await lstat(f.target).catch(() => undefined);
     if (st !== undefined && !st.isFile()) throw new Error(`${f.target} exists and is not a regular file`);
@@ -92,18 +92,24 @@ export async function writeFilesAtomic(files: readonly PendingFile[]): Promise<v
     await Promise.all(temps.map(unlinkQuiet));
     throw e;
   }
-  await commitRenames(files.map((f, i) => ({ tmp: temps[i]!, target: f.target })));
+  await commitRenames(
+    files.map((f, i) => ({ tmp: temps[i]!, target: f.target })),
+    opts.remove ?? [],
+  );
 }
 
 /**
- * Moves each `tmp` onto its `target`, keeping the old targets as backups until all moves have succeeded; on
- * failure, restores the backups and removes the temps, then rethrows.
+ * Moves each `tmp` onto its `target` and deletes the `remove` paths, keeping the old targets and removed files as
+ * backups until all moves have succeeded; on failure, restores the backups and removes the temps, then rethrows.
  */
-export async function commitRenames(pairs: readonly { tmp: string; target: string }[]): Promise<void> {
+export async function commitRenames(
+  pairs: readonly { tmp: string; target: string }[],
+  remove: readonly string[] = [],
+): Promise<void> {
   const backups: { target: string; backup: string }[] = [];
   const placed: string[] = [];
   try {
-    for (const { target } of pairs) {
+    for (const target of [...pairs.map((p) => p.target), ...remove]) {
       const st = await lstat(target).catch(() => undefined);
       if (st === undefined) continue;
       const backup = siblingPath(target, "bak");
@@ -121,5 +127,5 @@ export async function commitRenames(pairs: readonly { tmp: string; target: strin
     throw e;
   }
   await Promise.all(backups.map((b) => unlinkQuiet(b.backup)));
-  for (const dir of new Set(pairs.map((p) => dirname(p.target)))) await syncDir(dir);
+  for (const dir of new Set([...pairs.map((p) => p.target), ...remove].map((p) => dirname(p)))) await syncDir(dir);
 }

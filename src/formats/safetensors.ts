@@ -1,6 +1,6 @@
 // safetensors files and multi-shard checkpoints: validated headers, tensors read on demand, atomic writes.
 
-import { open, readFile, stat, readdir, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readFile, stat, readdir, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { FormatError, fmtShape } from "./errors.ts";
 import { byteLengthOf, hostTensor, isHostDType, HOST_DTYPES, type HostDType, type HostTensor } from "./dtypes.ts";
@@ -552,8 +552,8 @@ export interface CheckpointWriteOptions extends WriteOptions {
 
 /**
  * Writes tensors as `model.safetensors`, or, past `maxShardBytes`, as `model-0000i-of-0000N.safetensors` shards
- * plus `model.safetensors.index.json`; all files atomically together. Weight files of an earlier save that the
- * new one does not use are removed afterwards, so the directory never holds two competing layouts.
+ * plus `model.safetensors.index.json`; all files atomically together, including the removal of weight files of an
+ * earlier save that the new one does not use, so the directory never holds two competing layouts.
  */
 export async function writeCheckpoint(dir: string, tensors: TensorMap, opts: CheckpointWriteOptions = {}): Promise<void> {
   const max = opts.maxShardBytes ?? 5_000_000_000;
@@ -590,10 +590,13 @@ export async function writeCheckpoint(dir: string, tensors: TensorMap, opts: Che
     files.push({ target: join(dir, INDEX_FILE), write: (fh) => writeAll(fh, new TextEncoder().encode(index)) });
     keep.add(INDEX_FILE);
   }
-  await writeFilesAtomic([...files, ...(opts.extraFiles ?? [])]);
+  // Weight files of an earlier save in the other layout go in the same step: left behind, model.safetensors
+  // would shadow a new index (loaders try it first), and a stale index would point at missing shards.
   const stale = /^model(-\d+-of-\d+)?\.safetensors(\.index\.json)?$/;
-  for (const name of await readdir(resolve(dir))) {
-    if (stale.test(name) && !keep.has(name)) await unlink(join(dir, name)).catch(() => {});
-  }
+  const remove = (await readdir(resolve(dir)).catch(() => [] as string[]))
+    .filter((name) => stale.test(name) && !keep.has(name))
+    .map((name) => join(dir, name));
+  await mkdir(dir, { recursive: true });
+  await writeFilesAtomic([...files, ...(opts.extraFiles ?? [])], { remove });
 }
 

@@ -320,6 +320,15 @@ describe("multi-file checkpoints", () => {
     // Saving again unsharded removes the old shards and index, so the directory has one layout only.
     await writeCheckpoint(dir, tensors);
     expect(await listDir(dir)).toEqual(["model.safetensors"]);
+    // And the other way: a sharded save replaces the single file.
+    await writeCheckpoint(dir, tensors, { maxShardBytes: 300 });
+    expect(await listDir(dir)).toEqual(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]);
+  });
+
+  it("creates the directory it saves into", async () => {
+    const dir = join(await tempDir(), "a", "b");
+    await writeCheckpoint(dir, tensors);
+    expect(await listDir(dir)).toEqual(["model.safetensors"]);
   });
 
   async function shardedDir(): Promise<{ dir: string; index: Record<string, unknown> }> {
