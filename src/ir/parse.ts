@@ -26,9 +26,17 @@ interface Tok {
   readonly str?: string;
 }
 
-const NUMBER = /^-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?/;
-const IDENT = /^[A-Za-z_][A-Za-z0-9_]*/;
-const STRING = /^"(?:[^"\\\n]|\\.)*"/;
+// Sticky patterns, matched at the cursor without copying the rest of the text.
+const VAL = /%(\d+)/y;
+const NEG_SPECIAL = /-(inf|nan)\b/y;
+const NUMBER = /-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?/y;
+const IDENT = /[A-Za-z_][A-Za-z0-9_]*/y;
+const STRING = /"(?:[^"\\\n]|\\.)*"/y;
+
+function matchAt(re: RegExp, text: string, i: number): RegExpExecArray | null {
+  re.lastIndex = i;
+  return re.exec(text);
+}
 
 function tokenize(text: string): Tok[] {
   const toks: Tok[] = [];
@@ -45,25 +53,23 @@ function tokenize(text: string): Tok[] {
       i++;
       continue;
     }
-    const rest = text.slice(i, i + 400);
     let m: RegExpExecArray | null;
     if (c === "%") {
-      m = /^%(\d+)/.exec(rest);
+      m = matchAt(VAL, text, i);
       if (!m) throw new ParseError(line, `expected a value name like %3 after '%'`);
       toks.push({ kind: "val", text: m[0], line, num: Number(m[1]) });
-    } else if (c === "-" && rest.startsWith("->")) {
+    } else if (c === "-" && text[i + 1] === ">") {
       toks.push({ kind: "punct", text: "->", line });
       i += 2;
       continue;
-    } else if (c === "-" && /^-(inf|nan)\b/.test(rest)) {
-      m = /^-(inf|nan)/.exec(rest)!;
+    } else if (c === "-" && (m = matchAt(NEG_SPECIAL, text, i))) {
       toks.push({ kind: "num", text: m[0], line, num: m[1] === "inf" ? -Infinity : NaN });
-    } else if ((m = NUMBER.exec(rest))) {
+    } else if ((m = matchAt(NUMBER, text, i))) {
       toks.push({ kind: "num", text: m[0], line, num: Number(m[0]) });
-    } else if ((m = IDENT.exec(rest))) {
+    } else if ((m = matchAt(IDENT, text, i))) {
       toks.push({ kind: "ident", text: m[0], line });
     } else if (c === '"') {
-      m = STRING.exec(text.slice(i));
+      m = matchAt(STRING, text, i);
       if (!m) throw new ParseError(line, `unterminated string`);
       let s: string;
       try {

@@ -35,10 +35,10 @@ class Checker {
   }
 
   /**
-   * Checks `g` with `outer` holding the values of enclosing graphs (visible to no one: nested graphs are closed).
+   * Checks `g` with `outer` holding the scopes of enclosing graphs (visible to no one: nested graphs are closed).
    * `at` prefixes messages for nested graphs, e.g. "op #3 'scan' body: ".
    */
-  graph(g: Graph, outer: ReadonlySet<Value>, at: string): void {
+  graph(g: Graph, outer: readonly ReadonlySet<Value>[], at: string): void {
     const scope = new Set<Value>();
     // Where each value is defined in this graph, to tell "used before defined" from "never defined".
     const defIndex = new Map<Value, number>();
@@ -47,7 +47,7 @@ class Checker {
     const use = (v: Value, where: string, what: string) => {
       if (scope.has(v)) return;
       const n = this.name(v);
-      if (outer.has(v)) this.problems.push(`${where}: ${what} ${n} is defined outside this nested graph (nested graphs must be closed)`);
+      if (outer.some((s) => s.has(v))) this.problems.push(`${where}: ${what} ${n} is defined outside this nested graph (nested graphs must be closed)`);
       else if (defIndex.has(v)) this.problems.push(`${where}: ${what} ${n} is used before it is defined (by op #${defIndex.get(v)})`);
       else this.problems.push(`${where}: ${what} ${n} is never defined`);
     };
@@ -75,7 +75,7 @@ class Checker {
     g.outputs.forEach((v, i) => use(v, `${at}return`, `output ${i}`));
   }
 
-  private op(op: AnyOp, where: string, outer: ReadonlySet<Value>, scope: ReadonlySet<Value>): void {
+  private op(op: AnyOp, where: string, outer: readonly ReadonlySet<Value>[], scope: ReadonlySet<Value>): void {
     if (!isOpName(op.name)) {
       this.problems.push(`${where}: unknown op`);
       return;
@@ -84,7 +84,7 @@ class Checker {
     for (const p of paramProblems) this.problems.push(`${where}: ${p}`);
     if (paramProblems.length) return; // type rules assume well-formed params
     if (op.name === "scan") {
-      this.graph(op.params.body, new Set([...outer, ...scope]), `${where} body: `);
+      this.graph(op.params.body, [...outer, scope], `${where} body: `);
     }
     let inferred: TensorType[];
     try {
@@ -110,7 +110,7 @@ class Checker {
 /** Throws a VerifyError listing every problem in `g` (and its nested graphs); returns quietly if there are none. */
 export function verify(g: Graph): void {
   const c = new Checker(nameValues(g));
-  c.graph(g, new Set(), "");
+  c.graph(g, [], "");
   if (c.problems.length) throw new VerifyError(c.problems);
 }
 
