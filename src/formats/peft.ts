@@ -22,7 +22,7 @@ export interface LoraConfig {
   r: number;
   loraAlpha: number;
   loraDropout: number;
-  /** Module-name suffixes (PEFT's list form), or one regex matched against full module names. */
+  /** Module-name suffixes (PEFT's list form), or one regex matched against full module names, or "all-linear". */
   targetModules: string[] | string;
   excludeModules: string[] | string | null;
   /** Restricts list-form targets to these decoder layers. */
@@ -126,6 +126,15 @@ export function parseLoraConfig(json: unknown, file = ADAPTER_CONFIG_FILE): Lora
   if (c.layers_pattern != null) {
     const pats = Array.isArray(c.layers_pattern) ? c.layers_pattern : [c.layers_pattern];
     if (!pats.includes("layers")) fail("layers_pattern", `expected "layers" (Llama's decoder list) or null, got ${JSON.stringify(c.layers_pattern)}`);
+  }
+  // These initialisations change the base weights too; such an adapter is only right on that modified base
+  // unless PEFT converted it to plain LoRA when saving (which also resets this field to true).
+  const init = c.init_lora_weights;
+  if (typeof init === "string" && /^(pissa|olora|corda|loftq)/i.test(init)) {
+    fail(
+      "init_lora_weights",
+      `${JSON.stringify(init)} adapters need the base weights it modified; save it with PEFT's path_initial_model_for_weight_conversion to get a plain LoRA adapter`,
+    );
   }
   const checkRegex = (field: string, src: string) => {
     try {
@@ -278,19 +287,20 @@ export function loraTargets(cfg: LoraConfig, llama: LlamaConfig, file = ADAPTER_
       `matches module "${name}", which is not a projection LoRA applies to here (supported: ${LORA_MODULES.map((m) => LINEAR_PATH[m].split(".")[1]).join(", ")})`,
     );
   const chosen = new Set<string>();
-  if (typeof cfg.targetModules === "string") {
-    const hits = all.filter((n) => fullmatch(cfg.targetModules as string, n) && !isExcluded(cfg, n));
-    if (hits.length === 0) fail("target_modules", `regex ${JSON.stringify(cfg.targetModules)} matches no module of a Llama model (e.g. "model.layers.0.self_attn.q_proj")`);
+  // PEFT expands the string "all-linear" into the suffix names of every linear layer but the output head.
+  const targets =
+    typeof cfg.targetModules === "string" && cfg.targetModules.toLowerCase() === "all-linear"
+      ? LORA_MODULES.map((m) => LINEAR_PATH[m].split(".")[1]!)
+      : cfg.targetModules;
+  if (typeof targets === "string") {
+    const hits = all.filter((n) => fullmatch(targets, n) && !isExcluded(cfg, n));
+    if (hits.length === 0) fail("target_modules", `regex ${JSON.stringify(targets)} matches no module of a Llama model (e.g. "model.layers.0.self_attn.q_proj")`);
     for (const n of hits) {
       if (parseLinearName(n) === undefined) unsupported(n, "target_modules");
       chosen.add(n);
     }
   } else {
-    for (const entry of cfg.targetModules) {
-      if (entry === "all-linear") {
-        for (const n of all) if (parseLinearName(n) !== undefined && !isExcluded(cfg, n)) chosen.add(n);
-        continue;
-      }
+    for (const entry of targets) {
       const hits = all.filter((n) => suffixMatch(entry, n));
       if (hits.length === 0) {
         fail("target_modules", `entry ${JSON.stringify(entry)} matches no module of a Llama model (its projections are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)`);

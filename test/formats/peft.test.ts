@@ -170,7 +170,7 @@ describe("round trips", () => {
       const cfg = makeLoraConfig({
         r: 4,
         loraAlpha: 16,
-        targetModules: ["all-linear"],
+        targetModules: "all-linear",
         rankPattern: { v_proj: 2, "model.layers.2.mlp.down_proj": 6 },
         alphaPattern: { "layers.1.self_attn.o_proj": 3 },
         useRslora: true,
@@ -226,8 +226,11 @@ describe("which modules a config targets", () => {
     expect(names(makeLoraConfig({ r: 1, targetModules: String.raw`model\.layers\.1\..*_proj` }))).toEqual([
       "1.q", "1.k", "1.v", "1.o", "1.gate", "1.up", "1.down",
     ]);
-    expect(names(makeLoraConfig({ r: 1, targetModules: ["all-linear"], excludeModules: ["mlp.down_proj", "k_proj"] }))).toEqual(
+    expect(names(makeLoraConfig({ r: 1, targetModules: "all-linear", excludeModules: ["mlp.down_proj", "k_proj"] }))).toEqual(
       [0, 1, 2].flatMap((l) => ["q", "v", "o", "gate", "up"].map((m) => `${l}.${m}`)),
+    );
+    expect(names(makeLoraConfig({ r: 1, targetModules: "ALL-LINEAR", layersToTransform: [2] }))).toEqual(
+      ["q", "k", "v", "o", "gate", "up", "down"].map((m) => `2.${m}`),
     );
     expect(names(makeLoraConfig({ r: 1, targetModules: ["up_proj"], excludeModules: String.raw`.*layers\.0\..*` }))).toEqual(["1.up", "2.up"]);
     expect(names(makeLoraConfig({ r: 1, targetModules: ["q_proj"], layersToTransform: [1] }))).toEqual(["1.q"]);
@@ -261,6 +264,8 @@ describe("which modules a config targets", () => {
       }
       return "no error";
     };
+    // As in PEFT, "all-linear" is special only as the whole string, not as a list entry.
+    expect(err(makeLoraConfig({ r: 1, targetModules: ["all-linear"] }))).toMatch(/entry "all-linear" matches no module/);
     expect(err(makeLoraConfig({ r: 1, targetModules: ["q_proj", "c_attn"] }))).toMatch(
       /^\/a\/adapter_config\.json: field "target_modules": entry "c_attn" matches no module of a Llama model/,
     );
@@ -305,6 +310,8 @@ describe("adapter_config.json validation", () => {
     expect(err({ ...base, rank_pattern: { q_proj: "x" } })).toMatch(/field "rank_pattern\.q_proj": expected number/);
     expect(err({ ...base, target_modules: "(unclosed" })).toMatch(/field "target_modules": not a regular expression/);
     expect(err({ ...base, layers_pattern: "h" })).toMatch(/field "layers_pattern": expected "layers"/);
+    expect(err({ ...base, init_lora_weights: "pissa_niter_4" })).toMatch(/field "init_lora_weights": "pissa_niter_4" adapters need the base weights it modified/);
+    expect(parseLoraConfig({ ...base, init_lora_weights: "gaussian" }).initLoraWeights).toBe("gaussian");
   });
 });
 
