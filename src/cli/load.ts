@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Project, ts } from "ts-morph";
+import type { Entry } from "../frontend/trace.ts";
 import { CliError, formatDiagnostic, formatUserError } from "./diagnostics.ts";
 
 /** This package's root: `tessera` in a model file resolves to `<root>/src/index.ts`. */
@@ -73,14 +74,10 @@ export async function importModel(file: string): Promise<Record<string, unknown>
   }
 }
 
-/** The shape of what `entry(fn, argSpecs, opts?)` returns, checked structurally so any copy of tessera works. */
-export interface EntryLike {
-  readonly kind: "tessera.entry";
-  readonly fn: (...args: never[]) => unknown;
-  readonly args: readonly unknown[];
-  readonly donate?: unknown;
-}
+/** What `entry(fn, argSpecs, opts?)` returns. */
+export type EntryLike = Entry;
 
+/** Checked by its tag rather than by class, so an entry made by another copy of tessera is still found. */
 export function isEntry(x: unknown): x is EntryLike {
   return typeof x === "object" && x !== null && (x as { kind?: unknown }).kind === "tessera.entry";
 }

@@ -84,14 +84,11 @@ export function summarize(g: Graph, opts: { top?: number } = {}): string {
   const top = largestIntermediates(g, opts.top ?? 5);
   if (top.length) {
     lines.push("", "largest intermediates:");
-    lines.push(
-      ...table(
-        top.map((t): [string, string] => [
-          `${formatType(t.value.type)}`,
-          `${formatBytes(t.bytes).padStart(10)}  ${t.op.name}${t.op.loc ? `  ${formatLoc(t.op.loc)}` : ""}`,
-        ]),
-      ),
-    );
+    const rows = top.map((t) => [formatType(t.value.type), formatBytes(t.bytes), t.op.name, t.op.loc ? formatLoc(t.op.loc) : ""]);
+    const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]!.length)));
+    for (const r of rows) {
+      lines.push(`  ${r[0]!.padEnd(widths[0]!)}  ${r[1]!.padStart(widths[1]!)}  ${r[2]!.padEnd(widths[2]!)}  ${r[3]}`.trimEnd());
+    }
   }
   return lines.join("\n") + "\n";
 }

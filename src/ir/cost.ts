@@ -147,9 +147,15 @@ export interface Intermediate {
   readonly bytes: number;
 }
 
-/** The `n` largest values produced by ops of the top-level graph, largest first (ties keep program order). */
+/**
+ * The `n` largest values computed inside the graph (not its inputs or outputs, which the caller owns), largest
+ * first; ties keep program order.
+ */
 export function largestIntermediates(g: Graph, n: number): Intermediate[] {
+  const outputs = new Set(g.outputs);
   const all: Intermediate[] = [];
-  for (const op of g.ops) for (const value of op.outputs) all.push({ value, op, bytes: typeBytes(value.type) });
+  for (const op of g.ops) {
+    for (const value of op.outputs) if (!outputs.has(value)) all.push({ value, op, bytes: typeBytes(value.type) });
+  }
   return all.sort((a, b) => b.bytes - a.bytes).slice(0, n);
 }

@@ -85,8 +85,9 @@ describe("inspect summary", () => {
     expect(text).toMatch(/^ {2}x +512 B in 1 tensor$/m);
     expect(text).toMatch(/^ {2}params +2\.13 KiB in 2 tensors$/m);
     expect(text).toMatch(/^outputs +1\.00 KiB in 1 tensor \(1024 bytes\)$/m);
-    expect(text).toContain("largest intermediates:\n  f32[8,32]    1.00 KiB  dot_general\n");
-    expect(largestIntermediates(g, 3).map((t) => t.op.name)).toEqual(["dot_general", "broadcast_in_dim", "add"]);
+    // The add is the graph's output, not an intermediate.
+    expect(text).toContain("largest intermediates:\n  f32[8,32]  1.00 KiB  dot_general\n  f32[8,32]  1.00 KiB  broadcast_in_dim\n");
+    expect(largestIntermediates(g, 3).map((t) => t.op.name)).toEqual(["dot_general", "broadcast_in_dim"]);
   });
 
   it("formats counts and sizes", () => {

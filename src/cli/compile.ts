@@ -1,0 +1,116 @@
+// `tessera compile`: load and type-check a model file, trace one entry, run the cleanup passes, print IR or StableHLO.
+import { writeFileSync } from "node:fs";
+import { emitStableHLO } from "../backend/stablehlo/index.ts";
+import { trace, type Traced } from "../frontend/trace.ts";
+import { numLeaves, type TreeDef } from "../frontend/tree.ts";
+import type { Graph } from "../ir/graph.ts";
+import { print } from "../ir/print.ts";
+import { sameType } from "../ir/types.ts";
+import { runPasses } from "../passes/manager.ts";
+import { CLEANUP_PIPELINE } from "../passes/pipeline.ts";
+import { UsageError, type ParsedArgs } from "./args.ts";
+import { CliError, formatUserError } from "./diagnostics.ts";
+import { findEntry, isUserFile, loadModel, type EntryLike } from "./load.ts";
+
+/** The passes `compile` and `inspect` run; autodiff has already happened inside `valueAndGrad` at trace time. */
+export const COMPILE_PIPELINE = CLEANUP_PIPELINE;
+
+/** `--dump-after` values: a pass of the pipeline or `all`. Checked before the slow part starts. */
+export function checkDumpAfter(value: string | undefined, command: string): string[] | "all" | undefined {
+  if (value === undefined) return undefined;
+  if (value === "all") return "all";
+  const names = COMPILE_PIPELINE.map((p) => p.name);
+  const asked = value.split(",").map((s) => s.trim());
+  for (const n of asked) {
+    if (!names.includes(n)) {
+      const why = n === "autodiff" ? " (autodiff runs while tracing, inside valueAndGrad)" : "";
+      throw new UsageError(`--dump-after: '${n}' is not a pass of the pipeline${why}; choose one of ${names.join(", ")} or all`, command);
+    }
+  }
+  return asked;
+}
+
+export interface Compiled {
+  readonly file: string;
+  readonly entryName: string;
+  readonly entry: EntryLike;
+  /** The graph as traced, before any pass. */
+  readonly traced: Graph;
+  /** The structure of the entry's argument list (one child per positional argument). */
+  readonly inTree: TreeDef;
+  /** After the cleanup pipeline. */
+  readonly graph: Graph;
+}
+
+/**
+ * Everything up to a cleaned-up graph: type-check, import, find the entry, trace, run passes. User mistakes
+ * (type errors, shape errors, a missing entry) become CliErrors pointing at the user's source.
+ */
+export async function compileEntry(
+  fileArg: string,
+  entryName: string | undefined,
+  dump: { after?: string[] | "all"; to?: (pass: string, text: string) => void; locs?: boolean } = {},
+): Promise<Compiled> {
+  const { file, exports } = await loadModel(fileArg);
+  const { name, entry } = findEntry(exports, entryName, file);
+  let traced: Traced;
+  try {
+    traced = trace(entry.fn, entry.args);
+  } catch (e) {
+    throw new CliError(formatUserError(e, isUserFile));
+  }
+  const graph = runPasses(traced.graph, COMPILE_PIPELINE, {
+    ...(dump.after ? { dumpAfter: dump.after } : {}),
+    ...(dump.to ? { dump: dump.to } : {}),
+  });
+  return { file, entryName: name, entry, traced: traced.graph, inTree: traced.inTree, graph };
+}
+
+/**
+ * Per input: the output a donated argument's leaf is aliased to. As in JAX, each donated leaf takes the first
+ * unclaimed output of the same type, in order; a leaf without one is simply not donated.
+ */
+function donations(entry: EntryLike, g: Graph, inTree: TreeDef): (number | undefined)[] | undefined {
+  const donate = entry.donate ?? [];
+  if (!donate.length || inTree.kind !== "array") return undefined;
+  const argOfLeaf = inTree.children.flatMap((child, arg) => Array<number>(numLeaves(child)).fill(arg));
+  const claimed = new Set<number>();
+  return g.inputs.map((v, i) => {
+    if (!donate.includes(argOfLeaf[i]!)) return undefined;
+    const k = g.outputs.findIndex((o, j) => !claimed.has(j) && sameType(o.type, v.type));
+    if (k < 0) return undefined;
+    claimed.add(k);
+    return k;
+  });
+}
+
+function dumpWriter(to: string | undefined): ((pass: string, text: string) => void) | undefined {
+  if (!to) return undefined;
+  writeFileSync(to, "");
+  return (pass, text) => writeFileSync(to, `// -----// IR Dump After ${pass} //----- //\n${text}\n`, { flag: "a" });
+}
+
+export async function compileCommand(args: ParsedArgs): Promise<number> {
+  const emit = args.options.get("emit") ?? "ir";
+  const locs = args.options.has("locs");
+  const dumpAfter = checkDumpAfter(args.options.get("dump-after"), "compile");
+  const dumpTo = args.options.get("dump-to");
+  if (dumpTo && !dumpAfter) throw new UsageError("--dump-to needs --dump-after", "compile");
+  const to = dumpWriter(dumpTo);
+  const c = await compileEntry(args.positionals[0]!, args.options.get("entry"), {
+    ...(dumpAfter ? { after: dumpAfter } : {}),
+    ...(to ? { to } : {}),
+  });
+  let text: string;
+  if (emit === "stablehlo") {
+    const donate = donations(c.entry, c.graph, c.inTree);
+    text = emitStableHLO(c.graph, { moduleName: c.entryName, locs: true, ...(donate ? { donate } : {}) });
+  } else {
+    text = print(c.graph, { locs });
+  }
+  if (!text.endsWith("\n")) text += "\n";
+  const out = args.options.get("out");
+  if (out) writeFileSync(out, text);
+  else process.stdout.write(text);
+  return 0;
+}
