@@ -1,7 +1,7 @@
 // safetensors: the fixture files, round trips of every dtype, each kind of corrupt file, atomic writes, sharded checkpoints.
 
 import { afterAll, describe, expect, it } from "vitest";
-import { readFile, writeFile } from "node:fs/promises";
+import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   Checkpoint,
@@ -109,6 +109,28 @@ describe("round trips", () => {
       '{"c":{"dtype":"I64","shape":[1],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},' +
         '"b":{"dtype":"F32","shape":[1],"data_offsets":[12,16]},"d":{"dtype":"U8","shape":[1],"data_offsets":[16,17]}}',
     );
+  });
+
+  it("reads one tensor of a 5 GB file without loading the rest (sparse file, offsets past 2^32)", async () => {
+    const dir = await tempDir();
+    const big = 5 * 2 ** 30;
+    const header = {
+      __metadata__: { format: "pt" },
+      big: { dtype: "U8", shape: [big], data_offsets: [0, big] },
+      small: { dtype: "F32", shape: [2], data_offsets: [big, big + 8] },
+    };
+    const head = rawSafetensors(header, 0);
+    const p = join(dir, "huge.safetensors");
+    const fh = await open(p, "w");
+    await fh.write(head, 0, head.byteLength, 0);
+    await fh.write(f32([1.5, -7]).data, 0, 8, head.byteLength + big);
+    await fh.close();
+    const heapBefore = process.memoryUsage().arrayBuffers;
+    const f = await SafetensorsFile.open(p);
+    expect(f.info("big").byteLength).toBe(big);
+    expect(Array.from(toFloat32(await f.read("small")))).toEqual([1.5, -7]);
+    expect(process.memoryUsage().arrayBuffers - heapBefore).toBeLessThan(64 * 2 ** 20);
+    await f.close();
   });
 
   it("reads tensors concurrently from one open file", async () => {
