@@ -1,0 +1,153 @@
+// Fetches a catalogued PJRT plugin wheel from PyPI with pip (through execa), checks its sha256, extracts it to the cache.
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { execa } from "execa";
+import { RuntimeError } from "./errors.ts";
+import { PLUGINS, cacheRoot, cachedPluginFiles, pluginDir, type PluginName, type PluginSpec } from "./plugins.ts";
+
+export interface FetchedPlugin {
+  name: PluginName;
+  plugin: string;
+  header?: string;
+  /** false when the cache was already complete */
+  fetched: boolean;
+}
+
+interface Manifest {
+  name: string;
+  version: string;
+  wheelSha256: string;
+  files: Record<string, { path: string; size: number; sha256: string }>;
+}
+
+type Log = (line: string) => void;
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+/** The cache entry is complete when its manifest matches the pinned wheel and every file has its recorded size. */
+function cacheIsWarm(name: PluginName): boolean {
+  const spec: PluginSpec = PLUGINS[name];
+  const files = cachedPluginFiles(name);
+  if (!existsSync(files.manifest)) return false;
+  try {
+    const m = JSON.parse(readFileSync(files.manifest, "utf8")) as Manifest;
+    if (m.wheelSha256 !== spec.wheel.sha256) return false;
+    const wanted = [files.plugin, ...(files.header ? [files.header] : [])];
+    return wanted.every((p) => {
+      const entry = Object.values(m.files).find((f) => f.path === p);
+      return entry !== undefined && existsSync(p) && statSync(p).size === entry.size;
+    });
+  } catch {
+    return false;
+  }
+}
+
+/** Finds a Python 3 that has pip, or fails saying what to install. */
+export async function findPythonWithPip(): Promise<string> {
+  const candidates = [process.env.TESSERA_PYTHON, "python3", "python"].filter((x): x is string => !!x);
+  let pythonWithoutPip: string | undefined;
+  for (const py of candidates) {
+    const v = await execa(py, ["-c", "import sys; print(sys.version_info[0])"], { reject: false });
+    if (v.failed || v.stdout.trim() !== "3") continue;
+    const pip = await execa(py, ["-m", "pip", "--version"], { reject: false });
+    if (!pip.failed) return py;
+    pythonWithoutPip ??= py;
+  }
+  if (pythonWithoutPip) {
+    throw new RuntimeError(
+      "ERR_PLUGIN_FETCH",
+      `${pythonWithoutPip} has no pip, which Tessera needs to fetch the PJRT plugin from PyPI: install it (e.g. \`apt-get install python3-pip\` or \`${pythonWithoutPip} -m ensurepip --user\`)`,
+    );
+  }
+  throw new RuntimeError(
+    "ERR_PLUGIN_FETCH",
+    `Python 3 was not found (tried ${candidates.join(", ")}); Tessera uses python3 -m pip to fetch the PJRT plugin from PyPI: install Python 3 with pip, or set TESSERA_PYTHON`,
+  );
+}
+
+// Extracts members of a zip (a wheel) with Python's zipfile, streaming, to the given paths.
+const EXTRACT_PY = `
+import shutil, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for pair in sys.argv[2:]:
+    member, dest = pair.split("=", 1)
+    with z.open(member) as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+`;
+
+/**
+ * Makes sure a catalogued plugin (and its header, if its wheel has one) is in the cache. Fast when
+ * the cache is warm; otherwise pip-downloads the pinned wheel, verifies its sha256 and extracts it.
+ */
+export async function ensurePlugin(name: PluginName, log: Log = () => {}): Promise<FetchedPlugin> {
+  const spec: PluginSpec = PLUGINS[name];
+  const files = cachedPluginFiles(name);
+  const result = { name, plugin: files.plugin, ...(files.header ? { header: files.header } : {}) };
+  if (cacheIsWarm(name)) {
+    log(`${spec.requirement}: cached in ${pluginDir(name)}`);
+    return { ...result, fetched: false };
+  }
+  if (process.platform !== "linux" || process.arch !== "x64") {
+    throw new RuntimeError(
+      "ERR_PLUGIN_FETCH",
+      `no pinned ${spec.name} wheel for ${process.platform}-${process.arch} (only linux-x64); set TESSERA_PJRT_PLUGIN to a PJRT plugin .so built for this machine`,
+    );
+  }
+  const python = await findPythonWithPip();
+  const root = join(cacheRoot(), "pjrt");
+  const tmp = join(root, `.tmp-${spec.name}-${process.pid}-${Date.now()}`);
+  const out = join(tmp, "out");
+  mkdirSync(spec.headerMember ? join(out, "include") : out, { recursive: true });
+  try {
+    log(`${spec.requirement}: downloading with ${python} -m pip download`);
+    const dl = await execa(
+      python,
+      ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--no-input", "--dest", tmp, spec.requirement],
+      { reject: false, all: true },
+    );
+    if (dl.failed) {
+      const tail = (dl.all ?? "").split("\n").slice(-12).join("\n");
+      throw new RuntimeError("ERR_PLUGIN_FETCH", `pip could not download ${spec.requirement} (is PyPI reachable?):\n${tail}`);
+    }
+    const wheel = readdirSync(tmp).find((f) => f.endsWith(".whl"));
+    if (!wheel) throw new RuntimeError("ERR_PLUGIN_FETCH", `pip reported success but left no wheel for ${spec.requirement} in ${tmp}`);
+    const wheelPath = join(tmp, wheel);
+    const got = await sha256File(wheelPath);
+    if (got !== spec.wheel.sha256) {
+      throw new RuntimeError(
+        "ERR_PLUGIN_FETCH",
+        `sha256 mismatch for ${wheel}: expected ${spec.wheel.sha256} (${spec.wheel.file}), got ${got}; refusing to use it`,
+      );
+    }
+    log(`${spec.requirement}: sha256 ok (${got.slice(0, 16)}…), extracting`);
+    const pluginTmp = join(out, files.plugin.split("/").pop()!);
+    const pairs = [`${spec.pluginMember}=${pluginTmp}`];
+    if (spec.headerMember) pairs.push(`${spec.headerMember}=${join(out, "include", "pjrt_c_api.h")}`);
+    const ex = await execa(python, ["-c", EXTRACT_PY, wheelPath, ...pairs], { reject: false, all: true });
+    if (ex.failed) throw new RuntimeError("ERR_PLUGIN_FETCH", `could not extract ${wheel}: ${ex.all ?? ""}`);
+
+    const manifest: Manifest = { name: spec.name, version: spec.version, wheelSha256: got, files: {} };
+    const record = async (key: string, tmpPath: string, finalPath: string) => {
+      manifest.files[key] = { path: finalPath, size: statSync(tmpPath).size, sha256: await sha256File(tmpPath) };
+    };
+    await record("plugin", pluginTmp, files.plugin);
+    if (spec.pluginSha256 && manifest.files.plugin!.sha256 !== spec.pluginSha256) {
+      throw new RuntimeError("ERR_PLUGIN_FETCH", `the plugin in ${wheel} has sha256 ${manifest.files.plugin!.sha256}, expected ${spec.pluginSha256}`);
+    }
+    if (spec.headerMember) await record("header", join(out, "include", "pjrt_c_api.h"), files.header!);
+    writeFileSync(join(out, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+
+    const dir = pluginDir(name);
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(out, dir); // one rename: a concurrent reader sees the old entry or the complete new one
+    log(`${spec.requirement}: installed in ${dir}`);
+    return { ...result, fetched: true };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
