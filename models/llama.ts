@@ -1,0 +1,242 @@
+// Llama-2 in the Tessera DSL, as a user writes it: RMSNorm, HF rotate-half RoPE, GQA causal attention, SwiGLU MLP.
+import { tx, type Tensor, type TensorSpec } from "tessera";
+import {
+  LLAMA2_13B, LLAMA2_70B, LLAMA2_7B, LLAMA_PRESETS, LLAMA_TINY_A, linearFeatures, loadLlamaConfig, parseLlamaConfig, type LlamaConfig, type LlamaLinear,
+} from "../src/formats/hf_config.ts";
+import { loraDelta, type LoraLayout, type LoraWeights } from "./lora.ts";
+
+export { LLAMA2_7B, LLAMA2_13B, LLAMA2_70B, LLAMA_TINY_A, loadLlamaConfig, parseLlamaConfig, type LlamaConfig, type LlamaLinear };
+
+type DType = Tensor["dtype"];
+
+/** A small Llama for tests and examples: GQA (4 query heads over 2 KV heads), every shape distinct. */
+export const LLAMA_TINY: LlamaConfig = Object.freeze({
+  vocabSize: 96,
+  hiddenSize: 32,
+  intermediateSize: 40,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 8,
+  rmsNormEps: 1e-6,
+  ropeTheta: 500000,
+  maxPositionEmbeddings: 64,
+  tieWordEmbeddings: false,
+});
+
+/** Named configurations for `llamaConfig(name)`: Llama-2 7B/13B/70B, the fixture's shape and LLAMA_TINY. */
+export const PRESETS: Readonly<Record<string, LlamaConfig>> = Object.freeze({ ...LLAMA_PRESETS, tiny: LLAMA_TINY });
+
+/** A preset by name, or the config.json of an HF checkpoint directory (or file). */
+export async function llamaConfig(nameOrPath: string): Promise<LlamaConfig> {
+  const preset = PRESETS[nameOrPath];
+  return preset ?? loadLlamaConfig(nameOrPath);
+}
+
+/**
+ * One decoder layer's weights, stacked over layers on axis 0 so the layers run as one `scan`. Linear weights are
+ * [L, in, out] (HF's [out, in] transposed once at load) so that a projection is `x @ w`.
+ */
+export interface LlamaLayers<T = Tensor> {
+  inputNorm: T;
+  q: T;
+  k: T;
+  v: T;
+  o: T;
+  postNorm: T;
+  gate: T;
+  up: T;
+  down: T;
+}
+
+/** The whole model's weights as a plain tree: embed [V, E], stacked layers, final norm [E], head [E, V]. */
+export interface LlamaWeights<T = Tensor> {
+  embed: T;
+  layers: LlamaLayers<T>;
+  norm: T;
+  head: T;
+}
+
+export const LINEARS: readonly LlamaLinear[] = ["q", "k", "v", "o", "gate", "up", "down"];
+
+/** The shape of every weight for `cfg`, in Tessera's layout. */
+export function llamaShapes(cfg: LlamaConfig): LlamaWeights<number[]> {
+  const L = cfg.numLayers, E = cfg.hiddenSize;
+  const f = linearFeatures(cfg);
+  const lin = (m: LlamaLinear) => [L, f[m].in, f[m].out];
+  return {
+    embed: [cfg.vocabSize, E],
+    layers: { inputNorm: [L, E], q: lin("q"), k: lin("k"), v: lin("v"), o: lin("o"), postNorm: [L, E], gate: lin("gate"), up: lin("up"), down: lin("down") },
+    norm: [E],
+    head: [E, cfg.vocabSize],
+  };
+}
+
+/** Abstract weights for tracing: every leaf `dtype`. */
+export function llamaSpecs(cfg: LlamaConfig, dtype: DType): LlamaWeights<TensorSpec> {
+  const s = llamaShapes(cfg);
+  const sp = (shape: number[]) => tx.spec(dtype, shape);
+  const l = s.layers;
+  return {
+    embed: sp(s.embed),
+    layers: { inputNorm: sp(l.inputNorm), q: sp(l.q), k: sp(l.k), v: sp(l.v), o: sp(l.o), postNorm: sp(l.postNorm), gate: sp(l.gate), up: sp(l.up), down: sp(l.down) },
+    norm: sp(s.norm),
+    head: sp(s.head),
+  };
+}
+
+/** HF LlamaRMSNorm: statistics in f32, normalized value cast back to the input dtype, then times the weight. */
+export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
+  const x32 = x.astype("f32");
+  const inv = x32.square().mean(-1, { keepdims: true }).add(eps).rsqrt();
+  return w.mul(x32.mul(inv).astype(x.dtype));
+}
+
+/**
+ * RoPE inverse frequencies exactly as transformers computes them in f32: 1 / theta^(arange(0, D, 2) / D), each step
+ * rounded to f32.
+ */
+export function ropeInvFreq(headDim: number, theta: number): Float32Array {
+  const out = new Float32Array(headDim / 2);
+  for (let i = 0; i < out.length; i++) {
+    const e = Math.fround(Math.fround(2 * i) / headDim);
+    out[i] = Math.fround(1 / Math.fround(Math.pow(theta, e)));
+  }
+  return out;
+}
+
+/** cos and sin of position * inv_freq for positions 0..S-1, computed in f32: each [S, D] (the half repeated). */
+export function ropeTables(cfg: LlamaConfig, seq: number): [Tensor, Tensor] {
+  const half = cfg.headDim / 2;
+  const pos = tx.iota([seq, half], 0, "f32");
+  const freqs = pos.mul(tx.constant(ropeInvFreq(cfg.headDim, cfg.ropeTheta)).reshape([1, half]));
+  const ang = tx.concatenate([freqs, freqs], -1);
+  return [ang.cos(), ang.sin()];
+}
+
+/**
+ * HF's apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, with rotate_half(x) = [-x2, x1] over the head dim.
+ * `x` is [B, S, ..., D]; cos/sin are [S, D] already in x's dtype.
+ */
+export function applyRope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  const D = x.shape[x.ndim - 1]!;
+  const shape = [1, x.shape[1]!, ...Array.from({ length: x.ndim - 3 }, () => 1), D];
+  const [x1, x2] = tx.split(x, 2, -1);
+  const rotated = tx.concatenate([x2!.neg(), x1!], -1);
+  return x.mul(cos.reshape(shape)).add(rotated.mul(sin.reshape(shape)));
+}
+
+/** The per-layer LoRA inputs of one linear: factors in their stored dtype and the layer's scale. */
+export interface LayerAdapter {
+  a: Tensor;
+  b: Tensor;
+  /** alpha / r for this layer (0 where the adapter does not apply), a number when uniform over layers. */
+  scale: Tensor | number;
+  dropout: number;
+  /** Per-(layer, module) dropout key; present only when dropout is active. */
+  key?: Tensor;
+}
+
+/** y = x @ w, plus the LoRA path (dropout(x) @ A * scale) @ B when an adapter is attached. */
+export function linear(x: Tensor, w: Tensor, ad?: LayerAdapter): Tensor {
+  const y = x.matmul(w);
+  return ad ? y.add(loraDelta(x, ad)) : y;
+}
+
+/** Causal mask [S, S]: query i sees keys 0..i. */
+export function causalMask(seq: number): Tensor {
+  return tx.iota([seq, seq], 0).ge(tx.iota([seq, seq], 1));
+}
+
+const MASKED = -3.4028234663852886e38; // float32 lowest, as HF's eager mask uses finfo.min
+
+/**
+ * Grouped-query causal self-attention (HF eager semantics). Query head h uses KV head floor(h / G), G = Hq / Hkv:
+ * queries are viewed as [B, S, Hkv, G, D] so K and V are never repeated. Scores and softmax are f32.
+ */
+export function attention(x: Tensor, cfg: LlamaConfig, w: LayerView, rope: [Tensor, Tensor], mask: Tensor, ads: LayerAdapters): Tensor {
+  const [B, S] = [x.shape[0]!, x.shape[1]!];
+  const D = cfg.headDim, Hkv = cfg.numKvHeads, G = cfg.numHeads / cfg.numKvHeads;
+  const [cos, sin] = rope;
+  const q = applyRope(linear(x, w.q, ads.q).reshape([B, S, Hkv, G, D]), cos, sin);
+  const k = applyRope(linear(x, w.k, ads.k).reshape([B, S, Hkv, D]), cos, sin);
+  const v = linear(x, w.v, ads.v).reshape([B, S, Hkv, D]);
+  // [B, Hkv, Sq, G, Sk]
+  const scores = tx.dotGeneral(q, k, { lhsBatch: [0, 2], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [3], outDtype: "f32" }).mul(1 / Math.sqrt(D));
+  const masked = tx.where(mask.reshape([1, 1, S, 1, S]), scores, MASKED);
+  const p = tx.softmax(masked, -1).astype(x.dtype);
+  // [B, Hkv, Sq, G, D] -> [B, Sq, Hkv, G, D]
+  const o = tx.dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1] }).transpose([0, 2, 1, 3, 4]);
+  return linear(o.reshape([B, S, cfg.numHeads * D]), w.o, ads.o);
+}
+
+/** SwiGLU: down(silu(gate(x)) * up(x)), the activation computed in f32 as torch does inside its bf16 kernel. */
+export function mlp(x: Tensor, w: LayerView, ads: LayerAdapters): Tensor {
+  const g = linear(x, w.gate, ads.gate).astype("f32");
+  const act = g.mul(g.sigmoid()).astype(x.dtype);
+  return linear(act.mul(linear(x, w.up, ads.up)), w.down, ads.down);
+}
+
+/** One layer's slice of the stacked weights (no leading L axis). */
+export type LayerView = LlamaLayers<Tensor>;
+export type LayerAdapters = Partial<Record<LlamaLinear, LayerAdapter>>;
+
+export interface ForwardOpts {
+  /** A LoRA adapter: its stacked weights (any float dtype; cast to the compute dtype) and static layout. */
+  lora?: { weights: LoraWeights; layout: LoraLayout };
+  /** Enables LoRA dropout (when the layout's rate > 0); needs `key`. */
+  training?: boolean;
+  key?: Tensor;
+  /** Activation dtype; defaults to the embedding's dtype (bf16 weights run in bf16, f32 in f32). */
+  compute?: DType;
+}
+
+/** The final hidden states [B, S, E] (after the last RMSNorm) for tokens [B, S]. */
+export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, opts: ForwardOpts = {}): Tensor {
+  const S = tokens.shape[1]!;
+  const cdt = opts.compute ?? w.embed.dtype;
+  const cast = (t: Tensor) => t.astype(cdt);
+  const [cos32, sin32] = ropeTables(cfg, S);
+  const rope: [Tensor, Tensor] = [cast(cos32), cast(sin32)];
+  const mask = causalMask(S);
+  const lora = opts.lora;
+  const dropoutOn = !!(opts.training && lora && lora.layout.dropout > 0);
+  if (dropoutOn && !opts.key) throw new Error("llamaHidden: LoRA dropout in training needs a random key (opts.key)");
+
+  // Per-layer scales ride along as xs only when they differ between layers; uniform ones stay numbers.
+  const scaleXs: Partial<Record<LlamaLinear, Tensor>> = {};
+  const scaleNum: Partial<Record<LlamaLinear, number>> = {};
+  for (const m of lora?.layout.modules ?? []) {
+    const s = lora!.layout.scale[m]!;
+    if (s.every((v) => v === s[0])) scaleNum[m] = s[0]!;
+    else scaleXs[m] = tx.constant(new Float32Array(s));
+  }
+  const xs = { w: w.layers, lora: lora?.weights ?? {}, scale: scaleXs, idx: tx.iota([cfg.numLayers], 0, "s32") };
+
+  const h0 = cast(tx.take(w.embed, tokens));
+  const [h] = tx.scan((h: Tensor, x: typeof xs): [Tensor, null] => {
+    const lw = castLayer(x.w, cdt);
+    const ads: LayerAdapters = {};
+    for (const m of lora?.layout.modules ?? []) {
+      const f = x.lora[m]!;
+      const scale = scaleNum[m] ?? x.scale[m]!.astype(cdt);
+      const key = dropoutOn ? tx.random.foldIn(tx.random.foldIn(opts.key!, x.idx), LINEARS.indexOf(m)) : undefined;
+      ads[m] = { a: cast(f.a), b: cast(f.b), scale, dropout: dropoutOn ? lora!.layout.dropout : 0, ...(key ? { key } : {}) };
+    }
+    const a = h.add(attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, mask, ads));
+    const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads));
+    return [out, null];
+  }, h0, xs);
+  return rmsNorm(h, cast(w.norm), cfg.rmsNormEps);
+}
+
+function castLayer(l: LayerView, dt: DType): LayerView {
+  const c = (t: Tensor) => t.astype(dt);
+  return { inputNorm: c(l.inputNorm), q: c(l.q), k: c(l.k), v: c(l.v), o: c(l.o), postNorm: c(l.postNorm), gate: c(l.gate), up: c(l.up), down: c(l.down) };
+}
+
+/** Logits [B, S, V] in f32 (the head accumulates in f32 whatever the compute dtype). */
+export function llamaLogits(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, opts: ForwardOpts = {}): Tensor {
+  const h = llamaHidden(cfg, w, tokens, opts);
+  return tx.dotGeneral(h, w.head.astype(h.dtype), { lhsContract: [2], rhsContract: [0], outDtype: "f32" });
+}

@@ -1,0 +1,69 @@
+// The LoRA training step: causal-LM loss, gradients for the adapter only, AdamW; one traced function to jit with donation.
+import { tx, type Tensor, type TensorSpec } from "../index.ts";
+import type { LlamaConfig } from "../formats/hf_config.ts";
+import { llamaLogits, llamaSpecs, type LlamaWeights } from "../../models/llama.ts";
+import { loraSpecs, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
+import { adamwUpdate, type AdamWConfig } from "./adamw.ts";
+import { causalLmLoss } from "./loss.ts";
+import type { PrecisionPolicy } from "./precision.ts";
+
+/** Everything a step updates: adapter master weights, AdamW moments (all f32) and the count of steps taken. */
+export interface TrainState<T = Tensor> {
+  lora: LoraWeights<T>;
+  m: LoraWeights<T>;
+  v: LoraWeights<T>;
+  /** Steps taken so far (f32 rank-0); the step being computed is step + 1. */
+  step: T;
+}
+
+export interface Batch<T = Tensor> {
+  /** Token ids [B, S]. */
+  tokens: T;
+  /** Labels [B, S], HF convention: not shifted, -100 where no loss is taken. */
+  labels: T;
+}
+
+export interface StepConfig {
+  llama: LlamaConfig;
+  layout: LoraLayout;
+  policy: PrecisionPolicy;
+  adamw: AdamWConfig;
+}
+
+/** The loss of the adapted model on a batch (f32), differentiable in `lora`. */
+export function loraLoss(c: StepConfig, lora: LoraWeights, base: LlamaWeights, batch: Batch, training = false, key?: Tensor): Tensor {
+  const logits = llamaLogits(c.llama, base, batch.tokens, {
+    lora: { weights: lora, layout: c.layout },
+    compute: c.policy.compute,
+    training,
+    ...(key ? { key } : {}),
+  });
+  return causalLmLoss(logits, batch.labels);
+}
+
+/**
+ * `step(state, base, batch, lr, key) -> [state', loss]`: one forward and backward pass with gradients for the
+ * LoRA weights only, then AdamW. `lr` is a rank-0 f32 (a schedule does not recompile); `key` (u32[2]) seeds LoRA
+ * dropout and is folded with the step number, so each step draws fresh masks. Jit it with `state` donated.
+ */
+export function makeTrainStep(c: StepConfig) {
+  return (state: TrainState, base: LlamaWeights, batch: Batch, lr: Tensor, key: Tensor): [TrainState, Tensor] => {
+    const t = state.step.add(1);
+    const stepKey = tx.random.foldIn(key, t.astype("s32"));
+    const [loss, grads] = tx.valueAndGrad((lora: LoraWeights) => loraLoss(c, lora, base, batch, true, stepKey))(state.lora);
+    const [lora, opt] = adamwUpdate(state.lora, grads as LoraWeights, { m: state.m, v: state.v }, t, lr, c.adamw);
+    return [{ lora, m: opt.m, v: opt.v, step: t }, loss];
+  };
+}
+
+/** Abstract arguments of the step for tracing/compiling, in the order `makeTrainStep` takes them. */
+export function trainStepSpecs(c: StepConfig, batch: number, seq: number): [TrainState<TensorSpec>, LlamaWeights<TensorSpec>, Batch<TensorSpec>, TensorSpec, TensorSpec] {
+  const lora = loraSpecs(c.layout, c.llama, c.policy.master);
+  return [
+    { lora, m: lora, v: lora, step: tx.spec("f32", []) },
+    llamaSpecs(c.llama, c.policy.base),
+    { tokens: tx.spec("s32", [batch, seq]), labels: tx.spec("s32", [batch, seq]) },
+    tx.spec("f32", []),
+    tx.spec("u32", [2]),
+  ];
+}
