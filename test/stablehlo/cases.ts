@@ -282,9 +282,40 @@ function controlCase(dt: FloatDType): ExecCase {
   return c.done(`scan ${dt}`, dt === "f32" ? { rtol: 1e-5, atol: 1e-5 } : { rtol: 5e-2, atol: 5e-2 });
 }
 
+/** Degenerate shapes: rank-0 operands, one-operand concatenate, empty results, scans with only carries or only xs. */
+function edgeCase(): ExecCase {
+  const c = new CaseBuilder(12);
+  const { b } = c;
+  const s = c.input("f32", [], () => 0.75);
+  const v = c.input("f32", [5], c.uniform(-2, 2));
+  const i = c.input("s32", [3], (k) => [4, -1, 9][k]!);
+  c.out(
+    b.add1("dynamic_slice", [s], { sizes: [] }),
+    b.add1("dynamic_update_slice", [s, b.add1("neg", [s], {})], {}),
+    b.add1("slice", [s], { start: [], limit: [], stride: [] }),
+    b.add1("transpose", [s], { perm: [] }),
+    b.add1("reduce_sum", [s], { axes: [] }),
+    b.add1("reshape", [s], { shape: [1, 1] }),
+    b.add1("broadcast_in_dim", [s], { shape: [2], dims: [] }),
+    b.add1("pad", [s, s], { low: [], high: [], interior: [] }),
+    b.add1("concatenate", [v], { axis: 0 }),
+    b.add1("take_along_axis", [v, i], { axis: 0 }),
+    b.add1("gather", [v, b.add1("reshape", [i], { shape: [3, 1, 1] })], {}),
+    b.add1("iota", [], { dtype: "f32", shape: [0, 2], dim: 1 }),
+    b.add1("reduce_max", [b.add1("iota", [], { dtype: "f32", shape: [0, 2], dim: 1 })], { axes: [0] }), // -inf
+  );
+  const carryOnly = new GraphBuilder();
+  const h = carryOnly.input(tensorType("f32", []));
+  c.out(...b.add("scan", [s], { body: carryOnly.build([carryOnly.add1("cos", [h], {})]), length: 3, numConsts: 0, numCarry: 1, reverse: false }));
+  const xsOnly = new GraphBuilder();
+  const x = xsOnly.input(tensorType("f32", []));
+  c.out(...b.add("scan", [v], { body: xsOnly.build([xsOnly.add1("exp", [x], {})]), length: 5, numConsts: 0, numCarry: 0, reverse: true }));
+  return c.done("degenerate shapes", { rtol: 1e-5, atol: 1e-6 });
+}
+
 /** Every op at least once, in f32 and bf16 where the op takes floats: a dozen or so modules in all. */
 export function opCases(): ExecCase[] {
-  const cases: ExecCase[] = [intCase("s32"), intCase("u32"), boolCase()];
+  const cases: ExecCase[] = [intCase("s32"), intCase("u32"), boolCase(), edgeCase()];
   for (const dt of ["f32", "bf16"] as const) {
     cases.push(unaryCase(dt), binaryCase(dt), convertCase(dt), shapeCase(dt), reduceCase(dt), dotCase(dt), indexCase(dt), controlCase(dt));
   }
