@@ -24,22 +24,10 @@ export function pickNames(names: readonly string[] | undefined, indices: readonl
   return indices.map((i) => names?.[i] ?? "");
 }
 
-/** Same ops and names, other outputs. */
-export function withOutputs(g: Graph, outputs: readonly Value[], outputNames = g.outputNames): Graph {
-  return makeGraph(g.inputs, g.ops, outputs, g.inputNames, outputNames);
-}
-
 /** The op with its inputs replaced through `subst` (the same object when nothing changes). */
 export function substituteInputs(op: AnyOp, subst: ReadonlyMap<Value, Value>): AnyOp {
   if (!op.inputs.some((v) => subst.has(v))) return op;
   return makeOp(op.name, op.inputs.map((v) => subst.get(v) ?? v), op.params, op.outputs, op.loc);
-}
-
-/** Follows `subst` to a value that is not substituted any further. */
-export function resolve(subst: ReadonlyMap<Value, Value>, v: Value): Value {
-  let r = v;
-  for (let next = subst.get(r); next !== undefined; next = subst.get(r)) r = next;
-  return r;
 }
 
 /** The op with its nested body transformed by `f` (the same object when `f` returns the body unchanged). */

@@ -172,6 +172,16 @@ describe("vjp: exact closed forms", () => {
     expect(vals(dx!)).toEqual([1.5, 2]);
     expect(vals(dw!)).toEqual([0.5, 1]);
   });
+  it("backward ops carry the location of the op they differentiate", () => {
+    const b = new GraphBuilder();
+    const x = b.input(f32(2));
+    const loc = { file: "model.ts", line: 7, col: 3 };
+    const g = b.build([b.add1("reduce_sum", [b.add1("tanh", [x], {}, loc)], { axes: [0] })]);
+    const backward = valueAndGrad(g, [0]).ops.slice(g.ops.length + 1); // after the seed and the primal ops
+    const tanhVjp = backward.filter((op) => op.name === "sub" || op.name === "mul");
+    expect(tanhVjp.length).toBeGreaterThan(0);
+    for (const op of tanhVjp) expect(op.loc).toEqual(loc);
+  });
   it("fan-out: a value used twice gets the sum of both cotangents", () => {
     const b = new GraphBuilder();
     const x = b.input(f32(2));
