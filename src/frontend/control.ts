@@ -2,7 +2,7 @@
 import { formatType, sameType } from "../ir/types.ts";
 import { bind, requireTrace, Tensor, Trace, withTrace } from "./core.ts";
 import { TraceError } from "./errors.ts";
-import { userLoc } from "./loc.ts";
+import { opLoc } from "./loc.ts";
 import { flatten, treeDefKey, unflatten, type Tree } from "./tree.ts";
 import { describe, joinName, outputLeaves } from "./trace.ts";
 
@@ -66,7 +66,7 @@ export function scan<C, X, Y>(f: (carry: C, x: X) => [C, Y], init: C, xs: X, opt
   });
   const operands = [...body.capturedOuter, ...carry.leaves.map((c) => parent.lift(c, "scan")), ...xsFlat.leaves.map((x) => parent.lift(x, "scan"))];
   const outs = parent.builder
-    .add("scan", operands, { body: bodyGraph, length, numConsts: body.capturedOuter.length, numCarry: carry.leaves.length, reverse: opts.reverse ?? false }, userLoc())
+    .add("scan", operands, { body: bodyGraph, length, numConsts: body.capturedOuter.length, numCarry: carry.leaves.length, reverse: opts.reverse ?? false }, opLoc())
     .map((v) => new Tensor(parent, v));
   return [unflatten(carry.def, outs.slice(0, carry.leaves.length)) as C, unflatten(ys.def, outs.slice(carry.leaves.length)) as Y];
 }

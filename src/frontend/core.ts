@@ -2,7 +2,7 @@
 import { GraphBuilder, type Graph, type Value } from "../ir/graph.ts";
 import type { OpName, OpParams } from "../ir/ops.ts";
 import { formatType, numel, type DType, type Shape, type TensorType } from "../ir/types.ts";
-import { userLoc } from "./loc.ts";
+import { opLoc } from "./loc.ts";
 import { TraceError } from "./errors.ts";
 import * as el from "./ops/elementwise.ts";
 import * as sh from "./ops/shape.ts";
@@ -105,7 +105,7 @@ export function withTrace<T>(trace: Trace, fn: () => T): T {
 export function bind<N extends OpName>(name: N, inputs: readonly Tensor[], params: OpParams[N]): Tensor[] {
   const trace = requireTrace(name);
   const values = inputs.map((t) => trace.lift(t, name));
-  return trace.builder.add(name, values, params, userLoc()).map((v) => new Tensor(trace, v));
+  return trace.builder.add(name, values, params, opLoc()).map((v) => new Tensor(trace, v));
 }
 
 export function bind1<N extends OpName>(name: N, inputs: readonly Tensor[], params: OpParams[N]): Tensor {

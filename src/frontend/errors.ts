@@ -1,6 +1,6 @@
 // Errors raised while tracing: a frontend rule (broadcasting, promotion, einsum, trees) broken at the user's line.
 import { formatLoc, formatType, type SourceLoc, type TensorType } from "../ir/types.ts";
-import { userLoc } from "./loc.ts";
+import { opLoc } from "./loc.ts";
 
 /**
  * A shape, dtype or structure mistake caught by the frontend before any IR op is built. The message has the same
@@ -11,7 +11,7 @@ export class TraceError extends Error {
     readonly op: string,
     readonly detail: string,
     readonly operandTypes: readonly TensorType[] = [],
-    readonly loc: SourceLoc | undefined = userLoc(),
+    readonly loc: SourceLoc | undefined = opLoc(),
   ) {
     const operands = operandTypes.length ? ` (operands ${operandTypes.map(formatType).join(", ")})` : "";
     super(`${op}: ${detail}${operands}${loc ? ` at ${formatLoc(loc)}` : ""}`);

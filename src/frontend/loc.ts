@@ -7,8 +7,10 @@ import type { SourceLoc } from "../ir/types.ts";
 const SRC_ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const OWN_DIRS = ["frontend", "ir", "passes", "backend"].map((d) => path.join(SRC_ROOT, d) + path.sep);
 
-// Enough frames to walk past Tessera's own (composite ops nest a few deep) without formatting whole stacks.
-const STACK_LIMIT = 24;
+// Most ops are a few frames below the user's line; capturing few frames is what keeps tracing fast. Deeper
+// internal nesting (a composite op inside scan inside grad) retries with the long limit.
+const SHORT_LIMIT = 16;
+const STACK_LIMIT = 48;
 
 let enabled = true;
 
@@ -48,10 +50,10 @@ function relativize(file: string): string {
 // call sites a few us; a traced model repeats the same lines (one per layer), so the cache almost always hits.
 const cache = new Map<string, SourceLoc | null>();
 
-function rawCallSites(): NodeJS.CallSite[] {
+function rawCallSites(limit: number): NodeJS.CallSite[] {
   const prevLimit = Error.stackTraceLimit;
   const prevPrepare = Error.prepareStackTrace;
-  Error.stackTraceLimit = STACK_LIMIT;
+  Error.stackTraceLimit = limit;
   Error.prepareStackTrace = (_e, sites) => sites;
   try {
     const holder: { stack?: unknown } = {};
@@ -87,21 +89,58 @@ function normalizeFile(f: string): string {
   }
 }
 
+/** Stack walks so far (tests check that composite ops share one). */
+export const locStats = { lookups: 0 };
+
 /** The innermost frame of the current stack that is outside Tessera's src/ and node internals. */
 export function userLoc(): SourceLoc | undefined {
   if (!enabled) return undefined;
-  for (const site of rawCallSites()) {
-    const f = site.getFileName();
-    if (!f) continue;
-    const file = normalizeFile(f);
-    if (ownOrInternal(file)) continue;
-    const key = `${file}:${site.getLineNumber()}:${site.getColumnNumber()}`;
-    let loc = cache.get(key);
-    if (loc === undefined) {
-      loc = mappedUserLoc();
-      cache.set(key, loc);
+  locStats.lookups++;
+  for (const limit of [SHORT_LIMIT, STACK_LIMIT]) {
+    const sites = rawCallSites(limit);
+    for (const site of sites) {
+      const f = site.getFileName();
+      if (!f) continue;
+      const file = normalizeFile(f);
+      if (ownOrInternal(file)) continue;
+      const key = `${file}:${site.getLineNumber()}:${site.getColumnNumber()}`;
+      let loc = cache.get(key);
+      if (loc === undefined) {
+        loc = mappedUserLoc();
+        cache.set(key, loc);
+      }
+      return loc ?? undefined;
     }
-    return loc ?? undefined;
+    if (sites.length < limit) break;
   }
   return undefined;
+}
+
+// One location for all the IR ops of one frontend call: `softmax` records nine ops but the stack is walked once.
+let pinDepth = 0;
+let pinned: SourceLoc | undefined | null = null; // null: not looked up yet in this call
+
+/** Runs `f` so that every op it records shares one location, looked up (lazily) once. Nests: the outermost wins. */
+export function atUserLoc<T>(f: () => T): T {
+  if (pinDepth > 0) return f();
+  pinDepth++;
+  pinned = null;
+  try {
+    return f();
+  } finally {
+    pinDepth--;
+    pinned = null;
+  }
+}
+
+/** `f` wrapped with `atUserLoc`, for op functions built from other ops. */
+export function located<A extends unknown[], R>(f: (...args: A) => R): (...args: A) => R {
+  return (...args: A) => atUserLoc(() => f(...args));
+}
+
+/** The location to record on an op now: the pinned one inside `atUserLoc`, else a fresh lookup. */
+export function opLoc(): SourceLoc | undefined {
+  if (pinDepth === 0) return userLoc();
+  if (pinned === null) pinned = userLoc();
+  return pinned;
 }

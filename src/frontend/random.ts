@@ -8,6 +8,7 @@ import {
 } from "./ops/elementwise.ts";
 import { constant, iota } from "./ops/creation.ts";
 import { reshape, slice, stack } from "./ops/shape.ts";
+import { atUserLoc } from "./loc.ts";
 
 /*
  * Keys are u32[2] tensors, as JAX's raw threefry keys; `key(seed)` is [seed >> 32, seed & 0xffffffff]. Splitting
@@ -30,21 +31,23 @@ function rotl(x: Tensor, r: number): Tensor {
  * All operands are u32 and broadcast together.
  */
 export function threefry2x32(k0: Tensor, k1: Tensor, x0: Tensor, x1: Tensor): [Tensor, Tensor] {
-  for (const t of [k0, k1, x0, x1]) {
-    if (t.dtype !== "u32") throw new TraceError("threefry2x32", `operands must be u32, got ${t.dtype}`, [k0.type, k1.type, x0.type, x1.type]);
-  }
-  const ks = [k0, k1, bitwiseXor(bitwiseXor(k0, k1), 0x1bd11bda)];
-  let a = add(x0, ks[0]!);
-  let b = add(x1, ks[1]!);
-  for (let i = 0; i < 5; i++) {
-    for (const r of ROTATIONS[i % 2]!) {
-      a = add(a, b);
-      b = bitwiseXor(rotl(b, r), a);
+  return atUserLoc(() => {
+    for (const t of [k0, k1, x0, x1]) {
+      if (t.dtype !== "u32") throw new TraceError("threefry2x32", `operands must be u32, got ${t.dtype}`, [k0.type, k1.type, x0.type, x1.type]);
     }
-    a = add(a, ks[(i + 1) % 3]!);
-    b = add(add(b, ks[(i + 2) % 3]!), i + 1);
-  }
-  return [a, b];
+    const ks = [k0, k1, bitwiseXor(bitwiseXor(k0, k1), 0x1bd11bda)];
+    let a = add(x0, ks[0]!);
+    let b = add(x1, ks[1]!);
+    for (let i = 0; i < 5; i++) {
+      for (const r of ROTATIONS[i % 2]!) {
+        a = add(a, b);
+        b = bitwiseXor(rotl(b, r), a);
+      }
+      a = add(a, ks[(i + 1) % 3]!);
+      b = add(add(b, ks[(i + 2) % 3]!), i + 1);
+    }
+    return [a, b];
+  });
 }
 
 function checkKey(op: string, key: Tensor): void {
@@ -59,41 +62,49 @@ function keyWords(key: Tensor): [Tensor, Tensor] {
 
 /** A key from an integer seed (a number, or a rank-0 s32/u32 tensor). */
 export function key(seed: TensorLike): Tensor {
-  if (typeof seed === "number") {
-    if (!Number.isSafeInteger(seed)) throw new TraceError("random.key", `seed ${seed} must be a safe integer`);
-    const hi = seed < 0 ? 0xffffffff - Math.floor(-seed / 2 ** 32) : Math.floor(seed / 2 ** 32);
-    return constant(new Uint32Array([hi >>> 0, seed >>> 0]));
-  }
-  if (seed.ndim !== 0 || (seed.dtype !== "s32" && seed.dtype !== "u32")) throw new TraceError("random.key", "seed must be a rank-0 s32 or u32", [seed.type]);
-  const lo = seed.dtype === "u32" ? seed : bitcast(seed, "u32");
-  const hi = seed.dtype === "u32" ? full([], 0, "u32") : where(lt(seed, 0), full([], 0xffffffff, "u32"), full([], 0, "u32"));
-  return stack([hi, lo]);
+  return atUserLoc(() => {
+    if (typeof seed === "number") {
+      if (!Number.isSafeInteger(seed)) throw new TraceError("random.key", `seed ${seed} must be a safe integer`);
+      const hi = seed < 0 ? 0xffffffff - Math.floor(-seed / 2 ** 32) : Math.floor(seed / 2 ** 32);
+      return constant(new Uint32Array([hi >>> 0, seed >>> 0]));
+    }
+    if (seed.ndim !== 0 || (seed.dtype !== "s32" && seed.dtype !== "u32")) throw new TraceError("random.key", "seed must be a rank-0 s32 or u32", [seed.type]);
+    const lo = seed.dtype === "u32" ? seed : bitcast(seed, "u32");
+    const hi = seed.dtype === "u32" ? full([], 0, "u32") : where(lt(seed, 0), full([], 0xffffffff, "u32"), full([], 0, "u32"));
+    return stack([hi, lo]);
+  });
 }
 
 /** `num` new keys, stacked as u32[num, 2] (destructure with `const [a, b] = random.split(key)`). */
 export function split(key: Tensor, num = 2): Tensor {
-  checkKey("random.split", key);
-  const [k0, k1] = keyWords(key);
-  const [b0, b1] = threefry2x32(k0, k1, full([num], 0, "u32"), iota([num], 0, "u32"));
-  return stack([b0, b1], 1);
+  return atUserLoc(() => {
+    checkKey("random.split", key);
+    const [k0, k1] = keyWords(key);
+    const [b0, b1] = threefry2x32(k0, k1, full([num], 0, "u32"), iota([num], 0, "u32"));
+    return stack([b0, b1], 1);
+  });
 }
 
 /** A key derived from `key` and an integer (a step number, a layer index). */
 export function foldIn(key: Tensor, data: TensorLike): Tensor {
-  checkKey("random.foldIn", key);
-  const [k0, k1] = keyWords(key);
-  const d = typeof data === "number" ? full([], data >>> 0, "u32") : astype(data, "u32");
-  const [b0, b1] = threefry2x32(k0, k1, full([], 0, "u32"), d);
-  return stack([b0, b1]);
+  return atUserLoc(() => {
+    checkKey("random.foldIn", key);
+    const [k0, k1] = keyWords(key);
+    const d = typeof data === "number" ? full([], data >>> 0, "u32") : astype(data, "u32");
+    const [b0, b1] = threefry2x32(k0, k1, full([], 0, "u32"), d);
+    return stack([b0, b1]);
+  });
 }
 
 /** `shape` of uniformly random u32 words. */
 export function bits(key: Tensor, shape: readonly number[]): Tensor {
-  checkKey("random.bits", key);
-  const [k0, k1] = keyWords(key);
-  const n = numel(shape);
-  const [b0, b1] = threefry2x32(k0, k1, full([n], 0, "u32"), iota([n], 0, "u32"));
-  return reshape(bitwiseXor(b0, b1), shape);
+  return atUserLoc(() => {
+    checkKey("random.bits", key);
+    const [k0, k1] = keyWords(key);
+    const n = numel(shape);
+    const [b0, b1] = threefry2x32(k0, k1, full([n], 0, "u32"), iota([n], 0, "u32"));
+    return reshape(bitwiseXor(b0, b1), shape);
+  });
 }
 
 export interface UniformOpts {
@@ -109,43 +120,51 @@ const MANTISSA: Partial<Record<DType, number>> = { f32: 23, bf16: 7, f16: 10 };
  * 16-bit dtypes use 16 random bits, as JAX does.
  */
 export function uniform(key: Tensor, shape: readonly number[], opts: UniformOpts = {}): Tensor {
-  const dtype = opts.dtype ?? "f32";
-  const nmant = MANTISSA[dtype];
-  if (nmant === undefined) throw new TraceError("random.uniform", `dtype must be a float, got ${dtype}`);
-  const minval = opts.minval ?? 0, maxval = opts.maxval ?? 1;
-  let b = bits(key, shape);
-  // The mantissa bits of a 1.xxx f32: 16-bit dtypes take theirs from the low 16 random bits, placed at the top of
-  // the f32 mantissa so the value is exact in the target dtype.
-  b = nmant === 23 ? shiftRightLogical(b, 9) : shiftLeft(shiftRightLogical(bitwiseAnd(b, 0xffff), 16 - nmant), 23 - nmant);
-  const one = astype(bitcast(bitwiseOr(b, 0x3f800000), "f32"), dtype);
-  const f = sub(one, 1);
-  const scaled = minval === 0 && maxval === 1 ? f : add(mul(f, maxval - minval), minval);
-  return minval === 0 && maxval === 1 ? scaled : maximum(scaled, minval);
+  return atUserLoc(() => {
+    const dtype = opts.dtype ?? "f32";
+    const nmant = MANTISSA[dtype];
+    if (nmant === undefined) throw new TraceError("random.uniform", `dtype must be a float, got ${dtype}`);
+    const minval = opts.minval ?? 0, maxval = opts.maxval ?? 1;
+    let b = bits(key, shape);
+    // The mantissa bits of a 1.xxx f32: 16-bit dtypes take theirs from the low 16 random bits, placed at the top of
+    // the f32 mantissa so the value is exact in the target dtype.
+    b = nmant === 23 ? shiftRightLogical(b, 9) : shiftLeft(shiftRightLogical(bitwiseAnd(b, 0xffff), 16 - nmant), 23 - nmant);
+    const one = astype(bitcast(bitwiseOr(b, 0x3f800000), "f32"), dtype);
+    const f = sub(one, 1);
+    const scaled = minval === 0 && maxval === 1 ? f : add(mul(f, maxval - minval), minval);
+    return minval === 0 && maxval === 1 ? scaled : maximum(scaled, minval);
+  });
 }
 
 /** Standard normal samples (Box-Muller on two uniform draws, computed in f32). */
 export function normal(key: Tensor, shape: readonly number[], opts: { dtype?: DType } = {}): Tensor {
-  const dtype = opts.dtype ?? "f32";
-  if (!isFloat(dtype)) throw new TraceError("random.normal", `dtype must be a float, got ${dtype}`);
-  const [ka, kb] = split(key);
-  const u1 = sub(1, uniform(ka!, shape)); // (0, 1]: log(u1) is finite
-  const u2 = uniform(kb!, shape);
-  const r = sqrt(mul(neg(log(u1)), 2));
-  return astype(mul(r, cos(mul(u2, 2 * Math.PI))), dtype);
+  return atUserLoc(() => {
+    const dtype = opts.dtype ?? "f32";
+    if (!isFloat(dtype)) throw new TraceError("random.normal", `dtype must be a float, got ${dtype}`);
+    const [ka, kb] = split(key);
+    const u1 = sub(1, uniform(ka!, shape)); // (0, 1]: log(u1) is finite
+    const u2 = uniform(kb!, shape);
+    const r = sqrt(mul(neg(log(u1)), 2));
+    return astype(mul(r, cos(mul(u2, 2 * Math.PI))), dtype);
+  });
 }
 
 /** bool samples that are true with probability `p` (a number, or a float tensor broadcast to `shape`). */
 export function bernoulli(key: Tensor, p: TensorLike = 0.5, shape?: readonly number[]): Tensor {
-  const s = shape ?? (p instanceof Tensor ? p.shape : []);
-  const dt = p instanceof Tensor ? p.dtype : "f32";
-  return lt(uniform(key, s, { dtype: dt }), p);
+  return atUserLoc(() => {
+    const s = shape ?? (p instanceof Tensor ? p.shape : []);
+    const dt = p instanceof Tensor ? p.dtype : "f32";
+    return lt(uniform(key, s, { dtype: dt }), p);
+  });
 }
 
 /** Inverted dropout: zeroes each element with probability `rate` and scales the rest by 1/(1 - rate). */
 export function dropout(x: Tensor, rate: number, key: Tensor): Tensor {
-  if (!(rate >= 0 && rate <= 1)) throw new TraceError("dropout", `rate ${rate} must be in [0, 1]`, [x.type]);
-  if (rate === 0) return x;
-  if (rate === 1) return full(x.shape, 0, x.dtype);
-  const keep = bernoulli(key, 1 - rate, x.shape);
-  return where(keep, div(x, 1 - rate), 0);
+  return atUserLoc(() => {
+    if (!(rate >= 0 && rate <= 1)) throw new TraceError("dropout", `rate ${rate} must be in [0, 1]`, [x.type]);
+    if (rate === 0) return x;
+    if (rate === 1) return full(x.shape, 0, x.dtype);
+    const keep = bernoulli(key, 1 - rate, x.shape);
+    return where(keep, div(x, 1 - rate), 0);
+  });
 }

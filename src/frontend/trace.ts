@@ -4,7 +4,7 @@ import { formatType, isDType, tensorType, type DType, type Shape, type TensorTyp
 import { Tensor, Trace, withTrace } from "./core.ts";
 import { TraceError } from "./errors.ts";
 import { flatten, unflatten, type Tree, type TreeDef } from "./tree.ts";
-import { userLoc } from "./loc.ts";
+import { opLoc } from "./loc.ts";
 
 /** A stand-in for an argument: only its dtype and shape matter to tracing. */
 export class TensorSpec implements TensorType {
@@ -109,7 +109,7 @@ export function outputLeaves(op: string, out: unknown, trace: Trace): { tensors:
   const { leaves, paths, def } = flatten<unknown>(out as Tree<unknown>);
   const tensors = leaves.map((l, i) => {
     if (l instanceof Tensor) return l;
-    if (typeof l === "number") return withTrace(trace, () => new Tensor(trace, trace.builder.add1("constant", [], { dtype: "f32", shape: [], value: [l] }, userLoc())));
+    if (typeof l === "number") return withTrace(trace, () => new Tensor(trace, trace.builder.add1("constant", [], { dtype: "f32", shape: [], value: [l] }, opLoc())));
     throw new TraceError(op, `the function returned ${describe(l)} at ${paths[i] || "(root)"}; return Tensors (in arrays and plain objects)`);
   });
   return { tensors, paths, def };

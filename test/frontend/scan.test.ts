@@ -66,7 +66,7 @@ describe("scan", () => {
     expect(() => trace((xs: tx.Tensor) => scan((c: tx.Tensor, x: tx.Tensor) => [c.astype("bf16"), x], tx.zeros([]), xs), [spec("f32", [3])])).toThrow(
       /^scan: the body returned carry as bf16\[\], but init has f32\[\]/,
     );
-    expect(() => trace((xs: tx.Tensor) => scan((c: { a: tx.Tensor }, x: tx.Tensor) => [{ b: x }, x], { a: tx.zeros([]) }, xs), [spec("f32", [3])])).toThrow(
+    expect(() => trace((xs: tx.Tensor) => scan(((c: { a: tx.Tensor }, x: tx.Tensor) => [{ b: x }, x]) as never, { a: tx.zeros([]) }, xs), [spec("f32", [3])])).toThrow(
       /carry of structure \{"b":\*\}, but init has structure \{"a":\*\}/,
     );
     expect(() => trace((xs: tx.Tensor, ys: tx.Tensor) => scan((c: tx.Tensor) => [c, null], tx.zeros([]), [xs, ys]), [spec("f32", [3]), spec("f32", [4])])).toThrow(/xs\[1\] has leading dim 4, expected 3/);

@@ -3,6 +3,7 @@ import { numel, type DType } from "../../ir/types.ts";
 import { bind1, type Tensor } from "../core.ts";
 import { TraceError } from "../errors.ts";
 import { add, full, mul } from "./elementwise.ts";
+import { atUserLoc } from "../loc.ts";
 
 export { full };
 
@@ -113,12 +114,14 @@ export function iota(shape: readonly number[], dim = 0, dtype: DType = "s32"): T
  * unless `dtype` says otherwise.
  */
 export function arange(start: number, stop?: number, step = 1, dtype?: DType): Tensor {
-  if (stop === undefined) [start, stop] = [0, start];
-  if (step === 0) throw new TraceError("arange", "step must not be 0");
-  const n = Math.max(0, Math.ceil((stop - start) / step));
-  const dt = dtype ?? (Number.isInteger(start) && Number.isInteger(step) ? "s32" : "f32");
-  let r = iota([n], 0, dt);
-  if (step !== 1) r = mul(r, step);
-  if (start !== 0) r = add(r, start);
-  return r;
+  return atUserLoc(() => {
+    if (stop === undefined) [start, stop] = [0, start];
+    if (step === 0) throw new TraceError("arange", "step must not be 0");
+    const n = Math.max(0, Math.ceil((stop - start) / step));
+    const dt = dtype ?? (Number.isInteger(start) && Number.isInteger(step) ? "s32" : "f32");
+    let r = iota([n], 0, dt);
+    if (step !== 1) r = mul(r, step);
+    if (start !== 0) r = add(r, start);
+    return r;
+  });
 }

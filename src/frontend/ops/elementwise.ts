@@ -3,6 +3,7 @@ import type { BinaryOp, CompareDir, UnaryOp } from "../../ir/ops.ts";
 import { isFloat, isInteger, sameShape, type DType, type Shape, type TensorType } from "../../ir/types.ts";
 import { bind1, Tensor, type TensorLike } from "../core.ts";
 import { TraceError } from "../errors.ts";
+import { atUserLoc, located } from "../loc.ts";
 
 /*
  * Promotion, in full:
@@ -79,24 +80,24 @@ export function unify(op: string, operands: readonly TensorLike[], dtypeHint: DT
 }
 
 function unary(name: UnaryOp) {
-  return (x: TensorLike): Tensor => {
+  return located((x: TensorLike): Tensor => {
     const [a] = unify(name, [x]);
     return bind1(name, [a!], {});
-  };
+  });
 }
 
 function binary(name: BinaryOp, op: string = name) {
-  return (x: TensorLike, y: TensorLike): Tensor => {
+  return located((x: TensorLike, y: TensorLike): Tensor => {
     const [a, b] = unify(op, [x, y]);
     return bind1(name, [a!, b!], {});
-  };
+  });
 }
 
 function compare(dir: CompareDir) {
-  return (x: TensorLike, y: TensorLike): Tensor => {
+  return located((x: TensorLike, y: TensorLike): Tensor => {
     const [a, b] = unify(dir, [x, y]);
     return bind1("compare", [a!, b!], { dir });
-  };
+  });
 }
 
 export const add = binary("add");
@@ -140,14 +141,18 @@ function requireBool(op: string, xs: readonly TensorLike[]): void {
 }
 
 export function logicalAnd(x: TensorLike, y: TensorLike): Tensor {
-  requireBool("logicalAnd", [x, y]);
-  const [a, b] = unify("logicalAnd", [x, y], "bool");
-  return bind1("and", [a!, b!], {});
+  return atUserLoc(() => {
+    requireBool("logicalAnd", [x, y]);
+    const [a, b] = unify("logicalAnd", [x, y], "bool");
+    return bind1("and", [a!, b!], {});
+  });
 }
 export function logicalOr(x: TensorLike, y: TensorLike): Tensor {
-  requireBool("logicalOr", [x, y]);
-  const [a, b] = unify("logicalOr", [x, y], "bool");
-  return bind1("or", [a!, b!], {});
+  return atUserLoc(() => {
+    requireBool("logicalOr", [x, y]);
+    const [a, b] = unify("logicalOr", [x, y], "bool");
+    return bind1("or", [a!, b!], {});
+  });
 }
 export function logicalNot(x: Tensor): Tensor {
   requireBool("logicalNot", [x]);
@@ -164,7 +169,9 @@ export function reciprocal(x: Tensor): Tensor {
 
 /** x * sigmoid(x), Llama's MLP activation. */
 export function silu(x: Tensor): Tensor {
-  return mul(x, sigmoid(x));
+  return atUserLoc(() => {
+    return mul(x, sigmoid(x));
+  });
 }
 
 /**
@@ -172,28 +179,32 @@ export function silu(x: Tensor): Tensor {
  * this keeps gradients finite at x = 0, where the general pow rule's log(x) would give NaN.
  */
 export function pow(x: TensorLike, y: TensorLike): Tensor {
-  if (x instanceof Tensor && typeof y === "number") {
-    if (y === 1) return x;
-    if (y === 2) return mul(x, x);
-    if (isFloat(x.dtype)) {
-      if (y === 0) return full(x.shape, 1, x.dtype);
-      if (y === 0.5) return sqrt(x);
-      if (y === -0.5) return rsqrt(x);
-      if (y === -1) return div(1, x);
+  return atUserLoc(() => {
+    if (x instanceof Tensor && typeof y === "number") {
+      if (y === 1) return x;
+      if (y === 2) return mul(x, x);
+      if (isFloat(x.dtype)) {
+        if (y === 0) return full(x.shape, 1, x.dtype);
+        if (y === 0.5) return sqrt(x);
+        if (y === -0.5) return rsqrt(x);
+        if (y === -1) return div(1, x);
+      }
     }
-  }
-  const [a, b] = unify("pow", [x, y]);
-  return bind1("pow", [a!, b!], {});
+    const [a, b] = unify("pow", [x, y]);
+    return bind1("pow", [a!, b!], {});
+  });
 }
 
 /** numpy where: picks `x` where `cond` is true, else `y`; all three broadcast together. */
 export function where(cond: Tensor, x: TensorLike, y: TensorLike): Tensor {
-  if (!(cond instanceof Tensor) || cond.dtype !== "bool") {
-    throw new TraceError("where", `condition must be a bool Tensor, got ${cond instanceof Tensor ? cond.dtype : typeof cond}`);
-  }
-  const [a, b] = unify("where", [x, y]);
-  const shape = broadcastShapes("where", [cond.shape, a!.shape], [cond.type, a!.type]);
-  return bind1("select", [broadcastTo(cond, shape, "where"), broadcastTo(a!, shape, "where"), broadcastTo(b!, shape, "where")], {});
+  return atUserLoc(() => {
+    if (!(cond instanceof Tensor) || cond.dtype !== "bool") {
+      throw new TraceError("where", `condition must be a bool Tensor, got ${cond instanceof Tensor ? cond.dtype : typeof cond}`);
+    }
+    const [a, b] = unify("where", [x, y]);
+    const shape = broadcastShapes("where", [cond.shape, a!.shape], [cond.type, a!.type]);
+    return bind1("select", [broadcastTo(cond, shape, "where"), broadcastTo(a!, shape, "where"), broadcastTo(b!, shape, "where")], {});
+  });
 }
 
 /** Element type conversion (float -> int truncates toward zero; float -> bool is x != 0); a no-op for the same dtype. */
@@ -211,5 +222,7 @@ export function bitcast(x: Tensor, dtype: DType): Tensor {
 
 /** Clamps into [lo, hi]. */
 export function clip(x: Tensor, lo: TensorLike, hi: TensorLike): Tensor {
-  return minimum(maximum(x, lo), hi);
+  return atUserLoc(() => {
+    return minimum(maximum(x, lo), hi);
+  });
 }

@@ -5,6 +5,7 @@ import { TraceError } from "../errors.ts";
 import { astype, broadcastShapes, broadcastTo, eq, full } from "./elementwise.ts";
 import { expandDims, moveaxis, normAxis, reshape, transpose } from "./shape.ts";
 import { iota } from "./creation.ts";
+import { atUserLoc } from "../loc.ts";
 
 function requireIntegerIndices(op: string, ids: Tensor, others: Tensor[] = []): void {
   if (!(ids instanceof Tensor) || !isInteger(ids.dtype)) {
@@ -17,17 +18,19 @@ function requireIntegerIndices(op: string, ids: Tensor, others: Tensor[] = []): 
  * Axis 0 is one gather (embedding lookup: [vocab, d] and [b, s] -> [b, s, d]). Out-of-range ids are clamped.
  */
 export function take(table: Tensor, ids: Tensor, axis = 0): Tensor {
-  requireIntegerIndices("take", ids, [table]);
-  const a = normAxis("take", axis, table.ndim, table);
-  if (a === 0) return bind1("gather", [table, ids], {});
-  const g = bind1("gather", [moveaxis(table, a, 0), ids], {});
-  const ni = ids.ndim;
-  const perm = [
-    ...Array.from({ length: a }, (_, i) => ni + i),
-    ...Array.from({ length: ni }, (_, i) => i),
-    ...Array.from({ length: table.ndim - 1 - a }, (_, i) => ni + a + i),
-  ];
-  return transpose(g, perm);
+  return atUserLoc(() => {
+    requireIntegerIndices("take", ids, [table]);
+    const a = normAxis("take", axis, table.ndim, table);
+    if (a === 0) return bind1("gather", [table, ids], {});
+    const g = bind1("gather", [moveaxis(table, a, 0), ids], {});
+    const ni = ids.ndim;
+    const perm = [
+      ...Array.from({ length: a }, (_, i) => ni + i),
+      ...Array.from({ length: ni }, (_, i) => i),
+      ...Array.from({ length: table.ndim - 1 - a }, (_, i) => ni + a + i),
+    ];
+    return transpose(g, perm);
+  });
 }
 
 /**
@@ -35,20 +38,24 @@ export function take(table: Tensor, ids: Tensor, axis = 0): Tensor {
  * Cross-entropy picks each token's log-probability with `takeAlongAxis(logp, labels.expandDims(-1), -1)`.
  */
 export function takeAlongAxis(x: Tensor, idx: Tensor, axis: number): Tensor {
-  requireIntegerIndices("takeAlongAxis", idx, [x]);
-  if (idx.ndim !== x.ndim) throw new TraceError("takeAlongAxis", `indices rank ${idx.ndim} differs from operand rank ${x.ndim}`, [x.type, idx.type]);
-  const a = normAxis("takeAlongAxis", axis, x.ndim, x);
-  const outer = broadcastShapes("takeAlongAxis", [x.shape.map((d, i) => (i === a ? 1 : d)), idx.shape.map((d, i) => (i === a ? 1 : d))], [x.type, idx.type]);
-  const xb = broadcastTo(x, outer.map((d, i) => (i === a ? x.shape[a]! : d)), "takeAlongAxis");
-  const ib = broadcastTo(idx, outer.map((d, i) => (i === a ? idx.shape[a]! : d)), "takeAlongAxis");
-  return bind1("take_along_axis", [xb, ib], { axis: a });
+  return atUserLoc(() => {
+    requireIntegerIndices("takeAlongAxis", idx, [x]);
+    if (idx.ndim !== x.ndim) throw new TraceError("takeAlongAxis", `indices rank ${idx.ndim} differs from operand rank ${x.ndim}`, [x.type, idx.type]);
+    const a = normAxis("takeAlongAxis", axis, x.ndim, x);
+    const outer = broadcastShapes("takeAlongAxis", [x.shape.map((d, i) => (i === a ? 1 : d)), idx.shape.map((d, i) => (i === a ? 1 : d))], [x.type, idx.type]);
+    const xb = broadcastTo(x, outer.map((d, i) => (i === a ? x.shape[a]! : d)), "takeAlongAxis");
+    const ib = broadcastTo(idx, outer.map((d, i) => (i === a ? idx.shape[a]! : d)), "takeAlongAxis");
+    return bind1("take_along_axis", [xb, ib], { axis: a });
+  });
 }
 
 /** [..., n] one-hot rows for integer `ids` (ids outside [0, n) give all-zero rows). */
 export function oneHot(ids: Tensor, n: number, dtype: Tensor["dtype"] = "f32"): Tensor {
-  requireIntegerIndices("oneHot", ids);
-  const classes = iota([...ids.shape, n], ids.ndim, ids.dtype);
-  return astype(eq(expandDims(ids, -1), classes), dtype);
+  return atUserLoc(() => {
+    requireIntegerIndices("oneHot", ids);
+    const classes = iota([...ids.shape, n], ids.ndim, ids.dtype);
+    return astype(eq(expandDims(ids, -1), classes), dtype);
+  });
 }
 
 /** Adds `updates` into rows `ids` of `x` (the transpose of take on axis 0); repeated ids accumulate. */
@@ -68,16 +75,22 @@ function startIndices(op: string, x: Tensor, starts: readonly TensorLike[]): Ten
 
 /** A `sizes`-shaped window of `x` at traced `starts` (clamped so the window fits, as XLA does). */
 export function dynamicSlice(x: Tensor, starts: readonly TensorLike[], sizes: readonly number[]): Tensor {
-  return bind1("dynamic_slice", [x, ...startIndices("dynamicSlice", x, starts)], { sizes: [...sizes] });
+  return atUserLoc(() => {
+    return bind1("dynamic_slice", [x, ...startIndices("dynamicSlice", x, starts)], { sizes: [...sizes] });
+  });
 }
 
 /** `x` with `update` written at traced `starts` (clamped so it fits). */
 export function dynamicUpdateSlice(x: Tensor, update: Tensor, starts: readonly TensorLike[]): Tensor {
-  return bind1("dynamic_update_slice", [x, update, ...startIndices("dynamicUpdateSlice", x, starts)], {});
+  return atUserLoc(() => {
+    return bind1("dynamic_update_slice", [x, update, ...startIndices("dynamicUpdateSlice", x, starts)], {});
+  });
 }
 
 /** `x[i]` for a traced (or constant) index on axis 0: layer `i` of stacked weights. */
 export function dynamicIndex(x: Tensor, i: TensorLike): Tensor {
-  const starts = x.shape.map((_, k) => (k === 0 ? i : 0));
-  return reshape(dynamicSlice(x, starts, [1, ...x.shape.slice(1)]), x.shape.slice(1));
+  return atUserLoc(() => {
+    const starts = x.shape.map((_, k) => (k === 0 ? i : 0));
+    return reshape(dynamicSlice(x, starts, [1, ...x.shape.slice(1)]), x.shape.slice(1));
+  });
 }

@@ -5,6 +5,7 @@ import { TraceError } from "../errors.ts";
 import { broadcastShapes, broadcastTo } from "./elementwise.ts";
 import { normAxis, reshape, transpose } from "./shape.ts";
 import { sum } from "./reduce.ts";
+import { atUserLoc } from "../loc.ts";
 
 export interface DotDims {
   lhsBatch?: readonly number[];
@@ -40,40 +41,42 @@ export function dotGeneral(a: Tensor, b: Tensor, dims: DotDims): Tensor {
  * (its dim is dropped from the result). A 2-D right operand (weights) contracts without broadcasting the batch.
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
-  sameDtype("matmul", a, b);
-  if (a.ndim === 0 || b.ndim === 0) throw new TraceError("matmul", "operands must have rank >= 1", [a.type, b.type]);
-  const a2 = a.ndim === 1 ? reshape(a, [1, a.shape[0]!]) : a;
-  const b2 = b.ndim === 1 ? reshape(b, [b.shape[0]!, 1]) : b;
-  const ka = a2.shape[a2.ndim - 1]!, kb = b2.shape[b2.ndim - 2]!;
-  if (ka !== kb) {
-    throw new TraceError(
-      "matmul",
-      `contracting dims must match: lhs dim ${a.ndim - 1} = ${ka}, rhs dim ${Math.max(b.ndim - 2, 0)} = ${kb}`,
-      [a.type, b.type],
-    );
-  }
-  let r: Tensor;
-  if (b2.ndim === 2) {
-    r = dotGeneral(a2, b2, { lhsContract: [a2.ndim - 1], rhsContract: [0] });
-  } else if (a2.ndim === 2) {
-    // [m, ...batch, n] -> [...batch, m, n]
-    const t = dotGeneral(a2, b2, { lhsContract: [1], rhsContract: [b2.ndim - 2] });
-    const nb = b2.ndim - 2;
-    r = transpose(t, [...Array.from({ length: nb }, (_, i) => i + 1), 0, nb + 1]);
-  } else {
-    const batch = broadcastShapes("matmul", [a2.shape.slice(0, -2), b2.shape.slice(0, -2)], [a.type, b.type]);
-    const ab = broadcastTo(a2, [...batch, ...a2.shape.slice(-2)], "matmul");
-    const bb = broadcastTo(b2, [...batch, ...b2.shape.slice(-2)], "matmul");
-    const bd = batch.map((_, i) => i);
-    r = dotGeneral(ab, bb, { lhsBatch: bd, rhsBatch: bd, lhsContract: [batch.length + 1], rhsContract: [batch.length] });
-  }
-  if (a.ndim === 1 || b.ndim === 1) {
-    const shape = [...r.shape];
-    if (b.ndim === 1) shape.pop();
-    if (a.ndim === 1) shape.splice(shape.length - (b.ndim === 1 ? 1 : 2), 1);
-    r = reshape(r, shape);
-  }
-  return r;
+  return atUserLoc(() => {
+    sameDtype("matmul", a, b);
+    if (a.ndim === 0 || b.ndim === 0) throw new TraceError("matmul", "operands must have rank >= 1", [a.type, b.type]);
+    const a2 = a.ndim === 1 ? reshape(a, [1, a.shape[0]!]) : a;
+    const b2 = b.ndim === 1 ? reshape(b, [b.shape[0]!, 1]) : b;
+    const ka = a2.shape[a2.ndim - 1]!, kb = b2.shape[b2.ndim - 2]!;
+    if (ka !== kb) {
+      throw new TraceError(
+        "matmul",
+        `contracting dims must match: lhs dim ${a.ndim - 1} = ${ka}, rhs dim ${Math.max(b.ndim - 2, 0)} = ${kb}`,
+        [a.type, b.type],
+      );
+    }
+    let r: Tensor;
+    if (b2.ndim === 2) {
+      r = dotGeneral(a2, b2, { lhsContract: [a2.ndim - 1], rhsContract: [0] });
+    } else if (a2.ndim === 2) {
+      // [m, ...batch, n] -> [...batch, m, n]
+      const t = dotGeneral(a2, b2, { lhsContract: [1], rhsContract: [b2.ndim - 2] });
+      const nb = b2.ndim - 2;
+      r = transpose(t, [...Array.from({ length: nb }, (_, i) => i + 1), 0, nb + 1]);
+    } else {
+      const batch = broadcastShapes("matmul", [a2.shape.slice(0, -2), b2.shape.slice(0, -2)], [a.type, b.type]);
+      const ab = broadcastTo(a2, [...batch, ...a2.shape.slice(-2)], "matmul");
+      const bb = broadcastTo(b2, [...batch, ...b2.shape.slice(-2)], "matmul");
+      const bd = batch.map((_, i) => i);
+      r = dotGeneral(ab, bb, { lhsBatch: bd, rhsBatch: bd, lhsContract: [batch.length + 1], rhsContract: [batch.length] });
+    }
+    if (a.ndim === 1 || b.ndim === 1) {
+      const shape = [...r.shape];
+      if (b.ndim === 1) shape.pop();
+      if (a.ndim === 1) shape.splice(shape.length - (b.ndim === 1 ? 1 : 2), 1);
+      r = reshape(r, shape);
+    }
+    return r;
+  });
 }
 
 // Labels standing for the dims an ellipsis covers, counted from the right so operands align like numpy.
@@ -137,39 +140,41 @@ function showLabel(l: string): string {
  * final transpose puts the dims in output order. Repeated labels within one operand (diagonals) are not supported.
  */
 export function einsum(spec: string, ...operands: Tensor[]): Tensor {
-  const s = spec.replace(/\s+/g, "");
-  const arrow = s.indexOf("->");
-  if (arrow < 0) throw new TraceError("einsum", `"${spec}": give the output explicitly, as in "ij,jk->ik"`, operands.map((o) => o.type));
-  const terms = s.slice(0, arrow).split(",");
-  if (terms.length !== operands.length) {
-    throw new TraceError("einsum", `"${spec}" names ${terms.length} operands, got ${operands.length}`, operands.map((o) => o.type));
-  }
-  const maxEll = Math.max(0, ...terms.map((t, i) => (t.includes("...") ? operands[i]!.ndim - t.replace("...", "").length : 0)));
-  const labels = terms.map((t, i) => parseOperand(spec, t, operands[i]!));
-  for (const [i, ls] of labels.entries()) {
-    if (new Set(ls).size !== ls.length) throw new TraceError("einsum", `"${spec}": repeated label in "${terms[i]}" (diagonals are not supported)`, [operands[i]!.type]);
-  }
-  const outTerm = s.slice(arrow + 2);
-  const outParts = outTerm.split("...");
-  const out = outParts.length === 2
-    ? [...outParts[0]!, ...Array.from({ length: maxEll }, (_, i) => String.fromCharCode(ELLIPSIS_BASE + maxEll - 1 - i)), ...outParts[1]!]
-    : [...outTerm];
-  if (!/^[a-zA-Z]*$/.test(outParts.join(""))) throw new TraceError("einsum", `"${spec}": labels must be letters`);
-  if (new Set(out).size !== out.length) throw new TraceError("einsum", `"${spec}": repeated label in the output`);
-  for (const l of out) {
-    if (!labels.some((ls) => ls.includes(l))) throw new TraceError("einsum", `"${spec}": output label ${showLabel(l)} appears in no operand`, operands.map((o) => o.type));
-  }
+  return atUserLoc(() => {
+    const s = spec.replace(/\s+/g, "");
+    const arrow = s.indexOf("->");
+    if (arrow < 0) throw new TraceError("einsum", `"${spec}": give the output explicitly, as in "ij,jk->ik"`, operands.map((o) => o.type));
+    const terms = s.slice(0, arrow).split(",");
+    if (terms.length !== operands.length) {
+      throw new TraceError("einsum", `"${spec}" names ${terms.length} operands, got ${operands.length}`, operands.map((o) => o.type));
+    }
+    const maxEll = Math.max(0, ...terms.map((t, i) => (t.includes("...") ? operands[i]!.ndim - t.replace("...", "").length : 0)));
+    const labels = terms.map((t, i) => parseOperand(spec, t, operands[i]!));
+    for (const [i, ls] of labels.entries()) {
+      if (new Set(ls).size !== ls.length) throw new TraceError("einsum", `"${spec}": repeated label in "${terms[i]}" (diagonals are not supported)`, [operands[i]!.type]);
+    }
+    const outTerm = s.slice(arrow + 2);
+    const outParts = outTerm.split("...");
+    const out = outParts.length === 2
+      ? [...outParts[0]!, ...Array.from({ length: maxEll }, (_, i) => String.fromCharCode(ELLIPSIS_BASE + maxEll - 1 - i)), ...outParts[1]!]
+      : [...outTerm];
+    if (!/^[a-zA-Z]*$/.test(outParts.join(""))) throw new TraceError("einsum", `"${spec}": labels must be letters`);
+    if (new Set(out).size !== out.length) throw new TraceError("einsum", `"${spec}": repeated label in the output`);
+    for (const l of out) {
+      if (!labels.some((ls) => ls.includes(l))) throw new TraceError("einsum", `"${spec}": output label ${showLabel(l)} appears in no operand`, operands.map((o) => o.type));
+    }
 
-  let acc = operands[0]!;
-  let accLabels = labels[0]!;
-  if (operands.length === 1) {
+    let acc = operands[0]!;
+    let accLabels = labels[0]!;
+    if (operands.length === 1) {
+      [acc, accLabels] = sumOut(acc, accLabels, (l) => out.includes(l));
+    }
+    for (let i = 1; i < operands.length; i++) {
+      // Keep what the output or a later operand still needs.
+      const later = new Set([...out, ...labels.slice(i + 1).flat()]);
+      [acc, accLabels] = contractPair(spec, acc, accLabels, operands[i]!, labels[i]!, [...later]);
+    }
     [acc, accLabels] = sumOut(acc, accLabels, (l) => out.includes(l));
-  }
-  for (let i = 1; i < operands.length; i++) {
-    // Keep what the output or a later operand still needs.
-    const later = new Set([...out, ...labels.slice(i + 1).flat()]);
-    [acc, accLabels] = contractPair(spec, acc, accLabels, operands[i]!, labels[i]!, [...later]);
-  }
-  [acc, accLabels] = sumOut(acc, accLabels, (l) => out.includes(l));
-  return transpose(acc, out.map((l) => accLabels.indexOf(l)));
+    return transpose(acc, out.map((l) => accLabels.indexOf(l)));
+  });
 }

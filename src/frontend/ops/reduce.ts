@@ -5,6 +5,7 @@ import { add, astype, div, exp, full, log, lt, abs, sub, where, eq } from "./ele
 import { normAxes, normAxis, reshape } from "./shape.ts";
 import { iota } from "./creation.ts";
 import { TraceError } from "../errors.ts";
+import { atUserLoc } from "../loc.ts";
 
 export interface ReduceOpts {
   /** Keep reduced axes as size 1 (numpy keepdims), so the result broadcasts against the input. */
@@ -25,46 +26,56 @@ function accumulator(d: DType): DType {
 
 /** Sum over `axis` (default: all axes). bf16/f16 inputs accumulate in f32. */
 export function sum(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor {
-  const axes = normAxes("sum", axis, x.ndim, x);
-  if (axes.length === 0) return x;
-  if (x.dtype === "bool") throw new TraceError("sum", "cannot sum bool; convert with astype first", [x.type]);
-  const acc = accumulator(x.dtype);
-  const r = astype(bind1("reduce_sum", [astype(x, acc)], { axes }), x.dtype);
-  return keep(x, r, axes, opts.keepdims);
+  return atUserLoc(() => {
+    const axes = normAxes("sum", axis, x.ndim, x);
+    if (axes.length === 0) return x;
+    if (x.dtype === "bool") throw new TraceError("sum", "cannot sum bool; convert with astype first", [x.type]);
+    const acc = accumulator(x.dtype);
+    const r = astype(bind1("reduce_sum", [astype(x, acc)], { axes }), x.dtype);
+    return keep(x, r, axes, opts.keepdims);
+  });
 }
 
 /** Mean over `axis` (default: all axes), accumulated like `sum`. */
 export function mean(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor {
-  const axes = normAxes("mean", axis, x.ndim, x);
-  if (axes.length === 0) return x;
-  const n = axes.reduce((p, a) => p * x.shape[a]!, 1);
-  const acc = accumulator(x.dtype);
-  const s = bind1("reduce_sum", [astype(x, acc)], { axes });
-  const r = astype(div(s, n), x.dtype);
-  return keep(x, r, axes, opts.keepdims);
+  return atUserLoc(() => {
+    const axes = normAxes("mean", axis, x.ndim, x);
+    if (axes.length === 0) return x;
+    const n = axes.reduce((p, a) => p * x.shape[a]!, 1);
+    const acc = accumulator(x.dtype);
+    const s = bind1("reduce_sum", [astype(x, acc)], { axes });
+    const r = astype(div(s, n), x.dtype);
+    return keep(x, r, axes, opts.keepdims);
+  });
 }
 
 /** Maximum over `axis` (default: all axes); NaN propagates. */
 export function max(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor {
-  const axes = normAxes("max", axis, x.ndim, x);
-  if (axes.length === 0) return x;
-  return keep(x, bind1("reduce_max", [x], { axes }), axes, opts.keepdims);
+  return atUserLoc(() => {
+    const axes = normAxes("max", axis, x.ndim, x);
+    if (axes.length === 0) return x;
+    return keep(x, bind1("reduce_max", [x], { axes }), axes, opts.keepdims);
+  });
 }
 
 /** Minimum over `axis` (default: all axes); NaN propagates. */
 export function min(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor {
-  const axes = normAxes("min", axis, x.ndim, x);
-  if (axes.length === 0) return x;
-  return keep(x, bind1("reduce_min", [x], { axes }), axes, opts.keepdims);
+  return atUserLoc(() => {
+    const axes = normAxes("min", axis, x.ndim, x);
+    if (axes.length === 0) return x;
+    return keep(x, bind1("reduce_min", [x], { axes }), axes, opts.keepdims);
+  });
 }
 
 /** Index (s32) of the first maximum along one axis. */
 export function argmax(x: Tensor, axis = -1, opts: ReduceOpts = {}): Tensor {
-  const a = normAxis("argmax", axis, x.ndim, x);
-  const m = max(x, a, { keepdims: true });
-  const idx = iota(x.shape, a, "s32");
-  const first = min(where(eq(x, m), idx, x.shape[a]!), a);
-  return keep(x, first, [a], opts.keepdims);
+  return atUserLoc(() => {
+    const a = normAxis("argmax", axis, x.ndim, x);
+    const m = max(x, a, { keepdims: true });
+    const idx = iota(x.shape, a, "s32");
+    const first = min(where(eq(x, m), idx, x.shape[a]!), a);
+    return keep(x, first, [a], opts.keepdims);
+  });
 }
 
 /**
@@ -72,23 +83,29 @@ export function argmax(x: Tensor, axis = -1, opts: ReduceOpts = {}): Tensor {
  * so large inputs do not overflow; an all -inf slice gives -inf rather than NaN (m is replaced by 0 there).
  */
 export function logsumexp(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor {
-  const axes = normAxes("logsumexp", axis, x.ndim, x);
-  const m = max(x, axes, { keepdims: true });
-  const finite = lt(abs(m), Infinity);
-  const shift = where(finite, m, full(m.shape, 0, m.dtype));
-  const r = add(log(sum(exp(sub(x, shift)), axes, { keepdims: true })), shift);
-  return opts.keepdims ? r : reshape(r, x.shape.filter((_, i) => !axes.includes(i)));
+  return atUserLoc(() => {
+    const axes = normAxes("logsumexp", axis, x.ndim, x);
+    const m = max(x, axes, { keepdims: true });
+    const finite = lt(abs(m), Infinity);
+    const shift = where(finite, m, full(m.shape, 0, m.dtype));
+    const r = add(log(sum(exp(sub(x, shift)), axes, { keepdims: true })), shift);
+    return opts.keepdims ? r : reshape(r, x.shape.filter((_, i) => !axes.includes(i)));
+  });
 }
 
 /** exp(x - max) / sum(exp(x - max)) along `axis` (default last). */
 export function softmax(x: Tensor, axis = -1): Tensor {
-  const a = normAxis("softmax", axis, x.ndim, x);
-  const e = exp(sub(x, max(x, a, { keepdims: true })));
-  return div(e, sum(e, a, { keepdims: true }));
+  return atUserLoc(() => {
+    const a = normAxis("softmax", axis, x.ndim, x);
+    const e = exp(sub(x, max(x, a, { keepdims: true })));
+    return div(e, sum(e, a, { keepdims: true }));
+  });
 }
 
 /** x - logsumexp(x) along `axis` (default last). */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
-  const a = normAxis("logSoftmax", axis, x.ndim, x);
-  return sub(x, logsumexp(x, a, { keepdims: true }));
+  return atUserLoc(() => {
+    const a = normAxis("logSoftmax", axis, x.ndim, x);
+    return sub(x, logsumexp(x, a, { keepdims: true }));
+  });
 }

@@ -3,6 +3,7 @@ import { numel } from "../../ir/types.ts";
 import { bind1, Tensor, type SliceSpec, type TensorLike } from "../core.ts";
 import { TraceError } from "../errors.ts";
 import { broadcastTo as broadcastToImpl, full } from "./elementwise.ts";
+import { atUserLoc } from "../loc.ts";
 
 /** `axis` in [-rank, rank) made non-negative; throws naming `op` otherwise. */
 export function normAxis(op: string, axis: number, rank: number, x?: Tensor): number {
@@ -74,21 +75,25 @@ export function moveaxis(x: Tensor, from: number, to: number): Tensor {
 
 /** Inserts size-1 axes at the given positions of the result (numpy expand_dims). */
 export function expandDims(x: Tensor, axis: number | readonly number[]): Tensor {
-  const rank = x.ndim + (typeof axis === "number" ? 1 : axis.length);
-  const axes = normAxes("expandDims", axis, rank, x);
-  const shape: number[] = [];
-  let k = 0;
-  for (let i = 0; i < rank; i++) shape.push(axes.includes(i) ? 1 : x.shape[k++]!);
-  return reshape(x, shape);
+  return atUserLoc(() => {
+    const rank = x.ndim + (typeof axis === "number" ? 1 : axis.length);
+    const axes = normAxes("expandDims", axis, rank, x);
+    const shape: number[] = [];
+    let k = 0;
+    for (let i = 0; i < rank; i++) shape.push(axes.includes(i) ? 1 : x.shape[k++]!);
+    return reshape(x, shape);
+  });
 }
 
 /** Removes size-1 axes (all of them, or the given ones, which must have size 1). */
 export function squeeze(x: Tensor, axis?: number | readonly number[]): Tensor {
-  const axes = axis === undefined ? x.shape.flatMap((d, i) => (d === 1 ? [i] : [])) : normAxes("squeeze", axis, x.ndim, x);
-  for (const a of axes) {
-    if (x.shape[a] !== 1) throw new TraceError("squeeze", `axis ${a} has size ${x.shape[a]}, not 1`, [x.type]);
-  }
-  return reshape(x, x.shape.filter((_, i) => !axes.includes(i)));
+  return atUserLoc(() => {
+    const axes = axis === undefined ? x.shape.flatMap((d, i) => (d === 1 ? [i] : [])) : normAxes("squeeze", axis, x.ndim, x);
+    for (const a of axes) {
+      if (x.shape[a] !== 1) throw new TraceError("squeeze", `axis ${a} has size ${x.shape[a]}, not 1`, [x.type]);
+    }
+    return reshape(x, x.shape.filter((_, i) => !axes.includes(i)));
+  });
 }
 
 function sliceBound(v: number | null | undefined, dim: number, dflt: number): number {
@@ -104,28 +109,30 @@ function sliceBound(v: number | null | undefined, dim: number, dflt: number): nu
  * `x.slice(null, [0, 4])` is `x[:, 0:4]`; `x.slice(-1)` is `x[-1]`.
  */
 export function slice(x: Tensor, ...specs: SliceSpec[]): Tensor {
-  if (specs.length > x.ndim) throw new TraceError("slice", `${specs.length} slice specs for rank ${x.ndim}`, [x.type]);
-  const start: number[] = [], limit: number[] = [], stride: number[] = [];
-  const drop: number[] = [];
-  x.shape.forEach((d, i) => {
-    const s = specs[i];
-    if (typeof s === "number") {
-      if (!Number.isInteger(s) || s < -d || s >= d) throw new TraceError("slice", `index ${s} is out of range for dim ${i} of size ${d}`, [x.type]);
-      const k = s < 0 ? s + d : s;
-      start.push(k), limit.push(k + 1), stride.push(1), drop.push(i);
-    } else if (s === null || s === undefined) {
-      start.push(0), limit.push(d), stride.push(1);
-    } else {
-      const step = s[2] ?? 1;
-      if (!Number.isInteger(step) || step < 1) throw new TraceError("slice", `step ${step} in dim ${i} must be a positive integer`, [x.type]);
-      const a = sliceBound(s[0], d, 0);
-      const b = Math.max(a, sliceBound(s[1], d, d));
-      start.push(a), limit.push(b), stride.push(step);
-    }
+  return atUserLoc(() => {
+    if (specs.length > x.ndim) throw new TraceError("slice", `${specs.length} slice specs for rank ${x.ndim}`, [x.type]);
+    const start: number[] = [], limit: number[] = [], stride: number[] = [];
+    const drop: number[] = [];
+    x.shape.forEach((d, i) => {
+      const s = specs[i];
+      if (typeof s === "number") {
+        if (!Number.isInteger(s) || s < -d || s >= d) throw new TraceError("slice", `index ${s} is out of range for dim ${i} of size ${d}`, [x.type]);
+        const k = s < 0 ? s + d : s;
+        start.push(k), limit.push(k + 1), stride.push(1), drop.push(i);
+      } else if (s === null || s === undefined) {
+        start.push(0), limit.push(d), stride.push(1);
+      } else {
+        const step = s[2] ?? 1;
+        if (!Number.isInteger(step) || step < 1) throw new TraceError("slice", `step ${step} in dim ${i} must be a positive integer`, [x.type]);
+        const a = sliceBound(s[0], d, 0);
+        const b = Math.max(a, sliceBound(s[1], d, d));
+        start.push(a), limit.push(b), stride.push(step);
+      }
+    });
+    const whole = start.every((s, i) => s === 0 && limit[i] === x.shape[i] && stride[i] === 1);
+    const sliced = whole ? x : bind1("slice", [x], { start, limit, stride });
+    return drop.length ? reshape(sliced, sliced.shape.filter((_, i) => !drop.includes(i))) : sliced;
   });
-  const whole = start.every((s, i) => s === 0 && limit[i] === x.shape[i] && stride[i] === 1);
-  const sliced = whole ? x : bind1("slice", [x], { start, limit, stride });
-  return drop.length ? reshape(sliced, sliced.shape.filter((_, i) => !drop.includes(i))) : sliced;
 }
 
 /** Joins tensors of one dtype along an existing axis. */
@@ -138,10 +145,12 @@ export function concatenate(xs: readonly Tensor[], axis = 0): Tensor {
 
 /** Joins same-shaped tensors along a new axis. */
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
-  if (xs.length === 0) throw new TraceError("stack", "needs at least one tensor");
-  const rank = xs[0]!.ndim + 1;
-  const a = normAxis("stack", axis, rank, xs[0]);
-  return concatenate(xs.map((x) => expandDims(x, a)), a);
+  return atUserLoc(() => {
+    if (xs.length === 0) throw new TraceError("stack", "needs at least one tensor");
+    const rank = xs[0]!.ndim + 1;
+    const a = normAxis("stack", axis, rank, xs[0]);
+    return concatenate(xs.map((x) => expandDims(x, a)), a);
+  });
 }
 
 /**
@@ -149,23 +158,25 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
  * Fused QKV projections split this way: `split(qkv, [dq, dq + dk], -1)`.
  */
 export function split(x: Tensor, sections: number | readonly number[], axis = 0): Tensor[] {
-  const a = normAxis("split", axis, x.ndim, x);
-  const d = x.shape[a]!;
-  let cuts: number[];
-  if (typeof sections === "number") {
-    if (!Number.isInteger(sections) || sections < 1 || d % sections !== 0) {
-      throw new TraceError("split", `dim ${a} of size ${d} does not split into ${sections} equal parts`, [x.type]);
+  return atUserLoc(() => {
+    const a = normAxis("split", axis, x.ndim, x);
+    const d = x.shape[a]!;
+    let cuts: number[];
+    if (typeof sections === "number") {
+      if (!Number.isInteger(sections) || sections < 1 || d % sections !== 0) {
+        throw new TraceError("split", `dim ${a} of size ${d} does not split into ${sections} equal parts`, [x.type]);
+      }
+      cuts = Array.from({ length: sections - 1 }, (_, i) => ((i + 1) * d) / sections);
+    } else cuts = [...sections];
+    const bounds = [0, ...cuts, d];
+    const out: Tensor[] = [];
+    for (let i = 0; i + 1 < bounds.length; i++) {
+      const specs: SliceSpec[] = x.shape.map(() => null);
+      specs[a] = [bounds[i]!, bounds[i + 1]!];
+      out.push(slice(x, ...specs));
     }
-    cuts = Array.from({ length: sections - 1 }, (_, i) => ((i + 1) * d) / sections);
-  } else cuts = [...sections];
-  const bounds = [0, ...cuts, d];
-  const out: Tensor[] = [];
-  for (let i = 0; i + 1 < bounds.length; i++) {
-    const specs: SliceSpec[] = x.shape.map(() => null);
-    specs[a] = [bounds[i]!, bounds[i + 1]!];
-    out.push(slice(x, ...specs));
-  }
-  return out;
+    return out;
+  });
 }
 
 /**
@@ -173,10 +184,12 @@ export function split(x: Tensor, sections: number | readonly number[], axis = 0)
  * Negative widths crop.
  */
 export function pad(x: Tensor, widths: readonly (readonly [number, number])[] | readonly [number, number], value: TensorLike = 0): Tensor {
-  const pairs: (readonly [number, number])[] =
-    typeof widths[0] === "number" ? x.shape.map(() => widths as readonly [number, number]) : [...(widths as readonly (readonly [number, number])[])];
-  if (pairs.length !== x.ndim) throw new TraceError("pad", `${pairs.length} [before, after] pairs for rank ${x.ndim}`, [x.type]);
-  const v = typeof value === "number" ? full([], value, x.dtype) : value;
-  if (v.ndim !== 0 || v.dtype !== x.dtype) throw new TraceError("pad", `padding value must be a rank-0 ${x.dtype}`, [x.type, v.type]);
-  return bind1("pad", [x, v], { low: pairs.map((p) => p[0]), high: pairs.map((p) => p[1]), interior: pairs.map(() => 0) });
+  return atUserLoc(() => {
+    const pairs: (readonly [number, number])[] =
+      typeof widths[0] === "number" ? x.shape.map(() => widths as readonly [number, number]) : [...(widths as readonly (readonly [number, number])[])];
+    if (pairs.length !== x.ndim) throw new TraceError("pad", `${pairs.length} [before, after] pairs for rank ${x.ndim}`, [x.type]);
+    const v = typeof value === "number" ? full([], value, x.dtype) : value;
+    if (v.ndim !== 0 || v.dtype !== x.dtype) throw new TraceError("pad", `padding value must be a rank-0 ${x.dtype}`, [x.type, v.type]);
+    return bind1("pad", [x, v], { low: pairs.map((p) => p[0]), high: pairs.map((p) => p[1]), interior: pairs.map(() => 0) });
+  });
 }
