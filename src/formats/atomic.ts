@@ -1,7 +1,7 @@
 // Crash-safe file writes: temp files in the target's directory, fsync, then rename, with rollback for file sets.
 
 import { randomBytes } from "node:crypto";
-import { open, rename, unlink, lstat, type FileHandle } from "node:fs/promises";
+import { link, lstat, open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /** A hidden sibling of `target`: same directory so the final rename cannot cross filesystems. */
@@ -106,23 +106,36 @@ export async function commitRenames(
   pairs: readonly { tmp: string; target: string }[],
   remove: readonly string[] = [],
 ): Promise<void> {
-  const backups: { target: string; backup: string }[] = [];
-  const placed: string[] = [];
+  // `linked`: the backup is a second name for the file still at `target`, not the only one left.
+  const backups: { target: string; backup: string; linked: boolean }[] = [];
+  const placed = new Set<string>();
   try {
-    for (const target of [...pairs.map((p) => p.target), ...remove]) {
-      const st = await lstat(target).catch(() => undefined);
-      if (st === undefined) continue;
+    for (const target of pairs.map((p) => p.target)) {
+      if ((await lstat(target).catch(() => undefined)) === undefined) continue;
+      const backup = siblingPath(target, "bak");
+      // A hard link keeps the old file visible under its name until the rename below replaces it in one step.
+      const linked = await link(target, backup).then(
+        () => true,
+        () => rename(target, backup).then(() => false),
+      );
+      backups.push({ target, backup, linked });
+    }
+    for (const target of remove) {
+      if ((await lstat(target).catch(() => undefined)) === undefined) continue;
       const backup = siblingPath(target, "bak");
       await rename(target, backup);
-      backups.push({ target, backup });
+      backups.push({ target, backup, linked: false });
     }
     for (const { tmp, target } of pairs) {
       await rename(tmp, target);
-      placed.push(target);
+      placed.add(target);
     }
   } catch (e) {
-    for (const target of placed) await unlinkQuiet(target);
-    for (const { target, backup } of backups) await rename(backup, target).catch(() => {});
+    for (const { target, backup, linked } of backups) {
+      if (linked && !placed.has(target)) await unlinkQuiet(backup);
+      else await rename(backup, target).catch(() => {});
+    }
+    for (const target of placed) if (!backups.some((b) => b.target === target)) await unlinkQuiet(target);
     await Promise.all(pairs.map((p) => unlinkQuiet(p.tmp)));
     throw e;
   }

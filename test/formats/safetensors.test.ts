@@ -282,19 +282,31 @@ describe("atomic writes", () => {
     expect(Array.from(toFloat32(tensors.get("y")!))).toEqual([2, 2]);
   });
 
-  it("a failed multi-file commit puts the old files back", async () => {
+  it("a failed multi-file commit puts the old files back, removes new ones, restores removed ones", async () => {
     const dir = await tempDir();
-    const a = join(dir, "a.txt");
-    const b = join(dir, "b.txt");
-    await writeFile(a, "old a");
-    await writeFile(b, "old b");
-    const tmpA = join(dir, ".a.new");
-    await writeFile(tmpA, "new a");
-    // The second temp file does not exist, so its rename fails after a.txt was already replaced.
-    await expect(commitRenames([{ tmp: tmpA, target: a }, { tmp: join(dir, ".b.missing"), target: b }])).rejects.toThrow();
-    expect(await readFile(a, "utf8")).toBe("old a");
-    expect(await readFile(b, "utf8")).toBe("old b");
-    expect(await listDir(dir)).toEqual(["a.txt", "b.txt"]);
+    const p = (n: string) => join(dir, n);
+    await writeFile(p("a.txt"), "old a");
+    await writeFile(p("b.txt"), "old b");
+    await writeFile(p("d.txt"), "old d");
+    await writeFile(p(".a.new"), "new a");
+    await writeFile(p(".c.new"), "new c");
+    // b's temp file does not exist, so its rename fails after a.txt was replaced and c.txt created.
+    const pairs = [
+      { tmp: p(".a.new"), target: p("a.txt") },
+      { tmp: p(".c.new"), target: p("c.txt") },
+      { tmp: p(".b.missing"), target: p("b.txt") },
+    ];
+    await expect(commitRenames(pairs, [p("d.txt")])).rejects.toThrow(/ENOENT/);
+    expect(await listDir(dir)).toEqual(["a.txt", "b.txt", "d.txt"]);
+    expect(await readFile(p("a.txt"), "utf8")).toBe("old a");
+    expect(await readFile(p("b.txt"), "utf8")).toBe("old b");
+    expect(await readFile(p("d.txt"), "utf8")).toBe("old d");
+    // And when every rename works, the removals happen and no backups remain.
+    await writeFile(p(".a.new"), "new a");
+    await writeFile(p(".c.new"), "new c");
+    await commitRenames(pairs.slice(0, 2), [p("d.txt")]);
+    expect(await listDir(dir)).toEqual(["a.txt", "b.txt", "c.txt"]);
+    expect(await readFile(p("a.txt"), "utf8")).toBe("new a");
   });
 });
 
