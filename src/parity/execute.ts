@@ -52,3 +52,41 @@ export function interpretOnHost(fn: (...args: any[]) => unknown, args: readonly 
   const outs = interpret(traced.graph, leaves.map(toInterp));
   return unflatten(traced.outTree, outs.map(fromInterp));
 }
+
+/** A HostTensor as the TypedArray the runtime uploads (bf16/f16 as raw bits, bool as bytes). */
+function toRuntime(t: HostTensor): ArrayBufferView {
+  const v = typedView(t);
+  return t.dtype === "BOOL" ? new Uint8Array(t.data) : v instanceof Uint8Array ? v : (v as Float32Array).slice();
+}
+
+/**
+ * Like interpretOnHost, but compiled: traced, cleaned up by the standard pass pipeline, emitted as StableHLO and
+ * run on the PJRT CPU plugin (the runtime loads it on first use).
+ */
+export async function pjrtOnHost(fn: (...args: any[]) => unknown, args: readonly Tree<HostTensor>[]): Promise<Tree<HostTensor>> {
+  const [{ getClient }, { emitStableHLO }, { runPasses }, { defaultPipeline }] = await Promise.all([
+    import("../backend/runtime/index.ts"),
+    import("../backend/stablehlo/index.ts"),
+    import("../passes/manager.ts"),
+    import("../passes/pipeline.ts"),
+  ]);
+  const specArgs = args.map((a) => unflatten(flatten(a, isHostTensor).def, flatten(a, isHostTensor).leaves.map(specOf)));
+  const traced = trace(fn, specArgs);
+  const graph = runPasses(traced.graph, defaultPipeline());
+  const client = await getClient();
+  const exe = await client.compile(emitStableHLO(graph));
+  const leaves = flatten(args as Tree<HostTensor>, isHostTensor).leaves;
+  const bufs = leaves.map((t) => client.bufferFromHost(toRuntime(t) as never, irDType(t.dtype), t.shape));
+  const outs = await exe.run(bufs);
+  const host = await Promise.all(
+    outs.map(async (b, i) => {
+      const ty = graph.outputs[i]!.type;
+      const data = (await b.toHost()) as ArrayBufferView;
+      b.dispose();
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
+      return { dtype: hostDType(ty.dtype), shape: [...ty.shape], data: bytes } as HostTensor;
+    }),
+  );
+  for (const b of bufs) b.dispose();
+  return unflatten(traced.outTree, host);
+}
