@@ -100,7 +100,24 @@ const configSchema = z
 /** PEFT's default targets for Llama when target_modules is null. */
 const LLAMA_DEFAULT_TARGETS = ["q_proj", "v_proj"];
 
-/** Validates parsed adapter_config.json; `file` labels errors. Rejects every option that would change the math unsupported. */
+/**
+ * Options of newer PEFT releases that change what the adapted model computes and that Tessera does not
+ * implement: absent, null, false or empty is fine, anything else is refused rather than silently ignored.
+ */
+const UNSUPPORTED_OPTIONS: Record<string, string> = {
+  layer_replication: "layer replication",
+  use_qalora: "QA-LoRA",
+  trainable_token_indices: "trainable token embeddings",
+  alora_invocation_tokens: "activated LoRA (aLoRA)",
+};
+
+function isUnset(v: unknown): boolean {
+  if (v === undefined || v === null || v === false) return true;
+  if (Array.isArray(v)) return v.length === 0;
+  return typeof v === "object" && Object.keys(v as object).length === 0;
+}
+
+/** Validates parsed adapter_config.json; `file` labels errors. Refuses options whose effect Tessera does not implement. */
 export function parseLoraConfig(json: unknown, file = ADAPTER_CONFIG_FILE): LoraConfig {
   const res = configSchema.safeParse(json);
   if (!res.success) throw zodFormatError(file, res.error.issues, json);
@@ -122,6 +139,9 @@ export function parseLoraConfig(json: unknown, file = ADAPTER_CONFIG_FILE): Lora
   }
   if (c.target_parameters != null && c.target_parameters.length > 0) {
     fail("target_parameters", "expected null: LoRA on raw parameters is not supported");
+  }
+  for (const [field, what] of Object.entries(UNSUPPORTED_OPTIONS)) {
+    if (!isUnset(c[field])) fail(field, `expected null: ${what} is not supported (got ${JSON.stringify(c[field])})`);
   }
   if (c.layers_pattern != null) {
     const pats = Array.isArray(c.layers_pattern) ? c.layers_pattern : [c.layers_pattern];

@@ -312,6 +312,8 @@ describe("adapter_config.json validation", () => {
     expect(err({ ...base, layers_pattern: "h" })).toMatch(/field "layers_pattern": expected "layers"/);
     expect(err({ ...base, init_lora_weights: "pissa_niter_4" })).toMatch(/field "init_lora_weights": "pissa_niter_4" adapters need the base weights it modified/);
     expect(parseLoraConfig({ ...base, init_lora_weights: "gaussian" }).initLoraWeights).toBe("gaussian");
+    expect(err({ ...base, layer_replication: [[0, 2]] })).toMatch(/field "layer_replication": expected null: layer replication is not supported/);
+    expect(err({ ...base, trainable_token_indices: [5] })).toMatch(/field "trainable_token_indices": expected null/);
   });
 });
 
