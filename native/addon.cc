@@ -183,20 +183,31 @@ static void FinalizeBuffer(napi_env env, void* data, void*) {
   delete b;
 }
 
+std::atomic<int64_t> g_live_buffers{0};
+std::atomic<int64_t> g_live_executables{0};
+std::atomic<int64_t> g_host_holds{0};
+
 static void FinalizeExecutable(napi_env, void* data, void*) {
   auto* e = static_cast<Executable*>(data);
-  if (e->exe != nullptr && TESSERA_HAS(e->api, PJRT_LoadedExecutable_Destroy)) {
+  DestroyExecutable(e);
+  delete e;
+}
+
+void DestroyExecutable(Executable* e) {
+  if (e->exe == nullptr) return;
+  if (TESSERA_HAS(e->api, PJRT_LoadedExecutable_Destroy)) {
     Args<PJRT_LoadedExecutable_Destroy_Args> a;
     a->executable = e->exe;
     PJRT_Error* err = e->api->PJRT_LoadedExecutable_Destroy(a.get());
     if (err != nullptr) TakeError(e->api, err, "PJRT_LoadedExecutable_Destroy");
-    e->exe = nullptr;
   }
-  delete e;
+  e->exe = nullptr;
+  g_live_executables.fetch_sub(1);
 }
 
 void DestroyBuffer(Buffer* b, napi_env env) {
   if (b->buffer == nullptr) return;
+  g_live_buffers.fetch_sub(1);
   if (TESSERA_HAS(b->api, PJRT_Buffer_Destroy)) {
     Args<PJRT_Buffer_Destroy_Args> a;
     a->buffer = b->buffer;
@@ -214,6 +225,7 @@ void DestroyBuffer(Buffer* b, napi_env env) {
 napi_value WrapPlugin(napi_env env, Plugin* p) { return MakeHandle(env, p, nullptr); }
 napi_value WrapClient(napi_env env, Client* c) { return MakeHandle(env, c, nullptr); }
 napi_value WrapBuffer(napi_env env, Buffer* b) {
+  if (b->buffer != nullptr) g_live_buffers.fetch_add(1);
   if (b->bytes > 0) {
     int64_t now = 0;
     napi_adjust_external_memory(env, b->bytes, &now);
@@ -221,6 +233,7 @@ napi_value WrapBuffer(napi_env env, Buffer* b) {
   return MakeHandle(env, b, FinalizeBuffer);
 }
 napi_value WrapExecutable(napi_env env, Executable* e) {
+  if (e->exe != nullptr) g_live_executables.fetch_add(1);
   return MakeHandle(env, e, FinalizeExecutable);
 }
 Plugin* UnwrapPlugin(napi_env env, napi_value v) {
@@ -280,6 +293,7 @@ void EventWait::OnMain(napi_env env) {
     PJRT_Error* err = api->PJRT_Event_Destroy(d.get());
     if (err != nullptr) TakeError(api, err, "PJRT_Event_Destroy");
   }
+  if (host_hold) g_host_holds.fetch_sub(1);
   if (env == nullptr) return;  // tearing down: touch no JS
   if (keep != nullptr) napi_delete_reference(env, keep);
   if (deferred != nullptr) {
@@ -386,6 +400,15 @@ static napi_value HeaderInfo(napi_env env, napi_callback_info) {
   return o;
 }
 
+static napi_value Stats(napi_env env, napi_callback_info) {
+  napi_value o;
+  napi_create_object(env, &o);
+  SetProp(env, o, "liveBuffers", MakeInt64(env, g_live_buffers.load()));
+  SetProp(env, o, "liveExecutables", MakeInt64(env, g_live_executables.load()));
+  SetProp(env, o, "hostHolds", MakeInt64(env, g_host_holds.load()));
+  return o;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   auto* inst = new Instance();
   napi_value name;
@@ -400,6 +423,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_set_instance_data(env, inst, FreeInstance, nullptr);
 
   AddFunction(env, exports, "headerInfo", HeaderInfo);
+  AddFunction(env, exports, "stats", Stats);
   RegisterClientFunctions(env, exports);
   RegisterBufferFunctions(env, exports);
   RegisterExecutableFunctions(env, exports);

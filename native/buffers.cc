@@ -128,6 +128,8 @@ static napi_value BufferFromHost(napi_env env, napi_callback_info info) {
       w->event = done;
       w->op = "done_with_host_buffer";
       napi_create_reference(env, argv[2], 1, &w->keep);
+      w->host_hold = true;
+      g_host_holds.fetch_add(1);
       WaitForEvent(env, w);  // releases the reference (and the event) when the plugin is done
     }
   }

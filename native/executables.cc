@@ -342,12 +342,7 @@ static napi_value ExecutableDestroy(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   Executable* x = argc >= 1 ? UnwrapExecutable(env, argv[0]) : nullptr;
-  if (x == nullptr || x->exe == nullptr) return nullptr;
-  Args<PJRT_LoadedExecutable_Destroy_Args> d;
-  d->executable = x->exe;
-  x->exe = nullptr;
-  Failure f;
-  if (!TESSERA_CALL(x->api, PJRT_LoadedExecutable_Destroy, d.get(), f)) ThrowFailure(env, f);
+  if (x != nullptr) DestroyExecutable(x);
   return nullptr;
 }
 

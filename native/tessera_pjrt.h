@@ -144,6 +144,13 @@ Buffer* UnwrapBuffer(napi_env env, napi_value v);
 Executable* UnwrapExecutable(napi_env env, napi_value v);
 
 void DestroyBuffer(Buffer* b, napi_env env);  // idempotent
+void DestroyExecutable(Executable* e);          // idempotent; PJRT frees it after executions in flight
+
+// PJRT buffers and executables created and not yet destroyed (for leak tests and debugging).
+extern std::atomic<int64_t> g_live_buffers;
+extern std::atomic<int64_t> g_live_executables;
+// Host arrays referenced because a transfer from them may still be running.
+extern std::atomic<int64_t> g_host_holds;
 
 // ---------------------------------------------------------------------------------------------
 // Back to the main thread: one threadsafe function per env carries MainTasks posted from plugin
@@ -167,6 +174,7 @@ struct EventWait : MainTask {
   const char* op = "";
   napi_deferred deferred = nullptr;  // settled when the event fires (nullptr: release only)
   napi_ref keep = nullptr;           // JS memory kept alive until the event fires
+  bool host_hold = false;            // `keep` is an uploaded host array (counted in g_host_holds)
   Failure failure;
   void OnMain(napi_env env) override;
 };

@@ -140,6 +140,9 @@ export function loadPlugin(path: string): NativePlugin {
   let plugin = loadedPlugins.get(path);
   if (plugin) return plugin;
   const addon = nativeAddon();
+  // XLA logs INFO lines to stderr (e.g. "cpu_device_count set via create_options") unless told not
+  // to; it reads this variable when the plugin starts logging, so it must be set before loading.
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= "1";
   try {
     plugin = addon.loadPlugin(path);
   } catch (e) {

@@ -13,5 +13,6 @@ export { PJRT_CODE_NAMES, PjrtError, RuntimeError } from "./errors.ts";
 export type { PjrtCodeName, RuntimeErrorCode } from "./errors.ts";
 export { COLLECTIVE_OPCODES, countCollectives, decodeHloModule, printHloModule } from "./hlo-module.ts";
 export type { HloAlias, HloComputation, HloInstruction, HloModule, HloShape } from "./hlo-module.ts";
+export { nativeStats } from "./native.ts";
 export { DEFAULT_PLUGIN, PLUGINS, PLUGIN_ENV, cacheRoot, cachedPluginFiles, resolvePlugin } from "./plugins.ts";
 export type { PluginName, PluginSpec, ResolvedPlugin } from "./plugins.ts";

@@ -84,6 +84,8 @@ export type NativeExecuteResult = BufferHandle[] & { donated?: number[] };
 
 export interface NativeAddon {
   headerInfo(): { major: number; minor: number; apiStructSize: number; argsPadding: number };
+  /** PJRT buffers and executables created and not yet destroyed. */
+  stats(): NativeStats;
   loadPlugin(path: string): NativePlugin;
   createClient(plugin: PluginHandle, options: NamedValue[]): Promise<ClientHandle>;
   clientInfo(client: ClientHandle): NativeClientInfo;
@@ -144,4 +146,18 @@ export function nativeAddon(): NativeAddon {
     );
   }
   return addon;
+}
+
+export interface NativeStats {
+  /** PJRT buffers created and not yet destroyed */
+  liveBuffers: number;
+  /** PJRT executables created and not yet destroyed */
+  liveExecutables: number;
+  /** uploaded host arrays still referenced because PJRT may still read them */
+  hostHolds: number;
+}
+
+/** Counts of live native objects (for leak checks and tests). */
+export function nativeStats(): NativeStats {
+  return nativeAddon().stats();
 }

@@ -1,0 +1,70 @@
+// Runtime: plugin loading, attributes, client options, devices, plugin choice by option and environment.
+import { describe, expect, it } from "vitest";
+import { getClient, nativeStats, resolvePlugin, PLUGIN_ENV, RuntimeError } from "../../src/backend/runtime/index.ts";
+import { testClient } from "./helpers.ts";
+
+describe("client", () => {
+  it("loads the plugin, reads its attributes and lists devices with ids and kinds", async () => {
+    const client = await testClient();
+    expect(client.plugin.apiVersion).toMatch(/^0\.\d+$/);
+    expect(client.plugin.headerApiVersion).toBe("0.81");
+    expect(client.pluginAttributes.stablehloCurrentVersion).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(client.pluginAttributes.stablehloMinimumVersion).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(typeof client.pluginAttributes.xlaVersion).toBe("number");
+    expect(client.devices.length).toBeGreaterThan(0);
+    if (client.platform === "cpu") {
+      expect(client.platformName).toBe("cpu");
+      expect(client.devices.map((d) => d.id)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+      expect(client.devices.every((d) => d.kind === "cpu")).toBe(true);
+      expect(client.memoryStats()).toBeUndefined(); // the CPU plugin keeps no allocator stats
+    } else {
+      expect(client.memoryStats()?.bytesInUse).toBeGreaterThanOrEqual(0);
+    }
+    expect(client.devices.map((d) => d.index)).toEqual(client.devices.map((_, i) => i));
+    expect(String(client.devices[0])).toBe(`${client.platformName}:${client.devices[0]!.id}`);
+    expect(client.device(client.devices[0]!.id)).toBe(client.devices[0]);
+    expect(() => client.device(999)).toThrow(/no device with id 999/);
+  });
+
+  it("shares one client per plugin and options, and creates clients with other device counts", async () => {
+    const a = await getClient();
+    const b = await getClient();
+    expect(a).toBe(b);
+    if (a.platform !== "cpu") return;
+    const two = await getClient({ cpuDeviceCount: 2 });
+    expect(two).not.toBe(a);
+    expect(two.devices.length).toBe(2);
+    expect(two.defaultDeviceAssignment(1, 2)).toEqual([0, 1]);
+  });
+
+  it("rejects bad client options before creating anything", async () => {
+    await expect(getClient({ cpuDeviceCount: 0, plugin: "xla-cpu-pjrt" })).rejects.toThrow(/cpuDeviceCount must be a positive integer/);
+  });
+
+  it("resolves the plugin from the option, then the environment, then the default", () => {
+    const saved = process.env[PLUGIN_ENV];
+    try {
+      delete process.env[PLUGIN_ENV];
+      expect(resolvePlugin().source).toBe("default");
+      expect(resolvePlugin().name).toBe("xla-cpu-pjrt");
+      process.env[PLUGIN_ENV] = "/nonexistent/libpjrt.so";
+      expect(() => resolvePlugin()).toThrow(/PJRT plugin not found: \/nonexistent\/libpjrt\.so \(from \$TESSERA_PJRT_PLUGIN\)/);
+      expect(resolvePlugin("xla-cpu-pjrt").source).toBe("option");
+    } finally {
+      if (saved === undefined) delete process.env[PLUGIN_ENV];
+      else process.env[PLUGIN_ENV] = saved;
+    }
+  });
+
+  it("counts live native objects", async () => {
+    const client = await testClient();
+    const before = nativeStats().liveBuffers;
+    const b = client.bufferFromHost(new Float32Array(4), "f32", [4]);
+    expect(nativeStats().liveBuffers).toBe(before + 1);
+    b.dispose();
+    b.dispose(); // idempotent
+    expect(nativeStats().liveBuffers).toBe(before);
+    expect(b.disposed).toBe(true);
+    expect(RuntimeError).toBeDefined();
+  });
+});
