@@ -176,7 +176,9 @@ export class SafetensorsFile {
       throw new FormatError(`${path}: cannot open safetensors file (${(e as Error).message})`, { file: path, cause: e });
     }
     try {
-      const size = (await fh.stat()).size;
+      const st = await fh.stat();
+      if (!st.isFile()) throw new FormatError(`${path}: not a regular file`, { file: path });
+      const size = st.size;
       if (size < 8) throw new FormatError(`${path}: file is ${size} bytes, too short for a safetensors header`, { file: path });
       const lenBuf = new Uint8Array(8);
       await readExactly(fh, lenBuf, 0, path, "the header length");

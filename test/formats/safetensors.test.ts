@@ -161,8 +161,11 @@ describe("corrupt files are rejected with the file and tensor named", () => {
     return (err as FormatError).message;
   }
 
-  it("a file shorter than the length prefix", async () => {
+  it("a file shorter than the length prefix, a directory, a missing file", async () => {
     expect(await openErr(new Uint8Array(5))).toMatch(/5 bytes, too short for a safetensors header/);
+    const dir = await tempDir();
+    await expect(SafetensorsFile.open(dir)).rejects.toThrow(`${dir}: not a regular file`);
+    await expect(SafetensorsFile.open(join(dir, "nope.safetensors"))).rejects.toThrow(/nope\.safetensors: cannot open safetensors file \(ENOENT/);
   });
 
   it("a header length beyond the file size", async () => {
