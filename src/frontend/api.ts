@@ -9,3 +9,5 @@ export { scan, optimizationBarrier, type ScanOpts } from "./control.ts";
 export { flatten as treeFlatten, unflatten as treeUnflatten, treeMap, leaves as treeLeaves, type Tree, type TreeDef } from "./tree.ts";
 export * as random from "./random.ts";
 export { dropout } from "./random.ts";
+export { jit, type JitOpts, type Jitted, type Lowered, type Concrete, type Abstract } from "./jit.ts";
+export { array, DeviceArray, type ArrayOpts, type ReadArray } from "./array.ts";

@@ -1,7 +1,8 @@
 // valueAndGrad and grad as traceable transforms: trace the function into a subgraph, differentiate, inline.
 import { isFloat } from "../ir/types.ts";
 import { valueAndGrad as graphValueAndGrad } from "../passes/autodiff.ts";
-import { requireTrace, Tensor, Trace, withTrace } from "./core.ts";
+import { currentTrace, requireTrace, Tensor, Trace, withTrace } from "./core.ts";
+import { jit } from "./jit.ts";
 import { TraceError } from "./errors.ts";
 import { flatten, unflatten, type Tree } from "./tree.ts";
 import { describe, inlineGraph, joinName, outputLeaves, paramNames } from "./trace.ts";
@@ -18,12 +19,19 @@ export interface GradOpts {
  * `valueAndGrad(f, { wrt })(...args)` returns `[loss, grads]` (with `hasAux`: `[[loss, aux], grads]`), where `f`
  * returns a rank-0 float loss and `grads` has the structure of the `wrt` argument(s). It works inside `jit` and
  * nests; tensors `f` closes over are constants to the derivative. Only the `wrt` arguments' leaves get gradient
- * computations (frozen weights passed as another argument cost nothing extra).
+ * computations (frozen weights passed as another argument cost nothing extra). Called outside any trace with
+ * device arrays, it is jit-compiled and returns a Promise of the same structure.
  */
 export function valueAndGrad<A extends unknown[]>(fn: (...args: A) => unknown, opts: GradOpts = {}): (...args: A) => [any, any] {
   const wrt = opts.wrt ?? 0;
   const wrtList = typeof wrt === "number" ? [wrt] : [...wrt];
-  return (...args: A) => {
+  // Called with device arrays outside any trace, it compiles itself (one jit per valueAndGrad function).
+  let eager: ((...args: A) => unknown) | undefined;
+  const traced = (...args: A): [any, any] => {
+    if (!currentTrace()) {
+      eager ??= jit(traced as (...a: unknown[]) => unknown, { name: fn.name || "valueAndGrad" }) as (...args: A) => unknown;
+      return eager(...args) as [any, any];
+    }
     const parent = requireTrace("valueAndGrad");
     const names = paramNames(fn, args.length);
     for (const w of wrtList) {
@@ -73,6 +81,7 @@ export function valueAndGrad<A extends unknown[]>(fn: (...args: A) => unknown, o
     const gradResult = typeof wrt === "number" ? gradTrees[0] : gradTrees;
     return [opts.hasAux ? [value, auxTree] : value, gradResult];
   };
+  return traced;
 }
 
 /**
@@ -81,8 +90,14 @@ export function valueAndGrad<A extends unknown[]>(fn: (...args: A) => unknown, o
  */
 export function grad<A extends unknown[]>(fn: (...args: A) => unknown, opts: GradOpts = {}): (...args: A) => any {
   const vg = valueAndGrad(fn, opts);
-  return (...args: A) => {
+  let eager: ((...args: unknown[]) => unknown) | undefined;
+  const traced = (...args: A): any => {
+    if (!currentTrace()) {
+      eager ??= jit(traced as (...a: unknown[]) => unknown, { name: fn.name || "grad" }) as (...args: unknown[]) => unknown;
+      return eager(...args);
+    }
     const [value, grads] = vg(...args);
     return opts.hasAux ? [grads, (value as [Tensor, unknown])[1]] : grads;
   };
+  return traced;
 }
