@@ -42,7 +42,8 @@ function groupByArgument(values: readonly Value[], names: readonly string[] | un
   const groups: Group[] = [];
   values.forEach((v, i) => {
     const path = names?.[i] ?? "";
-    const name = path ? path.split(/[.[/]/)[0] || path : `${fallback}${i}`;
+    // `out[0].w1` (an element of a returned array) groups under `out[0]`; `params.w1` under `params`.
+    const name = !path ? `${fallback}${i}` : (/^out\[\d+\]/.exec(path)?.[0] ?? (path.split(/[.[]/)[0] || path));
     let g = groups.find((x) => x.name === name);
     if (!g) groups.push((g = { name, tensors: 0, bytes: 0 }));
     g.tensors++;
@@ -67,7 +68,9 @@ export function summarize(g: Graph, opts: { top?: number } = {}): string {
   const lines: string[] = [];
   const opTotal = [...counts.values()].reduce((a, b) => a + b, 0);
   lines.push(`ops: ${opTotal}`);
-  lines.push(...table([...counts].map(([name, n]): [string, string] => [name, String(n)]), 2));
+  // Most frequent first; ties in OP_NAMES order, which graphCost already follows (the sort is stable).
+  const byCount = [...counts].sort((a, b) => b[1] - a[1]);
+  lines.push(...table(byCount.map(([name, n]): [string, string] => [name, String(n)]), 2));
   lines.push("");
   lines.push(
     ...table(
