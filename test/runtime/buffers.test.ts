@@ -67,10 +67,10 @@ describe("buffers", () => {
     expect(() => client.bufferFromHost(new Float32Array(6), "f32", [2, 2])).toThrow(
       expect.objectContaining({ code: "ERR_SHAPE", message: "shape [2, 2] needs 4 elements, the Float32Array holds 6" }),
     );
-    expect(() => client.bufferFromHost(new Float32Array(4) as never, "s32", [4])).toThrow(
+    expect(() => client.bufferFromHost(new Float32Array(4) as unknown as Int32Array, "s32", [4])).toThrow(
       expect.objectContaining({ code: "ERR_DTYPE", message: "dtype s32 needs a Int32Array, got Float32Array" }),
     );
-    expect(() => client.bufferFromHost(new Float32Array(4), "f64" as never, [4])).toThrow(/unknown dtype "f64"/);
+    expect(() => client.bufferFromHost(new Float32Array(4), "f64" as "f32", [4])).toThrow(/unknown dtype "f64"/);
     expect(() => client.bufferFromHost(new Float32Array(4), "f32", [2, -2])).toThrow(/invalid dimension -2/);
     expect(() => client.bufferFromHost(new Float32Array(4), "f32", [2, 2.5])).toThrow(/invalid dimension 2.5/);
     expect(() => client.bufferFromHost(new Float32Array(4), "f32", [4], 99)).toThrow(/no device with id 99/);

@@ -23,11 +23,11 @@ describe("compile and execute on one device", () => {
     const [sum] = await exe.run([a, b]);
     expect(sum!.dtype).toBe("f32");
     expect(sum!.shape).toEqual([4]);
-    expect(Array.from(await sum!.toHost())).toEqual([11, 22, 33, 44]);
+    expect(Array.from(await sum!.toHostAs("f32"))).toEqual([11, 22, 33, 44]);
     // Outputs feed the next call directly, no trip to the host in between.
     let x = sum!;
     for (let i = 0; i < 10; i++) [x] = (await exe.run([x, b])) as [DeviceBuffer];
-    expect(Array.from(await x.toHost())).toEqual([111, 222, 333, 444]);
+    expect(Array.from(await x.toHostAs("f32"))).toEqual([111, 222, 333, 444]);
     expect(exe.optimizedHlo()).toMatch(/ROOT %\S+ = f32\[4\] (add|fusion)\(/);
     expect(exe.collectives()).toEqual({});
   });
@@ -40,7 +40,7 @@ describe("compile and execute on one device", () => {
     const b = randomF32(k * n, 2);
     const [c] = await exe.run([client.bufferFromHost(a, "f32", [m, k]), client.bufferFromHost(b, "f32", [k, n])]);
     expect(c!.shape).toEqual([m, n]);
-    expect(maxAbsDiff(await c!.toHost(), matmulRef(a, b, m, k, n))).toBeLessThan(1e-5);
+    expect(maxAbsDiff(await c!.toHostAs("f32"), matmulRef(a, b, m, k, n))).toBeLessThan(1e-5);
   });
 
   it("runs a reduce", async () => {
@@ -48,7 +48,7 @@ describe("compile and execute on one device", () => {
     const exe = await client.compile(REDUCE_SUM_ROWS);
     const x = Float32Array.from({ length: 32 }, (_, i) => i);
     const [s] = await exe.run([client.bufferFromHost(x, "f32", [4, 8])]);
-    expect(Array.from(await s!.toHost())).toEqual([28, 92, 156, 220]);
+    expect(Array.from(await s!.toHostAs("f32"))).toEqual([28, 92, 156, 220]);
   });
 
   it("computes with bf16, f16, s64, u32, u8 and pred", async () => {
@@ -107,14 +107,14 @@ describe("compile and execute on one device", () => {
         message: expect.stringContaining("was donated to main and no longer holds data"),
       });
       await expect(exe.run([acc, x])).rejects.toMatchObject({ code: "ERR_DISPOSED" });
-      expect(Array.from(await out!.toHost())).toEqual([2, 3, 4, 5]);
+      expect(Array.from(await out!.toHostAs("f32"))).toEqual([2, 3, 4, 5]);
 
       for (const donate of [false, [0]] as const) {
         const keep = client.bufferFromHost(new Float32Array([5, 5, 5, 5]), "f32", [4]);
         const [o] = await exe.run([keep, x], { donate, dispatch });
         expect(keep.donated).toBe(false);
         expect(Array.from(await keep.toHost())).toEqual([5, 5, 5, 5]);
-        expect(Array.from(await o!.toHost())).toEqual([6, 6, 6, 6]);
+        expect(Array.from(await o!.toHostAs("f32"))).toEqual([6, 6, 6, 6]);
         keep.dispose();
       }
     }
@@ -139,7 +139,7 @@ describe("compile and execute on one device", () => {
     const a = randomF32(m * k, 3);
     const b = randomF32(k * n, 4);
     const [c] = await back.run([client.bufferFromHost(a, "f32", [m, k]), client.bufferFromHost(b, "f32", [k, n])]);
-    expect(maxAbsDiff(await c!.toHost(), matmulRef(a, b, m, k, n))).toBeLessThan(1e-5);
+    expect(maxAbsDiff(await c!.toHostAs("f32"), matmulRef(a, b, m, k, n))).toBeLessThan(1e-5);
     await expect(client.deserialize(new Uint8Array([1, 2, 3]))).rejects.toMatchObject({ name: "PjrtError", op: "PJRT_Executable_DeserializeAndLoad" });
   });
 
@@ -165,7 +165,7 @@ describe("compile and execute on one device", () => {
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     const outs = await Promise.all(calls);
-    const values = await Promise.all(outs.map(async ([o]) => (await o!.toHost())[0]!));
+    const values = await Promise.all(outs.map(async ([o]) => (await o!.toHostAs("f32"))[0]!));
     clearInterval(timer);
     const total = performance.now() - t0;
     const base = n * n * 0.01 ** 3; // every element of x@x@x

@@ -33,7 +33,7 @@ function block(m: Float32Array, width: number, r0: number, rows: number, c0: num
 async function oneDevice(client: Client, a: Float32Array, b: Float32Array): Promise<Float32Array> {
   const exe = await client.compile(matmulModule(M, K, N));
   const [c] = await exe.run([client.bufferFromHost(a, "f32", [M, K]), client.bufferFromHost(b, "f32", [K, N])]);
-  return c!.toHost();
+  return c!.toHostAs("f32");
 }
 
 describe("SPMD with Shardy", () => {
@@ -69,7 +69,7 @@ describe("SPMD with Shardy", () => {
     await Promise.all(
       outs.map(async ([shard], p) => {
         expect(shard!.device).toBe(exe.devices[p]);
-        const host = await shard!.toHost();
+        const host = await shard!.toHostAs("f32");
         const [i, j] = [Math.floor(p / y), p % y];
         for (let r = 0; r < mr; r++) c.set(host.subarray(r * nc, (r + 1) * nc), (i * mr + r) * N + j * nc);
       }),
@@ -96,7 +96,7 @@ describe("SPMD with Shardy", () => {
       ]),
     );
     const expected = await oneDevice(client, a, b);
-    for (const [shard] of outs) expect(maxAbsDiff(await shard!.toHost(), expected)).toBeLessThan(1e-5);
+    for (const [shard] of outs) expect(maxAbsDiff(await shard!.toHostAs("f32"), expected)).toBeLessThan(1e-5);
   });
 
   it("checks the per-device argument lists", async () => {

@@ -64,6 +64,12 @@ export class DeviceBuffer<D extends DType = DType> {
     return out;
   }
 
+  /** toHost() with the dtype checked, typed for the caller: `await out.toHostAs("f32")` is a Float32Array. */
+  async toHostAs<E extends DType>(dtype: E): Promise<HostArray<E>> {
+    if ((this.dtype as DType) !== dtype) throw new RuntimeError("ERR_DTYPE", `toHostAs(${dtype}) of ${this.describe()}`);
+    return (await this.toHost()) as unknown as HostArray<E>;
+  }
+
   /**
    * Resolves when the buffer's data is computed (or transferred). After it, the TypedArray a buffer
    * was uploaded from may be written again.

@@ -47,9 +47,10 @@ function cacheIsWarm(name: PluginName): boolean {
   }
 }
 
-/** Finds a Python 3 that has pip, or fails saying what to install. */
-export async function findPythonWithPip(): Promise<string> {
-  const candidates = [process.env.TESSERA_PYTHON, "python3", "python"].filter((x): x is string => !!x);
+/** Finds a Python 3 that has pip ($TESSERA_PYTHON, python3, python), or fails saying what to install. */
+export async function findPythonWithPip(
+  candidates: readonly string[] = [process.env.TESSERA_PYTHON, "python3", "python"].filter((x): x is string => !!x),
+): Promise<string> {
   let pythonWithoutPip: string | undefined;
   for (const py of candidates) {
     const v = await execa(py, ["-c", "import sys; print(sys.version_info[0])"], { reject: false });
