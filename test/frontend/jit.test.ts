@@ -1,6 +1,8 @@
 // jit end to end on the PJRT CPU plugin: compile, cache, run, feed outputs back, donate; an MLP trained by SGD.
 import { describe, expect, it } from "vitest";
-import { array, DeviceArray, grad, jit, spec, tx, valueAndGrad } from "./api.ts";
+import { array, DeviceArray, entry, grad, jit, random, spec, trace, tx, valueAndGrad } from "./api.ts";
+import { interpret } from "../../src/ir/interpret.ts";
+import { host } from "./helpers.ts";
 
 type T = tx.Tensor;
 
@@ -94,5 +96,34 @@ describe("transforms outside jit", () => {
     expect(Array.from(await g.toArray())).toEqual([2, 4]);
     const g2 = await (grad(f) as unknown as (x: DeviceArray) => Promise<DeviceArray>)(array([3]));
     expect(Array.from(await g2.toArray())).toEqual([6]);
+  });
+});
+
+describe("RNG on XLA", () => {
+  it("threefry, uniform and normal give the interpreter's bits and values on the CPU plugin", async () => {
+    const draw = (seed: T) => {
+      const key = random.key(seed);
+      const [k1, k2] = random.split(key);
+      return [random.bits(k1!, [64]), random.uniform(k2!, [64]), random.uniform(k2!, [64], { dtype: "bf16" }), random.normal(key, [64])];
+    };
+    const seedHost = host("s32", [], [7]);
+    const want = interpret(trace(draw, [spec("s32", [])]).graph, [seedHost]).map((o) => Array.from(o.data));
+    const got = await jit(draw)(array([7], { dtype: "s32", shape: [] }));
+    expect(Array.from(await got[0]!.toArray())).toEqual(want[0]);
+    expect(Array.from(await got[1]!.toArray())).toEqual(want[1]);
+    expect(Array.from(await got[2]!.toArray())).toEqual(want[2]);
+    // Transcendentals may differ in the last bits between XLA and the float64 interpreter.
+    const n = await got[3]!.toArray();
+    want[3]!.forEach((w, i) => expect(Math.abs(n[i]! - w)).toBeLessThan(1e-5));
+  });
+});
+
+describe("entry", () => {
+  it("marks a function and its specs for the CLI; trace(e.fn, e.args) traces it", () => {
+    const e = entry((p: { w: T }, x: T) => x.matmul(p.w), [{ w: spec("f32", [3, 2]) }, spec("f32", [4, 3])], { donate: 0 });
+    expect(e.kind).toBe("tessera.entry");
+    expect(e.donate).toEqual([0]);
+    const { graph } = trace(e.fn, e.args);
+    expect(graph.inputNames).toEqual(["p.w", "x"]);
   });
 });

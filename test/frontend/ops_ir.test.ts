@@ -292,3 +292,66 @@ describe("indexing", () => {
     `);
   });
 });
+
+describe("integer, bitwise and logical ops", () => {
+  it("bitwise and shift ops on u32, logical ops on bool, bitcast and scatterAdd", () => {
+    expect(ir((u: tx.Tensor, m: tx.Tensor, t: tx.Tensor, ids: tx.Tensor) => [
+      tx.bitwiseOr(tx.shiftLeft(u, 3), tx.shiftRightLogical(u, 29)), tx.bitwiseXor(tx.bitwiseAnd(u, 0xff), tx.bitwiseNot(u)),
+      tx.logicalOr(tx.logicalAnd(m, tx.logicalNot(m)), 1), tx.bitcast(t, "u32"), tx.scatterAdd(t, ids, tx.ones([2, 3])),
+    ], [s("u32", [2]), s("bool", [2]), f32(4, 3), s("s32", [2])])).toMatchInlineSnapshot(`
+      "func @main(%0: u32[2] "u", %1: bool[2] "m", %2: f32[4,3] "t", %3: s32[2] "ids") -> (u32[2] "out[0]", u32[2] "out[1]", bool[2] "out[2]", u32[4,3] "out[3]", f32[4,3] "out[4]") {
+        %4: u32[2] = constant {dtype=u32, shape=[2], value=[3]}
+        %5: u32[2] = shift_left %0, %4
+        %6: u32[2] = constant {dtype=u32, shape=[2], value=[29]}
+        %7: u32[2] = shift_right_logical %0, %6
+        %8: u32[2] = or %5, %7
+        %9: u32[2] = constant {dtype=u32, shape=[2], value=[255]}
+        %10: u32[2] = and %0, %9
+        %11: u32[2] = not %0
+        %12: u32[2] = xor %10, %11
+        %13: bool[2] = not %1
+        %14: bool[2] = and %1, %13
+        %15: bool[2] = constant {dtype=bool, shape=[2], value=[1]}
+        %16: bool[2] = or %14, %15
+        %17: u32[4,3] = bitcast_convert %2 {dtype=u32}
+        %18: f32[2,3] = constant {dtype=f32, shape=[2,3], value=[1]}
+        %19: f32[4,3] = scatter_add %2, %3, %18
+        return %8, %12, %16, %17, %19
+      }
+      "
+    `);
+  });
+
+  it("dotGeneral passes dims through (negative dims count from the end) with an explicit result dtype", () => {
+    expect(ir((a: tx.Tensor, b: tx.Tensor) => tx.dotGeneral(a, b, { lhsBatch: [0], rhsBatch: [0], lhsContract: [-1], rhsContract: [1], outDtype: "f32" }), [s("bf16", [2, 3, 4]), s("bf16", [2, 4, 5])])).toMatchInlineSnapshot(`
+      "func @main(%0: bf16[2,3,4] "a", %1: bf16[2,4,5] "b") -> (f32[2,3,5] "out") {
+        %2: f32[2,3,5] = dot_general %0, %1 {lhsBatch=[0], lhsContract=[2], outDtype=f32, rhsBatch=[0], rhsContract=[1]}
+        return %2
+      }
+      "
+    `);
+  });
+});
+
+describe("promotion", () => {
+  it("numbers alone make f32; 0 and 1 adopt bool; integers adopt s32", () => {
+    expect(ir((m: tx.Tensor, i: tx.Tensor) => [tx.add(1, 2), tx.where(m, 1, 0).astype("f32"), tx.eq(m, 1), i.mul(3)], [s("bool", [2]), s("s32", [2])])).toMatchInlineSnapshot(`
+      "func @main(%0: bool[2] "m", %1: s32[2] "i") -> (f32[] "out[0]", f32[2] "out[1]", bool[2] "out[2]", s32[2] "out[3]") {
+        %2: f32[] = constant {dtype=f32, shape=[], value=[1]}
+        %3: f32[] = constant {dtype=f32, shape=[], value=[2]}
+        %4: f32[] = add %2, %3
+        %5: f32[] = constant {dtype=f32, shape=[], value=[1]}
+        %6: f32[] = constant {dtype=f32, shape=[], value=[0]}
+        %7: f32[2] = broadcast_in_dim %5 {dims=[], shape=[2]}
+        %8: f32[2] = broadcast_in_dim %6 {dims=[], shape=[2]}
+        %9: f32[2] = select %0, %7, %8
+        %10: bool[2] = constant {dtype=bool, shape=[2], value=[1]}
+        %11: bool[2] = compare %0, %10 {dir=eq}
+        %12: s32[2] = constant {dtype=s32, shape=[2], value=[3]}
+        %13: s32[2] = mul %1, %12
+        return %4, %9, %11, %13
+      }
+      "
+    `);
+  });
+});

@@ -53,6 +53,13 @@ function checkScalar(op: string, v: number, dtype: DType, types: readonly Tensor
   }
 }
 
+/** Why a value cannot be an operand; a device array gets the fix spelled out. */
+export function notATensor(o: unknown): string {
+  const name = typeof o === "object" && o !== null ? o.constructor?.name : undefined;
+  if (name === "DeviceArray") return "operand is a DeviceArray, which cannot be used inside a trace: pass it to the jit function as an argument";
+  return `operand is ${name ? `a ${name}` : `${typeof o} ${String(o)}`}, not a Tensor or a number`;
+}
+
 /** A splat constant (one value repeated over `shape`). */
 export function full(shape: readonly number[], value: number, dtype: DType = "f32"): Tensor {
   return bind1("constant", [], { dtype, shape: [...shape], value: [value] });
@@ -73,7 +80,7 @@ export function unify(op: string, operands: readonly TensorLike[], dtypeHint: DT
   }
   for (const o of operands) {
     if (typeof o === "number") checkScalar(op, o, dtype, types);
-    else if (!(o instanceof Tensor)) throw new TraceError(op, `operand is not a Tensor or a number: ${String(o)}`, types);
+    else if (!(o instanceof Tensor)) throw new TraceError(op, notATensor(o), types);
   }
   const shape = broadcastShapes(op, tensors.map((t) => t.shape), types);
   return operands.map((o) => (typeof o === "number" ? full(shape, o, dtype) : broadcastTo(o, shape, op)));
