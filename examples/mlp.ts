@@ -1,5 +1,5 @@
 // A two-layer MLP in tessera's DSL: the model, its loss and one SGD step, exported as entries for the CLI.
-import { entry, spec, valueAndGrad, type Tensor } from "tessera";
+import { entry, random, spec, valueAndGrad, zeros, type Tensor } from "tessera";
 
 /** The parameter tree: plain objects of tensors. Graph inputs get their names from it (`params.w1`). */
 export interface Params {
@@ -11,6 +11,17 @@ export interface Params {
 
 /** Sizes of the synthetic regression task in train_mlp.ts: 4 features in, one target out. */
 export const SIZES = { batch: 64, input: 4, hidden: 32, output: 1 } as const;
+
+/** Scaled normal weights (variance 1/fan-in, so tanh starts in its linear range) and zero biases. */
+export function initParams(key: Tensor): Params {
+  const [k1, k2] = [random.foldIn(key, 1), random.foldIn(key, 2)];
+  return {
+    w1: random.normal(k1, [SIZES.input, SIZES.hidden]).mul(1 / Math.sqrt(SIZES.input)),
+    b1: zeros([SIZES.hidden]),
+    w2: random.normal(k2, [SIZES.hidden, SIZES.output]).mul(1 / Math.sqrt(SIZES.hidden)),
+    b2: zeros([SIZES.output]),
+  };
+}
 
 export function predict(params: Params, x: Tensor): Tensor {
   const h = x.matmul(params.w1).add(params.b1).tanh();

@@ -1,11 +1,11 @@
 // `tessera compile`: load and type-check a model file, trace one entry, run the cleanup passes, print IR or StableHLO.
 import { writeFileSync } from "node:fs";
 import { emitStableHLO } from "../backend/stablehlo/index.ts";
+import { donationMap } from "../frontend/jit.ts";
 import { trace, type Traced } from "../frontend/trace.ts";
 import { numLeaves, type TreeDef } from "../frontend/tree.ts";
 import type { Graph } from "../ir/graph.ts";
 import { print } from "../ir/print.ts";
-import { sameType } from "../ir/types.ts";
 import { runPasses } from "../passes/manager.ts";
 import { CLEANUP_PIPELINE } from "../passes/pipeline.ts";
 import { UsageError, type ParsedArgs } from "./args.ts";
@@ -67,21 +67,16 @@ export async function compileEntry(
 }
 
 /**
- * Per input: the output a donated argument's leaf is aliased to. As in JAX, each donated leaf takes the first
- * unclaimed output of the same type, in order; a leaf without one is simply not donated.
+ * Donation as `jit` does it: each leaf of a donated argument aliases the output of its own name and type (else the
+ * first free one of that type); a leaf with no such output is still offered to XLA as a buffer donor.
  */
-function donations(entry: EntryLike, g: Graph, inTree: TreeDef): (number | undefined)[] | undefined {
+function donation(entry: EntryLike, g: Graph, inTree: TreeDef): { donate: (number | undefined)[]; donors: boolean[] } | undefined {
   const donate = entry.donate ?? [];
   if (!donate.length || inTree.kind !== "array") return undefined;
   const argOfLeaf = inTree.children.flatMap((child, arg) => Array<number>(numLeaves(child)).fill(arg));
-  const claimed = new Set<number>();
-  return g.inputs.map((v, i) => {
-    if (!donate.includes(argOfLeaf[i]!)) return undefined;
-    const k = g.outputs.findIndex((o, j) => !claimed.has(j) && sameType(o.type, v.type));
-    if (k < 0) return undefined;
-    claimed.add(k);
-    return k;
-  });
+  const donated = new Set(g.inputs.flatMap((_, i) => (donate.includes(argOfLeaf[i]!) ? [i] : [])));
+  const map = donationMap(g, donated);
+  return { donate: map, donors: g.inputs.map((_, i) => donated.has(i) && map[i] === undefined) };
 }
 
 function dumpWriter(to: string | undefined): ((pass: string, text: string) => void) | undefined {
@@ -103,8 +98,7 @@ export async function compileCommand(args: ParsedArgs): Promise<number> {
   });
   let text: string;
   if (emit === "stablehlo") {
-    const donate = donations(c.entry, c.graph, c.inTree);
-    text = emitStableHLO(c.graph, { moduleName: c.entryName, locs: true, ...(donate ? { donate } : {}) });
+    text = emitStableHLO(c.graph, { moduleName: c.entryName, ...donation(c.entry, c.graph, c.inTree) });
   } else {
     text = print(c.graph, { locs });
   }
