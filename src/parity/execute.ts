@@ -1,5 +1,5 @@
 // Runs a traced function on host tensor trees (safetensors-style HostTensor leaves) with the reference interpreter.
-import { trace, type Tree } from "../index.ts";
+import { array, DeviceArray, jit, trace, type Tree } from "../index.ts";
 import { flatten, unflatten } from "../frontend/tree.ts";
 import { hostArray, interpret, type HostArray } from "../ir/interpret.ts";
 import type { DType } from "../ir/types.ts";
@@ -53,40 +53,41 @@ export function interpretOnHost(fn: (...args: any[]) => unknown, args: readonly 
   return unflatten(traced.outTree, outs.map(fromInterp));
 }
 
-/** A HostTensor as the TypedArray the runtime uploads (bf16/f16 as raw bits, bool as bytes). */
-function toRuntime(t: HostTensor): ArrayBufferView {
-  const v = typedView(t);
-  return t.dtype === "BOOL" ? new Uint8Array(t.data) : v instanceof Uint8Array ? v : (v as Float32Array).slice();
+/** A HostTensor on the device (16-bit floats travel as their raw bits). */
+export function toDevice(t: HostTensor): DeviceArray {
+  const dt = irDType(t.dtype);
+  const bytes = t.data.byteOffset % 4 === 0 ? t.data : t.data.slice();
+  const view =
+    dt === "f32" ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+    : dt === "bf16" || dt === "f16" ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2)
+    : dt === "s32" ? new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+    : dt === "u32" ? new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+    : Uint8Array.from(bytes);
+  return array(view, { dtype: dt, shape: t.shape });
 }
 
-/**
- * Like interpretOnHost, but compiled: traced, cleaned up by the standard pass pipeline, emitted as StableHLO and
- * run on the PJRT CPU plugin (the runtime loads it on first use).
- */
+/** A device array read back as a HostTensor of its dtype. */
+export async function fromDevice(a: DeviceArray): Promise<HostTensor> {
+  const v = await a.toArray();
+  const dt = hostDType(a.dtype);
+  if (dt === "F32" || dt === "BF16" || dt === "F16") return fromFloat32(v as Float32Array, a.shape, dt);
+  return fromFloat32(v, a.shape, dt);
+}
+
+/** Trees of HostTensor uploaded leaf by leaf. */
+export function treeToDevice<T>(tree: Tree<HostTensor>): T {
+  const { leaves, def } = flatten(tree, isHostTensor);
+  return unflatten(def, leaves.map(toDevice)) as T;
+}
+
+/** Trees of device arrays read back. */
+export async function treeFromDevice(tree: unknown): Promise<Tree<HostTensor>> {
+  const { leaves, def } = flatten(tree as Tree<DeviceArray>, (x) => x instanceof DeviceArray);
+  return unflatten(def, await Promise.all(leaves.map((l) => fromDevice(l as DeviceArray))));
+}
+
+/** Like interpretOnHost, but compiled with `jit` (cleanup passes, StableHLO, PJRT CPU) and run on the device. */
 export async function pjrtOnHost(fn: (...args: any[]) => unknown, args: readonly Tree<HostTensor>[]): Promise<Tree<HostTensor>> {
-  const [{ getClient }, { emitStableHLO }, { runPasses }, { defaultPipeline }] = await Promise.all([
-    import("../backend/runtime/index.ts"),
-    import("../backend/stablehlo/index.ts"),
-    import("../passes/manager.ts"),
-    import("../passes/pipeline.ts"),
-  ]);
-  const specArgs = args.map((a) => unflatten(flatten(a, isHostTensor).def, flatten(a, isHostTensor).leaves.map(specOf)));
-  const traced = trace(fn, specArgs);
-  const graph = runPasses(traced.graph, defaultPipeline());
-  const client = await getClient();
-  const exe = await client.compile(emitStableHLO(graph));
-  const leaves = flatten(args as Tree<HostTensor>, isHostTensor).leaves;
-  const bufs = leaves.map((t) => client.bufferFromHost(toRuntime(t) as never, irDType(t.dtype), t.shape));
-  const outs = await exe.run(bufs);
-  const host = await Promise.all(
-    outs.map(async (b, i) => {
-      const ty = graph.outputs[i]!.type;
-      const data = (await b.toHost()) as ArrayBufferView;
-      b.dispose();
-      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
-      return { dtype: hostDType(ty.dtype), shape: [...ty.shape], data: bytes } as HostTensor;
-    }),
-  );
-  for (const b of bufs) b.dispose();
-  return unflatten(traced.outTree, host);
+  const out = await jit(fn)(...args.map((a) => treeToDevice(a)));
+  return treeFromDevice(out);
 }
