@@ -11,7 +11,7 @@ namespace tessera {
 // Every function slot the runtime may call. The TypeScript side decides which are required.
 #define TESSERA_SLOTS(X)                                                                             \
   X(PJRT_Error_Destroy) X(PJRT_Error_Message) X(PJRT_Error_GetCode) X(PJRT_Plugin_Initialize)        \
-  X(PJRT_Plugin_Attributes) X(PJRT_Event_Destroy) X(PJRT_Event_OnReady) X(PJRT_Event_IsReady)        \
+  X(PJRT_Plugin_Attributes) X(PJRT_Event_Destroy) X(PJRT_Event_OnReady) X(PJRT_Event_IsReady) X(PJRT_Event_Error)        \
   X(PJRT_Client_Create) X(PJRT_Client_PlatformName) X(PJRT_Client_PlatformVersion)                   \
   X(PJRT_Client_ProcessIndex) X(PJRT_Client_Devices) X(PJRT_Client_AddressableDevices)               \
   X(PJRT_Client_Compile) X(PJRT_Client_DefaultDeviceAssignment) X(PJRT_Client_BufferFromHostBuffer)  \

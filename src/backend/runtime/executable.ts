@@ -97,7 +97,31 @@ export class Executable {
    * shard. Resolves once the work is enqueued, with the outputs per device; they can feed the next
    * call at once. Errors of the computation itself surface when outputs are read or awaited.
    */
-  async execute(args: readonly (readonly DeviceBuffer[])[], opts: ExecuteOptions = {}): Promise<DeviceBuffer[][]> {
+  execute(args: readonly (readonly DeviceBuffer[])[], opts: ExecuteOptions = {}): Promise<DeviceBuffer[][]> {
+    try {
+      const out = this.#launch(args, opts);
+      return out instanceof Promise ? out : Promise.resolve(out);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Single-device convenience: execute([args]) and its one output list. */
+  run(args: readonly DeviceBuffer[], opts: ExecuteOptions = {}): Promise<DeviceBuffer[]> {
+    try {
+      if (this.devices.length !== 1) {
+        throw new RuntimeError("ERR_ARG_COUNT", `run() is for single-device executables; ${this.name} runs on ${this.devices.length} devices: use execute()`);
+      }
+      const out = this.#launch([args], opts);
+      return out instanceof Promise ? out.then((o) => o[0]!) : Promise.resolve(out[0]!);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  // Checks the arguments, then launches on the main thread (returning the outputs) or queues on
+  // the dispatcher thread (returning a promise of them).
+  #launch(args: readonly (readonly DeviceBuffer[])[], opts: ExecuteOptions): DeviceBuffer[][] | Promise<DeviceBuffer[][]> {
     const handle = this.#liveHandle("execute");
     const nd = this.devices.length;
     if (!Array.isArray(args) || args.length !== nd) {
@@ -122,26 +146,32 @@ export class Executable {
       handles[d] = row;
     }
     const nonDonatable = this.#nonDonatable(opts.donate, na);
-    const addon = nativeAddon();
-    const client = this.client;
-    const onWorker = opts.dispatch === "worker" || client.mustQueue();
-    if (!onWorker) {
-      let result: NativeExecuteResult;
-      try {
-        result = addon.execute(handle, handles, nonDonatable, false);
-      } catch (e) {
-        throw fromNative(e, `execute ${this.name}`);
-      }
-      return this.#outputs(result, args, na);
+    if (opts.dispatch === "worker" || this.client.mustQueue()) return this.#queue(handle, handles, nonDonatable, args, na);
+    let result: NativeExecuteResult;
+    try {
+      result = nativeAddon().execute(handle, handles, nonDonatable, false);
+    } catch (e) {
+      throw fromNative(e, `execute ${this.name}`);
     }
-    // Dispatcher thread: keep handles alive, and fence off donors until the outcome is known.
+    return this.#outputs(result, args, na);
+  }
+
+  // Dispatcher thread: keep the handles alive, and fence off donors until the outcome is known.
+  async #queue(
+    handle: ExecutableHandle,
+    handles: BufferHandle[][],
+    nonDonatable: number[] | null,
+    args: readonly (readonly DeviceBuffer[])[],
+    na: number,
+  ): Promise<DeviceBuffer[][]> {
+    const client = this.client;
     const donating = this.#donating(nonDonatable, na);
     for (const list of args) for (const b of list) b.retain();
     for (const d of args) for (const i of donating) d[i]!.markDonating(this.name);
     this.#inUse++;
     client.queued++;
     try {
-      const result = await addon.execute(handle, handles, nonDonatable, true);
+      const result = await nativeAddon().execute(handle, handles, nonDonatable, true);
       return this.#outputs(result, args, na);
     } catch (e) {
       for (const d of args) for (const i of donating) d[i]!.settleDonation(false, this.name);
@@ -152,14 +182,6 @@ export class Executable {
       this.#inUse--;
       this.#destroyWhenIdle();
     }
-  }
-
-  /** Single-device convenience: execute([args]) and its one output list. */
-  async run(args: readonly DeviceBuffer[], opts: ExecuteOptions = {}): Promise<DeviceBuffer[]> {
-    if (this.devices.length !== 1) {
-      throw new RuntimeError("ERR_ARG_COUNT", `run() is for single-device executables; ${this.name} runs on ${this.devices.length} devices: use execute()`);
-    }
-    return (await this.execute([args], opts))[0]!;
   }
 
   /** Bytes that Client.deserialize turns back into this executable (same plugin and version only). */
