@@ -1,3 +1,29 @@
 // Tessera's public API: the tracing DSL (ops, transforms, trees, RNG) and compiled execution (jit, arrays).
+//
+// Everything is exported twice, by name and inside the `tx` namespace, so both styles work:
+//
+//   import { tx } from "tessera";                        tx.matmul(x, w), tx.jit(step), tx.random.split(key)
+//   import { matmul, jit, random, spec } from "tessera";
+//
+// and every op is also a Tensor method where numpy has one (`x.matmul(w).add(b).tanh()`).
+//
+// Tracing. A function over Tensors runs once per input signature with tracers that record IR ops, each at the
+// caller's file:line:col (frames in Tessera's own src/ are skipped; `setLocationCapture(false)` turns it off).
+// Shape and dtype mistakes throw at that point, naming the op, the operand types and the user's line.
+//   spec(dtype, shape)            an abstract argument;  trace(fn, [specTrees...]) -> { graph, inTree, outTree }
+//   entry(fn, [specTrees...], { donate })   marks a model-file export for `tessera compile file.ts --entry name`
+//   jit(fn, { donate })           compiles through XLA; call with DeviceArrays -> Promise of the output tree;
+//                                 jit(fn).lower(...specs) -> { graph, stablehlo } without running
+//   valueAndGrad(fn, { wrt, hasAux }), grad(...)   traceable (inside jit), nestable; outside a trace they jit
+//   scan(f, init, xs, { length, reverse })         one IR scan op; closed-over tensors become loop constants
+//   optimizationBarrier(tree)
+// Data. array(values | TypedArray, { dtype, shape }) -> DeviceArray; await a.toArray() / a.item(); a.dispose().
+// Trees. Plain objects and arrays of tensors; keys flatten in sorted order; graph inputs are named by the
+// function's parameter names plus paths (`params.layers[0].wq`). treeFlatten/treeUnflatten/treeMap/treeLeaves.
+// Promotion (src/frontend/ops/elementwise.ts). Tensor operands of one op must share a dtype (no implicit
+// f32/bf16/int mixing: use astype); a JS number adopts the tensor operand's dtype; numbers alone are f32.
+// Shapes broadcast as in numpy. bf16/f16 sums and means accumulate in f32.
+// RNG (random.*). Threefry-2x32 keys (u32[2]): key(seed) in a trace, keyArray(seed) on the host; split, foldIn,
+// bits, uniform, normal (Box-Muller), bernoulli, and dropout(x, rate, key).
 export * from "./frontend/api.ts";
 export * as tx from "./frontend/api.ts";

@@ -172,6 +172,9 @@ export class Tensor {
   sin(): Tensor { return el.sin(this); }
   cos(): Tensor { return el.cos(this); }
   square(): Tensor { return el.square(this); }
+  reciprocal(): Tensor { return el.reciprocal(this); }
+  silu(): Tensor { return el.silu(this); }
+  clip(lo: TensorLike, hi: TensorLike): Tensor { return el.clip(this, lo, hi); }
   eq(o: TensorLike): Tensor { return el.eq(this, o); }
   ne(o: TensorLike): Tensor { return el.ne(this, o); }
   lt(o: TensorLike): Tensor { return el.lt(this, o); }
@@ -197,6 +200,11 @@ export class Tensor {
   mean(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor { return rd.mean(this, axis, opts); }
   max(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor { return rd.max(this, axis, opts); }
   min(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor { return rd.min(this, axis, opts); }
+
+  argmax(axis = -1, opts?: rd.ReduceOpts): Tensor { return rd.argmax(this, axis, opts); }
+  logsumexp(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor { return rd.logsumexp(this, axis, opts); }
+  softmax(axis = -1): Tensor { return rd.softmax(this, axis); }
+  logSoftmax(axis = -1): Tensor { return rd.logSoftmax(this, axis); }
 
   matmul(o: Tensor): Tensor { return la.matmul(this, o); }
   take(ids: Tensor, axis = 0): Tensor { return ix.take(this, ids, axis); }

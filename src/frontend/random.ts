@@ -9,6 +9,7 @@ import {
 import { constant, iota } from "./ops/creation.ts";
 import { reshape, slice, stack } from "./ops/shape.ts";
 import { atUserLoc } from "./loc.ts";
+import { array, type DeviceArray } from "./array.ts";
 
 /*
  * Keys are u32[2] tensors, as JAX's raw threefry keys; `key(seed)` is [seed >> 32, seed & 0xffffffff]. Splitting
@@ -60,19 +61,27 @@ function keyWords(key: Tensor): [Tensor, Tensor] {
   return [slice(key, 0), slice(key, 1)];
 }
 
-/** A key from an integer seed (a number, or a rank-0 s32/u32 tensor). */
+/** A key from an integer seed (a number, or a rank-0 s32/u32 tensor), inside a trace; `keyArray` makes one outside. */
 export function key(seed: TensorLike): Tensor {
   return atUserLoc(() => {
-    if (typeof seed === "number") {
-      if (!Number.isSafeInteger(seed)) throw new TraceError("random.key", `seed ${seed} must be a safe integer`);
-      const hi = seed < 0 ? 0xffffffff - Math.floor(-seed / 2 ** 32) : Math.floor(seed / 2 ** 32);
-      return constant(new Uint32Array([hi >>> 0, seed >>> 0]));
-    }
+    if (typeof seed === "number") return constant(new Uint32Array(seedWords(seed)));
     if (seed.ndim !== 0 || (seed.dtype !== "s32" && seed.dtype !== "u32")) throw new TraceError("random.key", "seed must be a rank-0 s32 or u32", [seed.type]);
     const lo = seed.dtype === "u32" ? seed : bitcast(seed, "u32");
     const hi = seed.dtype === "u32" ? full([], 0, "u32") : where(lt(seed, 0), full([], 0xffffffff, "u32"), full([], 0, "u32"));
     return stack([hi, lo]);
   });
+}
+
+/** The words of `key(seed)` computed on the host: [seed >> 32, seed & 0xffffffff]. */
+function seedWords(seed: number): [number, number] {
+  if (!Number.isSafeInteger(seed)) throw new TraceError("random.key", `seed ${seed} must be a safe integer`);
+  const hi = seed < 0 ? 0xffffffff - Math.floor(-seed / 2 ** 32) : Math.floor(seed / 2 ** 32);
+  return [hi >>> 0, seed >>> 0];
+}
+
+/** `key(seed)` as a device array, made outside any trace, to pass into jit functions. */
+export function keyArray(seed: number): DeviceArray {
+  return array(new Uint32Array(seedWords(seed)));
 }
 
 /** `num` new keys, stacked as u32[num, 2] (destructure with `const [a, b] = random.split(key)`). */

@@ -118,6 +118,14 @@ describe("RNG on XLA", () => {
   });
 });
 
+describe("keys made on the host", () => {
+  it("keyArray(seed) equals key(seed) traced", async () => {
+    const fromHost = await jit((k: T) => random.uniform(k, [8]))(random.keyArray(2 ** 33 + 9));
+    const traced = await jit(() => random.uniform(random.key(2 ** 33 + 9), [8]))();
+    expect(Array.from(await fromHost.toArray())).toEqual(Array.from(await traced.toArray()));
+  });
+});
+
 describe("entry", () => {
   it("marks a function and its specs for the CLI; trace(e.fn, e.args) traces it", () => {
     const e = entry((p: { w: T }, x: T) => x.matmul(p.w), [{ w: spec("f32", [3, 2]) }, spec("f32", [4, 3])], { donate: 0 });
