@@ -39,10 +39,10 @@ export interface Lowered {
 }
 
 export interface Jitted<F extends (...args: any[]) => any> {
-  /** Inside a trace (another jit, grad, scan), the function is simply traced inline. */
-  (...args: Parameters<F>): ReturnType<F>;
   /** With device arrays: compiles on the first call for this signature, then runs; resolves to the outputs. */
   (...args: Concrete<Parameters<F>>): Promise<Concrete<ReturnType<F>>>;
+  /** Inside a trace (another jit, grad, scan), the function is simply traced inline. */
+  (...args: Parameters<F>): ReturnType<F>;
   /** Traces and lowers for abstract arguments, without compiling or running. */
   lower(...args: Abstract<Parameters<F>>): Lowered;
   /** Compiled signatures so far. */
