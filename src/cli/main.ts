@@ -82,18 +82,19 @@ export function topHelp(): string {
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === "-h" || name === "--help" || name === "help") {
-    const which = name === "help" ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
-    process.stdout.write(which ? commandHelp(which) : topHelp());
+  if (name === undefined || name === "-h" || name === "--help" || (name === "help" && rest.length === 0)) {
+    process.stdout.write(topHelp());
     return name === undefined ? EXIT.usage : EXIT.ok;
   }
-  const command = COMMANDS.find((c) => c.name === name);
+  // `tessera help compile` is `tessera compile --help`.
+  const [commandName, commandArgs] = name === "help" ? [rest[0]!, ["--help"]] : [name, rest];
+  const command = COMMANDS.find((c) => c.name === commandName);
   try {
     if (!command) {
-      const near = closest(name, COMMANDS.map((c) => c.name));
-      throw new UsageError(`unknown command '${name}'${near ? ` (did you mean '${near}'?)` : ""}`);
+      const near = closest(commandName, COMMANDS.map((c) => c.name));
+      throw new UsageError(`unknown command '${commandName}'${near ? ` (did you mean '${near}'?)` : ""}`);
     }
-    const args = parseArgs(command, rest);
+    const args = parseArgs(command, commandArgs);
     if (args.help) {
       process.stdout.write(commandHelp(command));
       return EXIT.ok;
