@@ -1,5 +1,5 @@
 // Trains the MLP of examples/mlp.ts on a synthetic regression task, on CPU through XLA: `npx tsx examples/train_mlp.ts`.
-import { array, jit, type DeviceArray, type Tensor } from "tessera";
+import { array, jit, random, type DeviceArray } from "tessera";
 import { initParams, SIZES, trainStepFn } from "./mlp.ts";
 
 const STEPS = 200;
@@ -37,9 +37,8 @@ function batch(next: () => number): { x: DeviceArray; y: DeviceArray } {
 }
 
 async function main(): Promise<void> {
-  // Parameters come from the DSL's counter-based RNG, computed on the device from a key: u32[2], as in JAX.
-  const init = jit((key: Tensor) => initParams(key));
-  let params = await init(array(new Uint32Array([0, 42])));
+  // Parameters come from the DSL's counter-based RNG (threefry, as in JAX), computed on the device.
+  let params = await jit(() => initParams(random.key(42)))();
   // The old parameters are donated: XLA writes the new ones into their buffers.
   const step = jit(trainStepFn, { donate: 0 });
   const lr = array(LEARNING_RATE);
