@@ -6,6 +6,7 @@ import { loraSpecs, type LoraLayout, type LoraWeights } from "../../models/lora.
 import { adamwUpdate, type AdamWConfig } from "./adamw.ts";
 import { causalLmLoss } from "./loss.ts";
 import type { PrecisionPolicy } from "./precision.ts";
+import { hostTensor, type HostTensor } from "../formats/dtypes.ts";
 
 /** Everything a step updates: adapter master weights, AdamW moments (all f32) and the count of steps taken. */
 export interface TrainState<T = Tensor> {
@@ -66,4 +67,11 @@ export function trainStepSpecs(c: StepConfig, batch: number, seq: number): [Trai
     tx.spec("f32", []),
     tx.spec("u32", [2]),
   ];
+}
+
+/** The state before the first step: the given adapter weights, zero moments, step 0 (all on the host, f32). */
+export function initTrainState(lora: LoraWeights<HostTensor>): TrainState<HostTensor> {
+  const zeros = (): LoraWeights<HostTensor> =>
+    Object.fromEntries(Object.entries(lora).map(([m, f]) => [m, { a: hostTensor("F32", f!.a.shape), b: hostTensor("F32", f!.b.shape) }]));
+  return { lora, m: zeros(), v: zeros(), step: hostTensor("F32", []) };
 }
