@@ -226,6 +226,10 @@ napi_value WrapPlugin(napi_env env, Plugin* p) { return MakeHandle(env, p, nullp
 napi_value WrapClient(napi_env env, Client* c) { return MakeHandle(env, c, nullptr); }
 napi_value WrapBuffer(napi_env env, Buffer* b) {
   if (b->buffer != nullptr) g_live_buffers.fetch_add(1);
+  // Only sizable buffers are worth telling V8 about (it is what makes GC run under memory pressure);
+  // skipping small ones saves two V8 calls per execution output.
+  constexpr int64_t kMinReportedBytes = 64 << 10;
+  if (b->bytes < kMinReportedBytes) b->bytes = 0;
   if (b->bytes > 0) {
     int64_t now = 0;
     napi_adjust_external_memory(env, b->bytes, &now);

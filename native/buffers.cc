@@ -1,4 +1,8 @@
 // Device buffers: upload from a TypedArray (host memory held exactly until PJRT is done with it), download, ready, destroy.
+#include <sys/mman.h>
+
+#include <cstdlib>
+
 #include "tessera_pjrt.h"
 
 namespace tessera {
@@ -263,7 +267,57 @@ static napi_value BufferCopyToDevice(napi_env env, napi_callback_info info) {
   return WrapBuffer(env, new Buffer(b->api, a->dst_buffer, b->bytes));
 }
 
+static void FreeHostBlock(napi_env env, void* data, void* hint) {
+  int64_t bytes = static_cast<int64_t>(reinterpret_cast<uintptr_t>(hint));
+  std::free(data);
+  int64_t now = 0;
+  if (env != nullptr) napi_adjust_external_memory(env, -bytes, &now);
+}
+
+// allocHostBlock(bytes) -> ArrayBuffer | null: uninitialized host memory for a download, 2 MiB
+// aligned and advised to use transparent huge pages (as NumPy does for large arrays), so that a
+// fresh destination costs a few hundred page faults instead of one per 4 KiB. null where the
+// runtime forbids external ArrayBuffers (a V8 sandbox): the caller then allocates normally.
+static napi_value AllocHostBlock(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int64_t bytes = 0;
+  if (argc < 1 || !GetInt64(env, argv[0], &bytes) || bytes <= 0) {
+    ThrowMessage(env, "allocHostBlock", "expected a positive byte count");
+    return nullptr;
+  }
+  constexpr size_t kHuge = 2u << 20;
+  size_t size = (static_cast<size_t>(bytes) + kHuge - 1) / kHuge * kHuge;
+  void* data = nullptr;
+  if (posix_memalign(&data, kHuge, size) != 0 || data == nullptr) {
+    ThrowMessage(env, "allocHostBlock", "out of host memory for " + std::to_string(bytes) + " bytes");
+    return nullptr;
+  }
+#ifdef MADV_HUGEPAGE
+  madvise(data, size, MADV_HUGEPAGE);
+#endif
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, data, static_cast<size_t>(bytes), FreeHostBlock,
+                                       reinterpret_cast<void*>(static_cast<uintptr_t>(size)), &ab) != napi_ok) {
+    std::free(data);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    napi_value null;
+    napi_get_null(env, &null);
+    return null;
+  }
+  int64_t now = 0;
+  napi_adjust_external_memory(env, static_cast<int64_t>(size), &now);
+  return ab;
+}
+
 void RegisterBufferFunctions(napi_env env, napi_value exports) {
+  AddFunction(env, exports, "allocHostBlock", AllocHostBlock);
   AddFunction(env, exports, "bufferFromHost", BufferFromHost);
   AddFunction(env, exports, "bufferToHost", BufferToHost);
   AddFunction(env, exports, "bufferReady", BufferReady);

@@ -518,8 +518,11 @@ static void DispatchLoop(Dispatcher* d) {  // runs for the life of the process, 
   }
 }
 
-// execute(executable, argLists: buffer[][], nonDonatable: number[] | null, onWorker: boolean)
-//   -> flat output handles (see ExecCall::Result), or a Promise of them when onWorker
+// execute(executable, argLists: buffer[][], nonDonatable: number[] | null, dispatch: boolean | number)
+//   dispatch true: queue on the dispatcher thread -> Promise of the flat output handles (ExecCall::Result)
+//   dispatch false: launch on this thread -> the flat output handles
+//   dispatch N: launch on this thread if fewer than N executions are in flight -> the handles;
+//               otherwise launch nothing and return null (the caller then queues)
 static napi_value Execute(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -527,8 +530,13 @@ static napi_value Execute(napi_env env, napi_callback_info info) {
   Executable* x = argc >= 1 ? LiveExecutable(env, argv[0], "execute") : nullptr;
   if (x == nullptr) return nullptr;
   bool on_worker = false;
-  if (argc < 4 || !GetBool(env, argv[3], &on_worker)) {
-    ThrowMessage(env, "execute", "expected (executable, argLists, nonDonatable, onWorker)");
+  int64_t limit = -1;
+  napi_valuetype dispatch_type = napi_undefined;
+  if (argc >= 4) napi_typeof(env, argv[3], &dispatch_type);
+  if (dispatch_type == napi_boolean) {
+    GetBool(env, argv[3], &on_worker);
+  } else if (dispatch_type != napi_number || !GetInt64(env, argv[3], &limit) || limit < 0) {
+    ThrowMessage(env, "execute", "expected (executable, argLists, nonDonatable, dispatch: boolean | limit)");
     return nullptr;
   }
   ExecCall call;
@@ -576,6 +584,11 @@ static napi_value Execute(napi_env env, napi_callback_info info) {
     call.all_non_donatable = call.non_donatable.size() >= na;
   }
   DrainRetired(x->client);
+  if (limit >= 0 && x->client->inflight.load() >= limit) {
+    napi_value null;
+    napi_get_null(env, &null);
+    return null;
+  }
   if (!on_worker) {
     call.Run();
     if (call.failure.failed) return ThrowFailure(env, call.failure), nullptr;

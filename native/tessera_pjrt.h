@@ -121,7 +121,7 @@ struct Buffer : Handle {
   Buffer(const PJRT_Api* a, PJRT_Buffer* b, int64_t n) : Handle(Tag::kBuffer), api(a), buffer(b), bytes(n) {}
   const PJRT_Api* api;
   PJRT_Buffer* buffer;  // nullptr once destroyed
-  int64_t bytes;        // reported to V8 as external memory while alive
+  int64_t bytes;        // reported to V8 as external memory while alive (0: not reported)
 };
 
 struct Executable : Handle {

@@ -1,10 +1,22 @@
 // Device buffers: an array on one device, read back with toHost(), freed by dispose() (or, as a safety net, by GC).
-import { allocHost, byteSize, formatType, type DType, type HostArray } from "./dtypes.ts";
+import { DTYPES, allocHost, byteSize, formatType, type DType, type HostArray } from "./dtypes.ts";
 import { RuntimeError, fromNative } from "./errors.ts";
 import { nativeAddon, type BufferHandle } from "./native.ts";
 import type { Client, Device } from "./client.ts";
 
 type State = "live" | "disposed" | "donated" | "donating";
+
+/** Downloads of 4 MiB and more land in huge-page-backed memory: a fresh array then faults in 2 MiB at a time. */
+const HUGE_DOWNLOAD_BYTES = 4 << 20;
+
+function downloadTarget<D extends DType>(dtype: D, count: number): HostArray<D> {
+  const bytes = count * DTYPES[dtype].bytes;
+  if (bytes >= HUGE_DOWNLOAD_BYTES) {
+    const block = nativeAddon().allocHostBlock(bytes);
+    if (block) return new (DTYPES[dtype].array as unknown as new (b: ArrayBuffer) => HostArray<D>)(block);
+  }
+  return allocHost(dtype, count);
+}
 
 /**
  * An array on a device. Outputs of one execution feed the next without a trip to the host; data
@@ -55,7 +67,7 @@ export class DeviceBuffer<D extends DType = DType> {
   /** Copies the array to the host. Resolves when the data is there; rejects if its computation failed. */
   async toHost(): Promise<HostArray<D>> {
     const handle = this.handle("toHost");
-    const out = allocHost(this.dtype, this.size);
+    const out = downloadTarget(this.dtype, this.size);
     try {
       await nativeAddon().bufferToHost(handle, out);
     } catch (e) {

@@ -316,11 +316,6 @@ export class Client {
     return nativeAddon().inflight(this.handle);
   }
 
-  /** @internal Whether execute() must go to the dispatcher thread now. */
-  mustQueue(): boolean {
-    return this.queued > 0 || nativeAddon().inflight(this.handle) >= this.inlineDispatchLimit;
-  }
-
   toString(): string {
     return `Client(${this.platformName}, ${this.devices.length} device(s), ${this.plugin.path})`;
   }

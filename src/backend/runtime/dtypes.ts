@@ -107,6 +107,7 @@ export function checkHostData(data: unknown, dtype: DType, shape: readonly numbe
   }
 }
 
+/** A zero-filled host array of `count` elements of `dtype`. */
 export function allocHost<D extends DType>(dtype: D, count: number): HostArray<D> {
   return new DTYPES[dtype].array(count) as HostArray<D>;
 }

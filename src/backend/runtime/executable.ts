@@ -146,13 +146,15 @@ export class Executable {
       handles[d] = row;
     }
     const nonDonatable = this.#nonDonatable(opts.donate, na);
-    if (opts.dispatch === "worker" || this.client.mustQueue()) return this.#queue(handle, handles, nonDonatable, args, na);
-    let result: NativeExecuteResult;
+    // Calls queued earlier go first (order), and past the in-flight limit Execute could block.
+    if (opts.dispatch === "worker" || this.client.queued > 0) return this.#queue(handle, handles, nonDonatable, args, na);
+    let result: NativeExecuteResult | null;
     try {
-      result = nativeAddon().execute(handle, handles, nonDonatable, false);
+      result = nativeAddon().execute(handle, handles, nonDonatable, this.client.inlineDispatchLimit);
     } catch (e) {
       throw fromNative(e, `execute ${this.name}`);
     }
+    if (result === null) return this.#queue(handle, handles, nonDonatable, args, na);
     return this.#outputs(result, args, na);
   }
 

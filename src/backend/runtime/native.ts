@@ -100,6 +100,8 @@ export interface NativeAddon {
     keepHost: boolean,
   ): BufferHandle;
   bufferToHost(buffer: BufferHandle, dst: ArrayBufferView): Promise<void>;
+  /** Uninitialized, huge-page-advised host memory for downloads; null where external ArrayBuffers are not allowed. */
+  allocHostBlock(bytes: number): ArrayBuffer | null;
   bufferReady(buffer: BufferHandle): Promise<void>;
   bufferDestroy(buffer: BufferHandle): void;
   bufferInfo(buffer: BufferHandle): { deleted: boolean; type?: number; dims?: number[]; onDeviceBytes?: number };
@@ -108,18 +110,11 @@ export interface NativeAddon {
   deserialize(client: ClientHandle, bytes: Uint8Array): Promise<NativeExecutable>;
   serialize(exe: ExecutableHandle): Uint8Array;
   executableDestroy(exe: ExecutableHandle): void;
-  execute(
-    exe: ExecutableHandle,
-    args: BufferHandle[][],
-    nonDonatable: readonly number[] | null,
-    onWorker: false,
-  ): NativeExecuteResult;
-  execute(
-    exe: ExecutableHandle,
-    args: BufferHandle[][],
-    nonDonatable: readonly number[] | null,
-    onWorker: true,
-  ): Promise<NativeExecuteResult>;
+  /** Launches on this thread (dispatch false), on the dispatcher thread (true: a Promise), or on this
+   *  thread only while fewer than `dispatch` executions are in flight (a number: null when not launched). */
+  execute(exe: ExecutableHandle, args: BufferHandle[][], nonDonatable: readonly number[] | null, dispatch: false): NativeExecuteResult;
+  execute(exe: ExecutableHandle, args: BufferHandle[][], nonDonatable: readonly number[] | null, dispatch: true): Promise<NativeExecuteResult>;
+  execute(exe: ExecutableHandle, args: BufferHandle[][], nonDonatable: readonly number[] | null, dispatch: number): NativeExecuteResult | null;
   inflight(client: ClientHandle): number;
 }
 
