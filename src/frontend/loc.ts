@@ -1,4 +1,5 @@
 // Finds the user's source line for each recorded op: the innermost stack frame outside Tessera's own code.
+import { findSourceMap, type SourceMap } from "node:module";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import type { SourceLoc } from "../ir/types.ts";
@@ -80,6 +81,32 @@ function mappedUserLoc(): SourceLoc | null {
   return null;
 }
 
+// Source maps Node holds for a raw file name (tsx registers its transforms' maps there); null when it has none.
+const sourceMaps = new Map<string, SourceMap | null>();
+
+/**
+ * One call site mapped through Node's source map for its file, exactly as Node's own stack formatter maps it
+ * (0-based entry, printed 1-based); undefined when Node has no map for the file (another host, such as vitest,
+ * maps stacks itself: the caller then formats the stack through the host).
+ */
+function nodeMappedLoc(rawFile: string, line: number, col: number): SourceLoc | null | undefined {
+  let sm = sourceMaps.get(rawFile);
+  if (sm === undefined) {
+    try {
+      sm = findSourceMap(rawFile) ?? null;
+    } catch {
+      sm = null;
+    }
+    sourceMaps.set(rawFile, sm);
+  }
+  if (!sm) return undefined;
+  const e = sm.findEntry(line - 1, col - 1) as { originalSource?: string; originalLine?: number; originalColumn?: number };
+  if (e.originalSource === undefined || e.originalLine === undefined || e.originalColumn === undefined) return undefined;
+  const file = normalizeFile(e.originalSource);
+  if (ownOrInternal(file)) return undefined; // a generated frame mapped into Tessera's code: let the host decide
+  return { file: relativize(file), line: e.originalLine + 1, col: e.originalColumn + 1 };
+}
+
 function normalizeFile(f: string): string {
   if (!f.startsWith("file://")) return f;
   try {
@@ -87,6 +114,15 @@ function normalizeFile(f: string): string {
   } catch {
     return f;
   }
+}
+
+// Raw file name of a frame -> whether it is Tessera's own or Node's (walks revisit the same few files).
+const ownFile = new Map<string, boolean>();
+
+function isOwnRaw(rawFile: string): boolean {
+  let own = ownFile.get(rawFile);
+  if (own === undefined) ownFile.set(rawFile, (own = ownOrInternal(normalizeFile(rawFile))));
+  return own;
 }
 
 /** Stack walks so far (tests check that composite ops share one). */
@@ -100,13 +136,14 @@ export function userLoc(): SourceLoc | undefined {
     const sites = rawCallSites(limit);
     for (const site of sites) {
       const f = site.getFileName();
-      if (!f) continue;
-      const file = normalizeFile(f);
-      if (ownOrInternal(file)) continue;
-      const key = `${file}:${site.getLineNumber()}:${site.getColumnNumber()}`;
+      if (!f || isOwnRaw(f)) continue;
+      const line = site.getLineNumber() ?? 0, col = site.getColumnNumber() ?? 0;
+      const key = `${f}:${line}:${col}`;
       let loc = cache.get(key);
       if (loc === undefined) {
-        loc = mappedUserLoc();
+        // Mapping this one frame is far cheaper than formatting the whole stack through the host.
+        loc = nodeMappedLoc(f, line, col);
+        if (loc === undefined) loc = mappedUserLoc();
         cache.set(key, loc);
       }
       return loc ?? undefined;
