@@ -16,3 +16,5 @@ export type { HloAlias, HloComputation, HloInstruction, HloModule, HloShape } fr
 export { nativeStats } from "./native.ts";
 export { DEFAULT_PLUGIN, PLUGINS, PLUGIN_ENV, cacheRoot, cachedPluginFiles, resolvePlugin } from "./plugins.ts";
 export type { PluginName, PluginSpec, ResolvedPlugin } from "./plugins.ts";
+export { compileCached, executableCacheDir, executableCacheKey } from "./executable-cache.ts";
+export type { CachedCompile } from "./executable-cache.ts";
