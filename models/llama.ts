@@ -137,9 +137,17 @@ export interface LayerAdapter {
   key?: Tensor;
 }
 
+/**
+ * x @ w over x's last axis, accumulated in f32 and rounded once to x's dtype, as torch's bf16 matmuls do. (XLA's
+ * CPU backend also runs bf16 products with an f32 result far faster than ones with a bf16 result.)
+ */
+export function matmulF32Acc(x: Tensor, w: Tensor): Tensor {
+  return tx.dotGeneral(x, w, { lhsContract: [x.ndim - 1], rhsContract: [0], outDtype: "f32" }).astype(x.dtype);
+}
+
 /** y = x @ w, plus the LoRA path (dropout(x) @ A * scale) @ B when an adapter is attached. */
 export function linear(x: Tensor, w: Tensor, ad?: LayerAdapter): Tensor {
-  const y = x.matmul(w);
+  const y = matmulF32Acc(x, w);
   return ad ? y.add(loraDelta(x, ad)) : y;
 }
 
@@ -166,7 +174,7 @@ export function attention(x: Tensor, cfg: LlamaConfig, w: LayerView, rope: [Tens
   const masked = tx.where(mask.reshape([1, 1, S, 1, S]), scores, MASKED);
   const p = tx.softmax(masked, -1).astype(x.dtype);
   // [B, Hkv, Sq, G, D] -> [B, Sq, Hkv, G, D]
-  const o = tx.dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1] }).transpose([0, 2, 1, 3, 4]);
+  const o = tx.dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1], outDtype: "f32" }).astype(x.dtype).transpose([0, 2, 1, 3, 4]);
   return linear(o.reshape([B, S, cfg.numHeads * D]), w.o, ads.o);
 }
 
@@ -189,6 +197,12 @@ export interface ForwardOpts {
   key?: Tensor;
   /** Activation dtype; defaults to the embedding's dtype (bf16 weights run in bf16, f32 in f32). */
   compute?: DType;
+  /**
+   * How the layers run: one `scan` over the stacked weights (default: one copy of the layer in the program, fast to
+   * compile at 32+ layers), or unrolled (each layer its own ops; autodiff then keeps every activation instead of
+   * recomputing each layer's forward pass in the backward scan).
+   */
+  layers?: "scan" | "unroll";
 }
 
 /** The final hidden states [B, S, E] (after the last RMSNorm) for tokens [B, S]. */
@@ -214,7 +228,7 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
   const xs = { w: w.layers, lora: lora?.weights ?? {}, scale: scaleXs, idx: tx.iota([cfg.numLayers], 0, "s32") };
 
   const h0 = cast(tx.take(w.embed, tokens));
-  const [h] = tx.scan((h: Tensor, x: typeof xs): [Tensor, null] => {
+  const layer = (h: Tensor, x: typeof xs): [Tensor, null] => {
     const lw = castLayer(x.w, cdt);
     const ads: LayerAdapters = {};
     for (const m of lora?.layout.modules ?? []) {
@@ -226,7 +240,13 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
     const a = h.add(attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, mask, ads));
     const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads));
     return [out, null];
-  }, h0, xs);
+  };
+  let h = h0;
+  if (opts.layers === "unroll") {
+    for (let i = 0; i < cfg.numLayers; i++) h = layer(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
+  } else {
+    [h] = tx.scan(layer, h0, xs);
+  }
   return rmsNorm(h, cast(w.norm), cfg.rmsNormEps);
 }
 

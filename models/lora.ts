@@ -4,7 +4,7 @@ import { linearFeatures, type LlamaConfig, type LlamaLinear } from "../src/forma
 import { fromFloat32, hostTensor, toFloat32, type HostDType, type HostTensor } from "../src/formats/dtypes.ts";
 import { loraTargets, makeLoraConfig, type LoraAdapter, type LoraConfig, type LoraPair } from "../src/formats/peft.ts";
 import { FormatError } from "../src/formats/errors.ts";
-import type { LayerAdapter, LlamaWeights } from "./llama.ts";
+import { matmulF32Acc, type LayerAdapter, type LlamaWeights } from "./llama.ts";
 
 type DType = Tensor["dtype"];
 
@@ -97,8 +97,8 @@ export function loraSpecs(layout: LoraLayout, llama: LlamaConfig, dtype: DType =
  */
 export function loraDelta(x: Tensor, ad: LayerAdapter): Tensor {
   const xin = ad.dropout > 0 && ad.key ? tx.dropout(x, ad.dropout, ad.key) : x;
-  const xa = xin.matmul(ad.a);
-  return xa.mul(ad.scale).matmul(ad.b);
+  const xa = matmulF32Acc(xin, ad.a);
+  return matmulF32Acc(xa.mul(ad.scale), ad.b);
 }
 
 /**

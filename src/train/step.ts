@@ -29,6 +29,8 @@ export interface StepConfig {
   layout: LoraLayout;
   policy: PrecisionPolicy;
   adamw: AdamWConfig;
+  /** Layer loop of the model (see ForwardOpts.layers); default scan. */
+  layers?: "scan" | "unroll";
 }
 
 /** The loss of the adapted model on a batch (f32), differentiable in `lora`. */
@@ -36,6 +38,7 @@ export function loraLoss(c: StepConfig, lora: LoraWeights, base: LlamaWeights, b
   const logits = llamaLogits(c.llama, base, batch.tokens, {
     lora: { weights: lora, layout: c.layout },
     compute: c.policy.compute,
+    ...(c.layers ? { layers: c.layers } : {}),
     training,
     ...(key ? { key } : {}),
   });

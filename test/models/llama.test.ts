@@ -85,6 +85,20 @@ describe("Llama forward", () => {
     expect(relErr(logits(mhaWeights, mha), logits(base, cfg))).toBeLessThan(1e-6);
   });
 
+  it("unrolled layers compute the same logits and adapter gradients as the scanned ones", () => {
+    const lora = loraFromAdapter(randomAdapter(cfg, makeLoraConfig({ r: 2, loraAlpha: 4, targetModules: ["q_proj", "down_proj"] }), 3), cfg);
+    const run = (layers: "scan" | "unroll") => {
+      const c: StepConfig = { llama: cfg, layout: lora.layout, policy: F32, adamw: ADAMW_DEFAULTS, layers };
+      return interpretOnHost(
+        (w: LlamaWeights, l: LoraWeights, t: Tensor, y: Tensor) => tx.valueAndGrad((l: LoraWeights) => loraLoss(c, l, w, { tokens: t, labels: y }))(l),
+        [base as unknown as HostTree, lora.weights as HostTree, i32(data.tokens), i32(data.labels)],
+      ) as unknown as [HostTensor, LoraWeights<HostTensor>];
+    };
+    const [ls, gs] = run("scan"), [lu, gu] = run("unroll");
+    expect(toFloat32(lu)[0]).toBeCloseTo(toFloat32(ls)[0]!, 6);
+    for (const m of ["q", "down"] as const) for (const k of ["a", "b"] as const) expect(relErr(toFloat32(gu[m]![k]), toFloat32(gs[m]![k]))).toBeLessThan(1e-6);
+  });
+
   it("uses HF's inverse frequencies, rounded to f32 at each step", () => {
     const f = ropeInvFreq(8, 10000);
     expect(Array.from(f)).toEqual([1, 0.10000000149011612, 0.009999999776482582, 0.0010000000474974513]);
