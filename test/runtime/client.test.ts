@@ -1,7 +1,7 @@
 // Runtime: plugin loading, attributes, client options, devices, plugin choice by option and environment.
 import { describe, expect, it } from "vitest";
 import { getClient, nativeStats, resolvePlugin, PLUGIN_ENV, RuntimeError } from "../../src/backend/runtime/index.ts";
-import { testClient } from "./helpers.ts";
+import { cpuPluginCached, testClient } from "./helpers.ts";
 
 describe("client", () => {
   it("loads the plugin, reads its attributes and lists devices with ids and kinds", async () => {
@@ -38,18 +38,25 @@ describe("client", () => {
   });
 
   it("rejects bad client options before creating anything", async () => {
-    await expect(getClient({ cpuDeviceCount: 0, plugin: "xla-cpu-pjrt" })).rejects.toThrow(/cpuDeviceCount must be a positive integer/);
+    await expect(getClient({ cpuDeviceCount: 0, platform: "cpu" })).rejects.toThrow(/cpuDeviceCount must be a positive integer, got 0/);
+    await expect(getClient({ memoryFraction: 2, platform: "cuda" })).rejects.toThrow(/memoryFraction must be in \(0, 1\], got 2/);
+    await expect(getClient({ inlineDispatchLimit: -1 })).rejects.toThrow(/inlineDispatchLimit must be a non-negative integer/);
   });
 
   it("resolves the plugin from the option, then the environment, then the default", () => {
     const saved = process.env[PLUGIN_ENV];
     try {
       delete process.env[PLUGIN_ENV];
-      expect(resolvePlugin().source).toBe("default");
-      expect(resolvePlugin().name).toBe("xla-cpu-pjrt");
+      if (cpuPluginCached()) {
+        expect(resolvePlugin().source).toBe("default");
+        expect(resolvePlugin().name).toBe("xla-cpu-pjrt");
+        expect(resolvePlugin("xla-cpu-pjrt").source).toBe("option");
+      } else {
+        expect(() => resolvePlugin()).toThrow(/PJRT plugin xla-cpu-pjrt \(from the default\) is not in the cache .* run `npm install`/);
+      }
       process.env[PLUGIN_ENV] = "/nonexistent/libpjrt.so";
       expect(() => resolvePlugin()).toThrow(/PJRT plugin not found: \/nonexistent\/libpjrt\.so \(from \$TESSERA_PJRT_PLUGIN\)/);
-      expect(resolvePlugin("xla-cpu-pjrt").source).toBe("option");
+      expect(() => resolvePlugin("no-such-plugin")).toThrow(/PJRT plugin not found: .*no-such-plugin \(from the `plugin` option\)/);
     } finally {
       if (saved === undefined) delete process.env[PLUGIN_ENV];
       else process.env[PLUGIN_ENV] = saved;

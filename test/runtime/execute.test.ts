@@ -173,7 +173,8 @@ describe("compile and execute on one device", () => {
     // Launching the 100 must not wait for the plugin's in-flight limit (32 per device on CPU).
     expect(launch).toBeLessThan(Math.max(100, total / 3));
     expect(ticks).toBeGreaterThan(0);
-    expect(queuedAtLaunch).toBeGreaterThan(0);
+    // On CPU the executions are slow enough for the in-flight limit to be reached while launching.
+    if (client.platform === "cpu") expect(queuedAtLaunch).toBeGreaterThan(0);
     expect(client.queued).toBe(0);
   });
 });

@@ -14,6 +14,17 @@ export function testClient(opts: ClientOptions = {}): Promise<Client> {
   return getClient(opts);
 }
 
+/** Whether the default CPU plugin is in the cache (it is not carried to the GPU machine). */
+export function cpuPluginCached(): boolean {
+  return existsSync(cachedPluginFiles("xla-cpu-pjrt").plugin);
+}
+
+/** Whether pjrt_c_api.h is in the cache (the fake plugins are built against it). */
+export function headerCached(): boolean {
+  const h = cachedPluginFiles("xla-cpu-pjrt").header;
+  return h !== undefined && existsSync(h);
+}
+
 /** Whether the cross-check plugin (PJRT 0.115, the CUDA plugin's XLA) is in the cache. */
 export function lammpsAvailable(): boolean {
   return existsSync(cachedPluginFiles("lammps-jax-pjrt-cpu").plugin);
