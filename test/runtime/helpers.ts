@@ -6,12 +6,15 @@ import { dirname, join } from "node:path";
 import { getClient, type Client, type ClientOptions } from "../../src/backend/runtime/index.ts";
 import { cachedPluginFiles } from "../../src/backend/runtime/plugins.ts";
 
+/** CPU devices of the test client: 8, or $TESSERA_TEST_CPU_DEVICES (1 mimics the one-GPU machine on CPU). */
+export const TEST_CPU_DEVICES = Number(process.env.TESSERA_TEST_CPU_DEVICES ?? 8);
+
 /**
  * The client the suite runs on: $TESSERA_PJRT_PLUGIN if set (how scripts/gpu-check.sh points the
  * same tests at the CUDA plugin), else the default CPU plugin with 8 devices.
  */
 export function testClient(opts: ClientOptions = {}): Promise<Client> {
-  return getClient(opts);
+  return getClient({ ...(TEST_CPU_DEVICES !== 8 ? { cpuDeviceCount: TEST_CPU_DEVICES } : {}), ...opts });
 }
 
 /** Whether the default CPU plugin is in the cache (it is not carried to the GPU machine). */
