@@ -8,9 +8,10 @@ import type { SourceLoc } from "../ir/types.ts";
 const SRC_ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const OWN_DIRS = ["frontend", "ir", "passes", "backend"].map((d) => path.join(SRC_ROOT, d) + path.sep);
 
-// Most ops are a few frames below the user's line; capturing few frames is what keeps tracing fast. Deeper
-// internal nesting (a composite op inside scan inside grad) retries with the long limit.
-const SHORT_LIMIT = 16;
+// Most ops are a few frames below the user's line (composite ops walk from their `atUserLoc` frame, which is
+// right below it); capturing few frames is what keeps tracing fast, as each captured frame costs a few
+// microseconds. Deeper internal nesting retries with the long limit.
+const SHORT_LIMIT = 8;
 const STACK_LIMIT = 48;
 
 let enabled = true;
@@ -51,14 +52,15 @@ function relativize(file: string): string {
 // call sites a few us; a traced model repeats the same lines (one per layer), so the cache almost always hits.
 const cache = new Map<string, SourceLoc | null>();
 
-function rawCallSites(limit: number): NodeJS.CallSite[] {
+/** The call sites below the innermost call of `below` (which is left out with everything above it). */
+function rawCallSites(limit: number, below: Function): NodeJS.CallSite[] {
   const prevLimit = Error.stackTraceLimit;
   const prevPrepare = Error.prepareStackTrace;
   Error.stackTraceLimit = limit;
   Error.prepareStackTrace = (_e, sites) => sites;
   try {
     const holder: { stack?: unknown } = {};
-    Error.captureStackTrace(holder, userLoc);
+    Error.captureStackTrace(holder, below);
     return holder.stack as NodeJS.CallSite[];
   } finally {
     Error.prepareStackTrace = prevPrepare;
@@ -67,11 +69,11 @@ function rawCallSites(limit: number): NodeJS.CallSite[] {
 }
 
 /** The first user frame of a formatted (source-mapped, as the host prints it) stack. */
-function mappedUserLoc(): SourceLoc | null {
+function mappedUserLoc(below: Function): SourceLoc | null {
   const prev = Error.stackTraceLimit;
   Error.stackTraceLimit = STACK_LIMIT;
   const holder: { stack?: string } = {};
-  Error.captureStackTrace(holder, userLoc);
+  Error.captureStackTrace(holder, below);
   Error.stackTraceLimit = prev;
   const lines = (holder.stack ?? "").split("\n");
   for (let i = 1; i < lines.length; i++) {
@@ -131,9 +133,14 @@ export const locStats = { lookups: 0 };
 /** The innermost frame of the current stack that is outside Tessera's src/ and node internals. */
 export function userLoc(): SourceLoc | undefined {
   if (!enabled) return undefined;
+  return lookup(userLoc);
+}
+
+/** The first user frame below the innermost call of `below` (userLoc, or atUserLoc: all frames above it are ours). */
+function lookup(below: Function): SourceLoc | undefined {
   locStats.lookups++;
   for (const limit of [SHORT_LIMIT, STACK_LIMIT]) {
-    const sites = rawCallSites(limit);
+    const sites = rawCallSites(limit, below);
     for (const site of sites) {
       const f = site.getFileName();
       if (!f || isOwnRaw(f)) continue;
@@ -143,7 +150,7 @@ export function userLoc(): SourceLoc | undefined {
       if (loc === undefined) {
         // Mapping this one frame is far cheaper than formatting the whole stack through the host.
         loc = nodeMappedLoc(f, line, col);
-        if (loc === undefined) loc = mappedUserLoc();
+        if (loc === undefined) loc = mappedUserLoc(below);
         cache.set(key, loc);
       }
       return loc ?? undefined;
@@ -178,6 +185,7 @@ export function located<A extends unknown[], R>(f: (...args: A) => R): (...args:
 /** The location to record on an op now: the pinned one inside `atUserLoc`, else a fresh lookup. */
 export function opLoc(): SourceLoc | undefined {
   if (pinDepth === 0) return userLoc();
-  if (pinned === null) pinned = userLoc();
+  // Walking from atUserLoc's frame skips the composite op's own frames without capturing them.
+  if (pinned === null) pinned = enabled ? lookup(atUserLoc) : undefined;
   return pinned;
 }
