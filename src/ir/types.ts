@@ -55,7 +55,10 @@ export function tensorType(dtype: DType, shape: Shape): TensorType {
 }
 
 export function sameShape(a: Shape, b: Shape): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export function sameType(a: TensorType, b: TensorType): boolean {

@@ -22,10 +22,13 @@ class Checker {
   readonly problems: string[] = [];
   /** Every value defined anywhere in the graph tree, to catch a value defined twice across nesting levels. */
   private readonly definedAnywhere = new Set<Value>();
+  // Numbering every value costs as much as printing the graph, so it is done only once a problem is found.
+  private names: Map<Value, string> | undefined;
 
-  constructor(private readonly names: Map<Value, string>) {}
+  constructor(private readonly root: Graph) {}
 
   private name(v: Value): string {
+    this.names ??= nameValues(this.root);
     return this.names.get(v) ?? "%?";
   }
 
@@ -40,12 +43,16 @@ class Checker {
    */
   graph(g: Graph, outer: readonly ReadonlySet<Value>[], at: string): void {
     const scope = new Set<Value>();
-    // Where each value is defined in this graph, to tell "used before defined" from "never defined".
-    const defIndex = new Map<Value, number>();
-    g.ops.forEach((op, k) => op.outputs.forEach((v) => defIndex.has(v) || defIndex.set(v, k)));
+    // Where each value is defined in this graph, to tell "used before defined" from "never defined" (built on
+    // the first bad use only).
+    let defIndex: Map<Value, number> | undefined;
 
-    const use = (v: Value, where: string, what: string) => {
-      if (scope.has(v)) return;
+    // Only called for a value not in scope, so message strings are built only when there is a problem.
+    const misuse = (v: Value, where: string, what: string) => {
+      if (!defIndex) {
+        defIndex = new Map<Value, number>();
+        g.ops.forEach((op, k) => op.outputs.forEach((o) => defIndex!.has(o) || defIndex!.set(o, k)));
+      }
       const n = this.name(v);
       if (outer.some((s) => s.has(v))) this.problems.push(`${where}: ${what} ${n} is defined outside this nested graph (nested graphs must be closed)`);
       else if (defIndex.has(v)) this.problems.push(`${where}: ${what} ${n} is used before it is defined (by op #${defIndex.get(v)})`);
@@ -63,53 +70,64 @@ class Checker {
       this.problems.push(`${at}graph has ${g.outputs.length} outputs but ${g.outputNames.length} output names`);
     }
 
-    g.ops.forEach((op, k) => {
-      const where = `${at}op #${k} '${op.name}'`;
-      op.inputs.forEach((v, j) => use(v, where, `operand ${j}`));
-      this.op(op, where, outer, scope);
-      op.outputs.forEach((v) => {
-        this.define(v, where);
+    // Plain loops: this runs after every pass over every op, mostly as cold code.
+    const ops = g.ops;
+    for (let k = 0; k < ops.length; k++) {
+      const op = ops[k]!;
+      const inputs = op.inputs;
+      for (let j = 0; j < inputs.length; j++) if (!scope.has(inputs[j]!)) misuse(inputs[j]!, opWhere(at, k, op), `operand ${j}`);
+      this.op(op, at, k, outer, scope);
+      const outputs = op.outputs;
+      for (let j = 0; j < outputs.length; j++) {
+        const v = outputs[j]!;
+        if (this.definedAnywhere.has(v)) this.define(v, opWhere(at, k, op));
+        else this.definedAnywhere.add(v);
         scope.add(v);
-      });
-    });
-    g.outputs.forEach((v, i) => use(v, `${at}return`, `output ${i}`));
+      }
+    }
+    g.outputs.forEach((v, i) => scope.has(v) || misuse(v, `${at}return`, `output ${i}`));
   }
 
-  private op(op: AnyOp, where: string, outer: readonly ReadonlySet<Value>[], scope: ReadonlySet<Value>): void {
+  private op(op: AnyOp, at: string, k: number, outer: readonly ReadonlySet<Value>[], scope: ReadonlySet<Value>): void {
     if (!isOpName(op.name)) {
-      this.problems.push(`${where}: unknown op`);
+      this.problems.push(`${opWhere(at, k, op)}: unknown op`);
       return;
     }
     const paramProblems = checkParams(op.name, op.params);
-    for (const p of paramProblems) this.problems.push(`${where}: ${p}`);
+    for (const p of paramProblems) this.problems.push(`${opWhere(at, k, op)}: ${p}`);
     if (paramProblems.length) return; // type rules assume well-formed params
     if (op.name === "scan") {
-      this.graph(op.params.body, [...outer, scope], `${where} body: `);
+      this.graph(op.params.body, [...outer, scope], `${opWhere(at, k, op)} body: `);
     }
     let inferred: TensorType[];
     try {
       inferred = inferTypes(op.name, op.inputs.map((v) => v.type), op.params as never);
     } catch (e) {
-      this.problems.push(`${where}: ${e instanceof Error ? e.message : String(e)}`);
+      this.problems.push(`${opWhere(at, k, op)}: ${e instanceof Error ? e.message : String(e)}`);
       return;
     }
     if (inferred.length !== op.outputs.length) {
-      this.problems.push(`${where}: has ${op.outputs.length} results, its type rule gives ${inferred.length}`);
+      this.problems.push(`${opWhere(at, k, op)}: has ${op.outputs.length} results, its type rule gives ${inferred.length}`);
       return;
     }
-    op.outputs.forEach((v, i) => {
-      const t = inferred[i]!;
+    for (let i = 0; i < inferred.length; i++) {
+      const v = op.outputs[i]!, t = inferred[i]!;
       if (!sameType(v.type, t)) {
         const which = op.outputs.length === 1 ? "result" : `result ${i}`;
-        this.problems.push(`${where}: ${which} type ${formatType(v.type)} differs from inferred ${formatType(t)}`);
+        this.problems.push(`${opWhere(at, k, op)}: ${which} type ${formatType(v.type)} differs from inferred ${formatType(t)}`);
       }
-    });
+    }
   }
+}
+
+/** The prefix of a problem with op #k of a graph (`at` names the enclosing op for a nested graph). */
+function opWhere(at: string, k: number, op: AnyOp): string {
+  return `${at}op #${k} '${op.name}'`;
 }
 
 /** Throws a VerifyError listing every problem in `g` (and its nested graphs); returns quietly if there are none. */
 export function verify(g: Graph): void {
-  const c = new Checker(nameValues(g));
+  const c = new Checker(g);
   c.graph(g, [], "");
   if (c.problems.length) throw new VerifyError(c.problems);
 }
