@@ -6,7 +6,8 @@
 // jit does it (trace, then the cleanup pipeline with the verifier off, then emitStableHLO; the pipeline with the
 // verifier, as jit and the CLI run it by default, is timed on its own as passes_verified_s): median of RUNS after
 // WARMUP, and the process's first run (cold JIT and caches: what `tessera compile` and a training run's first jit
-// call see) on its own. JAX comes from ~/.cache/tessera/bench-venv, made on first run (shared with the other benches).
+// call see) on its own. JAX comes from ~/.cache/tessera/bench-venv, made on first run (shared with the other benches);
+// BENCH_JAX=0 skips it, BENCH_RUNS and BENCH_WARMUP change the counts.
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -142,7 +143,12 @@ async function main(): Promise<void> {
   console.log(
     JSON.stringify({ system: "tessera", ...secs(t.median), min_total_s: round(t.min.total), ...secs(firstOnly(t.first), "first_"), traced_ops: t.tracedOps, ops: t.ops, stablehlo_chars: t.chars }),
   );
-  const py = existsSync(PEER) ? await ensureJax() : (console.log(`bench: the JAX peer is not at ${PEER}; printing Tessera's figures alone`), undefined);
+  const py =
+    process.env.BENCH_JAX === "0"
+      ? undefined
+      : existsSync(PEER)
+        ? await ensureJax()
+        : (console.log(`bench: the JAX peer is not at ${PEER}; printing Tessera's figures alone`), undefined);
   if (py) {
     const j = await jax(py);
     console.log(JSON.stringify(j));
