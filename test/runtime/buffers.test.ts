@@ -1,16 +1,7 @@
 // Runtime: buffers from TypedArrays to devices and back for every dtype, shape checks, dispose, GC, flat memory.
-import v8 from "node:v8";
-import vm from "node:vm";
 import { describe, expect, it } from "vitest";
 import { nativeStats, type DType, type HostArray } from "../../src/backend/runtime/index.ts";
-import { testClient, toBf16Bits } from "./helpers.ts";
-
-const gc: () => void = (() => {
-  v8.setFlagsFromString("--expose-gc");
-  return vm.runInNewContext("gc") as () => void;
-})();
-
-const settle = () => new Promise((r) => setImmediate(r));
+import { gc, quiesce, settle, testClient, toBf16Bits } from "./helpers.ts";
 
 describe("buffers", () => {
   const samples: { [D in DType]: HostArray<D> } = {
@@ -101,6 +92,7 @@ describe("buffers", () => {
   it("uploads large arrays asynchronously and keeps the host array alive exactly until PJRT is done", async () => {
     const client = await testClient();
     const n = 8 << 20; // 32 MiB: large enough for the plugin to copy after returning
+    await quiesce();
     const holds0 = nativeStats().hostHolds;
     // The only reference to the host array is the one the runtime keeps for PJRT.
     const b = (() => {
@@ -147,6 +139,7 @@ describe("buffers", () => {
 
   it("frees buffers that are dropped without dispose when they are garbage collected", async () => {
     const client = await testClient();
+    await quiesce();
     const live0 = nativeStats().liveBuffers;
     (() => {
       for (let i = 0; i < 500; i++) client.bufferFromHost(new Float32Array(256), "f32", [256]);

@@ -1,7 +1,7 @@
 // Runtime: plugin loading, attributes, client options, devices, plugin choice by option and environment.
 import { describe, expect, it } from "vitest";
 import { getClient, nativeStats, resolvePlugin, PLUGIN_ENV, RuntimeError } from "../../src/backend/runtime/index.ts";
-import { TEST_CPU_DEVICES, cpuPluginCached, testClient } from "./helpers.ts";
+import { TEST_CPU_DEVICES, cpuPluginCached, quiesce, testClient } from "./helpers.ts";
 
 describe("client", () => {
   it("loads the plugin, reads its attributes and lists devices with ids and kinds", async () => {
@@ -65,6 +65,7 @@ describe("client", () => {
 
   it("counts live native objects", async () => {
     const client = await testClient();
+    await quiesce();
     const before = nativeStats().liveBuffers;
     const b = client.bufferFromHost(new Float32Array(4), "f32", [4]);
     expect(nativeStats().liveBuffers).toBe(before + 1);

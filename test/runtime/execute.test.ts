@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { nativeStats, type DeviceBuffer } from "../../src/backend/runtime/index.ts";
+import type { DeviceBuffer } from "../../src/backend/runtime/index.ts";
 import { ADD_F32, REDUCE_SUM_ROWS, matmulModule, matmulRef, maxAbsDiff, randomF32, testClient } from "./helpers.ts";
 
 describe("compile and execute on one device", () => {
@@ -97,11 +97,11 @@ describe("compile and execute on one device", () => {
     const x = client.bufferFromHost(new Float32Array([1, 1, 1, 1]), "f32", [4]);
     for (const dispatch of ["auto", "worker"] as const) {
       const acc = client.bufferFromHost(new Float32Array([1, 2, 3, 4]), "f32", [4]);
-      const live0 = nativeStats().liveBuffers;
       const [out] = await exe.run([acc, x], { dispatch });
       expect(acc.donated).toBe(true);
+      expect(acc.disposed).toBe(true);
       expect(x.donated).toBe(false);
-      expect(nativeStats().liveBuffers).toBe(live0); // the donated handle is released, the output is new
+      expect(() => acc.nativeInfo()).toThrow(/was donated to main/); // its handle is released too
       await expect(acc.toHost()).rejects.toMatchObject({
         code: "ERR_DISPOSED",
         message: expect.stringContaining("was donated to main and no longer holds data"),

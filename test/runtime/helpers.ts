@@ -1,10 +1,27 @@
 // Shared pieces of the runtime tests: the client under test, small StableHLO modules, fake plugins, float helpers.
 import { execFileSync } from "node:child_process";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { getClient, type Client, type ClientOptions } from "../../src/backend/runtime/index.ts";
 import { cachedPluginFiles } from "../../src/backend/runtime/plugins.ts";
+
+/** A full garbage collection (finalizers of dropped native handles run in it). */
+export const gc: () => void = (() => {
+  v8.setFlagsFromString("--expose-gc");
+  return vm.runInNewContext("gc") as () => void;
+})();
+
+export const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/** Collects earlier garbage, so that counts of live native objects change only by what a test does. */
+export async function quiesce(): Promise<void> {
+  gc();
+  await settle();
+  gc();
+}
 
 /** CPU devices of the test client: 8, or $TESSERA_TEST_CPU_DEVICES (1 mimics the one-GPU machine on CPU). */
 export const TEST_CPU_DEVICES = Number(process.env.TESSERA_TEST_CPU_DEVICES ?? 8);
