@@ -43,10 +43,18 @@ export function cse(g: Graph): Graph {
   return makeGraph(g.inputs, ops, outputs, g.inputNames, g.outputNames);
 }
 
+// Params are immutable, so each params object's key is computed once (a scan body's key, which covers the whole
+// body, is asked for again by every enclosing graph's cse and graphKey).
+const paramKeys = new WeakMap<object, string>();
+
 /** Params in a canonical text form; a scan body by its structure (value numbering local to the body). */
 function paramsKey(op: AnyOp): string {
-  if (op.name === "scan") return canonical({ ...op.params, body: graphKey(op.params.body) });
-  return canonical(op.params);
+  let key = paramKeys.get(op.params);
+  if (key === undefined) {
+    key = op.name === "scan" ? canonical({ ...op.params, body: graphKey(op.params.body) }) : canonical(op.params);
+    paramKeys.set(op.params, key);
+  }
+  return key;
 }
 
 /** Structural identity of a graph: input types, each op with operands numbered locally, and the outputs. */
@@ -70,7 +78,11 @@ export function graphKey(g: Graph): string {
 /** JSON-like text with sorted keys that tells -0, NaN and the infinities apart (JSON.stringify does not). */
 function canonical(x: unknown): string {
   if (typeof x === "number") return Object.is(x, -0) ? "-0" : String(x);
-  if (Array.isArray(x)) return `[${x.map(canonical).join(",")}]`;
+  if (Array.isArray(x)) {
+    let s = "[";
+    for (let i = 0; i < x.length; i++) s += (i ? "," : "") + canonical(x[i]);
+    return s + "]";
+  }
   if (x !== null && typeof x === "object") {
     const o = x as Record<string, unknown>;
     return `{${Object.keys(o)

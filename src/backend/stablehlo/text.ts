@@ -118,9 +118,15 @@ export function stringLiteral(s: string): string {
   return `${out}"`;
 }
 
+// Ops recorded on one user line share one SourceLoc object (and backward ops share their primal op's), so the
+// text of each is built once.
+const locTexts = new WeakMap<SourceLoc, string>();
+
 /** `loc("file.ts":12:5)`: a FileLineColLoc, so XLA's messages name the user's line. */
 export function locText(loc: SourceLoc): string {
-  return `loc(${stringLiteral(loc.file)}:${loc.line}:${loc.col})`;
+  let text = locTexts.get(loc);
+  if (text === undefined) locTexts.set(loc, (text = `loc(${stringLiteral(loc.file)}:${loc.line}:${loc.col})`));
+  return text;
 }
 
 /** A symbol name: bare when MLIR's grammar allows it, quoted otherwise. */
