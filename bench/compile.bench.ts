@@ -25,8 +25,8 @@ import { BF16 } from "../src/train/precision.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const PEER = resolve(here, "../../shared/peers/jax_lora.py");
-const RUNS = Number(process.env.BENCH_RUNS ?? 5);
-const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
+const RUNS = Number(process.env.BENCH_RUNS ?? 10);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
 const TARGET_S = 1;
 const BATCH = 1, SEQ = 4096;
 
