@@ -36,6 +36,7 @@ export class Executable {
   #hlo: Uint8Array | undefined;
   #hloFormat: string;
   #module: HloModule | undefined;
+  #launched = false;
   readonly name: string;
   readonly numReplicas: number;
   readonly numPartitions: number;
@@ -146,8 +147,12 @@ export class Executable {
       handles[d] = row;
     }
     const nonDonatable = this.#nonDonatable(opts.donate, na);
-    // Calls queued earlier go first (order), and past the in-flight limit Execute could block.
-    if (opts.dispatch === "worker" || this.client.queued > 0) return this.#queue(handle, handles, nonDonatable, args, na);
+    // The first launch may load code onto the device (GPU plugins do it lazily), calls queued
+    // earlier go first (order), and past the in-flight limit Execute could block: all on the thread.
+    if (opts.dispatch === "worker" || !this.#launched || this.client.queued > 0) {
+      this.#launched = true;
+      return this.#queue(handle, handles, nonDonatable, args, na);
+    }
     let result: NativeExecuteResult | null;
     try {
       result = nativeAddon().execute(handle, handles, nonDonatable, this.client.inlineDispatchLimit);
