@@ -39,10 +39,16 @@ export function cpuPluginCached(): boolean {
   return existsSync(cachedPluginFiles("xla-cpu-pjrt").plugin);
 }
 
-/** Whether pjrt_c_api.h is in the cache (the fake plugins are built against it). */
+/** Whether the fake plugins can be built: pjrt_c_api.h in the cache and a C compiler on PATH. */
 export function headerCached(): boolean {
   const h = cachedPluginFiles("xla-cpu-pjrt").header;
-  return h !== undefined && existsSync(h);
+  if (h === undefined || !existsSync(h)) return false;
+  try {
+    execFileSync(process.env.CC || "gcc", ["--version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether the cross-check plugin (PJRT 0.115, the CUDA plugin's XLA) is in the cache. */
