@@ -24,7 +24,7 @@ async function execute(g: Graph, args: readonly HostArray[], text = emitStableHL
   const exe = await client.compile(text);
   const bufs = args.map((a) => client.bufferFromHost(toTyped(a) as never, a.type.dtype, a.type.shape));
   const outs = await exe.run(bufs);
-  return Promise.all(outs.map(async (b, i) => fromTyped(g.outputs[i]!.type.dtype, g.outputs[i]!.type.shape, await b.toHost())));
+  return Promise.all(outs.map(async (b, i) => fromTyped(g.outputs[i]!.type.dtype, g.outputs[i]!.type.shape, (await b.toHost()) as ArrayLike<number>)));
 }
 
 /** Every output that differs from the interpreter beyond tolerance, as readable lines. */
