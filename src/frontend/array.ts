@@ -6,16 +6,8 @@ import { formatType, isDType, numel, type DType, type Shape } from "../ir/types.
 import { TraceError } from "./errors.ts";
 import { flattenNested, typedArrayDType, type HostData } from "./ops/creation.ts";
 
-// XLA's CPU backend drops NaN in max/min unless told otherwise; the IR (like XLA on GPU and JAX) propagates it.
-// The flag is read when the plugin first starts, so it is set before Tessera asks for a client.
-function ensureXlaFlags(): void {
-  const flags = process.env.XLA_FLAGS ?? "";
-  if (!flags.includes("xla_cpu_enable_fast_min_max")) process.env.XLA_FLAGS = `${flags} --xla_cpu_enable_fast_min_max=false`.trim();
-}
-
 /** The PJRT client that `array` and `jit` use (the default plugin; $TESSERA_PJRT_PLUGIN chooses another). */
 export function defaultClient(): Promise<Client> {
-  ensureXlaFlags();
   return getClient();
 }
 

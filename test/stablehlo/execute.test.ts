@@ -8,11 +8,6 @@ import { randomGraph, randomInputs } from "../../src/ir/random_graph.ts";
 import { numel, tensorType } from "../../src/ir/types.ts";
 import { floatTolerance, fromTyped, mismatch, opCases, toTyped, type Tolerance } from "./cases.ts";
 
-// XLA's CPU backend defaults to max/min that drop NaN; the IR (like XLA's GPU backend and JAX) propagates it.
-// The flag is read when the plugin first parses XLA_FLAGS, so it must be set before the client exists.
-if (!(process.env.XLA_FLAGS ?? "").includes("xla_cpu_enable_fast_min_max")) {
-  process.env.XLA_FLAGS = `${process.env.XLA_FLAGS ?? ""} --xla_cpu_enable_fast_min_max=false`.trim();
-}
 
 let client: Client;
 beforeAll(async () => {

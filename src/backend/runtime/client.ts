@@ -143,6 +143,10 @@ export function loadPlugin(path: string): NativePlugin {
   // XLA logs INFO lines to stderr (e.g. "cpu_device_count set via create_options") unless told not
   // to; it reads this variable when the plugin starts logging, so it must be set before loading.
   process.env.TF_CPP_MIN_LOG_LEVEL ??= "1";
+  // XLA's CPU backend drops NaN in max/min unless told otherwise; Tessera's IR (like XLA on GPU and JAX)
+  // propagates it. XLA reads XLA_FLAGS once, when the plugin first compiles, so it is set before loading.
+  const flags = process.env.XLA_FLAGS ?? "";
+  if (!flags.includes("xla_cpu_enable_fast_min_max")) process.env.XLA_FLAGS = `${flags} --xla_cpu_enable_fast_min_max=false`.trim();
   try {
     plugin = addon.loadPlugin(path);
   } catch (e) {
