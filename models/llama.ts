@@ -4,6 +4,7 @@ import {
   LLAMA2_13B, LLAMA2_70B, LLAMA2_7B, LLAMA_PRESETS, LLAMA_TINY_A, linearFeatures, loadLlamaConfig, parseLlamaConfig, type LlamaConfig, type LlamaLinear,
 } from "../src/formats/hf_config.ts";
 import { loraDelta, type LoraLayout, type LoraWeights } from "./lora.ts";
+import { softmax } from "./stable.ts";
 
 export { LLAMA2_7B, LLAMA2_13B, LLAMA2_70B, LLAMA_TINY_A, loadLlamaConfig, parseLlamaConfig, type LlamaConfig, type LlamaLinear };
 
@@ -172,7 +173,7 @@ export function attention(x: Tensor, cfg: LlamaConfig, w: LayerView, rope: [Tens
   // [B, Hkv, Sq, G, Sk]
   const scores = tx.dotGeneral(q, k, { lhsBatch: [0, 2], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [3], outDtype: "f32" }).mul(1 / Math.sqrt(D));
   const masked = tx.where(mask.reshape([1, 1, S, 1, S]), scores, MASKED);
-  const p = tx.softmax(masked, -1).astype(x.dtype);
+  const p = softmax(masked, -1).astype(x.dtype);
   // [B, Hkv, Sq, G, D] -> [B, Sq, Hkv, G, D]
   const o = tx.dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1], outDtype: "f32" }).astype(x.dtype).transpose([0, 2, 1, 3, 4]);
   return linear(o.reshape([B, S, cfg.numHeads * D]), w.o, ads.o);

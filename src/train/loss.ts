@@ -1,5 +1,6 @@
 // Hugging Face's causal-LM loss: labels shifted left inside the loss, -100 ignored, mean over the remaining tokens.
 import { tx, type Tensor } from "../index.ts";
+import { logsumexp } from "../../models/stable.ts";
 
 /** The label value that marks a position as not contributing to the loss (prompt tokens, padding). */
 export const IGNORE_INDEX = -100;
@@ -21,7 +22,7 @@ export function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
 export function meanTokenNll(logits: Tensor, targets: Tensor): Tensor {
   const valid = targets.ne(IGNORE_INDEX);
   const safe = tx.where(valid, targets, 0);
-  const lse = tx.logsumexp(logits, -1);
+  const lse = logsumexp(logits, -1);
   const picked = tx.takeAlongAxis(logits, safe.expandDims(-1), -1).squeeze(-1);
   const nll = tx.where(valid, lse.sub(picked), 0);
   return nll.sum().div(valid.astype("f32").sum());
