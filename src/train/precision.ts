@@ -1,6 +1,5 @@
 // The mixed-precision policy in one place: which dtype base weights, activations, LoRA masters and the loss use.
 import type { DType } from "../ir/types.ts";
-import type { HostDType } from "../formats/dtypes.ts";
 
 /**
  * bf16 training: frozen base weights and activations bf16; LoRA master weights, AdamW moments and the loss f32
@@ -29,6 +28,6 @@ export function precisionPolicy(name: string): PrecisionPolicy {
 }
 
 /** The safetensors dtype to load base weights in for `policy`. */
-export function baseHostDType(policy: PrecisionPolicy): HostDType {
+export function baseHostDType(policy: PrecisionPolicy): "F32" | "BF16" | "F16" {
   return policy.base === "bf16" ? "BF16" : policy.base === "f16" ? "F16" : "F32";
 }
