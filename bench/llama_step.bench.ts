@@ -3,19 +3,19 @@
 // r=16 alpha=16 on q/v, bf16 base weights, f32 LoRA masters and AdamW, batch 1, seq 256. Each side: median of 5 steps
 // after 2 warm-ups. Rounds alternate Tessera and JAX (JAX in a fresh Python process each) and each side keeps its best
 // round, so a busy machine slows both alike. JAX comes from ~/.cache/tessera/bench-venv, made on first run.
-// Tessera runs once per variant, each in its own process: layers as one scan (the model's default) and unrolled,
-// on the default CPU plugin and on the newer-XLA one (see src/backend/runtime/plugins.ts).
+// Tessera runs once per variant, each in its own process: layers unrolled (the train step's default up to 8 layers)
+// and scanned, on the default CPU plugin and on the newer-XLA one (see src/backend/runtime/plugins.ts).
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { array, jit, type DeviceArray } from "../src/index.ts";
 import { findPythonWithPip } from "../src/backend/runtime/plugin-fetch.ts";
-import { cacheRoot } from "../src/backend/runtime/plugins.ts";
+import { cacheRoot, DEFAULT_PLUGIN } from "../src/backend/runtime/plugins.ts";
 import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { initLora, mulberry32, simpleLoraLayout } from "../models/lora.ts";
 import { randomLlamaWeights } from "../models/weights.ts";
-import { initTrainState, makeTrainStep, type StepConfig, type TrainState } from "../src/train/step.ts";
+import { defaultLayerLoop, initTrainState, makeTrainStep, type StepConfig, type TrainState } from "../src/train/step.ts";
 import { BF16 } from "../src/train/precision.ts";
 import { treeToDevice } from "../src/parity/execute.ts";
 
@@ -29,18 +29,19 @@ interface Variant {
   plugin: string;
   layers: "scan" | "unroll";
 }
-const VARIANTS: Variant[] = (process.env.BENCH_VARIANTS ?? "xla-cpu-pjrt:scan,xla-cpu-pjrt:unroll,lammps-jax-pjrt-cpu:scan,lammps-jax-pjrt-cpu:unroll")
-  .split(",")
-  .map((v) => {
-    const [plugin, layers] = v.split(":");
-    return { plugin: plugin!, layers: layers === "unroll" ? "unroll" : "scan" };
-  });
-
 const llama: LlamaConfig = {
   vocabSize: 32000, hiddenSize: SHAPE.hidden, intermediateSize: SHAPE.ffn, numLayers: SHAPE.layers, numHeads: SHAPE.heads,
   numKvHeads: SHAPE.heads, headDim: SHAPE.hidden / SHAPE.heads, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 4096,
   tieWordEmbeddings: false,
 };
+
+// The first variant is what a user gets: the default plugin and the train step's default layer loop at this depth.
+const SHIPPED = `${DEFAULT_PLUGIN}:${defaultLayerLoop(llama)}`;
+const ALL = ["xla-cpu-pjrt:scan", "xla-cpu-pjrt:unroll", "lammps-jax-pjrt-cpu:scan", "lammps-jax-pjrt-cpu:unroll"];
+const VARIANTS: Variant[] = (process.env.BENCH_VARIANTS?.split(",") ?? [SHIPPED, ...ALL.filter((v) => v !== SHIPPED)]).map((v) => {
+  const [plugin, layers] = v.split(":");
+  return { plugin: plugin!, layers: layers === "unroll" ? "unroll" : "scan" };
+});
 
 async function ensureJax(): Promise<string | undefined> {
   const venv = join(cacheRoot(), "bench-venv");
@@ -168,7 +169,9 @@ async function main(): Promise<void> {
   if (j) {
     const bestRatio = Math.min(...ratios);
     const k = ratios.indexOf(bestRatio);
-    console.log(`ratio tessera/jax step time: ${ratios[0]!.toFixed(2)} as shipped (${VARIANTS[0]!.plugin}, ${VARIANTS[0]!.layers}); best ${bestRatio.toFixed(2)} (${VARIANTS[k]!.plugin}, ${VARIANTS[k]!.layers}); target <= 1.00: ${bestRatio <= 1 ? "met by the best variant" : "NOT met"}`);
+    const shipped = ratios[0]!;
+    console.log(`ratio tessera/jax step time: ${shipped.toFixed(2)} as shipped (${VARIANTS[0]!.plugin}, ${VARIANTS[0]!.layers}); best ${bestRatio.toFixed(2)} (${VARIANTS[k]!.plugin}, ${VARIANTS[k]!.layers})`);
+    console.log(`target (no slower than JAX): ${shipped <= 1 ? "met" : bestRatio <= 1 ? "met only by a non-default variant" : "NOT met"}`);
   }
 }
 

@@ -29,8 +29,21 @@ export interface StepConfig {
   layout: LoraLayout;
   policy: PrecisionPolicy;
   adamw: AdamWConfig;
-  /** Layer loop of the model (see ForwardOpts.layers); default scan. */
+  /** Layer loop of the model (see ForwardOpts.layers); default: defaultLayerLoop(llama). */
   layers?: "scan" | "unroll";
+}
+
+/** Up to this many layers the training step unrolls them; beyond, one scan keeps compile time flat. */
+export const UNROLL_MAX_LAYERS = 8;
+
+/**
+ * Unrolled for small models, scanned for large ones. Differentiating a scan recomputes each layer's forward pass
+ * in the backward loop (autodiff saves only the carries), which costs a small model about 10% of its step (see
+ * bench/llama_step.bench.ts) and saves activation memory; unrolling keeps every activation, as a plain JAX step
+ * does, but compiles one copy of the layer per layer: fine at 4 layers, slow at 32-80.
+ */
+export function defaultLayerLoop(llama: LlamaConfig): "scan" | "unroll" {
+  return llama.numLayers <= UNROLL_MAX_LAYERS ? "unroll" : "scan";
 }
 
 /** The loss of the adapted model on a batch (f32), differentiable in `lora`. */
@@ -38,7 +51,7 @@ export function loraLoss(c: StepConfig, lora: LoraWeights, base: LlamaWeights, b
   const logits = llamaLogits(c.llama, base, batch.tokens, {
     lora: { weights: lora, layout: c.layout },
     compute: c.policy.compute,
-    ...(c.layers ? { layers: c.layers } : {}),
+    layers: c.layers ?? defaultLayerLoop(c.llama),
     training,
     ...(key ? { key } : {}),
   });
