@@ -3,23 +3,13 @@ import { FormatError } from "../formats/errors.ts";
 import { formatParityReport, runParity } from "./parity.ts";
 import { interpretOnHost, pjrtOnHost } from "./execute.ts";
 
+export { PARITY_COMMAND_SPEC } from "./spec.ts";
+
 /** What `tessera parity` needs from the command line (src/cli's ParsedArgs has this shape). */
 export interface ParityArgs {
   readonly positionals: readonly string[];
   readonly options: ReadonlyMap<string, string>;
 }
-
-/** The command's table entry fields (name, summary, arguments), for src/cli/main.ts. */
-export const PARITY_COMMAND_SPEC = {
-  name: "parity",
-  summary: "Recompute a Hugging Face + PEFT reference folder (logits, loss, LoRA grads, AdamW step, merge) and report errors.",
-  positionals: [{ name: "<dir>", description: "folder with config.json, model.safetensors, adapter_*, expected.safetensors, expected.json" }],
-  options: [
-    { name: "backend", value: "<name>", choices: ["pjrt", "interpreter"], description: "where to compute: the PJRT CPU plugin (default) or the reference interpreter" },
-    { name: "verbose", description: "list every tensor's error, not only the worst per quantity" },
-  ],
-  details: ["Exit code 0 when every quantity is within tolerance, 1 otherwise.", "Example:", "  tessera parity ../shared/fixtures/llama-tiny-a"].join("\n"),
-} as const;
 
 /** Runs the command; returns the exit code. Bad files are reported (file, tensor, what was expected) with exit 1. */
 export async function parityCommand(args: ParityArgs, out: (s: string) => void = (s) => process.stdout.write(s), err: (s: string) => void = (s) => process.stderr.write(s)): Promise<number> {
