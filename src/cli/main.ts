@@ -1,6 +1,7 @@
 // The `tessera` command line: the table of commands, top-level help, and the mapping of failures to exit codes.
 import { closest, commandHelp, parseArgs, table, UsageError, type CommandSpec, type ParsedArgs } from "./args.ts";
 import { CliError } from "./diagnostics.ts";
+import { PARITY_COMMAND_SPEC } from "../parity/spec.ts";
 
 /** Exit codes, stated once: scripts and tests rely on them. */
 export const EXIT = {
@@ -26,8 +27,7 @@ const ENTRY_OPT = {
 };
 
 /**
- * Every command, in help order. `train` and `parity` join this table when they exist; an unknown command is
- * a usage error, so nothing half-done is ever reachable.
+ * Every command, in help order. An unknown command is a usage error, so nothing half-done is ever reachable.
  */
 export const COMMANDS: readonly Command[] = [
   {
@@ -61,6 +61,15 @@ export const COMMANDS: readonly Command[] = [
     ],
     details: "Example:\n  tessera inspect examples/mlp.ts --entry forward",
     run: async (args) => (await import("./inspect.ts")).inspectCommand(args),
+  },
+  {
+    ...PARITY_COMMAND_SPEC,
+    positionals: [...PARITY_COMMAND_SPEC.positionals],
+    options: PARITY_COMMAND_SPEC.options.map((o) => ("choices" in o ? { ...o, choices: [...o.choices] } : o)),
+    run: async (args) => {
+      if (args.positionals.length !== 1) throw new UsageError("parity needs exactly one folder", "parity");
+      return (await import("../parity/command.ts")).parityCommand(args);
+    },
   },
 ];
 
