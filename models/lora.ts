@@ -5,6 +5,9 @@ import { fromFloat32, hostTensor, toFloat32, type HostDType, type HostTensor } f
 import { loraTargets, makeLoraConfig, type LoraAdapter, type LoraConfig, type LoraPair } from "../src/formats/peft.ts";
 import { FormatError } from "../src/formats/errors.ts";
 import { matmulF32Acc, type LayerAdapter, type LlamaWeights } from "./llama.ts";
+import { mulberry32 } from "../src/host/random.ts";
+
+export { mulberry32 };
 
 type DType = Tensor["dtype"];
 
@@ -192,14 +195,3 @@ export function initLora(layout: LoraLayout, llama: LlamaConfig, seed = 0): Lora
   return out;
 }
 
-/** A small, fast, seedable PRNG for host-side initialization (not for anything statistical). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -10,18 +10,11 @@ import { GraphBuilder, type Graph, type Value } from "./graph.ts";
 import { hostArray, type HostArray } from "./interpret.ts";
 import type { BinaryOp, CompareDir, OpName, OpParams } from "./ops.ts";
 import { isFloat, numel, tensorType, type DType, type Shape, type SourceLoc, type TensorType } from "./types.ts";
+import { mulberry32 } from "../host/random.ts";
 
-/** mulberry32: a small, fast, seedable PRNG returning floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded generator the random graphs draw from (re-exported for tests). */
+export const rng = mulberry32;
+
 
 export interface RandomGraphOptions {
   /** How many generation steps (each adds one to a few ops); default 12. */

@@ -8,18 +8,10 @@ import { parse } from "../../src/ir/parse.ts";
 import { print } from "../../src/ir/print.ts";
 import { verify } from "../../src/ir/verify.ts";
 import { vjp } from "../../src/passes/autodiff.ts";
+import { mulberry32 as rng } from "../../src/host/random.ts";
 
-/** mulberry32: a tiny seeded generator so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng };
+
 
 /** Uniform values in [lo, hi) (integers for integer dtypes). */
 export function randomArray(t: TensorType, r: () => number, lo = -1, hi = 1): HostArray {

@@ -3,6 +3,9 @@ import { GraphBuilder, type Graph, type Value } from "../../src/ir/graph.ts";
 import { hostArray, type HostArray } from "../../src/ir/interpret.ts";
 import { bf16FromBits, bf16ToBits, f16FromBits, f16ToBits } from "../../src/ir/float_bits.ts";
 import { numel, tensorType, type DType, type Shape } from "../../src/ir/types.ts";
+import { mulberry32 as rng } from "../../src/host/random.ts";
+
+export { rng };
 
 export interface Tolerance {
   readonly rtol: number;
@@ -17,17 +20,6 @@ export interface ExecCase {
   readonly tol: Tolerance;
 }
 
-/** Mulberry32: a small seeded generator so inputs are the same on every run. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Gen = (i: number) => number;
 

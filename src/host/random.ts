@@ -1,0 +1,13 @@
+// A seeded host-side PRNG (mulberry32) for initialization and test inputs: reproducible, fast, not statistical-grade.
+
+/** A generator of floats in [0, 1) that yields the same sequence for the same seed on every run. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
