@@ -16,8 +16,7 @@ import { trace } from "../src/index.ts";
 import { emitStableHLO } from "../src/backend/stablehlo/index.ts";
 import { runPasses } from "../src/passes/manager.ts";
 import { CLEANUP_PIPELINE } from "../src/passes/pipeline.ts";
-import { findPythonWithPip } from "../src/backend/runtime/plugin-fetch.ts";
-import { cacheRoot } from "../src/backend/runtime/plugins.ts";
+import { jaxPython } from "./jax_peer.ts";
 import { LLAMA2_7B } from "../models/llama.ts";
 import { simpleLoraLayout } from "../models/lora.ts";
 import { makeTrainStep, trainStepSpecs, type StepConfig } from "../src/train/step.ts";
@@ -29,28 +28,6 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 10);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
 const TARGET_S = 1;
 const BATCH = 1, SEQ = 4096;
-
-async function ensureJax(): Promise<string | undefined> {
-  const venv = join(cacheRoot(), "bench-venv");
-  const py = join(venv, "bin", "python");
-  const has = async () => existsSync(py) && !(await execa(py, ["-c", "import jax, optax"], { reject: false })).failed;
-  if (await has()) return py;
-  try {
-    if (!existsSync(py)) {
-      const base = await findPythonWithPip();
-      console.log(`bench: creating ${venv} for the JAX peer (first run only)`);
-      const mk = await execa(base, ["-m", "venv", venv], { reject: false, all: true });
-      if (mk.failed) throw new Error(`python -m venv failed: ${mk.all}`);
-    }
-    console.log(`bench: installing jax and optax into ${venv} with pip (first run only)`);
-    const pip = await execa(py, ["-m", "pip", "install", "--disable-pip-version-check", "-q", "jax", "optax"], { reject: false, all: true });
-    if (pip.failed) throw new Error(`pip install jax optax failed: ${String(pip.all).split("\n").slice(-5).join("\n")}`);
-    return py;
-  } catch (e) {
-    console.log(`bench: JAX unavailable (${(e as Error).message}); printing Tessera's figures alone`);
-    return undefined;
-  }
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const round = (s: number) => Math.round(s * 1e4) / 1e4;
@@ -147,7 +124,7 @@ async function main(): Promise<void> {
     process.env.BENCH_JAX === "0"
       ? undefined
       : existsSync(PEER)
-        ? await ensureJax()
+        ? await jaxPython()
         : (console.log(`bench: the JAX peer is not at ${PEER}; printing Tessera's figures alone`), undefined);
   if (py) {
     const j = await jax(py);

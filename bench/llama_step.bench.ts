@@ -10,8 +10,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { array, jit, type DeviceArray } from "../src/index.ts";
-import { findPythonWithPip } from "../src/backend/runtime/plugin-fetch.ts";
-import { cacheRoot, DEFAULT_PLUGIN } from "../src/backend/runtime/plugins.ts";
+import { jaxPython } from "./jax_peer.ts";
+import { DEFAULT_PLUGIN } from "../src/backend/runtime/plugins.ts";
 import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { initLora, mulberry32, simpleLoraLayout } from "../models/lora.ts";
 import { randomLlamaWeights } from "../models/weights.ts";
@@ -42,28 +42,6 @@ const VARIANTS: Variant[] = (process.env.BENCH_VARIANTS?.split(",") ?? [SHIPPED,
   const [plugin, layers] = v.split(":");
   return { plugin: plugin!, layers: layers === "unroll" ? "unroll" : "scan" };
 });
-
-async function ensureJax(): Promise<string | undefined> {
-  const venv = join(cacheRoot(), "bench-venv");
-  const py = join(venv, "bin", "python");
-  const has = async (mods: string) => existsSync(py) && !(await execa(py, ["-c", `import ${mods}`], { reject: false })).failed;
-  if (await has("jax, optax")) return py;
-  try {
-    if (!existsSync(py)) {
-      const base = await findPythonWithPip();
-      console.log(`bench: creating ${venv} for the JAX peer (first run only)`);
-      const mk = await execa(base, ["-m", "venv", venv], { reject: false, all: true });
-      if (mk.failed) throw new Error(`python -m venv failed: ${mk.all}`);
-    }
-    console.log(`bench: installing jax and optax into ${venv} with pip (first run only)`);
-    const pip = await execa(py, ["-m", "pip", "install", "--disable-pip-version-check", "-q", "jax", "optax"], { reject: false, all: true });
-    if (pip.failed) throw new Error(`pip install jax optax failed: ${String(pip.all).split("\n").slice(-5).join("\n")}`);
-    return py;
-  } catch (e) {
-    console.log(`bench: JAX unavailable (${(e as Error).message}); printing Tessera's figures alone`);
-    return undefined;
-  }
-}
 
 interface Result {
   /** Median wall time per step. */
@@ -133,7 +111,7 @@ async function tesseraChild(v: Variant): Promise<Result> {
 
 async function main(): Promise<void> {
   if (!existsSync(PEER)) throw new Error(`the JAX peer is not at ${PEER}`);
-  const py = await ensureJax();
+  const py = await jaxPython();
   const ours: Result[][] = VARIANTS.map(() => []);
   const theirs: Result[] = [];
   for (let round = 1; round <= ROUNDS; round++) {

@@ -2,12 +2,9 @@
 // JAX comes from a throwaway virtual environment outside the repo (~/.cache/tessera/bench-venv), made on first run.
 // Rounds alternate Tessera and JAX (a fresh Python process each) and each figure is the best of its rounds, so that a
 // busy machine slows both sides alike rather than one of them.
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { execa } from "execa";
 import { getClient, type Client, type DeviceBuffer, type Executable } from "../src/backend/runtime/index.ts";
-import { findPythonWithPip } from "../src/backend/runtime/plugin-fetch.ts";
-import { cacheRoot } from "../src/backend/runtime/plugins.ts";
+import { jaxPython } from "./jax_peer.ts";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RT_ELEMENTS = 64 << 20; // 256 MiB of f32
@@ -81,24 +78,6 @@ interface Figures {
   downCopyMs?: number;
   pipelinedUs: number;
   blockingUs: number;
-}
-
-async function ensureJax(): Promise<string | undefined> {
-  const venv = join(cacheRoot(), "bench-venv");
-  const py = join(venv, "bin", "python");
-  if (existsSync(py) && !(await execa(py, ["-c", "import jax"], { reject: false })).failed) return py;
-  try {
-    const base = await findPythonWithPip();
-    console.log(`bench: creating ${venv} and installing jax into it with pip (first run only)`);
-    const mk = await execa(base, ["-m", "venv", venv], { reject: false, all: true });
-    if (mk.failed) throw new Error(`python -m venv failed: ${mk.all}`);
-    const pip = await execa(py, ["-m", "pip", "install", "--disable-pip-version-check", "-q", "jax"], { reject: false, all: true });
-    if (pip.failed) throw new Error(`pip install jax failed: ${String(pip.all).split("\n").slice(-5).join("\n")}`);
-    return py;
-  } catch (e) {
-    console.log(`bench: JAX unavailable (${(e as Error).message}); printing Tessera's figures alone`);
-    return undefined;
-  }
 }
 
 async function tessera(client: Client, exe: Executable, host: Float32Array): Promise<Figures> {
@@ -187,7 +166,7 @@ async function main(): Promise<void> {
   const exe = await client.compile(TRIVIAL);
   const host = new Float32Array(RT_ELEMENTS);
   for (let i = 0; i < RT_ELEMENTS; i++) host[i] = i;
-  const py = await ensureJax();
+  const py = await jaxPython();
   const ours: Figures[] = [];
   const theirs: Figures[] = [];
   let jaxVersion = "";
