@@ -1,8 +1,9 @@
 // The LoRA fine-tuning loop: HF checkpoint and PEFT adapter in, one jitted step per batch, a PEFT adapter out.
 import { array, jit, type DeviceArray } from "../index.ts";
-import type { HostTensor } from "../formats/dtypes.ts";
+import { fromFloat32, type HostTensor } from "../formats/dtypes.ts";
 import { loadAdapter, saveAdapter, type LoraConfig } from "../formats/peft.ts";
-import { initLora, loraFromAdapter, loraLayout, loraToAdapter, type LoraLayout } from "../../models/lora.ts";
+import { initLora, loraFromAdapter, loraLayout, loraToAdapter, mulberry32, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
+import { LINEARS, llamaShapes, type LlamaWeights } from "../../models/llama.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
 import { treeFromDevice, treeToDevice } from "../parity/execute.ts";
@@ -17,32 +18,65 @@ export interface HostBatch {
   shape: [number, number];
 }
 
+/** What a step reports to `onStep`. */
+export interface StepInfo {
+  /** 1-based step number, counting steps of the run being resumed. */
+  step: number;
+  loss: number;
+  lr: number;
+  /** Wall time of this step, including the compile on the first one. */
+  seconds: number;
+}
+
+/** AdamW moments and the steps already taken, to continue a run (see checkpoint.ts). */
+export interface OptimizerState {
+  m: LoraWeights<HostTensor>;
+  v: LoraWeights<HostTensor>;
+  step: number;
+}
+
 export interface TrainOptions {
-  /** HF Llama checkpoint directory (config.json + safetensors). */
-  baseDir: string;
-  /** Start from a saved PEFT adapter directory, or a fresh adapter from a config (A random, B zero). */
-  adapter: { dir: string } | { config: LoraConfig; seed?: number };
+  /** HF Llama checkpoint directory (config.json + safetensors); or give `base`. */
+  baseDir?: string;
+  /** Base weights already on the host (in the policy's base dtype), instead of `baseDir`. */
+  base?: { config: LlamaConfig; weights: LlamaWeights<HostTensor> };
+  /**
+   * The adapter to train: a saved PEFT adapter directory, a fresh one from a config (A random, B zero), or one
+   * already loaded (e.g. validated by the caller).
+   */
+  adapter: { dir: string } | { config: LoraConfig; seed?: number } | { layout: LoraLayout; weights: LoraWeights<HostTensor> };
+  /** AdamW state to continue from (default: zero moments, step 0). */
+  optimizer?: OptimizerState;
   policy: PrecisionPolicy;
   adamw: AdamWConfig;
   /** Learning rate per 1-based step (default: adamw.lr throughout). */
   lr?: (step: number) => number;
   batches: Iterable<HostBatch> | AsyncIterable<HostBatch>;
-  /** Stop after this many steps (default: when the batches run out). */
+  /** Stop after this many steps in this call (default: when the batches run out). */
   maxSteps?: number;
+  /** Stop after the step in progress once this is aborted (Ctrl-C). */
+  signal?: AbortSignal;
   /** Seeds LoRA dropout. */
   seed?: number;
   layers?: "scan" | "unroll";
   /** Where to write the trained adapter (adapter_config.json + adapter_model.safetensors). */
   outDir?: string;
-  onStep?: (info: { step: number; loss: number; seconds: number }) => void;
+  /**
+   * Called after every step, and awaited. `snapshot` reads the current state back to the host (for checkpoints);
+   * it is only valid until onStep returns, since the next step consumes the state.
+   */
+  onStep?: (info: StepInfo, ctl: { snapshot: () => Promise<TrainState<HostTensor>> }) => void | Promise<void>;
 }
 
 export interface TrainResult {
   llama: LlamaConfig;
   layout: LoraLayout;
+  /** Losses of the steps taken in this call. */
   losses: number[];
   /** The final state, read back to the host. */
   state: TrainState<HostTensor>;
+  /** True when `signal` stopped the run before maxSteps or the end of the batches. */
+  stopped: boolean;
 }
 
 /**
@@ -51,10 +85,15 @@ export interface TrainResult {
  * same shape. Writes the adapter in PEFT's format when `outDir` is given.
  */
 export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
-  const { config: llama, weights } = await loadLlamaWeights(opts.baseDir, { dtype: baseHostDType(opts.policy) });
-  let layout: LoraLayout, lora;
+  let llama: LlamaConfig, weights: LlamaWeights<HostTensor>;
+  if (opts.base) ({ config: llama, weights } = opts.base);
+  else if (opts.baseDir !== undefined) ({ config: llama, weights } = await loadLlamaWeights(opts.baseDir, { dtype: baseHostDType(opts.policy) }));
+  else throw new Error("trainLoRA: give baseDir or base");
+  let layout: LoraLayout, lora: LoraWeights<HostTensor>;
   if ("dir" in opts.adapter) {
     ({ layout, weights: lora } = loraFromAdapter(await loadAdapter(opts.adapter.dir, llama), llama));
+  } else if ("layout" in opts.adapter) {
+    ({ layout, weights: lora } = opts.adapter);
   } else {
     layout = loraLayout(opts.adapter.config, llama);
     lora = initLora(layout, llama, opts.adapter.seed ?? 0);
@@ -62,21 +101,69 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
   const c: StepConfig = { llama, layout, policy: opts.policy, adamw: opts.adamw, ...(opts.layers ? { layers: opts.layers } : {}) };
   const step = jit(makeTrainStep(c), { donate: 0, name: "lora_train_step" });
   const base = treeToDevice(weights as never);
-  let state = treeToDevice<TrainState<DeviceArray>>(initTrainState(lora) as never);
+  const init = initTrainState(lora);
+  if (opts.optimizer) Object.assign(init, { m: opts.optimizer.m, v: opts.optimizer.v, step: fromFloat32([opts.optimizer.step], []) });
+  let state = treeToDevice<TrainState<DeviceArray>>(init as never);
   const key = array(new Uint32Array([0, (opts.seed ?? 0) >>> 0]));
+  const first = opts.optimizer?.step ?? 0;
   const losses: number[] = [];
-  for await (const b of opts.batches) {
+  let stopped = false;
+  const it = Symbol.asyncIterator in opts.batches ? opts.batches[Symbol.asyncIterator]() : (opts.batches as Iterable<HostBatch>)[Symbol.iterator]();
+  // The stop conditions are checked before a batch is drawn, so a stream is never advanced past the last step.
+  for (;;) {
     if (opts.maxSteps !== undefined && losses.length >= opts.maxSteps) break;
-    const n = losses.length + 1;
+    if (opts.signal?.aborted) {
+      stopped = true;
+      break;
+    }
+    const next = await it.next();
+    if (next.done) break;
+    const b = next.value;
+    const n = first + losses.length + 1;
+    const lr = opts.lr ? opts.lr(n) : opts.adamw.lr;
     const t0 = performance.now();
     const batch = { tokens: array(b.tokens, { shape: b.shape }), labels: array(b.labels, { shape: b.shape }) };
-    const [next, loss] = await step(state, base as never, batch, array(opts.lr ? opts.lr(n) : opts.adamw.lr), key);
-    state = next;
+    const [after, loss] = await step(state, base as never, batch, array(lr), key);
+    state = after;
     const value = await loss.item();
     losses.push(value);
-    opts.onStep?.({ step: n, loss: value, seconds: (performance.now() - t0) / 1000 });
+    const current = state;
+    await opts.onStep?.(
+      { step: n, loss: value, lr, seconds: (performance.now() - t0) / 1000 },
+      { snapshot: async () => (await treeFromDevice(current)) as unknown as TrainState<HostTensor> },
+    );
   }
   const host = (await treeFromDevice(state)) as unknown as TrainState<HostTensor>;
   if (opts.outDir) await saveAdapter(opts.outDir, loraToAdapter(layout, host.lora, llama), llama);
-  return { llama, layout, losses, state: host };
+  return { llama, layout, losses, state: host, stopped };
+}
+
+/**
+ * Seeded random base weights in which LoRA alone can visibly learn, for the built-in tiny model (HF's std-0.02
+ * init suits wide models; at hidden size 32 it caps every logit near zero, so nothing could be learned):
+ * embeddings N(0, 1), each projection N(0, 1/in_features), norms 1, and the head N(0, 4/hidden) so that a
+ * hidden state aligned with one token's column can make that token likely. In the policy's base dtype.
+ */
+export function builtinBaseWeights(cfg: LlamaConfig, seed: number, dtype: "F32" | "BF16" = "F32"): LlamaWeights<HostTensor> {
+  const rand = mulberry32(seed);
+  const normal = (shape: number[], std: number): HostTensor => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = new Float32Array(n);
+    for (let i = 0; i < n; i += 2) {
+      const r = Math.sqrt(-2 * Math.log(1 - rand())) * std, th = 2 * Math.PI * rand();
+      v[i] = r * Math.cos(th);
+      if (i + 1 < n) v[i + 1] = r * Math.sin(th);
+    }
+    return fromFloat32(v, shape, dtype);
+  };
+  const ones = (shape: number[]) => fromFloat32(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1), shape, dtype);
+  const s = llamaShapes(cfg);
+  const l = s.layers;
+  const proj = Object.fromEntries(LINEARS.map((m) => [m, normal(l[m], 1 / Math.sqrt(l[m][1]!))]));
+  return {
+    embed: normal(s.embed, 1),
+    layers: { inputNorm: ones(l.inputNorm), postNorm: ones(l.postNorm), ...proj } as LlamaWeights<HostTensor>["layers"],
+    norm: ones(s.norm),
+    head: normal(s.head, 2 / Math.sqrt(cfg.hiddenSize)),
+  };
 }
