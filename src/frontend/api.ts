@@ -11,3 +11,7 @@ export * as random from "./random.ts";
 export { dropout } from "./random.ts";
 export { jit, type JitOpts, type Jitted, type Lowered, type Concrete, type Abstract } from "./jit.ts";
 export { array, DeviceArray, type ArrayOpts, type ReadArray } from "./array.ts";
+export { mesh, P, DeviceMesh, PartitionSpec, type DimSpec } from "./mesh.ts";
+export { shard } from "./shard.ts";
+export { put } from "./array.ts";
+export { ShardingError } from "../ir/sharding.ts";

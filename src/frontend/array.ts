@@ -1,6 +1,9 @@
 // Concrete arrays: a device buffer with its dtype and shape, created from JS data and read back asynchronously.
-import type { Client, DeviceBuffer, HostArray as RuntimeHostArray } from "../backend/runtime/index.ts";
-import { getClient } from "../backend/runtime/index.ts";
+import type { Client, Device, DeviceBuffer, HostArray as RuntimeHostArray } from "../backend/runtime/index.ts";
+import { getClient, ShardedBuffer } from "../backend/runtime/index.ts";
+import { checkSharding, sameSharding, ShardingError, type Mesh, type Sharding } from "../ir/sharding.ts";
+import { tensorType } from "../ir/types.ts";
+import { PartitionSpec, specSharding, type DeviceMesh } from "./mesh.ts";
 import { bf16FromBits, bf16ToBits, f16FromBits, f16ToBits } from "../ir/float_bits.ts";
 import { formatType, isDType, numel, type DType, type Shape } from "../ir/types.ts";
 import { TraceError } from "./errors.ts";
@@ -24,15 +27,29 @@ export class DeviceArray {
   readonly #buffer: Promise<DeviceBuffer>;
   #resolved: DeviceBuffer | undefined;
   #disposed = false;
+  /** Set for an array split over a mesh's devices (a sharded jit's results, `array(data, { mesh, spec })`). */
+  readonly #layout: { readonly mesh: Mesh; readonly sharding: Sharding } | undefined;
+  readonly #sharded: Promise<ShardedBuffer> | undefined;
+  #shardedNow: ShardedBuffer | undefined;
 
   /** @internal Use `array(...)` or the results of a jit function. */
   constructor(
     readonly dtype: DType,
     shape: readonly number[],
-    buffer: Promise<DeviceBuffer> | DeviceBuffer,
+    buffer: Promise<DeviceBuffer> | DeviceBuffer | ShardedBuffer | { sharded: Promise<ShardedBuffer>; mesh: Mesh; sharding: Sharding },
   ) {
     this.shape = Object.freeze([...shape]);
-    if (buffer instanceof Promise) {
+    if (buffer instanceof ShardedBuffer || (typeof buffer === "object" && "sharded" in buffer)) {
+      const sb = buffer instanceof ShardedBuffer ? Promise.resolve(buffer) : buffer.sharded;
+      this.#layout = buffer instanceof ShardedBuffer ? { mesh: buffer.mesh, sharding: buffer.sharding } : { mesh: buffer.mesh, sharding: buffer.sharding };
+      this.#sharded = sb.then((b) => (this.#shardedNow = b));
+      this.#sharded.catch(() => {});
+      if (buffer instanceof ShardedBuffer) this.#shardedNow = buffer;
+      // One device's copy of the whole array is made only when a single-device program asks for it.
+      let single: Promise<DeviceBuffer> | undefined;
+      const gathered = () => (single ??= this.#gatherToOne());
+      this.#buffer = { then: (a: never, b: never) => gathered().then(a, b), catch: (b: never) => gathered().catch(b) } as unknown as Promise<DeviceBuffer>;
+    } else if (buffer instanceof Promise) {
       this.#buffer = buffer.then((b) => (this.#resolved = b));
       // Failures surface when the array is used; never as an unhandled rejection.
       this.#buffer.catch(() => {});
@@ -50,11 +67,53 @@ export class DeviceArray {
   }
   /** True once disposed, or donated to a jit call that reused its memory. */
   get disposed(): boolean {
+    if (this.#layout) return this.#disposed || (this.#shardedNow?.disposed ?? false);
     return this.#disposed || (this.#resolved?.disposed ?? false);
   }
   get donated(): boolean {
+    if (this.#layout) return this.#shardedNow?.donated ?? false;
     return this.#resolved?.donated ?? false;
   }
+
+  /** How the array is split over a mesh, or undefined for an array on one device. */
+  get sharding(): { readonly mesh: Mesh; readonly sharding: Sharding } | undefined {
+    return this.#layout;
+  }
+
+  async #shardedBuffer(op: string): Promise<ShardedBuffer> {
+    const sb = await this.#sharded!;
+    if (this.#disposed || sb.disposed) {
+      const why = sb.donated ? "was donated to a jit call (its memory now holds an output)" : "was disposed";
+      throw new TraceError(op, `${this} ${why}; use the jit call's outputs instead`);
+    }
+    return sb;
+  }
+
+  async #gatherToOne(): Promise<DeviceBuffer> {
+    const sb = await this.#shardedBuffer("use");
+    const host = await sb.toHost();
+    return sb.shards[0]!.client.bufferFromHost(host as never, this.dtype, this.shape, undefined, { copy: true });
+  }
+
+  /** The values as the runtime holds them (bf16/f16 as raw bits), wherever they live. */
+  async #rawHost(op: string): Promise<RuntimeHostArray> {
+    if (this.#layout) return (await this.#shardedBuffer(op)).toHost();
+    return (await this.buffer(op)).toHost();
+  }
+
+  /**
+   * @internal Per-partition buffers laid out as `sharding` over `mesh` on `devices`: the array's own shards when it
+   * is already laid out so, else placed anew from the host (an array on one device, or split another way).
+   */
+  async shardsFor(client: Client, mesh: Mesh, sharding: Sharding, devices: readonly Device[], op: string): Promise<DeviceBuffer[]> {
+    if (this.#layout && sameMesh(this.#layout.mesh, mesh) && sameSharding(this.#layout.sharding, sharding)) {
+      const sb = await this.#shardedBuffer(op);
+      if (sb.devices.every((d, i) => d === devices[i])) return [...sb.shards];
+    }
+    const host = await this.#rawHost(op);
+    return [...ShardedBuffer.fromHost(client, host as never, this.dtype, this.shape, mesh, sharding, devices).shards];
+  }
+
   toString(): string {
     return `DeviceArray<${formatType(this)}>`;
   }
@@ -74,8 +133,7 @@ export class DeviceArray {
    * Uint32Array for u32, Uint8Array (0/1) for bool.
    */
   async toArray(): Promise<ReadArray> {
-    const host = await (await this.buffer("toArray")).toHost();
-    return fromHost(this.dtype, host);
+    return fromHost(this.dtype, await this.#rawHost("toArray"));
   }
 
   /** Same as `toArray()`. */
@@ -92,7 +150,8 @@ export class DeviceArray {
   /** Frees the device memory now (otherwise the garbage collector does, eventually). */
   dispose(): void {
     this.#disposed = true;
-    this.#buffer.then((b) => b.dispose(), () => {});
+    if (this.#sharded) this.#sharded.then((b) => b.dispose(), () => {});
+    else this.#buffer.then((b) => b.dispose(), () => {});
   }
 }
 
@@ -130,12 +189,39 @@ function toHost(dtype: DType, values: ArrayLike<number>, raw16: boolean): { data
   }
 }
 
+function sameMesh(a: Mesh, b: Mesh): boolean {
+  return a.axes.length === b.axes.length && a.axes.every((x, i) => x.name === b.axes[i]!.name && x.size === b.axes[i]!.size);
+}
+
 export interface ArrayOpts {
   /** Default: f32, or the typed array's own type (Int32Array -> s32, Uint32Array -> u32). A Uint16Array with
    * dtype bf16 or f16 is taken as raw 16-bit patterns; other data is converted (rounded to nearest even). */
   dtype?: DType;
   /** Default: the nested arrays' shape, or [length] for a typed array. */
   shape?: readonly number[];
+  /** Split the array over this mesh's devices as `spec` says (default: on the client's first device). */
+  mesh?: DeviceMesh;
+  /** With `mesh`: one entry per dimension, `P("data", null)`; default P() (a whole copy on every device). */
+  spec?: PartitionSpec;
+}
+
+/** The devices a mesh spans on `client`: its `devices` ids, else all of the client's (whose count must match). */
+export function meshDevices(client: Client, mesh: DeviceMesh): Device[] {
+  if (mesh.devices) return mesh.devices.map((id) => client.device(id));
+  if (client.devices.length !== mesh.size) {
+    throw new ShardingError("mesh", `${mesh} spans ${mesh.size} devices but the client has ${client.devices.length}; make the axes multiply to ${client.devices.length} or pick devices with mesh(axes, { devices: [...] })`, mesh.loc);
+  }
+  return [...client.devices];
+}
+
+/** A copy of `a` split over `mesh` as `spec` says (JAX's device_put with a NamedSharding). */
+export async function put(a: DeviceArray, mesh: DeviceMesh, spec: PartitionSpec = new PartitionSpec([])): Promise<DeviceArray> {
+  const client = await defaultClient();
+  const { sharding } = specSharding(spec, a.ndim);
+  checkSharding(tensorType(a.dtype, a.shape), sharding, mesh, `put() of ${a}`, spec.loc);
+  const devices = meshDevices(client, mesh);
+  const shards = await a.shardsFor(client, mesh, sharding, devices, "put");
+  return new DeviceArray(a.dtype, a.shape, new ShardedBuffer(a.dtype as never, a.shape, mesh, sharding, shards));
 }
 
 /**
@@ -164,6 +250,15 @@ export function array(data: HostData, opts: ArrayOpts = {}): DeviceArray {
   }
   const { data: host, copied } = toHost(dtype, values, true);
   const d = dtype;
+  if (opts.mesh) {
+    const m = opts.mesh;
+    const spec = opts.spec ?? new PartitionSpec([]);
+    const { sharding } = specSharding(spec, shape.length);
+    checkSharding(tensorType(d, shape), sharding, m, `array of ${d}[${shape.join(",")}]`, spec.loc ?? m.loc);
+    const shapeNow = shape;
+    const sb = defaultClient().then((c) => ShardedBuffer.fromHost(c, host as never, d as never, shapeNow, m, sharding, meshDevices(c, m)));
+    return new DeviceArray(dtype, shape, { sharded: sb, mesh: m, sharding });
+  }
   const buffer = defaultClient().then((c) => c.bufferFromHost(host as never, d, shape, undefined, { copy: !copied }));
   return new DeviceArray(dtype, shape, buffer);
 }

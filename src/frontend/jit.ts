@@ -5,7 +5,13 @@ import type { Graph } from "../ir/graph.ts";
 import { formatType, sameType, type DType } from "../ir/types.ts";
 import { runPasses } from "../passes/manager.ts";
 import { CLEANUP_PIPELINE } from "../passes/pipeline.ts";
-import { array, defaultClient, DeviceArray } from "./array.ts";
+import { array, defaultClient, DeviceArray, meshDevices } from "./array.ts";
+import { ShardedBuffer } from "../backend/runtime/index.ts";
+import type { SourceLoc } from "../ir/types.ts";
+import { annotationMark, annotationsSince } from "./annotations.ts";
+import { userLoc } from "./loc.ts";
+import type { DeviceMesh } from "./mesh.ts";
+import { planShardings, shardedEmitOptions, type ShardedLowering, type ShardingOpts } from "./spmd.ts";
 import { currentTrace, Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
 import { describe as describeValue, trace, type HasType, type Traced } from "./trace.ts";
@@ -19,6 +25,14 @@ export interface JitOpts {
   donate?: number | readonly number[];
   /** Module name in XLA dumps and errors (default: the function's name). */
   name?: string;
+  /**
+   * SPMD: run over this mesh's devices. Arguments are laid out as `in` says (one partition-spec tree per positional
+   * argument, `P(...)` leaves; unspecified: replicated), results as `out` says or as sharding propagation decides;
+   * `shard(x, spec)` pins intermediates. Outputs are sharded DeviceArrays that feed the next call in place.
+   */
+  mesh?: DeviceMesh;
+  in?: unknown;
+  out?: unknown;
 }
 
 /** Tensors in a traced signature become device arrays (or JS numbers, uploaded as f32 scalars) when called. */
@@ -36,6 +50,8 @@ export interface Lowered {
   readonly outTree: TreeDef;
   /** Per graph input: the output its buffer is donated into (tf.aliasing_output), if any. */
   readonly donate: readonly (number | undefined)[];
+  /** With a mesh: every value's sharding, the predicted collectives, the argument and result layouts. */
+  readonly sharding?: ShardedLowering;
 }
 
 export interface Jitted<F extends (...args: any[]) => any> {
@@ -88,7 +104,7 @@ export function donationMap(g: Graph, donatedInputs: ReadonlySet<number>): (numb
   return map;
 }
 
-function lowerTraced(t: Traced, donate: readonly number[], name: string): Lowered {
+function lowerTraced(t: Traced, donate: readonly number[], name: string, spmd?: { opts: ShardingOpts; made: readonly import("./annotations.ts").ShardAnnotation[]; loc: SourceLoc | undefined }): Lowered {
   const graph = runPasses(t.graph, CLEANUP_PIPELINE);
   if (graph.inputs.length !== t.graph.inputs.length) throw new Error(`internal: the pipeline changed the number of inputs of ${name}`);
   const { paths } = flatten<unknown>(unflatten(t.inTree, t.graph.inputs.map(() => 0)));
@@ -96,8 +112,22 @@ function lowerTraced(t: Traced, donate: readonly number[], name: string): Lowere
   const map = donationMap(graph, donated);
   // Donated inputs without a same-typed output are still offered to XLA (jax.buffer_donor), which may reuse them.
   const donors = graph.inputs.map((_, i) => donated.has(i) && map[i] === undefined);
-  const stablehlo = emitStableHLO(graph, { moduleName: name, donate: map, donors });
-  return { traced: t.graph, graph, stablehlo, inTree: t.inTree, outTree: t.outTree, donate: map };
+  const sharding = spmd ? planShardings(graph, t.inTree, t.outTree, spmd.opts, spmd.made, spmd.loc) : undefined;
+  const shardOpts = sharding ? shardedEmitOptions(graph, sharding) : {};
+  const stablehlo = emitStableHLO(graph, { moduleName: name, donate: map, donors, ...shardOpts });
+  return { traced: t.graph, graph, stablehlo, inTree: t.inTree, outTree: t.outTree, donate: map, ...(sharding ? { sharding } : {}) };
+}
+
+/** Traces `fn`, collecting the shard() annotations the trace makes. */
+function traceAnnotated(fn: (...args: any[]) => unknown, args: readonly unknown[]): { t: Traced; made: import("./annotations.ts").ShardAnnotation[] } {
+  const mark = annotationMark();
+  try {
+    const t = trace(fn, args);
+    return { t, made: annotationsSince(mark) };
+  } catch (e) {
+    annotationsSince(mark);
+    throw e;
+  }
 }
 
 function moduleName(fn: Function, opts: JitOpts): string {
@@ -115,8 +145,14 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
   const cache = new Map<string, Compiled>();
   const donate = donatedArgs(opts.donate);
   const name = moduleName(fn, opts);
+  const loc = userLoc();
+  const spmdOpts: ShardingOpts | undefined = opts.mesh ? { mesh: opts.mesh, in: opts.in, out: opts.out } : undefined;
 
-  const lower = (...args: unknown[]): Lowered => lowerTraced(trace(fn, args), donate, name);
+  const lowerArgs = (args: readonly unknown[]): Lowered => {
+    const { t, made } = traceAnnotated(fn, args);
+    return lowerTraced(t, donate, name, spmdOpts ? { opts: spmdOpts, made, loc } : undefined);
+  };
+  const lower = (...args: unknown[]): Lowered => lowerArgs(args);
 
   const call = (...args: unknown[]): unknown => {
     if (currentTrace()) return fn(...args);
@@ -136,17 +172,38 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
     let compiled = cache.get(key);
     if (!compiled) {
       const specs = unflatten(def, arrays.map((a) => ({ dtype: a.dtype, shape: a.shape }))) as unknown[];
-      const lowered = lowerTraced(trace(fn, specs), donate, name);
-      const exe = defaultClient().then((c) => c.compile(lowered.stablehlo));
+      const lowered = lowerArgs(specs);
+      const exe = defaultClient().then((c) => {
+        if (!lowered.sharding) return c.compile(lowered.stablehlo);
+        const devices = meshDevices(c, lowered.sharding.mesh);
+        return c.compile(lowered.stablehlo, { numPartitions: devices.length, deviceAssignment: devices.map((d) => d.id), useShardy: true });
+      });
       exe.catch(() => cache.delete(key));
       compiled = { lowered, exe };
       cache.set(key, compiled);
     }
+    if (compiled.lowered.sharding) return runSharded(compiled, arrays, paths);
     const buffers = await Promise.all(arrays.map((a, i) => a.buffer(`jit argument ${paths[i]}`)));
     const exe = await compiled.exe;
     const outs = await exe.run(buffers);
     const g = compiled.lowered.graph;
     const results = outs.map((b, k) => new DeviceArray(g.outputs[k]!.type.dtype as DType, g.outputs[k]!.type.shape, b));
+    return unflatten(compiled.lowered.outTree, results);
+  };
+
+  /** Each argument as per-device blocks in its layout; outputs come back as sharded arrays. */
+  const runSharded = async (compiled: Compiled, arrays: DeviceArray[], paths: string[]): Promise<unknown> => {
+    const s = compiled.lowered.sharding!;
+    const exe = await compiled.exe;
+    const client = exe.client;
+    const devices = exe.devices;
+    const perArg = await Promise.all(arrays.map((a, i) => a.shardsFor(client, s.mesh, s.argShardings[i]!, devices, `jit argument ${paths[i]}`)));
+    const outs = await exe.execute(devices.map((_, p) => perArg.map((shards) => shards[p]!)));
+    const g = compiled.lowered.graph;
+    const results = g.outputs.map((v, k) => {
+      const sb = new ShardedBuffer(v.type.dtype, v.type.shape, s.mesh, s.resultShardings[k]!, outs.map((row) => row[k]!));
+      return new DeviceArray(v.type.dtype as DType, v.type.shape, sb);
+    });
     return unflatten(compiled.lowered.outTree, results);
   };
 

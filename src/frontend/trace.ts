@@ -5,6 +5,7 @@ import { Tensor, Trace, withTrace } from "./core.ts";
 import { TraceError } from "./errors.ts";
 import { flatten, unflatten, type Tree, type TreeDef } from "./tree.ts";
 import { opLoc } from "./loc.ts";
+import { copyAnnotation } from "./annotations.ts";
 
 /** A stand-in for an argument: only its dtype and shape matter to tracing. */
 export class TensorSpec implements TensorType {
@@ -151,7 +152,7 @@ export function unflattenArgs<L>(def: TreeDef, leaves: readonly L[]): unknown[] 
 export function inlineGraph(trace: Trace, g: Graph, inputs: readonly Value[]): Value[] {
   if (inputs.length !== g.inputs.length) throw new Error(`internal: inlining a graph of ${g.inputs.length} inputs with ${inputs.length} values`);
   const env = new Map<Value, Value>();
-  g.inputs.forEach((v, i) => env.set(v, inputs[i]!));
+  g.inputs.forEach((v, i) => (env.set(v, inputs[i]!), copyAnnotation(v, inputs[i]!)));
   const get = (v: Value): Value => {
     const r = env.get(v);
     if (!r) throw new Error("internal: inlined graph uses a value it does not define");
@@ -159,7 +160,8 @@ export function inlineGraph(trace: Trace, g: Graph, inputs: readonly Value[]): V
   };
   for (const op of g.ops) {
     const outs = trace.builder.add(op.name, op.inputs.map(get), op.params as never, op.loc);
-    op.outputs.forEach((v, i) => env.set(v, outs[i]!));
+    // shard() annotations follow the values into the enclosing graph.
+    op.outputs.forEach((v, i) => (env.set(v, outs[i]!), copyAnnotation(v, outs[i]!)));
   }
   return g.outputs.map(get);
 }

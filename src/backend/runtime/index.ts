@@ -18,3 +18,4 @@ export { DEFAULT_PLUGIN, PLUGINS, PLUGIN_ENV, cacheRoot, cachedPluginFiles, reso
 export type { PluginName, PluginSpec, ResolvedPlugin } from "./plugins.ts";
 export { compileCached, executableCacheDir, executableCacheKey } from "./executable-cache.ts";
 export type { CachedCompile } from "./executable-cache.ts";
+export { ShardedBuffer } from "./sharded.ts";

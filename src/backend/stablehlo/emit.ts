@@ -1,5 +1,5 @@
 // Prints an IR graph as a StableHLO text module with one public @main, ready for PJRT_Client_Compile.
-import type { Graph } from "../../ir/graph.ts";
+import type { Graph, Value } from "../../ir/graph.ts";
 import { formatType, sameType } from "../../ir/types.ts";
 import { EmitError, FuncEmitter } from "./emitter.ts";
 import { emitOps } from "./lower.ts";
@@ -27,6 +27,11 @@ export interface EmitOptions {
   readonly resultShardings?: readonly string[];
   /** The mesh the shardings name: a MeshSpec, or raw text (`@mesh = <["x"=4]>`, with or without `sdy.mesh`). */
   readonly mesh?: MeshSpec | string;
+  /**
+   * Values (op results, in scan bodies too) to pin with `sdy.sharding_constraint`, each with its tensor sharding
+   * text `<@mesh, [{"x"}, {}]>`: the partitioner must lay them out so.
+   */
+  readonly constraints?: ReadonlyMap<Value, string>;
 }
 
 function meshLine(mesh: MeshSpec | string): string {
@@ -70,6 +75,13 @@ function argAttrs(g: Graph, opts: EmitOptions): string[][] {
 export function emitStableHLO(g: Graph, opts: EmitOptions = {}): string {
   const argAttrList = argAttrs(g, opts);
   const e = new FuncEmitter(opts.locs ?? true, 2);
+  const constraints = opts.constraints;
+  if (constraints && constraints.size) {
+    e.constrain = (v, ref) => {
+      const sh = constraints.get(v);
+      return sh ? e.op1(`sdy.sharding_constraint ${ref} ${sh} : ${tensorTypeText(v.type)}`) : ref;
+    };
+  }
   const args = g.inputs.map((v, i) => {
     const name = `%arg${i}`;
     e.bind(v, name);
@@ -85,7 +97,7 @@ export function emitStableHLO(g: Graph, opts: EmitOptions = {}): string {
   const sig = results.length === 0 ? "" : results.length === 1 && !results[0]!.includes("{") ? ` -> ${results[0]}` : ` -> (${results.join(", ")})`;
   const ret = outRefs.length ? `return ${outRefs.join(", ")} : ${outTypes.join(", ")}` : "return";
 
-  const sharded = (opts.argShardings ?? []).some((s) => s) || (opts.resultShardings ?? []).some((s) => s);
+  const sharded = (opts.argShardings ?? []).some((s) => s) || (opts.resultShardings ?? []).some((s) => s) || (constraints?.size ?? 0) > 0;
   const lines = [
     `module ${symbolName(opts.moduleName ?? "tessera")} attributes {mhlo.num_partitions = ${opts.numPartitions ?? 1} : i32, mhlo.num_replicas = 1 : i32} {`,
     ...(sharded && opts.mesh ? [`  ${meshLine(opts.mesh)}`] : []),

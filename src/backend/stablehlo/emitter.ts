@@ -29,6 +29,8 @@ export class FuncEmitter {
   loc: SourceLoc | undefined;
   /** Name of the IR op being lowered, for error messages. */
   opName: OpName | undefined;
+  /** Called for each op result once printed: may print more (a sharding constraint) and return the ref to use. */
+  constrain: ((v: Value, ref: string) => string) | undefined;
 
   constructor(
     private readonly withLocs: boolean,

@@ -17,7 +17,7 @@ export function emitOps(e: FuncEmitter, g: Graph): void {
     e.opName = op.name;
     const refs = (RULES[op.name] as LowerRule<OpName>)(e, op as Op<OpName>);
     if (refs.length !== op.outputs.length) e.fail(`internal: lowering gave ${refs.length} results, op has ${op.outputs.length}`);
-    op.outputs.forEach((v, i) => e.bind(v, refs[i]!));
+    op.outputs.forEach((v, i) => e.bind(v, e.constrain ? e.constrain(v, refs[i]!) : refs[i]!));
   }
   e.loc = outerLoc;
   e.opName = outerName;
