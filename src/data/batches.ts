@@ -1,5 +1,5 @@
 // Batches for the training loop: records fitted to --seq, shuffled per epoch by seed, padded, with a resumable position.
-import { mulberry32 } from "../../models/lora.ts";
+import { mulberry32 } from "../host/random.ts";
 import type { HostBatch } from "../train/loop.ts";
 import { fitRecord, IGNORE, lossTokens, type TrainRecord } from "./records.ts";
 

@@ -1,5 +1,5 @@
 // The built-in training task: key -> value lookup over a long context of key/value pairs, generated from a seed.
-import { mulberry32 } from "../../models/lora.ts";
+import { mulberry32 } from "../host/random.ts";
 import { IGNORE, type TrainRecord } from "./records.ts";
 
 export interface KeyValueTaskOptions {

@@ -2,7 +2,8 @@
 import { array, jit, type DeviceArray } from "../index.ts";
 import { fromFloat32, type HostTensor } from "../formats/dtypes.ts";
 import { loadAdapter, saveAdapter, type LoraConfig } from "../formats/peft.ts";
-import { initLora, loraFromAdapter, loraLayout, loraToAdapter, mulberry32, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
+import { initLora, loraFromAdapter, loraLayout, loraToAdapter, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
+import { mulberry32 } from "../host/random.ts";
 import { LINEARS, llamaShapes, type LlamaWeights } from "../../models/llama.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
