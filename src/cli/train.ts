@@ -324,7 +324,8 @@ async function train(given: ReadonlyMap<string, string>, io: Io): Promise<number
     records = loaded.records;
     sha256 = createHash("sha256").update(loaded.text).digest("hex");
     source = resolve(run.data);
-    if (run.seq === null) run.seq = Math.min(maxSeq, Math.ceil(Math.max(...records.map((r) => r.ids.length)) / 8) * 8);
+    const longest = records.reduce((m, r) => Math.max(m, r.ids.length), 0);
+    run.seq ??= Math.min(maxSeq, Math.ceil(longest / 8) * 8);
     dataLine = `${displayPath(run.data)}: ${fmtInt(records.length)} records`;
   } else {
     run.seq ??= Math.min(maxSeq, builtin ? DEFAULTS.builtin.seq : DEFAULTS.checkpoint.seq);
@@ -407,7 +408,7 @@ async function train(given: ReadonlyMap<string, string>, io: Io): Promise<number
   };
   process.on("SIGINT", onSigint);
 
-  let status = false;
+  let status = false, drawn = 0;
   const clearStatus = () => {
     if (status) io.out("\r\x1b[2K");
     status = false;
@@ -438,10 +439,11 @@ async function train(given: ReadonlyMap<string, string>, io: Io): Promise<number
       const speed = window.timedSteps > 0 ? `${fmtRate((window.timedSteps * tokensPerStep) / window.seconds)} tok/s` : `compiled + ran in ${info.seconds.toFixed(1)}s`;
       io.out(`step ${String(info.step).padStart(w)}/${run.steps}  loss ${(window.loss / window.steps).toFixed(4)}  lr ${fmtLr(info.lr)}  ${speed}  elapsed ${fmtSec(elapsed)}\n`);
       window = { loss: 0, steps: 0, seconds: 0, timedSteps: 0 };
-    } else if (io.tty) {
-      const eta = ((run.steps - info.step) * info.seconds).toFixed(0);
-      io.out(`\r\x1b[2Kstep ${info.step}/${run.steps}  loss ${info.loss.toFixed(4)}  eta ${eta}s`);
+    } else if (io.tty && performance.now() - drawn > 100) {
+      // A status line redrawn in place at most 10 times a second; terminals only, never in logs.
+      io.out(`\r\x1b[2Kstep ${info.step}/${run.steps}  loss ${info.loss.toFixed(4)}  eta ${fmtSec((run.steps - info.step) * info.seconds)}`);
       status = true;
+      drawn = performance.now();
     }
     if (run.saveEvery > 0 && info.step % run.saveEvery === 0 && info.step !== run.steps && !abort.signal.aborted) {
       const dir = await saveCheckpoint(outDir, { llama, layout, state: await ctl.snapshot(), trainer: trainerAt(info.step, info.loss) });

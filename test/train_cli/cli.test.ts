@@ -1,7 +1,7 @@
 // `tessera train` end to end: short runs as subprocesses (adapter written and read back, exact resume, Ctrl-C), bad input in process.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -144,6 +144,16 @@ describe("tessera train: bad input (in process, before any device work)", () => 
     expect(await trainHere({ model, out })).toEqual({ code: 1, out: "", err: `error: --model ${model}: no such directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)\n` });
     expect(await trainHere({ model: data, out })).toMatchObject({ code: 1, err: expect.stringContaining(`--model ${data}: not a directory`) });
     expect(await trainHere({ adapter: tmp, out })).toEqual({ code: 1, out: "", err: `error: --adapter ${tmp}: adapter_config.json not found (expected a PEFT LoRA adapter directory)\n` });
+    const fixture = join(ROOT, "../shared/fixtures/llama-tiny-a");
+    expect(await trainHere({ adapter: fixture, out })).toEqual({
+      code: 1,
+      out: "",
+      err: `error: ${fixture}/adapter_model.safetensors: tensor "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": shape [4, 64], expected [4, 32] ([r, in_features] of "model.layers.0.self_attn.q_proj")\n`,
+    });
+    const badModel = join(tmp, "bad-model");
+    await mkdir(badModel);
+    await writeFile(join(badModel, "config.json"), '{"model_type":"llama","hidden_size":"big"}');
+    expect(await trainHere({ model: badModel, out })).toMatchObject({ code: 1, out: "", err: expect.stringMatching(new RegExp(`^error: ${badModel}/config\\.json: field "`)) });
     expect(await trainHere({ seq: "128", out })).toEqual({ code: 1, out: "", err: "error: --seq 128 exceeds the model's max_position_embeddings 64 (built-in tiny Llama)\n" });
     expect(await trainHere({ resume: "true", out })).toEqual({ code: 1, out: "", err: `error: --resume: no checkpoint in ${join(out, "checkpoints")} (train without --resume first, or point --out at an earlier run)\n` });
     const empty = join(tmp, "empty.jsonl");
