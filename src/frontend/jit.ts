@@ -5,6 +5,7 @@ import type { Graph } from "../ir/graph.ts";
 import { formatType, sameType, type DType } from "../ir/types.ts";
 import { runPasses } from "../passes/manager.ts";
 import { CLEANUP_PIPELINE } from "../passes/pipeline.ts";
+import { unshareBroadcastsPass } from "../passes/unshare_broadcasts.ts";
 import { array, defaultClient, DeviceArray, meshDevices } from "./array.ts";
 import { ShardedBuffer } from "../backend/runtime/index.ts";
 import type { SourceLoc } from "../ir/types.ts";
@@ -61,6 +62,11 @@ export interface Jitted<F extends (...args: any[]) => any> {
   (...args: Parameters<F>): ReturnType<F>;
   /** Traces and lowers for abstract arguments, without compiling or running. */
   lower(...args: Abstract<Parameters<F>>): Lowered;
+  /**
+   * Traces, lowers and compiles for abstract arguments without running: the XLA executable (optimized HLO,
+   * collectives, memory statistics) next to what was lowered. Cached like a call with arrays of these types.
+   */
+  compile(...args: Abstract<Parameters<F>>): Promise<{ lowered: Lowered; executable: Executable }>;
   /** Compiled signatures so far. */
   readonly cacheSize: number;
 }
@@ -105,7 +111,8 @@ export function donationMap(g: Graph, donatedInputs: ReadonlySet<number>): (numb
 }
 
 function lowerTraced(t: Traced, donate: readonly number[], name: string, spmd?: { opts: ShardingOpts; made: readonly import("./annotations.ts").ShardAnnotation[]; loc: SourceLoc | undefined }): Lowered {
-  const graph = runPasses(t.graph, CLEANUP_PIPELINE);
+  // Sharded programs give every user of a broadcast its own copy, to be laid out as that user needs.
+  const graph = runPasses(t.graph, spmd ? [...CLEANUP_PIPELINE, unshareBroadcastsPass] : CLEANUP_PIPELINE);
   if (graph.inputs.length !== t.graph.inputs.length) throw new Error(`internal: the pipeline changed the number of inputs of ${name}`);
   const { paths } = flatten<unknown>(unflatten(t.inTree, t.graph.inputs.map(() => 0)));
   const donated = new Set(paths.flatMap((p, i) => (donate.includes(argIndexOf(p)) ? [i] : [])));
@@ -159,19 +166,12 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
     return run(args);
   };
 
-  const run = async (args: unknown[]): Promise<unknown> => {
-    const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>);
-    const arrays = leaves.map((leaf, i) => {
-      if (leaf instanceof DeviceArray) return leaf;
-      if (typeof leaf === "number") return array(leaf);
-      if (leaf instanceof Tensor) throw new TraceError("jit", `argument ${paths[i]} is a traced Tensor, but no trace is active (a tensor leaked out of its transform?)`);
-      throw new TraceError("jit", `argument ${paths[i] || "(root)"} is ${describeValue(leaf)}, not a DeviceArray (create one with array(...))`);
-    });
-    for (const d of donate) if (d >= args.length) throw new TraceError("jit", `donate names argument ${d}, but ${name} got ${args.length} arguments`);
-    const key = `${treeDefKey(def)}|${arrays.map((a) => formatType(a)).join(",")}`;
+  /** The cached program for a signature (tree structure plus leaf types), lowered and compiling on first use. */
+  const compiledFor = (def: TreeDef, types: readonly HasType[]): Compiled => {
+    const key = `${treeDefKey(def)}|${types.map((a) => formatType(a)).join(",")}`;
     let compiled = cache.get(key);
     if (!compiled) {
-      const specs = unflatten(def, arrays.map((a) => ({ dtype: a.dtype, shape: a.shape }))) as unknown[];
+      const specs = unflatten(def, types.map((a) => ({ dtype: a.dtype, shape: a.shape }))) as unknown[];
       const lowered = lowerArgs(specs);
       const exe = defaultClient().then((c) => {
         if (!lowered.sharding) return c.compile(lowered.stablehlo);
@@ -182,6 +182,31 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
       compiled = { lowered, exe };
       cache.set(key, compiled);
     }
+    return compiled;
+  };
+
+  /** Compiles for abstract arguments (cached: a later call with arrays of these types reuses the program). */
+  const compile = async (...args: unknown[]): Promise<{ lowered: Lowered; executable: Executable }> => {
+    const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>, (x) => typeof x === "object" && x !== null && typeof (x as HasType).dtype === "string" && Array.isArray((x as HasType).shape));
+    const types = leaves.map((l, i) => {
+      const t = l as HasType;
+      if (typeof t !== "object" || t === null || typeof t.dtype !== "string") throw new TraceError("jit", `argument ${paths[i] || "(root)"} of compile() is ${describeValue(l)}, not a spec, tensor or array`);
+      return t;
+    });
+    const c = compiledFor(def, types);
+    return { lowered: c.lowered, executable: await c.exe };
+  };
+
+  const run = async (args: unknown[]): Promise<unknown> => {
+    const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>);
+    const arrays = leaves.map((leaf, i) => {
+      if (leaf instanceof DeviceArray) return leaf;
+      if (typeof leaf === "number") return array(leaf);
+      if (leaf instanceof Tensor) throw new TraceError("jit", `argument ${paths[i]} is a traced Tensor, but no trace is active (a tensor leaked out of its transform?)`);
+      throw new TraceError("jit", `argument ${paths[i] || "(root)"} is ${describeValue(leaf)}, not a DeviceArray (create one with array(...))`);
+    });
+    for (const d of donate) if (d >= args.length) throw new TraceError("jit", `donate names argument ${d}, but ${name} got ${args.length} arguments`);
+    const compiled = compiledFor(def, arrays);
     if (compiled.lowered.sharding) return runSharded(compiled, arrays, paths);
     const buffers = await Promise.all(arrays.map((a, i) => a.buffer(`jit argument ${paths[i]}`)));
     const exe = await compiled.exe;
@@ -209,6 +234,7 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
 
   const jitted = call as unknown as Jitted<F>;
   Object.defineProperty(jitted, "lower", { value: lower });
+  Object.defineProperty(jitted, "compile", { value: compile });
   Object.defineProperty(jitted, "cacheSize", { get: () => cache.size });
   return jitted;
 }

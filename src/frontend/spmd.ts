@@ -1,6 +1,6 @@
 // SPMD lowering for jit's `mesh` option: spec trees to seeds, propagation, and the Shardy annotations of the emitted module.
-import type { Graph, Value } from "../ir/graph.ts";
-import { ShardingError, shardyDims, type Sharding } from "../ir/sharding.ts";
+import type { AnyOp, Graph, Value } from "../ir/graph.ts";
+import { dropUnitAxes, ShardingError, shardyDims, type Sharding } from "../ir/sharding.ts";
 import { formatType, type SourceLoc } from "../ir/types.ts";
 import { propagateShardings, type Seed, type ShardingPlan } from "../passes/shard_propagate.ts";
 import type { EmitOptions } from "../backend/stablehlo/index.ts";
@@ -131,27 +131,35 @@ export function planShardings(graph: Graph, inTree: TreeDef, outTree: TreeDef, o
     mesh,
     plan,
     argShardings: graph.inputs.map(shardingOf),
-    resultShardings: graph.outputs.map((v, k) => outSeeds[k]?.sharding ?? shardingOf(v)),
+    resultShardings: graph.outputs.map((v, k) => dropUnitAxes(outSeeds[k]?.sharding ?? shardingOf(v), mesh)),
     dropped: made.filter((a) => !found.has(a)),
   };
 }
 
 /**
  * The emitter options of a sharded module: the mesh, every argument and result annotated (closed), and every op
- * result pinned with sdy.sharding_constraint, so XLA's partitioner lays out each value exactly as the plan says
- * and needs exactly the collectives the plan predicts.
+ * result pinned with sdy.sharding_constraint, so XLA's partitioner lays out each value exactly as the plan says;
+ * operands that an op needs in another layout are moved by a constraint right before it (explicit reshards), so
+ * the partitioner needs exactly the collectives the plan predicts.
  */
-export function shardedEmitOptions(graph: Graph, s: ShardedLowering, meshName = "mesh"): Pick<EmitOptions, "argShardings" | "resultShardings" | "mesh" | "numPartitions" | "constraints"> {
+export function shardedEmitOptions(graph: Graph, s: ShardedLowering, meshName = "mesh"): Pick<EmitOptions, "argShardings" | "resultShardings" | "mesh" | "numPartitions" | "constraints" | "operandConstraints"> {
   const attr = (x: Sharding) => `#sdy.sharding<@${meshName}, ${shardyDims(x)}>`;
-  const constraints = new Map<Value, string>();
+  const constraints = new Map<Value, string | string[]>();
   const pin = (g: Graph) => {
     for (const op of g.ops) {
-      for (const v of op.outputs) constraints.set(v, `<@${meshName}, ${shardyDims(s.plan.values.get(v)!.sharding)}>`);
+      for (const v of op.outputs) {
+        const own = `<@${meshName}, ${shardyDims(s.plan.values.get(v)!.sharding)}>`;
+        const computed = s.plan.computedShardings.get(v);
+        constraints.set(v, computed ? [`<@${meshName}, ${shardyDims(computed)}>`, own] : own);
+      }
       if (op.name === "scan") pin(op.params.body);
     }
   };
   pin(graph);
+  const operandConstraints = new Map<AnyOp, (string | undefined)[]>();
+  for (const [op, list] of s.plan.operandShardings) operandConstraints.set(op, list.map((x) => (x ? `<@${meshName}, ${shardyDims(x)}>` : undefined)));
   return {
+    operandConstraints,
     argShardings: s.argShardings.map(attr),
     resultShardings: s.resultShardings.map(attr),
     mesh: { name: meshName, axes: s.mesh.axes },

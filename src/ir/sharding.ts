@@ -82,6 +82,13 @@ export function isReplicated(s: Sharding): boolean {
   return s.dims.every((d) => d.length === 0) && !(s.partial && s.partial.length);
 }
 
+/** The same layout without axes of size 1 (which split nothing), so that equal layouts compare equal. */
+export function dropUnitAxes(s: Sharding, m: Mesh): Sharding {
+  const keep = (a: string) => m.axes.some((x) => x.name === a && x.size > 1);
+  const partial = s.partial?.filter(keep);
+  return { dims: s.dims.map((d) => d.filter(keep)), ...(partial && partial.length ? { partial } : {}) };
+}
+
 /** Every axis the sharding splits a dimension over, in dimension order. */
 export function usedAxes(s: Sharding): string[] {
   return s.dims.flat();

@@ -73,6 +73,21 @@ export interface ShardingPlan {
   /** Every value of the graph and of its scan bodies. */
   readonly values: ReadonlyMap<Value, ValueSharding>;
   readonly collectives: readonly Collective[];
+  /** Per op whose operands must be moved first: the layout each such operand needs (undefined: as it is). */
+  readonly operandShardings: ReadonlyMap<AnyOp, readonly (Sharding | undefined)[]>;
+  /**
+   * Op results computed in another layout than their own (summed over an axis the value is then split over): that
+   * layout, which the emitter pins first, so the partitioner all-reduces there and then slices.
+   */
+  readonly computedShardings: ReadonlyMap<Value, Sharding>;
+}
+
+export interface PlanOptions {
+  /**
+   * Whether the backend has a native reduce-scatter. XLA's CPU pipeline keeps what the partitioner emits, an
+   * all-reduce followed by a local slice (default false); XLA's GPU pipeline turns that into a reduce-scatter.
+   */
+  readonly reduceScatter?: boolean;
 }
 
 // ---- internal state -------------------------------------------------------------------------------------------
@@ -83,6 +98,8 @@ interface VState {
   /** Per dim: the priority of its axes (Infinity while unset). */
   prio: number[];
   why: (DimOrigin | undefined)[];
+  /** Per dim: set by an op that uses the value (backward) rather than by its producer or an annotation. */
+  fromUser: boolean[];
   fixed: boolean;
   annotation?: AnnotationSource;
 }
@@ -94,6 +111,8 @@ interface VState {
 interface Node {
   readonly op: AnyOp;
   readonly tie?: "const" | "carry" | "xs" | "ys";
+  /** For a tie: the scan operand it starts from (const, carry, xs), to reshard before the loop. */
+  readonly operandIndex?: number;
   readonly tensors: readonly Value[];
   readonly numOperands: number;
   readonly factors: readonly Factor[];
@@ -113,7 +132,7 @@ function buildNodes(g: Graph, times: number, inLoop: boolean, out: Node[]): void
       continue;
     }
     const { body, numConsts, numCarry, length } = op.params;
-    const tie = (kind: NonNullable<Node["tie"]>, tensors: Value[], stacked: boolean[], numOperands: number, t: number, loop: boolean): Node => {
+    const tie = (kind: NonNullable<Node["tie"]>, tensors: Value[], stacked: boolean[], operandIndex: number | undefined, t: number, loop: boolean): Node => {
       // Aligned factors over the unstacked dims; a stacked tensor's axis 0 is its own replicated factor.
       const base = tensors.find((_, i) => !stacked[i])!.type.shape;
       const factors: Factor[] = base.map((n, d) => ({ size: n, kind: "pass" as const, label: `scan ${kind} dim ${d}` }));
@@ -123,20 +142,21 @@ function buildNodes(g: Graph, times: number, inLoop: boolean, out: Node[]): void
         factors.push({ size: v.type.shape[0]!, kind: "replicate", label: `scan ${kind} stacked axis` });
         return [v.type.shape[0]! > 1 ? [factors.length - 1] : [], ...own];
       });
-      return { op, tie: kind, tensors, numOperands, factors, dims, times: t, inLoop: loop };
+      return { op, tie: kind, tensors, numOperands: 1, factors, dims, times: t, inLoop: loop, ...(operandIndex !== undefined ? { operandIndex } : {}) };
     };
     const bodyIn = body.inputs, bodyOut = body.outputs;
-    for (let k = 0; k < numConsts; k++) out.push(tie("const", [op.inputs[k]!, bodyIn[k]!], [false, false], 1, times, inLoop));
+    for (let k = 0; k < numConsts; k++) out.push(tie("const", [op.inputs[k]!, bodyIn[k]!], [false, false], k, times, inLoop));
     for (let k = 0; k < numCarry; k++) {
       const i = numConsts + k;
-      out.push(tie("carry", [op.inputs[i]!, bodyIn[i]!, bodyOut[k]!, op.outputs[k]!], [false, false, false, false], 1, times, inLoop));
+      out.push(tie("carry", [op.inputs[i]!, bodyIn[i]!, bodyOut[k]!, op.outputs[k]!], [false, false, false, false], i, times, inLoop));
     }
     op.inputs.slice(numConsts + numCarry).forEach((x, k) => {
-      out.push(tie("xs", [x, bodyIn[numConsts + numCarry + k]!], [true, false], 1, times, inLoop));
+      const i = numConsts + numCarry + k;
+      out.push(tie("xs", [x, bodyIn[i]!], [true, false], i, times, inLoop));
     });
     buildNodes(body, times * length, true, out);
     op.outputs.slice(numCarry).forEach((y, k) => {
-      out.push(tie("ys", [bodyOut[numCarry + k]!, y], [false, true], 1, times, inLoop));
+      out.push(tie("ys", [bodyOut[numCarry + k]!, y], [false, true], undefined, times, inLoop));
     });
   }
 }
@@ -203,7 +223,8 @@ class Propagator {
     for (const [v, seed] of seeds) {
       checkSharding(v.type, seed.sharding, mesh, describeSource(seed.source), seed.source.loc);
       const st = this.state(v);
-      st.axes = seed.sharding.dims.map((d) => [...d]);
+      // An axis of size 1 splits nothing: dropped, so that it never shows up as a collective.
+      st.axes = seed.sharding.dims.map((d) => d.filter((a) => axisSize(mesh, a) > 1));
       st.prio = seed.sharding.dims.map((_, d) => seed.priorities?.[d] ?? 0);
       st.why = seed.sharding.dims.map((d, i) => (d.length ? { annotation: seed.source, level: seed.priorities?.[i] ?? 0 } : undefined));
       st.fixed = true;
@@ -220,7 +241,7 @@ class Propagator {
     let st = this.states.get(v);
     if (!st) {
       const rank = v.type.shape.length;
-      st = { value: v, axes: Array.from({ length: rank }, () => []), prio: Array(rank).fill(Infinity), why: Array(rank).fill(undefined), fixed: false };
+      st = { value: v, axes: Array.from({ length: rank }, () => []), prio: Array(rank).fill(Infinity), why: Array(rank).fill(undefined), fromUser: Array(rank).fill(false), fixed: false };
       this.states.set(v, st);
     }
     return st;
@@ -248,6 +269,8 @@ class Propagator {
         const st = this.state(v);
         n.dims[t]!.forEach((fs, d) => {
           if (!fs.includes(fi) || st.axes[d]!.length === 0 || st.prio[d]! > level) return;
+          // A layout one user gave an operand does not spread to the operand's other users (only back to its producer).
+          if (!n.tie && t < n.numOperands && st.fromUser[d]) return;
           const axes = project(st.axes[d]!, fs, n.factors, this.mesh).get(fi);
           if (axes && axes.length) cands.push({ axes, prio: st.prio[d]!, bytes: typeBytes(v.type), order: t, from: v });
         });
@@ -283,6 +306,7 @@ class Propagator {
         st.prio[d] = src.prio;
         const label = n.tie ? `scan ${n.tie}` : `${n.op.name} ${n.factors[fs.find((f) => axesOf.has(f))!]!.label}`;
         st.why[d] = { op: n.op, rule: label, from: src.from, level };
+        st.fromUser[d] = !n.tie && t < n.numOperands;
         changed = true;
       });
     });
@@ -316,13 +340,14 @@ interface Move {
  * all-gathered, or exchanged by an all-to-all when `to` splits another dimension over them; axes only `to` has are
  * a local slice, free.
  */
-export function reshard(type: TensorType, from: Sharding, to: Sharding, mesh: Mesh, reduce: "sum" | "max" | "min" = "sum"): Move[] {
+export function reshard(type: TensorType, from: Sharding, to: Sharding, mesh: Mesh, reduce: "sum" | "max" | "min" = "sum", reduceScatter = false): Move[] {
   const moves: Move[] = [];
   const local = (s: Sharding) => tensorType(type.dtype, localShape(type.shape, s, mesh));
   const toAxes = new Set(to.dims.flat());
   const partial = from.partial ?? [];
   let cur: Sharding = { dims: from.dims.map((d) => [...d]) };
-  const scatter = partial.filter((a) => toAxes.has(a) && !from.dims.flat().includes(a));
+  // Without a native reduce-scatter, summing into a split dim is an all-reduce and then a local slice.
+  const scatter = reduceScatter ? partial.filter((a) => toAxes.has(a) && !from.dims.flat().includes(a)) : [];
   const allReduce = partial.filter((a) => !scatter.includes(a));
   if (allReduce.length) moves.push({ kind: "all-reduce", axes: allReduce, reduce, type: local(cur) });
   if (scatter.length) {
@@ -354,13 +379,22 @@ export function reshard(type: TensorType, from: Sharding, to: Sharding, mesh: Me
 
 class Planner {
   readonly collectives: Collective[] = [];
+  readonly operandShardings = new Map<AnyOp, (Sharding | undefined)[]>();
+  readonly computedShardings = new Map<Value, Sharding>();
   private readonly seen = new Set<string>();
 
   constructor(
     readonly mesh: Mesh,
     readonly sharding: (v: Value) => Sharding,
     readonly prioOf: (v: Value, d: number) => number,
+    readonly reduceScatter: boolean,
   ) {}
+
+  private want(op: AnyOp, i: number, s: Sharding): void {
+    let list = this.operandShardings.get(op);
+    if (!list) this.operandShardings.set(op, (list = op.inputs.map(() => undefined)));
+    list[i] = s;
+  }
 
   private emit(n: Node, value: Value, role: string, from: Sharding, to: Sharding, reduce?: "sum" | "max" | "min", times = n.times): void {
     const key = `${role === "result" ? "r" : "o"}|${formatType(value.type)}|${JSON.stringify(from)}|${JSON.stringify(to)}`;
@@ -368,7 +402,7 @@ class Planner {
     const id = `${key}|${ids(value)}`;
     if (this.seen.has(id)) return;
     this.seen.add(id);
-    for (const m of reshard(value.type, from, to, this.mesh, reduce)) {
+    for (const m of reshard(value.type, from, to, this.mesh, reduce, this.reduceScatter)) {
       this.collectives.push({ ...m, bytes: typeBytes(m.type), op: n.op, value, role, from, to, times, inLoop: n.inLoop || (times > 1) });
     }
   }
@@ -431,14 +465,19 @@ class Planner {
     for (const [f, axes] of working) eff.set(f, fromResult.has(f) ? axes.filter((a) => !scattered.has(a)) : axes);
     ops.forEach((v, t) => {
       const want: Sharding = { dims: n.dims[t]!.map((fs) => compose(fs, eff, F, this.mesh)) };
-      if (!sameSharding(this.sharding(v), want)) this.emit(n, v, `operand ${t}`, this.sharding(v), want);
+      if (sameSharding(this.sharding(v), want)) return;
+      this.want(n.op, t, want);
+      this.emit(n, v, `operand ${t}`, this.sharding(v), want);
     });
     const partial = [...eff].filter(([f, a]) => F[f]!.kind === "reduction" && a.length).flatMap(([, a]) => a);
     const reduce = [...eff].find(([f, a]) => F[f]!.kind === "reduction" && a.length)?.[0];
     res.forEach((v, r) => {
       const local: Sharding = { dims: n.dims[n.numOperands + r]!.map((fs) => compose(fs, eff, F, this.mesh)), ...(partial.length ? { partial } : {}) };
       const target = this.sharding(v);
-      if (!sameSharding(local, target)) this.emit(n, v, "result", local, target, reduce === undefined ? undefined : F[reduce]!.reduce);
+      if (sameSharding(local, target)) return;
+      const reduced: Sharding = { dims: local.dims };
+      if (!this.reduceScatter && !sameSharding(reduced, target)) this.computedShardings.set(v, reduced);
+      this.emit(n, v, "result", local, target, reduce === undefined ? undefined : F[reduce]!.reduce);
     });
   }
 
@@ -456,6 +495,7 @@ class Planner {
       if (sameSharding(have, want)) return;
       const intoLoop = t === 0 || (n.tie === "carry" && t === 2);
       const times = n.tie === "carry" && t === 2 ? n.times * ((n.op.params as { length: number }).length) : n.times;
+      if (t === 0 && n.operandIndex !== undefined) this.want(n.op, n.operandIndex, want);
       if (intoLoop) this.emit(n, v, n.tie === "carry" && t === 2 ? "scan carry out" : "scan operand", have, want, undefined, times);
       else this.emit(n, v, "scan result", want, have, undefined, times);
     });
@@ -480,7 +520,7 @@ function ids(v: Value): number {
  * larger tensor, then the earlier operand; a mesh axis splits at most one factor of an op. Then, for each op, the
  * collectives XLA's SPMD partitioner needs when every value is pinned to its sharding.
  */
-export function propagateShardings(g: Graph, mesh: Mesh, seeds: ReadonlyMap<Value, Seed>): ShardingPlan {
+export function propagateShardings(g: Graph, mesh: Mesh, seeds: ReadonlyMap<Value, Seed>, opts: PlanOptions = {}): ShardingPlan {
   const p = new Propagator(g, mesh, seeds);
   p.run();
   const values = new Map<Value, ValueSharding>();
@@ -494,10 +534,9 @@ export function propagateShardings(g: Graph, mesh: Mesh, seeds: ReadonlyMap<Valu
     for (const op of graph.ops) if (op.name === "scan") visit(op.params.body);
   };
   visit(g);
-  const planner = new Planner(mesh, (v) => values.get(v)?.sharding ?? shardingOf(v), (v, d) => p.state(v).prio[d] ?? Infinity);
+  const planner = new Planner(mesh, (v) => values.get(v)?.sharding ?? shardingOf(v), (v, d) => p.state(v).prio[d] ?? Infinity, opts.reduceScatter ?? false);
   for (const n of p.nodes) planner.node(n);
-  // Graph outputs the user pinned to another layout than the value's own are moved at the end.
-  return Object.freeze({ mesh, graph: g, values, collectives: planner.collectives });
+  return Object.freeze({ mesh, graph: g, values, collectives: planner.collectives, operandShardings: planner.operandShardings, computedShardings: planner.computedShardings });
 }
 
 /** Totals per collective kind: instructions in the program (once per loop body), and bytes moved per step. */

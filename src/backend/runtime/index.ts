@@ -18,4 +18,5 @@ export { DEFAULT_PLUGIN, PLUGINS, PLUGIN_ENV, cacheRoot, cachedPluginFiles, reso
 export type { PluginName, PluginSpec, ResolvedPlugin } from "./plugins.ts";
 export { compileCached, executableCacheDir, executableCacheKey } from "./executable-cache.ts";
 export type { CachedCompile } from "./executable-cache.ts";
-export { ShardedBuffer } from "./sharded.ts";
+export { ShardedBuffer, collectiveTensors } from "./sharded.ts";
+export type { CollectiveTensor } from "./sharded.ts";

@@ -5,6 +5,7 @@ import { DeviceBuffer } from "./buffer.ts";
 import type { Client, Device } from "./client.ts";
 import { DTYPES, type DType, type HostArray } from "./dtypes.ts";
 import { RuntimeError } from "./errors.ts";
+import { COLLECTIVE_OPCODES, type HloModule } from "./hlo-module.ts";
 
 /** Row-major strides of a shape, in elements. */
 function strides(shape: readonly number[]): number[] {
@@ -129,4 +130,33 @@ export class ShardedBuffer {
   toString(): string {
     return `ShardedBuffer(${this.dtype}[${this.shape.join(",")}] over ${this.shards.length} devices)`;
   }
+}
+
+/** One tensor a collective moves, as the optimized HLO states it (a tuple collective moves several). */
+export interface CollectiveTensor {
+  /** XLA's opcode without an async `-start` suffix: "all-reduce", "all-gather", ... */
+  readonly kind: string;
+  readonly dtype: string;
+  readonly shape: readonly number[];
+  readonly computation: string;
+}
+
+/**
+ * Every tensor moved by a collective in the optimized (partitioned) module, one entry per tuple element: XLA's
+ * combiner packs independent collectives into tuples, so counting tensors rather than instructions gives what the
+ * partitioner needed, whatever the combiner did. Loop bodies count once.
+ */
+export function collectiveTensors(m: HloModule): CollectiveTensor[] {
+  const out: CollectiveTensor[] = [];
+  for (const c of m.computations) {
+    for (const i of c.instructions) {
+      const kind = i.opcode.endsWith("-start") ? i.opcode.slice(0, -"-start".length) : i.opcode;
+      if (!(COLLECTIVE_OPCODES as readonly string[]).includes(kind)) continue;
+      // An async start's shape is a tuple of (operands..., results...): its results are the second half.
+      let parts = i.shape.tuple ?? [i.shape];
+      if (i.opcode.endsWith("-start") && i.shape.tuple) parts = parts.slice(parts.length / 2);
+      for (const p of parts) out.push({ kind, dtype: String(p.dtype), shape: p.shape, computation: c.name });
+    }
+  }
+  return out;
 }

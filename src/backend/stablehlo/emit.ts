@@ -1,5 +1,5 @@
 // Prints an IR graph as a StableHLO text module with one public @main, ready for PJRT_Client_Compile.
-import type { Graph, Value } from "../../ir/graph.ts";
+import type { AnyOp, Graph, Value } from "../../ir/graph.ts";
 import { formatType, sameType } from "../../ir/types.ts";
 import { EmitError, FuncEmitter } from "./emitter.ts";
 import { emitOps } from "./lower.ts";
@@ -29,9 +29,14 @@ export interface EmitOptions {
   readonly mesh?: MeshSpec | string;
   /**
    * Values (op results, in scan bodies too) to pin with `sdy.sharding_constraint`, each with its tensor sharding
-   * text `<@mesh, [{"x"}, {}]>`: the partitioner must lay them out so.
+   * text `<@mesh, [{"x"}, {}]>` (or several, applied in turn): the partitioner must lay them out so.
    */
-  readonly constraints?: ReadonlyMap<Value, string>;
+  readonly constraints?: ReadonlyMap<Value, string | readonly string[]>;
+  /**
+   * Per op, per operand: a sharding (`<@mesh, [...]>`) to move the operand to right before the op, with an
+   * `sdy.sharding_constraint` that only this op reads: the reshard the partitioner must do, stated explicitly.
+   */
+  readonly operandConstraints?: ReadonlyMap<AnyOp, readonly (string | undefined)[]>;
 }
 
 function meshLine(mesh: MeshSpec | string): string {
@@ -79,7 +84,26 @@ export function emitStableHLO(g: Graph, opts: EmitOptions = {}): string {
   if (constraints && constraints.size) {
     e.constrain = (v, ref) => {
       const sh = constraints.get(v);
-      return sh ? e.op1(`sdy.sharding_constraint ${ref} ${sh} : ${tensorTypeText(v.type)}`) : ref;
+      if (!sh) return ref;
+      // Several: pinned to each in turn (the layout an op computes in, then the value's own).
+      for (const one of typeof sh === "string" ? [sh] : sh) ref = e.op1(`sdy.sharding_constraint ${ref} ${one} : ${tensorTypeText(v.type)}`);
+      return ref;
+    };
+  }
+  const operandConstraints = opts.operandConstraints;
+  if (operandConstraints && operandConstraints.size) {
+    e.beforeOp = (op) => {
+      const list = operandConstraints.get(op);
+      if (!list) return undefined;
+      const saved: [Value, string][] = [];
+      op.inputs.forEach((v, i) => {
+        const sh = list[i];
+        if (!sh || saved.some(([w]) => w === v)) return;
+        const ref = e.ref(v);
+        saved.push([v, ref]);
+        e.bind(v, e.op1(`sdy.sharding_constraint ${ref} ${sh} : ${tensorTypeText(v.type)}`));
+      });
+      return () => saved.forEach(([v, ref]) => e.bind(v, ref));
     };
   }
   const args = g.inputs.map((v, i) => {

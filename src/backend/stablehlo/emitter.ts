@@ -1,5 +1,5 @@
 // The text writer lowering rules print into: SSA naming, indentation, per-op locations, value bindings.
-import type { Value } from "../../ir/graph.ts";
+import type { AnyOp, Value } from "../../ir/graph.ts";
 import type { OpName } from "../../ir/ops.ts";
 import { formatLoc, type SourceLoc } from "../../ir/types.ts";
 import { locText } from "./text.ts";
@@ -31,6 +31,8 @@ export class FuncEmitter {
   opName: OpName | undefined;
   /** Called for each op result once printed: may print more (a sharding constraint) and return the ref to use. */
   constrain: ((v: Value, ref: string) => string) | undefined;
+  /** Called before an op is lowered: may print lines (operand resharding) and return what undoes its rebinding. */
+  beforeOp: ((op: AnyOp) => (() => void) | undefined) | undefined;
 
   constructor(
     private readonly withLocs: boolean,

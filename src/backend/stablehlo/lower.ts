@@ -15,7 +15,9 @@ export function emitOps(e: FuncEmitter, g: Graph): void {
   for (const op of g.ops) {
     e.loc = op.loc;
     e.opName = op.name;
+    const undo = e.beforeOp?.(op);
     const refs = (RULES[op.name] as LowerRule<OpName>)(e, op as Op<OpName>);
+    undo?.();
     if (refs.length !== op.outputs.length) e.fail(`internal: lowering gave ${refs.length} results, op has ${op.outputs.length}`);
     op.outputs.forEach((v, i) => e.bind(v, e.constrain ? e.constrain(v, refs[i]!) : refs[i]!));
   }
