@@ -1,0 +1,145 @@
+// Memory per device: arguments, outputs, and the peak of live temporaries in program order, from each value's local (sharded) size.
+import type { AnyOp, Graph, Value } from "../ir/graph.ts";
+import { typeBytes } from "../ir/cost.ts";
+import { localShape } from "../ir/sharding.ts";
+import { tensorType, type SourceLoc } from "../ir/types.ts";
+import type { ShardingPlan } from "./shard_propagate.ts";
+
+export interface MemoryEstimate {
+  /** Bytes of every argument on one device (its shard). */
+  readonly arguments: number;
+  /** Bytes of every result on one device. */
+  readonly outputs: number;
+  /** Result bytes that reuse a donated argument's buffer. */
+  readonly aliased: number;
+  /** Peak bytes of values computed inside the program and live at once (outputs excluded: counted above). */
+  readonly temporaries: number;
+  /** arguments + outputs - aliased + temporaries: what one device must hold to run the program. */
+  readonly total: number;
+  /** Where the temporaries peak: the op running then. */
+  readonly peakOp?: AnyOp;
+  readonly peakLoc?: SourceLoc;
+  /** Argument bytes by the first segment of their names (`base`, `state`, `batch`). */
+  readonly argumentGroups: ReadonlyMap<string, number>;
+}
+
+export interface MemoryOptions {
+  /** Per-device bytes of a value; default its whole size (one device). */
+  readonly bytes?: (v: Value) => number;
+  /** Per graph input: the output it is donated into. */
+  readonly donate?: readonly (number | undefined)[];
+  /**
+   * Count only the values XLA materializes: element-wise ops, broadcasts, converts, reshapes and slices whose
+   * result has a single element-wise user are fused into that user and never stored (default true).
+   */
+  readonly fusion?: boolean;
+  /**
+   * XLA's CPU backend computes bf16 and f16 in f32: it converts every 16-bit float argument to an f32 copy at entry
+   * (kept for the whole run; hoisted out of loops) and each 16-bit operand of a matmul to f32 while it runs. Off by
+   * default: GPUs run 16-bit matmuls natively.
+   */
+  readonly cpuUpcast16?: boolean;
+}
+
+/** Per-device bytes of each value under a sharding plan. */
+export function shardedBytes(plan: ShardingPlan): (v: Value) => number {
+  return (v) => {
+    const s = plan.values.get(v)?.sharding;
+    if (!s) return typeBytes(v.type);
+    return typeBytes(tensorType(v.type.dtype, localShape(v.type.shape, s, plan.mesh)));
+  };
+}
+
+// Ops XLA's loop fusion merges into their users when they have one user (their results never reach memory).
+const FUSIBLE = new Set([
+  "neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "logistic", "sin", "cos", "not", "add", "sub", "mul", "div",
+  "pow", "max", "min", "and", "or", "xor", "shift_left", "shift_right_logical", "compare", "select", "convert",
+  "bitcast_convert", "constant", "iota", "broadcast_in_dim", "reshape", "slice", "transpose", "pad", "concatenate",
+]);
+// Users that can absorb a fused producer: the fusible ops themselves and reductions (input fusion).
+const FUSING_USER = new Set([...FUSIBLE, "reduce_sum", "reduce_max", "reduce_min"]);
+
+interface Peak {
+  bytes: number;
+  op?: AnyOp;
+}
+
+/**
+ * The peak of live temporaries of `g` when its ops run in order: a value is live from its op to its last use;
+ * a scan adds its body's own peak while it runs (its ys are allocated for the whole loop). `keep` values (the
+ * top-level outputs) are never counted; inputs belong to the caller.
+ */
+const is16 = (v: Value) => v.type.dtype === "bf16" || v.type.dtype === "f16";
+
+function peakOf(g: Graph, bytes: (v: Value) => number, fusion: boolean, keep: ReadonlySet<Value>, upcast: boolean): Peak {
+  const users = new Map<Value, AnyOp[]>();
+  for (const op of g.ops) {
+    for (const v of op.inputs) {
+      const list = users.get(v);
+      if (list) list.push(op);
+      else users.set(v, [op]);
+    }
+  }
+  const lastUse = new Map<Value, number>();
+  g.ops.forEach((op, i) => op.inputs.forEach((v) => lastUse.set(v, i)));
+  g.outputs.forEach((v) => lastUse.set(v, g.ops.length));
+  const inputs = new Set(g.inputs);
+  const materialized = (op: AnyOp, v: Value): boolean => {
+    if (keep.has(v) || inputs.has(v)) return false;
+    if (!fusion || !FUSIBLE.has(op.name)) return true;
+    const us = users.get(v) ?? [];
+    if (g.outputs.includes(v)) return true;
+    // Constants, iotas and broadcasts are recomputed inside each user's fusion.
+    if (op.name === "constant" || op.name === "iota" || op.name === "broadcast_in_dim") return us.some((u) => !FUSING_USER.has(u.name));
+    return !(us.length === 1 && FUSING_USER.has(us[0]!.name));
+  };
+  const freeAt = new Map<number, Value[]>();
+  let live = 0;
+  const peak: Peak = { bytes: 0 };
+  g.ops.forEach((op, i) => {
+    let during = 0;
+    if (op.name === "scan") during = peakOf(op.params.body, bytes, fusion, new Set(), upcast).bytes;
+    if (upcast && op.name === "dot_general") for (const v of op.inputs) if (is16(v) && !inputs.has(v)) during += 2 * bytes(v);
+    for (const v of op.outputs) {
+      if (!materialized(op, v)) continue;
+      live += bytes(v);
+      const end = lastUse.get(v) ?? i;
+      const list = freeAt.get(end);
+      if (list) list.push(v);
+      else freeAt.set(end, [v]);
+    }
+    if (live + during > peak.bytes) {
+      peak.bytes = live + during;
+      peak.op = op;
+    }
+    for (const v of freeAt.get(i) ?? []) live -= bytes(v);
+  });
+  return peak;
+}
+
+/** Memory one device needs for `g`: its arguments, outputs (less donated ones), and peak temporaries. */
+export function estimateMemory(g: Graph, opts: MemoryOptions = {}): MemoryEstimate {
+  const bytes = opts.bytes ?? ((v: Value) => typeBytes(v.type));
+  const args = g.inputs.reduce((s, v) => s + bytes(v), 0);
+  const outs = g.outputs.reduce((s, v) => s + bytes(v), 0);
+  const aliased = (opts.donate ?? []).reduce((s: number, k, i) => (k === undefined ? s : s + bytes(g.inputs[i]!)), 0);
+  const upcast = opts.cpuUpcast16 ?? false;
+  const peak = peakOf(g, bytes, opts.fusion ?? true, new Set(g.outputs), upcast);
+  // The f32 copies of 16-bit arguments live from entry to exit (see cpuUpcast16).
+  if (upcast) peak.bytes += g.inputs.reduce((s, v) => s + (is16(v) ? 2 * bytes(v) : 0), 0);
+  const groups = new Map<string, number>();
+  g.inputs.forEach((v, i) => {
+    const name = (g.inputNames?.[i] ?? "").split(/[.[]/)[0] || `arg${i}`;
+    groups.set(name, (groups.get(name) ?? 0) + bytes(v));
+  });
+  return {
+    arguments: args,
+    outputs: outs,
+    aliased,
+    temporaries: peak.bytes,
+    total: args + outs - aliased + peak.bytes,
+    ...(peak.op ? { peakOp: peak.op } : {}),
+    ...(peak.op?.loc ? { peakLoc: peak.op.loc } : {}),
+    argumentGroups: groups,
+  };
+}
