@@ -38,6 +38,8 @@ export interface Compiled {
   readonly traced: Graph;
   /** The structure of the entry's argument list (one child per positional argument). */
   readonly inTree: TreeDef;
+  /** The structure of the entry's result. */
+  readonly outTree: TreeDef;
   /** After the cleanup pipeline. */
   readonly graph: Graph;
 }
@@ -63,7 +65,7 @@ export async function compileEntry(
     ...(dump.after ? { dumpAfter: dump.after } : {}),
     ...(dump.to ? { dump: dump.to } : {}),
   });
-  return { file, entryName: name, entry, traced: traced.graph, inTree: traced.inTree, graph };
+  return { file, entryName: name, entry, traced: traced.graph, inTree: traced.inTree, outTree: traced.outTree, graph };
 }
 
 /**

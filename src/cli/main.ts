@@ -58,8 +58,10 @@ export const COMMANDS: readonly Command[] = [
       ENTRY_OPT,
       { name: "top", value: "<n>", description: "how many of the largest intermediates to list (default 5)" },
       { name: "locs", description: "print source locations in IR text" },
+      { name: "shardings", description: "lay the entry out over a device mesh: each value's sharding and why, the collectives, memory per device" },
+      { name: "mesh", value: "<axes>", description: "the mesh for --shardings, e.g. data=2,model=4 (default: the entry's own mesh)" },
     ],
-    details: "Example:\n  tessera inspect examples/mlp.ts --entry forward",
+    details: "Examples:\n  tessera inspect examples/mlp.ts --entry forward\n  tessera inspect model.ts --entry trainStep --shardings --mesh data=2,model=4",
     run: async (args) => (await import("./inspect.ts")).inspectCommand(args),
   },
   {

@@ -6,6 +6,7 @@ import { TraceError } from "./errors.ts";
 import { flatten, unflatten, type Tree, type TreeDef } from "./tree.ts";
 import { opLoc } from "./loc.ts";
 import { copyAnnotation } from "./annotations.ts";
+import type { DeviceMesh } from "./mesh.ts";
 
 /** A stand-in for an argument: only its dtype and shape matter to tracing. */
 export class TensorSpec implements TensorType {
@@ -173,15 +174,37 @@ export interface Entry<F extends (...args: any[]) => unknown = (...args: any[]) 
   readonly args: readonly unknown[];
   /** Argument positions whose buffers the compiled function may reuse for its outputs. */
   readonly donate?: readonly number[];
+  /** The mesh `tessera inspect --shardings` lays the entry out on when no `--mesh` is given. */
+  readonly mesh?: DeviceMesh;
+  /** Partition specs of the arguments and results (as jit's `in` and `out`), or a function of the mesh giving them. */
+  readonly shardings?: EntryShardings | ((mesh: DeviceMesh) => EntryShardings);
+}
+
+/** jit's `in` and `out` spec trees for an entry. */
+export interface EntryShardings {
+  readonly in?: unknown;
+  readonly out?: unknown;
 }
 
 /**
  * Marks a function of a model file for the CLI: `export const trainStep = entry(step, [paramSpecs, batchSpec],
- * { donate: [0] })`; `tessera compile model.ts --entry trainStep` traces it with `trace(e.fn, e.args)`.
+ * { donate: [0] })`; `tessera compile model.ts --entry trainStep` traces it with `trace(e.fn, e.args)`. `mesh` and
+ * `shardings` say how `tessera inspect --shardings` lays it out over devices.
  */
-export function entry<F extends (...args: any[]) => unknown>(fn: F, args: readonly unknown[], opts: { donate?: number | readonly number[] } = {}): Entry<F> {
+export function entry<F extends (...args: any[]) => unknown>(
+  fn: F,
+  args: readonly unknown[],
+  opts: { donate?: number | readonly number[]; mesh?: DeviceMesh; shardings?: Entry["shardings"] } = {},
+): Entry<F> {
   if (typeof fn !== "function") throw new TraceError("entry", `first argument must be a function, got ${describe(fn)}`);
   if (!Array.isArray(args)) throw new TraceError("entry", "argument specs must be an array with one spec tree per parameter");
   const donate = opts.donate === undefined ? undefined : typeof opts.donate === "number" ? [opts.donate] : [...opts.donate];
-  return Object.freeze({ kind: "tessera.entry" as const, fn, args, ...(donate ? { donate } : {}) });
+  return Object.freeze({
+    kind: "tessera.entry" as const,
+    fn,
+    args,
+    ...(donate ? { donate } : {}),
+    ...(opts.mesh ? { mesh: opts.mesh } : {}),
+    ...(opts.shardings ? { shardings: opts.shardings } : {}),
+  });
 }

@@ -32,6 +32,8 @@ export interface DimOrigin {
   /** The factor rule: `dot_general contracting 0`, `scan carry`. */
   readonly rule?: string;
   readonly from?: Value;
+  /** The annotation the axes first came from, however many ops they went through. */
+  readonly root?: AnnotationSource;
   /** The user-priority round that set it. */
   readonly level: number;
 }
@@ -197,6 +199,8 @@ interface Candidate {
   bytes: number;
   order: number;
   from: Value;
+  /** The dimension of `from` the axes were read from. */
+  dim: number;
 }
 
 /** The stated conflict rule: lowest priority number, then the largest tensor, then the first; compatible longer candidates extend it. */
@@ -272,7 +276,7 @@ class Propagator {
           // A layout one user gave an operand does not spread to the operand's other users (only back to its producer).
           if (!n.tie && t < n.numOperands && st.fromUser[d]) return;
           const axes = project(st.axes[d]!, fs, n.factors, this.mesh).get(fi);
-          if (axes && axes.length) cands.push({ axes, prio: st.prio[d]!, bytes: typeBytes(v.type), order: t, from: v });
+          if (axes && axes.length) cands.push({ axes, prio: st.prio[d]!, bytes: typeBytes(v.type), order: t, from: v, dim: d });
         });
       });
       const c = choose(cands);
@@ -305,7 +309,9 @@ class Propagator {
         st.axes[d] = axes;
         st.prio[d] = src.prio;
         const label = n.tie ? `scan ${n.tie}` : `${n.op.name} ${n.factors[fs.find((f) => axesOf.has(f))!]!.label}`;
-        st.why[d] = { op: n.op, rule: label, from: src.from, level };
+        const srcWhy = this.state(src.from).why[src.dim];
+        const root = srcWhy?.annotation ?? srcWhy?.root;
+        st.why[d] = { op: n.op, rule: label, from: src.from, level, ...(root ? { root } : {}) };
         st.fromUser[d] = !n.tie && t < n.numOperands;
         changed = true;
       });
@@ -439,7 +445,7 @@ class Planner {
         n.dims[t]!.forEach((fs, d) => {
           if (!fs.includes(fi)) return;
           const axes = project(s.dims[d]!, fs, F, this.mesh).get(fi);
-          if (axes && axes.length) cands.push({ axes, prio: this.prioOf(v, d), bytes: typeBytes(v.type), order: t, from: v });
+          if (axes && axes.length) cands.push({ axes, prio: this.prioOf(v, d), bytes: typeBytes(v.type), order: t, from: v, dim: d });
         });
       });
       const c = choose(cands);
