@@ -15,7 +15,7 @@ import type { DeviceMesh } from "./mesh.ts";
 import { planShardings, shardedEmitOptions, type ShardedLowering, type ShardingOpts } from "./spmd.ts";
 import { currentTrace, Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
-import { describe as describeValue, trace, type HasType, type Traced } from "./trace.ts";
+import { describe as describeValue, paramNames, trace, type HasType, type Traced } from "./trace.ts";
 import { flatten, treeDefKey, unflatten, type Tree, type TreeDef } from "./tree.ts";
 
 export interface JitOpts {
@@ -110,7 +110,7 @@ export function donationMap(g: Graph, donatedInputs: ReadonlySet<number>): (numb
   return map;
 }
 
-function lowerTraced(t: Traced, donate: readonly number[], name: string, spmd?: { opts: ShardingOpts; made: readonly import("./annotations.ts").ShardAnnotation[]; loc: SourceLoc | undefined }): Lowered {
+function lowerTraced(t: Traced, donate: readonly number[], name: string, spmd?: { opts: ShardingOpts; made: readonly import("./annotations.ts").ShardAnnotation[]; loc: SourceLoc | undefined; argNames: readonly string[] }): Lowered {
   // Sharded programs give every user of a broadcast its own copy, to be laid out as that user needs.
   const graph = runPasses(t.graph, spmd ? [...CLEANUP_PIPELINE, unshareBroadcastsPass] : CLEANUP_PIPELINE);
   if (graph.inputs.length !== t.graph.inputs.length) throw new Error(`internal: the pipeline changed the number of inputs of ${name}`);
@@ -119,7 +119,7 @@ function lowerTraced(t: Traced, donate: readonly number[], name: string, spmd?: 
   const map = donationMap(graph, donated);
   // Donated inputs without a same-typed output are still offered to XLA (jax.buffer_donor), which may reuse them.
   const donors = graph.inputs.map((_, i) => donated.has(i) && map[i] === undefined);
-  const sharding = spmd ? planShardings(graph, t.inTree, t.outTree, spmd.opts, spmd.made, spmd.loc) : undefined;
+  const sharding = spmd ? planShardings(graph, t.inTree, t.outTree, spmd.opts, spmd.made, spmd.loc, spmd.argNames) : undefined;
   const shardOpts = sharding ? shardedEmitOptions(graph, sharding) : {};
   const stablehlo = emitStableHLO(graph, { moduleName: name, donate: map, donors, ...shardOpts });
   return { traced: t.graph, graph, stablehlo, inTree: t.inTree, outTree: t.outTree, donate: map, ...(sharding ? { sharding } : {}) };
@@ -157,7 +157,7 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
 
   const lowerArgs = (args: readonly unknown[]): Lowered => {
     const { t, made } = traceAnnotated(fn, args);
-    return lowerTraced(t, donate, name, spmdOpts ? { opts: spmdOpts, made, loc } : undefined);
+    return lowerTraced(t, donate, name, spmdOpts ? { opts: spmdOpts, made, loc, argNames: paramNames(fn, args.length) } : undefined);
   };
   const lower = (...args: unknown[]): Lowered => lowerArgs(args);
 

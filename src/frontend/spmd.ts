@@ -33,8 +33,10 @@ const isDimList = (x: unknown): x is DimSpec[] => Array.isArray(x) && x.every((d
  * Matches a spec tree against a value tree's structure: one PartitionSpec (or undefined) per leaf, in flatten order.
  * A spec at an inner node covers every leaf below it; keys the value tree lacks are errors naming the path.
  */
-export function matchSpecs(spec: unknown, def: TreeDef, path: string, what: string, loc: SourceLoc | undefined): (PartitionSpec | undefined)[] {
+export function matchSpecs(spec: unknown, def: TreeDef, path: string, what: string, loc: SourceLoc | undefined, argNames?: readonly string[]): (PartitionSpec | undefined)[] {
   const out: (PartitionSpec | undefined)[] = [];
+  // `[1].w` reads better as `params.w` when the arguments have names.
+  const show = (p: string) => (argNames ? p.replace(/^\[(\d+)\]/, (m, i: string) => argNames[Number(i)] ?? m) : p) || "(root)";
   const walk = (s: unknown, d: TreeDef, p: string): void => {
     const n = numLeaves(d);
     if (s instanceof PartitionSpec) return void out.push(...Array<PartitionSpec>(n).fill(s));
@@ -44,17 +46,17 @@ export function matchSpecs(spec: unknown, def: TreeDef, path: string, what: stri
       case "none":
         return;
       case "leaf":
-        throw new ShardingError(`${what} ${p || "(root)"}`, `expected a partition spec P(...) for this tensor, got ${describe(s)}`, loc);
+        throw new ShardingError(`${what} ${show(p)}`, `expected a partition spec P(...) for this tensor, got ${describe(s)}`, loc);
       case "array": {
-        if (!Array.isArray(s)) throw new ShardingError(`${what} ${p || "(root)"}`, `the value is an array of ${d.children.length}; the specs give ${describe(s)}`, loc);
-        if (s.length > d.children.length) throw new ShardingError(`${what} ${p || "(root)"}`, `the specs have ${s.length} entries for an array of ${d.children.length}`, loc);
+        if (!Array.isArray(s)) throw new ShardingError(`${what} ${show(p)}`, `the value is an array of ${d.children.length}; the specs give ${describe(s)}`, loc);
+        if (s.length > d.children.length) throw new ShardingError(`${what} ${show(p)}`, `the specs have ${s.length} entries for an array of ${d.children.length}`, loc);
         d.children.forEach((c, i) => walk(s[i], c, `${p}[${i}]`));
         return;
       }
       case "object": {
-        if (!isPlainObject(s)) throw new ShardingError(`${what} ${p || "(root)"}`, `the value is an object with keys ${d.keys.join(", ")}; the specs give ${describe(s)}`, loc);
+        if (!isPlainObject(s)) throw new ShardingError(`${what} ${show(p)}`, `the value is an object with keys ${d.keys.join(", ")}; the specs give ${describe(s)}`, loc);
         for (const k of Object.keys(s)) {
-          if (!d.keys.includes(k) && s[k] !== undefined) throw new ShardingError(`${what} ${p ? `${p}.${k}` : k}`, `the specs name '${k}', which the value does not have (keys: ${d.keys.join(", ")})`, loc);
+          if (!d.keys.includes(k) && s[k] !== undefined) throw new ShardingError(`${what} ${show(p ? `${p}.${k}` : k)}`, `the specs name '${k}', which the value does not have (keys: ${d.keys.join(", ")})`, loc);
         }
         d.keys.forEach((k, i) => walk(s[k], d.children[i]!, p ? `${p}.${k}` : k));
         return;
@@ -96,10 +98,10 @@ function allValues(g: Graph): Value[] {
  * Seeds from the spec trees and the shard() annotations found in `graph` (after the cleanup passes), then
  * propagation. Throws ShardingError for a spec that does not fit its value or the mesh.
  */
-export function planShardings(graph: Graph, inTree: TreeDef, outTree: TreeDef, opts: ShardingOpts, made: readonly ShardAnnotation[], loc: SourceLoc | undefined): ShardedLowering {
+export function planShardings(graph: Graph, inTree: TreeDef, outTree: TreeDef, opts: ShardingOpts, made: readonly ShardAnnotation[], loc: SourceLoc | undefined, argNames?: readonly string[]): ShardedLowering {
   const { mesh } = opts;
   if (!(mesh instanceof DeviceMesh)) throw new ShardingError("jit", "the mesh option must be a mesh({...})", loc);
-  const inSpecs = matchSpecs(opts.in, inTree, "", "argument", loc);
+  const inSpecs = matchSpecs(opts.in, inTree, "", "argument", loc, argNames);
   const outSpecs = matchSpecs(opts.out, outTree, "", "result", loc);
   const seeds = new Map<Value, Seed>();
   graph.inputs.forEach((v, i) => {

@@ -268,6 +268,18 @@ class Propagator {
     const chosen = new Map<number, Candidate>();
     n.factors.forEach((f, fi) => {
       if (f.kind === "replicate") return;
+      // A pinned result (an out spec, a shard() call) decides its factors for the op: the op computes it in place.
+      if (!n.tie) {
+        for (let t = n.numOperands; t < n.tensors.length; t++) {
+          const st = this.state(n.tensors[t]!);
+          if (!st.fixed) continue;
+          const d = n.dims[t]!.findIndex((fs) => fs.includes(fi));
+          if (d < 0) continue;
+          const axes = project(st.axes[d]!, n.dims[t]![d]!, n.factors, this.mesh).get(fi) ?? [];
+          if (axes.length && st.prio[d]! <= level) chosen.set(fi, { axes, prio: st.prio[d]!, bytes: typeBytes(st.value.type), order: t, from: st.value, dim: d });
+          return;
+        }
+      }
       const cands: Candidate[] = [];
       n.tensors.forEach((v, t) => {
         const st = this.state(v);
