@@ -80,7 +80,8 @@ function seedFor(spec: PartitionSpec, v: Value, kind: "in" | "out" | "shard", na
     throw new ShardingError(what, `the spec ${spec} has ${spec.dims.length} entr${spec.dims.length === 1 ? "y" : "ies"} but the value is ${formatType(v.type)} (rank ${rank})`, spec.loc ?? fallbackLoc);
   }
   const { sharding, priorities } = specSharding(spec, rank);
-  const loc = spec.loc ?? fallbackLoc;
+  // A shard() call is where the user pinned the value; for spec trees, where the P(...) was written.
+  const loc = kind === "shard" ? (fallbackLoc ?? spec.loc) : (spec.loc ?? fallbackLoc);
   return { sharding, priorities, source: { kind, name, ...(loc ? { loc } : {}) } };
 }
 

@@ -63,3 +63,22 @@ describe.each(MESHES.flatMap(([d, m]) => [[d, m, false], [d, m, true]] as const)
     console.log(`mesh ${data}x${model}${fsdp ? " fsdp" : ""}: worst relative error ${worst.toExponential(2)}; collective tensors predicted = XLA: ${JSON.stringify(kinds)}`);
   });
 });
+
+describe("scanned layers (the default beyond 8 layers), mesh data=2 x model=4", () => {
+  it("equals the one-device step; the loop body's collectives appear once in XLA's HLO and run once per layer", async () => {
+    if (!eightDevices) return;
+    const cs = { ...c, layers: "scan" as const };
+    const mesh = tx.mesh({ data: 2, model: 4 });
+    const step = tx.jit(makeTrainStep(cs), { mesh, ...trainStepShardings(c.llama, c.layout, mesh), donate: 0 });
+    const { lowered, executable } = await step.compile(...(trainStepSpecs(cs, BATCH, SEQ) as unknown as Args));
+    const plan = lowered.sharding!.plan;
+    const xla = collectiveTensors(executable.hloModule());
+    expect(xla.map((x) => key(x.kind, x.dtype, x.shape)).sort()).toEqual(plan.collectives.map((x) => key(x.kind, x.type.dtype, x.type.shape)).sort());
+    // Inside loops on both sides, and the same number of them.
+    expect(xla.filter((x) => !x.computation.startsWith("main")).length).toBe(plan.collectives.filter((x) => x.inLoop).length);
+    expect(plan.collectives.filter((x) => x.inLoop).every((x) => x.times === c.llama.numLayers)).toBe(true);
+    const [state, loss] = (await step(...(stepArgs(host) as Args))) as unknown as [unknown, unknown];
+    const got = await readTree({ state, loss });
+    for (const [k, ref] of reference) expect(relErr(got.get(k)!, ref), k).toBeLessThan(1e-5);
+  });
+});
