@@ -14,6 +14,8 @@ import { llamaLogits, llamaSpecs } from "../../models/llama.ts";
 import { loraSpecs } from "../../models/lora.ts";
 import { llamaWeightSpecs, loraWeightSpecs } from "../../models/sharding.ts";
 import { SHARD_LLAMA, stepConfig } from "./helpers.ts";
+import { emitStableHLO } from "../../src/backend/stablehlo/index.ts";
+import { shardedEmitOptions } from "../../src/frontend/spmd.ts";
 
 const { P, mesh } = tx;
 const sh = (...dims: string[][]): Sharding => ({ dims });
@@ -161,6 +163,46 @@ describe("propagation", () => {
     expect(moves(sh(["x"], []), sh([], ["x"]))).toEqual(["all-to-all {x} 4,8"]);
     expect(moves(sh([], []), sh(["x", "y"], []))).toEqual([]); // a local slice
     expect(moves({ dims: [["x"], []], partial: ["y"] }, sh(["x"], []))).toEqual(["all-reduce {y} 4,8"]);
+  });
+});
+
+describe("Shardy emission", () => {
+  it("annotates every argument and result and pins every op result (golden)", () => {
+    const low = megatron();
+    const text = emitStableHLO(low.graph, { ...shardedEmitOptions(low.graph, low.sharding!), locs: false });
+    expect(text).toBe(`module @tessera attributes {mhlo.num_partitions = 8 : i32, mhlo.num_replicas = 1 : i32} {
+  sdy.mesh @mesh = <["data"=2, "model"=4]>
+  func.func public @main(%arg0: tensor<32x16xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"model"}, {}]>}, %arg1: tensor<16x32xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}, {"model"}]>}, %arg2: tensor<8x16xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"data"}, {}]>}) -> (tensor<8x16xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"data"}, {}]>}) {
+    %0 = stablehlo.dot_general %arg2, %arg1, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<8x16xf32>, tensor<16x32xf32>) -> tensor<8x32xf32>
+    %1 = sdy.sharding_constraint %0 <@mesh, [{"data"}, {"model"}]> : tensor<8x32xf32>
+    %2 = stablehlo.tanh %1 : tensor<8x32xf32>
+    %3 = sdy.sharding_constraint %2 <@mesh, [{"data"}, {"model"}]> : tensor<8x32xf32>
+    %4 = stablehlo.dot_general %3, %arg0, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<8x32xf32>, tensor<32x16xf32>) -> tensor<8x16xf32>
+    %5 = sdy.sharding_constraint %4 <@mesh, [{"data"}, {}]> : tensor<8x16xf32>
+    return %5 : tensor<8x16xf32>
+  }
+}
+`);
+  });
+
+  it("states reshards explicitly: an operand moved right before its op, a sum pinned where it is computed, then sliced", () => {
+    const f = tx.jit((x: tx.Tensor, w: tx.Tensor, dy: tx.Tensor) => [x.matmul(w), tx.dotGeneral(x, dy, { lhsContract: [0], rhsContract: [0] })], {
+      mesh: mesh({ d: 4 }),
+      in: [P("d", null), P({ axes: "d", priority: 1 }, null), P("d", null)],
+      out: [P("d", null), P("d", null)],
+    });
+    const low = f.lower(tx.spec("f32", [8, 64]), tx.spec("f32", [64, 64]), tx.spec("f32", [8, 16]));
+    const text = emitStableHLO(low.graph, { ...shardedEmitOptions(low.graph, low.sharding!), locs: false });
+    const body = text.split("\n").slice(3, -4).map((l) => l.trim());
+    expect(body).toEqual([
+      '%0 = sdy.sharding_constraint %arg1 <@mesh, [{}, {}]> : tensor<64x64xf32>', // FSDP weight gathered for this matmul only
+      "%1 = stablehlo.dot_general %arg0, %0, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<8x64xf32>, tensor<64x64xf32>) -> tensor<8x64xf32>",
+      '%2 = sdy.sharding_constraint %1 <@mesh, [{"d"}, {}]> : tensor<8x64xf32>',
+      "%3 = stablehlo.dot_general %arg0, %arg2, contracting_dims = [0] x [0], precision = [DEFAULT, DEFAULT] : (tensor<8x64xf32>, tensor<8x16xf32>) -> tensor<64x16xf32>",
+      '%4 = sdy.sharding_constraint %3 <@mesh, [{}, {}]> : tensor<64x16xf32>', // summed over d here (all-reduce)...
+      '%5 = sdy.sharding_constraint %4 <@mesh, [{"d"}, {}]> : tensor<64x16xf32>', // ...then sliced
+    ]);
+    expect(low.sharding!.plan.collectives.map((c) => `${c.kind} ${c.role} ${c.type.shape}`)).toEqual(["all-gather operand 1 64,64", "all-reduce result 64,16"]);
   });
 });
 
