@@ -18,6 +18,9 @@
 //   scan(f, init, xs, { length, reverse })         one IR scan op; closed-over tensors become loop constants
 //   optimizationBarrier(tree)
 // Data. array(values | TypedArray, { dtype, shape }) -> DeviceArray; await a.toArray() / a.item(); a.dispose().
+// Devices. jit(fn, { mesh: mesh({ data: 2, model: 4 }), in: [P("data", null), ...], out }) runs SPMD over a mesh;
+// shard(x, P(...)) pins an intermediate; array(data, { mesh, spec }) and put(a, mesh, spec) make sharded arrays
+// (docs/sharding.md).
 // Trees. Plain objects and arrays of tensors; keys flatten in sorted order; graph inputs are named by the
 // function's parameter names plus paths (`params.layers[0].wq`). treeFlatten/treeUnflatten/treeMap/treeLeaves.
 // Promotion (src/frontend/ops/elementwise.ts). Tensor operands of one op must share a dtype (no implicit

@@ -9,7 +9,7 @@ import { unshareBroadcastsPass } from "../passes/unshare_broadcasts.ts";
 import { array, defaultClient, DeviceArray, meshDevices } from "./array.ts";
 import { ShardedBuffer } from "../backend/runtime/index.ts";
 import type { SourceLoc } from "../ir/types.ts";
-import { annotationMark, annotationsSince } from "./annotations.ts";
+import { annotationMark, annotationsSince, type ShardAnnotation } from "./annotations.ts";
 import { userLoc } from "./loc.ts";
 import type { DeviceMesh } from "./mesh.ts";
 import { planShardings, shardedEmitOptions, type ShardedLowering, type ShardingOpts } from "./spmd.ts";
@@ -110,7 +110,7 @@ export function donationMap(g: Graph, donatedInputs: ReadonlySet<number>): (numb
   return map;
 }
 
-function lowerTraced(t: Traced, donate: readonly number[], name: string, spmd?: { opts: ShardingOpts; made: readonly import("./annotations.ts").ShardAnnotation[]; loc: SourceLoc | undefined; argNames: readonly string[] }): Lowered {
+function lowerTraced(t: Traced, donate: readonly number[], name: string, spmd?: { opts: ShardingOpts; made: readonly ShardAnnotation[]; loc: SourceLoc | undefined; argNames: readonly string[] }): Lowered {
   // Sharded programs give every user of a broadcast its own copy, to be laid out as that user needs.
   const graph = runPasses(t.graph, spmd ? [...CLEANUP_PIPELINE, unshareBroadcastsPass] : CLEANUP_PIPELINE);
   if (graph.inputs.length !== t.graph.inputs.length) throw new Error(`internal: the pipeline changed the number of inputs of ${name}`);
@@ -126,7 +126,7 @@ function lowerTraced(t: Traced, donate: readonly number[], name: string, spmd?: 
 }
 
 /** Traces `fn`, collecting the shard() annotations the trace makes. */
-function traceAnnotated(fn: (...args: any[]) => unknown, args: readonly unknown[]): { t: Traced; made: import("./annotations.ts").ShardAnnotation[] } {
+function traceAnnotated(fn: (...args: any[]) => unknown, args: readonly unknown[]): { t: Traced; made: ShardAnnotation[] } {
   const mark = annotationMark();
   try {
     const t = trace(fn, args);

@@ -1,7 +1,7 @@
 // Meshes, specs, factor rules, propagation and predicted collectives, without a device: the pure tier of sharding.
 import { describe, expect, it } from "vitest";
 import { tx } from "tessera";
-import { checkSharding, hloShardingText, localShape, makeMesh, shardBox, ShardingError, type Sharding } from "../../src/ir/sharding.ts";
+import { checkSharding, hloShardingText, localShape, makeMesh, shardBox, type Sharding } from "../../src/ir/sharding.ts";
 import { opFactors, reshapeFactors } from "../../src/ir/sharding_rules.ts";
 import { GraphBuilder } from "../../src/ir/graph.ts";
 import { tensorType } from "../../src/ir/types.ts";
