@@ -26,7 +26,7 @@ function shardings(c: Compiled, meshText: string | undefined, made: Parameters<t
   let mesh = c.entry.mesh;
   if (meshText !== undefined) {
     try {
-      mesh = new DeviceMesh(parseMeshText(meshText), {}, undefined);
+      mesh = new DeviceMesh(parseMeshText(meshText), {}, null);
     } catch (e) {
       throw new UsageError(`--mesh: ${e instanceof Error ? e.message.replace(/^sharding: /, "") : String(e)}`, "inspect");
     }

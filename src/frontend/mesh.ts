@@ -14,7 +14,9 @@ export class DeviceMesh implements Mesh {
   /** Where the user created the mesh, for errors about it. */
   readonly loc: SourceLoc | undefined;
 
-  constructor(axes: Readonly<Record<string, number>> | readonly MeshAxis[], opts: { devices?: readonly number[] } = {}, loc: SourceLoc | undefined = userLoc()) {
+  /** `loc`: where the mesh was written (default: the caller's line); null when it comes from no source line. */
+  constructor(axes: Readonly<Record<string, number>> | readonly MeshAxis[], opts: { devices?: readonly number[] } = {}, where: SourceLoc | null | undefined = userLoc()) {
+    const loc = where ?? undefined;
     this.loc = loc;
     this.axes = makeMesh(axes, loc).axes;
     const size = this.size;
