@@ -4,7 +4,7 @@ import { HfCheckpoint } from "../src/formats/hf_checkpoint.ts";
 import { LINEAR_PATH, type LlamaConfig, type LlamaLinear } from "../src/formats/hf_config.ts";
 import { FormatError } from "../src/formats/errors.ts";
 import { LINEARS, llamaShapes, type LlamaLayers, type LlamaWeights } from "./llama.ts";
-import { mulberry32 } from "./lora.ts";
+import { mulberry32, normalSamples } from "../src/host/random.ts";
 
 export type WeightDType = "F32" | "BF16" | "F16";
 
@@ -114,14 +114,7 @@ export function randomLlamaWeights(cfg: LlamaConfig, opts: { seed?: number; dtyp
   const std = opts.std ?? 0.02;
   const dtype = opts.dtype ?? "F32";
   const normal = (shape: number[]) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const v = new Float32Array(n);
-    for (let i = 0; i < n; i += 2) {
-      const r = Math.sqrt(-2 * Math.log(1 - rand())) * std, th = 2 * Math.PI * rand();
-      v[i] = r * Math.cos(th);
-      if (i + 1 < n) v[i + 1] = r * Math.sin(th);
-    }
-    return fromFloat32(v, shape, dtype);
+    return fromFloat32(normalSamples(rand, shape.reduce((a, b) => a * b, 1), std), shape, dtype);
   };
   const ones = (shape: number[]) => fromFloat32(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1), shape, dtype);
   const s = llamaShapes(cfg);

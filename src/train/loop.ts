@@ -3,7 +3,7 @@ import { array, jit, type DeviceArray } from "../index.ts";
 import { fromFloat32, type HostTensor } from "../formats/dtypes.ts";
 import { loadAdapter, saveAdapter, type LoraConfig } from "../formats/peft.ts";
 import { initLora, loraFromAdapter, loraLayout, loraToAdapter, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
-import { mulberry32 } from "../host/random.ts";
+import { mulberry32, normalSamples } from "../host/random.ts";
 import { LINEARS, llamaShapes, type LlamaWeights } from "../../models/llama.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
@@ -148,14 +148,7 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
 export function builtinBaseWeights(cfg: LlamaConfig, seed: number, dtype: "F32" | "BF16" = "F32"): LlamaWeights<HostTensor> {
   const rand = mulberry32(seed);
   const normal = (shape: number[], std: number): HostTensor => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const v = new Float32Array(n);
-    for (let i = 0; i < n; i += 2) {
-      const r = Math.sqrt(-2 * Math.log(1 - rand())) * std, th = 2 * Math.PI * rand();
-      v[i] = r * Math.cos(th);
-      if (i + 1 < n) v[i + 1] = r * Math.sin(th);
-    }
-    return fromFloat32(v, shape, dtype);
+    return fromFloat32(normalSamples(rand, shape.reduce((a, b) => a * b, 1), std), shape, dtype);
   };
   const ones = (shape: number[]) => fromFloat32(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1), shape, dtype);
   const s = llamaShapes(cfg);
