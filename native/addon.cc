@@ -131,7 +131,7 @@ TESSERA_DESTROY(PJRT_Client, PJRT_Client_Destroy, client)
 // ------------------------------------------------------------------------------------- values
 
 // How a rejected value reads in an error: numbers and BigInts as JS prints them, others by type.
-static std::string Describe(napi_env env, napi_value v) {
+static std::string DescribeValue(napi_env env, napi_value v) {
   napi_valuetype t = napi_undefined;
   if (v == nullptr || napi_typeof(env, v, &t) != napi_ok) return "an unreadable value";
   switch (t) {
@@ -162,7 +162,7 @@ static std::string Describe(napi_env env, napi_value v) {
 }
 
 static bool Refuse(napi_env env, napi_value v, const char* op, const std::string& name, const std::string& expected) {
-  ThrowTypeError(env, op, name + " must be " + expected + ", got " + Describe(env, v));
+  ThrowTypeError(env, op, name + " must be " + expected + ", got " + DescribeValue(env, v));
   return false;
 }
 
