@@ -33,42 +33,20 @@ static int64_t ElementBytes(int64_t type) {
   }
 }
 
-static bool GetTypedArray(napi_env env, napi_value v, void** data, size_t* bytes) {
-  bool is_ta = false;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return false;
-  napi_typedarray_type type;
-  size_t length = 0, offset = 0;
-  napi_value ab;
-  if (napi_get_typedarray_info(env, v, &type, &length, data, &ab, &offset) != napi_ok) return false;
-  size_t width = 1;
-  switch (type) {
-    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: width = 1; break;
-    case napi_int16_array: case napi_uint16_array: width = 2; break;
-    case napi_int32_array: case napi_uint32_array: case napi_float32_array: width = 4; break;
-    default: width = 8; break;  // float64, bigint64, biguint64
-  }
-  *bytes = length * width;
-  return true;
-}
-
-static void DestroyEvent(const PJRT_Api* api, PJRT_Event* ev) {
-  if (ev == nullptr || !TESSERA_HAS(api, PJRT_Event_Destroy)) return;
-  Args<PJRT_Event_Destroy_Args> d;
-  d->event = ev;
-  PJRT_Error* err = api->PJRT_Event_Destroy(d.get());
-  if (err != nullptr) TakeError(api, err, "PJRT_Event_Destroy");
-}
-
 static bool EventIsReady(const PJRT_Api* api, PJRT_Event* ev) {
-  if (!TESSERA_HAS(api, PJRT_Event_IsReady)) return false;
   Args<PJRT_Event_IsReady_Args> a;
   a->event = ev;
-  PJRT_Error* err = api->PJRT_Event_IsReady(a.get());
-  if (err != nullptr) {
-    TakeError(api, err, "PJRT_Event_IsReady");
-    return false;
-  }
-  return a->is_ready;
+  Failure ignored;  // not knowing counts as not ready: the caller then waits
+  return TESSERA_CALL(api, PJRT_Event_IsReady, a.get(), ignored) && a->is_ready;
+}
+
+// Blocks until `ev` fires: only on error paths, where returning would let JS free memory PJRT still uses.
+static void AwaitEvent(const PJRT_Api* api, PJRT_Event* ev) {
+  if (ev == nullptr) return;
+  Args<PJRT_Event_Await_Args> a;
+  a->event = ev;
+  Failure ignored;  // the caller is already reporting a failure
+  TESSERA_CALL(api, PJRT_Event_Await, a.get(), ignored);
 }
 
 // bufferFromHost(client, deviceIndex, data: TypedArray, type: number, dims: number[], keepHost: boolean)
@@ -76,171 +54,149 @@ static bool EventIsReady(const PJRT_Api* api, PJRT_Event* ev) {
 //   PJRT signals done_with_host_buffer (the transfer may still run after return); otherwise
 //   kImmutableOnlyDuringCall (PJRT copies before returning).
 static napi_value BufferFromHost(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Client* c = argc >= 1 ? UnwrapClient(env, argv[0]) : nullptr;
-  if (c == nullptr) return nullptr;
-  int64_t dev = -1, type = 0;
+  JsArgs args(env, info, "bufferFromHost");
+  Client* c = args.Get<Client>(0, "client");
+  size_t dev = 0;
+  int64_t type = 0;
   void* data = nullptr;
   size_t bytes = 0;
   std::vector<int64_t> dims;
   bool keep_host = false;
-  if (argc < 6 || !GetInt64(env, argv[1], &dev) || !GetTypedArray(env, argv[2], &data, &bytes) ||
-      !GetInt64(env, argv[3], &type) || !GetInt64Array(env, argv[4], &dims) || !GetBool(env, argv[5], &keep_host)) {
-    ThrowMessage(env, "bufferFromHost", "expected (client, deviceIndex, TypedArray, type, dims, keepHost)");
+  if (c == nullptr || !args.Index(1, "deviceIndex", c->devices.size(), &dev) ||
+      !args.TypedArray(2, "data", &data, &bytes) || !args.Int64(3, "type", &type) || !args.Int64Array(4, "dims", &dims) ||
+      !args.Bool(5, "keepHost", &keep_host))
     return nullptr;
-  }
-  if (dev < 0 || dev >= static_cast<int64_t>(c->devices.size())) {
-    ThrowMessage(env, "bufferFromHost", "device index out of range");
-    return nullptr;
-  }
   int64_t width = ElementBytes(type), count = 1;
-  for (int64_t d : dims) {
-    if (d < 0) width = 0;
-    count *= d;
-  }
   if (width == 0) {
-    ThrowMessage(env, "bufferFromHost", "unsupported element type or negative dimension");
+    ThrowMessage(env, args.op(), "unsupported element type " + std::to_string(type));
     return nullptr;
   }
-  if (static_cast<uint64_t>(count * width) != bytes) {
-    ThrowMessage(env, "bufferFromHost", "data holds " + std::to_string(bytes) + " bytes, shape needs " +
-                                            std::to_string(count * width));
+  for (size_t i = 0; i < dims.size(); i++) {
+    if (dims[i] < 0 || __builtin_mul_overflow(count, dims[i], &count)) {
+      ThrowMessage(env, args.op(), "dims[" + std::to_string(i) + "] = " + std::to_string(dims[i]) +
+                                       " is negative or makes the element count overflow");
+      return nullptr;
+    }
+  }
+  int64_t needed = 0;
+  bool overflow = __builtin_mul_overflow(count, width, &needed);
+  if (overflow || static_cast<uint64_t>(needed) != bytes) {
+    ThrowMessage(env, args.op(), "data holds " + std::to_string(bytes) + " bytes, shape needs " +
+                                     (overflow ? std::string("more than 2^63") : std::to_string(needed)));
     return nullptr;
   }
   static const uint64_t kEmpty = 0;
   Args<PJRT_Client_BufferFromHostBuffer_Args> a;
-  a->client = c->client;
+  a->client = c->client.get();
   a->data = data != nullptr ? data : &kEmpty;
   a->type = static_cast<PJRT_Buffer_Type>(type);
   a->dims = dims.empty() ? nullptr : dims.data();
   a->num_dims = dims.size();
   a->host_buffer_semantics = keep_host ? PJRT_HostBufferSemantics_kImmutableUntilTransferCompletes
                                        : PJRT_HostBufferSemantics_kImmutableOnlyDuringCall;
-  a->device = c->devices[static_cast<size_t>(dev)];
+  a->device = c->devices[dev];
   Failure f;
   if (!TESSERA_CALL(c->api, PJRT_Client_BufferFromHostBuffer, a.get(), f)) return ThrowFailure(env, f), nullptr;
+  auto buffer = std::make_unique<Buffer>(c->api, a->buffer);
+  buffer->external_bytes = static_cast<int64_t>(bytes);
 
-  PJRT_Event* done = a->done_with_host_buffer;
-  if (done != nullptr) {
-    if (!keep_host || EventIsReady(c->api, done)) {
-      DestroyEvent(c->api, done);
-    } else {
-      auto* w = new EventWait();
-      w->api = c->api;
-      w->event = done;
-      w->op = "done_with_host_buffer";
-      napi_create_reference(env, argv[2], 1, &w->keep);
-      w->host_hold = true;
-      g_host_holds.fetch_add(1);
-      WaitForEvent(env, w);  // releases the reference (and the event) when the plugin is done
+  PjrtPtr<PJRT_Event> done = Own(c->api, a->done_with_host_buffer);
+  if (done != nullptr && keep_host && !EventIsReady(c->api, done.get())) {
+    auto w = std::make_unique<EventWait>();
+    w->api = c->api;
+    w->event = std::move(done);
+    w->op = "done_with_host_buffer";
+    if (!NAPI_CHECK(env, napi_create_reference(env, args[2], 1, &w->keep))) {
+      AwaitEvent(c->api, w->event.get());  // unreferenced, the array could be freed mid-transfer
+      return nullptr;
     }
+    w->host_hold = true;
+    g_host_holds.fetch_add(1);
+    WaitForEvent(env, w.release());  // releases the reference (and the event) when the plugin is done
   }
-  return WrapBuffer(env, new Buffer(c->api, a->buffer, static_cast<int64_t>(bytes)));
-}
-
-static Buffer* LiveBuffer(napi_env env, napi_value v, const char* op) {
-  Buffer* b = UnwrapBuffer(env, v);
-  if (b != nullptr && b->buffer == nullptr) {
-    ThrowMessage(env, op, "buffer has been disposed");
-    return nullptr;
-  }
-  return b;
+  return WrapBuffer(env, buffer.release());
 }
 
 // bufferToHost(buffer, dst: TypedArray) -> Promise<void>; dst is referenced until the copy is done.
 static napi_value BufferToHost(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Buffer* b = argc >= 1 ? LiveBuffer(env, argv[0], "bufferToHost") : nullptr;
-  if (b == nullptr) return nullptr;
+  JsArgs args(env, info, "bufferToHost");
+  Buffer* b = args.GetLive<Buffer>(0, "buffer");
   void* data = nullptr;
   size_t bytes = 0;
-  if (argc < 2 || !GetTypedArray(env, argv[1], &data, &bytes)) {
-    ThrowMessage(env, "bufferToHost", "expected a destination TypedArray");
-    return nullptr;
-  }
+  if (b == nullptr || !args.TypedArray(1, "dst", &data, &bytes)) return nullptr;
   static uint64_t sink = 0;
   Args<PJRT_Buffer_ToHostBuffer_Args> a;
-  a->src = b->buffer;
+  a->src = b->ptr.get();
   a->dst = data != nullptr ? data : &sink;
   a->dst_size = bytes;
   Failure f;
   if (!TESSERA_CALL(b->api, PJRT_Buffer_ToHostBuffer, a.get(), f)) return ThrowFailure(env, f), nullptr;
-  napi_value promise;
-  auto* w = new EventWait();
+  auto w = std::make_unique<EventWait>();
   w->api = b->api;
-  w->event = a->event;
+  w->event = Own(b->api, a->event);
   w->op = "PJRT_Buffer_ToHostBuffer";
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_reference(env, argv[1], 1, &w->keep);
-  WaitForEvent(env, w);
+  napi_value promise = nullptr;
+  if (!NAPI_CHECK(env, napi_create_promise(env, &w->deferred, &promise)) ||
+      !NAPI_CHECK(env, napi_create_reference(env, args[1], 1, &w->keep))) {
+    AwaitEvent(b->api, w->event.get());  // the copy is under way into memory JS could free
+    return nullptr;
+  }
+  WaitForEvent(env, w.release());
   return promise;
 }
 
 // bufferReady(buffer) -> Promise<void>: settles when the buffer's data is computed (or failed).
 static napi_value BufferReady(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Buffer* b = argc >= 1 ? LiveBuffer(env, argv[0], "bufferReady") : nullptr;
+  JsArgs args(env, info, "bufferReady");
+  Buffer* b = args.GetLive<Buffer>(0, "buffer");
   if (b == nullptr) return nullptr;
   Args<PJRT_Buffer_ReadyEvent_Args> a;
-  a->buffer = b->buffer;
+  a->buffer = b->ptr.get();
   Failure f;
   if (!TESSERA_CALL(b->api, PJRT_Buffer_ReadyEvent, a.get(), f)) return ThrowFailure(env, f), nullptr;
-  napi_value promise;
-  auto* w = new EventWait();
+  auto w = std::make_unique<EventWait>();
   w->api = b->api;
-  w->event = a->event;
+  w->event = Own(b->api, a->event);
   w->op = "PJRT_Buffer_ReadyEvent";
-  napi_create_promise(env, &w->deferred, &promise);
-  WaitForEvent(env, w);
+  napi_value promise = nullptr;
+  if (!NAPI_CHECK(env, napi_create_promise(env, &w->deferred, &promise))) return nullptr;
+  WaitForEvent(env, w.release());
   return promise;
 }
 
 // bufferDestroy(buffer): frees the device memory now (deferred by PJRT past pending uses). Idempotent.
 static napi_value BufferDestroy(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Buffer* b = argc >= 1 ? UnwrapBuffer(env, argv[0]) : nullptr;
-  if (b == nullptr) return nullptr;
-  DestroyBuffer(b, env);
+  JsArgs args(env, info, "bufferDestroy");
+  Buffer* b = args.Get<Buffer>(0, "buffer");
+  if (b != nullptr) b->Destroy(env);
   return nullptr;
 }
 
 // bufferInfo(buffer) -> { type, dims, onDeviceBytes, deleted }
 static napi_value BufferInfo(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Buffer* b = argc >= 1 ? LiveBuffer(env, argv[0], "bufferInfo") : nullptr;
+  JsArgs args(env, info, "bufferInfo");
+  Buffer* b = args.GetLive<Buffer>(0, "buffer");
   if (b == nullptr) return nullptr;
   const PJRT_Api* api = b->api;
   Failure f;
-  napi_value out, dims, deleted;
-  napi_create_object(env, &out);
+  napi_value out = MakeObject(env);
   Args<PJRT_Buffer_IsDeleted_Args> del;
-  del->buffer = b->buffer;
+  del->buffer = b->ptr.get();
   if (!TESSERA_CALL(api, PJRT_Buffer_IsDeleted, del.get(), f)) return ThrowFailure(env, f), nullptr;
-  napi_get_boolean(env, del->is_deleted, &deleted);
-  SetProp(env, out, "deleted", deleted);
+  SetProp(env, out, "deleted", MakeBool(env, del->is_deleted));
   if (del->is_deleted) return out;
   Args<PJRT_Buffer_ElementType_Args> t;
-  t->buffer = b->buffer;
+  t->buffer = b->ptr.get();
   if (!TESSERA_CALL(api, PJRT_Buffer_ElementType, t.get(), f)) return ThrowFailure(env, f), nullptr;
   SetProp(env, out, "type", MakeInt64(env, t->type));
   Args<PJRT_Buffer_Dimensions_Args> d;
-  d->buffer = b->buffer;
+  d->buffer = b->ptr.get();
   if (!TESSERA_CALL(api, PJRT_Buffer_Dimensions, d.get(), f)) return ThrowFailure(env, f), nullptr;
-  napi_create_array_with_length(env, d->num_dims, &dims);
-  for (size_t i = 0; i < d->num_dims; i++) napi_set_element(env, dims, i, MakeInt64(env, d->dims[i]));
+  napi_value dims = MakeArray(env, d->num_dims);
+  for (size_t i = 0; i < d->num_dims; i++) SetElement(env, dims, i, MakeInt64(env, d->dims[i]));
   SetProp(env, out, "dims", dims);
   Args<PJRT_Buffer_OnDeviceSizeInBytes_Args> s;
-  s->buffer = b->buffer;
+  s->buffer = b->ptr.get();
   if (TESSERA_CALL(api, PJRT_Buffer_OnDeviceSizeInBytes, s.get(), f))
     SetProp(env, out, "onDeviceBytes", MakeInt64(env, static_cast<int64_t>(s->on_device_size_in_bytes)));
   return out;
@@ -248,30 +204,26 @@ static napi_value BufferInfo(napi_env env, napi_callback_info info) {
 
 // bufferCopyToDevice(buffer, client, deviceIndex) -> new buffer handle on that device.
 static napi_value BufferCopyToDevice(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Buffer* b = argc >= 1 ? LiveBuffer(env, argv[0], "bufferCopyToDevice") : nullptr;
-  Client* c = b != nullptr && argc >= 2 ? UnwrapClient(env, argv[1]) : nullptr;
-  if (c == nullptr) return nullptr;
-  int64_t dev = -1;
-  if (argc < 3 || !GetInt64(env, argv[2], &dev) || dev < 0 || dev >= static_cast<int64_t>(c->devices.size())) {
-    ThrowMessage(env, "bufferCopyToDevice", "device index out of range");
-    return nullptr;
-  }
+  JsArgs args(env, info, "bufferCopyToDevice");
+  Buffer* b = args.GetLive<Buffer>(0, "buffer");
+  Client* c = b != nullptr ? args.Get<Client>(1, "client") : nullptr;
+  size_t dev = 0;
+  if (c == nullptr || !args.Index(2, "deviceIndex", c->devices.size(), &dev)) return nullptr;
   Args<PJRT_Buffer_CopyToDevice_Args> a;
-  a->buffer = b->buffer;
-  a->dst_device = c->devices[static_cast<size_t>(dev)];
+  a->buffer = b->ptr.get();
+  a->dst_device = c->devices[dev];
   Failure f;
   if (!TESSERA_CALL(b->api, PJRT_Buffer_CopyToDevice, a.get(), f)) return ThrowFailure(env, f), nullptr;
-  return WrapBuffer(env, new Buffer(b->api, a->dst_buffer, b->bytes));
+  auto copy = std::make_unique<Buffer>(b->api, a->dst_buffer);
+  copy->external_bytes = b->external_bytes;
+  return WrapBuffer(env, copy.release());
 }
 
 static void FreeHostBlock(napi_env env, void* data, void* hint) {
   int64_t bytes = static_cast<int64_t>(reinterpret_cast<uintptr_t>(hint));
   std::free(data);
   int64_t now = 0;
-  if (env != nullptr) napi_adjust_external_memory(env, -bytes, &now);
+  if (env != nullptr) napi_adjust_external_memory(env, -bytes, &now);  // unchecked: a finalizer must not throw
 }
 
 // allocHostBlock(bytes) -> ArrayBuffer | null: uninitialized host memory for a download, 2 MiB
@@ -279,40 +231,36 @@ static void FreeHostBlock(napi_env env, void* data, void* hint) {
 // fresh destination costs a few hundred page faults instead of one per 4 KiB. null where the
 // runtime forbids external ArrayBuffers (a V8 sandbox): the caller then allocates normally.
 static napi_value AllocHostBlock(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  JsArgs args(env, info, "allocHostBlock");
   int64_t bytes = 0;
-  if (argc < 1 || !GetInt64(env, argv[0], &bytes) || bytes <= 0) {
-    ThrowMessage(env, "allocHostBlock", "expected a positive byte count");
+  if (!args.Int64(0, "bytes", &bytes)) return nullptr;
+  if (bytes <= 0) {
+    ThrowMessage(env, args.op(), "expected a positive byte count, got " + std::to_string(bytes));
     return nullptr;
   }
   constexpr size_t kHuge = 2u << 20;
   size_t size = (static_cast<size_t>(bytes) + kHuge - 1) / kHuge * kHuge;
   void* data = nullptr;
-  if (posix_memalign(&data, kHuge, size) != 0 || data == nullptr) {
-    ThrowMessage(env, "allocHostBlock", "out of host memory for " + std::to_string(bytes) + " bytes");
+  if (size < static_cast<size_t>(bytes) || posix_memalign(&data, kHuge, size) != 0 || data == nullptr) {
+    ThrowMessage(env, args.op(), "out of host memory for " + std::to_string(bytes) + " bytes");
     return nullptr;
   }
 #ifdef MADV_HUGEPAGE
-  madvise(data, size, MADV_HUGEPAGE);
+  madvise(data, size, MADV_HUGEPAGE);  // advice only: a failure changes nothing
 #endif
-  napi_value ab;
+  napi_value ab = nullptr;
   if (napi_create_external_arraybuffer(env, data, static_cast<size_t>(bytes), FreeHostBlock,
                                        reinterpret_cast<void*>(static_cast<uintptr_t>(size)), &ab) != napi_ok) {
+    // Expected under a V8 sandbox, so not an error: clear what it threw and answer null.
     std::free(data);
     bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value ignored;
-      napi_get_and_clear_last_exception(env, &ignored);
-    }
-    napi_value null;
-    napi_get_null(env, &null);
-    return null;
+    napi_value ignored = nullptr;
+    if (NAPI_CHECK(env, napi_is_exception_pending(env, &pending)) && pending)
+      NAPI_CHECK(env, napi_get_and_clear_last_exception(env, &ignored));
+    return Null(env);
   }
   int64_t now = 0;
-  napi_adjust_external_memory(env, static_cast<int64_t>(size), &now);
+  NAPI_CHECK(env, napi_adjust_external_memory(env, static_cast<int64_t>(size), &now));
   return ab;
 }
 

@@ -33,38 +33,29 @@ static std::mutex g_plugins_mu;
 static std::map<const PJRT_Api*, Plugin*>* g_plugins = new std::map<const PJRT_Api*, Plugin*>();  // never freed
 
 static napi_value NamedValueToJs(napi_env env, const PJRT_NamedValue& v) {
-  napi_value r = nullptr;
   switch (v.type) {
     case PJRT_NamedValue_kString:
       return MakeString(env, v.string_value, v.value_size);
     case PJRT_NamedValue_kInt64:
       return MakeInt64(env, v.int64_value);
     case PJRT_NamedValue_kInt64List: {
-      napi_create_array_with_length(env, v.value_size, &r);
-      for (size_t i = 0; i < v.value_size; i++) napi_set_element(env, r, i, MakeInt64(env, v.int64_array_value[i]));
+      napi_value r = MakeArray(env, v.value_size);
+      for (size_t i = 0; i < v.value_size; i++) SetElement(env, r, i, MakeInt64(env, v.int64_array_value[i]));
       return r;
     }
     case PJRT_NamedValue_kFloat:
-      napi_create_double(env, v.float_value, &r);
-      return r;
+      return MakeDouble(env, v.float_value);
     case PJRT_NamedValue_kBool:
-      napi_get_boolean(env, v.bool_value, &r);
-      return r;
+      return MakeBool(env, v.bool_value);
   }
-  napi_get_undefined(env, &r);
-  return r;
+  return Undefined(env);
 }
 
 // loadPlugin(path) -> { handle, path, apiMajor, apiMinor, apiStructSize, attributes, slots }
 static napi_value LoadPlugin(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  JsArgs args(env, info, "loadPlugin");
   std::string path;
-  if (argc < 1 || !GetString(env, argv[0], &path)) {
-    ThrowMessage(env, "loadPlugin", "expected a path");
-    return nullptr;
-  }
+  if (!args.String(0, "path", &path)) return nullptr;
   Plugin* plugin = nullptr;
   {
     std::lock_guard<std::mutex> lock(g_plugins_mu);
@@ -110,36 +101,31 @@ static napi_value LoadPlugin(napi_env env, napi_callback_info info) {
   }
 
   const PJRT_Api* api = plugin->api;
-  napi_value out, attrs, slots;
-  napi_create_object(env, &out);
+  napi_value out = MakeObject(env);
   SetProp(env, out, "handle", WrapPlugin(env, plugin));
   SetProp(env, out, "path", MakeString(env, plugin->path.data(), plugin->path.size()));
   SetProp(env, out, "apiMajor", MakeInt64(env, api->pjrt_api_version.major_version));
   SetProp(env, out, "apiMinor", MakeInt64(env, api->pjrt_api_version.minor_version));
   SetProp(env, out, "apiStructSize", MakeInt64(env, static_cast<int64_t>(api->struct_size)));
 
-  napi_create_array(env, &attrs);
+  napi_value attrs = MakeArray(env, 0);
   if (TESSERA_HAS(api, PJRT_Plugin_Attributes)) {
     Args<PJRT_Plugin_Attributes_Args> a;
     Failure f;
     if (TESSERA_CALL(api, PJRT_Plugin_Attributes, a.get(), f)) {
       for (size_t i = 0; i < a->num_attributes; i++) {
         const PJRT_NamedValue& v = a->attributes[i];
-        napi_value pair;
-        napi_create_object(env, &pair);
+        napi_value pair = MakeObject(env);
         SetProp(env, pair, "name", MakeString(env, v.name, v.name_size));
         SetProp(env, pair, "value", NamedValueToJs(env, v));
-        napi_set_element(env, attrs, i, pair);
+        SetElement(env, attrs, i, pair);
       }
     }
   }
   SetProp(env, out, "attributes", attrs);
 
-  napi_create_object(env, &slots);
-  napi_value b;
-#define TESSERA_SLOT_PROP(fn)                  \
-  napi_get_boolean(env, TESSERA_HAS(api, fn), &b); \
-  SetProp(env, slots, #fn, b);
+  napi_value slots = MakeObject(env);
+#define TESSERA_SLOT_PROP(fn) SetProp(env, slots, #fn, MakeBool(env, TESSERA_HAS(api, fn)));
   TESSERA_SLOTS(TESSERA_SLOT_PROP)
 #undef TESSERA_SLOT_PROP
   SetProp(env, out, "slots", slots);
@@ -153,89 +139,92 @@ struct CreateClientJob : Job {
   std::vector<std::string> names, strings;
   std::vector<std::vector<int64_t>> lists;
   std::vector<PJRT_NamedValue> values;
-  Client* client = nullptr;
+  std::unique_ptr<Client> client;  // its PJRT client is destroyed with it unless Finish hands it to JS
 
   void Run() override {
     Args<PJRT_Client_Create_Args> a;
     a->create_options = values.empty() ? nullptr : values.data();
     a->num_options = values.size();
     if (!TESSERA_CALL(api, PJRT_Client_Create, a.get(), failure)) return;
-    client = new Client(api, a->client);
+    client = std::make_unique<Client>(api, a->client);
     Args<PJRT_Client_AddressableDevices_Args> d;
-    d->client = client->client;
+    d->client = client->client.get();
     if (!TESSERA_CALL(api, PJRT_Client_AddressableDevices, d.get(), failure)) return;
     client->devices.assign(d->addressable_devices, d->addressable_devices + d->num_addressable_devices);
   }
   napi_value Finish(napi_env env) override {
-    Client* c = client;
-    client = nullptr;
-    return WrapClient(env, c);  // clients live for the process, as their plugin does
-  }
-  void Cleanup(napi_env) override {
-    delete client;  // only when Run failed after creating (the PJRT client then leaks, rarely)
+    return WrapClient(env, client.release());  // clients live for the process, as their plugin does
   }
 };
 
+// Reads options[i] = {name, type, value} into job->values[i] (a PJRT_NamedValue pointing into the job's strings).
+static bool ReadCreateOption(napi_env env, napi_value options, uint32_t i, CreateClientJob* job) {
+  const char* op = "createClient";
+  std::string at = "options[" + std::to_string(i) + "]";
+  napi_value o = nullptr, name = nullptr, type = nullptr, value = nullptr;
+  if (!NAPI_CHECK(env, napi_get_element(env, options, i, &o))) return false;
+  napi_valuetype ot = napi_undefined;
+  if (!NAPI_CHECK(env, napi_typeof(env, o, &ot))) return false;
+  if (ot != napi_object) {
+    ThrowTypeError(env, op, at + " must be an object {name, type, value}");
+    return false;
+  }
+  if (!NAPI_CHECK(env, napi_get_named_property(env, o, "name", &name)) ||
+      !NAPI_CHECK(env, napi_get_named_property(env, o, "type", &type)) ||
+      !NAPI_CHECK(env, napi_get_named_property(env, o, "value", &value)))
+    return false;
+  std::string t;
+  if (!ToString(env, name, op, at + ".name", &job->names[i]) || !ToString(env, type, op, at + ".type", &t)) return false;
+  PJRT_NamedValue& v = job->values[i];
+  std::memset(static_cast<void*>(&v), 0, sizeof(v));
+  v.struct_size = PJRT_NamedValue_STRUCT_SIZE;  // array element: exact header size, see tessera_pjrt.h
+  v.name = job->names[i].c_str();
+  v.name_size = job->names[i].size();
+  v.value_size = 1;
+  std::string what = at + ".value";
+  if (t == "string") {
+    v.type = PJRT_NamedValue_kString;
+    if (!ToString(env, value, op, what, &job->strings[i])) return false;
+    v.string_value = job->strings[i].c_str();
+    v.value_size = job->strings[i].size();
+  } else if (t == "int64") {
+    v.type = PJRT_NamedValue_kInt64;
+    return ToInt64(env, value, op, what, &v.int64_value);
+  } else if (t == "int64list") {
+    v.type = PJRT_NamedValue_kInt64List;
+    if (!ToInt64Array(env, value, op, what, &job->lists[i])) return false;
+    v.int64_array_value = job->lists[i].data();
+    v.value_size = job->lists[i].size();
+  } else if (t == "float") {
+    double d = 0;
+    v.type = PJRT_NamedValue_kFloat;
+    if (!ToDouble(env, value, op, what, &d)) return false;
+    v.float_value = static_cast<float>(d);
+  } else if (t == "bool") {
+    v.type = PJRT_NamedValue_kBool;
+    return ToBool(env, value, op, what, &v.bool_value);
+  } else {
+    ThrowTypeError(env, op, at + ".type must be one of string, int64, int64list, float, bool, got \"" + t + "\"");
+    return false;
+  }
+  return true;
+}
+
 // createClient(plugin, options: {name, type, value}[]) -> Promise<client handle>
 static napi_value CreateClient(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Plugin* plugin = argc >= 1 ? UnwrapPlugin(env, argv[0]) : nullptr;
-  if (plugin == nullptr) return nullptr;
-  auto* job = new CreateClientJob();
-  job->api = plugin->api;
+  JsArgs args(env, info, "createClient");
+  Plugin* plugin = args.Get<Plugin>(0, "plugin");
   uint32_t n = 0;
-  if (argc >= 2) napi_get_array_length(env, argv[1], &n);
+  if (plugin == nullptr || !ToArrayLength(env, args[1], args.op(), "options", &n)) return nullptr;
+  auto job = std::make_unique<CreateClientJob>();
+  job->api = plugin->api;
   job->names.resize(n);
   job->strings.resize(n);
   job->lists.resize(n);
   job->values.resize(n);
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value o, name, type, value;
-    napi_get_element(env, argv[1], i, &o);
-    napi_get_named_property(env, o, "name", &name);
-    napi_get_named_property(env, o, "type", &type);
-    napi_get_named_property(env, o, "value", &value);
-    std::string t;
-    PJRT_NamedValue& v = job->values[i];
-    std::memset(static_cast<void*>(&v), 0, sizeof(v));
-    v.struct_size = PJRT_NamedValue_STRUCT_SIZE;  // array element: exact header size, see tessera_pjrt.h
-    bool ok = GetString(env, name, &job->names[i]) && GetString(env, type, &t);
-    v.name = job->names[i].c_str();
-    v.name_size = job->names[i].size();
-    v.value_size = 1;
-    if (ok && t == "string") {
-      ok = GetString(env, value, &job->strings[i]);
-      v.type = PJRT_NamedValue_kString;
-      v.string_value = job->strings[i].c_str();
-      v.value_size = job->strings[i].size();
-    } else if (ok && t == "int64") {
-      v.type = PJRT_NamedValue_kInt64;
-      ok = GetInt64(env, value, &v.int64_value);
-    } else if (ok && t == "int64list") {
-      v.type = PJRT_NamedValue_kInt64List;
-      ok = GetInt64Array(env, value, &job->lists[i]);
-      v.int64_array_value = job->lists[i].data();
-      v.value_size = job->lists[i].size();
-    } else if (ok && t == "float") {
-      double d = 0;
-      v.type = PJRT_NamedValue_kFloat;
-      ok = napi_get_value_double(env, value, &d) == napi_ok;
-      v.float_value = static_cast<float>(d);
-    } else if (ok && t == "bool") {
-      v.type = PJRT_NamedValue_kBool;
-      ok = GetBool(env, value, &v.bool_value);
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      delete job;
-      ThrowMessage(env, "createClient", "malformed create option #" + std::to_string(i));
-      return nullptr;
-    }
-  }
-  return StartJob(env, job, "tessera.createClient");
+  for (uint32_t i = 0; i < n; i++)
+    if (!ReadCreateOption(env, args[1], i, job.get())) return nullptr;
+  return StartJob(env, std::move(job), "tessera.createClient");
 }
 
 static bool DescribeDevice(napi_env env, const PJRT_Api* api, PJRT_Device* dev, napi_value* out, Failure* f) {
@@ -243,7 +232,7 @@ static bool DescribeDevice(napi_env env, const PJRT_Api* api, PJRT_Device* dev, 
   g->device = dev;
   if (!TESSERA_CALL(api, PJRT_Device_GetDescription, g.get(), *f)) return false;
   PJRT_DeviceDescription* desc = g->device_description;
-  napi_create_object(env, out);
+  *out = MakeObject(env);
   Args<PJRT_DeviceDescription_Id_Args> id;
   id->device_description = desc;
   if (!TESSERA_CALL(api, PJRT_DeviceDescription_Id, id.get(), *f)) return false;
@@ -274,38 +263,35 @@ static bool DescribeDevice(napi_env env, const PJRT_Api* api, PJRT_Device* dev, 
 
 // clientInfo(client) -> { platformName, platformVersion, processIndex, deviceCount, devices[] }
 static napi_value ClientInfo(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Client* c = argc >= 1 ? UnwrapClient(env, argv[0]) : nullptr;
+  JsArgs args(env, info, "clientInfo");
+  Client* c = args.Get<Client>(0, "client");
   if (c == nullptr) return nullptr;
   const PJRT_Api* api = c->api;
   Failure f;
-  napi_value out, devices;
-  napi_create_object(env, &out);
+  napi_value out = MakeObject(env);
   Args<PJRT_Client_PlatformName_Args> pn;
-  pn->client = c->client;
+  pn->client = c->client.get();
   if (!TESSERA_CALL(api, PJRT_Client_PlatformName, pn.get(), f)) return ThrowFailure(env, f), nullptr;
   SetProp(env, out, "platformName", MakeString(env, pn->platform_name, pn->platform_name_size));
   Args<PJRT_Client_PlatformVersion_Args> pv;
-  pv->client = c->client;
+  pv->client = c->client.get();
   Failure ignored;
   if (TESSERA_CALL(api, PJRT_Client_PlatformVersion, pv.get(), ignored))
     SetProp(env, out, "platformVersion", MakeString(env, pv->platform_version, pv->platform_version_size));
   Args<PJRT_Client_ProcessIndex_Args> pi;
-  pi->client = c->client;
+  pi->client = c->client.get();
   if (TESSERA_CALL(api, PJRT_Client_ProcessIndex, pi.get(), ignored))
     SetProp(env, out, "processIndex", MakeInt64(env, pi->process_index));
   Args<PJRT_Client_Devices_Args> all;
-  all->client = c->client;
+  all->client = c->client.get();
   if (TESSERA_CALL(api, PJRT_Client_Devices, all.get(), ignored))
     SetProp(env, out, "deviceCount", MakeInt64(env, static_cast<int64_t>(all->num_devices)));
-  napi_create_array_with_length(env, c->devices.size(), &devices);
+  napi_value devices = MakeArray(env, c->devices.size());
   for (size_t i = 0; i < c->devices.size(); i++) {
-    napi_value d;
+    napi_value d = nullptr;
     if (!DescribeDevice(env, api, c->devices[i], &d, &f)) return ThrowFailure(env, f), nullptr;
     SetProp(env, d, "index", MakeInt64(env, static_cast<int64_t>(i)));
-    napi_set_element(env, devices, i, d);
+    SetElement(env, devices, i, d);
   }
   SetProp(env, out, "devices", devices);
   return out;
@@ -313,49 +299,42 @@ static napi_value ClientInfo(napi_env env, napi_callback_info info) {
 
 // defaultDeviceAssignment(client, numReplicas, numPartitions) -> number[] (device ids)
 static napi_value DefaultDeviceAssignment(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Client* c = argc >= 1 ? UnwrapClient(env, argv[0]) : nullptr;
-  if (c == nullptr) return nullptr;
+  JsArgs args(env, info, "defaultDeviceAssignment");
+  Client* c = args.Get<Client>(0, "client");
   int64_t r = 0, p = 0;
-  if (argc < 3 || !GetInt64(env, argv[1], &r) || !GetInt64(env, argv[2], &p) || r < 1 || p < 1) {
-    ThrowMessage(env, "defaultDeviceAssignment", "expected positive numReplicas and numPartitions");
+  if (c == nullptr || !args.Int64(1, "numReplicas", &r) || !args.Int64(2, "numPartitions", &p)) return nullptr;
+  // A bound on the product keeps both within PJRT's int and the id array allocatable.
+  constexpr int64_t kMaxDevices = 1 << 20;
+  if (r < 1 || p < 1 || r > kMaxDevices || p > kMaxDevices || r * p > kMaxDevices) {
+    ThrowMessage(env, args.op(), "expected positive numReplicas and numPartitions with a product of at most 2^20, got " +
+                                     std::to_string(r) + " and " + std::to_string(p));
     return nullptr;
   }
   std::vector<int> ids(static_cast<size_t>(r * p));
   Args<PJRT_Client_DefaultDeviceAssignment_Args> a;
-  a->client = c->client;
+  a->client = c->client.get();
   a->num_replicas = static_cast<int>(r);
   a->num_partitions = static_cast<int>(p);
   a->default_assignment_size = ids.size();
   a->default_assignment = ids.data();
   Failure f;
   if (!TESSERA_CALL(c->api, PJRT_Client_DefaultDeviceAssignment, a.get(), f)) return ThrowFailure(env, f), nullptr;
-  napi_value out;
-  napi_create_array_with_length(env, ids.size(), &out);
-  for (size_t i = 0; i < ids.size(); i++) napi_set_element(env, out, i, MakeInt64(env, ids[i]));
+  napi_value out = MakeArray(env, ids.size());
+  for (size_t i = 0; i < ids.size(); i++) SetElement(env, out, i, MakeInt64(env, ids[i]));
   return out;
 }
 
 // deviceMemoryStats(client, deviceIndex) -> { bytesInUse, peakBytesInUse?, bytesLimit?, ... }
 static napi_value DeviceMemoryStats(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Client* c = argc >= 1 ? UnwrapClient(env, argv[0]) : nullptr;
-  if (c == nullptr) return nullptr;
-  int64_t idx = -1;
-  if (argc < 2 || !GetInt64(env, argv[1], &idx) || idx < 0 || idx >= static_cast<int64_t>(c->devices.size())) {
-    ThrowMessage(env, "deviceMemoryStats", "device index out of range");
-    return nullptr;
-  }
+  JsArgs args(env, info, "deviceMemoryStats");
+  Client* c = args.Get<Client>(0, "client");
+  size_t idx = 0;
+  if (c == nullptr || !args.Index(1, "deviceIndex", c->devices.size(), &idx)) return nullptr;
   Args<PJRT_Device_MemoryStats_Args> a;
-  a->device = c->devices[static_cast<size_t>(idx)];
+  a->device = c->devices[idx];
   Failure f;
   if (!TESSERA_CALL(c->api, PJRT_Device_MemoryStats, a.get(), f)) return ThrowFailure(env, f), nullptr;
-  napi_value out;
-  napi_create_object(env, &out);
+  napi_value out = MakeObject(env);
   SetProp(env, out, "bytesInUse", MakeInt64(env, a->bytes_in_use));
 #define TESSERA_STAT(field, name) \
   if (a->field##_is_set) SetProp(env, out, name, MakeInt64(env, a->field));

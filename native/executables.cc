@@ -23,14 +23,6 @@ struct ExeDescription {
   std::string fingerprint;
 };
 
-static void DestroyPlainExecutable(const PJRT_Api* api, PJRT_Executable* e) {
-  if (e == nullptr || !TESSERA_HAS(api, PJRT_Executable_Destroy)) return;
-  Args<PJRT_Executable_Destroy_Args> d;
-  d->executable = e;
-  PJRT_Error* err = api->PJRT_Executable_Destroy(d.get());
-  if (err != nullptr) TakeError(api, err, "PJRT_Executable_Destroy");
-}
-
 // Runs on a worker thread. Required facts fail the job; optional ones record why they are missing.
 static bool Describe(const PJRT_Api* api, PJRT_LoadedExecutable* loaded, ExeDescription* d, Failure* failure) {
   Args<PJRT_LoadedExecutable_AddressableDevices_Args> ad;
@@ -41,7 +33,8 @@ static bool Describe(const PJRT_Api* api, PJRT_LoadedExecutable* loaded, ExeDesc
   Args<PJRT_LoadedExecutable_GetExecutable_Args> ge;
   ge->loaded_executable = loaded;
   if (!TESSERA_CALL(api, PJRT_LoadedExecutable_GetExecutable, ge.get(), *failure)) return false;
-  PJRT_Executable* e = ge->executable;  // ours to destroy
+  PjrtPtr<PJRT_Executable> owned = Own(api, ge->executable);
+  PJRT_Executable* e = owned.get();
 
   bool ok = true;
   Args<PJRT_Executable_NumOutputs_Args> no;
@@ -118,7 +111,6 @@ static bool Describe(const PJRT_Api* api, PJRT_LoadedExecutable* loaded, ExeDesc
     if (TESSERA_CALL(api, PJRT_Executable_Fingerprint, fp.get(), ignored) && fp->executable_fingerprint != nullptr)
       d->fingerprint.assign(fp->executable_fingerprint, fp->executable_fingerprint_size);
   }
-  DestroyPlainExecutable(api, e);
   return ok;
 }
 
@@ -132,12 +124,9 @@ static int64_t ElementBytesOf(int64_t type) {
   }
 }
 
-static napi_value DescriptionToJs(napi_env env, Client* client, PJRT_LoadedExecutable* loaded,
+static napi_value DescriptionToJs(napi_env env, Client* client, PjrtPtr<PJRT_LoadedExecutable> loaded,
                                   const ExeDescription& d) {
-  auto* x = new Executable();
-  x->api = client->api;
-  x->client = client;
-  x->exe = loaded;
+  auto x = std::make_unique<Executable>(client, loaded.release());
   x->num_outputs = d.num_outputs;
   x->devices = d.devices;
   for (size_t i = 0; i < d.num_outputs; i++) {
@@ -148,32 +137,29 @@ static napi_value DescriptionToJs(napi_env env, Client* client, PJRT_LoadedExecu
     }
     x->output_bytes.push_back(bytes);
   }
-  napi_value out, types, dims, devs;
-  napi_create_object(env, &out);
-  SetProp(env, out, "handle", WrapExecutable(env, x));
+  napi_value out = MakeObject(env);
+  SetProp(env, out, "handle", WrapExecutable(env, x.release()));
   SetProp(env, out, "name", MakeString(env, d.name.data(), d.name.size()));
   SetProp(env, out, "numReplicas", MakeInt64(env, d.num_replicas));
   SetProp(env, out, "numPartitions", MakeInt64(env, d.num_partitions));
   SetProp(env, out, "numOutputs", MakeInt64(env, static_cast<int64_t>(d.num_outputs)));
   if (d.has_output_types) {
-    napi_create_array_with_length(env, d.num_outputs, &types);
-    napi_create_array_with_length(env, d.num_outputs, &dims);
+    napi_value types = MakeArray(env, d.num_outputs), dims = MakeArray(env, d.num_outputs);
     for (size_t i = 0; i < d.num_outputs; i++) {
-      napi_set_element(env, types, i, MakeInt64(env, d.output_types[i]));
-      napi_value one;
-      napi_create_array_with_length(env, d.output_dims[i].size(), &one);
-      for (size_t j = 0; j < d.output_dims[i].size(); j++) napi_set_element(env, one, j, MakeInt64(env, d.output_dims[i][j]));
-      napi_set_element(env, dims, i, one);
+      SetElement(env, types, i, MakeInt64(env, d.output_types[i]));
+      napi_value one = MakeArray(env, d.output_dims[i].size());
+      for (size_t j = 0; j < d.output_dims[i].size(); j++) SetElement(env, one, j, MakeInt64(env, d.output_dims[i][j]));
+      SetElement(env, dims, i, one);
     }
     SetProp(env, out, "outputTypes", types);
     SetProp(env, out, "outputDims", dims);
   }
-  napi_create_array_with_length(env, d.devices.size(), &devs);
+  napi_value devs = MakeArray(env, d.devices.size());
   for (size_t i = 0; i < d.devices.size(); i++) {
     int64_t index = -1;
     for (size_t k = 0; k < client->devices.size(); k++)
       if (client->devices[k] == d.devices[i]) index = static_cast<int64_t>(k);
-    napi_set_element(env, devs, i, MakeInt64(env, index));
+    SetElement(env, devs, i, MakeInt64(env, index));
   }
   SetProp(env, out, "deviceIndices", devs);
   if (d.has_memory) {
@@ -181,8 +167,7 @@ static napi_value DescriptionToJs(napi_env env, Client* client, PJRT_LoadedExecu
         "generatedCodeBytes", "argumentBytes",     "outputBytes",   "aliasBytes",    "tempBytes",
         "hostGeneratedCodeBytes", "hostArgumentBytes", "hostOutputBytes", "hostAliasBytes", "hostTempBytes",
         "peakMemoryBytes"};
-    napi_value mem;
-    napi_create_object(env, &mem);
+    napi_value mem = MakeObject(env);
     for (int i = 0; i < 11; i++) SetProp(env, mem, kNames[i], MakeInt64(env, d.memory[i]));
     SetProp(env, out, "memoryStats", mem);
   } else {
@@ -205,18 +190,18 @@ struct LoadJob : Job {
   bool deserialize = false;
   std::string code;     // program text, or serialized executable
   std::string options;  // serialized CompileOptionsProto (compile only; never empty, checked in TS and here)
-  PJRT_LoadedExecutable* loaded = nullptr;
+  PjrtPtr<PJRT_LoadedExecutable> loaded;
   ExeDescription desc;
 
   void Run() override {
     const PJRT_Api* api = client->api;
     if (deserialize) {
       Args<PJRT_Executable_DeserializeAndLoad_Args> a;
-      a->client = client->client;
+      a->client = client->client.get();
       a->serialized_executable = code.data();
       a->serialized_executable_size = code.size();
       if (!TESSERA_CALL(api, PJRT_Executable_DeserializeAndLoad, a.get(), failure)) return;
-      loaded = a->loaded_executable;
+      loaded = Own(api, a->loaded_executable);
     } else {
       Args<PJRT_Program> prog;
       static const char kMlir[] = "mlir";
@@ -225,124 +210,69 @@ struct LoadJob : Job {
       prog->format = kMlir;
       prog->format_size = 4;
       Args<PJRT_Client_Compile_Args> a;
-      a->client = client->client;
+      a->client = client->client.get();
       a->program = prog.get();
       a->compile_options = options.data();
       a->compile_options_size = options.size();
       if (!TESSERA_CALL(api, PJRT_Client_Compile, a.get(), failure)) return;
-      loaded = a->executable;
+      loaded = Own(api, a->executable);
     }
-    Describe(api, loaded, &desc, &failure);
+    Describe(api, loaded.get(), &desc, &failure);
   }
-  napi_value Finish(napi_env env) override {
-    PJRT_LoadedExecutable* l = loaded;
-    loaded = nullptr;
-    return DescriptionToJs(env, client, l, desc);
-  }
-  void Cleanup(napi_env) override {
-    if (loaded != nullptr && TESSERA_HAS(client->api, PJRT_LoadedExecutable_Destroy)) {
-      Args<PJRT_LoadedExecutable_Destroy_Args> d;
-      d->executable = loaded;
-      PJRT_Error* err = client->api->PJRT_LoadedExecutable_Destroy(d.get());
-      if (err != nullptr) TakeError(client->api, err, "PJRT_LoadedExecutable_Destroy");
-    }
-  }
+  napi_value Finish(napi_env env) override { return DescriptionToJs(env, client, std::move(loaded), desc); }
 };
-
-static bool GetBytes(napi_env env, napi_value v, std::string* out) {
-  bool is_ta = false;
-  napi_is_typedarray(env, v, &is_ta);
-  if (!is_ta) return false;
-  napi_typedarray_type type;
-  size_t length = 0, offset = 0;
-  void* data = nullptr;
-  napi_value ab;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, &ab, &offset) != napi_ok || type != napi_uint8_array)
-    return false;
-  out->assign(static_cast<const char*>(data), length);
-  return true;
-}
 
 // compile(client, program: string, compileOptions: Uint8Array) -> Promise<description>
 static napi_value Compile(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Client* c = argc >= 1 ? UnwrapClient(env, argv[0]) : nullptr;
-  if (c == nullptr) return nullptr;
-  auto* job = new LoadJob();
-  job->client = c;
-  if (argc < 3 || !GetString(env, argv[1], &job->code) || !GetBytes(env, argv[2], &job->options)) {
-    delete job;
-    ThrowMessage(env, "compile", "expected (client, program text, compile options bytes)");
+  JsArgs args(env, info, "compile");
+  auto job = std::make_unique<LoadJob>();
+  job->client = args.Get<Client>(0, "client");
+  if (job->client == nullptr || !args.String(1, "program", &job->code) || !args.Bytes(2, "compileOptions", &job->options))
     return nullptr;
-  }
   if (job->options.empty()) {  // empty CompileOptions CHECK-fail inside XLA and abort the process
-    delete job;
-    ThrowMessage(env, "compile", "refusing empty compile options (XLA aborts on them)");
+    ThrowMessage(env, args.op(), "refusing empty compile options (XLA aborts on them)");
     return nullptr;
   }
-  return StartJob(env, job, "tessera.compile");
+  return StartJob(env, std::move(job), "tessera.compile");
 }
 
 // deserialize(client, bytes: Uint8Array) -> Promise<description>
 static napi_value Deserialize(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Client* c = argc >= 1 ? UnwrapClient(env, argv[0]) : nullptr;
-  if (c == nullptr) return nullptr;
-  auto* job = new LoadJob();
-  job->client = c;
+  JsArgs args(env, info, "deserialize");
+  auto job = std::make_unique<LoadJob>();
+  job->client = args.Get<Client>(0, "client");
   job->deserialize = true;
-  if (argc < 2 || !GetBytes(env, argv[1], &job->code) || job->code.empty()) {
-    delete job;
-    ThrowMessage(env, "deserialize", "expected (client, non-empty Uint8Array)");
+  if (job->client == nullptr || !args.Bytes(1, "bytes", &job->code)) return nullptr;
+  if (job->code.empty()) {
+    ThrowMessage(env, args.op(), "expected a non-empty serialized executable");
     return nullptr;
   }
-  return StartJob(env, job, "tessera.deserialize");
-}
-
-static Executable* LiveExecutable(napi_env env, napi_value v, const char* op) {
-  Executable* x = UnwrapExecutable(env, v);
-  if (x != nullptr && x->exe == nullptr) {
-    ThrowMessage(env, op, "executable has been disposed");
-    return nullptr;
-  }
-  return x;
+  return StartJob(env, std::move(job), "tessera.deserialize");
 }
 
 // serialize(executable) -> Uint8Array
 static napi_value Serialize(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Executable* x = argc >= 1 ? LiveExecutable(env, argv[0], "serialize") : nullptr;
+  JsArgs args(env, info, "serialize");
+  Executable* x = args.GetLive<Executable>(0, "executable");
   if (x == nullptr) return nullptr;
   const PJRT_Api* api = x->api;
   Failure f;
   Args<PJRT_LoadedExecutable_GetExecutable_Args> ge;
-  ge->loaded_executable = x->exe;
+  ge->loaded_executable = x->ptr.get();
   if (!TESSERA_CALL(api, PJRT_LoadedExecutable_GetExecutable, ge.get(), f)) return ThrowFailure(env, f), nullptr;
+  PjrtPtr<PJRT_Executable> plain = Own(api, ge->executable);
   Args<PJRT_Executable_Serialize_Args> s;
-  s->executable = ge->executable;
-  napi_value out = nullptr;
-  if (TESSERA_CALL(api, PJRT_Executable_Serialize, s.get(), f)) {
-    out = MakeBytes(env, s->serialized_bytes, s->serialized_bytes_size);
-    if (s->serialized_executable_deleter != nullptr) s->serialized_executable_deleter(s->serialized_executable);
-  }
-  DestroyPlainExecutable(api, ge->executable);
-  if (out == nullptr) ThrowFailure(env, f);
-  return out;
+  s->executable = plain.get();
+  if (!TESSERA_CALL(api, PJRT_Executable_Serialize, s.get(), f)) return ThrowFailure(env, f), nullptr;
+  SerializedPtr serialized(s->serialized_executable, SerializedDeleter{s->serialized_executable_deleter});
+  return MakeBytes(env, s->serialized_bytes, s->serialized_bytes_size);
 }
 
 // executableDestroy(executable): PJRT frees it after the last execution in flight. Idempotent.
 static napi_value ExecutableDestroy(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Executable* x = argc >= 1 ? UnwrapExecutable(env, argv[0]) : nullptr;
-  if (x != nullptr) DestroyExecutable(x);
+  JsArgs args(env, info, "executableDestroy");
+  Executable* x = args.Get<Executable>(0, "executable");
+  if (x != nullptr) x->Destroy(env);
   return nullptr;
 }
 
@@ -356,16 +286,17 @@ static napi_value ExecutableDestroy(napi_env env, napi_callback_info info) {
 // otherwise queues to the client's dispatcher thread, which may block without blocking Node.
 
 struct Completion {
+  Completion(Client* c, size_t n) : client(c), remaining(n) {}
   Client* client;
   std::atomic<size_t> remaining;
-  std::vector<PJRT_Event*> events;
+  std::vector<PjrtPtr<PJRT_Event>> events;
 };
 
 static void RetireCompletion(Completion* c) {
   Client* client = c->client;
   {
     std::lock_guard<std::mutex> lock(client->retired_mu);
-    client->retired.insert(client->retired.end(), c->events.begin(), c->events.end());
+    for (auto& ev : c->events) client->retired.push_back(std::move(ev));
   }
   client->inflight.fetch_sub(1);
   delete c;
@@ -378,20 +309,12 @@ static void OnDeviceComplete(PJRT_Error* error, void* user_arg) {
   if (c->remaining.fetch_sub(1) == 1) RetireCompletion(c);
 }
 
-// Main thread: destroy the completion events whose callbacks have run.
+// Main thread: destroy the completion events whose callbacks have run (an event cannot be
+// destroyed inside its own callback).
 static void DrainRetired(Client* client) {
-  std::vector<PJRT_Event*> events;
-  {
-    std::lock_guard<std::mutex> lock(client->retired_mu);
-    events.swap(client->retired);
-  }
-  for (PJRT_Event* ev : events) {
-    if (ev == nullptr || !TESSERA_HAS(client->api, PJRT_Event_Destroy)) continue;
-    Args<PJRT_Event_Destroy_Args> d;
-    d->event = ev;
-    PJRT_Error* err = client->api->PJRT_Event_Destroy(d.get());
-    if (err != nullptr) TakeError(client->api, err, "PJRT_Event_Destroy");
-  }
+  std::vector<PjrtPtr<PJRT_Event>> events;  // declared first: destroyed after the lock is released
+  std::lock_guard<std::mutex> lock(client->retired_mu);
+  events.swap(client->retired);
 }
 
 struct ExecCall {
@@ -399,26 +322,26 @@ struct ExecCall {
   std::vector<std::vector<PJRT_Buffer*>> args;  // [device][arg]
   std::vector<int64_t> non_donatable;
   bool all_non_donatable = false;
-  std::vector<std::vector<PJRT_Buffer*>> outputs;  // [device][output]
-  std::vector<uint8_t> deleted;                   // [device * num_args + arg]: donated by this call
+  std::vector<std::vector<PjrtPtr<PJRT_Buffer>>> outputs;  // [device][output], until Result hands them to JS
+  std::vector<uint8_t> deleted;                            // [device * num_args + arg]: donated by this call
   Failure failure;
 
   void Run() {  // any thread
     const PJRT_Api* api = exe->api;
-    size_t nd = args.size(), na = nd == 0 ? 0 : args[0].size();
+    size_t nd = args.size(), na = nd == 0 ? 0 : args[0].size(), no = exe->num_outputs;
     std::vector<PJRT_Buffer* const*> arg_ptrs(nd);
+    std::vector<std::vector<PJRT_Buffer*>> raw_outputs(nd, std::vector<PJRT_Buffer*>(no + 1, nullptr));  // +1: never a null data()
     std::vector<PJRT_Buffer**> out_ptrs(nd);
-    outputs.assign(nd, std::vector<PJRT_Buffer*>(exe->num_outputs + 1, nullptr));  // +1: never a null data()
     for (size_t d = 0; d < nd; d++) {
       arg_ptrs[d] = args[d].data();
-      out_ptrs[d] = outputs[d].data();
+      out_ptrs[d] = raw_outputs[d].data();
     }
     std::vector<PJRT_Event*> events(nd, nullptr);
     Args<PJRT_ExecuteOptions> opts;  // padded: a 0.115 plugin checks it against its larger struct
     opts->non_donatable_input_indices = non_donatable.empty() ? nullptr : non_donatable.data();
     opts->num_non_donatable_input_indices = non_donatable.size();
     Args<PJRT_LoadedExecutable_Execute_Args> a;
-    a->executable = exe->exe;
+    a->executable = exe->ptr.get();
     a->options = opts.get();
     a->argument_lists = arg_ptrs.data();
     a->num_devices = nd;
@@ -426,23 +349,22 @@ struct ExecCall {
     a->output_lists = out_ptrs.data();
     a->device_complete_events = events.data();
     if (!TESSERA_CALL(api, PJRT_LoadedExecutable_Execute, a.get(), failure)) return;
+    outputs.resize(nd);
+    for (size_t d = 0; d < nd; d++)
+      for (size_t i = 0; i < no; i++) outputs[d].push_back(Own(api, raw_outputs[d][i]));
 
     Client* client = exe->client;
     client->inflight.fetch_add(1);
-    auto* c = new Completion{client, {nd}, events};
+    auto* c = new Completion(client, nd);
+    for (PJRT_Event* ev : events) c->events.push_back(Own(api, ev));
     if (nd == 0) RetireCompletion(c);
     for (size_t d = 0; d < nd; d++) {  // `c` may be gone after the last registration: use `events`
-      bool registered = false;
-      if (events[d] != nullptr && TESSERA_HAS(api, PJRT_Event_OnReady)) {
-        Args<PJRT_Event_OnReady_Args> r;
-        r->event = events[d];
-        r->callback = OnDeviceComplete;
-        r->user_arg = c;
-        PJRT_Error* err = api->PJRT_Event_OnReady(r.get());
-        if (err == nullptr) registered = true;
-        else TakeError(api, err, "PJRT_Event_OnReady");
-      }
-      if (!registered) OnDeviceComplete(nullptr, c);
+      Args<PJRT_Event_OnReady_Args> r;
+      r->event = events[d];
+      r->callback = OnDeviceComplete;
+      r->user_arg = c;
+      Failure ignored;  // then count the device as complete now
+      if (events[d] == nullptr || !TESSERA_CALL(api, PJRT_Event_OnReady, r.get(), ignored)) OnDeviceComplete(nullptr, c);
     }
 
     deleted.assign(nd * na, 0);
@@ -451,9 +373,8 @@ struct ExecCall {
       for (size_t i = 0; i < na; i++) {
         Args<PJRT_Buffer_IsDeleted_Args> del;
         del->buffer = args[d][i];
-        PJRT_Error* err = api->PJRT_Buffer_IsDeleted(del.get());
-        if (err != nullptr) TakeError(api, err, "PJRT_Buffer_IsDeleted");
-        else deleted[d * na + i] = del->is_deleted ? 1 : 0;
+        Failure ignored;  // not known as donated: the TypeScript side keeps the argument
+        if (TESSERA_CALL(api, PJRT_Buffer_IsDeleted, del.get(), ignored)) deleted[d * na + i] = del->is_deleted ? 1 : 0;
       }
     }
   }
@@ -462,21 +383,20 @@ struct ExecCall {
   // arguments, the array also has a `donated` property: the flat [device * num_args + arg] indices.
   napi_value Result(napi_env env) {
     size_t no = exe->num_outputs;
-    napi_value out;
-    napi_create_array_with_length(env, outputs.size() * no, &out);
+    napi_value out = MakeArray(env, outputs.size() * no);
     for (size_t d = 0; d < outputs.size(); d++) {
       for (size_t i = 0; i < no; i++) {
-        napi_set_element(env, out, static_cast<uint32_t>(d * no + i),
-                         WrapBuffer(env, new Buffer(exe->api, outputs[d][i], exe->output_bytes[i])));
-        outputs[d][i] = nullptr;
+        auto b = std::make_unique<Buffer>(exe->api, outputs[d][i].release());
+        b->external_bytes = exe->output_bytes[i];
+        SetElement(env, out, d * no + i, WrapBuffer(env, b.release()));
       }
     }
     napi_value donated = nullptr;
-    uint32_t k = 0;
+    size_t k = 0;
     for (size_t j = 0; j < deleted.size(); j++) {
       if (!deleted[j]) continue;
-      if (donated == nullptr) napi_create_array(env, &donated);
-      napi_set_element(env, donated, k++, MakeInt64(env, static_cast<int64_t>(j)));
+      if (donated == nullptr) donated = MakeArray(env, 0);
+      SetElement(env, donated, k++, MakeInt64(env, static_cast<int64_t>(j)));
     }
     if (donated != nullptr) SetProp(env, out, "donated", donated);
     return out;
@@ -489,11 +409,11 @@ struct ExecTask : MainTask {
   napi_ref keep = nullptr;      // the JS argument lists (and so the buffer handles) stay alive meanwhile
   napi_ref keep_exe = nullptr;  // and so does the executable handle
   void OnMain(napi_env env) override {
-    if (env == nullptr) return;
-    if (call.failure.failed) napi_reject_deferred(env, deferred, ErrorValue(env, call.failure));
-    else napi_resolve_deferred(env, deferred, call.Result(env));
-    napi_delete_reference(env, keep);
-    napi_delete_reference(env, keep_exe);
+    if (env == nullptr) return;  // tearing down: the outputs are freed with the task
+    if (call.failure.failed) NAPI_CHECK(env, napi_reject_deferred(env, deferred, ErrorValue(env, call.failure)));
+    else NAPI_CHECK(env, napi_resolve_deferred(env, deferred, call.Result(env)));
+    NAPI_CHECK(env, napi_delete_reference(env, keep));
+    NAPI_CHECK(env, napi_delete_reference(env, keep_exe));
     ReleaseLoop(env);
   }
 };
@@ -518,90 +438,88 @@ static void DispatchLoop(Dispatcher* d) {  // runs for the life of the process, 
   }
 }
 
+// Reads argLists (one list of buffer handles per device of the executable) into call->args.
+static bool ReadArgLists(napi_env env, const JsArgs& args, ExecCall* call) {
+  const Executable* x = call->exe;
+  uint32_t nd = 0;
+  if (!ToArrayLength(env, args[1], args.op(), "argLists", &nd)) return false;
+  if (nd != x->devices.size()) {
+    ThrowMessage(env, args.op(), "expected one argument list per device of the executable (" +
+                                     std::to_string(x->devices.size()) + "), got " + std::to_string(nd));
+    return false;
+  }
+  call->args.resize(nd);
+  uint32_t na = 0;
+  for (uint32_t d = 0; d < nd; d++) {
+    napi_value list = nullptr;
+    uint32_t n = 0;
+    std::string at = "argLists[" + std::to_string(d) + "]";
+    if (!NAPI_CHECK(env, napi_get_element(env, args[1], d, &list)) || !ToArrayLength(env, list, args.op(), at, &n))
+      return false;
+    if (d == 0) na = n;
+    if (n != na) {
+      ThrowMessage(env, args.op(), "argument lists differ in length between devices");
+      return false;
+    }
+    call->args[d].resize(n);
+    for (uint32_t i = 0; i < n; i++) {
+      napi_value e = nullptr;
+      if (!NAPI_CHECK(env, napi_get_element(env, list, i, &e))) return false;
+      Buffer* b = Unwrap<Buffer>(env, e, args.op(), at + "[" + std::to_string(i) + "]");
+      if (b == nullptr) return false;
+      if (!b->alive()) {
+        ThrowMessage(env, args.op(), "argument " + std::to_string(i) + " on device " + std::to_string(d) +
+                                         " has been disposed");
+        return false;
+      }
+      call->args[d][i] = b->ptr.get();
+    }
+  }
+  return true;
+}
+
 // execute(executable, argLists: buffer[][], nonDonatable: number[] | null, dispatch: boolean | number)
 //   dispatch true: queue on the dispatcher thread -> Promise of the flat output handles (ExecCall::Result)
 //   dispatch false: launch on this thread -> the flat output handles
 //   dispatch N: launch on this thread if fewer than N executions are in flight -> the handles;
 //               otherwise launch nothing and return null (the caller then queues)
 static napi_value Execute(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Executable* x = argc >= 1 ? LiveExecutable(env, argv[0], "execute") : nullptr;
+  JsArgs args(env, info, "execute");
+  Executable* x = args.GetLive<Executable>(0, "executable");
   if (x == nullptr) return nullptr;
   bool on_worker = false;
   int64_t limit = -1;
   napi_valuetype dispatch_type = napi_undefined;
-  if (argc >= 4) napi_typeof(env, argv[3], &dispatch_type);
+  if (!NAPI_CHECK(env, napi_typeof(env, args[3], &dispatch_type))) return nullptr;
   if (dispatch_type == napi_boolean) {
-    GetBool(env, argv[3], &on_worker);
-  } else if (dispatch_type != napi_number || !GetInt64(env, argv[3], &limit) || limit < 0) {
-    ThrowMessage(env, "execute", "expected (executable, argLists, nonDonatable, dispatch: boolean | limit)");
+    if (!args.Bool(3, "dispatch", &on_worker)) return nullptr;
+  } else if (dispatch_type != napi_number || !args.Int64(3, "dispatch", &limit) || limit < 0) {
+    ThrowTypeError(env, args.op(), "dispatch must be a boolean or a non-negative integer limit");
     return nullptr;
   }
   ExecCall call;
   call.exe = x;
-  uint32_t nd = 0;
-  bool is_array = false;
-  napi_is_array(env, argv[1], &is_array);
-  if (is_array) napi_get_array_length(env, argv[1], &nd);
-  if (!is_array || nd != x->devices.size()) {
-    ThrowMessage(env, "execute", "expected one argument list per device of the executable (" +
-                                     std::to_string(x->devices.size()) + ")");
-    return nullptr;
-  }
-  call.args.resize(nd);
-  uint32_t na = 0;
-  for (uint32_t d = 0; d < nd; d++) {
-    napi_value list;
-    uint32_t n = 0;
-    napi_get_element(env, argv[1], d, &list);
-    napi_get_array_length(env, list, &n);
-    if (d == 0) na = n;
-    if (n != na) {
-      ThrowMessage(env, "execute", "argument lists differ in length between devices");
-      return nullptr;
-    }
-    call.args[d].resize(n);
-    for (uint32_t i = 0; i < n; i++) {
-      napi_value e;
-      napi_get_element(env, list, i, &e);
-      Buffer* b = UnwrapBuffer(env, e);
-      if (b == nullptr) return nullptr;
-      if (b->buffer == nullptr) {
-        ThrowMessage(env, "execute", "argument " + std::to_string(i) + " on device " + std::to_string(d) +
-                                         " has been disposed");
-        return nullptr;
-      }
-      call.args[d][i] = b->buffer;
-    }
-  }
-  if (!IsNullish(env, argv[2])) {
-    if (!GetInt64Array(env, argv[2], &call.non_donatable)) {
-      ThrowMessage(env, "execute", "nonDonatable must be an array of argument indices");
-      return nullptr;
-    }
-    call.all_non_donatable = call.non_donatable.size() >= na;
+  if (!ReadArgLists(env, args, &call)) return nullptr;
+  if (!IsNullish(env, args[2])) {
+    if (!args.Int64Array(2, "nonDonatable", &call.non_donatable)) return nullptr;
+    call.all_non_donatable = call.non_donatable.size() >= (call.args.empty() ? 0 : call.args[0].size());
   }
   DrainRetired(x->client);
-  if (limit >= 0 && x->client->inflight.load() >= limit) {
-    napi_value null;
-    napi_get_null(env, &null);
-    return null;
-  }
+  if (limit >= 0 && x->client->inflight.load() >= limit) return Null(env);
   if (!on_worker) {
     call.Run();
     if (call.failure.failed) return ThrowFailure(env, call.failure), nullptr;
     return call.Result(env);
   }
-  auto* task = new ExecTask();
+  auto task = std::make_unique<ExecTask>();
   task->call = std::move(call);
   task->holds_loop = true;
-  napi_value promise;
-  napi_create_promise(env, &task->deferred, &promise);
-  napi_create_reference(env, argv[1], 1, &task->keep);
-  napi_create_reference(env, argv[0], 1, &task->keep_exe);
-  HoldLoop(env, task);
+  napi_value promise = nullptr;
+  if (!NAPI_CHECK(env, napi_create_promise(env, &task->deferred, &promise)) ||
+      !NAPI_CHECK(env, napi_create_reference(env, args[1], 1, &task->keep)) ||
+      !NAPI_CHECK(env, napi_create_reference(env, args[0], 1, &task->keep_exe)))
+    return nullptr;  // a reference made before the failure is left to the env's teardown
+  HoldLoop(env, task.get());
   Client* client = x->client;
   if (client->dispatcher == nullptr) {
     client->dispatcher = new Dispatcher();
@@ -609,7 +527,7 @@ static napi_value Execute(napi_env env, napi_callback_info info) {
   }
   {
     std::lock_guard<std::mutex> lock(client->dispatcher->mu);
-    client->dispatcher->queue.push_back(task);
+    client->dispatcher->queue.push_back(task.release());
   }
   client->dispatcher->cv.notify_one();
   return promise;
@@ -617,10 +535,8 @@ static napi_value Execute(napi_env env, napi_callback_info info) {
 
 // inflight(client) -> number of executions launched and not complete; also frees fired events.
 static napi_value Inflight(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Client* c = argc >= 1 ? UnwrapClient(env, argv[0]) : nullptr;
+  JsArgs args(env, info, "inflight");
+  Client* c = args.Get<Client>(0, "client");
   if (c == nullptr) return nullptr;
   DrainRetired(c);
   return MakeInt64(env, c->inflight.load());

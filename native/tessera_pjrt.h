@@ -8,6 +8,7 @@
 #include <node_api.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <cstddef>
 #include <cstdint>
@@ -51,10 +52,12 @@ struct Args {
 // ---------------------------------------------------------------------------------------------
 // Errors: a PJRT_Error (or a failure of ours) is captured as plain data on any thread and turned
 // into a JS Error on the main thread: message "<op>: <XLA message>", properties code (the status
-// name, e.g. "INVALID_ARGUMENT"), pjrtCode (number), pjrtOp, pjrtMessage.
+// name, e.g. "INVALID_ARGUMENT"), pjrtCode (number), pjrtOp, pjrtMessage. A bad argument from JS
+// is a TypeError with code "TESSERA_NATIVE".
 // ---------------------------------------------------------------------------------------------
 struct Failure {
   bool failed = false;
+  bool type_error = false;  // a JS argument of the wrong type or range: thrown as a TypeError
   int code = -1;  // PJRT_Error_Code, -1 when the failure is ours and not the plugin's
   std::string op;
   std::string message;
@@ -65,6 +68,7 @@ Failure OurFailure(const char* op, std::string message);
 napi_value ErrorValue(napi_env env, const Failure& f);
 void ThrowFailure(napi_env env, const Failure& f);
 void ThrowMessage(napi_env env, const char* op, const std::string& message);
+void ThrowTypeError(napi_env env, const char* op, const std::string& message);
 
 // Calls api->fn(args) after the slot check; on error fills `failure` and returns false.
 #define TESSERA_CALL(api, fn, args, failure)                                                 \
@@ -83,6 +87,39 @@ void ThrowMessage(napi_env env, const char* op, const std::string& message);
   }())
 
 // ---------------------------------------------------------------------------------------------
+// Ownership of PJRT objects, as XLA's pjrt_c_api_helpers.cc does it: a unique_ptr whose deleter
+// holds the PJRT_Api and calls the matching PJRT_*_Destroy, so that every path, error paths
+// included, frees what it got. Own(api, p) makes one; an empty one deletes nothing.
+// ---------------------------------------------------------------------------------------------
+void DestroyPjrt(const PJRT_Api* api, PJRT_Error* p);
+void DestroyPjrt(const PJRT_Api* api, PJRT_Event* p);
+void DestroyPjrt(const PJRT_Api* api, PJRT_Buffer* p);
+void DestroyPjrt(const PJRT_Api* api, PJRT_Executable* p);
+void DestroyPjrt(const PJRT_Api* api, PJRT_LoadedExecutable* p);
+void DestroyPjrt(const PJRT_Api* api, PJRT_Client* p);
+
+template <typename T>
+struct PjrtDeleter {
+  const PJRT_Api* api = nullptr;
+  void operator()(T* p) const { DestroyPjrt(api, p); }
+};
+template <typename T>
+using PjrtPtr = std::unique_ptr<T, PjrtDeleter<T>>;
+template <typename T>
+PjrtPtr<T> Own(const PJRT_Api* api, T* p) {
+  return PjrtPtr<T>(p, PjrtDeleter<T>{api});
+}
+
+// PJRT_Executable_Serialize hands back its bytes with their own deleter function (which may be absent).
+struct SerializedDeleter {
+  void (*fn)(PJRT_SerializedExecutable*) = nullptr;
+  void operator()(PJRT_SerializedExecutable* p) const {
+    if (fn != nullptr) fn(p);
+  }
+};
+using SerializedPtr = std::unique_ptr<PJRT_SerializedExecutable, SerializedDeleter>;
+
+// ---------------------------------------------------------------------------------------------
 // Handles: napi externals over structs that start with a magic word, checked on every unwrap, so
 // that a wrong or stale handle is an error rather than a crash. (Cheaper than napi type tags,
 // which cost a private-property write per object: execute creates one per output.)
@@ -97,7 +134,9 @@ struct Handle {
 };
 
 struct Plugin : Handle {
-  Plugin(std::string p, void* d, const PJRT_Api* a) : Handle(Tag::kPlugin), path(std::move(p)), dl(d), api(a) {}
+  static constexpr Tag kTag = Tag::kPlugin;
+  static constexpr const char* kWhat = "plugin";
+  Plugin(std::string p, void* d, const PJRT_Api* a) : Handle(kTag), path(std::move(p)), dl(d), api(a) {}
   std::string path;
   void* dl;  // never dlclose'd: unloading tears down XLA's static registries
   const PJRT_Api* api;
@@ -106,49 +145,87 @@ struct Plugin : Handle {
 struct Dispatcher;  // executables.cc: the client's own thread for executions that may block
 
 struct Client : Handle {
-  Client(const PJRT_Api* a, PJRT_Client* c) : Handle(Tag::kClient), api(a), client(c) {}
+  static constexpr Tag kTag = Tag::kClient;
+  static constexpr const char* kWhat = "client";
+  Client(const PJRT_Api* a, PJRT_Client* c) : Handle(kTag), api(a), client(Own(a, c)) {}
   const PJRT_Api* api;
-  PJRT_Client* client;
+  PjrtPtr<PJRT_Client> client;  // destroyed only if creation fails half-way: clients live for the process
   std::vector<PJRT_Device*> devices;  // addressable devices, in the plugin's order
   // Executions launched and not yet complete on all their devices (decremented on plugin threads).
   std::atomic<int64_t> inflight{0};
   Dispatcher* dispatcher = nullptr;  // created on first use, lives with the client
   std::mutex retired_mu;
-  std::vector<PJRT_Event*> retired;  // fired completion events, destroyed later on the main thread
+  std::vector<PjrtPtr<PJRT_Event>> retired;  // fired completion events, destroyed later on the main thread
 };
 
-struct Buffer : Handle {
-  Buffer(const PJRT_Api* a, PJRT_Buffer* b, int64_t n) : Handle(Tag::kBuffer), api(a), buffer(b), bytes(n) {}
+// A PJRT object that a JS handle owns: counted in `count` while it exists, destroyed by an explicit
+// dispose or by the handle's finalizer, whichever comes first. `external_bytes` is reported to V8
+// as external memory while alive, so that sizable device memory makes GC run.
+template <typename P, Tag kTagValue>
+struct Live : Handle {
+  static constexpr Tag kTag = kTagValue;
+  static inline std::atomic<int64_t> count{0};
+
+  Live(const PJRT_Api* a, P* p) : Handle(kTag), api(a), ptr(Own(a, p)) {
+    if (ptr) count.fetch_add(1);
+  }
+  ~Live() { Destroy(nullptr); }
+  bool alive() const { return ptr != nullptr; }
+
+  // Idempotent. env is nullptr in a finalizer during teardown (then V8 is not told).
+  void Destroy(napi_env env) {
+    if (!ptr) return;
+    ptr.reset();
+    count.fetch_sub(1);
+    if (external_bytes > 0 && env != nullptr) {
+      int64_t now = 0;
+      napi_adjust_external_memory(env, -external_bytes, &now);  // unchecked: may run in a finalizer, which must not throw
+    }
+    external_bytes = 0;
+  }
+
   const PJRT_Api* api;
-  PJRT_Buffer* buffer;  // nullptr once destroyed
-  int64_t bytes;        // reported to V8 as external memory while alive (0: not reported)
+  PjrtPtr<P> ptr;  // empty once destroyed
+  int64_t external_bytes = 0;
 };
 
-struct Executable : Handle {
-  Executable() : Handle(Tag::kExecutable) {}
-  const PJRT_Api* api = nullptr;
-  Client* client = nullptr;
-  PJRT_LoadedExecutable* exe = nullptr;  // nullptr once destroyed
+struct Buffer : Live<PJRT_Buffer, Tag::kBuffer> {
+  static constexpr const char* kWhat = "buffer";
+  using Live::Live;
+};
+
+struct Executable : Live<PJRT_LoadedExecutable, Tag::kExecutable> {
+  static constexpr const char* kWhat = "executable";
+  Executable(Client* c, PJRT_LoadedExecutable* e) : Live(c->api, e), client(c) {}
+  Client* client;
   size_t num_outputs = 0;
   std::vector<PJRT_Device*> devices;     // addressable devices of the executable, in execution order
   std::vector<int64_t> output_bytes;     // per output, for external-memory accounting
 };
 
+// Wraps `obj` in a napi external; for Buffer and Executable the handle owns it (freed by its finalizer).
 napi_value WrapPlugin(napi_env env, Plugin* p);
 napi_value WrapClient(napi_env env, Client* c);
-napi_value WrapBuffer(napi_env env, Buffer* b);
+napi_value WrapBuffer(napi_env env, Buffer* b);  // reports b->external_bytes if sizable
 napi_value WrapExecutable(napi_env env, Executable* e);
-Plugin* UnwrapPlugin(napi_env env, napi_value v);
-Client* UnwrapClient(napi_env env, napi_value v);
-Buffer* UnwrapBuffer(napi_env env, napi_value v);
-Executable* UnwrapExecutable(napi_env env, napi_value v);
 
-void DestroyBuffer(Buffer* b, napi_env env);  // idempotent
-void DestroyExecutable(Executable* e);          // idempotent; PJRT frees it after executions in flight
+// The handle's object, or nullptr with a TypeError thrown naming `op` and the argument `name`.
+void* UnwrapHandle(napi_env env, napi_value v, Tag tag, const char* what, const char* op, const std::string& name);
+template <typename T>
+T* Unwrap(napi_env env, napi_value v, const char* op, const std::string& name) {
+  return static_cast<T*>(UnwrapHandle(env, v, T::kTag, T::kWhat, op, name));
+}
+// As Unwrap, and the PJRT object must not have been destroyed yet.
+template <typename T>
+T* UnwrapLive(napi_env env, napi_value v, const char* op, const std::string& name) {
+  T* obj = Unwrap<T>(env, v, op, name);
+  if (obj != nullptr && !obj->alive()) {
+    ThrowMessage(env, op, std::string(T::kWhat) + " has been disposed");
+    return nullptr;
+  }
+  return obj;
+}
 
-// PJRT buffers and executables created and not yet destroyed (for leak tests and debugging).
-extern std::atomic<int64_t> g_live_buffers;
-extern std::atomic<int64_t> g_live_executables;
 // Host arrays referenced because a transfer from them may still be running.
 extern std::atomic<int64_t> g_host_holds;
 
@@ -170,7 +247,7 @@ void PostToMain(MainTask* task);              // any thread; the task is deleted
 // PJRT_Event_OnReady runs a callback on a plugin thread; the wait is settled on the main thread.
 struct EventWait : MainTask {
   const PJRT_Api* api = nullptr;
-  PJRT_Event* event = nullptr;
+  PjrtPtr<PJRT_Event> event;  // destroyed on the main thread once it has fired
   const char* op = "";
   napi_deferred deferred = nullptr;  // settled when the event fires (nullptr: release only)
   napi_ref keep = nullptr;           // JS memory kept alive until the event fires
@@ -179,44 +256,103 @@ struct EventWait : MainTask {
   void OnMain(napi_env env) override;
 };
 
-// Takes ownership of `wait` and of wait->event. On a failure to register, settles or releases at once.
+// Takes ownership of `wait` (and so of its event). On a failure to register, settles or releases at once.
 void WaitForEvent(napi_env env, EventWait* wait);
 
 // ---------------------------------------------------------------------------------------------
 // Async jobs on libuv's worker pool: Run() on a worker thread (no JS), Finish() on the main thread.
+// What a job holds is freed by its destructor, on the main thread, whether it succeeded or not.
 // ---------------------------------------------------------------------------------------------
 class Job {
  public:
   virtual ~Job() = default;
-  virtual void Run() = 0;                            // worker thread
-  virtual napi_value Finish(napi_env env) = 0;       // main thread, only if !failure.failed
-  virtual void Cleanup(napi_env env) { (void)env; }  // main thread, always
+  virtual void Run() = 0;                       // worker thread
+  virtual napi_value Finish(napi_env env) = 0;  // main thread, only if !failure.failed
   Failure failure;
 };
 
 // Queues `job` and returns a promise settled with Finish()'s value or the failure.
-napi_value StartJob(napi_env env, Job* job, const char* name);
+napi_value StartJob(napi_env env, std::unique_ptr<Job> job, const char* name);
 
 // ---------------------------------------------------------------------------------------------
 // Small napi helpers.
 // ---------------------------------------------------------------------------------------------
-#define NAPI_OK(env, call)                                           \
-  do {                                                               \
-    if ((call) != napi_ok) {                                         \
-      ThrowMessage(env, "napi", "N-API call failed: " #call);        \
-      return nullptr;                                                \
-    }                                                                \
-  } while (0)
+// Every N-API status is checked: on failure this throws a JS Error naming the call (unless an
+// exception is already pending) and returns false. Values the call would have set stay nullptr,
+// which later N-API calls refuse without crashing, so builders may carry on and return.
+bool NapiOk(napi_env env, napi_status status, const char* call);
+#define NAPI_CHECK(env, call) ::tessera::NapiOk(env, (call), #call)
 
-bool GetString(napi_env env, napi_value v, std::string* out);
-bool GetInt64(napi_env env, napi_value v, int64_t* out);
-bool GetBool(napi_env env, napi_value v, bool* out);
-bool GetInt64Array(napi_env env, napi_value v, std::vector<int64_t>* out);  // Array<number>
+// Conversions of JS values. On a wrong type or range each throws a TypeError
+// "<op>: <name> must be <expected>, got <value>" and returns false.
+bool ToString(napi_env env, napi_value v, const char* op, const std::string& name, std::string* out);
+// A number that is an integer in [-2^63, 2^63) (NaN, ±Infinity, fractions and 2^63 are refused), or a BigInt.
+bool ToInt64(napi_env env, napi_value v, const char* op, const std::string& name, int64_t* out);
+bool ToDouble(napi_env env, napi_value v, const char* op, const std::string& name, double* out);
+bool ToBool(napi_env env, napi_value v, const char* op, const std::string& name, bool* out);
+bool ToArrayLength(napi_env env, napi_value v, const char* op, const std::string& name, uint32_t* length);
+bool ToInt64Array(napi_env env, napi_value v, const char* op, const std::string& name, std::vector<int64_t>* out);
+// Any TypedArray: its data pointer and size in bytes (the memory stays JS's).
+bool ToTypedArray(napi_env env, napi_value v, const char* op, const std::string& name, void** data, size_t* bytes);
+bool ToBytes(napi_env env, napi_value v, const char* op, const std::string& name, std::string* out);  // Uint8Array copy
+// An integer in [0, size), e.g. a device index.
+bool ToIndex(napi_env env, napi_value v, const char* op, const std::string& name, size_t size, size_t* out);
+
+// The arguments of one call from JS, with typed getters whose errors name the function and the
+// argument. Missing arguments read as undefined (and so fail their getter).
+class JsArgs {
+ public:
+  static constexpr size_t kMax = 6;  // the most any addon function takes
+  JsArgs(napi_env env, napi_callback_info info, const char* op) : env_(env), op_(op) {
+    size_t argc = kMax;
+    ok_ = NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv_, nullptr, nullptr));
+  }
+  bool ok() const { return ok_; }
+  const char* op() const { return op_; }
+  napi_value operator[](size_t i) const { return argv_[i]; }
+
+  bool String(size_t i, const char* name, std::string* out) const { return ok_ && ToString(env_, argv_[i], op_, name, out); }
+  bool Int64(size_t i, const char* name, int64_t* out) const { return ok_ && ToInt64(env_, argv_[i], op_, name, out); }
+  bool Bool(size_t i, const char* name, bool* out) const { return ok_ && ToBool(env_, argv_[i], op_, name, out); }
+  bool Int64Array(size_t i, const char* name, std::vector<int64_t>* out) const {
+    return ok_ && ToInt64Array(env_, argv_[i], op_, name, out);
+  }
+  bool TypedArray(size_t i, const char* name, void** data, size_t* bytes) const {
+    return ok_ && ToTypedArray(env_, argv_[i], op_, name, data, bytes);
+  }
+  bool Bytes(size_t i, const char* name, std::string* out) const { return ok_ && ToBytes(env_, argv_[i], op_, name, out); }
+  bool Index(size_t i, const char* name, size_t size, size_t* out) const {
+    return ok_ && ToIndex(env_, argv_[i], op_, name, size, out);
+  }
+  template <typename T>
+  T* Get(size_t i, const char* name) const {
+    return ok_ ? Unwrap<T>(env_, argv_[i], op_, name) : nullptr;
+  }
+  template <typename T>
+  T* GetLive(size_t i, const char* name) const {
+    return ok_ ? UnwrapLive<T>(env_, argv_[i], op_, name) : nullptr;
+  }
+
+ private:
+  napi_env env_;
+  const char* op_;
+  napi_value argv_[kMax] = {};
+  bool ok_ = false;
+};
+
 bool IsNullish(napi_env env, napi_value v);
+// Builders: nullptr (with a JS error thrown) when N-API fails.
 napi_value MakeInt64(napi_env env, int64_t v);
+napi_value MakeDouble(napi_env env, double v);
+napi_value MakeBool(napi_env env, bool v);
 napi_value MakeString(napi_env env, const char* s, size_t n);
 napi_value MakeBytes(napi_env env, const char* data, size_t n);  // Uint8Array copy
+napi_value MakeObject(napi_env env);
+napi_value MakeArray(napi_env env, size_t length);
+napi_value Undefined(napi_env env);
+napi_value Null(napi_env env);
 void SetProp(napi_env env, napi_value obj, const char* name, napi_value v);
+void SetElement(napi_env env, napi_value array, size_t i, napi_value v);
 
 // Registration of the functions of each file.
 void RegisterClientFunctions(napi_env env, napi_value exports);

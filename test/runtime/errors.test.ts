@@ -107,7 +107,13 @@ describe("errors", () => {
       message: `argument 1 of main: buffer f32[4] on ${client.devices[0]} has been disposed`,
     });
     // The addon checks too, if TypeScript were bypassed.
-    expect(() => nativeAddon().execute({} as never, [], null, false)).toThrow(/expected a native executable handle/);
+    expect(() => nativeAddon().execute({} as never, [], null, false)).toThrow(
+      expect.objectContaining({
+        name: "TypeError",
+        code: "TESSERA_NATIVE",
+        message: "execute: executable must be a native executable handle, got an object",
+      }),
+    );
     // ... and after all that, the process runs programs as before.
     const [sum] = await exe.run([a, a]);
     expect(Array.from(await sum!.toHostAs("f32"))).toEqual([0, 0, 0, 0]);
