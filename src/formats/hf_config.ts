@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { FormatError, zodFormatError } from "./errors.ts";
 import { writeFileAtomic, writeAll } from "./atomic.ts";
+import { stripBom } from "../host/text.ts";
 
 /** The architecture numbers Tessera builds a Llama from. Everything not here is fixed: SwiGLU, RMSNorm, no biases, plain RoPE. */
 export interface LlamaConfig {
@@ -155,7 +156,7 @@ export async function loadLlamaConfig(path: string): Promise<LlamaConfig> {
   }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(stripBom(text));
   } catch (e) {
     throw new FormatError(`${file}: not valid JSON (${(e as Error).message})`, { file, cause: e });
   }

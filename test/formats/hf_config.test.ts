@@ -153,6 +153,12 @@ describe("parseLlamaConfig", () => {
     await writeFile(join(dir, "config.json"), "{oops");
     await expect(loadLlamaConfig(dir)).rejects.toThrow(new RegExp(`${dir}/config\\.json: not valid JSON`));
   });
+
+  it("accepts a config.json that starts with a UTF-8 byte order mark", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "config.json"), "\uFEFF" + (await readFile(join(FIXTURE, "config.json"), "utf8")));
+    expect(await loadLlamaConfig(dir)).toEqual(await loadLlamaConfig(FIXTURE));
+  });
 });
 
 describe("writing config.json", () => {
