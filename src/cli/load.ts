@@ -41,19 +41,24 @@ function compilerOptions(): ts.CompilerOptions {
 /**
  * Type-checks `file` and the user files it imports. Returns formatted reports (empty when clean). Only user files
  * are checked: tessera's own sources are checked by its test suite, and checking them here would cost seconds.
+ * When the files do not parse, only the syntax errors are returned (kind "syntax"), as tsc does: type errors
+ * found in a file that did not parse are mostly echoes of the syntax error.
  */
-export function typeCheck(file: string): string[] {
+export function typeCheck(file: string): { kind: "syntax" | "type"; errors: string[] } {
   const project = new Project({ compilerOptions: compilerOptions(), skipAddingFilesFromTsConfig: true });
   project.addSourceFileAtPath(file);
   project.resolveSourceFileDependencies();
   const program = project.getProgram().compilerObject;
-  const diagnostics: ts.Diagnostic[] = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics()];
-  for (const sf of program.getSourceFiles()) {
+  const userFiles = program.getSourceFiles().filter((sf) => {
     const abs = path.resolve(sf.fileName);
-    if (sf.isDeclarationFile || (abs !== file && !isUserFile(abs))) continue;
-    diagnostics.push(...program.getSyntacticDiagnostics(sf), ...program.getSemanticDiagnostics(sf));
-  }
-  return diagnostics.filter((d) => d.category === ts.DiagnosticCategory.Error).map(formatTsDiagnostic);
+    return !sf.isDeclarationFile && (abs === file || isUserFile(abs));
+  });
+  const errorsOf = (ds: readonly ts.Diagnostic[]) => ds.filter((d) => d.category === ts.DiagnosticCategory.Error).map(formatTsDiagnostic);
+  const syntax = errorsOf(userFiles.flatMap((sf) => program.getSyntacticDiagnostics(sf)));
+  if (syntax.length > 0) return { kind: "syntax", errors: syntax };
+  const diagnostics: ts.Diagnostic[] = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics()];
+  for (const sf of userFiles) diagnostics.push(...program.getSemanticDiagnostics(sf));
+  return { kind: "type", errors: errorsOf(diagnostics) };
 }
 
 function formatTsDiagnostic(d: ts.Diagnostic): string {
@@ -108,9 +113,9 @@ export function findEntry(exports: Record<string, unknown>, name: string | undef
 export async function loadModel(fileArg: string): Promise<{ file: string; exports: Record<string, unknown> }> {
   const file = path.resolve(fileArg);
   if (!existsSync(file)) throw new CliError(`error: cannot find model file '${fileArg}'\n`);
-  const errors = typeCheck(file);
+  const { kind, errors } = typeCheck(file);
   if (errors.length) {
-    const summary = `Found ${errors.length} type error${errors.length === 1 ? "" : "s"}; nothing was compiled.`;
+    const summary = `Found ${errors.length} ${kind} error${errors.length === 1 ? "" : "s"}; nothing was compiled.`;
     throw new CliError(`${errors.join("\n")}\n${summary}\n`);
   }
   return { file, exports: await importModel(file) };

@@ -1,5 +1,4 @@
 // `tessera train`: LoRA fine-tuning from the command line: model, adapter and data in; progress, metrics, checkpoints and a PEFT adapter out.
-import { createHash } from "node:crypto";
 import { appendFile, mkdir, readFile, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { UsageError, type ParsedArgs } from "./args.ts";
@@ -322,7 +321,7 @@ async function train(given: ReadonlyMap<string, string>, io: Io): Promise<number
   if (run.data !== null) {
     const loaded = await loadJsonl(run.data, { vocabSize: llama.vocabSize });
     records = loaded.records;
-    sha256 = createHash("sha256").update(loaded.text).digest("hex");
+    sha256 = loaded.sha256;
     source = resolve(run.data);
     const longest = records.reduce((m, r) => Math.max(m, r.ids.length), 0);
     run.seq ??= Math.min(maxSeq, Math.ceil(longest / 8) * 8);

@@ -1,5 +1,6 @@
 // JSONL training data with token ids (no tokenizer yet): input_ids/labels or prompt_ids/answer_ids records, validated per line.
-import { readFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { DataError, IGNORE, type TrainRecord } from "./records.ts";
 
 export interface JsonlOptions {
@@ -69,10 +70,32 @@ export function parseRecord(json: unknown, file: string, line: number, opts: Jso
   if (!("input_ids" in o)) fail(`missing field "input_ids": expected ${FORMS}`);
   const input = ids("input_ids");
   if (input.length === 0) fail(`"input_ids" is empty`);
-  if (!("labels" in o) || o.labels === null) return { ids: input, labels: input.slice(), source };
+  // Shared, not copied: records are never written to, and a copy would double the memory of a large file.
+  if (!("labels" in o) || o.labels === null) return { ids: input, labels: input, source };
   const labels = ids("labels", true);
   if (labels.length !== input.length) fail(`"labels" has ${labels.length} entries but "input_ids" has ${input.length}; they must match one to one`);
   return { ids: input, labels, source };
+}
+
+/** A UTF-8 byte order mark, which editors on Windows put at the start of a file; JSON.parse rejects it. */
+const BOM = "\uFEFF";
+
+/** One line's record, or undefined for a blank line; `lineNo` is 1-based. A BOM is stripped from line 1. */
+function parseLine(line: string, lineNo: number, file: string, opts: JsonlOptions): TrainRecord | undefined {
+  let raw = line.endsWith("\r") ? line.slice(0, -1) : line;
+  if (lineNo === 1 && raw.startsWith(BOM)) raw = raw.slice(1);
+  if (raw.trim() === "") return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch (e) {
+    throw new DataError(`not valid JSON (${(e as Error).message})`, file, lineNo);
+  }
+  return parseRecord(json, file, lineNo, opts);
+}
+
+function noRecords(file: string): DataError {
+  return new DataError(`no records (expected one JSON object per line: ${FORMS})`, file);
 }
 
 /** Every record of a JSONL text (blank lines skipped); the first bad line throws a DataError naming file:line. */
@@ -80,28 +103,53 @@ export function parseJsonl(text: string, file: string, opts: JsonlOptions): Trai
   const out: TrainRecord[] = [];
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
-    const raw = lines[i]!.replace(/\r$/, "");
-    if (raw.trim() === "") continue;
-    let json: unknown;
-    try {
-      json = JSON.parse(raw);
-    } catch (e) {
-      throw new DataError(`not valid JSON (${(e as Error).message})`, file, i + 1);
-    }
-    out.push(parseRecord(json, file, i + 1, opts));
+    const r = parseLine(lines[i]!, i + 1, file, opts);
+    if (r) out.push(r);
   }
-  if (out.length === 0) throw new DataError(`no records (expected one JSON object per line: ${FORMS})`, file);
+  if (out.length === 0) throw noRecords(file);
   return out;
 }
 
-/** Reads and validates a JSONL file. */
-export async function loadJsonl(file: string, opts: JsonlOptions): Promise<{ records: TrainRecord[]; text: string }> {
-  let text: string;
+/**
+ * Reads and validates a JSONL file line by line from a stream, so a file of any size that fits in memory as
+ * records can be read (a whole-file string stops at V8's ~512 MB limit). `sha256` is the hex digest of the
+ * file's bytes, computed on the same stream.
+ */
+export async function loadJsonl(file: string, opts: JsonlOptions): Promise<{ records: TrainRecord[]; sha256: string }> {
+  const records: TrainRecord[] = [];
+  const hash = createHash("sha256");
+  // Bytes of the line being read that came in earlier chunks; lines are cut at "\n" bytes before decoding, so a
+  // UTF-8 character split between chunks is decoded whole.
+  let pending: Buffer[] = [];
+  let lineNo = 0;
+  const take = (bytes: Buffer) => {
+    lineNo++;
+    const r = parseLine(bytes.toString("utf8"), lineNo, file, opts);
+    if (r) records.push(r);
+  };
   try {
-    text = await readFile(file, "utf8");
+    for await (const chunk of createReadStream(file, { highWaterMark: 1 << 22 }) as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      let start = 0;
+      for (let nl = chunk.indexOf(10); nl >= 0; nl = chunk.indexOf(10, start)) {
+        const piece = chunk.subarray(start, nl);
+        if (pending.length > 0) {
+          pending.push(piece);
+          take(Buffer.concat(pending));
+          pending = [];
+        } else {
+          take(piece);
+        }
+        start = nl + 1;
+      }
+      if (start < chunk.length) pending.push(chunk.subarray(start));
+    }
   } catch (e) {
+    if (e instanceof DataError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new DataError(code === "ENOENT" ? "no such file" : code === "EISDIR" ? "is a directory, expected a .jsonl file" : `cannot read (${(e as Error).message})`, file);
   }
-  return { records: parseJsonl(text, file, opts), text };
+  if (pending.length > 0) take(Buffer.concat(pending));
+  if (records.length === 0) throw noRecords(file);
+  return { records, sha256: hash.digest("hex") };
 }

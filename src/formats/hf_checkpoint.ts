@@ -55,6 +55,20 @@ function isIgnorable(name: string, cfg: LlamaConfig): boolean {
  */
 export function validateLlamaCheckpoint(ckpt: Checkpoint, cfg: LlamaConfig, configFile = "config.json"): void {
   const where = ckpt.indexPath ?? ckpt.files[0] ?? ckpt.dir;
+  // The layer count first, from the tensor names alone: the list of expected tensors grows with
+  // num_hidden_layers, so a config claiming far more layers than the files hold must fail before it is built.
+  let layersInFiles = 0;
+  for (const name of ckpt.keys()) {
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (m) layersInFiles = Math.max(layersInFiles, Number(m[1]) + 1);
+  }
+  if (cfg.numLayers > layersInFiles) {
+    const held = layersInFiles === 0 ? "no model.layers.* tensors" : `tensors for layers 0..${layersInFiles - 1} only`;
+    throw new FormatError(
+      `${configFile}: field "num_hidden_layers" is ${cfg.numLayers}, but ${where} has ${held} (missing tensor "model.layers.${layersInFiles}.input_layernorm.weight"): the config does not describe this checkpoint`,
+      { file: configFile, tensor: `model.layers.${layersInFiles}.input_layernorm.weight` },
+    );
+  }
   const specs = llamaWeightSpecs(cfg);
   for (const s of specs) {
     if (!ckpt.has(s.name)) {

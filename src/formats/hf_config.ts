@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { FormatError, zodFormatError } from "./errors.ts";
 import { writeFileAtomic, writeAll } from "./atomic.ts";
+import { stripBom } from "../host/text.ts";
 
 /** The architecture numbers Tessera builds a Llama from. Everything not here is fixed: SwiGLU, RMSNorm, no biases, plain RoPE. */
 export interface LlamaConfig {
@@ -28,6 +29,13 @@ export interface LlamaConfig {
 }
 
 const posInt = z.number().int().positive();
+
+/**
+ * A positive integer no larger than `max`: each bound is far above any Llama there is (Llama 3.1 405B has 126
+ * layers, hidden size 16384, 128 heads, a 128k vocabulary), so a value past it is a damaged or hostile file, and
+ * refusing it here keeps a size derived from it from exhausting memory.
+ */
+const sizeField = (max: number) => posInt.max(max, `expected at most ${max} (far larger than any Llama model; is the file damaged?)`);
 const tokenId = z.number().int().nonnegative().nullish();
 
 const ropeObject = z
@@ -41,13 +49,13 @@ const ropeObject = z
 const schema = z
   .object({
     model_type: z.string().optional(),
-    vocab_size: posInt,
-    hidden_size: posInt,
-    intermediate_size: posInt,
-    num_hidden_layers: posInt,
-    num_attention_heads: posInt,
-    num_key_value_heads: posInt.nullish(),
-    head_dim: posInt.nullish(),
+    vocab_size: sizeField(1 << 24),
+    hidden_size: sizeField(1 << 18),
+    intermediate_size: sizeField(1 << 20),
+    num_hidden_layers: sizeField(4096),
+    num_attention_heads: sizeField(4096),
+    num_key_value_heads: sizeField(4096).nullish(),
+    head_dim: sizeField(1 << 16).nullish(),
     rms_norm_eps: z.number().positive().optional(),
     rope_theta: z.number().positive().optional(),
     rope_parameters: ropeObject.nullish(),
@@ -155,7 +163,7 @@ export async function loadLlamaConfig(path: string): Promise<LlamaConfig> {
   }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(stripBom(text));
   } catch (e) {
     throw new FormatError(`${file}: not valid JSON (${(e as Error).message})`, { file, cause: e });
   }

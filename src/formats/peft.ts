@@ -8,6 +8,7 @@ import { fromFloat32, isFloatDType, toFloat32, type HostDType, type HostTensor }
 import { pendingSafetensors, readSafetensors } from "./safetensors.ts";
 import { writeAll, writeFilesAtomic } from "./atomic.ts";
 import { LINEAR_PATH, LLAMA_LINEARS, linearFeatures, type LlamaConfig, type LlamaLinear } from "./hf_config.ts";
+import { stripBom } from "../host/text.ts";
 
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
 export const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors";
@@ -459,7 +460,7 @@ export async function loadLoraConfig(dir: string): Promise<LoraConfig> {
   const file = join(dir, ADAPTER_CONFIG_FILE);
   let json: unknown;
   try {
-    json = JSON.parse(await readFile(file, "utf8"));
+    json = JSON.parse(stripBom(await readFile(file, "utf8")));
   } catch (e) {
     throw new FormatError(`${file}: cannot read adapter config (${(e as Error).message})`, { file, cause: e });
   }

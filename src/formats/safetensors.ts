@@ -5,6 +5,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { FormatError, fmtShape } from "./errors.ts";
 import { byteLengthOf, hostTensor, isHostDType, HOST_DTYPES, type HostDType, type HostTensor } from "./dtypes.ts";
 import { writeAll, writeFileAtomic, writeFilesAtomic, type PendingFile } from "./atomic.ts";
+import { stripBom } from "../host/text.ts";
 
 /** The reference implementation refuses headers above this; so do we, so a garbage length fails fast. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -449,7 +450,7 @@ export class Checkpoint {
     };
     let json: unknown;
     try {
-      json = JSON.parse(await readFile(indexPath, "utf8"));
+      json = JSON.parse(stripBom(await readFile(indexPath, "utf8")));
     } catch (e) {
       return fail(`cannot read index (${(e as Error).message})`);
     }

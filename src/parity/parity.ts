@@ -1,11 +1,13 @@
 // `runParity(dir)`: recompute a reference folder's quantities (HF + PEFT outputs) with Tessera and measure the errors.
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { z } from "zod";
 import { tx, type Tensor, type Tree } from "../index.ts";
 import { toFloat32, type HostTensor } from "../formats/dtypes.ts";
 import { readSafetensors } from "../formats/safetensors.ts";
-import { adapterTensors, loadAdapter, ADAPTER_CONFIG_FILE } from "../formats/peft.ts";
-import { FormatError } from "../formats/errors.ts";
+import { adapterFromTensors, adapterTensors, loadAdapter, ADAPTER_CONFIG_FILE } from "../formats/peft.ts";
+import { FormatError, zodFormatError } from "../formats/errors.ts";
+import { stripBom } from "../host/text.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
 import { llamaLogits, type LlamaWeights } from "../../models/llama.ts";
 import { loraFromAdapter, loraToAdapter, mergeLora, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
@@ -24,13 +26,16 @@ export const DEFAULT_TOLERANCES: Readonly<Record<Group, number>> = Object.freeze
   logits_lora: 1e-5,
   loss_lora: 1e-5,
   grad: 1e-4,
-  // One AdamW step moves each weight by about lr * sign(g); its error follows the gradients'.
-  after_adamw: 1e-4,
+  // The optimizer alone, from the reference's gradients: float32 rounding of the weights only.
+  adamw_step: 1e-6,
+  // End to end, from our own gradients: a per-element bound (see adamwBound), so this is the fraction of it
+  // the worst element may use, not a relative error.
+  after_adamw: 1,
   merged: 1e-5,
 });
 
-export type Group = "logits_base" | "logits_lora" | "loss_lora" | "grad" | "after_adamw" | "merged";
-const GROUPS: readonly Group[] = ["logits_base", "logits_lora", "loss_lora", "grad", "after_adamw", "merged"];
+export type Group = "logits_base" | "logits_lora" | "loss_lora" | "grad" | "adamw_step" | "after_adamw" | "merged";
+const GROUPS: readonly Group[] = ["logits_base", "logits_lora", "loss_lora", "grad", "adamw_step", "after_adamw", "merged"];
 
 export interface ParityOptions {
   /** How to run the computation; default: the reference interpreter. */
@@ -51,11 +56,15 @@ export interface TensorError {
 
 export interface GroupResult {
   group: Group;
-  /** The tensor with the largest relative error. */
-  worst: TensorError;
+  /** The tensor with the largest relative error (after_adamw: the largest error over its per-element bound). */
+  worst?: TensorError;
   count: number;
   tol: number;
   ok: boolean;
+  /** after_adamw: the worst |ours - ref| / bound over all elements, what `tol` limits. */
+  score?: number;
+  /** Tensors we compute that the reference lacks (the whole quantity when it has none): a failure, not a skip. */
+  missing?: string[];
 }
 
 export interface ParityReport {
@@ -88,10 +97,61 @@ export function compareTensors(ours: HostTensor, ref: HostTensor, name: string):
   return { maxAbs, maxRel: maxRef === 0 ? (maxAbs === 0 ? 0 : Infinity) : maxAbs / maxRef };
 }
 
+/**
+ * The end-to-end AdamW check. A first step from zero moments moves a weight by lr·g/(|g|+eps), whose derivative in
+ * g is lr·eps/(|g|+eps)²: up to lr/eps where g is near eps, so float32 noise in a tiny gradient moves the weight
+ * far more than the gradient tolerance suggests. Each element may therefore differ by the optimizer's own rounding
+ * (adamw_step's tolerance times the tensor's largest weight) plus that sensitivity times the gradient error the
+ * grad check allows (its tolerance times the tensor's largest gradient). Returns max |ours - ref| / bound.
+ */
+export function adamwBound(ours: HostTensor, ref: HostTensor, grad: HostTensor, adamw: AdamWConfig, tol: { grad: number; step: number }): number {
+  const a = toFloat32(ours), b = toFloat32(ref), g = toFloat32(grad);
+  let maxRef = 0, maxG = 0;
+  for (let i = 0; i < b.length; i++) {
+    maxRef = Math.max(maxRef, Math.abs(b[i]!));
+    maxG = Math.max(maxG, Math.abs(g[i]!));
+  }
+  let score = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (Number.isNaN(d)) return NaN;
+    const sensitivity = (adamw.lr * adamw.eps) / (Math.abs(g[i]!) + adamw.eps) ** 2;
+    const bound = tol.step * maxRef + sensitivity * tol.grad * maxG;
+    score = Math.max(score, bound === 0 ? (d === 0 ? 0 : Infinity) : d / bound);
+  }
+  return score;
+}
+
 const exists = async (p: string) => (await stat(p).catch(() => undefined)) !== undefined;
 
-interface ExpectedJson {
-  adamw?: { lr?: number; betas?: [number, number]; eps?: number; weight_decay?: number };
+/** expected.json: only what parity reads is checked (the reference's other notes pass through). */
+const expectedSchema = z
+  .object({
+    adamw: z
+      .object({
+        lr: z.number().positive().optional(),
+        betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).optional(),
+        eps: z.number().positive().optional(),
+        weight_decay: z.number().min(0).optional(),
+      })
+      .loose()
+      .optional(),
+  })
+  .loose();
+type ExpectedJson = z.infer<typeof expectedSchema>;
+
+/** Reads and validates `file`; errors name it and the field (FormatError, exit 1). Absent: AdamW's defaults. */
+async function loadExpectedJson(file: string): Promise<ExpectedJson> {
+  if (!(await exists(file))) return {};
+  let json: unknown;
+  try {
+    json = JSON.parse(stripBom(await readFile(file, "utf8")));
+  } catch (e) {
+    throw new FormatError(`${file}: not valid JSON (${(e as Error).message})`, { file, cause: e });
+  }
+  const r = expectedSchema.safeParse(json);
+  if (!r.success) throw zodFormatError(file, r.error.issues, json);
+  return r.data;
 }
 
 function adamwFrom(json: ExpectedJson): AdamWConfig {
@@ -110,7 +170,7 @@ function adamwFrom(json: ExpectedJson): AdamWConfig {
  * its gradients for the adapter, the adapter after one AdamW step from zero moments, and the merged weights.
  */
 function parityProgram(cfg: LlamaConfig, layout: LoraLayout | undefined, adamw: AdamWConfig, want: Set<Group>) {
-  return (base: LlamaWeights, lora: LoraWeights, tokens: Tensor, labels: Tensor) => {
+  return (base: LlamaWeights, lora: LoraWeights, tokens: Tensor, labels: Tensor, refGrads: LoraWeights) => {
     const out: Record<string, unknown> = {};
     if (want.has("logits_base")) out.logits_base = llamaLogits(cfg, base, tokens);
     if (!layout) return out;
@@ -124,6 +184,10 @@ function parityProgram(cfg: LlamaConfig, layout: LoraLayout | undefined, adamw: 
       const zeros = tx.treeMap(lora as Tree<Tensor>, (t) => tx.zerosLike(t)) as LoraWeights;
       const [after] = adamwUpdate(lora, grads as LoraWeights, { m: zeros, v: zeros }, tx.full([], 1), tx.full([], adamw.lr), adamw);
       out.after_adamw = after;
+      if (want.has("adamw_step")) {
+        const [step] = adamwUpdate(lora, refGrads, { m: zeros, v: zeros }, tx.full([], 1), tx.full([], adamw.lr), adamw);
+        out.adamw_step = step;
+      }
     }
     return out;
   };
@@ -139,7 +203,7 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
   const expectedFile = join(dir, "expected.safetensors");
   if (!(await exists(expectedFile))) throw new FormatError(`${expectedFile}: not found (a reference folder holds expected.safetensors)`, { file: expectedFile });
   const { tensors: expected } = await readSafetensors(expectedFile);
-  const json: ExpectedJson = (await exists(join(dir, "expected.json"))) ? JSON.parse(await readFile(join(dir, "expected.json"), "utf8")) : {};
+  const json = await loadExpectedJson(join(dir, "expected.json"));
   const need = (k: string) => {
     const t = expected.get(k);
     if (!t) throw new FormatError(`${expectedFile}: missing tensor "${k}"`, { file: expectedFile, tensor: k });
@@ -150,22 +214,29 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
 
   const { config, weights } = await loadLlamaWeights(dir, { dtype: "F32" });
   const hasAdapter = await exists(join(dir, ADAPTER_CONFIG_FILE));
-  const lora = hasAdapter ? loraFromAdapter(await loadAdapter(dir, config), config, join(dir, ADAPTER_CONFIG_FILE)) : undefined;
+  const adapter = hasAdapter ? await loadAdapter(dir, config) : undefined;
+  const lora = adapter ? loraFromAdapter(adapter, config, join(dir, ADAPTER_CONFIG_FILE)) : undefined;
 
-  const want = new Set<Group>();
-  for (const k of expected.keys()) {
-    const g = groupOf(k);
-    if (g) want.add(g);
+  // Every quantity the folder can be checked on is computed; one the reference lacks fails below.
+  const want = new Set<Group>(lora ? GROUPS : ["logits_base"]);
+  // The reference's gradients, for the optimizer-alone check (the adapter's own weights stand in when absent).
+  const refGradTensors = new Map([...expected].filter(([k]) => k.startsWith("grad.")).map(([k, t]) => [k.slice("grad.".length), t]));
+  let refGrads = lora?.weights ?? {};
+  if (adapter && lora && refGradTensors.size > 0) {
+    refGrads = loraFromAdapter(adapterFromTensors(adapter.config, refGradTensors, config, { weights: expectedFile }), config).weights;
+  } else {
+    want.delete("adamw_step");
   }
   const adamw = adamwFrom(json);
   const exec = opts.executor ?? interpretOnHost;
-  const out = (await exec(parityProgram(config, lora?.layout, adamw, want), [weights as unknown as Tree<HostTensor>, (lora?.weights ?? {}) as Tree<HostTensor>, tokens, labels])) as Record<string, unknown>;
+  const args = [weights as unknown as Tree<HostTensor>, (lora?.weights ?? {}) as Tree<HostTensor>, tokens, labels, refGrads as Tree<HostTensor>];
+  const out = (await exec(parityProgram(config, lora?.layout, adamw, want), args)) as Record<string, unknown>;
 
   // Our outputs under the reference's names.
   const ours = new Map<string, HostTensor>();
   for (const g of ["logits_base", "logits_lora", "loss_lora"] as const) if (out[g]) ours.set(g, out[g] as HostTensor);
   if (lora) {
-    for (const g of ["grad", "after_adamw"] as const) {
+    for (const g of ["grad", "after_adamw", "adamw_step"] as const) {
       if (!out[g]) continue;
       const adapter = loraToAdapter(lora.layout, out[g] as LoraWeights<HostTensor>, config);
       for (const [k, t] of adapterTensors(adapter)) ours.set(`${g}.${k}`, t);
@@ -176,21 +247,40 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
     }
   }
 
+  const tol = { ...DEFAULT_TOLERANCES, ...opts.tolerances };
   const tensors: TensorError[] = [];
+  const scores = new Map<string, number>();
   for (const [name, ref] of expected) {
     const group = groupOf(name);
     if (!group) continue;
     const mine = ours.get(name);
-    if (!mine) throw new Error(`${expectedFile}: tensor "${name}" has no counterpart in what Tessera computed (is the adapter in ${dir}?)`);
+    if (!mine) throw new FormatError(`${expectedFile}: tensor "${name}" has no counterpart in what Tessera computed (is the adapter in ${dir}?)`, { file: expectedFile, tensor: name });
     tensors.push({ name, group, shape: [...ref.shape], ...compareTensors(mine, ref, name) });
+    const step = ours.get(`adamw_step.${name.slice(group.length + 1)}`);
+    if (group === "after_adamw" && step) {
+      // The optimizer alone: our AdamW on the reference's gradients, against the reference's step.
+      tensors.push({ name: `adamw_step.${name.slice(group.length + 1)}`, group: "adamw_step", shape: [...ref.shape], ...compareTensors(step, ref, name) });
+      const grad = expected.get(`grad.${name.slice(group.length + 1)}`);
+      if (grad) scores.set(name, adamwBound(mine, ref, grad, adamw, { grad: tol.grad, step: tol.adamw_step }));
+    }
   }
-  const tol = { ...DEFAULT_TOLERANCES, ...opts.tolerances };
   const groups: GroupResult[] = [];
-  for (const g of GROUPS) {
+  for (const g of [...want].sort((a, b) => GROUPS.indexOf(a) - GROUPS.indexOf(b))) {
     const ts = tensors.filter((t) => t.group === g);
-    if (ts.length === 0) continue;
-    const worst = ts.reduce((a, b) => (b.maxRel > a.maxRel || Number.isNaN(b.maxRel) ? b : a));
-    groups.push({ group: g, worst, count: ts.length, tol: tol[g], ok: worst.maxRel <= tol[g] });
+    // Every tensor we computed must be in the reference (merged: the reference holds only the adapted weights).
+    const computed = [...ours.keys()].filter((k) => groupOf(k) === g && g !== "merged" && g !== "adamw_step");
+    const missing = ts.length === 0 ? [g] : computed.filter((k) => !expected.has(k));
+    if (g === "after_adamw") {
+      const scored = ts.filter((t) => scores.has(t.name));
+      const worst = scored.reduce<TensorError | undefined>((a, b) => (!a || !(scores.get(b.name)! <= scores.get(a.name)!) ? b : a), undefined);
+      const score = worst ? scores.get(worst.name)! : NaN;
+      if (scored.length < ts.length) missing.push(...ts.filter((t) => !scores.has(t.name)).map((t) => `grad.${t.name.slice(g.length + 1)}`));
+      groups.push({ group: g, ...(worst ? { worst, score } : {}), count: ts.length, tol: tol[g], ok: missing.length === 0 && score <= tol[g], ...(missing.length ? { missing } : {}) });
+      continue;
+    }
+    const worst = ts.reduce<TensorError | undefined>((a, b) => (!a || b.maxRel > a.maxRel || Number.isNaN(b.maxRel) ? b : a), undefined);
+    const ok = missing.length === 0 && worst !== undefined && worst.maxRel <= tol[g];
+    groups.push({ group: g, ...(worst ? { worst } : {}), count: ts.length, tol: tol[g], ok, ...(missing.length ? { missing } : {}) });
   }
   return {
     dir,
@@ -210,13 +300,29 @@ export function formatParityReport(r: ParityReport, opts: { verbose?: boolean } 
   const w = Math.max(...r.groups.map((g) => g.group.length), 8);
   lines.push(`  ${"quantity".padEnd(w)}  ${"tensors".padStart(7)}  ${"max rel".padStart(9)}  ${"max abs".padStart(9)}  ${"tol".padStart(8)}  result  worst tensor`);
   for (const g of r.groups) {
-    lines.push(
-      `  ${g.group.padEnd(w)}  ${String(g.count).padStart(7)}  ${sci(g.worst.maxRel).padStart(9)}  ${sci(g.worst.maxAbs).padStart(9)}  ${sci(g.tol).padStart(8)}  ${(g.ok ? "ok" : "FAIL").padEnd(6)}  ${g.worst.name}`,
-    );
+    const result = (g.ok ? "ok" : "FAIL").padEnd(6);
+    const tol = g.group === "after_adamw" ? "per-elem" : sci(g.tol);
+    if (g.worst === undefined) {
+      lines.push(`  ${g.group.padEnd(w)}  ${String(g.count).padStart(7)}  ${"-".padStart(9)}  ${"-".padStart(9)}  ${tol.padStart(8)}  ${result}  missing from the reference`);
+    } else {
+      const extra = g.score === undefined ? "" : ` (worst element at ${g.score.toFixed(3)} of its bound)`;
+      lines.push(
+        `  ${g.group.padEnd(w)}  ${String(g.count).padStart(7)}  ${sci(g.worst.maxRel).padStart(9)}  ${sci(g.worst.maxAbs).padStart(9)}  ${tol.padStart(8)}  ${result}  ${g.worst.name}${extra}`,
+      );
+    }
+    if (g.missing && g.worst !== undefined) lines.push(`      missing from the reference: ${g.missing.join(", ")}`);
     if (opts.verbose) {
       for (const t of r.tensors.filter((t) => t.group === g.group)) lines.push(`      ${t.name}: rel ${sci(t.maxRel)}, abs ${sci(t.maxAbs)}`);
     }
   }
-  lines.push(r.ok ? "parity: ok" : `parity: FAILED (${r.groups.filter((g) => !g.ok).map((g) => g.group).join(", ")} past tolerance)`);
+  if (r.groups.some((g) => g.group === "adamw_step" || g.group === "after_adamw")) {
+    lines.push(
+      "  adamw_step: our AdamW on the reference's gradients. after_adamw: on our gradients, each element within",
+      "  adamw_step's tol·max|w| + lr·eps/(|g|+eps)²·(grad's tol·max|g|), the step's sensitivity to the gradient error.",
+    );
+  }
+  const failed = r.groups.filter((g) => !g.ok);
+  const why = (g: GroupResult) => (g.missing?.length ? `${g.group} missing from the reference` : `${g.group} past tolerance`);
+  lines.push(r.ok ? "parity: ok" : `parity: FAILED (${failed.map(why).join(", ")})`);
   return lines.join("\n");
 }

@@ -176,6 +176,33 @@ describe("errors in the user's model", () => {
   );
 
   it(
+    "calls a syntax error a syntax error, without the type errors that echo it, for compile and inspect",
+    async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), "tessera-cli-"));
+      const file = path.join(dir, "syntax_error.ts");
+      writeFileSync(
+        file,
+        [
+          `// A model that does not parse: an operator without its right operand.`,
+          `import { entry, spec, type Tensor } from "tessera";`,
+          `const width = 2 +;`,
+          `export const forward = entry((x: Tensor) => x.exp(), [spec("f32", [width])]);`,
+          ``,
+        ].join("\n"),
+      );
+      const [compile, inspect] = await Promise.all([tessera(["compile", file]), tessera(["inspect", file])]);
+      for (const r of [compile, inspect]) {
+        expect(r.code).toBe(1);
+        expect(r.stdout).toBe("");
+        expect(r.stderr).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:3:\\d+ - error TS1\\d{3}: `));
+        expect(r.stderr).toMatch(/\nFound 1 syntax error; nothing was compiled\.\n$/);
+        expect(r.stderr).not.toContain("type error");
+      }
+    },
+    SLOW,
+  );
+
+  it(
     "reports a shape error at the user's line with a caret and no stack",
     async () => {
       const r = await tessera(["compile", `${FIX}/errors.ts`, "--entry", "badShapes"]);

@@ -1,7 +1,7 @@
 // HF Llama checkpoints: the fixture, streamed iteration with conversion, sharded saves, and each shape/presence error.
 
 import { afterAll, describe, expect, it } from "vitest";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HfCheckpoint, llamaWeightSpecs, saveHfCheckpoint } from "../../src/formats/hf_checkpoint.ts";
 import { LLAMA2_70B, LLAMA2_7B, LLAMA_TINY_A, parseLlamaConfig, saveLlamaConfig, type LlamaConfig } from "../../src/formats/hf_config.ts";
@@ -186,6 +186,19 @@ describe("invalid checkpoints", () => {
     t2.delete("lm_head.weight");
     const dir2 = await rawCheckpoint(GQA, t2);
     expect(await openErr(dir2)).toMatch(new RegExp(`^${dir2}/model\\.safetensors: missing tensor "lm_head\\.weight" \\(expected \\[40, 16\\]`));
+  });
+
+  it("a config claiming far more layers than the files hold fails from the names alone, before the expected list is built", async () => {
+    const dir = await rawCheckpoint({ ...GQA, numLayers: 4000 }, llamaTensors(GQA));
+    const t0 = Date.now();
+    expect(await openErr(dir)).toBe(
+      `${dir}/config.json: field "num_hidden_layers" is 4000, but ${dir}/model.safetensors has tensors for layers 0..1 only ` +
+        `(missing tensor "model.layers.2.input_layernorm.weight"): the config does not describe this checkpoint`,
+    );
+    expect(Date.now() - t0).toBeLessThan(2000);
+    const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8"));
+    await writeFile(join(dir, "config.json"), JSON.stringify({ ...config, num_hidden_layers: 200000000 }));
+    expect(await openErr(dir)).toMatch(new RegExp(`^${dir}/config\\.json: field "num_hidden_layers": expected at most 4096 .*\\(got 200000000\\)$`));
   });
 
   it("a config with more layers than the weights, and weights with more layers than the config", async () => {

@@ -129,6 +129,14 @@ describe("parseLlamaConfig", () => {
     expect(parseErr("not an object")).toMatch(/^\/x\/config\.json: expected object, received string/);
   });
 
+  it("refuses sizes far past any Llama, naming the field and the bound", () => {
+    expect(parseErr({ ...minimal, num_hidden_layers: 200000000 })).toBe(
+      '/x/config.json: field "num_hidden_layers": expected at most 4096 (far larger than any Llama model; is the file damaged?) (got 200000000)',
+    );
+    expect(parseErr({ ...minimal, vocab_size: 2 ** 30 })).toMatch(/^\/x\/config\.json: field "vocab_size": expected at most 16777216 .*\(got 1073741824\)$/);
+    expect(parseErr({ ...minimal, hidden_size: 1e9 })).toMatch(/field "hidden_size": expected at most 262144/);
+  });
+
   it("rejects what the Llama model does not implement, clearly", () => {
     expect(parseErr({ ...minimal, hidden_act: "gelu" })).toBe(
       '/x/config.json: field "hidden_act": expected "silu" (Llama\'s SwiGLU MLP), got "gelu"',
@@ -152,6 +160,12 @@ describe("parseLlamaConfig", () => {
     await expect(loadLlamaConfig(dir)).rejects.toThrow(/config\.json: cannot read model config/);
     await writeFile(join(dir, "config.json"), "{oops");
     await expect(loadLlamaConfig(dir)).rejects.toThrow(new RegExp(`${dir}/config\\.json: not valid JSON`));
+  });
+
+  it("accepts a config.json that starts with a UTF-8 byte order mark", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "config.json"), "\uFEFF" + (await readFile(join(FIXTURE, "config.json"), "utf8")));
+    expect(await loadLlamaConfig(dir)).toEqual(await loadLlamaConfig(FIXTURE));
   });
 });
 

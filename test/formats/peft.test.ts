@@ -7,6 +7,7 @@ import {
   adapterFromTensors,
   adapterTensors,
   loadAdapter,
+  loadLoraConfig,
   loraConfigToJson,
   loraPairFromMatmul,
   loraPairToMatmul,
@@ -295,6 +296,12 @@ describe("adapter_config.json validation", () => {
     expect(parseLoraConfig(config).targetModules).toEqual(["q_proj", "v_proj"]);
     expect(parseLoraConfig({ peft_type: "LORA", r: 8 })).toMatchObject({ loraAlpha: 8, targetModules: ["q_proj", "v_proj"], rankPattern: {} });
     expect(parseLoraConfig({ ...base, layers_to_transform: 1 }).layersToTransform).toEqual([1]);
+  });
+
+  it("accepts an adapter_config.json that starts with a UTF-8 byte order mark", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "adapter_config.json"), "\uFEFF" + (await readFile(join(FIXTURE, "adapter_config.json"), "utf8")));
+    expect(await loadLoraConfig(dir)).toEqual(await loadLoraConfig(FIXTURE));
   });
 
   it("names the field and what was expected", () => {

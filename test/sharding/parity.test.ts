@@ -30,7 +30,7 @@ describe("fixture parity, sharded", () => {
     });
     console.log(formatParityReport(report));
     expect(plan!.collectives.length).toBeGreaterThan(0); // really partitioned
-    for (const g of report.groups) expect(g.worst.maxRel, g.group).toBeLessThanOrEqual(g.tol);
+    for (const g of report.groups) expect(g.score ?? g.worst!.maxRel, g.group).toBeLessThanOrEqual(g.tol);
     expect(report.ok).toBe(true);
   });
 });

@@ -6,7 +6,7 @@ import { checkDType, checkHostData, DTYPES, type DType, type HostArray } from ".
 import { PjrtError, RuntimeError, fromNative } from "./errors.ts";
 import { Executable } from "./executable.ts";
 import { nativeAddon, type ClientHandle, type NamedValue, type NativeDevice, type NativePlugin } from "./native.ts";
-import { resolvePlugin, type PluginName } from "./plugins.ts";
+import { cachedPluginAt, resolvePlugin, verifyCachedPlugin, type PluginName } from "./plugins.ts";
 
 /** PJRT functions without which the runtime cannot work; a plugin lacking one is refused at load. */
 export const REQUIRED_FUNCTIONS = [
@@ -147,6 +147,8 @@ export function loadPlugin(path: string): NativePlugin {
   // propagates it. XLA reads XLA_FLAGS once, when the plugin first compiles, so it is set before loading.
   const flags = process.env.XLA_FLAGS ?? "";
   if (!flags.includes("xla_cpu_enable_fast_min_max")) process.env.XLA_FLAGS = `${flags} --xla_cpu_enable_fast_min_max=false`.trim();
+  const cached = cachedPluginAt(path);
+  if (cached) verifyCachedPlugin(cached);
   try {
     plugin = addon.loadPlugin(path);
   } catch (e) {

@@ -44,6 +44,7 @@ export class PjrtError extends Error {
 export type RuntimeErrorCode =
   | "ERR_ADDON_MISSING" // native/build/tessera_pjrt.node not built
   | "ERR_PLUGIN_NOT_FOUND" // plugin path does not exist
+  | "ERR_PLUGIN_CORRUPT" // a cached plugin differs from its cache entry's manifest (size or sha256)
   | "ERR_PLUGIN_LOAD" // dlopen/GetPjrtApi/version failure
   | "ERR_PLUGIN_TOO_OLD" // a needed PJRT function is missing from the plugin's PJRT_Api
   | "ERR_PLUGIN_FETCH" // pip/python/download/hash failure

@@ -4,7 +4,7 @@ import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, ren
 import { join } from "node:path";
 import { execa } from "execa";
 import { RuntimeError } from "./errors.ts";
-import { PLUGINS, cacheRoot, cachedPluginFiles, pluginDir, type PluginName, type PluginSpec } from "./plugins.ts";
+import { PLUGINS, cacheRoot, cachedPluginFiles, pluginDir, type Manifest, type PluginName, type PluginSpec } from "./plugins.ts";
 
 export interface FetchedPlugin {
   name: PluginName;
@@ -12,13 +12,6 @@ export interface FetchedPlugin {
   header?: string;
   /** false when the cache was already complete */
   fetched: boolean;
-}
-
-interface Manifest {
-  name: string;
-  version: string;
-  wheelSha256: string;
-  files: Record<string, { path: string; size: number; sha256: string }>;
 }
 
 type Log = (line: string) => void;

@@ -1,7 +1,9 @@
 // PJRT plugins Tessera knows (pinned PyPI wheels), where they are cached, and which plugin a client loads.
-import { existsSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, statSync, writeFileSync, type Stats } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { RuntimeError } from "./errors.ts";
 
 export interface PluginSpec {
@@ -85,6 +87,96 @@ export function cachedPluginFiles(name: PluginName): { plugin: string; header?: 
     ...(spec.headerMember ? { header: join(dir, "include", "pjrt_c_api.h") } : {}),
     manifest: join(dir, "manifest.json"),
   };
+}
+
+/** manifest.json of a cache entry, written by plugin-fetch.ts once the wheel's hash is checked. */
+export interface Manifest {
+  name: string;
+  version: string;
+  wheelSha256: string;
+  files: Record<string, { path: string; size: number; sha256: string }>;
+}
+
+/** The catalogued plugin whose cache entry holds the .so at `path`, if it is one. */
+export function cachedPluginAt(path: string): PluginName | undefined {
+  const abs = resolve(path);
+  return (Object.keys(PLUGINS) as PluginName[]).find((n) => cachedPluginFiles(n).plugin === abs);
+}
+
+/** Where a cache entry records that its .so was hashed, and the file's identity at that time. */
+const VERIFIED_FILE = "verified.json";
+
+interface Verified {
+  sha256: string;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+}
+
+function identity(st: Stats): Omit<Verified, "sha256"> {
+  return { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino };
+}
+
+function sha256FileSync(path: string): string {
+  const hash = createHash("sha256");
+  const buf = Buffer.allocUnsafe(1 << 22);
+  const fd = openSync(path, "r");
+  try {
+    for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) hash.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest("hex");
+}
+
+/**
+ * Checks a cached plugin against its cache entry's manifest before it is loaded: a truncated .so is mapped by
+ * dlopen and kills the process with SIGBUS, with no message. The size is checked on every load (one stat). The
+ * sha256 (a second for a 250 MB .so) is checked once per version of the file: a match is recorded in
+ * verified.json with the file's size, mtime, ctime and inode, and rehashed only when one of them changes.
+ * Anything writing the file changes its ctime, which no one can set back, so a recorded match stays true.
+ */
+export function verifyCachedPlugin(name: PluginName): void {
+  const files = cachedPluginFiles(name);
+  const dir = pluginDir(name);
+  const root = resolve(fileURLToPath(new URL("../../../", import.meta.url)));
+  const corrupt = (what: string): never => {
+    throw new RuntimeError(
+      "ERR_PLUGIN_CORRUPT",
+      `PJRT plugin ${name}: the cache entry ${dir} is damaged: ${what}; loading it could crash the process. ` +
+        `Fetch it again with: rm -rf '${dir}' && (cd '${root}' && npx tsx scripts/install.ts --plugin ${name})`,
+    );
+  };
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(readFileSync(files.manifest, "utf8")) as Manifest;
+  } catch (e) {
+    return corrupt(`its manifest ${files.manifest} cannot be read (${(e as Error).message})`);
+  }
+  const want = manifest.files?.plugin;
+  if (typeof want?.size !== "number" || typeof want.sha256 !== "string") return corrupt(`its manifest ${files.manifest} has no "plugin" entry with size and sha256`);
+  const st = statSync(files.plugin);
+  if (st.size !== want.size) return corrupt(`${files.plugin} has ${st.size} bytes, the manifest records ${want.size} (a truncated download or copy?)`);
+  const stampPath = join(dir, VERIFIED_FILE);
+  const now = identity(st);
+  try {
+    const stamp = JSON.parse(readFileSync(stampPath, "utf8")) as Verified;
+    const same = stamp.sha256 === want.sha256 && (Object.keys(now) as (keyof typeof now)[]).every((k) => stamp[k] === now[k]);
+    if (same) return;
+  } catch {
+    // no record yet (or an unreadable one): hash below
+  }
+  const got = sha256FileSync(files.plugin);
+  if (got !== want.sha256) return corrupt(`${files.plugin} has sha256 ${got}, the manifest records ${want.sha256}`);
+  // Best effort: a read-only cache only means the next process hashes again.
+  try {
+    const tmp = `${stampPath}.tmp-${process.pid}`;
+    writeFileSync(tmp, JSON.stringify({ sha256: got, ...now }) + "\n");
+    renameSync(tmp, stampPath);
+  } catch {
+    // ignored, as said above
+  }
 }
 
 export interface ResolvedPlugin {
