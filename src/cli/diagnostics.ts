@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { TesseraError } from "../errors.ts";
 
 /** A place in a source file: absolute path, 1-based line and column, and how many characters to underline. */
 export interface Place {
@@ -11,11 +12,15 @@ export interface Place {
   readonly length?: number;
 }
 
-/** An error the CLI reports to the user and exits 1 on: no stack, already formatted. */
-export class CliError extends Error {
+/** An error the CLI reports to the user and exits 1 on: no stack, already formatted (source excerpts, type errors). */
+export class CliError extends TesseraError {
   constructor(message: string) {
-    super(message);
+    super(message, { code: "ERR_CLI" });
     this.name = "CliError";
+  }
+
+  override report(): string {
+    return this.message;
   }
 }
 
