@@ -58,7 +58,7 @@ export function lowerEntry(loaded: LoadedEntry, opts: Pick<LowerOptions, "dumpAf
   try {
     traced = trace(loaded.entry.fn, loaded.entry.args);
   } catch (e) {
-    throw new CliError(formatUserError(e, isUserFile));
+    throw new CliError(formatUserError(e, isUserFile), e);
   } finally {
     made = annotationsSince(mark);
   }
@@ -73,7 +73,7 @@ export function lowerEntry(loaded: LoadedEntry, opts: Pick<LowerOptions, "dumpAf
     return { ...loaded, ...lowerProgram(traced, lowerOpts) };
   } catch (e) {
     // A bug of ours (a pass or the verifier failing) keeps its stack; the user's mistakes get their source line.
-    if (e instanceof TesseraError && e.exitCode === EXIT.userError) throw new CliError(formatUserError(e, isUserFile));
+    if (e instanceof TesseraError && e.exitCode === EXIT.userError) throw new CliError(formatUserError(e, isUserFile), e);
     throw e;
   }
 }

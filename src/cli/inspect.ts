@@ -27,7 +27,7 @@ function shardingFor(loaded: LoadedEntry, meshText: string | undefined): Shardin
     const specs = typeof shardings === "function" ? shardings(mesh) : (shardings ?? {});
     return { mesh, in: specs.in, out: specs.out };
   } catch (e) {
-    throw new CliError(formatUserError(e, isUserFile));
+    throw new CliError(formatUserError(e, isUserFile), e);
   }
 }
 

@@ -71,7 +71,7 @@ export async function importModel(file: string): Promise<Record<string, unknown>
   try {
     return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
   } catch (e) {
-    throw new CliError(formatUserError(e, isUserFile));
+    throw new CliError(formatUserError(e, isUserFile), e);
   }
 }
 

@@ -1,5 +1,6 @@
 // The `tessera` command line: the table of commands, top-level help, and the mapping of failures to exit codes.
 import { EXIT, TesseraError } from "../errors.ts";
+import { CliError } from "./diagnostics.ts";
 import { dispatch, type ProgramSpec, type RunnableCommand } from "./args.ts";
 import { PARITY_COMMAND_SPEC } from "../parity/spec.ts";
 
@@ -122,7 +123,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (e) {
     if (e instanceof TesseraError) {
       process.stderr.write(e.report());
-      if (process.env.TESSERA_DEBUG === "1" && e.stack) process.stderr.write(`\n${e.stack}\n`);
+      // A report about the user's error (CliError) shows where that error came from, not where it was reported.
+      const origin = e instanceof CliError && e.cause instanceof Error ? e.cause : e;
+      if (process.env.TESSERA_DEBUG === "1" && origin.stack) process.stderr.write(`\n${origin.stack}\n`);
       return e.exitCode;
     }
     process.stderr.write(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
