@@ -36,4 +36,9 @@ export class TesseraError extends Error {
     this.code = opts.code;
     this.exitCode = opts.exitCode ?? EXIT.userError;
   }
+
+  /** What the CLI prints for this error; errors that arrive already formatted (source excerpts) override it. */
+  report(): string {
+    return `error: ${this.message}\n`;
+  }
 }

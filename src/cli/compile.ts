@@ -1,12 +1,12 @@
 // `tessera compile`: load and type-check a model file, trace one entry, run the cleanup passes, print IR or StableHLO.
 import { writeFileSync } from "node:fs";
-import { emitStableHLO } from "../backend/stablehlo/index.ts";
-import { donationMap } from "../frontend/jit.ts";
+import { EXIT, TesseraError } from "../errors.ts";
+import { annotationMark, annotationsSince, type ShardAnnotation } from "../frontend/annotations.ts";
+import { emitProgram, lowerProgram, type LowerOptions, type Program } from "../frontend/lowering.ts";
+import type { ShardingOpts } from "../frontend/spmd.ts";
 import { trace, type Traced } from "../frontend/trace.ts";
-import { numLeaves, type TreeDef } from "../frontend/tree.ts";
-import type { Graph } from "../ir/graph.ts";
+import { fsError } from "../host/fs_errors.ts";
 import { print } from "../ir/print.ts";
-import { runPasses } from "../passes/manager.ts";
 import { CLEANUP_PIPELINE } from "../passes/pipeline.ts";
 import { UsageError, type ParsedArgs } from "./args.ts";
 import { CliError, formatUserError } from "./diagnostics.ts";
@@ -30,61 +30,65 @@ export function checkDumpAfter(value: string | undefined, command: string): stri
   return asked;
 }
 
-export interface Compiled {
+/** A model file loaded and its entry found: what every command starts from. */
+export interface LoadedEntry {
   readonly file: string;
   readonly entryName: string;
   readonly entry: EntryLike;
-  /** The graph as traced, before any pass. */
-  readonly traced: Graph;
-  /** The structure of the entry's argument list (one child per positional argument). */
-  readonly inTree: TreeDef;
-  /** The structure of the entry's result. */
-  readonly outTree: TreeDef;
-  /** After the cleanup pipeline. */
-  readonly graph: Graph;
 }
 
-/**
- * Everything up to a cleaned-up graph: type-check, import, find the entry, trace, run passes. User mistakes
- * (type errors, shape errors, a missing entry) become CliErrors pointing at the user's source.
- */
-export async function compileEntry(
-  fileArg: string,
-  entryName: string | undefined,
-  dump: { after?: string[] | "all"; to?: (pass: string, text: string) => void; locs?: boolean } = {},
-): Promise<Compiled> {
+/** An entry traced and lowered (lowering.ts: the passes, donation, a sharding plan on a mesh). */
+export interface Compiled extends LoadedEntry, Program {}
+
+/** Type-checks and imports the model file and finds the entry; user mistakes become CliErrors at the user's source. */
+export async function loadEntry(fileArg: string, entryName: string | undefined): Promise<LoadedEntry> {
   const { file, exports } = await loadModel(fileArg);
   const { name, entry } = findEntry(exports, entryName, file);
-  let traced: Traced;
-  try {
-    traced = trace(entry.fn, entry.args);
-  } catch (e) {
-    throw new CliError(formatUserError(e, isUserFile));
-  }
-  const graph = runPasses(traced.graph, COMPILE_PIPELINE, {
-    ...(dump.after ? { dumpAfter: dump.after } : {}),
-    ...(dump.to ? { dump: dump.to } : {}),
-  });
-  return { file, entryName: name, entry, traced: traced.graph, inTree: traced.inTree, outTree: traced.outTree, graph };
+  return { file, entryName: name, entry };
 }
 
 /**
- * Donation as `jit` does it: each leaf of a donated argument aliases the output of its own name and type (else the
- * first free one of that type); a leaf with no such output is still offered to XLA as a buffer donor.
+ * Traces the entry and lowers it as jit would, donating what `entry(..., { donate })` says. Errors in the user's
+ * model (while tracing, or a sharding or shape mistake while lowering) become CliErrors pointing at their source.
  */
-function donation(entry: EntryLike, g: Graph, inTree: TreeDef): { donate: (number | undefined)[]; donors: boolean[] } | undefined {
-  const donate = entry.donate ?? [];
-  if (!donate.length || inTree.kind !== "array") return undefined;
-  const argOfLeaf = inTree.children.flatMap((child, arg) => Array<number>(numLeaves(child)).fill(arg));
-  const donated = new Set(g.inputs.flatMap((_, i) => (donate.includes(argOfLeaf[i]!) ? [i] : [])));
-  const map = donationMap(g, donated);
-  return { donate: map, donors: g.inputs.map((_, i) => donated.has(i) && map[i] === undefined) };
+export function lowerEntry(loaded: LoadedEntry, opts: Pick<LowerOptions, "dumpAfter" | "dump"> & { sharding?: ShardingOpts } = {}): Compiled {
+  let traced: Traced;
+  let made: ShardAnnotation[];
+  const mark = annotationMark();
+  try {
+    traced = trace(loaded.entry.fn, loaded.entry.args);
+  } catch (e) {
+    throw new CliError(formatUserError(e, isUserFile), e);
+  } finally {
+    made = annotationsSince(mark);
+  }
+  const donate = loaded.entry.donate ?? [];
+  const lowerOpts: LowerOptions = {
+    donate,
+    ...(opts.sharding ? { sharding: { ...opts.sharding, made } } : {}),
+    ...(opts.dumpAfter ? { dumpAfter: opts.dumpAfter } : {}),
+    ...(opts.dump ? { dump: opts.dump } : {}),
+  };
+  try {
+    return { ...loaded, ...lowerProgram(traced, lowerOpts) };
+  } catch (e) {
+    // A bug of ours (a pass or the verifier failing) keeps its stack; the user's mistakes get their source line.
+    if (e instanceof TesseraError && e.exitCode === EXIT.userError) throw new CliError(formatUserError(e, isUserFile), e);
+    throw e;
+  }
 }
 
 function dumpWriter(to: string | undefined): ((pass: string, text: string) => void) | undefined {
   if (!to) return undefined;
-  writeFileSync(to, "");
-  return (pass, text) => writeFileSync(to, `// -----// IR Dump After ${pass} //----- //\n${text}\n`, { flag: "a" });
+  const write = (text: string, flag: "w" | "a") => {
+    try {
+      writeFileSync(to, text, { flag });
+    } catch (e) {
+      throw fsError(e, to, "write --dump-to file");
+    }
+  };
+  write("", "w");
+  return (pass, text) => write(`// -----// IR Dump After ${pass} //----- //\n${text}\n`, "a");
 }
 
 export async function compileCommand(args: ParsedArgs): Promise<number> {
@@ -94,19 +98,19 @@ export async function compileCommand(args: ParsedArgs): Promise<number> {
   const dumpTo = args.options.get("dump-to");
   if (dumpTo && !dumpAfter) throw new UsageError("--dump-to needs --dump-after", "compile");
   const to = dumpWriter(dumpTo);
-  const c = await compileEntry(args.positionals[0]!, args.options.get("entry"), {
-    ...(dumpAfter ? { after: dumpAfter } : {}),
-    ...(to ? { to } : {}),
-  });
-  let text: string;
-  if (emit === "stablehlo") {
-    text = emitStableHLO(c.graph, { moduleName: c.entryName, ...donation(c.entry, c.graph, c.inTree) });
-  } else {
-    text = print(c.graph, { locs });
-  }
+  const loaded = await loadEntry(args.positionals[0]!, args.options.get("entry"));
+  const c = lowerEntry(loaded, { ...(dumpAfter ? { dumpAfter } : {}), ...(to ? { dump: to } : {}) });
+  let text = emit === "stablehlo" ? emitProgram(c, c.entryName) : print(c.graph, { locs });
   if (!text.endsWith("\n")) text += "\n";
   const out = args.options.get("out");
-  if (out) writeFileSync(out, text);
-  else process.stdout.write(text);
-  return 0;
+  if (!out) {
+    process.stdout.write(text);
+    return EXIT.ok;
+  }
+  try {
+    writeFileSync(out, text);
+  } catch (e) {
+    throw fsError(e, out, "write --out file");
+  }
+  return EXIT.ok;
 }

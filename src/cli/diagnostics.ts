@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { TesseraError } from "../errors.ts";
 
 /** A place in a source file: absolute path, 1-based line and column, and how many characters to underline. */
 export interface Place {
@@ -11,11 +12,16 @@ export interface Place {
   readonly length?: number;
 }
 
-/** An error the CLI reports to the user and exits 1 on: no stack, already formatted. */
-export class CliError extends Error {
-  constructor(message: string) {
-    super(message);
+/** An error the CLI reports to the user and exits 1 on: no stack, already formatted (source excerpts, type errors). */
+export class CliError extends TesseraError {
+  /** `cause`: the error in the user's model this reports, whose stack TESSERA_DEBUG=1 shows. */
+  constructor(message: string, cause?: unknown) {
+    super(message, { code: "ERR_CLI", ...(cause === undefined ? {} : { cause }) });
     this.name = "CliError";
+  }
+
+  override report(): string {
+    return this.message;
   }
 }
 
@@ -102,13 +108,11 @@ export function messageWithoutLoc(err: Error): string {
 
 const JS_ERRORS = new Set(["TypeError", "RangeError", "ReferenceError", "SyntaxError"]);
 
-/** A report for an error raised while importing or tracing the user's model; the stack only under TESSERA_DEBUG. */
+/** A report for an error raised while importing or tracing the user's model (main adds the stack under TESSERA_DEBUG). */
 export function formatUserError(err: unknown, isUserFile: (absPath: string) => boolean): string {
   const e = err instanceof Error ? err : new Error(String(err));
   // Our own error classes speak for themselves; a JavaScript TypeError and the like keep their name.
   const kind = JS_ERRORS.has(e.name) ? `${e.name}: ` : "";
   const place = userPlace(e, isUserFile);
-  let out = place ? formatDiagnostic(place, kind + messageWithoutLoc(e)) : `error: ${kind}${e.message}\n`;
-  if (process.env.TESSERA_DEBUG === "1" && e.stack) out += `\n${e.stack}\n`;
-  return out;
+  return place ? formatDiagnostic(place, kind + messageWithoutLoc(e)) : `error: ${kind}${e.message}\n`;
 }

@@ -1,9 +1,10 @@
 // Loading a user's model file: type-check it with ts-morph, import it, and find the exported entry to compile.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Project, ts } from "ts-morph";
 import type { Entry } from "../frontend/trace.ts";
+import { fsError } from "../host/fs_errors.ts";
 import { CliError, formatDiagnostic, formatUserError } from "./diagnostics.ts";
 
 /** This package's root: `tessera` in a model file resolves to `<root>/src/index.ts`. */
@@ -75,7 +76,7 @@ export async function importModel(file: string): Promise<Record<string, unknown>
   try {
     return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
   } catch (e) {
-    throw new CliError(formatUserError(e, isUserFile));
+    throw new CliError(formatUserError(e, isUserFile), e);
   }
 }
 
@@ -113,6 +114,12 @@ export function findEntry(exports: Record<string, unknown>, name: string | undef
 export async function loadModel(fileArg: string): Promise<{ file: string; exports: Record<string, unknown> }> {
   const file = path.resolve(fileArg);
   if (!existsSync(file)) throw new CliError(`error: cannot find model file '${fileArg}'\n`);
+  try {
+    // Read once up front so that a folder or an unreadable file is reported as such, not as a type-checker crash.
+    readFileSync(file);
+  } catch (e) {
+    throw fsError(e, fileArg, "read model file");
+  }
   const { kind, errors } = typeCheck(file);
   if (errors.length) {
     const summary = `Found ${errors.length} ${kind} error${errors.length === 1 ? "" : "s"}; nothing was compiled.`;

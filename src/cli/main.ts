@@ -1,23 +1,11 @@
 // The `tessera` command line: the table of commands, top-level help, and the mapping of failures to exit codes.
-import { closest, commandHelp, parseArgs, table, UsageError, type CommandSpec, type ParsedArgs } from "./args.ts";
+import { EXIT, TesseraError } from "../errors.ts";
 import { CliError } from "./diagnostics.ts";
+import { dispatch, type ProgramSpec, type RunnableCommand } from "./args.ts";
 import { PARITY_COMMAND_SPEC } from "../parity/spec.ts";
 
-/** Exit codes, stated once: scripts and tests rely on them. */
-export const EXIT = {
-  ok: 0,
-  /** The model has a problem: type error, shape error, missing entry, unreadable file. */
-  modelError: 1,
-  /** The command line is wrong: unknown command or option, missing argument. */
-  usage: 2,
-  /** A bug in tessera itself: the stack is printed. */
-  internal: 3,
-} as const;
-
-export interface Command extends CommandSpec {
-  /** Implementations are imported on demand so that `--help` does not pay for ts-morph and the compiler. */
-  run(args: ParsedArgs): Promise<number>;
-}
+/** Implementations are imported on demand (in `run`) so that `--help` does not pay for ts-morph and the compiler. */
+export type Command = RunnableCommand;
 
 const FILE_ARG = { name: "<file.ts>", description: "model file written with tessera's DSL (TypeScript)" };
 const ENTRY_OPT = {
@@ -105,58 +93,40 @@ export const COMMANDS: readonly Command[] = [
     ...PARITY_COMMAND_SPEC,
     positionals: [...PARITY_COMMAND_SPEC.positionals],
     options: PARITY_COMMAND_SPEC.options.map((o) => ("choices" in o ? { ...o, choices: [...o.choices] } : o)),
-    run: async (args) => {
-      if (args.positionals.length !== 1) throw new UsageError("parity needs exactly one folder", "parity");
-      return (await import("../parity/command.ts")).parityCommand(args);
-    },
+    run: async (args) => (await import("../parity/command.ts")).parityCommand(args),
   },
 ];
 
-export function topHelp(): string {
-  return [
-    "Usage: tessera <command> [options]",
-    "",
-    "Compile TypeScript model definitions to XLA.",
-    "",
-    "Commands:",
-    ...table(COMMANDS.map((c) => [c.name, c.summary])),
-    "",
+/** What `tessera --help` says around the command list. */
+export const PROGRAM: ProgramSpec = {
+  description: "Compile TypeScript model definitions to XLA.",
+  epilog: [
     "Run 'tessera <command> --help' for a command's options.",
-    `Exit codes: ${EXIT.ok} success, ${EXIT.modelError} error in the model, ${EXIT.usage} usage error, ${EXIT.internal} internal error.`,
+    `Exit codes: ${EXIT.ok} success, ${EXIT.userError} error in the model or its files, ${EXIT.usage} usage error, ${EXIT.internal} internal error, ${EXIT.interrupted} interrupted (train).`,
     "Set TESSERA_DEBUG=1 to see stack traces with errors.",
-    "",
-  ].join("\n");
-}
+  ].join("\n"),
+  commands: COMMANDS,
+};
 
+/**
+ * Runs the command line; resolves to the exit code. Errors map generically: a TesseraError prints its report
+ * (the stack only with TESSERA_DEBUG=1) and exits with its own code; anything else is a bug: stack, exit 3.
+ */
 export async function main(argv: readonly string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (name === undefined || name === "-h" || name === "--help" || (name === "help" && rest.length === 0)) {
-    process.stdout.write(topHelp());
-    return name === undefined ? EXIT.usage : EXIT.ok;
-  }
-  // `tessera help compile` is `tessera compile --help`.
-  const [commandName, commandArgs] = name === "help" ? [rest[0]!, ["--help"]] : [name, rest];
-  const command = COMMANDS.find((c) => c.name === commandName);
   try {
-    if (!command) {
-      const near = closest(commandName, COMMANDS.map((c) => c.name));
-      throw new UsageError(`unknown command '${commandName}'${near ? ` (did you mean '${near}'?)` : ""}`);
-    }
-    const args = parseArgs(command, commandArgs);
-    if (args.help) {
-      process.stdout.write(commandHelp(command));
-      return EXIT.ok;
-    }
-    return await command.run(args);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      const help = e.command ? `tessera ${e.command} --help` : "tessera --help";
-      process.stderr.write(`error: ${e.message}\nRun '${help}' for usage.\n`);
+    // Bare `tessera` shows the help, but as a usage mistake, so that scripts calling it wrongly notice.
+    if (argv.length === 0) {
+      await dispatch(PROGRAM, ["--help"]);
       return EXIT.usage;
     }
-    if (e instanceof CliError) {
-      process.stderr.write(e.message);
-      return EXIT.modelError;
+    return await dispatch(PROGRAM, argv);
+  } catch (e) {
+    if (e instanceof TesseraError) {
+      process.stderr.write(e.report());
+      // A report about the user's error (CliError) shows where that error came from, not where it was reported.
+      const origin = e instanceof CliError && e.cause instanceof Error ? e.cause : e;
+      if (process.env.TESSERA_DEBUG === "1" && origin.stack) process.stderr.write(`\n${origin.stack}\n`);
+      return e.exitCode;
     }
     process.stderr.write(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     return EXIT.internal;

@@ -1,16 +1,18 @@
 // The one error type the file-format readers and writers throw, so callers can tell a bad file from a bug.
 
+import { TesseraError } from "../errors.ts";
+
 /**
  * A file on disk (or data about to be written) is not what the format requires. The message always names the
  * file and, where there is one, the tensor or field; `file`/`tensor` carry the same for programmatic use.
  */
-export class FormatError extends Error {
+export class FormatError extends TesseraError {
   override readonly name = "FormatError";
   readonly file: string | undefined;
   readonly tensor: string | undefined;
 
   constructor(message: string, opts: { file?: string; tensor?: string; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(message, { code: "ERR_FORMAT", ...(opts.cause === undefined ? {} : { cause: opts.cause }) });
     this.file = opts.file;
     this.tensor = opts.tensor;
   }

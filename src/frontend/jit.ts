@@ -1,18 +1,13 @@
 // jit: trace once per input signature, run the cleanup passes, emit StableHLO, compile with PJRT, cache, execute.
 import type { Executable } from "../backend/runtime/index.ts";
-import { emitStableHLO } from "../backend/stablehlo/index.ts";
-import type { Graph } from "../ir/graph.ts";
-import { formatType, sameType, type DType } from "../ir/types.ts";
-import { runPasses } from "../passes/manager.ts";
-import { CLEANUP_PIPELINE } from "../passes/pipeline.ts";
-import { unshareBroadcastsPass } from "../passes/unshare_broadcasts.ts";
+import { formatType, type DType } from "../ir/types.ts";
 import { array, defaultClient, DeviceArray, meshDevices } from "./array.ts";
 import { ShardedBuffer } from "../backend/runtime/index.ts";
-import type { SourceLoc } from "../ir/types.ts";
 import { annotationMark, annotationsSince, type ShardAnnotation } from "./annotations.ts";
 import { userLoc } from "./loc.ts";
 import type { DeviceMesh } from "./mesh.ts";
-import { planShardings, shardedEmitOptions, type ShardedLowering, type ShardingOpts } from "./spmd.ts";
+import { emitProgram, lowerProgram, type Program } from "./lowering.ts";
+import type { ShardingOpts } from "./spmd.ts";
 import { currentTrace, Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
 import { describe as describeValue, paramNames, trace, type HasType, type Traced } from "./trace.ts";
@@ -41,18 +36,9 @@ export type Concrete<T> = T extends Tensor ? DeviceArray : T extends object ? { 
 /** Abstract stand-ins for `lower`: anything with dtype and shape (spec(...), a DeviceArray, a Tensor). */
 export type Abstract<T> = T extends Tensor ? HasType : T extends object ? { [K in keyof T]: Abstract<T[K]> } : T;
 
-export interface Lowered {
-  /** The graph as traced, before any pass. */
-  readonly traced: Graph;
-  /** The graph after the cleanup pipeline: what is emitted. */
-  readonly graph: Graph;
+/** What jit lowers for one signature: the program after the passes (see lowering.ts) and its StableHLO text. */
+export interface Lowered extends Program {
   readonly stablehlo: string;
-  readonly inTree: TreeDef;
-  readonly outTree: TreeDef;
-  /** Per graph input: the output its buffer is donated into (tf.aliasing_output), if any. */
-  readonly donate: readonly (number | undefined)[];
-  /** With a mesh: every value's sharding, the predicted collectives, the argument and result layouts. */
-  readonly sharding?: ShardedLowering;
 }
 
 export interface Jitted<F extends (...args: any[]) => any> {
@@ -79,50 +65,6 @@ interface Compiled {
 function donatedArgs(donate: JitOpts["donate"]): number[] {
   if (donate === undefined) return [];
   return typeof donate === "number" ? [donate] : [...donate];
-}
-
-/** Which argument each flattened leaf belongs to (leaf paths start with `[i]`). */
-function argIndexOf(path: string): number {
-  return Number(/^\[(\d+)\]/.exec(path)![1]);
-}
-
-/**
- * Pairs donated inputs with outputs of the same type: an output whose name ends with the input's tree path
- * (`params.layers[0].wq` -> `...layers[0].wq`) first, else the first free output of that type.
- */
-export function donationMap(g: Graph, donatedInputs: ReadonlySet<number>): (number | undefined)[] {
-  const taken = new Set<number>();
-  const map: (number | undefined)[] = g.inputs.map(() => undefined);
-  const candidates = (i: number) => g.outputs.flatMap((o, k) => (!taken.has(k) && sameType(o.type, g.inputs[i]!.type) ? [k] : []));
-  const pathOf = (name: string) => name.replace(/^[^.[]*\.?/, "");
-  // Name matches first, so that one input's fallback does not take another input's namesake.
-  for (const i of donatedInputs) {
-    const path = pathOf(g.inputNames?.[i] ?? "");
-    if (!path) continue;
-    const k = candidates(i).find((k) => (g.outputNames?.[k] ?? "").endsWith(path));
-    if (k !== undefined) (map[i] = k), taken.add(k);
-  }
-  for (const i of donatedInputs) {
-    if (map[i] !== undefined) continue;
-    const k = candidates(i)[0];
-    if (k !== undefined) (map[i] = k), taken.add(k);
-  }
-  return map;
-}
-
-function lowerTraced(t: Traced, donate: readonly number[], name: string, spmd?: { opts: ShardingOpts; made: readonly ShardAnnotation[]; loc: SourceLoc | undefined; argNames: readonly string[] }): Lowered {
-  // Sharded programs give every user of a broadcast its own copy, to be laid out as that user needs.
-  const graph = runPasses(t.graph, spmd ? [...CLEANUP_PIPELINE, unshareBroadcastsPass] : CLEANUP_PIPELINE);
-  if (graph.inputs.length !== t.graph.inputs.length) throw new Error(`internal: the pipeline changed the number of inputs of ${name}`);
-  const { paths } = flatten<unknown>(unflatten(t.inTree, t.graph.inputs.map(() => 0)));
-  const donated = new Set(paths.flatMap((p, i) => (donate.includes(argIndexOf(p)) ? [i] : [])));
-  const map = donationMap(graph, donated);
-  // Donated inputs without a same-typed output are still offered to XLA (jax.buffer_donor), which may reuse them.
-  const donors = graph.inputs.map((_, i) => donated.has(i) && map[i] === undefined);
-  const sharding = spmd ? planShardings(graph, t.inTree, t.outTree, spmd.opts, spmd.made, spmd.loc, spmd.argNames) : undefined;
-  const shardOpts = sharding ? shardedEmitOptions(graph, sharding) : {};
-  const stablehlo = emitStableHLO(graph, { moduleName: name, donate: map, donors, ...shardOpts });
-  return { traced: t.graph, graph, stablehlo, inTree: t.inTree, outTree: t.outTree, donate: map, ...(sharding ? { sharding } : {}) };
 }
 
 /** Traces `fn`, collecting the shard() annotations the trace makes. */
@@ -157,7 +99,9 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
 
   const lowerArgs = (args: readonly unknown[]): Lowered => {
     const { t, made } = traceAnnotated(fn, args);
-    return lowerTraced(t, donate, name, spmdOpts ? { opts: spmdOpts, made, loc, argNames: paramNames(fn, args.length) } : undefined);
+    const sharding = spmdOpts ? { ...spmdOpts, made, loc, argNames: paramNames(fn, args.length) } : undefined;
+    const program = lowerProgram(t, { donate, ...(sharding ? { sharding } : {}) });
+    return { ...program, stablehlo: emitProgram(program, name) };
   };
   const lower = (...args: unknown[]): Lowered => lowerArgs(args);
 

@@ -1,9 +1,10 @@
 // Errors raised while building IR: a broken type rule, reported with the op, its operand types and the user's line.
+import { TesseraError } from "../errors.ts";
 import type { OpName } from "./ops.ts";
 import { formatLoc, formatType, type SourceLoc, type TensorType } from "./types.ts";
 
 /** A shape or dtype rule violated while building an op: names the op, its operands and the user's line. */
-export class OpTypeError extends Error {
+export class OpTypeError extends TesseraError {
   constructor(
     readonly op: OpName,
     readonly detail: string,
@@ -11,11 +12,15 @@ export class OpTypeError extends Error {
     readonly loc: SourceLoc | undefined,
   ) {
     const operands = operandTypes.length ? ` (operands ${operandTypes.map(formatType).join(", ")})` : "";
-    super(`${op}: ${detail}${operands}${loc ? ` at ${formatLoc(loc)}` : ""}`);
+    super(`${op}: ${detail}${operands}${loc ? ` at ${formatLoc(loc)}` : ""}`, { code: "ERR_OP_TYPE" });
     this.name = "OpTypeError";
   }
 }
 
 /** Thrown by type rules; the builder turns it into an OpTypeError carrying the op and location. */
-export class RuleError extends Error {}
+export class RuleError extends TesseraError {
+  constructor(message: string) {
+    super(message, { code: "ERR_OP_TYPE" });
+  }
+}
 

@@ -5,6 +5,7 @@
 // (f32 via Math.fround, bf16/f16 to nearest even). Ops that sum many terms (reduce_sum, dot_general, scatter_add)
 // accumulate in float64 and round once at the end, so they are the exactly-rounded answer XLA approximates.
 // Arrays are never mutated after a kernel returns them, so kernels may share storage (reshape, optimization_barrier).
+import { EXIT, TesseraError } from "../errors.ts";
 import type { Graph, Op, Value } from "./graph.ts";
 import type { CompareDir, OpName } from "./ops.ts";
 import { formatType, numel, sameType, tensorType, type DType, type Shape, type TensorType } from "./types.ts";
@@ -25,8 +26,12 @@ export interface HostArray {
 }
 
 /** Thrown when the interpreter is given arguments that do not match the graph, or a graph it cannot run. */
-export class InterpretError extends Error {
+export class InterpretError extends TesseraError {
   override name = "InterpretError";
+  constructor(message: string) {
+    // The interpreter is the numerical oracle, fed by our own tests and tools: a mismatch there is a bug.
+    super(message, { code: "ERR_INTERPRET", exitCode: EXIT.internal });
+  }
 }
 
 /** Rounds or wraps an exact result into `dtype`: float rounding, two's-complement wrap for s32, mod 2^32 for u32. */

@@ -1,4 +1,5 @@
 // IR text parser: reads print.ts's text form back into a Graph, re-inferring every type through GraphBuilder.
+import { TesseraError } from "../errors.ts";
 import { GraphBuilder, type Graph, type Value } from "./graph.ts";
 import { OpTypeError } from "./errors.ts";
 import { isOpName, type OpName } from "./ops.ts";
@@ -6,12 +7,12 @@ import { checkParams, paramKinds } from "./param_schema.ts";
 import { formatType, isDType, sameType, tensorType, type SourceLoc, type TensorType } from "./types.ts";
 
 /** A syntax or type error in IR text, naming the line. */
-export class ParseError extends Error {
+export class ParseError extends TesseraError {
   constructor(
     readonly line: number,
     readonly detail: string,
   ) {
-    super(`line ${line}: ${detail}`);
+    super(`line ${line}: ${detail}`, { code: "ERR_PARSE" });
     this.name = "ParseError";
   }
 }

@@ -1,4 +1,5 @@
 // Device meshes and shardings: named device axes, how each dimension of a value is split over them, local shapes.
+import { TesseraError } from "../errors.ts";
 import { formatLoc, formatType, type Shape, type SourceLoc, type TensorType } from "./types.ts";
 
 /** One named axis of a device mesh. */
@@ -28,14 +29,14 @@ export interface Sharding {
 }
 
 /** A sharding mistake in the user's program or options: names the value and the user's line. */
-export class ShardingError extends Error {
+export class ShardingError extends TesseraError {
   constructor(
     /** What was being sharded: `argument base.layers.q`, `shard() of f32[8,16]`, `mesh`. */
     readonly what: string,
     readonly detail: string,
     readonly loc?: SourceLoc,
   ) {
-    super(`sharding: ${what}: ${detail}${loc ? ` at ${formatLoc(loc)}` : ""}`);
+    super(`sharding: ${what}: ${detail}${loc ? ` at ${formatLoc(loc)}` : ""}`, { code: "ERR_SHARDING" });
     this.name = "ShardingError";
   }
 }

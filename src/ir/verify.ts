@@ -1,4 +1,5 @@
 // IR verifier: checks SSA order, single definition, closed nested graphs, params and re-inferred types of a Graph.
+import { EXIT, TesseraError } from "../errors.ts";
 import type { AnyOp, Graph, Value } from "./graph.ts";
 import { inferTypes } from "./infer.ts";
 import { isOpName } from "./ops.ts";
@@ -7,13 +8,14 @@ import { nameValues } from "./print.ts";
 import { formatType, sameType, type TensorType } from "./types.ts";
 
 /** Every problem found in a graph; value names (%N) are those `print` gives, so they match an IR dump. */
-export class VerifyError extends Error {
+export class VerifyError extends TesseraError {
   constructor(
     readonly problems: readonly string[],
     readonly passName?: string,
   ) {
     const prefix = passName ? `after pass '${passName}': ` : "";
-    super(problems.length === 1 ? prefix + problems[0] : `${prefix}${problems.length} problems:\n  ${problems.join("\n  ")}`);
+    // Graphs are built type-checked, so an invalid one is a bug in a pass or a builder, not in the user's model.
+    super(problems.length === 1 ? prefix + problems[0] : `${prefix}${problems.length} problems:\n  ${problems.join("\n  ")}`, { code: "ERR_VERIFY", exitCode: EXIT.internal });
     this.name = "VerifyError";
   }
 }

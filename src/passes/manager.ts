@@ -1,4 +1,5 @@
 // The pass manager: runs passes in order, verifying after each, dumping IR on request, reporting reproducers.
+import { EXIT, TesseraError } from "../errors.ts";
 import type { Graph } from "../ir/graph.ts";
 import { print } from "../ir/print.ts";
 import { verifyAfter } from "../ir/verify.ts";
@@ -14,7 +15,7 @@ export interface RunPassesOptions {
 }
 
 /** A pass that failed or produced invalid IR: `reproducer` is the IR before it, `pipeline` the passes run. */
-export class PassError extends Error {
+export class PassError extends TesseraError {
   constructor(
     readonly passName: string,
     message: string,
@@ -22,7 +23,8 @@ export class PassError extends Error {
     readonly pipeline: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    // Passes are pure rewrites of verified graphs: one that throws or breaks the IR is a bug of ours.
+    super(message, { code: "ERR_PASS", exitCode: EXIT.internal, ...(options?.cause === undefined ? {} : { cause: options.cause }) });
     this.name = "PassError";
   }
 }

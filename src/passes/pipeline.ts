@@ -1,4 +1,5 @@
 // The ordered pass pipeline, and passes looked up by name for `--passes a,b,c` and `--dump-after <pass>`.
+import { TesseraError } from "../errors.ts";
 import { autodiffPass } from "./autodiff.ts";
 import { constantFoldPass } from "./constant_fold.ts";
 import { csePass } from "./cse.ts";
@@ -33,9 +34,9 @@ export function defaultPipeline(opts: PipelineOptions = {}): Pass[] {
 }
 
 /** Thrown for a pass name that does not exist; the message lists the valid ones. */
-export class UnknownPassError extends Error {
+export class UnknownPassError extends TesseraError {
   constructor(readonly passName: string) {
-    super(`unknown pass '${passName}'; valid passes are: ${PASS_NAMES.join(", ")}`);
+    super(`unknown pass '${passName}'; valid passes are: ${PASS_NAMES.join(", ")}`, { code: "ERR_UNKNOWN_PASS" });
     this.name = "UnknownPassError";
   }
 }

@@ -48,7 +48,26 @@ describe("command line", () => {
     expect(unknownOpt.stderr).toContain("error: unknown option '--emitt' (did you mean '--emit'?)");
     expect(compileHelp.code).toBe(0);
     expect(compileHelp.stdout).toContain("Usage: tessera compile <file.ts> [--entry <export>] [--emit <format>]");
-    expect(compileHelp.stdout).toMatch(/--emit <format> +what to print \(default ir\) \(ir \| stablehlo\)/);
+    expect(compileHelp.stdout).toMatch(/--emit <format> +what to print \(default ir\) \(choices: "ir", "stablehlo"\)/);
+    expect(compileHelp.stdout).toMatch(/^Examples:\n {2}tessera compile examples\/mlp\.ts --entry forward$/m);
+  });
+
+  it("reports commander's usage errors in the CLI's words, with exit code 2", async () => {
+    const [missing, badChoice, extra, bare] = await Promise.all([
+      tessera(["compile"]),
+      tessera(["compile", `${FIX}/matmul.ts`, "--emit", "hlo"]),
+      tessera(["parity", "a", "b"]),
+      tessera([]),
+    ]);
+    expect(missing).toMatchObject({ code: 2, stdout: "" });
+    expect(missing.stderr).toBe("error: missing required argument 'file.ts'\nRun 'tessera compile --help' for usage.\n");
+    expect(badChoice.code).toBe(2);
+    expect(badChoice.stderr).toBe("error: option '--emit <format>' argument 'hlo' is invalid. Allowed choices are ir, stablehlo.\nRun 'tessera compile --help' for usage.\n");
+    expect(extra.code).toBe(2);
+    expect(extra.stderr).toContain("error: too many arguments for 'parity'");
+    // Bare `tessera` prints the help, as a usage mistake.
+    expect(bare.code).toBe(2);
+    expect(bare.stdout).toMatch(/^Usage: tessera <command> \[options\]/);
   });
 });
 
@@ -104,6 +123,25 @@ describe("compile", () => {
       expect(r.stdout).toContain(`-> tensor<64x32xf32> loc("examples/mlp.ts":${line + 1}:${col})\n`);
       expect(r.stdout.match(/stablehlo\.dot_general/g)).toHaveLength(5); // 2 forward, 3 backward (no dx)
       expect(r.stdout.match(/stablehlo\.tanh/g)).toHaveLength(1);
+    },
+    SLOW,
+  );
+});
+
+describe("file-system mistakes", () => {
+  it(
+    "names the path and the cause, exit 1, when --out's folder is missing or the model file is a folder",
+    async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), "tessera-cli-"));
+      const out = path.join(dir, "missing", "out.ir");
+      const [noFolder, folderIn] = await Promise.all([
+        tessera(["compile", `${FIX}/matmul.ts`, "--out", out]),
+        tessera(["compile", FIX]),
+      ]);
+      expect(noFolder).toMatchObject({ code: 1, stdout: "" });
+      expect(noFolder.stderr).toBe(`error: cannot write --out file '${out}': no such file or directory (is '${path.dirname(out)}' there?) (ENOENT)\n`);
+      expect(folderIn).toMatchObject({ code: 1, stdout: "" });
+      expect(folderIn.stderr).toBe(`error: cannot read model file '${FIX}': is a directory, expected a file (EISDIR)\n`);
     },
     SLOW,
   );

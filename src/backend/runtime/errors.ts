@@ -1,4 +1,5 @@
 // Runtime errors: PjrtError carries XLA's own message and status code; RuntimeError is a check of ours that failed first.
+import { EXIT, TesseraError } from "../../errors.ts";
 
 /** Status codes of PJRT_Error_Code (absl status codes), by number. */
 export const PJRT_CODE_NAMES = [
@@ -23,20 +24,22 @@ export const PJRT_CODE_NAMES = [
 export type PjrtCodeName = (typeof PJRT_CODE_NAMES)[number];
 
 /** An error returned by the PJRT plugin (XLA): `code` is the status name, `xlaMessage` XLA's text verbatim. */
-export class PjrtError extends Error {
+export class PjrtError extends TesseraError {
   override readonly name = "PjrtError";
   constructor(
     /** The PJRT C API function that failed, e.g. "PJRT_Client_Compile". */
     readonly op: string,
     /** Status name, e.g. "INVALID_ARGUMENT". */
-    readonly code: PjrtCodeName,
+    override readonly code: PjrtCodeName,
     /** Status number (PJRT_Error_Code). */
     readonly pjrtCode: number,
     /** XLA's message, unchanged. */
     readonly xlaMessage: string,
     context?: string,
   ) {
-    super(`${context ? `${context}: ` : ""}${op} failed (${code}): ${xlaMessage}`);
+    // XLA rejecting what we emitted is our bug; running out of device memory is the user's model or batch size.
+    const exitCode = code === "RESOURCE_EXHAUSTED" ? EXIT.userError : EXIT.internal;
+    super(`${context ? `${context}: ` : ""}${op} failed (${code}): ${xlaMessage}`, { code, exitCode });
   }
 }
 
@@ -62,13 +65,14 @@ export type RuntimeErrorCode =
   | "ERR_UNSUPPORTED" // the plugin lacks an optional function
   | "ERR_NATIVE"; // an argument check inside the addon
 
-export class RuntimeError extends Error {
+export class RuntimeError extends TesseraError {
   override readonly name = "RuntimeError";
   constructor(
-    readonly code: RuntimeErrorCode,
+    override readonly code: RuntimeErrorCode,
     message: string,
   ) {
-    super(message);
+    // These checks guard the caller's setup and arguments; only an addon check failing means a bug of ours.
+    super(message, { code, exitCode: code === "ERR_NATIVE" ? EXIT.internal : EXIT.userError });
   }
 }
 

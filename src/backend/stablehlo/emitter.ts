@@ -1,17 +1,19 @@
 // The text writer lowering rules print into: SSA naming, indentation, per-op locations, value bindings.
+import { EXIT, TesseraError } from "../../errors.ts";
 import type { AnyOp, Value } from "../../ir/graph.ts";
 import type { OpName } from "../../ir/ops.ts";
 import { formatLoc, type SourceLoc } from "../../ir/types.ts";
 import { locText } from "./text.ts";
 
 /** A graph that cannot be printed as StableHLO: names the op (if any) and the user's line. */
-export class EmitError extends Error {
+export class EmitError extends TesseraError {
   constructor(
     readonly op: OpName | undefined,
     readonly detail: string,
     readonly loc?: SourceLoc,
   ) {
-    super(`stablehlo: ${op ? `${op}: ` : ""}${detail}${loc ? ` at ${formatLoc(loc)}` : ""}`);
+    // A verified graph the emitter cannot print means a missing rule or a bad donation map: a bug of ours.
+    super(`stablehlo: ${op ? `${op}: ` : ""}${detail}${loc ? ` at ${formatLoc(loc)}` : ""}`, { code: "ERR_EMIT", exitCode: EXIT.internal });
     this.name = "EmitError";
   }
 }
