@@ -3,7 +3,8 @@ import { array, DeviceArray, jit, trace, type Tree } from "../index.ts";
 import { flatten, unflatten } from "../frontend/tree.ts";
 import { hostArray, interpret, type HostArray } from "../ir/interpret.ts";
 import type { DType } from "../ir/types.ts";
-import { fromFloat32, toFloat32, typedView, type HostDType, type HostTensor } from "../formats/dtypes.ts";
+import { fromFloat32, toFloat32, typedView, type HostTensor } from "../formats/host_tensor.ts";
+import { type HostDType } from "../ir/types.ts";
 
 const TO_IR: Partial<Record<HostDType, DType>> = { F32: "f32", BF16: "bf16", F16: "f16", I32: "s32", U32: "u32", BOOL: "bool" };
 const TO_HOST: Record<DType, HostDType> = { f32: "F32", bf16: "BF16", f16: "F16", s32: "I32", u32: "U32", bool: "BOOL" };

@@ -1,6 +1,6 @@
 // The LoRA fine-tuning loop: HF checkpoint and PEFT adapter in, one jitted step per batch, a PEFT adapter out.
 import { array, jit, type DeviceArray } from "../index.ts";
-import { fromFloat32, type HostTensor } from "../formats/dtypes.ts";
+import { fromFloat32, type HostTensor } from "../formats/host_tensor.ts";
 import { loadAdapter, saveAdapter, type LoraConfig } from "../formats/peft.ts";
 import { initLora, loraFromAdapter, loraLayout, loraToAdapter, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { mulberry32, normalSamples } from "../host/random.ts";

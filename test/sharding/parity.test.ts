@@ -9,7 +9,7 @@ import { loraFromAdapter } from "../../models/lora.ts";
 import { loadAdapter } from "../../src/formats/peft.ts";
 import { llamaWeightSpecs, loraWeightSpecs } from "../../models/sharding.ts";
 import { getClient } from "../../src/backend/runtime/index.ts";
-import type { HostTensor } from "../../src/formats/dtypes.ts";
+import type { HostTensor } from "../../src/formats/host_tensor.ts";
 import { FIXTURE } from "../models/helpers.ts";
 
 describe("fixture parity, sharded", () => {

@@ -1,7 +1,7 @@
 // The jitted training loop on PJRT CPU: the fixture's first step reproduced and saved as a PEFT adapter; donation.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { array, jit } from "tessera";
-import { toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { adapterTensors, loadAdapter } from "../../src/formats/peft.ts";
 import { readSafetensors } from "../../src/formats/safetensors.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
