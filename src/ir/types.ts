@@ -146,7 +146,7 @@ export function sameType(a: TensorType, b: TensorType): boolean {
 }
 
 /** `f32[2,3]`, the form used in IR text and in every error message. */
-export function formatType(t: TensorType): string {
+export function formatType(t: { readonly dtype: string; readonly shape: Shape }): string {
   return `${t.dtype}[${t.shape.join(",")}]`;
 }
 

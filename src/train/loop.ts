@@ -7,7 +7,7 @@ import { mulberry32, normalSamples } from "../host/random.ts";
 import { LINEARS, llamaShapes, type LlamaWeights } from "../../models/llama.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
-import { treeFromDevice, treeToDevice } from "../parity/execute.ts";
+import { treeFromDevice, treeToDevice } from "../host/transfer.ts";
 import type { AdamWConfig } from "./adamw.ts";
 import { baseHostDType, type PrecisionPolicy } from "./precision.ts";
 import { initTrainState, makeTrainStep, type StepConfig, type TrainState } from "./step.ts";

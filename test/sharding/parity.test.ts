@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import "./helpers.ts";
 import { tx, type Tree } from "tessera";
 import { runParity, formatParityReport } from "../../src/parity/parity.ts";
-import { treeFromDevice, treeToDevice } from "../../src/parity/execute.ts";
+import { treeFromDevice, treeToDevice } from "../../src/host/transfer.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
 import { loraFromAdapter } from "../../models/lora.ts";
 import { loadAdapter } from "../../src/formats/peft.ts";

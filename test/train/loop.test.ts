@@ -9,7 +9,7 @@ import { loraFromAdapter } from "../../models/lora.ts";
 import { trainLoRA, type HostBatch } from "../../src/train/loop.ts";
 import { initTrainState, makeTrainStep, type TrainState } from "../../src/train/step.ts";
 import { F32 } from "../../src/train/precision.ts";
-import { treeToDevice } from "../../src/parity/execute.ts";
+import { treeToDevice } from "../../src/host/transfer.ts";
 import { FIXTURE, relErr, tempDir } from "../models/helpers.ts";
 
 const ADAMW = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
