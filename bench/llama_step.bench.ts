@@ -17,7 +17,7 @@ import { initLora, mulberry32, simpleLoraLayout } from "../models/lora.ts";
 import { randomLlamaWeights } from "../models/weights.ts";
 import { defaultLayerLoop, initTrainState, makeTrainStep, type StepConfig, type TrainState } from "../src/train/step.ts";
 import { BF16 } from "../src/train/precision.ts";
-import { treeToDevice } from "../src/parity/execute.ts";
+import { treeToDevice } from "../src/host/transfer.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const PEER = resolve(here, "../../shared/peers/jax_lora.py");

@@ -4,7 +4,7 @@ import {
   LLAMA2_13B, LLAMA2_70B, LLAMA2_7B, LLAMA_PRESETS, LLAMA_TINY_A, linearFeatures, loadLlamaConfig, parseLlamaConfig, type LlamaConfig, type LlamaLinear,
 } from "../src/formats/hf_config.ts";
 import { loraDelta, type LoraLayout, type LoraWeights } from "./lora.ts";
-import { softmax } from "./stable.ts";
+import { matmulF32Acc, softmax } from "./stable.ts";
 
 export { LLAMA2_7B, LLAMA2_13B, LLAMA2_70B, LLAMA_TINY_A, loadLlamaConfig, parseLlamaConfig, type LlamaConfig, type LlamaLinear };
 
@@ -136,14 +136,6 @@ export interface LayerAdapter {
   dropout: number;
   /** Per-(layer, module) dropout key; present only when dropout is active. */
   key?: Tensor;
-}
-
-/**
- * x @ w over x's last axis, accumulated in f32 and rounded once to x's dtype, as torch's bf16 matmuls do. (XLA's
- * CPU backend also runs bf16 products with an f32 result far faster than ones with a bf16 result.)
- */
-export function matmulF32Acc(x: Tensor, w: Tensor): Tensor {
-  return tx.dotGeneral(x, w, { lhsContract: [x.ndim - 1], rhsContract: [0], outDtype: "f32" }).astype(x.dtype);
 }
 
 /** y = x @ w, plus the LoRA path (dropout(x) @ A * scale) @ B when an adapter is attached. */

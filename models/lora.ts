@@ -1,10 +1,12 @@
 // LoRA for the Llama model: adapter layout from a PEFT config, (x·A)·B·scale in the DSL, merge/unmerge, host conversions.
 import { tx, type Tensor, type TensorSpec } from "tessera";
 import { linearFeatures, type LlamaConfig, type LlamaLinear } from "../src/formats/hf_config.ts";
-import { fromFloat32, hostTensor, toFloat32, type HostDType, type HostTensor } from "../src/formats/dtypes.ts";
+import { fromFloat32, hostTensor, toFloat32, type HostTensor } from "../src/formats/host_tensor.ts";
+import { type HostDType } from "../src/ir/types.ts";
 import { loraTargets, makeLoraConfig, type LoraAdapter, type LoraConfig, type LoraPair } from "../src/formats/peft.ts";
 import { FormatError } from "../src/formats/errors.ts";
-import { matmulF32Acc, type LayerAdapter, type LlamaWeights } from "./llama.ts";
+import type { LayerAdapter, LlamaWeights } from "./llama.ts";
+import { matmulF32Acc } from "./stable.ts";
 import { mulberry32 } from "../src/host/random.ts";
 
 export { mulberry32 };

@@ -1,4 +1,4 @@
-// softmax and logsumexp whose max-shift is invisible to autodiff, so their gradients skip the max's mask pass.
+// Numerics shared by llama.ts and lora.ts: the f32-accumulated matmul, and softmax/logsumexp whose max-shift autodiff skips.
 import { tx, type Tensor } from "tessera";
 
 /*
@@ -25,4 +25,12 @@ export function softmax(x: Tensor, axis = -1): Tensor {
 export function logsumexp(x: Tensor, axis = -1): Tensor {
   const s = constantShift(x, axis);
   return x.sub(s).exp().sum(axis, { keepdims: true }).log().add(s).squeeze(axis < 0 ? x.ndim + axis : axis);
+}
+
+/**
+ * x @ w over x's last axis, accumulated in f32 and rounded once to x's dtype, as torch's bf16 matmuls do. (XLA's
+ * CPU backend also runs bf16 products with an f32 result far faster than ones with a bf16 result.)
+ */
+export function matmulF32Acc(x: Tensor, w: Tensor): Tensor {
+  return tx.dotGeneral(x, w, { lhsContract: [x.ndim - 1], rhsContract: [0], outDtype: "f32" }).astype(x.dtype);
 }

@@ -1,5 +1,6 @@
 // Host-side Llama weights: an HF checkpoint streamed into the stacked [L, in, out] tree, back to HF names, random init.
-import { dtypeSize, fromFloat32, hostTensor, type HostDType, type HostTensor } from "../src/formats/dtypes.ts";
+import { byteWidth, type HostDType } from "../src/ir/types.ts";
+import { fromFloat32, hostTensor, type HostTensor } from "../src/formats/host_tensor.ts";
 import { HfCheckpoint } from "../src/formats/hf_checkpoint.ts";
 import { LINEAR_PATH, type LlamaConfig, type LlamaLinear } from "../src/formats/hf_config.ts";
 import { FormatError } from "../src/formats/errors.ts";
@@ -31,7 +32,7 @@ function aligned(t: HostTensor): Uint8Array {
 function transposed(t: HostTensor): HostTensor {
   const [rows, cols] = t.shape as [number, number];
   const out = hostTensor(t.dtype, [cols, rows]);
-  transposeInto(aligned(t), out.data, rows, cols, dtypeSize(t.dtype), 0);
+  transposeInto(aligned(t), out.data, rows, cols, byteWidth(t.dtype), 0);
   return out;
 }
 
@@ -54,7 +55,7 @@ export async function loadLlamaWeights(dir: string, opts: { dtype?: WeightDType 
     const cfg = ckpt.config;
     const dtype: WeightDType = opts.dtype ?? cfg.dtype ?? "F32";
     const shapes = llamaShapes(cfg);
-    const elt = dtypeSize(dtype);
+    const elt = byteWidth(dtype);
     const layers = Object.fromEntries(
       (Object.keys(shapes.layers) as (keyof LlamaLayers)[]).map((k) => [k, hostTensor(dtype, shapes.layers[k])]),
     ) as unknown as LlamaLayers<HostTensor>;
@@ -101,7 +102,7 @@ export function llamaToHf(cfg: LlamaConfig, w: LlamaWeights<HostTensor>): Map<st
 /** Layer `l` of a stacked tensor (a copy). */
 export function layerSlice(t: HostTensor, l: number): HostTensor {
   const inner = t.shape.slice(1);
-  const bytes = inner.reduce((a, b) => a * b, 1) * dtypeSize(t.dtype);
+  const bytes = inner.reduce((a, b) => a * b, 1) * byteWidth(t.dtype);
   return hostTensor(t.dtype, inner, t.data.slice(l * bytes, (l + 1) * bytes));
 }
 

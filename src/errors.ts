@@ -14,6 +14,13 @@ export const EXIT = {
 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
+/** A value as messages name what the user passed: `a Float32Array`, `an array of 3`, `number 2`, `undefined undefined`. */
+export function describe(x: unknown): string {
+  if (Array.isArray(x)) return `an array of ${x.length}`;
+  if (typeof x === "object" && x !== null) return `a ${x.constructor?.name ?? "object"}`;
+  return `${typeof x} ${String(x)}`;
+}
+
 export interface TesseraErrorOptions {
   /** What went wrong, as a stable upper-case identifier a script can branch on (e.g. "ERR_FORMAT"). */
   readonly code: string;

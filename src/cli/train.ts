@@ -5,7 +5,7 @@ import { UsageError, type ParsedArgs } from "./args.ts";
 import { displayPath } from "./diagnostics.ts";
 import { writeAll, writeFileAtomic } from "../formats/atomic.ts";
 import { FormatError } from "../formats/errors.ts";
-import type { HostTensor } from "../formats/dtypes.ts";
+import type { HostTensor } from "../formats/host_tensor.ts";
 import { linearFeatures, LLAMA_LINEARS, type LlamaConfig, type LlamaLinear } from "../formats/hf_config.ts";
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, loadAdapter, makeLoraConfig, saveAdapter } from "../formats/peft.ts";
 import { BatchStream, prepareRecords } from "../data/batches.ts";

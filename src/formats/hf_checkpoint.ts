@@ -2,7 +2,8 @@
 
 import { join } from "node:path";
 import { FormatError, fmtShape } from "./errors.ts";
-import { castTensor, isFloatDType, type HostDType, type HostTensor } from "./dtypes.ts";
+import { castTensor, type HostTensor } from "./host_tensor.ts";
+import { isFloat, type HostDType } from "../ir/types.ts";
 import { Checkpoint, writeCheckpoint, type CheckpointWriteOptions, type TensorMap } from "./safetensors.ts";
 import { LINEAR_PATH, LLAMA_LINEARS, linearFeatures, llamaConfigToJson, loadLlamaConfig, type LlamaConfig } from "./hf_config.ts";
 import { writeAll } from "./atomic.ts";
@@ -78,7 +79,7 @@ export function validateLlamaCheckpoint(ckpt: Checkpoint, cfg: LlamaConfig, conf
       );
     }
     const info = ckpt.info(s.name);
-    if (!isFloatDType(info.dtype)) {
+    if (!isFloat(info.dtype)) {
       throw new FormatError(`${info.file}: tensor "${s.name}" has dtype ${info.dtype}, expected a float type`, {
         file: info.file,
         tensor: s.name,

@@ -1,7 +1,8 @@
 // The formats folder's public surface: host tensors, safetensors, HF Llama config/checkpoints, PEFT LoRA adapters.
 
 export * from "./errors.ts";
-export * from "./dtypes.ts";
+export * from "./host_tensor.ts";
+export { HOST_DTYPES, isHostDType, type HostDType } from "../ir/types.ts";
 export * from "./safetensors.ts";
 export * from "./hf_config.ts";
 export * from "./hf_checkpoint.ts";

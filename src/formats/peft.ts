@@ -4,7 +4,8 @@ import { mkdir, readFile, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { FormatError, fmtShape, zodFormatError } from "./errors.ts";
-import { fromFloat32, isFloatDType, toFloat32, type HostDType, type HostTensor } from "./dtypes.ts";
+import { fromFloat32, toFloat32, type HostTensor } from "./host_tensor.ts";
+import { isFloat, type HostDType } from "../ir/types.ts";
 import { pendingSafetensors, readSafetensors } from "./safetensors.ts";
 import { writeAll, writeFilesAtomic } from "./atomic.ts";
 import { LINEAR_PATH, LLAMA_LINEARS, linearFeatures, type LlamaConfig, type LlamaLinear } from "./hf_config.ts";
@@ -422,7 +423,7 @@ function checkPair(
 ): void {
   const rankSource = patternValue(cfg.rankPattern, t.moduleName) !== undefined ? `rank_pattern in ${cfile}` : `r in ${cfile}`;
   for (const [key, x] of [[kA, A], [kB, B]] as const) {
-    if (!isFloatDType(x.dtype)) fail(key, `dtype ${x.dtype} is not a float type`);
+    if (!isFloat(x.dtype)) fail(key, `dtype ${x.dtype} is not a float type`);
     if (x.shape.length !== 2) fail(key, `expected a 2-D tensor, got shape ${fmtShape(x.shape)}`);
   }
   if (A.shape[0] !== t.r) {

@@ -3,7 +3,8 @@
 import { mkdir, open, readFile, stat, readdir, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { FormatError, fmtShape } from "./errors.ts";
-import { byteLengthOf, hostTensor, isHostDType, HOST_DTYPES, type HostDType, type HostTensor } from "./dtypes.ts";
+import { byteLengthOf, hostTensor, type HostTensor } from "./host_tensor.ts";
+import { isHostDType, HOST_DTYPES, type HostDType } from "../ir/types.ts";
 import { writeAll, writeFileAtomic, writeFilesAtomic, type PendingFile } from "./atomic.ts";
 import { stripBom } from "../host/text.ts";
 

@@ -4,7 +4,7 @@ import { getClient, ShardedBuffer } from "../backend/runtime/index.ts";
 import { checkSharding, sameSharding, ShardingError, type Mesh, type Sharding } from "../ir/sharding.ts";
 import { tensorType } from "../ir/types.ts";
 import { PartitionSpec, specSharding, type DeviceMesh } from "./mesh.ts";
-import { bf16FromBits, bf16ToBits, f16FromBits, f16ToBits } from "../ir/float_bits.ts";
+import { bf16FromBits, bf16ToBits, f16FromBits, f16ToBits, roundBf16, roundF16 } from "../ir/float_bits.ts";
 import { formatType, isDType, numel, type DType, type Shape } from "../ir/types.ts";
 import { TraceError } from "./errors.ts";
 import { flattenNested, typedArrayDType, type HostData } from "./ops/creation.ts";
@@ -175,7 +175,8 @@ function toHost(dtype: DType, values: ArrayLike<number>, raw16: boolean): { data
     case "bf16":
     case "f16": {
       if (raw16 && values instanceof Uint16Array) return { data: values, copied: false };
-      const toBits = dtype === "bf16" ? bf16ToBits : f16ToBits;
+      // bf16ToBits/f16ToBits take representable values only; rounding first is what the ArrayOpts doc promises.
+      const toBits = dtype === "bf16" ? (v: number) => bf16ToBits(roundBf16(v)) : (v: number) => f16ToBits(roundF16(v));
       const out = new Uint16Array(n);
       for (let i = 0; i < n; i++) out[i] = toBits(values[i]!);
       return { data: out, copied: true };

@@ -4,7 +4,8 @@ import { bind, requireTrace, Tensor, Trace, withTrace } from "./core.ts";
 import { TraceError } from "./errors.ts";
 import { opLoc } from "./loc.ts";
 import { flatten, treeDefKey, unflatten, type Tree } from "./tree.ts";
-import { describe, joinName, outputLeaves } from "./trace.ts";
+import { describe } from "../errors.ts";
+import { joinName, outputLeaves } from "./trace.ts";
 
 export interface ScanOpts {
   /** Number of steps; required when `xs` has no leaves, else it must equal their leading dim. */

@@ -5,7 +5,8 @@ import { currentTrace, requireTrace, Tensor, Trace, withTrace } from "./core.ts"
 import { jit } from "./jit.ts";
 import { TraceError } from "./errors.ts";
 import { flatten, unflatten, type Tree } from "./tree.ts";
-import { describe, inlineGraph, joinName, outputLeaves, paramNames } from "./trace.ts";
+import { describe } from "../errors.ts";
+import { inlineGraph, joinName, outputLeaves, paramNames } from "./trace.ts";
 
 export interface GradOpts {
   /** Which positional arguments to differentiate with respect to (default 0). A number gives one gradient tree,

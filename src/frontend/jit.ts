@@ -10,7 +10,8 @@ import { emitProgram, lowerProgram, type Program } from "./lowering.ts";
 import type { ShardingOpts } from "./spmd.ts";
 import { currentTrace, Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
-import { describe as describeValue, paramNames, trace, type HasType, type Traced } from "./trace.ts";
+import { describe as describeValue } from "../errors.ts";
+import { paramNames, trace, type HasType, type Traced } from "./trace.ts";
 import { flatten, treeDefKey, unflatten, type Tree, type TreeDef } from "./tree.ts";
 
 export interface JitOpts {

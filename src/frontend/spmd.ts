@@ -1,6 +1,7 @@
 // SPMD lowering for jit's `mesh` option: spec trees to seeds, propagation, and the Shardy annotations of the emitted module.
 import type { AnyOp, Graph, Value } from "../ir/graph.ts";
 import { dropUnitAxes, ShardingError, shardyDims, type Sharding } from "../ir/sharding.ts";
+import { describe } from "../errors.ts";
 import { formatType, type SourceLoc } from "../ir/types.ts";
 import { propagateShardings, type Seed, type ShardingPlan } from "../passes/shard_propagate.ts";
 import type { EmitOptions } from "../backend/stablehlo/index.ts";
@@ -65,12 +66,6 @@ export function matchSpecs(spec: unknown, def: TreeDef, path: string, what: stri
   };
   walk(spec, def, path);
   return out;
-}
-
-function describe(x: unknown): string {
-  if (Array.isArray(x)) return `an array of ${x.length}`;
-  if (typeof x === "object" && x !== null) return `a ${x.constructor?.name ?? "object"}`;
-  return `${typeof x} ${String(x)}`;
 }
 
 function seedFor(spec: PartitionSpec, v: Value, kind: "in" | "out" | "shard", name: string, fallbackLoc: SourceLoc | undefined): Seed {

@@ -2,6 +2,7 @@
 import type { Graph, Value } from "../ir/graph.ts";
 import { formatType, isDType, tensorType, type DType, type Shape, type TensorType } from "../ir/types.ts";
 import { Tensor, Trace, withTrace } from "./core.ts";
+import { describe } from "../errors.ts";
 import { TraceError } from "./errors.ts";
 import { flatten, unflatten, type Tree, type TreeDef } from "./tree.ts";
 import { opLoc } from "./loc.ts";
@@ -43,11 +44,6 @@ function isHasType(x: unknown): x is HasType {
 export function leafType(op: string, leaf: unknown, path: string): TensorType {
   if (isHasType(leaf)) return tensorType(leaf.dtype, leaf.shape);
   throw new TraceError(op, `argument ${path || "(root)"} is ${describe(leaf)}, not a tensor spec (use spec(dtype, shape))`);
-}
-
-export function describe(x: unknown): string {
-  if (typeof x === "object" && x !== null) return `a ${x.constructor?.name ?? "object"}`;
-  return `${typeof x} ${String(x)}`;
 }
 
 /**

@@ -100,7 +100,7 @@ export function checkParams(name: OpName, params: unknown): string[] {
   for (const key in kinds) {
     const kind = kinds[key]!;
     if (!(key in p)) problems.push(`missing param '${key}'`);
-    else if (!valueHasKind(p[key], kind)) problems.push(`param '${key}' must be ${KIND_WORDS[kind]}, got ${describe(p[key])}`);
+    else if (!valueHasKind(p[key], kind)) problems.push(`param '${key}' must be ${KIND_WORDS[kind]}, got ${paramText(p[key])}`);
   }
   for (const key in p) if (!(key in kinds)) problems.push(`unknown param '${key}'`);
   return problems;
@@ -116,7 +116,8 @@ const KIND_WORDS: Record<ParamKind, string> = {
   graph: "a graph",
 };
 
-function describe(v: unknown): string {
+/** A param value as written in IR text (JSON), which is what its error messages quote. */
+function paramText(v: unknown): string {
   if (isGraphLike(v)) return "a graph";
   try {
     return JSON.stringify(v) ?? String(v);

@@ -9,7 +9,7 @@
 import { GraphBuilder, type Graph, type Value } from "./graph.ts";
 import { hostArray, type HostArray } from "./interpret.ts";
 import type { BinaryOp, CompareDir, OpName, OpParams } from "./ops.ts";
-import { isFloat, numel, tensorType, type DType, type Shape, type SourceLoc, type TensorType } from "./types.ts";
+import { isFloat, numel, sameShape, tensorType, type DType, type Shape, type SourceLoc, type TensorType } from "./types.ts";
 import { mulberry32 } from "../host/random.ts";
 
 /** The seeded generator the random graphs draw from (re-exported for tests). */
@@ -563,10 +563,6 @@ class Gen {
     });
     return true;
   }
-}
-
-function sameShape(a: Shape, b: Shape): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /** A valid random graph, the same for the same seed and options. */

@@ -3,7 +3,7 @@ import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { tx, type Tensor, type Tree } from "../index.ts";
-import { toFloat32, type HostTensor } from "../formats/dtypes.ts";
+import { toFloat32, type HostTensor } from "../formats/host_tensor.ts";
 import { readSafetensors } from "../formats/safetensors.ts";
 import { adapterFromTensors, adapterTensors, loadAdapter, ADAPTER_CONFIG_FILE } from "../formats/peft.ts";
 import { FormatError, zodFormatError } from "../formats/errors.ts";

@@ -1,10 +1,10 @@
 // Reverse-mode autodiff as an IR-to-IR transform: vjp, valueAndGrad and the "autodiff" pass.
 import { GraphBuilder, Value, makeOp, type AnyOp, type Graph, type Op } from "../ir/graph.ts";
 import type { OpName } from "../ir/ops.ts";
-import { formatType, isFloat, sameType } from "../ir/types.ts";
+import { formatType, isFloat, range, sameType } from "../ir/types.ts";
 import { Emitter } from "./emitter.ts";
 import type { Pass } from "./pass.ts";
-import { cloneGraph, makeGraph, range } from "./rewrite.ts";
+import { cloneGraph, makeGraph } from "./rewrite.ts";
 import { VJP_RULES, stackedType, type Ct, type VjpCtx, type VjpRule } from "./vjp_rules.ts";
 
 /**

@@ -1,7 +1,8 @@
 // Dead code elimination: drops ops whose results are unused, and unused ys, consts and xs of scans (recursively).
 import { makeOp, type AnyOp, type Graph, type Op, type Value } from "../ir/graph.ts";
 import type { Pass } from "./pass.ts";
-import { makeGraph, pickNames, range, sameList } from "./rewrite.ts";
+import { range } from "../ir/types.ts";
+import { makeGraph, pickNames, sameList } from "./rewrite.ts";
 
 export const dcePass: Pass = {
   name: "dce",

@@ -43,11 +43,6 @@ export function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-/** 0, 1, ..., n-1. */
-export function range(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i);
-}
-
 /**
  * A copy of `g` with fresh values everywhere (nested bodies included). A value is defined once in a whole graph
  * tree, so a pass that needs a second copy of a scan body (autodiff's backward scan) must clone it.

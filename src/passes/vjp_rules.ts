@@ -1,9 +1,8 @@
 // Vector-Jacobian product rules, one per op: given the cotangents of an op's results, emit its operands' cotangents.
 import type { Op, Value } from "../ir/graph.ts";
 import type { OpName } from "../ir/ops.ts";
-import { tensorType, type TensorType } from "../ir/types.ts";
+import { range, tensorType, type TensorType } from "../ir/types.ts";
 import type { Emitter } from "./emitter.ts";
-import { range } from "./rewrite.ts";
 
 /** A cotangent, or undefined where none flows (a zero that is never materialized). */
 export type Ct = Value | undefined;

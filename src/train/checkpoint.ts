@@ -4,7 +4,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promis
 import { join } from "node:path";
 import { writeAll, writeFileAtomic } from "../formats/atomic.ts";
 import { fmtShape, FormatError } from "../formats/errors.ts";
-import { toFloat32, type HostTensor } from "../formats/dtypes.ts";
+import { toFloat32, type HostTensor } from "../formats/host_tensor.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
 import { loadAdapter, saveAdapter } from "../formats/peft.ts";
 import { readSafetensors, writeSafetensors } from "../formats/safetensors.ts";

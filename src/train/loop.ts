@@ -1,13 +1,13 @@
 // The LoRA fine-tuning loop: HF checkpoint and PEFT adapter in, one jitted step per batch, a PEFT adapter out.
 import { array, jit, type DeviceArray } from "../index.ts";
-import { fromFloat32, type HostTensor } from "../formats/dtypes.ts";
+import { fromFloat32, type HostTensor } from "../formats/host_tensor.ts";
 import { loadAdapter, saveAdapter, type LoraConfig } from "../formats/peft.ts";
 import { initLora, loraFromAdapter, loraLayout, loraToAdapter, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { mulberry32, normalSamples } from "../host/random.ts";
 import { LINEARS, llamaShapes, type LlamaWeights } from "../../models/llama.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
-import { treeFromDevice, treeToDevice } from "../parity/execute.ts";
+import { treeFromDevice, treeToDevice } from "../host/transfer.ts";
 import type { AdamWConfig } from "./adamw.ts";
 import { baseHostDType, type PrecisionPolicy } from "./precision.ts";
 import { initTrainState, makeTrainStep, type StepConfig, type TrainState } from "./step.ts";

@@ -6,7 +6,7 @@ import { loraSpecs, type LoraLayout, type LoraWeights } from "../../models/lora.
 import { adamwUpdate, type AdamWConfig } from "./adamw.ts";
 import { causalLmLoss } from "./loss.ts";
 import type { PrecisionPolicy } from "./precision.ts";
-import { hostTensor, type HostTensor } from "../formats/dtypes.ts";
+import { hostTensor, type HostTensor } from "../formats/host_tensor.ts";
 
 /** Everything a step updates: adapter master weights, AdamW moments (all f32) and the count of steps taken. */
 export interface TrainState<T = Tensor> {

@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { HfCheckpoint, llamaWeightSpecs, saveHfCheckpoint } from "../../src/formats/hf_checkpoint.ts";
 import { LLAMA2_70B, LLAMA2_7B, LLAMA_TINY_A, parseLlamaConfig, saveLlamaConfig, type LlamaConfig } from "../../src/formats/hf_config.ts";
 import { SafetensorsFile, writeCheckpoint } from "../../src/formats/safetensors.ts";
-import { castTensor, fromFloat32, numel, tensorsEqual, toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { castTensor, fromFloat32, tensorsEqual, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
+import { numel } from "../../src/ir/types.ts";
 import { FIXTURE, listDir, llamaTensors, removeTempDirs, tempDir } from "./helpers.ts";
 
 afterAll(removeTempDirs);

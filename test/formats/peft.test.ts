@@ -23,7 +23,8 @@ import {
 } from "../../src/formats/peft.ts";
 import { LLAMA_TINY_A, linearFeatures, parseLlamaConfig, type LlamaConfig } from "../../src/formats/hf_config.ts";
 import { readSafetensors, writeSafetensors } from "../../src/formats/safetensors.ts";
-import { fromFloat32, tensorsEqual, toFloat32, type HostDType, type HostTensor } from "../../src/formats/dtypes.ts";
+import { fromFloat32, tensorsEqual, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
+import { type HostDType } from "../../src/ir/types.ts";
 import { FormatError } from "../../src/formats/errors.ts";
 import { FIXTURE, listDir, randomFloats, removeTempDirs, tempDir } from "./helpers.ts";
 

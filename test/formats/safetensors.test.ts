@@ -13,7 +13,8 @@ import {
   writeSafetensors,
   type LazyTensor,
 } from "../../src/formats/safetensors.ts";
-import { HOST_DTYPES, dtypeSize, fromFloat32, hostTensor, tensorsEqual, toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { HOST_DTYPES, byteWidth } from "../../src/ir/types.ts";
+import { fromFloat32, hostTensor, tensorsEqual, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { FormatError } from "../../src/formats/errors.ts";
 import { commitRenames } from "../../src/formats/atomic.ts";
 import { FIXTURE, listDir, rawSafetensors, removeTempDirs, tempDir, writeRaw } from "./helpers.ts";
@@ -76,7 +77,7 @@ describe("round trips", () => {
     const tensors: Record<string, HostTensor> = {};
     HOST_DTYPES.forEach((d, i) => {
       const shape = [i % 3 === 0 ? 3 : 2, 5];
-      const bytes = new Uint8Array(shape[0]! * 5 * dtypeSize(d));
+      const bytes = new Uint8Array(shape[0]! * 5 * byteWidth(d));
       for (let j = 0; j < bytes.length; j++) bytes[j] = (j * 37 + i * 11) & 0xff;
       if (d === "BOOL") bytes.forEach((_, j) => (bytes[j] = j & 1));
       tensors[`t.${d.toLowerCase()}`] = hostTensor(d, shape, bytes);

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { fromFloat32, toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { fromFloat32, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { llamaWeightSpecs, saveHfCheckpoint } from "../../src/formats/hf_checkpoint.ts";
 import type { LlamaConfig } from "../../src/formats/hf_config.ts";
 import { loraTargets, saveAdapter, type LoraAdapter, type LoraConfig } from "../../src/formats/peft.ts";

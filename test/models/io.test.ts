@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { chmod, cp, readdir, readFile, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { castTensor, tensorsEqual, toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { castTensor, tensorsEqual, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { FormatError } from "../../src/formats/errors.ts";
 import { HfCheckpoint } from "../../src/formats/hf_checkpoint.ts";
 import { loadAdapter, saveAdapter, adapterTensors, makeLoraConfig } from "../../src/formats/peft.ts";

@@ -2,7 +2,7 @@
 // target modules, odd sequence lengths, rank/layer patterns, merge/unmerge, dropout.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tx, type Tensor } from "tessera";
-import { toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { makeLoraConfig, type LoraConfig } from "../../src/formats/peft.ts";
 import type { LlamaConfig } from "../../src/formats/hf_config.ts";
 import { LLAMA_TINY, llamaLogits, ropeInvFreq, type LlamaWeights } from "../../models/llama.ts";

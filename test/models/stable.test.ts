@@ -1,7 +1,7 @@
 // softmax/logsumexp with a constant shift: same values as the textbook forms, exact gradients, no mask pass.
 import { describe, expect, it } from "vitest";
 import { tx, type Tensor } from "tessera";
-import { fromFloat32, toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { fromFloat32, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { interpretOnHost } from "../../src/parity/execute.ts";
 import { logsumexp, softmax } from "../../models/stable.ts";
 

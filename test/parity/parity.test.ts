@@ -2,7 +2,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { chmod, cp, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fromFloat32, toFloat32 } from "../../src/formats/dtypes.ts";
+import { fromFloat32, toFloat32 } from "../../src/formats/host_tensor.ts";
 import { readSafetensors, writeSafetensors } from "../../src/formats/safetensors.ts";
 import { adamwBound, formatParityReport, runParity, type ParityReport } from "../../src/parity/parity.ts";
 import { pjrtOnHost } from "../../src/parity/execute.ts";

@@ -1,10 +1,10 @@
 // Runtime: buffers from TypedArrays to devices and back for every dtype, shape checks, dispose, GC, flat memory.
 import { describe, expect, it } from "vitest";
-import { nativeStats, type DType, type HostArray } from "../../src/backend/runtime/index.ts";
+import { nativeStats, type RuntimeDType, type HostArray } from "../../src/backend/runtime/index.ts";
 import { gc, quiesce, settle, testClient, toBf16Bits } from "./helpers.ts";
 
 describe("buffers", () => {
-  const samples: { [D in DType]: HostArray<D> } = {
+  const samples: { [D in RuntimeDType]: HostArray<D> } = {
     f32: new Float32Array([1.5, -2, 3.25, 0, 1e-8, -1e30]),
     bf16: new Uint16Array([0x3f80, 0x4000, 0xc060, 0x0000, 0x7f80, 0x8001]),
     f16: new Uint16Array([0x3c00, 0x4000, 0xc300, 0x0000, 0x7c00, 0x0001]),
@@ -15,7 +15,7 @@ describe("buffers", () => {
     bool: new Uint8Array([1, 0, 0, 1, 1, 0]),
   };
 
-  for (const dtype of Object.keys(samples) as DType[]) {
+  for (const dtype of Object.keys(samples) as RuntimeDType[]) {
     it(`round-trips ${dtype} through a device unchanged`, async () => {
       const client = await testClient();
       const data = samples[dtype];

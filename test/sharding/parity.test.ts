@@ -3,13 +3,13 @@ import { describe, expect, it } from "vitest";
 import "./helpers.ts";
 import { tx, type Tree } from "tessera";
 import { runParity, formatParityReport } from "../../src/parity/parity.ts";
-import { treeFromDevice, treeToDevice } from "../../src/parity/execute.ts";
+import { treeFromDevice, treeToDevice } from "../../src/host/transfer.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
 import { loraFromAdapter } from "../../models/lora.ts";
 import { loadAdapter } from "../../src/formats/peft.ts";
 import { llamaWeightSpecs, loraWeightSpecs } from "../../models/sharding.ts";
 import { getClient } from "../../src/backend/runtime/index.ts";
-import type { HostTensor } from "../../src/formats/dtypes.ts";
+import type { HostTensor } from "../../src/formats/host_tensor.ts";
 import { FIXTURE } from "../models/helpers.ts";
 
 describe("fixture parity, sharded", () => {

@@ -1,7 +1,7 @@
 // The jitted training loop on PJRT CPU: the fixture's first step reproduced and saved as a PEFT adapter; donation.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { array, jit } from "tessera";
-import { toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { adapterTensors, loadAdapter } from "../../src/formats/peft.ts";
 import { readSafetensors } from "../../src/formats/safetensors.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
@@ -9,7 +9,7 @@ import { loraFromAdapter } from "../../models/lora.ts";
 import { trainLoRA, type HostBatch } from "../../src/train/loop.ts";
 import { initTrainState, makeTrainStep, type TrainState } from "../../src/train/step.ts";
 import { F32 } from "../../src/train/precision.ts";
-import { treeToDevice } from "../../src/parity/execute.ts";
+import { treeToDevice } from "../../src/host/transfer.ts";
 import { FIXTURE, relErr, tempDir } from "../models/helpers.ts";
 
 const ADAMW = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };

@@ -1,7 +1,7 @@
 // The causal-LM loss vs a direct computation of HF's definition, and AdamW vs torch's algorithm written out in float64.
 import { describe, expect, it } from "vitest";
 import { tx, type Tensor } from "tessera";
-import { fromFloat32, toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { fromFloat32, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { causalLmLoss } from "../../src/train/loss.ts";
 import { adamwUpdate, type AdamWConfig } from "../../src/train/adamw.ts";
 import { interpretOnHost } from "../../src/parity/execute.ts";

@@ -2,7 +2,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { tx } from "tessera";
 import type { Graph } from "../../src/ir/graph.ts";
-import { fromFloat32, hostTensor, toFloat32, type HostTensor } from "../../src/formats/dtypes.ts";
+import { fromFloat32, hostTensor, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { loadAdapter, adapterTensors } from "../../src/formats/peft.ts";
 import { readSafetensors } from "../../src/formats/safetensors.ts";
 import type { LlamaConfig } from "../../src/formats/hf_config.ts";

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UsageError } from "../../src/cli/args.ts";
 import { trainCommand } from "../../src/cli/train.ts";
 import { adapterTensors, loadAdapter } from "../../src/formats/peft.ts";
-import { toFloat32 } from "../../src/formats/dtypes.ts";
+import { toFloat32 } from "../../src/formats/host_tensor.ts";
 import { LLAMA_TINY } from "../../models/llama.ts";
 import { listCheckpoints, loadCheckpoint } from "../../src/train/checkpoint.ts";
 

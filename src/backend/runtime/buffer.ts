@@ -1,5 +1,6 @@
 // Device buffers: an array on one device, read back with toHost(), freed by dispose() (or, as a safety net, by GC).
-import { DTYPES, allocHost, byteSize, formatType, type DType, type HostArray } from "./dtypes.ts";
+import { byteWidth, ELEMENT_TYPES, formatType, numel } from "../../ir/types.ts";
+import { allocHost, HOST_ARRAY, type RuntimeDType, type HostArray } from "./host_array.ts";
 import { RuntimeError, fromNative } from "./errors.ts";
 import { nativeAddon, type BufferHandle } from "./native.ts";
 import type { Client, Device } from "./client.ts";
@@ -9,11 +10,11 @@ type State = "live" | "disposed" | "donated" | "donating";
 /** Downloads of 4 MiB and more land in huge-page-backed memory: a fresh array then faults in 2 MiB at a time. */
 const HUGE_DOWNLOAD_BYTES = 4 << 20;
 
-function downloadTarget<D extends DType>(dtype: D, count: number): HostArray<D> {
-  const bytes = count * DTYPES[dtype].bytes;
+function downloadTarget<D extends RuntimeDType>(dtype: D, count: number): HostArray<D> {
+  const bytes = count * ELEMENT_TYPES[dtype].bytes;
   if (bytes >= HUGE_DOWNLOAD_BYTES) {
     const block = nativeAddon().allocHostBlock(bytes);
-    if (block) return new (DTYPES[dtype].array as unknown as new (b: ArrayBuffer) => HostArray<D>)(block);
+    if (block) return new (HOST_ARRAY[dtype] as unknown as new (b: ArrayBuffer) => HostArray<D>)(block);
   }
   return allocHost(dtype, count);
 }
@@ -23,7 +24,7 @@ function downloadTarget<D extends DType>(dtype: D, count: number): HostArray<D> 
  * reaches the host only through toHost(). dispose() frees the device memory at once; a buffer
  * that is dropped without dispose() is freed when the garbage collector finalizes it.
  */
-export class DeviceBuffer<D extends DType = DType> {
+export class DeviceBuffer<D extends RuntimeDType = RuntimeDType> {
   #handle: BufferHandle | null;
   #state: State = "live";
   #donatedTo = "";
@@ -43,11 +44,11 @@ export class DeviceBuffer<D extends DType = DType> {
 
   /** "f32[4,8]" */
   get type(): string {
-    return formatType(this.dtype, this.shape);
+    return formatType(this);
   }
 
   get byteLength(): number {
-    return byteSize(this.dtype, this.shape);
+    return byteWidth(this.dtype) * numel(this.shape);
   }
 
   get size(): number {
@@ -77,8 +78,8 @@ export class DeviceBuffer<D extends DType = DType> {
   }
 
   /** toHost() with the dtype checked, typed for the caller: `await out.toHostAs("f32")` is a Float32Array. */
-  async toHostAs<E extends DType>(dtype: E): Promise<HostArray<E>> {
-    if ((this.dtype as DType) !== dtype) throw new RuntimeError("ERR_DTYPE", `toHostAs(${dtype}) of ${this.describe()}`);
+  async toHostAs<E extends RuntimeDType>(dtype: E): Promise<HostArray<E>> {
+    if ((this.dtype as RuntimeDType) !== dtype) throw new RuntimeError("ERR_DTYPE", `toHostAs(${dtype}) of ${this.describe()}`);
     return (await this.toHost()) as unknown as HostArray<E>;
   }
 

@@ -2,7 +2,8 @@
 import { basename } from "node:path";
 import { DeviceBuffer } from "./buffer.ts";
 import { encodeCompileOptions, resolveCompileOptions, type CompileOptions } from "./compile-options.ts";
-import { checkDType, checkHostData, DTYPES, type DType, type HostArray } from "./dtypes.ts";
+import { ELEMENT_TYPES } from "../../ir/types.ts";
+import { checkDType, checkHostData, type RuntimeDType, type HostArray } from "./host_array.ts";
 import { PjrtError, RuntimeError, fromNative } from "./errors.ts";
 import { Executable } from "./executable.ts";
 import { nativeAddon, type ClientHandle, type NamedValue, type NativeDevice, type NativePlugin } from "./native.ts";
@@ -298,7 +299,7 @@ export class Client {
    * Float32Array; bf16, f16: Uint16Array (raw bits); s32: Int32Array; s64: BigInt64Array; u32:
    * Uint32Array; u8: Uint8Array; bool: Uint8Array of 0/1.
    */
-  bufferFromHost<D extends DType>(
+  bufferFromHost<D extends RuntimeDType>(
     data: HostArray<D>,
     dtype: D,
     shape: readonly number[],
@@ -310,7 +311,7 @@ export class Client {
     const dev = device === undefined ? this.devices[0]! : typeof device === "number" ? this.device(device) : this.#own(device);
     let handle;
     try {
-      handle = nativeAddon().bufferFromHost(this.handle, dev.index, data, DTYPES[dtype].pjrt, shape, !opts.copy);
+      handle = nativeAddon().bufferFromHost(this.handle, dev.index, data, ELEMENT_TYPES[dtype].pjrt, shape, !opts.copy);
     } catch (e) {
       throw fromNative(e, "bufferFromHost");
     }

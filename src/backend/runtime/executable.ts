@@ -1,13 +1,14 @@
 // Compiled programs: argument checks, execution (inline or on the dispatcher thread), donation, serialization, HLO.
 import { DeviceBuffer } from "./buffer.ts";
-import { dtypeFromPjrt, formatType, isDType, pjrtTypeName, sameShape, type DType } from "./dtypes.ts";
+import { formatType, sameShape } from "../../ir/types.ts";
+import { dtypeFromPjrt, isRuntimeDType, pjrtTypeName, type RuntimeDType } from "./host_array.ts";
 import { RuntimeError, fromNative } from "./errors.ts";
 import { countCollectives, decodeHloModule, printHloModule, type HloModule } from "./hlo-module.ts";
 import { nativeAddon, type BufferHandle, type ExecutableHandle, type NativeExecutable, type NativeExecuteResult, type NativeMemoryStats } from "./native.ts";
 import type { Client, Device } from "./client.ts";
 
 export interface TensorType {
-  dtype: DType;
+  dtype: RuntimeDType;
   shape: readonly number[];
 }
 
@@ -80,8 +81,8 @@ export class Executable {
     let donors: number[] = [];
     if (this.#hlo) {
       const m = this.hloModule();
-      if (m.parameters.every((p) => isDType(p.dtype))) {
-        parameterTypes = m.parameters.map((p) => ({ dtype: p.dtype as DType, shape: p.shape }));
+      if (m.parameters.every((p) => isRuntimeDType(p.dtype))) {
+        parameterTypes = m.parameters.map((p) => ({ dtype: p.dtype as RuntimeDType, shape: p.shape }));
       }
       donors = [...new Set(m.aliases.map((a) => a.parameter))].sort((a, b) => a - b);
     }
@@ -251,7 +252,7 @@ export class Executable {
     const h = b.handle(where);
     const want = this.parameterTypes?.[i];
     if (want && (b.dtype !== want.dtype || !sameShape(b.shape, want.shape))) {
-      throw new RuntimeError("ERR_ARG_TYPE", `${where}: expected ${formatType(want.dtype, want.shape)}, got ${b.type}`);
+      throw new RuntimeError("ERR_ARG_TYPE", `${where}: expected ${formatType(want)}, got ${b.type}`);
     }
     const device = this.devices[d]!;
     if (b.device !== device) throw new RuntimeError("ERR_DEVICE", `${where} is on ${b.device}; the executable runs it on ${device}`);

@@ -1,7 +1,7 @@
 // Reads the optimized HLO module of an executable: per-device parameter/result types, aliasing, collectives, a text view.
 import { readFileSync } from "node:fs";
 import protobuf from "protobufjs";
-import { dtypeFromXla, type DType } from "./dtypes.ts";
+import { dtypeFromXla, type RuntimeDType } from "./host_array.ts";
 
 // xla::PrimitiveType names as HLO text prints them.
 const XLA_TYPE_NAMES: Record<number, string> = {
@@ -12,7 +12,7 @@ const TUPLE = 13;
 
 export interface HloShape {
   /** Our dtype name, or XLA's type name for a type the runtime does not move (e.g. "f64", "token"). */
-  dtype: DType | string;
+  dtype: RuntimeDType | string;
   shape: number[];
   /** Element shapes, for tuples (dtype "tuple"). */
   tuple?: HloShape[];

@@ -3,7 +3,7 @@ import type { Mesh, Sharding } from "../../ir/sharding.ts";
 import { meshSize, shardBox, localShape } from "../../ir/sharding.ts";
 import { DeviceBuffer } from "./buffer.ts";
 import type { Client, Device } from "./client.ts";
-import { DTYPES, type DType, type HostArray } from "./dtypes.ts";
+import { HOST_ARRAY, type RuntimeDType, type HostArray } from "./host_array.ts";
 import { RuntimeError } from "./errors.ts";
 import { COLLECTIVE_OPCODES, type HloModule } from "./hlo-module.ts";
 
@@ -55,7 +55,7 @@ function boxKey(start: readonly number[]): string {
  */
 export class ShardedBuffer {
   constructor(
-    readonly dtype: DType,
+    readonly dtype: RuntimeDType,
     readonly shape: readonly number[],
     readonly mesh: Mesh,
     readonly sharding: Sharding,
@@ -83,7 +83,7 @@ export class ShardedBuffer {
    * Places a global host array on `devices` (one per partition, in mesh order): each device gets its block, cut
    * out on the host once per distinct block.
    */
-  static fromHost<D extends DType>(client: Client, data: HostArray<D>, dtype: D, shape: readonly number[], mesh: Mesh, sharding: Sharding, devices: readonly Device[]): ShardedBuffer {
+  static fromHost<D extends RuntimeDType>(client: Client, data: HostArray<D>, dtype: D, shape: readonly number[], mesh: Mesh, sharding: Sharding, devices: readonly Device[]): ShardedBuffer {
     const n = meshSize(mesh);
     if (devices.length !== n) throw new RuntimeError("ERR_ARG_COUNT", `the mesh has ${n} devices; got ${devices.length} to place shards on`);
     const total = shape.reduce((a, b) => a * b, 1);
@@ -96,7 +96,7 @@ export class ShardedBuffer {
       if (!block) {
         if (local.every((d, i) => d === shape[i])) block = data;
         else {
-          block = new DTYPES[dtype].array(size.reduce((a, b) => a * b, 1));
+          block = new HOST_ARRAY[dtype](size.reduce((a, b) => a * b, 1));
           copyBox(data, shape, block, start, size, true);
         }
         blocks.set(boxKey(start), block);
@@ -110,7 +110,7 @@ export class ShardedBuffer {
   /** The global array, assembled from one copy of each distinct block. */
   async toHost(): Promise<HostArray> {
     const total = this.shape.reduce((a, b) => a * b, 1);
-    const out = new DTYPES[this.dtype].array(total);
+    const out = new HOST_ARRAY[this.dtype](total);
     const seen = new Set<string>();
     const reads: Promise<void>[] = [];
     this.shards.forEach((s, p) => {

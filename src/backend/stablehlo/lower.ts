@@ -1,7 +1,7 @@
 // One lowering rule per IR op: each prints the StableHLO ops that compute it and returns its result names.
 import type { Graph, Op, Value } from "../../ir/graph.ts";
 import type { BinaryOp, CompareDir, OpName, UnaryOp } from "../../ir/ops.ts";
-import { isFloat, tensorType, type DType, type Shape, type TensorType } from "../../ir/types.ts";
+import { isFloat, range, tensorType, type DType, type Shape, type TensorType } from "../../ir/types.ts";
 import type { FuncEmitter } from "./emitter.ts";
 import { denseLiteral, dimsText, tensorTypeText as ty } from "./text.ts";
 
@@ -143,10 +143,6 @@ function gather(e: FuncEmitter, operand: string, indices: string, dn: [string, r
   return e.op1(
     `"stablehlo.gather"(${operand}, ${indices}) <{dimension_numbers = #stablehlo.gather<${fields}>, indices_are_sorted = false, slice_sizes = array<i64: ${sliceSizes.join(", ")}>}> : ${types}`,
   );
-}
-
-function range(from: number, to: number): number[] {
-  return Array.from({ length: Math.max(to - from, 0) }, (_, i) => from + i);
 }
 
 const scan: LowerRule<"scan"> = (e, op) => {

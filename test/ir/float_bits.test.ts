@@ -1,27 +1,7 @@
-// bf16/f16 conversions against known bit patterns and a brute-force reference; host tensor helpers for every dtype.
+// The f32/bf16/f16 codec against known bit patterns and a brute-force reference over every float32 bit pattern.
 
 import { describe, expect, it } from "vitest";
-import {
-  HOST_DTYPES,
-  bf16FromF32Bits,
-  bf16ToF32Bits,
-  bitsToF32,
-  castTensor,
-  dtypeSize,
-  f16FromF32Bits,
-  f16ToF32Bits,
-  f32ToBf16,
-  f32ToBits,
-  f32ToF16,
-  f16ToF32,
-  bf16ToF32,
-  fromFloat32,
-  fromTypedArray,
-  hostTensor,
-  tensorsEqual,
-  toFloat32,
-  typedView,
-} from "../../src/formats/dtypes.ts";
+import { bf16FromBits, bf16FromF32Bits, bf16ToF32Bits, f16FromBits, f16FromF32Bits, f16ToF32Bits, f32FromBits, f32ToBits } from "../../src/ir/float_bits.ts";
 
 const hex = (n: number) => "0x" + n.toString(16).padStart(4, "0");
 
@@ -61,13 +41,13 @@ describe("bf16 from f32", () => {
     for (let i = 0; i < 200_000; i++) {
       s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
       const bits = s;
-      const x = bitsToF32(bits);
+      const x = f32FromBits(bits);
       if (!Number.isFinite(x)) continue;
       const lo = (bits >>> 16) & 0xffff; // truncation toward zero
       const hi = (lo + 1) & 0xffff;
-      const vlo = bf16ToF32(lo);
+      const vlo = bf16FromBits(lo);
       // Past the largest finite value, rounding treats inf as the next step up, at 2^128.
-      const vhi = (hi & 0x7fff) === 0x7f80 ? Math.sign(x) * 2 ** 128 : bf16ToF32(hi);
+      const vhi = (hi & 0x7fff) === 0x7f80 ? Math.sign(x) * 2 ** 128 : bf16FromBits(hi);
       const dlo = Math.abs(x - vlo);
       const dhi = Math.abs(vhi - x);
       const want = dlo < dhi ? lo : dhi < dlo ? hi : (lo & 1) === 0 ? lo : hi;
@@ -80,7 +60,7 @@ describe("bf16 from f32", () => {
     const bad: number[] = [];
     for (let h = 0; h < 65536; h++) {
       const back = bf16FromF32Bits(bf16ToF32Bits(h));
-      const ok = Number.isNaN(bf16ToF32(h)) ? Number.isNaN(bf16ToF32(back)) : back === h;
+      const ok = Number.isNaN(bf16FromBits(h)) ? Number.isNaN(bf16FromBits(back)) : back === h;
       if (!ok) bad.push(h);
     }
     expect(bad).toEqual([]);
@@ -118,7 +98,7 @@ describe("f16 from f32", () => {
   ];
   for (const [x, h, what] of cases) {
     it(`${x} -> ${hex(h)}: ${what}`, () => {
-      expect(hex(f32ToF16(x))).toBe(hex(h));
+      expect(hex(f16FromF32Bits(f32ToBits(x)))).toBe(hex(h));
     });
   }
 
@@ -129,21 +109,21 @@ describe("f16 from f32", () => {
   });
 
   it("decodes known bit patterns", () => {
-    expect(f16ToF32(0x0001)).toBe(2 ** -24);
-    expect(f16ToF32(0x03ff)).toBe(1023 * 2 ** -24);
-    expect(f16ToF32(0x0400)).toBe(2 ** -14);
-    expect(f16ToF32(0x7bff)).toBe(65504);
-    expect(f16ToF32(0x3555)).toBe(0.333251953125);
-    expect(f16ToF32(0x7c00)).toBe(Infinity);
-    expect(f16ToF32(0xfc00)).toBe(-Infinity);
-    expect(Object.is(f16ToF32(0x8000), -0)).toBe(true);
+    expect(f16FromBits(0x0001)).toBe(2 ** -24);
+    expect(f16FromBits(0x03ff)).toBe(1023 * 2 ** -24);
+    expect(f16FromBits(0x0400)).toBe(2 ** -14);
+    expect(f16FromBits(0x7bff)).toBe(65504);
+    expect(f16FromBits(0x3555)).toBe(0.333251953125);
+    expect(f16FromBits(0x7c00)).toBe(Infinity);
+    expect(f16FromBits(0xfc00)).toBe(-Infinity);
+    expect(Object.is(f16FromBits(0x8000), -0)).toBe(true);
     expect(hex(f16ToF32Bits(0x7e00) >>> 16)).toBe("0x7fc0");
-    expect(Number.isNaN(f16ToF32(0x7c01))).toBe(true);
+    expect(Number.isNaN(f16FromBits(0x7c01))).toBe(true);
   });
 
   it("matches a nearest-representable reference on random values", () => {
     // All finite non-negative f16 values in increasing order: their bit patterns sort the same way.
-    const vals = Array.from({ length: 0x7c00 }, (_, h) => f16ToF32(h));
+    const vals = Array.from({ length: 0x7c00 }, (_, h) => f16FromBits(h));
     const nearest = (x: number): number => {
       const a = Math.abs(x);
       const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
@@ -166,7 +146,7 @@ describe("f16 from f32", () => {
       s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
       // Exponents concentrated around f16's range so subnormals, normals and overflow all get hit.
       const bits = ((s & 0x807fffff) | ((100 + (s % 50)) << 23)) >>> 0;
-      const x = bitsToF32(bits);
+      const x = f32FromBits(bits);
       if (f16FromF32Bits(bits) !== nearest(x)) bad.push(x);
     }
     expect(bad).toEqual([]);
@@ -176,79 +156,16 @@ describe("f16 from f32", () => {
     const bad: number[] = [];
     for (let h = 0; h < 65536; h++) {
       const back = f16FromF32Bits(f16ToF32Bits(h));
-      const ok = Number.isNaN(f16ToF32(h)) ? Number.isNaN(f16ToF32(back)) : back === h;
+      const ok = Number.isNaN(f16FromBits(h)) ? Number.isNaN(f16FromBits(back)) : back === h;
       if (!ok) bad.push(h);
     }
     expect(bad).toEqual([]);
   });
 });
 
-describe("host tensors", () => {
-  it("knows every dtype's size", () => {
-    expect(HOST_DTYPES.map((d) => [d, dtypeSize(d)])).toEqual([
-      ["F64", 8], ["F32", 4], ["F16", 2], ["BF16", 2], ["I64", 8], ["I32", 4], ["I16", 2],
-      ["I8", 1], ["U64", 8], ["U32", 4], ["U16", 2], ["U8", 1], ["BOOL", 1],
-    ]);
-  });
-
-  it("fromFloat32 -> toFloat32 is exact for representable values in every dtype", () => {
-    const vals = [0, 1, -1, 2, 100, -128, 127];
-    for (const d of HOST_DTYPES) {
-      const v = d.startsWith("U") || d === "BOOL" ? vals.map((x) => (d === "BOOL" ? (x === 0 ? 0 : 1) : Math.abs(x))) : vals;
-      const t = fromFloat32(v, [7], d);
-      expect(t.data.byteLength).toBe(7 * dtypeSize(d));
-      expect(Array.from(toFloat32(t))).toEqual(v);
-    }
-  });
-
-  it("writes little-endian bytes", () => {
-    expect(Array.from(fromFloat32([1], [1], "F32").data)).toEqual([0, 0, 0x80, 0x3f]);
-    expect(Array.from(fromFloat32([1], [1], "BF16").data)).toEqual([0x80, 0x3f]);
-    expect(Array.from(fromFloat32([1], [1], "F16").data)).toEqual([0x00, 0x3c]);
-    expect(Array.from(fromFloat32([-2], [1], "I64").data)).toEqual([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-    expect(Array.from(fromFloat32([258], [1], "I16").data)).toEqual([2, 1]);
-  });
-
-  it("rounds bf16/f16 per element and keeps specials", () => {
-    const x = new Float32Array([1 + 2 ** -11, 65520, NaN, -Infinity, 2 ** -25]);
-    expect(Array.from(typedView(fromFloat32(x, [5], "F16") as { dtype: "F16"; shape: number[]; data: Uint8Array })).map(hex)).toEqual([
-      "0x3c00", "0x7c00", "0x7e00", "0xfc00", "0x0000",
-    ]);
-    const b = fromFloat32(new Float32Array([bitsToF32(0x3f808000), bitsToF32(0x3f818000)]), [2], "BF16");
-    expect(Array.from(toFloat32(b))).toEqual([1, bitsToF32(0x3f820000)]);
-  });
-
-  it("rejects values an integer dtype cannot hold", () => {
-    expect(() => fromFloat32([1.5], [1], "I32")).toThrow(/1.5 at index 0 is not representable as I32/);
-    expect(() => fromFloat32([300], [1], "U8")).toThrow(/300 at index 0 is not representable as U8/);
-    expect(() => fromFloat32([1, 2], [3], "F32")).toThrow(/2 values do not fill shape \[3\]/);
-  });
-
-  it("casts between dtypes by value", () => {
-    const t = fromFloat32(new Float32Array([1.5, -2.25, 3e38]), [3], "F32");
-    expect(Array.from(toFloat32(castTensor(t, "BF16")))).toEqual([1.5, -2.25, bf16ToF32(f32ToBf16(3e38))]);
-    expect(Array.from(toFloat32(castTensor(t, "F16")))).toEqual([1.5, -2.25, Infinity]);
-    expect(castTensor(t, "F32")).toBe(t);
-    const big = fromFloat32([16777217, -5], [2], "I64");
-    expect(Array.from(typedView(castTensor(big, "I32") as { dtype: "I32"; shape: number[]; data: Uint8Array }))).toEqual([16777217, -5]);
-    expect(Array.from(typedView(castTensor(big, "F64") as { dtype: "F64"; shape: number[]; data: Uint8Array }))).toEqual([16777217, -5]);
-  });
-
-  it("handles unaligned data and typed-array construction", () => {
-    const buf = new Uint8Array(9);
-    buf.set(fromFloat32([3.5, -1], [2], "F32").data, 1);
-    const t = hostTensor("F32", [2], buf.subarray(1));
-    expect(Array.from(toFloat32(t))).toEqual([3.5, -1]);
-    const u = fromTypedArray("I32", [2, 2], new Int32Array([1, 2, 3, 4]));
-    expect(Array.from(toFloat32(u))).toEqual([1, 2, 3, 4]);
-    expect(() => fromTypedArray("F16", [2], new Float32Array(2))).toThrow(/cannot hold F16/);
-    expect(() => hostTensor("F32", [2], new Uint8Array(7))).toThrow(/needs 8 bytes, got 7/);
-    expect(tensorsEqual(u, fromTypedArray("I32", [2, 2], new Int32Array([1, 2, 3, 4])))).toBe(true);
-    expect(tensorsEqual(u, fromTypedArray("I32", [4], new Int32Array([1, 2, 3, 4])))).toBe(false);
-  });
-
-  it("f32ToBits/bitsToF32 are inverses", () => {
+describe("f32 bits", () => {
+  it("f32ToBits/f32FromBits are inverses", () => {
     expect(f32ToBits(1)).toBe(0x3f800000);
-    expect(bitsToF32(0xbf800000)).toBe(-1);
+    expect(f32FromBits(0xbf800000)).toBe(-1);
   });
 });

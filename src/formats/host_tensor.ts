@@ -1,44 +1,9 @@
-// Host tensors as raw little-endian bytes in safetensors' dtype vocabulary, and the exact bf16/f16 <-> f32 conversions.
+// Host tensors: raw little-endian bytes in a file dtype (safetensors' spelling), viewed, converted and compared.
+import { bf16FromF32Array, bf16ToF32Array, f16FromF32Array, f16ToF32Array } from "../ir/float_bits.ts";
+import { byteWidth, checkShape, numel, type HostDType } from "../ir/types.ts";
 
 /**
- * Element types as safetensors spells them. These are file dtypes, not the IR's (`src/ir/types.ts` has its own,
- * smaller set): a checkpoint may hold I64 or F64 that never reach a device.
- */
-export const HOST_DTYPES = [
-  "F64",
-  "F32",
-  "F16",
-  "BF16",
-  "I64",
-  "I32",
-  "I16",
-  "I8",
-  "U64",
-  "U32",
-  "U16",
-  "U8",
-  "BOOL",
-] as const;
-export type HostDType = (typeof HOST_DTYPES)[number];
-
-const SIZES: Record<HostDType, number> = {
-  F64: 8,
-  F32: 4,
-  F16: 2,
-  BF16: 2,
-  I64: 8,
-  I32: 4,
-  I16: 2,
-  I8: 1,
-  U64: 8,
-  U32: 4,
-  U16: 2,
-  U8: 1,
-  BOOL: 1,
-};
-
-/**
- * A tensor in host memory: C-order, little-endian element bytes, exactly `numel(shape) * dtypeSize(dtype)` long.
+ * A tensor in host memory: C-order, little-endian element bytes, exactly `numel(shape) * byteWidth(dtype)` long.
  * Raw bytes rather than a typed array so that bf16/f16 travel unconverted and reads need no copy.
  */
 export interface HostTensor {
@@ -47,40 +12,15 @@ export interface HostTensor {
   data: Uint8Array;
 }
 
-export function isHostDType(s: string): s is HostDType {
-  return Object.hasOwn(SIZES, s);
-}
-
-export function dtypeSize(d: HostDType): number {
-  return SIZES[d];
-}
-
-export function isFloatDType(d: HostDType): boolean {
-  return d === "F64" || d === "F32" || d === "F16" || d === "BF16";
-}
-
-export function numel(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
-/** Bytes of a dense tensor; throws RangeError past 2^53 so a corrupt header cannot produce a bogus size. */
+/** Bytes of a dense tensor; throws past 2^53 so a corrupt header cannot produce a bogus size. */
 export function byteLengthOf(dtype: HostDType, shape: readonly number[]): number {
-  const n = numel(shape) * SIZES[dtype];
+  const n = checkShape(shape, `a ${dtype} tensor's shape`) * byteWidth(dtype);
   if (!Number.isSafeInteger(n)) throw new RangeError(`tensor of ${dtype}[${shape.join(",")}] is too large`);
   return n;
 }
 
-function checkShape(shape: readonly number[]): void {
-  for (const d of shape) {
-    if (!Number.isSafeInteger(d) || d < 0) throw new RangeError(`invalid shape [${shape.join(", ")}]`);
-  }
-}
-
 /** A tensor over `data` (not copied), or a zero-filled one; checks that the byte length fits dtype and shape. */
 export function hostTensor(dtype: HostDType, shape: readonly number[], data?: Uint8Array): HostTensor {
-  checkShape(shape);
   const len = byteLengthOf(dtype, shape);
   if (data === undefined) return { dtype, shape: [...shape], data: new Uint8Array(len) };
   if (data.byteLength !== len) {
@@ -92,8 +32,8 @@ export function hostTensor(dtype: HostDType, shape: readonly number[], data?: Ui
 /** A tensor holding a copy of a typed array's bytes; the element size must match the dtype's (F16/BF16 take Uint16Array bit patterns). */
 export function fromTypedArray(dtype: HostDType, shape: readonly number[], arr: ArrayBufferView): HostTensor {
   const elt = "BYTES_PER_ELEMENT" in arr ? (arr as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT : 1;
-  if (elt !== SIZES[dtype]) {
-    throw new TypeError(`a ${arr.constructor.name} (${elt}-byte elements) cannot hold ${dtype} (${SIZES[dtype]} bytes)`);
+  if (elt !== byteWidth(dtype)) {
+    throw new TypeError(`a ${arr.constructor.name} (${elt}-byte elements) cannot hold ${dtype} (${byteWidth(dtype)} bytes)`);
   }
   const bytes = new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength).slice();
   return hostTensor(dtype, shape, bytes);
@@ -129,7 +69,7 @@ export function typedView<D extends HostDType>(t: HostTensor & { dtype: D }): Ty
 export function typedView(t: HostTensor): ArrayBufferView;
 export function typedView(t: HostTensor): ArrayBufferView {
   if (!LITTLE_ENDIAN) throw new Error("tessera formats assume a little-endian host");
-  const size = SIZES[t.dtype];
+  const size = byteWidth(t.dtype);
   let d = t.data;
   if (d.byteOffset % size !== 0) d = d.slice();
   const n = d.byteLength / size;
@@ -160,99 +100,7 @@ export function typedView(t: HostTensor): ArrayBufferView {
   }
 }
 
-// ---- scalar bit conversions -------------------------------------------------------------------------------------
-
-const scratchF = new Float32Array(1);
-const scratchU = new Uint32Array(scratchF.buffer);
-
-/** The IEEE binary32 bit pattern of `x` rounded to float32. */
-export function f32ToBits(x: number): number {
-  scratchF[0] = x;
-  return scratchU[0]!;
-}
-
-export function bitsToF32(bits: number): number {
-  scratchU[0] = bits >>> 0;
-  return scratchF[0]!;
-}
-
-/** bfloat16 bits from float32 bits, round-to-nearest-even; NaN stays NaN (quiet, sign kept) rather than rounding to inf. */
-export function bf16FromF32Bits(b: number): number {
-  b >>>= 0;
-  if ((b & 0x7fffffff) > 0x7f800000) return ((b >>> 16) | 0x0040) & 0xffff;
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** float32 bits of a bfloat16: bf16 is the top half of f32, so this is exact. */
-export function bf16ToF32Bits(h: number): number {
-  return ((h & 0xffff) << 16) >>> 0;
-}
-
-/** IEEE binary16 bits from float32 bits, round-to-nearest-even, with gradual underflow and overflow to inf. */
-export function f16FromF32Bits(b: number): number {
-  b >>>= 0;
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  const mant = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 | (mant >>> 13) : 0);
-  const e = exp - 112; // rebias 127 -> 15
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    // Below 2^-25 everything rounds to zero (2^-25 itself is a tie that goes to the even zero).
-    if (e < -10) return sign;
-    const m = mant | 0x800000;
-    const shift = 14 - e; // 14..24: drops the bits below the subnormal unit 2^-24
-    const half = 1 << (shift - 1);
-    const rem = m & ((1 << shift) - 1);
-    let r = m >>> shift;
-    if (rem > half || (rem === half && (r & 1) === 1)) r++;
-    return sign | r; // a carry into 0x400 is exactly the smallest normal
-  }
-  let r = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (r & 1) === 1)) r++; // a carry may reach 0x7c00 = inf, as it should
-  return sign | r;
-}
-
-/** float32 bits of a binary16 (exact: every f16 is an f32); NaN payloads are kept. */
-export function f16ToF32Bits(h: number): number {
-  const sign = (h & 0x8000) << 16;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0x1f) return (sign | 0x7f800000 | (m << 13)) >>> 0;
-  if (e === 0) {
-    if (m === 0) return sign >>> 0;
-    return (sign | f32ToBits(m * 2 ** -24)) >>> 0;
-  }
-  return (sign | ((e + 112) << 23) | (m << 13)) >>> 0;
-}
-
-export function f32ToBf16(x: number): number {
-  return bf16FromF32Bits(f32ToBits(x));
-}
-
-export function bf16ToF32(h: number): number {
-  return bitsToF32(bf16ToF32Bits(h));
-}
-
-export function f32ToF16(x: number): number {
-  return f16FromF32Bits(f32ToBits(x));
-}
-
-export function f16ToF32(h: number): number {
-  return bitsToF32(f16ToF32Bits(h));
-}
-
 // ---- whole-tensor conversions -----------------------------------------------------------------------------------
-
-let f16Table: Uint32Array | undefined;
-function f16ToF32Table(): Uint32Array {
-  if (f16Table === undefined) {
-    f16Table = new Uint32Array(65536);
-    for (let h = 0; h < 65536; h++) f16Table[h] = f16ToF32Bits(h);
-  }
-  return f16Table;
-}
 
 /** The tensor's values as float32 (exact from F16/BF16/F32; rounded from F64 and wide integers). Always a fresh array. */
 export function toFloat32(t: HostTensor): Float32Array {
@@ -262,19 +110,12 @@ export function toFloat32(t: HostTensor): Float32Array {
     case "F32":
       out.set(typedView(t as HostTensor & { dtype: "F32" }));
       break;
-    case "BF16": {
-      const src = typedView(t as HostTensor & { dtype: "BF16" });
-      const o = new Uint32Array(out.buffer);
-      for (let i = 0; i < n; i++) o[i] = src[i]! << 16;
+    case "BF16":
+      bf16ToF32Array(typedView(t as HostTensor & { dtype: "BF16" }), out);
       break;
-    }
-    case "F16": {
-      const src = typedView(t as HostTensor & { dtype: "F16" });
-      const o = new Uint32Array(out.buffer);
-      const table = f16ToF32Table();
-      for (let i = 0; i < n; i++) o[i] = table[src[i]!]!;
+    case "F16":
+      f16ToF32Array(typedView(t as HostTensor & { dtype: "F16" }), out);
       break;
-    }
     case "I64":
     case "U64": {
       const src = typedView(t) as BigInt64Array | BigUint64Array;
@@ -308,8 +149,7 @@ export function fromFloat32(
   shape: readonly number[],
   dtype: HostDType = "F32",
 ): HostTensor {
-  checkShape(shape);
-  const n = numel(shape);
+  const n = checkShape(shape);
   if (values.length !== n) {
     throw new RangeError(`${values.length} values do not fill shape [${shape.join(", ")}] (${n} elements)`);
   }
@@ -324,10 +164,9 @@ export function fromFloat32(
     case "BF16":
     case "F16": {
       const f = values instanceof Float32Array ? values : Float32Array.from(values);
-      const bits = new Uint32Array(f.buffer, f.byteOffset, n);
       const o = typedView(t as HostTensor & { dtype: "BF16" });
-      if (dtype === "BF16") for (let i = 0; i < n; i++) o[i] = bf16FromF32Bits(bits[i]!);
-      else for (let i = 0; i < n; i++) o[i] = f16FromF32Bits(bits[i]!);
+      if (dtype === "BF16") bf16FromF32Array(f, o);
+      else f16FromF32Array(f, o);
       return t;
     }
     case "BOOL": {
