@@ -6,11 +6,11 @@
 // for comparisons. Integer side paths (convert, bit ops, bitcast) are masked back to 0..255 before returning to
 // floats. Index operands come from s32/u32 graph inputs, iota, or constants that are sometimes out of range (to
 // exercise clamping).
-import { GraphBuilder, type Graph, type Value } from "./graph.ts";
-import { hostArray, type HostArray } from "./interpret.ts";
-import type { BinaryOp, CompareDir, OpName, OpParams } from "./ops.ts";
-import { isFloat, numel, tensorType, type DType, type Shape, type SourceLoc, type TensorType } from "./types.ts";
-import { mulberry32 } from "../host/random.ts";
+import { GraphBuilder, type Graph, type Value } from "../../src/ir/graph.ts";
+import { hostArray, type HostArray } from "../../src/ir/interpret.ts";
+import type { BinaryOp, CompareDir, OpName, OpParams } from "../../src/ir/ops.ts";
+import { isFloat, numel, tensorType, type DType, type Shape, type SourceLoc, type TensorType } from "../../src/ir/types.ts";
+import { mulberry32 } from "../../src/host/random.ts";
 
 /** The seeded generator the random graphs draw from (re-exported for tests). */
 export const rng = mulberry32;
