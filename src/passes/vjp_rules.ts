@@ -142,6 +142,8 @@ export const ELEMENTWISE_VJP: { [N in ElementwiseOp]: VjpRule<N> } = {
   logistic: unary((e, ct, _x, z) => e.mul(ct, e.mul(z, e.sub(e.like(z, 1), z)))),
   sin: unary((e, ct, x) => e.mul(ct, e.noParams("cos", [x]))),
   cos: unary((e, ct, x) => e.mul(e.neg(ct), e.noParams("sin", [x]))),
+  // d/dx erf(x) = 2/sqrt(pi) exp(-x^2).
+  erf: unary((e, ct, x) => e.mul(ct, e.mul(e.like(x, 2 / Math.sqrt(Math.PI)), e.noParams("exp", [e.neg(e.mul(x, x))])))),
   not: none,
 
   add: binary(

@@ -53,6 +53,7 @@ const UNARY_RECIPES: { readonly [N in FloatUnaryOp]: (g: Gen, x: Value, b: numbe
   log: (g, x, b) => g.op("log", [g.atLeastOne(x)], {}, Math.log(b + 1) + 1),
   sqrt: (g, x, b) => g.op("sqrt", [g.atLeastOne(x)], {}, Math.sqrt(b + 1)),
   rsqrt: (g, x) => g.op("rsqrt", [g.atLeastOne(x)], {}, 1),
+  erf: (g, x) => g.op("erf", [x], {}, 1),
 };
 const FLOAT_UNARY = Object.keys(UNARY_RECIPES) as FloatUnaryOp[];
 

@@ -137,6 +137,7 @@ export const UNARY_API = {
   logistic: { name: "sigmoid", method: true },
   sin: { name: "sin", method: true },
   cos: { name: "cos", method: true },
+  erf: { name: "erf", method: true },
   not: { name: "bitwiseNot", method: false },
 } as const satisfies { readonly [N in UnaryOp]: { readonly name: string; readonly method: boolean } };
 
@@ -153,7 +154,7 @@ export const UNARY_FNS = Object.fromEntries(UNARY_OPS.map((n) => [UNARY_API[n].n
 };
 
 // numpy.ts re-exports these; methods.ts checks that none is missing.
-export const { neg, abs, exp, log, sqrt, rsqrt, tanh, sigmoid, sin, cos, bitwiseNot } = UNARY_FNS;
+export const { neg, abs, exp, log, sqrt, rsqrt, tanh, sigmoid, sin, cos, erf, bitwiseNot } = UNARY_FNS;
 
 export const eq = compare("eq");
 export const ne = compare("ne");
