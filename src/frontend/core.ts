@@ -4,11 +4,7 @@ import type { OpName, OpParams } from "../ir/ops.ts";
 import { formatType, numel, type DType, type Shape, type TensorType } from "../ir/types.ts";
 import { opLoc } from "./loc.ts";
 import { TraceError } from "./errors.ts";
-import * as el from "./ops/elementwise.ts";
-import * as sh from "./ops/shape.ts";
-import * as rd from "./ops/reduce.ts";
-import * as la from "./ops/linalg.ts";
-import * as ix from "./ops/indexing.ts";
+import type { TensorMethods } from "./methods.ts";
 
 /**
  * One graph being recorded: by `trace`/`jit` at the top, or by `scan`, `valueAndGrad` and `grad` for a nested
@@ -120,9 +116,12 @@ export type TensorLike = Tensor | number;
 export type SliceSpec = number | null | undefined | readonly [(number | null)?, (number | null)?, (number | null)?];
 
 /**
- * A traced tensor: the IR value it stands for, in the trace that recorded it. Methods are the free functions of
- * the `tx` namespace with `this` as the first operand.
+ * A traced tensor: the IR value it stands for, in the trace that recorded it. Its methods (the free functions of
+ * the `tx` namespace with `this` as the first operand) are declared by TensorMethods and installed by methods.ts,
+ * so that this module does not import the ops, which import it.
  */
+export interface Tensor extends TensorMethods {}
+
 export class Tensor {
   constructor(
     readonly trace: Trace,
@@ -147,65 +146,4 @@ export class Tensor {
   toString(): string {
     return `Tensor<${formatType(this.value.type)}>`;
   }
-
-  /** Slices along axis 0, so `const [k1, k2] = random.split(key)` destructures. */
-  *[Symbol.iterator](): Iterator<Tensor> {
-    if (this.ndim === 0) throw new TraceError("iterate", "cannot iterate over a rank-0 tensor", [this.type]);
-    for (let i = 0; i < this.shape[0]!; i++) yield sh.slice(this, i);
-  }
-
-  add(o: TensorLike): Tensor { return el.add(this, o); }
-  sub(o: TensorLike): Tensor { return el.sub(this, o); }
-  mul(o: TensorLike): Tensor { return el.mul(this, o); }
-  div(o: TensorLike): Tensor { return el.div(this, o); }
-  pow(o: TensorLike): Tensor { return el.pow(this, o); }
-  maximum(o: TensorLike): Tensor { return el.maximum(this, o); }
-  minimum(o: TensorLike): Tensor { return el.minimum(this, o); }
-  neg(): Tensor { return el.neg(this); }
-  abs(): Tensor { return el.abs(this); }
-  exp(): Tensor { return el.exp(this); }
-  log(): Tensor { return el.log(this); }
-  sqrt(): Tensor { return el.sqrt(this); }
-  rsqrt(): Tensor { return el.rsqrt(this); }
-  tanh(): Tensor { return el.tanh(this); }
-  sigmoid(): Tensor { return el.sigmoid(this); }
-  sin(): Tensor { return el.sin(this); }
-  cos(): Tensor { return el.cos(this); }
-  square(): Tensor { return el.square(this); }
-  reciprocal(): Tensor { return el.reciprocal(this); }
-  silu(): Tensor { return el.silu(this); }
-  clip(lo: TensorLike, hi: TensorLike): Tensor { return el.clip(this, lo, hi); }
-  eq(o: TensorLike): Tensor { return el.eq(this, o); }
-  ne(o: TensorLike): Tensor { return el.ne(this, o); }
-  lt(o: TensorLike): Tensor { return el.lt(this, o); }
-  le(o: TensorLike): Tensor { return el.le(this, o); }
-  gt(o: TensorLike): Tensor { return el.gt(this, o); }
-  ge(o: TensorLike): Tensor { return el.ge(this, o); }
-  astype(dtype: DType): Tensor { return el.astype(this, dtype); }
-
-  reshape(shape: readonly number[]): Tensor { return sh.reshape(this, shape); }
-  transpose(perm?: readonly number[]): Tensor { return sh.transpose(this, perm); }
-  /** All axes reversed (numpy `.T`). */
-  get T(): Tensor { return sh.transpose(this); }
-  /** The last two axes swapped (numpy `.mT`). */
-  get mT(): Tensor { return sh.swapaxes(this, -1, -2); }
-  swapaxes(a: number, b: number): Tensor { return sh.swapaxes(this, a, b); }
-  expandDims(axis: number | readonly number[]): Tensor { return sh.expandDims(this, axis); }
-  squeeze(axis?: number | readonly number[]): Tensor { return sh.squeeze(this, axis); }
-  broadcastTo(shape: readonly number[]): Tensor { return sh.broadcastTo(this, shape); }
-  slice(...specs: SliceSpec[]): Tensor { return sh.slice(this, ...specs); }
-  flatten(): Tensor { return sh.reshape(this, [-1]); }
-
-  sum(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor { return rd.sum(this, axis, opts); }
-  mean(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor { return rd.mean(this, axis, opts); }
-  max(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor { return rd.max(this, axis, opts); }
-  min(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor { return rd.min(this, axis, opts); }
-
-  argmax(axis = -1, opts?: rd.ReduceOpts): Tensor { return rd.argmax(this, axis, opts); }
-  logsumexp(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor { return rd.logsumexp(this, axis, opts); }
-  softmax(axis = -1): Tensor { return rd.softmax(this, axis); }
-  logSoftmax(axis = -1): Tensor { return rd.logSoftmax(this, axis); }
-
-  matmul(o: Tensor): Tensor { return la.matmul(this, o); }
-  take(ids: Tensor, axis = 0): Tensor { return ix.take(this, ids, axis); }
 }

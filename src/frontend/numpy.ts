@@ -1,6 +1,6 @@
 // The op library in one namespace (numpy-style names): what `tx.*` and the package's named op exports are.
 export {
-  add, sub, mul, div, pow, maximum, minimum, neg, abs, exp, log, sqrt, rsqrt, tanh, sigmoid, silu, sin, cos, square,
+  add, sub, mul, div, pow, maximum, minimum, neg, abs, exp, log, sqrt, rsqrt, tanh, sigmoid, silu, sin, cos, erf, square,
   reciprocal, eq, ne, lt, le, gt, ge, where, astype, bitcast, clip, broadcastShapes, full,
   bitwiseAnd, bitwiseOr, bitwiseXor, bitwiseNot, shiftLeft, shiftRightLogical, logicalAnd, logicalOr, logicalNot,
 } from "./ops/elementwise.ts";

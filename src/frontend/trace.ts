@@ -3,6 +3,8 @@ import type { Graph, Value } from "../ir/graph.ts";
 import { formatType, isDType, tensorType, type DType, type Shape, type TensorType } from "../ir/types.ts";
 import { Tensor, Trace, withTrace } from "./core.ts";
 import { describe } from "../errors.ts";
+// Every tensor belongs to a trace opened here (nested ones have a parent), so this import guarantees them methods.
+import "./methods.ts";
 import { TraceError } from "./errors.ts";
 import { flatten, unflatten, type Tree, type TreeDef } from "./tree.ts";
 import { opLoc } from "./loc.ts";

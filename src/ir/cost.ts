@@ -1,12 +1,13 @@
 // A static cost model of a graph: FLOPs, transcendentals and bytes accessed per op, one rule per op name.
 import type { AnyOp, Graph, Op, Value } from "./graph.ts";
 import { OP_NAMES, type OpName } from "./ops.ts";
+import { ELEMENTWISE, forEachElementwise } from "./elementwise.ts";
 import { bitWidth, numel, type TensorType } from "./types.ts";
 
 /**
  * The cost of running one op once. Conventions follow XLA's HloCostAnalysis so the numbers can be compared with
- * what XLA reports: a multiply-add is 2 FLOPs, transcendentals (exp, log, sqrt, rsqrt, tanh, logistic, sin, cos,
- * pow) are counted apart from FLOPs, and data movement costs bytes but no FLOPs.
+ * what XLA reports: a multiply-add is 2 FLOPs, transcendentals (exp, log, sqrt, tanh, pow...: `cost` in
+ * elementwise.ts) are counted apart from FLOPs, and data movement costs bytes but no FLOPs.
  */
 export interface OpCost {
   readonly flops: number;
@@ -44,29 +45,7 @@ const reduction: CostRule<OpName> = (op) => cost(inElems(op.inputs[0]), 0, strea
 
 /** One rule per op: a new op in OpParams fails to compile here until its cost is stated. */
 export const COST_RULES: { [N in OpName]: CostRule<N> } = {
-  neg: elementwise,
-  abs: elementwise,
-  exp: transcendental,
-  log: transcendental,
-  sqrt: transcendental,
-  rsqrt: transcendental,
-  tanh: transcendental,
-  logistic: transcendental,
-  sin: transcendental,
-  cos: transcendental,
-  not: elementwise,
-  add: elementwise,
-  sub: elementwise,
-  mul: elementwise,
-  div: elementwise,
-  pow: transcendental,
-  max: elementwise,
-  min: elementwise,
-  and: elementwise,
-  or: elementwise,
-  xor: elementwise,
-  shift_left: elementwise,
-  shift_right_logical: elementwise,
+  ...forEachElementwise((n) => (ELEMENTWISE[n].cost === "transcendental" ? transcendental : elementwise)),
   compare: elementwise,
   select: elementwise,
   convert: elementwise,

@@ -1,6 +1,7 @@
 // Shape and dtype rules: one per op, checking operands and deriving result types (StableHLO's constraints).
 import { RuleError } from "./errors.ts";
-import type { BinaryOp, OpName, OpParams, UnaryOp } from "./ops.ts";
+import { describeElementwise, forEachElementwise, type DTypeClass, type ElementwiseOp } from "./elementwise.ts";
+import type { OpName, OpParams } from "./ops.ts";
 import {
   bitWidth,
   formatType,
@@ -36,8 +37,6 @@ function checkShape(shape: Shape, what: string): void {
   for (const d of shape) if (!Number.isInteger(d) || d < 0) fail(`${what} has invalid dimension ${d} in [${shape.join(",")}]`);
 }
 
-type DTypeClass = "float" | "numeric" | "int-or-bool" | "int" | "any";
-
 function dtypeOk(d: DType, cls: DTypeClass): boolean {
   switch (cls) {
     case "float":
@@ -53,51 +52,15 @@ function dtypeOk(d: DType, cls: DTypeClass): boolean {
   }
 }
 
-const UNARY_CLASS: Record<UnaryOp, DTypeClass> = {
-  neg: "numeric",
-  abs: "numeric",
-  exp: "float",
-  log: "float",
-  sqrt: "float",
-  rsqrt: "float",
-  tanh: "float",
-  logistic: "float",
-  sin: "float",
-  cos: "float",
-  not: "int-or-bool",
-};
-
-const BINARY_CLASS: Record<BinaryOp, DTypeClass> = {
-  add: "numeric",
-  sub: "numeric",
-  mul: "numeric",
-  div: "numeric",
-  pow: "float",
-  max: "numeric",
-  min: "numeric",
-  and: "int-or-bool",
-  or: "int-or-bool",
-  xor: "int-or-bool",
-  shift_left: "int",
-  shift_right_logical: "int",
-};
-
-function unary(op: UnaryOp): TypeRule<UnaryOp> {
+/** Operands of one type, of the op's dtype class; the result has that type too. */
+function elementwise(op: ElementwiseOp): TypeRule<ElementwiseOp> {
+  const { arity: n, dtypes } = describeElementwise(op);
   return (inputs) => {
-    arity(inputs, 1);
+    arity(inputs, n);
     const t = inputs[0]!;
-    if (!dtypeOk(t.dtype, UNARY_CLASS[op])) fail(`needs a ${UNARY_CLASS[op]} operand, got ${t.dtype}`);
+    if (n === 2 && !sameType(t, inputs[1]!)) fail(`operands must have the same type, got ${formatType(t)} and ${formatType(inputs[1]!)}`);
+    if (!dtypeOk(t.dtype, dtypes)) fail(n === 1 ? `needs a ${dtypes} operand, got ${t.dtype}` : `needs ${dtypes} operands, got ${t.dtype}`);
     return [t];
-  };
-}
-
-function binary(op: BinaryOp): TypeRule<BinaryOp> {
-  return (inputs) => {
-    arity(inputs, 2);
-    const [a, b] = inputs as [TensorType, TensorType];
-    if (!sameType(a, b)) fail(`operands must have the same type, got ${formatType(a)} and ${formatType(b)}`);
-    if (!dtypeOk(a.dtype, BINARY_CLASS[op])) fail(`needs ${BINARY_CLASS[op]} operands, got ${a.dtype}`);
-    return [a];
   };
 }
 
@@ -118,29 +81,7 @@ function scalarIndices(inputs: readonly TensorType[], from: number, rank: number
 }
 
 const RULES: { [N in OpName]: TypeRule<N> } = {
-  neg: unary("neg"),
-  abs: unary("abs"),
-  exp: unary("exp"),
-  log: unary("log"),
-  sqrt: unary("sqrt"),
-  rsqrt: unary("rsqrt"),
-  tanh: unary("tanh"),
-  logistic: unary("logistic"),
-  sin: unary("sin"),
-  cos: unary("cos"),
-  not: unary("not"),
-  add: binary("add"),
-  sub: binary("sub"),
-  mul: binary("mul"),
-  div: binary("div"),
-  pow: binary("pow"),
-  max: binary("max"),
-  min: binary("min"),
-  and: binary("and"),
-  or: binary("or"),
-  xor: binary("xor"),
-  shift_left: binary("shift_left"),
-  shift_right_logical: binary("shift_right_logical"),
+  ...forEachElementwise(elementwise),
 
   compare: (inputs) => {
     arity(inputs, 2);

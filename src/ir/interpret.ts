@@ -8,6 +8,7 @@
 import { EXIT, TesseraError } from "../errors.ts";
 import type { Graph, Op, Value } from "./graph.ts";
 import type { CompareDir, OpName } from "./ops.ts";
+import { describeElementwise, forEachElementwise, maxOf, minOf, type ElementwiseOp } from "./elementwise.ts";
 import { formatType, numel, sameType, tensorType, type DType, type Shape, type TensorType } from "./types.ts";
 import {
   bf16FromBits,
@@ -142,15 +143,7 @@ function map2(op: Op, x: HostArray, y: HostArray, f: (a: number, b: number) => n
   return [result(outType(op), out)];
 }
 
-const unary =
-  (f: (a: number) => number): Kernel<OpName> =>
-  (op, [x]) =>
-    map1(op, x!, f);
-
 const isInt = (d: DType) => d === "s32" || d === "u32";
-
-/** Shift amounts are read as unsigned: a negative s32 amount is huge, and anything >= 32 shifts everything out. */
-const shiftAmount = (b: number) => b >>> 0;
 
 const COMPARE: Record<CompareDir, (a: number, b: number) => boolean> = {
   eq: (a, b) => a === b,
@@ -229,48 +222,17 @@ function reduceKernel<N extends ReduceOp>(init: (d: DType) => number, step: (acc
   };
 }
 
-const maxStep = (acc: number, x: number) => (Number.isNaN(acc) || Number.isNaN(x) ? NaN : x > acc ? x : acc);
-const minStep = (acc: number, x: number) => (Number.isNaN(acc) || Number.isNaN(x) ? NaN : x < acc ? x : acc);
+
+/** An element-wise op's kernel from its descriptor, the int or bool variant chosen by the operand dtype. */
+function elementwise(name: ElementwiseOp): Kernel<ElementwiseOp> {
+  const d = describeElementwise(name);
+  const pick = (dt: DType) => (isInt(dt) ? d.int : dt === "bool" ? d.bool : undefined) ?? d.kernel;
+  if (d.arity === 1) return (op, [x]) => map1(op, x!, pick(x!.type.dtype) as (a: number) => number);
+  return (op, [x, y]) => map2(op, x!, y!, pick(x!.type.dtype));
+}
 
 const KERNELS: { [N in OpName]: Kernel<N> } = {
-  neg: unary((a) => -a),
-  abs: unary(Math.abs),
-  exp: unary(Math.exp),
-  log: unary(Math.log),
-  sqrt: unary(Math.sqrt),
-  rsqrt: unary((a) => 1 / Math.sqrt(a)),
-  tanh: unary(Math.tanh),
-  logistic: unary((a) => 1 / (1 + Math.exp(-a))),
-  sin: unary(Math.sin),
-  cos: unary(Math.cos),
-  not: (op, [x]) => (x!.type.dtype === "bool" ? map1(op, x!, (a) => 1 - a) : map1(op, x!, (a) => ~a)),
-
-  add: (op, [x, y]) => map2(op, x!, y!, (a, b) => a + b),
-  sub: (op, [x, y]) => map2(op, x!, y!, (a, b) => a - b),
-  mul: (op, [x, y]) => map2(op, x!, y!, isInt(x!.type.dtype) ? Math.imul : (a, b) => a * b),
-  div: (op, [x, y]) => {
-    const d = x!.type.dtype;
-    if (!isInt(d)) return map2(op, x!, y!, (a, b) => a / b);
-    // XLA: x / 0 is all ones (-1 for s32); INT_MIN / -1 wraps back to INT_MIN in `result`.
-    const byZero = d === "s32" ? -1 : 2 ** 32 - 1;
-    return map2(op, x!, y!, (a, b) => (b === 0 ? byZero : Math.trunc(a / b)));
-  },
-  pow: (op, [x, y]) => map2(op, x!, y!, (a, b) => (a === 1 ? 1 : Math.pow(a, b))),
-  max: (op, [x, y]) => map2(op, x!, y!, maxStep),
-  min: (op, [x, y]) => map2(op, x!, y!, minStep),
-  and: (op, [x, y]) => map2(op, x!, y!, (a, b) => a & b),
-  or: (op, [x, y]) => map2(op, x!, y!, (a, b) => a | b),
-  xor: (op, [x, y]) => map2(op, x!, y!, (a, b) => a ^ b),
-  shift_left: (op, [x, y]) =>
-    map2(op, x!, y!, (a, b) => {
-      const s = shiftAmount(b);
-      return s >= 32 ? 0 : a << s;
-    }),
-  shift_right_logical: (op, [x, y]) =>
-    map2(op, x!, y!, (a, b) => {
-      const s = shiftAmount(b);
-      return s >= 32 ? 0 : a >>> s;
-    }),
+  ...forEachElementwise(elementwise),
 
   compare: (op, [x, y]) => {
     const f = COMPARE[op.params.dir];
@@ -370,8 +332,8 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
   },
 
   reduce_sum: reduceKernel(() => 0, (acc, x) => acc + x),
-  reduce_max: reduceKernel((d) => (d === "s32" ? -(2 ** 31) : d === "u32" ? 0 : -Infinity), maxStep),
-  reduce_min: reduceKernel((d) => (d === "s32" ? 2 ** 31 - 1 : d === "u32" ? 2 ** 32 - 1 : Infinity), minStep),
+  reduce_max: reduceKernel((d) => (d === "s32" ? -(2 ** 31) : d === "u32" ? 0 : -Infinity), maxOf),
+  reduce_min: reduceKernel((d) => (d === "s32" ? 2 ** 31 - 1 : d === "u32" ? 2 ** 32 - 1 : Infinity), minOf),
 
   dot_general: (op, [x, y]) => {
     const { lhsBatch, rhsBatch, lhsContract, rhsContract } = op.params;

@@ -1,63 +1,11 @@
 // The expected shape of every op's params (key -> kind), shared by the text parser and the verifier.
 import { isDType } from "./types.ts";
-import type { OpName, OpParams } from "./ops.ts";
+import { OP_SCHEMA, type OpName, type ParamKind } from "./ops.ts";
 
-/** int: integer; ints: integer array; numbers: any float64 array (constant values); graph: a nested Graph. */
-export type ParamKind = "int" | "ints" | "numbers" | "dtype" | "dir" | "bool" | "graph";
+export type { ParamKind };
 
-type Schema<N extends OpName> = { readonly [K in keyof OpParams[N]]-?: ParamKind };
-
-const NONE = {} as const;
-
-/** One entry per op, keyed by exactly the op's param names, so a new op or param fails to compile until listed. */
-export const PARAM_SCHEMA: { readonly [N in OpName]: Schema<N> } = {
-  neg: NONE,
-  abs: NONE,
-  exp: NONE,
-  log: NONE,
-  sqrt: NONE,
-  rsqrt: NONE,
-  tanh: NONE,
-  logistic: NONE,
-  sin: NONE,
-  cos: NONE,
-  not: NONE,
-  add: NONE,
-  sub: NONE,
-  mul: NONE,
-  div: NONE,
-  pow: NONE,
-  max: NONE,
-  min: NONE,
-  and: NONE,
-  or: NONE,
-  xor: NONE,
-  shift_left: NONE,
-  shift_right_logical: NONE,
-  compare: { dir: "dir" },
-  select: NONE,
-  convert: { dtype: "dtype" },
-  bitcast_convert: { dtype: "dtype" },
-  constant: { dtype: "dtype", shape: "ints", value: "numbers" },
-  iota: { dtype: "dtype", shape: "ints", dim: "int" },
-  broadcast_in_dim: { shape: "ints", dims: "ints" },
-  reshape: { shape: "ints" },
-  transpose: { perm: "ints" },
-  slice: { start: "ints", limit: "ints", stride: "ints" },
-  concatenate: { axis: "int" },
-  pad: { low: "ints", high: "ints", interior: "ints" },
-  reduce_sum: { axes: "ints" },
-  reduce_max: { axes: "ints" },
-  reduce_min: { axes: "ints" },
-  dot_general: { lhsBatch: "ints", rhsBatch: "ints", lhsContract: "ints", rhsContract: "ints", outDtype: "dtype" },
-  gather: NONE,
-  scatter_add: NONE,
-  take_along_axis: { axis: "int" },
-  dynamic_slice: { sizes: "ints" },
-  dynamic_update_slice: NONE,
-  scan: { body: "graph", length: "int", numConsts: "int", numCarry: "int", reverse: "bool" },
-  optimization_barrier: NONE,
-};
+/** Each op's param names and kinds (OP_SCHEMA, where OpParams is derived from). */
+export const PARAM_SCHEMA: { readonly [N in OpName]: Readonly<Record<string, ParamKind>> } = OP_SCHEMA;
 
 export function paramKinds(name: OpName): Readonly<Record<string, ParamKind>> {
   return PARAM_SCHEMA[name] as Readonly<Record<string, ParamKind>>;

@@ -1,6 +1,7 @@
 // Sharding factor rules, one per op: each dimension of each operand and result named as einsum-style factors (Shardy's op sharding rules).
 import type { Op } from "./graph.ts";
 import type { OpName } from "./ops.ts";
+import { forEachElementwise } from "./elementwise.ts";
 import type { Shape } from "./types.ts";
 
 /**
@@ -272,8 +273,7 @@ const e = elementwise;
 
 /** One rule per op: a new op in OpParams fails to compile here until its sharding factors are stated. */
 export const FACTOR_RULES: { [N in OpName]: FactorRule<N> } = {
-  neg: e, abs: e, exp: e, log: e, sqrt: e, rsqrt: e, tanh: e, logistic: e, sin: e, cos: e, not: e,
-  add: e, sub: e, mul: e, div: e, pow: e, max: e, min: e, and: e, or: e, xor: e, shift_left: e, shift_right_logical: e,
+  ...forEachElementwise(() => e),
   compare: e, select: e, convert: e, bitcast_convert: e,
   constant: source,
   iota: source,

@@ -5,7 +5,7 @@ import { formatType, isFloat, range, sameType } from "../ir/types.ts";
 import { Emitter } from "./emitter.ts";
 import type { Pass } from "./pass.ts";
 import { cloneGraph, makeGraph } from "./rewrite.ts";
-import { VJP_RULES, stackedType, type Ct, type VjpCtx, type VjpRule } from "./vjp_rules.ts";
+import { VJP_RULES, carriesNoGradient, stackedType, type Ct, type VjpCtx, type VjpRule } from "./vjp_rules.ts";
 
 /**
  * The gradient graph of `g`: inputs `[...g.inputs, one cotangent per g output]`, outputs `[...g.outputs, the
@@ -103,9 +103,9 @@ function outputActivity(op: AnyOp, inActive: readonly boolean[]): readonly boole
       return inActive;
     case "scan":
       return scanActivity(op, inActive).outputs;
-    case "bitcast_convert":
-      return [false];
     default: {
+      // Bit reinterpretation, and ops with integer or bool results: no gradient flows through them.
+      if (carriesNoGradient(op.name)) return op.outputs.map(() => false);
       const any = inActive.some((a) => a);
       return op.outputs.map(() => any);
     }

@@ -1,6 +1,8 @@
 // Memory per device: arguments, outputs, and the peak of live temporaries in program order, from each value's local (sharded) size.
 import type { AnyOp, Graph, Value } from "../ir/graph.ts";
 import { typeBytes } from "../ir/cost.ts";
+import { ELEMENTWISE, forEachElementwise } from "../ir/elementwise.ts";
+import { OP_NAMES, type OpName } from "../ir/ops.ts";
 import { localShape } from "../ir/sharding.ts";
 import { tensorType, type SourceLoc } from "../ir/types.ts";
 import type { ShardingPlan } from "./shard_propagate.ts";
@@ -50,14 +52,41 @@ export function shardedBytes(plan: ShardingPlan): (v: Value) => number {
   };
 }
 
-// Ops XLA's loop fusion merges into their users when they have one user (their results never reach memory).
-const FUSIBLE = new Set([
-  "neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "logistic", "sin", "cos", "not", "add", "sub", "mul", "div",
-  "pow", "max", "min", "and", "or", "xor", "shift_left", "shift_right_logical", "compare", "select", "convert",
-  "bitcast_convert", "constant", "iota", "broadcast_in_dim", "reshape", "slice", "transpose", "pad", "concatenate",
-]);
-// Users that can absorb a fused producer: the fusible ops themselves and reductions (input fusion).
-const FUSING_USER = new Set([...FUSIBLE, "reduce_sum", "reduce_max", "reduce_min"]);
+/**
+ * How each op takes part in XLA's loop fusion: `producer` ops are merged into their users when they have one user
+ * (their results never reach memory) and can absorb fused producers themselves; `consumer` ops only absorb
+ * producers (reductions: input fusion); `none` ops always materialize their results.
+ */
+type FusionRole = "producer" | "consumer" | "none";
+
+const FUSION: { readonly [N in OpName]: FusionRole } = {
+  ...forEachElementwise((n): FusionRole => (ELEMENTWISE[n].fusible ? "producer" : "none")),
+  compare: "producer",
+  select: "producer",
+  convert: "producer",
+  bitcast_convert: "producer",
+  constant: "producer",
+  iota: "producer",
+  broadcast_in_dim: "producer",
+  reshape: "producer",
+  transpose: "producer",
+  slice: "producer",
+  concatenate: "producer",
+  pad: "producer",
+  reduce_sum: "consumer",
+  reduce_max: "consumer",
+  reduce_min: "consumer",
+  dot_general: "none",
+  gather: "none",
+  scatter_add: "none",
+  take_along_axis: "none",
+  dynamic_slice: "none",
+  dynamic_update_slice: "none",
+  scan: "none",
+  optimization_barrier: "none",
+};
+const FUSIBLE = new Set(OP_NAMES.filter((n) => FUSION[n] === "producer"));
+const FUSING_USER = new Set(OP_NAMES.filter((n) => FUSION[n] !== "none"));
 
 interface Peak {
   bytes: number;

@@ -1,6 +1,6 @@
 // Vector-Jacobian product rules, one per op: given the cotangents of an op's results, emit its operands' cotangents.
 import type { Op, Value } from "../ir/graph.ts";
-import type { OpName } from "../ir/ops.ts";
+import type { ElementwiseOp, OpName } from "../ir/ops.ts";
 import { range, tensorType, type TensorType } from "../ir/types.ts";
 import type { Emitter } from "./emitter.ts";
 
@@ -124,8 +124,12 @@ function clampIndices(e: Emitter, idx: Value, n: number): Value {
   return e.min(e.max(idx, e.like(idx, 0)), e.like(idx, n - 1));
 }
 
-/** Every op except scan, whose rule needs the whole autodiff machinery and lives in autodiff.ts. */
-export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
+/**
+ * The VJPs of the element-wise ops (ELEMENTWISE in ir/elementwise.ts), keyed by the same type so a new one fails
+ * to compile until it has a rule. Kept here rather than in the descriptor: they build IR with the passes' Emitter,
+ * and ir/ must not import passes/.
+ */
+export const ELEMENTWISE_VJP: { [N in ElementwiseOp]: VjpRule<N> } = {
   neg: unary((e, ct) => e.neg(ct)),
   // JAX's rule: the subgradient at 0 is +1.
   abs: unary((e, ct, x) => e.select(e.compare("ge", x, e.like(x, 0)), ct, e.neg(ct))),
@@ -137,6 +141,8 @@ export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
   logistic: unary((e, ct, _x, z) => e.mul(ct, e.mul(z, e.sub(e.like(z, 1), z)))),
   sin: unary((e, ct, x) => e.mul(ct, e.noParams("cos", [x]))),
   cos: unary((e, ct, x) => e.mul(e.neg(ct), e.noParams("sin", [x]))),
+  // d/dx erf(x) = 2/sqrt(pi) exp(-x^2).
+  erf: unary((e, ct, x) => e.mul(ct, e.mul(e.like(x, 2 / Math.sqrt(Math.PI)), e.noParams("exp", [e.neg(e.mul(x, x))])))),
   not: none,
 
   add: binary(
@@ -179,6 +185,11 @@ export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
   xor: none,
   shift_left: none,
   shift_right_logical: none,
+};
+
+/** Every op except scan, whose rule needs the whole autodiff machinery and lives in autodiff.ts. */
+export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
+  ...ELEMENTWISE_VJP,
   compare: none,
 
   select: single((e, ct, op, needs) => {
@@ -319,6 +330,11 @@ export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
     return result;
   },
 };
+
+/** Whether `name`'s results never carry a gradient (its VJP is `none`), whatever its operands. */
+export function carriesNoGradient(name: Exclude<OpName, "scan">): boolean {
+  return VJP_RULES[name] === none;
+}
 
 /** `[length, ...t.shape]`: a value stacked over the iterations of a scan. */
 export function stackedType(t: TensorType, length: number): TensorType {

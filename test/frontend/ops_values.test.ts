@@ -26,6 +26,13 @@ describe("values", () => {
     expect(r).toEqual([20, 42, 64, 26, 48, 70]);
   });
 
+  it("erf as tx.erf and Tensor.erf", () => {
+    const x = host("f32", [4], [-1, 0, 0.5, 2]);
+    const want = [-0.8427007929497149, 0, 0.5204998778130465, 0.9953222650189527].map(Math.fround);
+    expect(run((t: tx.Tensor) => tx.erf(t), [x])[0]).toEqual(want);
+    expect(run((t: tx.Tensor) => t.erf(), [x])[0]).toEqual(want);
+  });
+
   it("softmax matches the closed form and logsumexp is stable for large and all -inf rows", () => {
     const x = [1, 2, 3, 1000, 1000, 1000];
     const [sm, lse] = run((a: tx.Tensor) => [tx.softmax(a), tx.logsumexp(a, -1)], [host("f32", [2, 3], x)]);

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { GraphBuilder, type Graph } from "../../src/ir/graph.ts";
 import { hostArray, interpret, type HostArray } from "../../src/ir/interpret.ts";
 import type { OpName, OpParams } from "../../src/ir/ops.ts";
+import { erf } from "../../src/ir/elementwise.ts";
 import { tensorType, type DType, type Shape } from "../../src/ir/types.ts";
 import { roundBf16, roundF16 } from "../../src/ir/float_bits.ts";
 
@@ -79,6 +80,30 @@ describe("element-wise", () => {
     expect(vals(run1("logistic", [x], P))).toEqual([0.5, Math.fround(1 / (1 + Math.exp(-1))), Math.fround(1 / (1 + Math.exp(-4)))]);
     expect(vals(run1("sin", [x], P))).toEqual([0, Math.fround(Math.sin(1)), Math.fround(Math.sin(4))]);
     expect(vals(run1("cos", [x], P))).toEqual([1, Math.fround(Math.cos(1)), Math.fround(Math.cos(4))]);
+  });
+  it("erf to within 2 ulp of Python's math.erf, odd, saturating to +-1", () => {
+    // math.erf (CPython, correctly rounded in practice) at points on both sides of the kernel's switch at 2.
+    const want: [number, number][] = [
+      [1e-8, 1.1283791670955126e-8],
+      [0.1, 0.1124629160182849],
+      [0.5, 0.5204998778130465],
+      [1, 0.8427007929497149],
+      [1.5, 0.9661051464753108],
+      [2, 0.9953222650189527],
+      [1.99, 0.995111413199617],
+      [2.5, 0.999593047982555],
+      [2.99, 0.9999764743969194],
+      [3, 0.9999779095030014],
+      [3.5, 0.9999992569016276],
+      [4, 0.9999999845827421],
+      [5, 0.9999999999984626],
+      [-0.7, -0.6778011938374184],
+      [-3.2, -0.9999939742388483],
+    ];
+    for (const [x, y] of want) expect(Math.abs(erf(x) - y), `erf(${x})`).toBeLessThanOrEqual(2 * Number.EPSILON * Math.abs(y));
+    expect([erf(0), erf(6), erf(-30), erf(Infinity), erf(-Infinity)]).toEqual([0, 1, -1, 1, -1]);
+    expect(erf(NaN)).toBeNaN();
+    expect(vals(run1("erf", [h("f32", [2], [0.5, -2])], P))).toEqual([Math.fround(0.5204998778130465), Math.fround(-0.9953222650189527)]);
   });
   it("rounds bf16 and f16 results after each op", () => {
     // 1 + 2^-8 is not a bf16; the sum rounds back to 1 (tie to even), in f32 it would stay.

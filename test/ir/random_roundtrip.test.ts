@@ -5,7 +5,7 @@ import { interpret, type HostArray } from "../../src/ir/interpret.ts";
 import { OP_NAMES, type OpName } from "../../src/ir/ops.ts";
 import { parse } from "../../src/ir/parse.ts";
 import { print } from "../../src/ir/print.ts";
-import { randomGraph, randomInputs } from "../../src/ir/random_graph.ts";
+import { randomGraph, randomInputs } from "./random_graph.ts";
 import { formatType } from "../../src/ir/types.ts";
 import { verify } from "../../src/ir/verify.ts";
 

@@ -4,7 +4,7 @@ import type { Graph } from "../../src/ir/graph.ts";
 import { interpret, type HostArray } from "../../src/ir/interpret.ts";
 import { parse } from "../../src/ir/parse.ts";
 import { print } from "../../src/ir/print.ts";
-import { randomGraph, randomInputs } from "../../src/ir/random_graph.ts";
+import { randomGraph, randomInputs } from "../ir/random_graph.ts";
 import { formatType, isFloat } from "../../src/ir/types.ts";
 import { verify } from "../../src/ir/verify.ts";
 import { vjp } from "../../src/passes/autodiff.ts";

@@ -131,6 +131,11 @@ describe("every op's lowering", () => {
     expect(text).toBe(`%0 = stablehlo.${hlo} %arg0, %arg1 : tensor<4xui32>`);
   });
 
+  it("erf -> chlo.erf in generic form (what JAX emits for lax.erf; XLA expands it)", () => {
+    const text = emitBody((b) => [b.add1("erf", [b.input(tt("f32", [3]))], {})]);
+    expect(text).toBe(`%0 = "chlo.erf"(%arg0) : (tensor<3xf32>) -> tensor<3xf32>`);
+  });
+
   it("not on bool; abs of u32 is the operand itself", () => {
     const b = new GraphBuilder();
     const p = b.input(tt("bool", [2]));

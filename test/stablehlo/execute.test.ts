@@ -4,7 +4,7 @@ import { emitStableHLO } from "../../src/backend/stablehlo/index.ts";
 import { getClient, type Client } from "../../src/backend/runtime/index.ts";
 import { GraphBuilder, type Graph } from "../../src/ir/graph.ts";
 import { interpret, type HostArray } from "../../src/ir/interpret.ts";
-import { randomGraph, randomInputs } from "../../src/ir/random_graph.ts";
+import { randomGraph, randomInputs } from "../ir/random_graph.ts";
 import { numel, tensorType } from "../../src/ir/types.ts";
 import { floatTolerance, fromTyped, mismatch, opCases, toTyped, type Tolerance } from "./cases.ts";
 

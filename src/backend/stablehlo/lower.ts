@@ -1,6 +1,7 @@
 // One lowering rule per IR op: each prints the StableHLO ops that compute it and returns its result names.
 import type { Graph, Op, Value } from "../../ir/graph.ts";
-import type { BinaryOp, CompareDir, OpName, UnaryOp } from "../../ir/ops.ts";
+import type { CompareDir, OpName } from "../../ir/ops.ts";
+import { ELEMENTWISE, forEachElementwise, type ElementwiseOp } from "../../ir/elementwise.ts";
 import { isFloat, range, tensorType, type DType, type Shape, type TensorType } from "../../ir/types.ts";
 import type { FuncEmitter } from "./emitter.ts";
 import { denseLiteral, dimsText, tensorTypeText as ty } from "./text.ts";
@@ -39,48 +40,19 @@ function reshape(e: FuncEmitter, ref: string, from: TensorType, shape: Shape): s
   return e.op1(`stablehlo.reshape ${ref} : (${ty(from)}) -> ${ty(tensorType(from.dtype, shape))}`);
 }
 
-const UNARY: Record<UnaryOp, string> = {
-  neg: "negate",
-  abs: "abs",
-  exp: "exponential",
-  log: "log",
-  sqrt: "sqrt",
-  rsqrt: "rsqrt",
-  tanh: "tanh",
-  logistic: "logistic",
-  sin: "sine",
-  cos: "cosine",
-  not: "not",
-};
-
-const BINARY: Record<BinaryOp, string> = {
-  add: "add",
-  sub: "subtract",
-  mul: "multiply",
-  div: "divide",
-  pow: "power",
-  max: "maximum",
-  min: "minimum",
-  and: "and",
-  or: "or",
-  xor: "xor",
-  shift_left: "shift_left",
-  shift_right_logical: "shift_right_logical",
-};
-
-function unary<N extends UnaryOp>(name: N): LowerRule<N> {
+/** One StableHLO (or CHLO) op named by the descriptor, with the IR op's operands and result type. */
+function elementwise<N extends ElementwiseOp>(name: N): LowerRule<N> {
+  const target = ELEMENTWISE[name].stablehlo;
   return (e, op) => {
     const x = op.inputs[0]!;
     // stablehlo.abs takes signed or float operands only; |x| of an unsigned value is x.
     if (name === "abs" && x.type.dtype === "u32") return [e.ref(x)];
-    return [e.op1(`stablehlo.${UNARY[name]} ${e.ref(x)} : ${T(x)}`)];
-  };
-}
-
-function binary<N extends BinaryOp>(name: N): LowerRule<N> {
-  return (e, op) => {
-    const [a, b] = op.inputs as [Value, Value];
-    return [e.op1(`stablehlo.${BINARY[name]} ${e.ref(a)}, ${e.ref(b)} : ${T(a)}`)];
+    const args = op.inputs.map((v) => e.ref(v)).join(", ");
+    // CHLO ops have no short form shared with StableHLO's; the generic form is one grammar for all of them.
+    if (target.startsWith("chlo.")) {
+      return [e.op1(`"${target}"(${args}) : (${op.inputs.map(T).join(", ")}) -> ${T(op.outputs[0]!)}`)];
+    }
+    return [e.op1(`${target} ${args} : ${T(x)}`)];
   };
 }
 
@@ -211,29 +183,7 @@ const scan: LowerRule<"scan"> = (e, op) => {
 };
 
 export const RULES: { [N in OpName]: LowerRule<N> } = {
-  neg: unary("neg"),
-  abs: unary("abs"),
-  exp: unary("exp"),
-  log: unary("log"),
-  sqrt: unary("sqrt"),
-  rsqrt: unary("rsqrt"),
-  tanh: unary("tanh"),
-  logistic: unary("logistic"),
-  sin: unary("sin"),
-  cos: unary("cos"),
-  not: unary("not"),
-  add: binary("add"),
-  sub: binary("sub"),
-  mul: binary("mul"),
-  div: binary("div"),
-  pow: binary("pow"),
-  max: binary("max"),
-  min: binary("min"),
-  and: binary("and"),
-  or: binary("or"),
-  xor: binary("xor"),
-  shift_left: binary("shift_left"),
-  shift_right_logical: binary("shift_right_logical"),
+  ...forEachElementwise(elementwise),
 
   compare: (e, op) => {
     const [a, b] = op.inputs as [Value, Value];

@@ -1,5 +1,5 @@
 // Element-wise ops with numpy broadcasting and Tessera's promotion rule: tensors never mix dtypes, JS numbers adopt.
-import type { BinaryOp, CompareDir, UnaryOp } from "../../ir/ops.ts";
+import { UNARY_OPS, type BinaryOp, type CompareDir, type UnaryOp } from "../../ir/ops.ts";
 import { isFloat, isInteger, sameShape, type DType, type Shape, type TensorType } from "../../ir/types.ts";
 import { bind1, Tensor, type TensorLike } from "../core.ts";
 import { TraceError } from "../errors.ts";
@@ -121,18 +121,40 @@ export const bitwiseXor = binary("xor", "bitwiseXor");
 export const shiftLeft = binary("shift_left", "shiftLeft");
 export const shiftRightLogical = binary("shift_right_logical", "shiftRightLogical");
 
-export const neg = unary("neg");
-export const abs = unary("abs");
-export const exp = unary("exp");
-export const log = unary("log");
-export const sqrt = unary("sqrt");
-export const rsqrt = unary("rsqrt");
-export const tanh = unary("tanh");
-/** 1 / (1 + exp(-x)), the IR's `logistic`. */
-export const sigmoid = unary("logistic");
-export const sin = unary("sin");
-export const cos = unary("cos");
-export const bitwiseNot = unary("not");
+/**
+ * Each unary IR op's tx function name and whether it is also a Tensor method (where numpy's ndarray has one).
+ * The functions and methods are generated from this table.
+ */
+export const UNARY_API = {
+  neg: { name: "neg", method: true },
+  abs: { name: "abs", method: true },
+  exp: { name: "exp", method: true },
+  log: { name: "log", method: true },
+  sqrt: { name: "sqrt", method: true },
+  rsqrt: { name: "rsqrt", method: true },
+  tanh: { name: "tanh", method: true },
+  // 1 / (1 + exp(-x)).
+  logistic: { name: "sigmoid", method: true },
+  sin: { name: "sin", method: true },
+  cos: { name: "cos", method: true },
+  erf: { name: "erf", method: true },
+  not: { name: "bitwiseNot", method: false },
+} as const satisfies { readonly [N in UnaryOp]: { readonly name: string; readonly method: boolean } };
+
+type UnaryApi = typeof UNARY_API;
+export type UnaryName = UnaryApi[UnaryOp]["name"];
+/** The Tensor methods of the unary ops: `x.exp()`. */
+export type UnaryMethods = {
+  [N in UnaryOp as UnaryApi[N]["method"] extends true ? UnaryApi[N]["name"] : never]: () => Tensor;
+};
+
+/** The tx function of every unary op, by its name. */
+export const UNARY_FNS = Object.fromEntries(UNARY_OPS.map((n) => [UNARY_API[n].name, unary(n)])) as {
+  readonly [K in UnaryName]: (x: TensorLike) => Tensor;
+};
+
+// numpy.ts re-exports these; methods.ts checks that none is missing.
+export const { neg, abs, exp, log, sqrt, rsqrt, tanh, sigmoid, sin, cos, erf, bitwiseNot } = UNARY_FNS;
 
 export const eq = compare("eq");
 export const ne = compare("ne");

@@ -6,11 +6,11 @@
 // for comparisons. Integer side paths (convert, bit ops, bitcast) are masked back to 0..255 before returning to
 // floats. Index operands come from s32/u32 graph inputs, iota, or constants that are sometimes out of range (to
 // exercise clamping).
-import { GraphBuilder, type Graph, type Value } from "./graph.ts";
-import { hostArray, type HostArray } from "./interpret.ts";
-import type { BinaryOp, CompareDir, OpName, OpParams } from "./ops.ts";
-import { isFloat, numel, sameShape, tensorType, type DType, type Shape, type SourceLoc, type TensorType } from "./types.ts";
-import { mulberry32 } from "../host/random.ts";
+import { GraphBuilder, type Graph, type Value } from "../../src/ir/graph.ts";
+import { hostArray, type HostArray } from "../../src/ir/interpret.ts";
+import type { BinaryOp, CompareDir, OpName, OpParams, UnaryOp } from "../../src/ir/ops.ts";
+import { isFloat, numel, sameShape, tensorType, type DType, type Shape, type SourceLoc, type TensorType } from "../../src/ir/types.ts";
+import { mulberry32 } from "../../src/host/random.ts";
 
 /** The seeded generator the random graphs draw from (re-exported for tests). */
 export const rng = mulberry32;
@@ -32,6 +32,30 @@ export interface RandomGraphOptions {
 const MAX_NUMEL = 256;
 /** Operands above this rough magnitude go through tanh before multiplying, exponentiating or summing. */
 const TAME = 8;
+
+type FloatUnaryOp = Exclude<UnaryOp, "not">;
+
+/**
+ * How each float unary op is drawn: its operand kept in its domain, and a bound on its result's magnitude. Keyed by
+ * the op type, so a new unary op fails to compile here until the random graphs cover it.
+ */
+const UNARY_RECIPES: { readonly [N in FloatUnaryOp]: (g: Gen, x: Value, b: number) => Value | undefined } = {
+  neg: (g, x, b) => g.op("neg", [x], {}, b),
+  abs: (g, x, b) => g.op("abs", [x], {}, b),
+  sin: (g, x) => g.op("sin", [x], {}, 1),
+  cos: (g, x) => g.op("cos", [x], {}, 1),
+  tanh: (g, x) => g.op("tanh", [x], {}, 1),
+  logistic: (g, x) => g.op("logistic", [x], {}, 1),
+  exp: (g, x) => {
+    const t = g.tame(x);
+    return g.op("exp", [t], {}, Math.exp(Math.min(g.bnd(t), TAME)));
+  },
+  log: (g, x, b) => g.op("log", [g.atLeastOne(x)], {}, Math.log(b + 1) + 1),
+  sqrt: (g, x, b) => g.op("sqrt", [g.atLeastOne(x)], {}, Math.sqrt(b + 1)),
+  rsqrt: (g, x) => g.op("rsqrt", [g.atLeastOne(x)], {}, 1),
+  erf: (g, x) => g.op("erf", [x], {}, 1),
+};
+const FLOAT_UNARY = Object.keys(UNARY_RECIPES) as FloatUnaryOp[];
 
 class Gen {
   readonly b = new GraphBuilder();
@@ -210,30 +234,8 @@ class Gen {
     const x = this.operand();
     if (!x) return false;
     const b = this.bnd(x);
-    switch (this.pick(["neg", "abs", "sin", "cos", "tanh", "logistic", "exp", "log", "sqrt", "rsqrt"] as const)) {
-      case "neg":
-        return !!this.op("neg", [x], {}, b);
-      case "abs":
-        return !!this.op("abs", [x], {}, b);
-      case "sin":
-        return !!this.op("sin", [x], {}, 1);
-      case "cos":
-        return !!this.op("cos", [x], {}, 1);
-      case "tanh":
-        return !!this.op("tanh", [x], {}, 1);
-      case "logistic":
-        return !!this.op("logistic", [x], {}, 1);
-      case "exp": {
-        const t = this.tame(x);
-        return !!this.op("exp", [t], {}, Math.exp(Math.min(this.bnd(t), TAME)));
-      }
-      case "log":
-        return !!this.op("log", [this.atLeastOne(x)], {}, Math.log(b + 1) + 1);
-      case "sqrt":
-        return !!this.op("sqrt", [this.atLeastOne(x)], {}, Math.sqrt(b + 1));
-      case "rsqrt":
-        return !!this.op("rsqrt", [this.atLeastOne(x)], {}, 1);
-    }
+    const name = this.pick(FLOAT_UNARY);
+    return !!UNARY_RECIPES[name](this, x, this.bnd(x));
   }
 
   binaryRecipe(): boolean {
