@@ -16,8 +16,13 @@ export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
 /** A value as messages name what the user passed: `a Float32Array`, `an array of 3`, `number 2`, `undefined undefined`. */
 export function describe(x: unknown): string {
+  if (x === null) return "null";
   if (Array.isArray(x)) return `an array of ${x.length}`;
-  if (typeof x === "object" && x !== null) return `a ${x.constructor?.name ?? "object"}`;
+  if (typeof x === "string") return `the string ${JSON.stringify(x.length > 40 ? `${x.slice(0, 40)}...` : x)}`;
+  if (typeof x === "object") {
+    const name = x.constructor?.name;
+    return name && name !== "Object" ? `a ${name}` : "an object";
+  }
   return `${typeof x} ${String(x)}`;
 }
 

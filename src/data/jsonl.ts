@@ -11,14 +11,6 @@ export interface JsonlOptions {
 const FORMS =
   'a JSON object with "input_ids" (and optionally "labels", -100 where no loss is taken), or with "prompt_ids" and "answer_ids" (loss on the answer only)';
 
-function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "an array";
-  if (typeof v === "string") return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + "..." : v)}`;
-  if (typeof v === "object") return "an object";
-  return `${typeof v} ${String(v)}`;
-}
-
 /**
  * One line's record. Token ids must be integers in [0, vocabSize); labels the same or -100 and as many as the
  * ids; answers non-empty. Fields other than the four above are ignored (ids, text, metadata are common).

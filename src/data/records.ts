@@ -1,4 +1,5 @@
 // Training records (token ids with per-token labels) and the rules that fit one into a fixed sequence length.
+import { TesseraError } from "../errors.ts";
 
 /** Labels with this value take no loss (HF's ignore_index). */
 export const IGNORE = -100;
@@ -17,14 +18,13 @@ export interface TrainRecord {
 }
 
 /** A data file (or record) is not what the trainer expects; the message names the file and the line. */
-export class DataError extends Error {
-  override readonly name = "DataError";
+export class DataError extends TesseraError {
   constructor(
     message: string,
     readonly file: string,
     readonly line?: number,
   ) {
-    super(line === undefined ? `${file}: ${message}` : `${file}:${line}: ${message}`);
+    super(line === undefined ? `${file}: ${message}` : `${file}:${line}: ${message}`, { code: "ERR_DATA" });
   }
 }
 
