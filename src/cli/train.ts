@@ -203,10 +203,12 @@ async function runAndPrint(config: TrainConfigInput, io: Io): Promise<number> {
   }
   if (r.losses.length > 0) {
     const logEvery = config.logEvery ?? DEFAULTS.common.logEvery;
-    const tail = r.losses.slice(-Math.min(logEvery, r.losses.length)).filter(Number.isFinite);
+    const last = r.losses.slice(-Math.min(logEvery, r.losses.length));
+    const tail = last.filter(Number.isFinite);
     const mean = tail.reduce((a, b) => a + b, 0) / tail.length;
+    const to = tail.length > 0 ? `${mean.toFixed(4)} (mean of the last ${tail.length})` : `no finite loss in the last ${last.length} steps`;
     const skipped = r.skippedSteps > 0 ? `; ${r.skippedSteps} skipped (NaN/Inf loss or gradients)` : "";
-    io.out(`done: ${r.losses.length} steps in ${fmtSec(r.seconds)}; loss ${firstLoss!.toFixed(4)} (step ${r.startStep + 1}) -> ${mean.toFixed(4)} (mean of the last ${tail.length})${skipped}\n`);
+    io.out(`done: ${r.losses.length} steps in ${fmtSec(r.seconds)}; loss ${firstLoss!.toFixed(4)} (step ${r.startStep + 1}) -> ${to}${skipped}\n`);
   }
   io.out(`checkpoint ${displayPath(r.checkpoint)} (continue with --resume and a larger --steps)\n`);
   io.out(`adapter  ${displayPath(r.adapter!)} (${ADAPTER_CONFIG_FILE} + ${ADAPTER_WEIGHTS_FILE}; PeftModel.from_pretrained loads it)\n`);

@@ -459,9 +459,9 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
 function nonfiniteError(info: StepInfo, lastCheckpoint: string | null): TesseraError {
   const kind = (x: number) => (Number.isNaN(x) ? "NaN" : "Inf");
   const what = !Number.isFinite(info.loss) ? `the loss is ${kind(info.loss)}` : `the gradients are non-finite (gradient norm ${kind(info.gradNorm)}, loss ${info.loss.toFixed(4)})`;
-  const kept = lastCheckpoint ? `the last checkpoint, ${displayPath(lastCheckpoint)}, and the metrics are as before it` : "nothing was written for it";
+  const kept = lastCheckpoint ? `last checkpoint: ${displayPath(lastCheckpoint)}` : "no checkpoint yet";
   return new TesseraError(
-    `non-finite training at step ${info.step}: ${what}. Stopped without applying that step; ${kept}, and the adapter was not written. ` +
+    `non-finite training at step ${info.step}: ${what}. The run stopped without applying or writing that step (${kept}; the adapter was not written). ` +
       "Lower --lr, check the base weights and the adapter for NaN/Inf, or pass --on-nonfinite skip to skip such updates",
     { code: "ERR_NONFINITE" },
   );
