@@ -1,6 +1,6 @@
 // A run's output folder: an exclusive lock (one run per folder), the non-empty check, and cleanup of what a killed run left.
 import { hostname } from "node:os";
-import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
+import { link, mkdir, readdir, readFile, rename, rm, rmdir, stat, unlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { TesseraError } from "../errors.ts";
 import { fsError } from "../host/fs_errors.ts";
@@ -40,7 +40,8 @@ export interface OutDir {
 
 /**
  * Takes `dir` for one run: creates it if needed (which is also the check that it is writable) and a lock file
- * with this process's pid and host, created with O_EXCL so that of two runs exactly one gets it. A lock whose
+ * with this process's pid and host, created exclusively (link(2), which fails if the name exists, like O_EXCL) so
+ * that of two runs exactly one gets it. A lock whose
  * process is gone (same host, pid not running) is taken over; any other lock is an ERR_LOCKED error. Nothing in
  * `dir` is read before the lock is held.
  */
@@ -57,34 +58,42 @@ export async function lockOutDir(dir: string): Promise<OutDir> {
   const me: LockInfo = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
   let staleFrom: LockInfo | undefined;
   for (let attempt = 0; ; attempt++) {
+    // Written whole under a temporary name, then linked to the lock's name (link fails with EEXIST as O_EXCL does):
+    // a run killed at any point never leaves an empty lock that nobody could tell is stale.
+    const tmp = `${file}.tmp-${process.pid}`;
     try {
-      const fh = await open(file, "wx");
-      await fh.writeFile(JSON.stringify(me) + "\n");
-      await fh.close();
+      await writeFile(tmp, JSON.stringify(me) + "\n");
+      await link(tmp, file);
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw fsError(e, file, "create the lock file");
+    } finally {
+      await unlink(tmp).catch(() => {});
     }
     let held: LockInfo | undefined;
+    let gone = false;
     try {
       held = JSON.parse(await readFile(file, "utf8")) as LockInfo;
-    } catch {
-      // Written but not yet filled in by a run starting right now, or damaged: treat as held.
+    } catch (e) {
+      // Gone again (its run just ended): try once more. Unreadable: report it as held rather than guess.
+      gone = (e as NodeJS.ErrnoException).code === "ENOENT";
     }
+    if (gone && attempt < 3) continue;
     const stale = held !== undefined && held.host === me.host && !alive(held.pid);
-    if (!stale || attempt > 0) {
+    if (!stale || attempt > 2) {
       const who = held ? `pid ${held.pid} on ${held.host}, since ${held.started}` : "a run that is starting";
       throw new TesseraError(`--out ${dir} is in use by another training run (${who}; lock file ${file}); wait for it to end or choose another --out`, { code: "ERR_LOCKED" });
     }
-    // Move the stale lock aside under a unique name first: of two runs taking it over, only one rename succeeds.
+    // Move the stale lock aside under a unique name, then look at what was moved: if another run had taken the
+    // lock over in between, that is its live lock, which goes back (link fails only if yet another run holds it).
     const aside = `${file}.stale-${process.pid}`;
-    try {
-      await rename(file, aside);
-      await unlink(aside);
-    } catch {
-      // another run took it over first: the next open() finds its lock
+    const moved = await rename(file, aside).then(() => true, () => false);
+    if (moved) {
+      const was = await readFile(aside, "utf8").then((t) => JSON.parse(t) as LockInfo, () => undefined);
+      if (was?.pid !== held!.pid || was.host !== held!.host || was.started !== held!.started) await link(aside, file).catch(() => {});
+      else staleFrom = held;
+      await unlink(aside).catch(() => {});
     }
-    staleFrom = held;
   }
 
   const existing: string[] = [];
