@@ -119,6 +119,20 @@ describe("non-finite loss or gradients (in process, PJRT CPU)", () => {
   });
 });
 
+describe("file-system errors during a run (in process, PJRT CPU)", () => {
+  it("a metrics file that cannot be appended to is an error naming it (exit 1); the checkpoint resumed from stays", async () => {
+    const out = join(tmp, "fs-mid-run");
+    expect((await trainHere({ ...SMALL, steps: "2", out })).code).toBe(0);
+    await rm(join(out, "metrics.jsonl"));
+    await mkdir(join(out, "metrics.jsonl"));
+    const r = await trainHere({ steps: "3", out, resume: "true" });
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`error: cannot append to '${join(out, "metrics.jsonl")}': is a directory, expected a file (EISDIR)\n`);
+    expect((await listCheckpoints(out)).map((c) => c.step)).toEqual([2]);
+    expect(existsSync(join(out, ".tessera.lock"))).toBe(false);
+  });
+});
+
 describe("--out: lock, non-empty folder, file-system errors, temporaries (in process, before any device work)", () => {
   it("a second run into a busy --out reports the lock, with or without --resume (exit 1)", async () => {
     const out = join(tmp, "busy");
