@@ -78,6 +78,8 @@ export const COMMANDS: readonly Command[] = [
       { name: "save-every", value: "<n>", description: "checkpoint every n steps, 0 for only at the end (default 100)" },
       { name: "log-every", value: "<n>", description: "progress line every n steps (default 10)" },
       { name: "resume", description: "continue from the last checkpoint in --out (adapter, optimizer, step, data position)" },
+      { name: "overwrite", description: "replace the run already in --out (deleted only once the first step has run)" },
+      { name: "on-nonfinite", value: "<what>", choices: ["stop", "skip"], description: "a step with NaN/Inf loss or gradients: stop the run (exit 1) or skip its update (default stop)" },
     ],
     details: [
       "Writes --out/metrics.jsonl, --out/checkpoints/step-N and the final PEFT adapter in --out/adapter.",

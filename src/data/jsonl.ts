@@ -1,6 +1,7 @@
 // JSONL training data with token ids (no tokenizer yet): input_ids/labels or prompt_ids/answer_ids records, validated per line.
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
+import { describe } from "../errors.ts";
 import { DataError, IGNORE, type TrainRecord } from "./records.ts";
 
 export interface JsonlOptions {

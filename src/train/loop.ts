@@ -10,7 +10,7 @@ import type { LlamaConfig } from "../formats/hf_config.ts";
 import { treeFromDevice, treeToDevice } from "../host/transfer.ts";
 import type { AdamWConfig } from "./adamw.ts";
 import { baseHostDType, type PrecisionPolicy } from "./precision.ts";
-import { initTrainState, makeTrainStep, type StepConfig, type TrainState } from "./step.ts";
+import { initTrainState, makeGuardedTrainStep, type StepConfig, type TrainState } from "./step.ts";
 
 /** One batch on the host: token ids and labels (-100 = no loss), both row-major [batch, seq]. */
 export interface HostBatch {
@@ -27,6 +27,10 @@ export interface StepInfo {
   lr: number;
   /** Wall time of this step, including the compile on the first one. */
   seconds: number;
+  /** Global norm of the LoRA gradients. */
+  gradNorm: number;
+  /** The loss or the gradient norm was NaN or Inf, so the program left the adapter and optimizer state as they were. */
+  nonfinite: boolean;
 }
 
 /** AdamW moments and the steps already taken, to continue a run (see checkpoint.ts). */
@@ -57,6 +61,11 @@ export interface TrainOptions {
   maxSteps?: number;
   /** Stop after the step in progress once this is aborted (Ctrl-C). */
   signal?: AbortSignal;
+  /**
+   * A step whose loss or gradient norm is NaN/Inf never changes the state (see makeGuardedTrainStep); "stop" then
+   * ends the loop after reporting that step (TrainResult.nonfinite), "skip" goes on (default "stop").
+   */
+  onNonfinite?: "stop" | "skip";
   /** Seeds LoRA dropout. */
   seed?: number;
   layers?: "scan" | "unroll";
@@ -78,6 +87,8 @@ export interface TrainResult {
   state: TrainState<HostTensor>;
   /** True when `signal` stopped the run before maxSteps or the end of the batches. */
   stopped: boolean;
+  /** With onNonfinite "stop": the step whose loss or gradients were NaN/Inf, which ended the loop. */
+  nonfinite?: StepInfo;
 }
 
 /**
@@ -100,7 +111,7 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     lora = initLora(layout, llama, opts.adapter.seed ?? 0);
   }
   const c: StepConfig = { llama, layout, policy: opts.policy, adamw: opts.adamw, ...(opts.layers ? { layers: opts.layers } : {}) };
-  const step = jit(makeTrainStep(c), { donate: 0, name: "lora_train_step" });
+  const step = jit(makeGuardedTrainStep(c), { donate: 0, name: "lora_train_step" });
   const base = treeToDevice(weights as never);
   const init = initTrainState(lora);
   if (opts.optimizer) Object.assign(init, { m: opts.optimizer.m, v: opts.optimizer.v, step: fromFloat32([opts.optimizer.step], []) });
@@ -109,6 +120,7 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
   const first = opts.optimizer?.step ?? 0;
   const losses: number[] = [];
   let stopped = false;
+  let nonfinite: StepInfo | undefined;
   const it = Symbol.asyncIterator in opts.batches ? opts.batches[Symbol.asyncIterator]() : (opts.batches as Iterable<HostBatch>)[Symbol.iterator]();
   // The stop conditions are checked before a batch is drawn, so a stream is never advanced past the last step.
   for (;;) {
@@ -124,19 +136,21 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     const lr = opts.lr ? opts.lr(n) : opts.adamw.lr;
     const t0 = performance.now();
     const batch = { tokens: array(b.tokens, { shape: b.shape }), labels: array(b.labels, { shape: b.shape }) };
-    const [after, loss] = await step(state, base as never, batch, array(lr), key);
+    const [after, loss, norm] = await step(state, base as never, batch, array(lr), key);
     state = after;
-    const value = await loss.item();
+    const [value, gradNorm] = await Promise.all([loss.item(), norm.item()]);
     losses.push(value);
     const current = state;
-    await opts.onStep?.(
-      { step: n, loss: value, lr, seconds: (performance.now() - t0) / 1000 },
-      { snapshot: async () => (await treeFromDevice(current)) as unknown as TrainState<HostTensor> },
-    );
+    const info: StepInfo = { step: n, loss: value, lr, seconds: (performance.now() - t0) / 1000, gradNorm, nonfinite: !Number.isFinite(value) || !Number.isFinite(gradNorm) };
+    await opts.onStep?.(info, { snapshot: async () => (await treeFromDevice(current)) as unknown as TrainState<HostTensor> });
+    if (info.nonfinite && (opts.onNonfinite ?? "stop") === "stop") {
+      nonfinite = info;
+      break;
+    }
   }
   const host = (await treeFromDevice(state)) as unknown as TrainState<HostTensor>;
-  if (opts.outDir) await saveAdapter(opts.outDir, loraToAdapter(layout, host.lora, llama), llama);
-  return { llama, layout, losses, state: host, stopped };
+  if (opts.outDir && !nonfinite) await saveAdapter(opts.outDir, loraToAdapter(layout, host.lora, llama), llama);
+  return { llama, layout, losses, state: host, stopped, ...(nonfinite ? { nonfinite } : {}) };
 }
 
 /**

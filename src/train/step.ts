@@ -73,6 +73,32 @@ export function makeTrainStep(c: StepConfig) {
   };
 }
 
+/**
+ * `step(state, base, batch, lr, key) -> [state', loss, gradNorm]`: makeTrainStep's step, also returning the global
+ * gradient norm (f32, over every LoRA gradient), and guarded: when the loss or the norm is NaN or Inf, the adapter
+ * and AdamW moments come out unchanged (the update is selected away inside the program, so nothing non-finite
+ * reaches the state and no extra round trip is needed). `step` still advances: it counts the run's steps, which
+ * the data position, dropout keys and checkpoints follow.
+ */
+export function makeGuardedTrainStep(c: StepConfig) {
+  return (state: TrainState, base: LlamaWeights, batch: Batch, lr: Tensor, key: Tensor): [TrainState, Tensor, Tensor] => {
+    const t = state.step.add(1);
+    const stepKey = tx.random.foldIn(key, t.astype("s32"));
+    const [loss, grads] = tx.valueAndGrad((lora: LoraWeights) => loraLoss(c, lora, base, batch, true, stepKey))(state.lora);
+    const leaves = tx.treeLeaves(grads as LoraWeights) as Tensor[];
+    const gradNorm = leaves.map((g) => g.mul(g).sum()).reduce((a, b) => a.add(b)).sqrt();
+    // |x| < Inf is false for NaN and for +-Inf.
+    const finite = tx.logicalAnd(loss.abs().lt(Infinity), gradNorm.abs().lt(Infinity));
+    const [lora, opt] = adamwUpdate(state.lora, grads as LoraWeights, { m: state.m, v: state.v }, t, lr, c.adamw);
+    const keep = (next: LoraWeights, old: LoraWeights): LoraWeights => {
+      const n = tx.treeFlatten(next);
+      const o = tx.treeLeaves(old) as Tensor[];
+      return tx.treeUnflatten(n.def, n.leaves.map((x, i) => tx.where(finite, x as Tensor, o[i]!))) as LoraWeights;
+    };
+    return [{ lora: keep(lora, state.lora), m: keep(opt.m, state.m), v: keep(opt.v, state.v), step: t }, loss, gradNorm];
+  };
+}
+
 /** Abstract arguments of the step for tracing/compiling, in the order `makeTrainStep` takes them. */
 export function trainStepSpecs(c: StepConfig, batch: number, seq: number): [TrainState<TensorSpec>, LlamaWeights<TensorSpec>, Batch<TensorSpec>, TensorSpec, TensorSpec] {
   const lora = loraSpecs(c.layout, c.llama, c.policy.master);

@@ -4,7 +4,7 @@ import { parseJsonl } from "../../src/data/jsonl.ts";
 import { DataError, fitRecord, IGNORE, lossTokens, type TrainRecord } from "../../src/data/records.ts";
 import { BatchStream, epochOrder, prepareRecords } from "../../src/data/batches.ts";
 import { BOS, keyValueTask, QUERY } from "../../src/data/synthetic.ts";
-import { lrAt } from "../../src/cli/train.ts";
+import { lrAt } from "../../src/train/schedule.ts";
 
 const V = { vocabSize: 96 };
 const parse = (text: string) => parseJsonl(text, "d.jsonl", V);

@@ -1,0 +1,91 @@
+// The configuration of a training run: one zod schema that the CLI, tests and users' scripts all fill in.
+import { z } from "zod";
+import { EXIT, TesseraError } from "../errors.ts";
+import { LLAMA_LINEARS } from "../formats/hf_config.ts";
+
+/**
+ * Defaults that depend on the model: the built-in tiny model trains in f32 at a high learning rate (tiny, random,
+ * CPU: bf16 would only add noise, and XLA's CPU backend is not faster in it); a real checkpoint trains in bf16
+ * (f32 LoRA masters and optimizer state) at a usual LoRA learning rate.
+ */
+export const DEFAULTS = {
+  builtin: { lr: 1e-2, precision: "f32", seq: 64 },
+  checkpoint: { lr: 2e-4, precision: "bf16", seq: 512 },
+  common: { targets: "q,k,v,o,gate,up,down", rank: 8, alpha: 16, dropout: 0, batch: 8, steps: 60, weightDecay: 0, warmup: 0, schedule: "cosine", seed: 0, out: "tessera-out", saveEvery: 100, logEvery: 10, padId: 0 },
+} as const;
+
+const c = DEFAULTS.common;
+const int = (min: number) => z.number().int().min(min);
+
+/**
+ * A run. `null` means "the default for this model" (lr, precision, seq) or "none" (model: the built-in tiny Llama;
+ * adapter: a new one; data: the built-in task). Paths are relative to the working directory.
+ */
+export const TrainConfigSchema = z
+  .object({
+    /** Hugging Face Llama checkpoint directory; null trains the built-in tiny Llama. */
+    model: z.string().min(1).nullable().default(null),
+    /** PEFT LoRA adapter directory to start from; null starts a new one (PEFT's init). */
+    adapter: z.string().min(1).nullable().default(null),
+    targets: z.array(z.enum(LLAMA_LINEARS)).min(1).default([...LLAMA_LINEARS]),
+    rank: int(1).default(c.rank),
+    alpha: z.number().positive().default(c.alpha),
+    dropout: z.number().min(0).max(0.99).default(c.dropout),
+    /** JSONL token records; null uses the built-in key -> value task. */
+    data: z.string().min(1).nullable().default(null),
+    seq: int(2).nullable().default(null),
+    batch: int(1).default(c.batch),
+    /** Total optimizer steps of the run (a resumed run continues up to this). */
+    steps: int(0).default(c.steps),
+    lr: z.number().min(0).nullable().default(null),
+    weightDecay: z.number().min(0).default(c.weightDecay),
+    warmup: int(0).default(c.warmup),
+    schedule: z.enum(["cosine", "constant"]).default(c.schedule),
+    precision: z.enum(["f32", "bf16"]).nullable().default(null),
+    /** Adapter init, data order, synthetic data, dropout. */
+    seed: int(0).default(c.seed),
+    padId: int(0).default(c.padId),
+    out: z.string().min(1).default(c.out),
+    /** Checkpoint every n steps; 0 for only at the end. */
+    saveEvery: int(0).default(c.saveEvery),
+    /** How often a "step" event carries `log: true` (the CLI prints those). */
+    logEvery: int(1).default(c.logEvery),
+    /** Continue from the last checkpoint in `out`. */
+    resume: z.boolean().default(false),
+    /** Replace the run already in `out` (deleted only once the first step has run). */
+    overwrite: z.boolean().default(false),
+    /** A step whose loss or gradients are NaN/Inf: "stop" the run (an error), or "skip" its update and go on. */
+    onNonfinite: z.enum(["stop", "skip"]).default("stop"),
+  })
+  .strict();
+
+/** A run as given (every field optional). */
+export type TrainConfigInput = z.input<typeof TrainConfigSchema>;
+/** A run with every default filled in. */
+export type TrainConfig = z.output<typeof TrainConfigSchema>;
+
+/** Fields that define a run: fixed when resuming (given again, they must agree with the checkpoint). */
+export const RUN_FIELDS = ["model", "adapter", "targets", "rank", "alpha", "dropout", "data", "seq", "batch", "lr", "weightDecay", "warmup", "schedule", "precision", "seed", "padId"] as const;
+export type RunField = (typeof RUN_FIELDS)[number];
+
+/** A config field as the command line spells it (`weightDecay` -> `--weight-decay`): messages name options so. */
+export function flagName(field: string): string {
+  return `--${field.replace(/[A-Z]/g, (ch) => `-${ch.toLowerCase()}`)}`;
+}
+
+/** Fills in the defaults; a bad field is an ERR_CONFIG TesseraError (exit 2) naming it and what was expected. */
+export function parseTrainConfig(input: unknown): TrainConfig {
+  const r = TrainConfigSchema.safeParse(input);
+  if (r.success) {
+    if (r.data.resume && r.data.overwrite) throw new TesseraError("--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it", { code: "ERR_CONFIG", exitCode: EXIT.usage });
+    return r.data;
+  }
+  const issue = r.error.issues[0]!;
+  const field = issue.path.length > 0 ? flagName(String(issue.path[0])) : "the training config";
+  throw new TesseraError(`${field}: ${issue.message}`, { code: "ERR_CONFIG", exitCode: EXIT.usage });
+}
+
+/** The fields of `input` that were actually given (not left to a default): only those are checked against a resumed run. */
+export function givenFields(input: TrainConfigInput): Set<string> {
+  return new Set(Object.entries(input).filter(([, v]) => v !== undefined).map(([k]) => k));
+}
