@@ -4,12 +4,14 @@ import { describeElementwise, forEachElementwise, type DTypeClass, type Elementw
 import type { OpName, OpParams } from "./ops.ts";
 import {
   bitWidth,
+  checkShape as checkShapeOf,
   formatType,
   isFloat,
   isInteger,
   numel,
   sameShape,
   sameType,
+  ShapeError,
   tensorType,
   type DType,
   type Shape,
@@ -33,8 +35,14 @@ function checkAxes(axes: readonly number[], rank: number, what: string): void {
   });
 }
 
+/** The one shape check (ir/types.ts), its ShapeError reported as this op's rule error. */
 function checkShape(shape: Shape, what: string): void {
-  for (const d of shape) if (!Number.isInteger(d) || d < 0) fail(`${what} has invalid dimension ${d} in [${shape.join(",")}]`);
+  try {
+    checkShapeOf(shape, what);
+  } catch (e) {
+    if (e instanceof ShapeError) fail(e.message);
+    throw e;
+  }
 }
 
 function dtypeOk(d: DType, cls: DTypeClass): boolean {

@@ -84,7 +84,7 @@ describe("jit", () => {
 
   it("rejects non-array arguments with the argument's path", async () => {
     const f = jit((p: { w: T }) => p.w);
-    await expect(f({ w: "nope" } as never)).rejects.toThrow(/^jit: argument \[0\]\.w is string nope, not a DeviceArray/);
+    await expect(f({ w: "nope" } as never)).rejects.toThrow(/^jit: argument \[0\]\.w is the string "nope", not a DeviceArray/);
   });
 });
 

@@ -38,7 +38,7 @@ describe("JSONL records", () => {
   it("names file:line and what was expected for every kind of bad record", () => {
     expect(err('{"input_ids":[1]}\n{"input_ids":[1,2\n')).toMatch(/^d\.jsonl:2: not valid JSON \(/);
     expect(err("[1,2,3]")).toBe(
-      'd.jsonl:1: expected a JSON object with "input_ids" (and optionally "labels", -100 where no loss is taken), or with "prompt_ids" and "answer_ids" (loss on the answer only); got an array',
+      'd.jsonl:1: expected a JSON object with "input_ids" (and optionally "labels", -100 where no loss is taken), or with "prompt_ids" and "answer_ids" (loss on the answer only); got an array of 3',
     );
     expect(err('{"text":"hello"}')).toMatch(/^d\.jsonl:1: missing field "input_ids": expected a JSON object/);
     expect(err('{"answer_ids":[3]}')).toBe('d.jsonl:1: missing field "prompt_ids" (a record with "answer_ids" needs the prompt too; it may be [])');
