@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
-import { findPythonWithPip } from "../src/backend/runtime/plugin-fetch.ts";
+import { findPythonWithPip } from "../src/backend/runtime/plugin_fetch.ts";
 import { cacheRoot } from "../src/backend/runtime/plugins.ts";
 
 /**

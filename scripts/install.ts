@@ -8,7 +8,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
-import { ensurePlugin } from "../src/backend/runtime/plugin-fetch.ts";
+import { ensurePlugin } from "../src/backend/runtime/plugin_fetch.ts";
 import { DEFAULT_PLUGIN, PLUGINS, isPluginName, type PluginName } from "../src/backend/runtime/plugins.ts";
 import { ADDON_PATH } from "../src/backend/runtime/native.ts";
 

@@ -1,7 +1,7 @@
 // Clients: load a PJRT plugin once, create a client with platform options, list devices, compile, upload buffers.
 import { basename } from "node:path";
 import { DeviceBuffer } from "./buffer.ts";
-import { encodeCompileOptions, resolveCompileOptions, type CompileOptions } from "./compile-options.ts";
+import { encodeCompileOptions, resolveCompileOptions, type CompileOptions } from "./compile_options.ts";
 import { ELEMENT_TYPES } from "../../ir/types.ts";
 import { checkDType, checkHostData, type RuntimeDType, type HostArray } from "./host_array.ts";
 import { PjrtError, RuntimeError, fromNative } from "./errors.ts";

@@ -3,7 +3,7 @@ import { DeviceBuffer } from "./buffer.ts";
 import { formatType, sameShape } from "../../ir/types.ts";
 import { dtypeFromPjrt, isRuntimeDType, pjrtTypeName, type RuntimeDType } from "./host_array.ts";
 import { RuntimeError, fromNative } from "./errors.ts";
-import { countCollectives, decodeHloModule, printHloModule, type HloModule } from "./hlo-module.ts";
+import { countCollectives, decodeHloModule, printHloModule, type HloModule } from "./hlo_module.ts";
 import { nativeAddon, type BufferHandle, type ExecutableHandle, type NativeExecutable, type NativeExecuteResult, type NativeMemoryStats } from "./native.ts";
 import type { Client, Device } from "./client.ts";
 

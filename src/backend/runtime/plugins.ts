@@ -89,7 +89,7 @@ export function cachedPluginFiles(name: PluginName): { plugin: string; header?: 
   };
 }
 
-/** manifest.json of a cache entry, written by plugin-fetch.ts once the wheel's hash is checked. */
+/** manifest.json of a cache entry, written by plugin_fetch.ts once the wheel's hash is checked. */
 export interface Manifest {
   name: string;
   version: string;

@@ -5,7 +5,7 @@ import { DeviceBuffer } from "./buffer.ts";
 import type { Client, Device } from "./client.ts";
 import { HOST_ARRAY, type RuntimeDType, type HostArray } from "./host_array.ts";
 import { RuntimeError } from "./errors.ts";
-import { COLLECTIVE_OPCODES, type HloModule } from "./hlo-module.ts";
+import { COLLECTIVE_OPCODES, type HloModule } from "./hlo_module.ts";
 
 /** Row-major strides of a shape, in elements. */
 function strides(shape: readonly number[]): number[] {

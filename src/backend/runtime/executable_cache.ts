@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Client } from "./client.ts";
-import { encodeCompileOptions, resolveCompileOptions, type CompileOptions } from "./compile-options.ts";
+import { encodeCompileOptions, resolveCompileOptions, type CompileOptions } from "./compile_options.ts";
 import type { Executable } from "./executable.ts";
 import { cacheRoot } from "./plugins.ts";
 

@@ -3,7 +3,7 @@ import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ensurePlugin, findPythonWithPip } from "../../src/backend/runtime/plugin-fetch.ts";
+import { ensurePlugin, findPythonWithPip } from "../../src/backend/runtime/plugin_fetch.ts";
 
 /** A stand-in `python` that answers the version probe, and behaves as `mode` says for pip. */
 function fakePython(mode: "no-pip" | "download-fails" | "wrong-wheel"): string {
