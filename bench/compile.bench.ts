@@ -27,7 +27,8 @@ const PEER = resolve(here, "../../shared/peers/jax_lora.py");
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
 const TARGET_S = 1;
-const BATCH = 1, SEQ = 4096;
+const BATCH = 1,
+  SEQ = 4096;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const round = (s: number) => Math.round(s * 1e4) / 1e4;
@@ -53,7 +54,9 @@ function tessera(): { first: Phases; median: Phases; min: Phases; tracedOps: num
   const specs = trainStepSpecs(c, BATCH, SEQ);
   const runs: Phases[] = [];
   let first: Phases | undefined;
-  let tracedOps = 0, ops = 0, chars = 0;
+  let tracedOps = 0,
+    ops = 0,
+    chars = 0;
   for (let i = 0; i < WARMUP + RUNS; i++) {
     const t0 = performance.now();
     const t = trace(step, specs);
@@ -65,7 +68,13 @@ function tessera(): { first: Phases; median: Phases; min: Phases; tracedOps: num
     // The same pipeline with the verifier after each pass (runPasses' default, which jit and the CLI keep).
     runPasses(t.graph, CLEANUP_PIPELINE, { verify: true });
     const t4 = performance.now();
-    const p = { trace: (t1 - t0) / 1e3, passes: (t2 - t1) / 1e3, emit: (t3 - t2) / 1e3, total: (t3 - t0) / 1e3, passesVerified: (t4 - t3) / 1e3 };
+    const p = {
+      trace: (t1 - t0) / 1e3,
+      passes: (t2 - t1) / 1e3,
+      emit: (t3 - t2) / 1e3,
+      total: (t3 - t0) / 1e3,
+      passesVerified: (t4 - t3) / 1e3,
+    };
     first ??= p;
     if (i >= WARMUP) runs.push(p);
     tracedOps = countOps(t.graph);
@@ -100,25 +109,45 @@ function countOps(g: import("../src/ir/graph.ts").Graph): number {
 
 async function jax(py: string): Promise<{ lower_s?: number; min_s?: number; error?: string; [k: string]: unknown }> {
   const { layers, hiddenSize, intermediateSize, numHeads } = {
-    layers: LLAMA2_7B.numLayers, hiddenSize: LLAMA2_7B.hiddenSize, intermediateSize: LLAMA2_7B.intermediateSize, numHeads: LLAMA2_7B.numHeads,
+    layers: LLAMA2_7B.numLayers,
+    hiddenSize: LLAMA2_7B.hiddenSize,
+    intermediateSize: LLAMA2_7B.intermediateSize,
+    numHeads: LLAMA2_7B.numHeads,
   };
   const args = [PEER, layers, hiddenSize, intermediateSize, numHeads, SEQ, BATCH, RUNS, WARMUP].map(String);
-  const r = await execa(py, [join(here, "jax_lower.py"), ...args], { env: { JAX_PLATFORMS: "cpu", TF_CPP_MIN_LOG_LEVEL: "2" }, reject: false, all: true });
+  const r = await execa(py, [join(here, "jax_lower.py"), ...args], {
+    env: { JAX_PLATFORMS: "cpu", TF_CPP_MIN_LOG_LEVEL: "2" },
+    reject: false,
+    all: true,
+  });
   const line = r.stdout.trim().split("\n").at(-1) ?? "";
   try {
     return JSON.parse(line);
   } catch {
-    return { error: `no JSON from jax_lower.py (exit ${r.exitCode}): ${String(r.all).split("\n").slice(-5).join(" | ")}` };
+    return {
+      error: `no JSON from jax_lower.py (exit ${r.exitCode}): ${String(r.all).split("\n").slice(-5).join(" | ")}`,
+    };
   }
 }
 
 async function main(): Promise<void> {
-  console.log(`compile: Llama-2-7B-shaped LoRA training step (32 layers, hidden 4096, 32 heads, MLP 11008, vocab 32000, r=16 on q/v, bf16, batch ${BATCH}, seq ${SEQ}); median of ${RUNS} after ${WARMUP} warm-up`);
+  console.log(
+    `compile: Llama-2-7B-shaped LoRA training step (32 layers, hidden 4096, 32 heads, MLP 11008, vocab 32000, r=16 on q/v, bf16, batch ${BATCH}, seq ${SEQ}); median of ${RUNS} after ${WARMUP} warm-up`,
+  );
   const t = tessera();
   const snake = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-  const secs = (p: Partial<Phases>, prefix = "") => Object.fromEntries(Object.entries(p).map(([k, v]) => [`${prefix}${snake(k)}_s`, round(v)]));
+  const secs = (p: Partial<Phases>, prefix = "") =>
+    Object.fromEntries(Object.entries(p).map(([k, v]) => [`${prefix}${snake(k)}_s`, round(v)]));
   console.log(
-    JSON.stringify({ system: "tessera", ...secs(t.median), min_total_s: round(t.min.total), ...secs(firstOnly(t.first), "first_"), traced_ops: t.tracedOps, ops: t.ops, stablehlo_chars: t.chars }),
+    JSON.stringify({
+      system: "tessera",
+      ...secs(t.median),
+      min_total_s: round(t.min.total),
+      ...secs(firstOnly(t.first), "first_"),
+      traced_ops: t.tracedOps,
+      ops: t.ops,
+      stablehlo_chars: t.chars,
+    }),
   );
   const py =
     process.env.BENCH_JAX === "0"
@@ -129,14 +158,20 @@ async function main(): Promise<void> {
   if (py) {
     const j = await jax(py);
     console.log(JSON.stringify(j));
-    if (j.lower_s !== undefined) console.log(`compile ratio (tessera/jax lower): ${(t.median.total / j.lower_s).toFixed(2)}`);
+    if (j.lower_s !== undefined)
+      console.log(`compile ratio (tessera/jax lower): ${(t.median.total / j.lower_s).toFixed(2)}`);
     else console.log(`bench: the JAX lowering failed: ${j.error}`);
   }
   const met = (s: number) => `${s < TARGET_S ? "met" : "NOT met"} (${s.toFixed(3)} s)`;
-  console.log(`target trace+passes+emit < ${TARGET_S} s: ${met(t.median.total)}; first run in the process: ${met(t.first.total)}`);
+  console.log(
+    `target trace+passes+emit < ${TARGET_S} s: ${met(t.median.total)}; first run in the process: ${met(t.first.total)}`,
+  );
 }
 
-main().then(() => process.exit(0), (e: unknown) => {
-  console.error(`bench compile failed: ${(e as Error).stack ?? String(e)}`);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(`bench compile failed: ${(e as Error).stack ?? String(e)}`);
+    process.exit(1);
+  },
+);

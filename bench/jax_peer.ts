@@ -22,8 +22,12 @@ export async function jaxPython(): Promise<string | undefined> {
       if (mk.failed) throw new Error(`python -m venv failed: ${mk.all}`);
     }
     console.log(`bench: installing jax and optax into ${venv} with pip (first run only)`);
-    const pip = await execa(py, ["-m", "pip", "install", "--disable-pip-version-check", "-q", "jax", "optax"], { reject: false, all: true });
-    if (pip.failed) throw new Error(`pip install jax optax failed: ${String(pip.all).split("\n").slice(-5).join("\n")}`);
+    const pip = await execa(py, ["-m", "pip", "install", "--disable-pip-version-check", "-q", "jax", "optax"], {
+      reject: false,
+      all: true,
+    });
+    if (pip.failed)
+      throw new Error(`pip install jax optax failed: ${String(pip.all).split("\n").slice(-5).join("\n")}`);
     return py;
   } catch (e) {
     console.log(`bench: JAX unavailable (${(e as Error).message}); printing Tessera's figures alone`);

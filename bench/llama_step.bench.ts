@@ -15,30 +15,54 @@ import { DEFAULT_PLUGIN } from "../src/backend/runtime/plugins.ts";
 import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { initLora, mulberry32, simpleLoraLayout } from "../models/lora.ts";
 import { randomLlamaWeights } from "../models/weights.ts";
-import { defaultLayerLoop, initTrainState, makeTrainStep, type StepConfig, type TrainState } from "../src/train/step.ts";
+import {
+  defaultLayerLoop,
+  initTrainState,
+  makeTrainStep,
+  type StepConfig,
+  type TrainState,
+} from "../src/train/step.ts";
 import { BF16 } from "../src/train/precision.ts";
 import { treeToDevice } from "../src/host/transfer.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const PEER = resolve(here, "../../shared/peers/jax_lora.py");
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
-const SHAPE = { layers: Number(process.env.BENCH_LAYERS ?? 4), hidden: 256, ffn: 688, heads: 4, seq: Number(process.env.BENCH_SEQ ?? 256), batch: 1 };
-const STEPS = 5, WARMUP = 2;
+const SHAPE = {
+  layers: Number(process.env.BENCH_LAYERS ?? 4),
+  hidden: 256,
+  ffn: 688,
+  heads: 4,
+  seq: Number(process.env.BENCH_SEQ ?? 256),
+  batch: 1,
+};
+const STEPS = 5,
+  WARMUP = 2;
 
 interface Variant {
   plugin: string;
   layers: "scan" | "unroll";
 }
 const llama: LlamaConfig = {
-  vocabSize: 32000, hiddenSize: SHAPE.hidden, intermediateSize: SHAPE.ffn, numLayers: SHAPE.layers, numHeads: SHAPE.heads,
-  numKvHeads: SHAPE.heads, headDim: SHAPE.hidden / SHAPE.heads, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 4096,
+  vocabSize: 32000,
+  hiddenSize: SHAPE.hidden,
+  intermediateSize: SHAPE.ffn,
+  numLayers: SHAPE.layers,
+  numHeads: SHAPE.heads,
+  numKvHeads: SHAPE.heads,
+  headDim: SHAPE.hidden / SHAPE.heads,
+  rmsNormEps: 1e-5,
+  ropeTheta: 10000,
+  maxPositionEmbeddings: 4096,
   tieWordEmbeddings: false,
 };
 
 // The first variant is what a user gets: the default plugin and the train step's default layer loop at this depth.
 const SHIPPED = `${DEFAULT_PLUGIN}:${defaultLayerLoop(llama)}`;
 const ALL = ["xla-cpu-pjrt:scan", "xla-cpu-pjrt:unroll", "lammps-jax-pjrt-cpu:scan", "lammps-jax-pjrt-cpu:unroll"];
-const VARIANTS: Variant[] = (process.env.BENCH_VARIANTS?.split(",") ?? [SHIPPED, ...ALL.filter((v) => v !== SHIPPED)]).map((v) => {
+const VARIANTS: Variant[] = (
+  process.env.BENCH_VARIANTS?.split(",") ?? [SHIPPED, ...ALL.filter((v) => v !== SHIPPED)]
+).map((v) => {
   const [plugin, layers] = v.split(":");
   return { plugin: plugin!, layers: layers === "unroll" ? "unroll" : "scan" };
 });
@@ -55,12 +79,21 @@ interface Result {
 /** One measurement in this process (the plugin is fixed per process: $TESSERA_PJRT_PLUGIN). */
 async function tessera(layers: Variant["layers"]): Promise<Result> {
   const layout = simpleLoraLayout(llama, { r: 16, alpha: 16, targets: ["q", "v"] });
-  const c: StepConfig = { llama, layout, policy: BF16, layers, adamw: { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-4 } };
+  const c: StepConfig = {
+    llama,
+    layout,
+    policy: BF16,
+    layers,
+    adamw: { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-4 },
+  };
   const base = treeToDevice(randomLlamaWeights(llama, { dtype: "BF16", seed: 0 }) as never);
   let state = treeToDevice<TrainState<DeviceArray>>(initTrainState(initLora(layout, llama, 0)) as never);
   const rand = mulberry32(1);
   const ids = Int32Array.from({ length: SHAPE.batch * SHAPE.seq }, () => Math.floor(rand() * llama.vocabSize));
-  const batch = { tokens: array(ids, { shape: [SHAPE.batch, SHAPE.seq] }), labels: array(ids, { shape: [SHAPE.batch, SHAPE.seq] }) };
+  const batch = {
+    tokens: array(ids, { shape: [SHAPE.batch, SHAPE.seq] }),
+    labels: array(ids, { shape: [SHAPE.batch, SHAPE.seq] }),
+  };
   const lr = array(1e-4);
   const key = array(new Uint32Array([0, 0]));
   const step = jit(makeTrainStep(c), { donate: 0, name: "lora_step" });
@@ -70,7 +103,8 @@ async function tessera(layers: Variant["layers"]): Promise<Result> {
   await loss.item();
   const compileS = (performance.now() - t) / 1000; // includes the first step
   state = next;
-  const times: number[] = [], cpu: number[] = [];
+  const times: number[] = [],
+    cpu: number[] = [];
   let last = 0;
   for (let i = 0; i < WARMUP + STEPS; i++) {
     t = performance.now();
@@ -87,13 +121,22 @@ async function tessera(layers: Variant["layers"]): Promise<Result> {
 }
 
 async function jax(py: string): Promise<Result> {
-  const r = await execa(py, [join(here, "jax_lora_step.py"), PEER, ...[SHAPE.layers, SHAPE.hidden, SHAPE.ffn, SHAPE.heads, SHAPE.seq, SHAPE.batch, STEPS, WARMUP].map(String)], {
-    env: { JAX_PLATFORMS: "cpu", TF_CPP_MIN_LOG_LEVEL: "2" },
-    all: true,
-    reject: false,
-  });
+  const r = await execa(
+    py,
+    [
+      join(here, "jax_lora_step.py"),
+      PEER,
+      ...[SHAPE.layers, SHAPE.hidden, SHAPE.ffn, SHAPE.heads, SHAPE.seq, SHAPE.batch, STEPS, WARMUP].map(String),
+    ],
+    {
+      env: { JAX_PLATFORMS: "cpu", TF_CPP_MIN_LOG_LEVEL: "2" },
+      all: true,
+      reject: false,
+    },
+  );
   const line = r.stdout.trim().split("\n").at(-1) ?? "";
-  if (r.failed || !line.startsWith("{")) throw new Error(`JAX peer failed:\n${String(r.all).split("\n").slice(-8).join("\n")}`);
+  if (r.failed || !line.startsWith("{"))
+    throw new Error(`JAX peer failed:\n${String(r.all).split("\n").slice(-8).join("\n")}`);
   return JSON.parse(line) as Result;
 }
 
@@ -105,7 +148,8 @@ async function tesseraChild(v: Variant): Promise<Result> {
     reject: false,
   });
   const line = r.stdout.trim().split("\n").at(-1) ?? "";
-  if (r.failed || !line.startsWith("{")) throw new Error(`tessera (${v.plugin}, ${v.layers}) failed:\n${String(r.all).split("\n").slice(-8).join("\n")}`);
+  if (r.failed || !line.startsWith("{"))
+    throw new Error(`tessera (${v.plugin}, ${v.layers}) failed:\n${String(r.all).split("\n").slice(-8).join("\n")}`);
   return JSON.parse(line) as Result;
 }
 
@@ -136,20 +180,33 @@ async function main(): Promise<void> {
   const w = Math.max(...VARIANTS.map((v) => `tessera ${v.plugin}, ${v.layers}`.length), 12);
   const row = (name: string, r: Result, ratio: string, cpuRatio: string) =>
     `${name.padEnd(w)}${`${(r.stepS * 1e3).toFixed(1)} ms`.padStart(11)}${`${(r.cpuS * 1e3).toFixed(0)} ms`.padStart(10)}${`${(tokens / r.stepS).toFixed(0)} tok/s`.padStart(12)}${`${r.compileS.toFixed(1)} s`.padStart(10)}${r.loss.toFixed(4).padStart(10)}${ratio.padStart(10)}${cpuRatio.padStart(10)}`;
-  console.log(`${"".padEnd(w)}${"wall".padStart(11)}${"cpu".padStart(10)}${"throughput".padStart(12)}${"compile".padStart(10)}${"loss".padStart(10)}${"wall/jax".padStart(10)}${"cpu/jax".padStart(10)}`);
+  console.log(
+    `${"".padEnd(w)}${"wall".padStart(11)}${"cpu".padStart(10)}${"throughput".padStart(12)}${"compile".padStart(10)}${"loss".padStart(10)}${"wall/jax".padStart(10)}${"cpu/jax".padStart(10)}`,
+  );
   if (j) console.log(row("jax (peer)", j, "1.00", "1.00"));
   const ratios = VARIANTS.map((v, i) => {
     const t = best(ours[i]!);
     const ratio = j ? t.stepS / j.stepS : NaN;
-    console.log(row(`tessera ${v.plugin}, ${v.layers}`, t, j ? ratio.toFixed(2) : "n/a", j ? (t.cpuS / j.cpuS).toFixed(2) : "n/a"));
+    console.log(
+      row(
+        `tessera ${v.plugin}, ${v.layers}`,
+        t,
+        j ? ratio.toFixed(2) : "n/a",
+        j ? (t.cpuS / j.cpuS).toFixed(2) : "n/a",
+      ),
+    );
     return ratio;
   });
   if (j) {
     const bestRatio = Math.min(...ratios);
     const k = ratios.indexOf(bestRatio);
     const shipped = ratios[0]!;
-    console.log(`ratio tessera/jax step time: ${shipped.toFixed(2)} as shipped (${VARIANTS[0]!.plugin}, ${VARIANTS[0]!.layers}); best ${bestRatio.toFixed(2)} (${VARIANTS[k]!.plugin}, ${VARIANTS[k]!.layers})`);
-    console.log(`target (no slower than JAX): ${shipped <= 1 ? "met" : bestRatio <= 1 ? "met only by a non-default variant" : "NOT met"}`);
+    console.log(
+      `ratio tessera/jax step time: ${shipped.toFixed(2)} as shipped (${VARIANTS[0]!.plugin}, ${VARIANTS[0]!.layers}); best ${bestRatio.toFixed(2)} (${VARIANTS[k]!.plugin}, ${VARIANTS[k]!.layers})`,
+    );
+    console.log(
+      `target (no slower than JAX): ${shipped <= 1 ? "met" : bestRatio <= 1 ? "met only by a non-default variant" : "NOT met"}`,
+    );
   }
 }
 
@@ -165,8 +222,11 @@ if (process.argv[2] === "--child") {
     },
   );
 } else {
-  main().then(() => process.exit(0), (e: unknown) => {
-    console.error(`bench llama_step failed: ${(e as Error).stack ?? String(e)}`);
-    process.exit(1);
-  });
+  main().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      console.error(`bench llama_step failed: ${(e as Error).stack ?? String(e)}`);
+      process.exit(1);
+    },
+  );
 }

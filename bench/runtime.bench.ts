@@ -123,16 +123,21 @@ async function tessera(client: Client, exe: Executable, host: Float32Array): Pro
     blocking = Math.min(blocking, (performance.now() - t) / BLOCKING_CALLS);
   }
   const final = (await x.toHostAs("f32"))[0]!;
-  if (final !== 1000 + CHUNKS * (PIPELINED_CALLS + BLOCKING_CALLS)) throw new Error(`trivial program computed ${final}`);
+  if (final !== 1000 + CHUNKS * (PIPELINED_CALLS + BLOCKING_CALLS))
+    throw new Error(`trivial program computed ${final}`);
   x.dispose();
   return { roundtripMs: roundtrip, upMs: up, downMs: down, pipelinedUs: pipelined * 1000, blockingUs: blocking * 1000 };
 }
 
 async function jax(py: string): Promise<Figures & { version: string }> {
-  const r = await execa(py, ["-c", JAX_SCRIPT, ...[RT_ELEMENTS, RT_REPS, CHUNKS, PIPELINED_CALLS, BLOCKING_CALLS].map(String)], {
-    env: { JAX_PLATFORMS: "cpu", TF_CPP_MIN_LOG_LEVEL: "2" },
-    all: true,
-  });
+  const r = await execa(
+    py,
+    ["-c", JAX_SCRIPT, ...[RT_ELEMENTS, RT_REPS, CHUNKS, PIPELINED_CALLS, BLOCKING_CALLS].map(String)],
+    {
+      env: { JAX_PLATFORMS: "cpu", TF_CPP_MIN_LOG_LEVEL: "2" },
+      all: true,
+    },
+  );
   const line = r.stdout.trim().split("\n").at(-1)!;
   const j = JSON.parse(line) as {
     version: string;
@@ -149,7 +154,9 @@ async function jax(py: string): Promise<Figures & { version: string }> {
     upMs: j.up_s * 1e3,
     downMs: j.down_s * 1e3,
     downCopyMs: j.down_copy_s * 1e3,
-    pipelinedUs: j.pipelined_s * 1e6, blockingUs: j.blocking_s * 1e6 };
+    pipelinedUs: j.pipelined_s * 1e6,
+    blockingUs: j.blocking_s * 1e6,
+  };
 }
 
 const best = (xs: Figures[]): Figures => ({
@@ -182,7 +189,9 @@ async function main(): Promise<void> {
   const t = best(ours);
   const j = theirs.length ? best(theirs) : undefined;
   const plugin = `${client.plugin.name ?? client.plugin.path} (PJRT ${client.plugin.apiVersion})`;
-  console.log(`\nruntime: Tessera on ${client.platformName} via ${plugin} vs JAX ${jaxVersion || "n/a"} on CPU; best of ${ROUNDS} rounds`);
+  console.log(
+    `\nruntime: Tessera on ${client.platformName} via ${plugin} vs JAX ${jaxVersion || "n/a"} on CPU; best of ${ROUNDS} rounds`,
+  );
   const rows: [string, number, number | undefined, string][] = [
     ["H2D2H round trip, 256 MiB f32", t.roundtripMs, j?.roundtripMs, "ms"],
     ["  of which host to device", t.upMs, j?.upMs, "ms"],

@@ -19,7 +19,9 @@ import { collectiveTensors } from "../src/backend/runtime/sharded.ts";
 import { typeBytes } from "../src/ir/cost.ts";
 import { tensorType } from "../src/ir/types.ts";
 
-const TP = 4, BATCH = 1, SEQ = Number(process.env.BENCH_SEQ ?? 4096);
+const TP = 4,
+  BATCH = 1,
+  SEQ = Number(process.env.BENCH_SEQ ?? 4096);
 const GiB = 1024 ** 3;
 const gib = (n: number) => `${(n / GiB).toFixed(2)} GiB`;
 
@@ -43,17 +45,28 @@ async function side(client: Client, policy: PrecisionPolicy, tp: number): Promis
   };
   const devices = client.devices.slice(0, tp).map((d) => d.id);
   const m = mesh({ model: tp }, { devices });
-  const step = tp > 1 ? jit(makeTrainStep(c), { mesh: m, ...trainStepShardings(c.llama, c.layout, m), donate: 0 }) : jit(makeTrainStep(c), { donate: 0 });
+  const step =
+    tp > 1
+      ? jit(makeTrainStep(c), { mesh: m, ...trainStepShardings(c.llama, c.layout, m), donate: 0 })
+      : jit(makeTrainStep(c), { donate: 0 });
   const lowered = step.lower(...(trainStepSpecs(c, BATCH, SEQ) as unknown as Parameters<typeof step.lower>));
   const t0 = performance.now();
-  const exe = await client.compile(lowered.stablehlo, tp > 1 ? { numPartitions: tp, deviceAssignment: devices, useShardy: true } : { device: devices[0]! });
+  const exe = await client.compile(
+    lowered.stablehlo,
+    tp > 1 ? { numPartitions: tp, deviceAssignment: devices, useShardy: true } : { device: devices[0]! },
+  );
   const compileS = (performance.now() - t0) / 1000;
   const plan = lowered.sharding?.plan;
-  const est = estimateMemory(lowered.graph, { ...(plan ? { bytes: shardedBytes(plan) } : {}), donate: lowered.donate, cpuUpcast16: true });
+  const est = estimateMemory(lowered.graph, {
+    ...(plan ? { bytes: shardedBytes(plan) } : {}),
+    donate: lowered.donate,
+    cpuUpcast16: true,
+  });
   if (!exe.memoryStats) throw new Error("the plugin reports no compiled memory statistics");
   const out: Side = { est, xla: exe.memoryStats, frozen: est.argumentGroups.get("base") ?? 0, compileS };
   if (plan) {
-    const fmt = (kinds: Map<string, { n: number; bytes: number }>) => [...kinds].map(([k, v]) => `${k} ${v.n} (${(v.bytes / 2 ** 20).toFixed(1)} MiB)`).join(", ");
+    const fmt = (kinds: Map<string, { n: number; bytes: number }>) =>
+      [...kinds].map(([k, v]) => `${k} ${v.n} (${(v.bytes / 2 ** 20).toFixed(1)} MiB)`).join(", ");
     const pred = new Map<string, { n: number; bytes: number }>();
     for (const x of plan.collectives) {
       const e = pred.get(x.kind) ?? { n: 0, bytes: 0 };
@@ -64,7 +77,9 @@ async function side(client: Client, policy: PrecisionPolicy, tp: number): Promis
       const e = seen.get(x.kind) ?? { n: 0, bytes: 0 };
       seen.set(x.kind, { n: e.n + 1, bytes: e.bytes + typeBytes(tensorType(x.dtype as "f32", x.shape)) });
     }
-    const perStep = [...collectiveSummary(plan)].map(([k, v]) => `${k} ${v.perStep}x, ${(v.bytesPerStep / 2 ** 20).toFixed(0)} MiB`).join("; ");
+    const perStep = [...collectiveSummary(plan)]
+      .map(([k, v]) => `${k} ${v.perStep}x, ${(v.bytesPerStep / 2 ** 20).toFixed(0)} MiB`)
+      .join("; ");
     out.predicted = `${fmt(pred)} in the program; per step ${perStep}`;
     out.counted = fmt(seen);
   }
@@ -74,28 +89,49 @@ async function side(client: Client, policy: PrecisionPolicy, tp: number): Promis
 
 async function main(): Promise<void> {
   const client = await getClient({ cpuDeviceCount: TP });
-  console.log(`sharding: Llama-2-7B LoRA step (r=16 on q,v; batch ${BATCH}, seq ${SEQ}; 32 scanned layers), tensor parallel x${TP} (Megatron) vs one device,`);
-  console.log(`XLA CPU via ${client.plugin.name ?? client.plugin.path}, compiled from shapes; Tessera's estimate (with the CPU's f32 upcast of 16-bit values) vs XLA's memory stats`);
+  console.log(
+    `sharding: Llama-2-7B LoRA step (r=16 on q,v; batch ${BATCH}, seq ${SEQ}; 32 scanned layers), tensor parallel x${TP} (Megatron) vs one device,`,
+  );
+  console.log(
+    `XLA CPU via ${client.plugin.name ?? client.plugin.path}, compiled from shapes; Tessera's estimate (with the CPU's f32 upcast of 16-bit values) vs XLA's memory stats`,
+  );
   let ok = true;
   for (const policy of [BF16, F32]) {
     const one = await side(client, policy, 1);
     const tp = await side(client, policy, TP);
-    const row = (label: string, a: string, b: string) => console.log(`  ${label.padEnd(30)}${a.padStart(26)}${b.padStart(36)}`);
+    const row = (label: string, a: string, b: string) =>
+      console.log(`  ${label.padEnd(30)}${a.padStart(26)}${b.padStart(36)}`);
     console.log(`\npolicy ${policy.name} (frozen weights ${policy.base}, LoRA and AdamW ${policy.master})`);
     row("", "one device", `tensor parallel x${TP}, per device`);
     row("frozen weights", gib(one.frozen), `${gib(tp.frozen)} (${(tp.frozen / one.frozen).toFixed(3)} of one)`);
-    row("arguments: tessera / xla", `${gib(one.est.arguments)} / ${gib(one.xla.argumentBytes)}`, `${gib(tp.est.arguments)} / ${gib(tp.xla.argumentBytes)}`);
-    row("temporaries: tessera / xla", `${gib(one.est.temporaries)} / ${gib(one.xla.tempBytes)}`, `${gib(tp.est.temporaries)} / ${gib(tp.xla.tempBytes)}`);
-    row("total: tessera / xla", `${gib(one.est.total)} / ${gib(xlaTotal(one.xla))}`, `${gib(tp.est.total)} / ${gib(xlaTotal(tp.xla))}`);
-    const r1 = one.est.total / xlaTotal(one.xla), r4 = tp.est.total / xlaTotal(tp.xla);
+    row(
+      "arguments: tessera / xla",
+      `${gib(one.est.arguments)} / ${gib(one.xla.argumentBytes)}`,
+      `${gib(tp.est.arguments)} / ${gib(tp.xla.argumentBytes)}`,
+    );
+    row(
+      "temporaries: tessera / xla",
+      `${gib(one.est.temporaries)} / ${gib(one.xla.tempBytes)}`,
+      `${gib(tp.est.temporaries)} / ${gib(tp.xla.tempBytes)}`,
+    );
+    row(
+      "total: tessera / xla",
+      `${gib(one.est.total)} / ${gib(xlaTotal(one.xla))}`,
+      `${gib(tp.est.total)} / ${gib(xlaTotal(tp.xla))}`,
+    );
+    const r1 = one.est.total / xlaTotal(one.xla),
+      r4 = tp.est.total / xlaTotal(tp.xla);
     row("ratio tessera/xla (total)", r1.toFixed(3), r4.toFixed(3));
     row("XLA compile", `${one.compileS.toFixed(1)} s`, `${tp.compileS.toFixed(1)} s`);
     console.log(`  collective tensors predicted: ${tp.predicted}`);
     console.log(`  collective tensors in XLA's optimized HLO (loop bodies once): ${tp.counted}`);
-    if (policy.base === "bf16") console.log("  (XLA's CPU backend all-reduces the bf16 embedding lookup in f32: +32 MiB over the plan's bf16)");
+    if (policy.base === "bf16")
+      console.log("  (XLA's CPU backend all-reduces the bf16 embedding lookup in f32: +32 MiB over the plan's bf16)");
     const third = tp.frozen <= one.frozen / 3;
     const within = Math.abs(r4 - 1) <= 0.1;
-    console.log(`  target frozen weights per device <= 1/3 of one device: ${third ? "met" : "NOT met"}; estimate within 10% of XLA (x${TP}): ${within ? "met" : "NOT met"}`);
+    console.log(
+      `  target frozen weights per device <= 1/3 of one device: ${third ? "met" : "NOT met"}; estimate within 10% of XLA (x${TP}): ${within ? "met" : "NOT met"}`,
+    );
     ok &&= third && within;
   }
   if (!ok) process.exitCode = 1;

@@ -54,13 +54,16 @@ async function main(): Promise<void> {
     window += await loss.item();
     if (i % WINDOW === 0) {
       means.push(window / WINDOW);
-      console.log(`steps ${String(i - WINDOW + 1).padStart(3)}-${String(i).padEnd(3)}  mean loss ${(window / WINDOW).toFixed(4)}`);
+      console.log(
+        `steps ${String(i - WINDOW + 1).padStart(3)}-${String(i).padEnd(3)}  mean loss ${(window / WINDOW).toFixed(4)}`,
+      );
       window = 0;
     }
   }
   const ms = performance.now() - start;
   console.log(`${STEPS} steps in ${(ms / 1000).toFixed(1)} s (${(ms / STEPS).toFixed(1)} ms/step, the first compiles)`);
-  if (!(means.at(-1)! < means[0]! / 2)) throw new Error(`the loss did not go down: ${means.map((m) => m.toFixed(4)).join(", ")}`);
+  if (!(means.at(-1)! < means[0]! / 2))
+    throw new Error(`the loss did not go down: ${means.map((m) => m.toFixed(4)).join(", ")}`);
 }
 
 await main();

@@ -1,12 +1,30 @@
 // Llama-2 in the Tessera DSL, as a user writes it: RMSNorm, HF rotate-half RoPE, GQA causal attention, SwiGLU MLP.
 import { tx, type Tensor, type TensorSpec } from "tessera";
 import {
-  LLAMA2_13B, LLAMA2_70B, LLAMA2_7B, LLAMA_PRESETS, LLAMA_TINY_A, linearFeatures, loadLlamaConfig, parseLlamaConfig, type LlamaConfig, type LlamaLinear,
+  LLAMA2_13B,
+  LLAMA2_70B,
+  LLAMA2_7B,
+  LLAMA_PRESETS,
+  LLAMA_TINY_A,
+  linearFeatures,
+  loadLlamaConfig,
+  parseLlamaConfig,
+  type LlamaConfig,
+  type LlamaLinear,
 } from "../src/formats/hf_config.ts";
 import { loraDelta, type LoraLayout, type LoraWeights } from "./lora.ts";
 import { matmulF32Acc, softmax } from "./stable.ts";
 
-export { LLAMA2_7B, LLAMA2_13B, LLAMA2_70B, LLAMA_TINY_A, loadLlamaConfig, parseLlamaConfig, type LlamaConfig, type LlamaLinear };
+export {
+  LLAMA2_7B,
+  LLAMA2_13B,
+  LLAMA2_70B,
+  LLAMA_TINY_A,
+  loadLlamaConfig,
+  parseLlamaConfig,
+  type LlamaConfig,
+  type LlamaLinear,
+};
 
 type DType = Tensor["dtype"];
 
@@ -62,12 +80,23 @@ export const LINEARS: readonly LlamaLinear[] = ["q", "k", "v", "o", "gate", "up"
 
 /** The shape of every weight for `cfg`, in Tessera's layout. */
 export function llamaShapes(cfg: LlamaConfig): LlamaWeights<number[]> {
-  const L = cfg.numLayers, E = cfg.hiddenSize;
+  const L = cfg.numLayers,
+    E = cfg.hiddenSize;
   const f = linearFeatures(cfg);
   const lin = (m: LlamaLinear) => [L, f[m].in, f[m].out];
   return {
     embed: [cfg.vocabSize, E],
-    layers: { inputNorm: [L, E], q: lin("q"), k: lin("k"), v: lin("v"), o: lin("o"), postNorm: [L, E], gate: lin("gate"), up: lin("up"), down: lin("down") },
+    layers: {
+      inputNorm: [L, E],
+      q: lin("q"),
+      k: lin("k"),
+      v: lin("v"),
+      o: lin("o"),
+      postNorm: [L, E],
+      gate: lin("gate"),
+      up: lin("up"),
+      down: lin("down"),
+    },
     norm: [E],
     head: [E, cfg.vocabSize],
   };
@@ -80,7 +109,17 @@ export function llamaSpecs(cfg: LlamaConfig, dtype: DType): LlamaWeights<TensorS
   const l = s.layers;
   return {
     embed: sp(s.embed),
-    layers: { inputNorm: sp(l.inputNorm), q: sp(l.q), k: sp(l.k), v: sp(l.v), o: sp(l.o), postNorm: sp(l.postNorm), gate: sp(l.gate), up: sp(l.up), down: sp(l.down) },
+    layers: {
+      inputNorm: sp(l.inputNorm),
+      q: sp(l.q),
+      k: sp(l.k),
+      v: sp(l.v),
+      o: sp(l.o),
+      postNorm: sp(l.postNorm),
+      gate: sp(l.gate),
+      up: sp(l.up),
+      down: sp(l.down),
+    },
     norm: sp(s.norm),
     head: sp(s.head),
   };
@@ -155,19 +194,33 @@ const MASKED = -3.4028234663852886e38; // float32 lowest, as HF's eager mask use
  * Grouped-query causal self-attention (HF eager semantics). Query head h uses KV head floor(h / G), G = Hq / Hkv:
  * queries are viewed as [B, S, Hkv, G, D] so K and V are never repeated. Scores and softmax are f32.
  */
-export function attention(x: Tensor, cfg: LlamaConfig, w: LayerView, rope: [Tensor, Tensor], mask: Tensor, ads: LayerAdapters): Tensor {
+export function attention(
+  x: Tensor,
+  cfg: LlamaConfig,
+  w: LayerView,
+  rope: [Tensor, Tensor],
+  mask: Tensor,
+  ads: LayerAdapters,
+): Tensor {
   const [B, S] = [x.shape[0]!, x.shape[1]!];
-  const D = cfg.headDim, Hkv = cfg.numKvHeads, G = cfg.numHeads / cfg.numKvHeads;
+  const D = cfg.headDim,
+    Hkv = cfg.numKvHeads,
+    G = cfg.numHeads / cfg.numKvHeads;
   const [cos, sin] = rope;
   const q = applyRope(linear(x, w.q, ads.q).reshape([B, S, Hkv, G, D]), cos, sin);
   const k = applyRope(linear(x, w.k, ads.k).reshape([B, S, Hkv, D]), cos, sin);
   const v = linear(x, w.v, ads.v).reshape([B, S, Hkv, D]);
   // [B, Hkv, Sq, G, Sk]
-  const scores = tx.dotGeneral(q, k, { lhsBatch: [0, 2], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [3], outDtype: "f32" }).mul(1 / Math.sqrt(D));
+  const scores = tx
+    .dotGeneral(q, k, { lhsBatch: [0, 2], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [3], outDtype: "f32" })
+    .mul(1 / Math.sqrt(D));
   const masked = tx.where(mask.reshape([1, 1, S, 1, S]), scores, MASKED);
   const p = softmax(masked, -1).astype(x.dtype);
   // [B, Hkv, Sq, G, D] -> [B, Sq, Hkv, G, D]
-  const o = tx.dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1], outDtype: "f32" }).astype(x.dtype).transpose([0, 2, 1, 3, 4]);
+  const o = tx
+    .dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1], outDtype: "f32" })
+    .astype(x.dtype)
+    .transpose([0, 2, 1, 3, 4]);
   return linear(o.reshape([B, S, cfg.numHeads * D]), w.o, ads.o);
 }
 
@@ -228,7 +281,13 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
       const f = x.lora[m]!;
       const scale = scaleNum[m] ?? x.scale[m]!.astype(cdt);
       const key = dropoutOn ? tx.random.foldIn(tx.random.foldIn(opts.key!, x.idx), LINEARS.indexOf(m)) : undefined;
-      ads[m] = { a: cast(f.a), b: cast(f.b), scale, dropout: dropoutOn ? lora!.layout.dropout : 0, ...(key ? { key } : {}) };
+      ads[m] = {
+        a: cast(f.a),
+        b: cast(f.b),
+        scale,
+        dropout: dropoutOn ? lora!.layout.dropout : 0,
+        ...(key ? { key } : {}),
+      };
     }
     const a = h.add(attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, mask, ads));
     const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads));
@@ -236,7 +295,8 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
   };
   let h = h0;
   if (opts.layers === "unroll") {
-    for (let i = 0; i < cfg.numLayers; i++) h = layer(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
+    for (let i = 0; i < cfg.numLayers; i++)
+      h = layer(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
   } else {
     [h] = tx.scan(layer, h0, xs);
   }
@@ -245,7 +305,17 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
 
 function castLayer(l: LayerView, dt: DType): LayerView {
   const c = (t: Tensor) => t.astype(dt);
-  return { inputNorm: c(l.inputNorm), q: c(l.q), k: c(l.k), v: c(l.v), o: c(l.o), postNorm: c(l.postNorm), gate: c(l.gate), up: c(l.up), down: c(l.down) };
+  return {
+    inputNorm: c(l.inputNorm),
+    q: c(l.q),
+    k: c(l.k),
+    v: c(l.v),
+    o: c(l.o),
+    postNorm: c(l.postNorm),
+    gate: c(l.gate),
+    up: c(l.up),
+    down: c(l.down),
+  };
 }
 
 /** Logits [B, S, V] in f32 (the head accumulates in f32 whatever the compute dtype). */

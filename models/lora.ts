@@ -45,7 +45,9 @@ export type LoraWeights<T = Tensor> = Partial<Record<LlamaLinear, { a: T; b: T }
 export function loraLayout(cfg: LoraConfig, llama: LlamaConfig, file?: string): LoraLayout {
   const targets = loraTargets(cfg, llama, file);
   const L = llama.numLayers;
-  const rank: LoraLayout["rank"] = {}, ranks: LoraLayout["ranks"] = {}, scale: LoraLayout["scale"] = {};
+  const rank: LoraLayout["rank"] = {},
+    ranks: LoraLayout["ranks"] = {},
+    scale: LoraLayout["scale"] = {};
   for (const t of targets) {
     ranks[t.module] ??= new Array<number>(L).fill(0);
     scale[t.module] ??= new Array<number>(L).fill(0);
@@ -81,7 +83,8 @@ function features(llama: LlamaConfig, m: LlamaLinear): { in: number; out: number
 export function loraShapes(layout: LoraLayout, llama: LlamaConfig): LoraWeights<number[]> {
   const out: LoraWeights<number[]> = {};
   for (const m of layout.modules) {
-    const f = features(llama, m), r = layout.rank[m]!;
+    const f = features(llama, m),
+      r = layout.rank[m]!;
     out[m] = { a: [layout.numLayers, f.in, r], b: [layout.numLayers, r, f.out] };
   }
   return out;
@@ -133,11 +136,16 @@ export function unmergeLora(w: LlamaWeights, lora: LoraWeights, layout: LoraLayo
  * Stacked f32 factors from a loaded PEFT adapter: A^T and B^T of each layer placed in the leading [in, r_l] and
  * [r_l, out] corner of that layer's slot, zeros elsewhere.
  */
-export function loraFromAdapter(adapter: LoraAdapter, llama: LlamaConfig, file?: string): { layout: LoraLayout; weights: LoraWeights<HostTensor> } {
+export function loraFromAdapter(
+  adapter: LoraAdapter,
+  llama: LlamaConfig,
+  file?: string,
+): { layout: LoraLayout; weights: LoraWeights<HostTensor> } {
   const layout = loraLayout(adapter.config, llama, file);
   const weights: LoraWeights<HostTensor> = {};
   for (const m of layout.modules) {
-    const f = features(llama, m), R = layout.rank[m]!;
+    const f = features(llama, m),
+      R = layout.rank[m]!;
     const A = new Float32Array(layout.numLayers * f.in * R);
     const B = new Float32Array(layout.numLayers * R * f.out);
     for (let l = 0; l < layout.numLayers; l++) {
@@ -145,8 +153,10 @@ export function loraFromAdapter(adapter: LoraAdapter, llama: LlamaConfig, file?:
       const r = layout.ranks[m]![l]!;
       if (r === 0) continue;
       if (!pair) throw new FormatError(`adapter has no ${m} pair for layer ${l} although its config targets it`);
-      const a = toFloat32(pair.A), b = toFloat32(pair.B); // [r, in], [out, r]
-      const aOff = l * f.in * R, bOff = l * R * f.out;
+      const a = toFloat32(pair.A),
+        b = toFloat32(pair.B); // [r, in], [out, r]
+      const aOff = l * f.in * R,
+        bOff = l * R * f.out;
       for (let i = 0; i < f.in; i++) for (let k = 0; k < r; k++) A[aOff + i * R + k] = a[k * f.in + i]!;
       for (let k = 0; k < r; k++) for (let o = 0; o < f.out; o++) B[bOff + k * f.out + o] = b[o * r + k]!;
     }
@@ -156,18 +166,27 @@ export function loraFromAdapter(adapter: LoraAdapter, llama: LlamaConfig, file?:
 }
 
 /** A PEFT adapter (lora_A [r, in], lora_B [out, r] per targeted layer, in `dtype`) from stacked factors. */
-export function loraToAdapter(layout: LoraLayout, weights: LoraWeights<HostTensor>, llama: LlamaConfig, dtype: HostDType = "F32"): LoraAdapter {
+export function loraToAdapter(
+  layout: LoraLayout,
+  weights: LoraWeights<HostTensor>,
+  llama: LlamaConfig,
+  dtype: HostDType = "F32",
+): LoraAdapter {
   const layers: LoraAdapter["layers"] = Array.from({ length: layout.numLayers }, () => ({}));
   for (const m of layout.modules) {
-    const f = features(llama, m), R = layout.rank[m]!;
+    const f = features(llama, m),
+      R = layout.rank[m]!;
     const w = weights[m];
     if (!w) throw new Error(`loraToAdapter: no weights for module ${m}`);
-    const A = toFloat32(w.a), B = toFloat32(w.b);
+    const A = toFloat32(w.a),
+      B = toFloat32(w.b);
     for (let l = 0; l < layout.numLayers; l++) {
       const r = layout.ranks[m]![l]!;
       if (r === 0) continue;
-      const a = new Float32Array(r * f.in), b = new Float32Array(f.out * r);
-      const aOff = l * f.in * R, bOff = l * R * f.out;
+      const a = new Float32Array(r * f.in),
+        b = new Float32Array(f.out * r);
+      const aOff = l * f.in * R,
+        bOff = l * R * f.out;
       for (let i = 0; i < f.in; i++) for (let k = 0; k < r; k++) a[k * f.in + i] = A[aOff + i * R + k]!;
       for (let k = 0; k < r; k++) for (let o = 0; o < f.out; o++) b[o * r + k] = B[bOff + k * f.out + o]!;
       const pair: LoraPair = { A: fromFloat32(a, [r, f.in], dtype), B: fromFloat32(b, [f.out, r], dtype) };
@@ -185,7 +204,8 @@ export function initLora(layout: LoraLayout, llama: LlamaConfig, seed = 0): Lora
   const rand = mulberry32(seed);
   const out: LoraWeights<HostTensor> = {};
   for (const m of layout.modules) {
-    const f = features(llama, m), R = layout.rank[m]!;
+    const f = features(llama, m),
+      R = layout.rank[m]!;
     const A = new Float32Array(layout.numLayers * f.in * R);
     const bound = 1 / Math.sqrt(f.in);
     for (let l = 0; l < layout.numLayers; l++) {
@@ -196,4 +216,3 @@ export function initLora(layout: LoraLayout, llama: LlamaConfig, seed = 0): Lora
   }
   return out;
 }
-

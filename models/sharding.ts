@@ -28,8 +28,10 @@ interface Axes {
 }
 
 function axes(mesh: DeviceMesh, o: ParallelOpts): Axes {
-  const pick = (v: string | false | undefined, dflt: string) => (v === false ? undefined : v ?? (mesh.has(dflt) ? dflt : undefined));
-  const tp = pick(o.tensor, "model"), dp = pick(o.data, "data");
+  const pick = (v: string | false | undefined, dflt: string) =>
+    v === false ? undefined : (v ?? (mesh.has(dflt) ? dflt : undefined));
+  const tp = pick(o.tensor, "model"),
+    dp = pick(o.data, "data");
   return { tp, dp, fsdp: !!o.fsdp && dp !== undefined, dpSize: dp ? mesh.axis(dp) : 1 };
 }
 
@@ -51,18 +53,28 @@ function withFsdp(shape: readonly number[], tpDims: (string | undefined)[], a: A
 }
 
 /** Specs for the frozen base weights: Megatron columns/rows, vocabulary-parallel embedding and LM head. */
-export function llamaWeightSpecs(cfg: LlamaConfig, mesh: DeviceMesh, o: ParallelOpts = {}): LlamaWeights<PartitionSpec> {
+export function llamaWeightSpecs(
+  cfg: LlamaConfig,
+  mesh: DeviceMesh,
+  o: ParallelOpts = {},
+): LlamaWeights<PartitionSpec> {
   const a = axes(mesh, o);
   const s = llamaShapes(cfg);
   const tp = a.tp;
-  const lin = (m: LlamaLinear) => withFsdp(s.layers[m], COLUMN.includes(m) ? [undefined, undefined, tp] : [undefined, tp, undefined], a, true);
+  const lin = (m: LlamaLinear) =>
+    withFsdp(s.layers[m], COLUMN.includes(m) ? [undefined, undefined, tp] : [undefined, tp, undefined], a, true);
   return {
     embed: withFsdp(s.embed, [tp, undefined], a, false),
     layers: {
       inputNorm: withFsdp(s.layers.inputNorm, [undefined, undefined], a, true),
-      q: lin("q"), k: lin("k"), v: lin("v"), o: lin("o"),
+      q: lin("q"),
+      k: lin("k"),
+      v: lin("v"),
+      o: lin("o"),
       postNorm: withFsdp(s.layers.postNorm, [undefined, undefined], a, true),
-      gate: lin("gate"), up: lin("up"), down: lin("down"),
+      gate: lin("gate"),
+      up: lin("up"),
+      down: lin("down"),
     },
     norm: withFsdp(s.norm, [undefined], a, false),
     head: withFsdp(s.head, [undefined, tp], a, false),
@@ -74,15 +86,26 @@ export function llamaWeightSpecs(cfg: LlamaConfig, mesh: DeviceMesh, o: Parallel
  * columns (A whole), a row-parallel module's A [L, in, r] by rows (B whole), so the adapter adds no collective
  * of its own in the forward pass beyond riding along with the row-parallel all-reduce.
  */
-export function loraWeightSpecs(layout: LoraLayout, cfg: LlamaConfig, mesh: DeviceMesh, o: ParallelOpts = {}): LoraWeights<PartitionSpec> {
+export function loraWeightSpecs(
+  layout: LoraLayout,
+  cfg: LlamaConfig,
+  mesh: DeviceMesh,
+  o: ParallelOpts = {},
+): LoraWeights<PartitionSpec> {
   const a = axes(mesh, o);
   const shapes = loraShapes(layout, cfg);
   const out: LoraWeights<PartitionSpec> = {};
   for (const m of layout.modules) {
     const sh = shapes[m]!;
     out[m] = COLUMN.includes(m)
-      ? { a: withFsdp(sh.a, [undefined, undefined, undefined], a, true), b: withFsdp(sh.b, [undefined, undefined, a.tp], a, true) }
-      : { a: withFsdp(sh.a, [undefined, a.tp, undefined], a, true), b: withFsdp(sh.b, [undefined, undefined, undefined], a, true) };
+      ? {
+          a: withFsdp(sh.a, [undefined, undefined, undefined], a, true),
+          b: withFsdp(sh.b, [undefined, undefined, a.tp], a, true),
+        }
+      : {
+          a: withFsdp(sh.a, [undefined, a.tp, undefined], a, true),
+          b: withFsdp(sh.b, [undefined, undefined, undefined], a, true),
+        };
   }
   return out;
 }

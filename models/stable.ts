@@ -24,7 +24,13 @@ export function softmax(x: Tensor, axis = -1): Tensor {
 /** log(sum(exp(x))) along `axis` (default last), without keeping the reduced axis. */
 export function logsumexp(x: Tensor, axis = -1): Tensor {
   const s = constantShift(x, axis);
-  return x.sub(s).exp().sum(axis, { keepdims: true }).log().add(s).squeeze(axis < 0 ? x.ndim + axis : axis);
+  return x
+    .sub(s)
+    .exp()
+    .sum(axis, { keepdims: true })
+    .log()
+    .add(s)
+    .squeeze(axis < 0 ? x.ndim + axis : axis);
 }
 
 /**

@@ -10,7 +10,14 @@ import { mulberry32, normalSamples } from "../src/host/random.ts";
 export type WeightDType = "F32" | "BF16" | "F16";
 
 /** Element-size-generic 2-D transpose of `rows x cols` elements from `src` at `srcOff` into `dst` at `dstOff`. */
-function transposeInto(src: Uint8Array, dst: Uint8Array, rows: number, cols: number, elt: number, dstOff: number): void {
+function transposeInto(
+  src: Uint8Array,
+  dst: Uint8Array,
+  rows: number,
+  cols: number,
+  elt: number,
+  dstOff: number,
+): void {
   if (elt === 4) {
     const s = new Uint32Array(src.buffer, src.byteOffset, rows * cols);
     const d = new Uint32Array(dst.buffer, dst.byteOffset + dstOff * 4, rows * cols);
@@ -49,7 +56,10 @@ const BY_PATH = new Map<string, keyof LlamaLayers>([
  * and streams the weights one tensor at a time into the stacked layout, converted to `dtype`. Linear weights are
  * transposed from torch's [out, in] to [in, out]; a tied head is the embedding transposed.
  */
-export async function loadLlamaWeights(dir: string, opts: { dtype?: WeightDType } = {}): Promise<{ config: LlamaConfig; weights: LlamaWeights<HostTensor> }> {
+export async function loadLlamaWeights(
+  dir: string,
+  opts: { dtype?: WeightDType } = {},
+): Promise<{ config: LlamaConfig; weights: LlamaWeights<HostTensor> }> {
   const ckpt = await HfCheckpoint.open(dir);
   try {
     const cfg = ckpt.config;
@@ -61,7 +71,8 @@ export async function loadLlamaWeights(dir: string, opts: { dtype?: WeightDType 
     ) as unknown as LlamaLayers<HostTensor>;
     let embed: HostTensor | undefined, norm: HostTensor | undefined, head: HostTensor | undefined;
     for await (const { name, tensor } of ckpt.tensors(dtype)) {
-      if (name === "model.embed_tokens.weight") embed = tensor.data.byteOffset % 4 === 0 ? tensor : { ...tensor, data: tensor.data.slice() };
+      if (name === "model.embed_tokens.weight")
+        embed = tensor.data.byteOffset % 4 === 0 ? tensor : { ...tensor, data: tensor.data.slice() };
       else if (name === "model.norm.weight") norm = tensor;
       else if (name === "lm_head.weight") head = transposed(tensor);
       else {
@@ -77,7 +88,8 @@ export async function loadLlamaWeights(dir: string, opts: { dtype?: WeightDType 
     }
     if (!embed || !norm) throw new FormatError(`${dir}: checkpoint lacks the embedding or final norm`, { file: dir });
     if (cfg.tieWordEmbeddings) head = transposed(embed);
-    if (!head) throw new FormatError(`${dir}: checkpoint lacks "lm_head.weight"`, { file: dir, tensor: "lm_head.weight" });
+    if (!head)
+      throw new FormatError(`${dir}: checkpoint lacks "lm_head.weight"`, { file: dir, tensor: "lm_head.weight" });
     return { config: cfg, weights: { embed, layers, norm, head } };
   } finally {
     await ckpt.close();
@@ -110,16 +122,36 @@ export function layerSlice(t: HostTensor, l: number): HostTensor {
  * Random weights for benchmarks and tests: N(0, std^2) matrices (Box-Muller over a seeded PRNG), norms of ones.
  * Deterministic in `seed`; meant for small models (it is plain JS).
  */
-export function randomLlamaWeights(cfg: LlamaConfig, opts: { seed?: number; dtype?: WeightDType; std?: number } = {}): LlamaWeights<HostTensor> {
+export function randomLlamaWeights(
+  cfg: LlamaConfig,
+  opts: { seed?: number; dtype?: WeightDType; std?: number } = {},
+): LlamaWeights<HostTensor> {
   const rand = mulberry32(opts.seed ?? 0);
   const std = opts.std ?? 0.02;
   const dtype = opts.dtype ?? "F32";
   const normal = (shape: number[]) => {
-    return fromFloat32(normalSamples(rand, shape.reduce((a, b) => a * b, 1), std), shape, dtype);
+    return fromFloat32(
+      normalSamples(
+        rand,
+        shape.reduce((a, b) => a * b, 1),
+        std,
+      ),
+      shape,
+      dtype,
+    );
   };
-  const ones = (shape: number[]) => fromFloat32(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1), shape, dtype);
+  const ones = (shape: number[]) =>
+    fromFloat32(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1), shape, dtype);
   const s = llamaShapes(cfg);
   const l = s.layers;
-  const linears = Object.fromEntries(LINEARS.map((m: LlamaLinear) => [m, normal(l[m])])) as Record<LlamaLinear, HostTensor>;
-  return { embed: normal(s.embed), layers: { inputNorm: ones(l.inputNorm), postNorm: ones(l.postNorm), ...linears }, norm: ones(s.norm), head: normal(s.head) };
+  const linears = Object.fromEntries(LINEARS.map((m: LlamaLinear) => [m, normal(l[m])])) as Record<
+    LlamaLinear,
+    HostTensor
+  >;
+  return {
+    embed: normal(s.embed),
+    layers: { inputNorm: ones(l.inputNorm), postNorm: ones(l.postNorm), ...linears },
+    norm: ones(s.norm),
+    head: normal(s.head),
+  };
 }

@@ -20,19 +20,33 @@ class InstallError extends Error {}
 /** Builds native/build/tessera_pjrt.node with g++ unless the stamp says sources, header and flags are unchanged. */
 async function buildAddon(headerPath: string): Promise<void> {
   const nativeDir = join(root, "native");
-  const sources = readdirSync(nativeDir).filter((f) => f.endsWith(".cc")).sort();
-  const headers = readdirSync(nativeDir).filter((f) => f.endsWith(".h")).sort();
+  const sources = readdirSync(nativeDir)
+    .filter((f) => f.endsWith(".cc"))
+    .sort();
+  const headers = readdirSync(nativeDir)
+    .filter((f) => f.endsWith(".h"))
+    .sort();
   const require = createRequire(import.meta.url);
   const napiInclude = join(dirname(require.resolve("node-api-headers/package.json")), "include");
   const cxx = process.env.CXX || "g++";
   const flags = [
-    "-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-DNAPI_VERSION=8",
-    "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
-    `-I${napiInclude}`, `-I${dirname(headerPath)}`,
+    "-std=c++17",
+    "-O2",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-DNAPI_VERSION=8",
+    "-Wall",
+    "-Wextra",
+    "-Wno-unused-parameter",
+    "-Wno-missing-field-initializers",
+    `-I${napiInclude}`,
+    `-I${dirname(headerPath)}`,
   ];
   const version = await execa(cxx, ["--version"], { reject: false });
   if (version.failed) {
-    throw new InstallError(`no C++ compiler: \`${cxx} --version\` failed; install g++ (e.g. \`apt-get install g++\`) or set CXX`);
+    throw new InstallError(
+      `no C++ compiler: \`${cxx} --version\` failed; install g++ (e.g. \`apt-get install g++\`) or set CXX`,
+    );
   }
   const hash = createHash("sha256");
   hash.update(version.stdout).update(flags.join(" ")).update(readFileSync(headerPath));
@@ -54,7 +68,9 @@ async function buildAddon(headerPath: string): Promise<void> {
   // One compiler per source, in parallel, then one link.
   const objects = sources.map((s) => join(dirname(ADDON_PATH), s.replace(/\.cc$/, ".o")));
   const compiled = await Promise.all(
-    sources.map((s, i) => execa(cxx, [...flags, "-c", join(nativeDir, s), "-o", objects[i]!], { reject: false, all: true })),
+    sources.map((s, i) =>
+      execa(cxx, [...flags, "-c", join(nativeDir, s), "-o", objects[i]!], { reject: false, all: true }),
+    ),
   );
   compiled.forEach((r, i) => r.failed && fail(sources[i]!, r));
   const linked = await execa(cxx, ["-shared", "-o", tmp, ...objects, "-ldl", "-pthread"], { reject: false, all: true });
@@ -73,7 +89,8 @@ async function main(): Promise<void> {
   const pluginArg = args.indexOf("--plugin");
   if (pluginArg >= 0) {
     const name = args[pluginArg + 1] ?? "";
-    if (!isPluginName(name)) throw new InstallError(`unknown plugin ${JSON.stringify(name)}; known: ${Object.keys(PLUGINS).join(", ")}`);
+    if (!isPluginName(name))
+      throw new InstallError(`unknown plugin ${JSON.stringify(name)}; known: ${Object.keys(PLUGINS).join(", ")}`);
     await ensurePlugin(name, log);
     return;
   }

@@ -89,7 +89,10 @@ function optionFor(o: OptionSpec): Option {
 }
 
 /** The commander program for `spec`; `onRun` receives the chosen command and its parsed arguments. */
-function buildProgram(spec: ProgramSpec, onRun: (command: RunnableCommand, args: ParsedArgs) => Promise<void>): Command {
+function buildProgram(
+  spec: ProgramSpec,
+  onRun: (command: RunnableCommand, args: ParsedArgs) => Promise<void>,
+): Command {
   const program = new Command("tessera")
     .usage("<command> [options]")
     .description(spec.description)
@@ -99,7 +102,10 @@ function buildProgram(spec: ProgramSpec, onRun: (command: RunnableCommand, args:
       // Mistakes are printed once, by main, from the UsageError fromCommander makes.
       outputError: () => {},
     })
-    .configureHelp({ subcommandTerm: (c) => c.name(), argumentTerm: (a) => (a.required ? `<${a.name()}>` : `[${a.name()}]`) })
+    .configureHelp({
+      subcommandTerm: (c) => c.name(),
+      argumentTerm: (a) => (a.required ? `<${a.name()}>` : `[${a.name()}]`),
+    })
     .helpOption("-h, --help", "show this help")
     .helpCommand("help [command]", "show a command's help")
     .showSuggestionAfterError(true)

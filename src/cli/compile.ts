@@ -24,7 +24,10 @@ export function checkDumpAfter(value: string | undefined, command: string): stri
   for (const n of asked) {
     if (!names.includes(n)) {
       const why = n === "autodiff" ? " (autodiff runs while tracing, inside valueAndGrad)" : "";
-      throw new UsageError(`--dump-after: '${n}' is not a pass of the pipeline${why}; choose one of ${names.join(", ")} or all`, command);
+      throw new UsageError(
+        `--dump-after: '${n}' is not a pass of the pipeline${why}; choose one of ${names.join(", ")} or all`,
+        command,
+      );
     }
   }
   return asked;
@@ -51,7 +54,10 @@ export async function loadEntry(fileArg: string, entryName: string | undefined):
  * Traces the entry and lowers it as jit would, donating what `entry(..., { donate })` says. Errors in the user's
  * model (while tracing, or a sharding or shape mistake while lowering) become CliErrors pointing at their source.
  */
-export function lowerEntry(loaded: LoadedEntry, opts: Pick<LowerOptions, "dumpAfter" | "dump"> & { sharding?: ShardingOpts } = {}): Compiled {
+export function lowerEntry(
+  loaded: LoadedEntry,
+  opts: Pick<LowerOptions, "dumpAfter" | "dump"> & { sharding?: ShardingOpts } = {},
+): Compiled {
   let traced: Traced;
   let made: ShardAnnotation[];
   const mark = annotationMark();
@@ -73,7 +79,8 @@ export function lowerEntry(loaded: LoadedEntry, opts: Pick<LowerOptions, "dumpAf
     return { ...loaded, ...lowerProgram(traced, lowerOpts) };
   } catch (e) {
     // A bug of ours (a pass or the verifier failing) keeps its stack; the user's mistakes get their source line.
-    if (e instanceof TesseraError && e.exitCode === EXIT.userError) throw new CliError(formatUserError(e, isUserFile), e);
+    if (e instanceof TesseraError && e.exitCode === EXIT.userError)
+      throw new CliError(formatUserError(e, isUserFile), e);
     throw e;
   }
 }

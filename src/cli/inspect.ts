@@ -17,10 +17,17 @@ function shardingFor(loaded: LoadedEntry, meshText: string | undefined): Shardin
     try {
       mesh = new DeviceMesh(parseMeshText(meshText), {}, null);
     } catch (e) {
-      throw new UsageError(`--mesh: ${e instanceof Error ? e.message.replace(/^sharding: /, "") : String(e)}`, "inspect");
+      throw new UsageError(
+        `--mesh: ${e instanceof Error ? e.message.replace(/^sharding: /, "") : String(e)}`,
+        "inspect",
+      );
     }
   }
-  if (!mesh) throw new UsageError(`--shardings needs a mesh: --mesh data=2,model=4, or entry(..., { mesh }) in the model file`, "inspect");
+  if (!mesh)
+    throw new UsageError(
+      `--shardings needs a mesh: --mesh data=2,model=4, or entry(..., { mesh }) in the model file`,
+      "inspect",
+    );
   const shardings = loaded.entry.shardings;
   try {
     // A function of the mesh is the user's code: whatever it throws is reported at their line.
@@ -34,7 +41,8 @@ function shardingFor(loaded: LoadedEntry, meshText: string | undefined): Shardin
 export async function inspectCommand(args: ParsedArgs): Promise<number> {
   const topText = args.options.get("top") ?? "5";
   const top = Number(topText);
-  if (!Number.isInteger(top) || top < 0) throw new UsageError(`--top must be a non-negative integer, got '${topText}'`, "inspect");
+  if (!Number.isInteger(top) || top < 0)
+    throw new UsageError(`--top must be a non-negative integer, got '${topText}'`, "inspect");
   const meshText = args.options.get("mesh");
   const wantShardings = args.options.has("shardings");
   if (meshText !== undefined && !wantShardings) throw new UsageError("--mesh is for --shardings", "inspect");
@@ -42,7 +50,11 @@ export async function inspectCommand(args: ParsedArgs): Promise<number> {
   // With --shardings the entry is lowered as jit lowers it for a mesh, so the printed IR is the one the plan names.
   const c = lowerEntry(loaded, wantShardings ? { sharding: shardingFor(loaded, meshText) } : {});
   const header = `// ${displayPath(c.file)} --entry ${c.entryName}: ${c.traced.ops.length} ops traced, ${c.graph.ops.length} after cleanup`;
-  const report = c.sharding ? `\n${shardingReport(c.sharding.plan, { donate: c.donate, dropped: c.sharding.dropped })}` : "";
-  process.stdout.write(`${header}\n${print(c.graph, { locs: args.options.has("locs") }).trimEnd()}\n\n${summarize(c.graph, { top })}${report}`);
+  const report = c.sharding
+    ? `\n${shardingReport(c.sharding.plan, { donate: c.donate, dropped: c.sharding.dropped })}`
+    : "";
+  process.stdout.write(
+    `${header}\n${print(c.graph, { locs: args.options.has("locs") }).trimEnd()}\n\n${summarize(c.graph, { top })}${report}`,
+  );
   return EXIT.ok;
 }

@@ -54,7 +54,8 @@ export function typeCheck(file: string): { kind: "syntax" | "type"; errors: stri
     const abs = path.resolve(sf.fileName);
     return !sf.isDeclarationFile && (abs === file || isUserFile(abs));
   });
-  const errorsOf = (ds: readonly ts.Diagnostic[]) => ds.filter((d) => d.category === ts.DiagnosticCategory.Error).map(formatTsDiagnostic);
+  const errorsOf = (ds: readonly ts.Diagnostic[]) =>
+    ds.filter((d) => d.category === ts.DiagnosticCategory.Error).map(formatTsDiagnostic);
   const syntax = errorsOf(userFiles.flatMap((sf) => program.getSyntacticDiagnostics(sf)));
   if (syntax.length > 0) return { kind: "syntax", errors: syntax };
   const diagnostics: ts.Diagnostic[] = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics()];
@@ -91,12 +92,18 @@ export function isEntry(x: unknown): x is EntryLike {
 /**
  * The entry named `name`; without a name, the file's only entry. Errors list what the file does export.
  */
-export function findEntry(exports: Record<string, unknown>, name: string | undefined, file: string): { name: string; entry: EntryLike } {
+export function findEntry(
+  exports: Record<string, unknown>,
+  name: string | undefined,
+  file: string,
+): { name: string; entry: EntryLike } {
   const shown = path.relative(process.cwd(), file) || file;
-  const entries = Object.keys(exports).filter((k) => isEntry(exports[k])).sort();
+  const entries = Object.keys(exports)
+    .filter((k) => isEntry(exports[k]))
+    .sort();
   const available = entries.length
     ? `available entries: ${entries.join(", ")}`
-    : "it exports no entries (export const f = entry(fn, [spec(\"f32\", [2, 3])]))";
+    : 'it exports no entries (export const f = entry(fn, [spec("f32", [2, 3])]))';
   if (name === undefined) {
     if (entries.length === 1) return { name: entries[0]!, entry: exports[entries[0]!] as EntryLike };
     throw new CliError(`error: ${shown}: choose an entry with --entry <export>; ${available}\n`);

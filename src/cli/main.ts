@@ -25,7 +25,11 @@ export const COMMANDS: readonly Command[] = [
     options: [
       ENTRY_OPT,
       { name: "emit", value: "<format>", choices: ["ir", "stablehlo"], description: "what to print (default ir)" },
-      { name: "dump-after", value: "<pass>", description: "also print the IR after this pass, or after every pass with 'all'" },
+      {
+        name: "dump-after",
+        value: "<pass>",
+        description: "also print the IR after this pass, or after every pass with 'all'",
+      },
       { name: "dump-to", value: "<file>", description: "write --dump-after output to a file instead of stderr" },
       { name: "out", value: "<file>", description: "write the result to a file instead of stdout" },
       { name: "locs", description: "print source locations in IR text" },
@@ -46,10 +50,19 @@ export const COMMANDS: readonly Command[] = [
       ENTRY_OPT,
       { name: "top", value: "<n>", description: "how many of the largest intermediates to list (default 5)" },
       { name: "locs", description: "print source locations in IR text" },
-      { name: "shardings", description: "lay the entry out over a device mesh: each value's sharding and why, the collectives, memory per device" },
-      { name: "mesh", value: "<axes>", description: "the mesh for --shardings, e.g. data=2,model=4 (default: the entry's own mesh)" },
+      {
+        name: "shardings",
+        description:
+          "lay the entry out over a device mesh: each value's sharding and why, the collectives, memory per device",
+      },
+      {
+        name: "mesh",
+        value: "<axes>",
+        description: "the mesh for --shardings, e.g. data=2,model=4 (default: the entry's own mesh)",
+      },
     ],
-    details: "Examples:\n  tessera inspect examples/mlp.ts --entry forward\n  tessera inspect model.ts --entry trainStep --shardings --mesh data=2,model=4",
+    details:
+      "Examples:\n  tessera inspect examples/mlp.ts --entry forward\n  tessera inspect model.ts --entry trainStep --shardings --mesh data=2,model=4",
     run: async (args) => (await import("./inspect.ts")).inspectCommand(args),
   },
   {
@@ -57,29 +70,73 @@ export const COMMANDS: readonly Command[] = [
     summary: "Fine-tune a LoRA adapter (default: the built-in tiny Llama on a synthetic task); writes a PEFT adapter.",
     positionals: [],
     options: [
-      { name: "model", value: "<dir>", description: "Hugging Face Llama checkpoint (config.json + safetensors); default: built-in tiny Llama, seeded random weights" },
-      { name: "adapter", value: "<dir>", description: "start from this PEFT LoRA adapter (default: a new one, PEFT's init)" },
-      { name: "targets", value: "<list>", description: "projections to adapt, any of q,k,v,o,gate,up,down (default all seven)" },
+      {
+        name: "model",
+        value: "<dir>",
+        description:
+          "Hugging Face Llama checkpoint (config.json + safetensors); default: built-in tiny Llama, seeded random weights",
+      },
+      {
+        name: "adapter",
+        value: "<dir>",
+        description: "start from this PEFT LoRA adapter (default: a new one, PEFT's init)",
+      },
+      {
+        name: "targets",
+        value: "<list>",
+        description: "projections to adapt, any of q,k,v,o,gate,up,down (default all seven)",
+      },
       { name: "rank", value: "<r>", description: "LoRA rank (default 8)" },
       { name: "alpha", value: "<a>", description: "LoRA alpha; the scale is alpha/rank (default 16)" },
       { name: "dropout", value: "<p>", description: "LoRA dropout (default 0)" },
-      { name: "data", value: "<file.jsonl>", description: 'token-id records: {"input_ids","labels"} or {"prompt_ids","answer_ids"} (default: built-in key->value task)' },
-      { name: "seq", value: "<n>", description: "sequence length (default: 64 built-in task, else the longest record, capped by the model)" },
+      {
+        name: "data",
+        value: "<file.jsonl>",
+        description:
+          'token-id records: {"input_ids","labels"} or {"prompt_ids","answer_ids"} (default: built-in key->value task)',
+      },
+      {
+        name: "seq",
+        value: "<n>",
+        description: "sequence length (default: 64 built-in task, else the longest record, capped by the model)",
+      },
       { name: "batch", value: "<n>", description: "sequences per step (default 8)" },
       { name: "steps", value: "<n>", description: "total optimizer steps of the run (default 60)" },
       { name: "lr", value: "<rate>", description: "peak learning rate (default 1e-2 built-in model, 2e-4 checkpoint)" },
       { name: "weight-decay", value: "<w>", description: "AdamW weight decay (default 0)" },
       { name: "warmup", value: "<n>", description: "linear warm-up steps (default 0)" },
-      { name: "schedule", value: "<kind>", choices: ["cosine", "constant"], description: "after warm-up: cosine decay to 0 at --steps, or constant (default cosine)" },
-      { name: "precision", value: "<p>", choices: ["f32", "bf16"], description: "base weights and activations (default f32 built-in model, bf16 checkpoint)" },
+      {
+        name: "schedule",
+        value: "<kind>",
+        choices: ["cosine", "constant"],
+        description: "after warm-up: cosine decay to 0 at --steps, or constant (default cosine)",
+      },
+      {
+        name: "precision",
+        value: "<p>",
+        choices: ["f32", "bf16"],
+        description: "base weights and activations (default f32 built-in model, bf16 checkpoint)",
+      },
       { name: "seed", value: "<n>", description: "adapter init, data order, synthetic data, dropout (default 0)" },
       { name: "pad-id", value: "<id>", description: "token id that pads short records (default 0)" },
       { name: "out", value: "<dir>", description: "output folder (default ./tessera-out)" },
-      { name: "save-every", value: "<n>", description: "checkpoint every n steps, 0 for only at the end (default 100)" },
+      {
+        name: "save-every",
+        value: "<n>",
+        description: "checkpoint every n steps, 0 for only at the end (default 100)",
+      },
       { name: "log-every", value: "<n>", description: "progress line every n steps (default 10)" },
-      { name: "resume", description: "continue from the last checkpoint in --out (adapter, optimizer, step, data position)" },
+      {
+        name: "resume",
+        description: "continue from the last checkpoint in --out (adapter, optimizer, step, data position)",
+      },
       { name: "overwrite", description: "replace the run already in --out (deleted only once the first step has run)" },
-      { name: "on-nonfinite", value: "<what>", choices: ["stop", "skip"], description: "a step with NaN/Inf loss or gradients: stop the run (exit 1) or skip its update (default stop)" },
+      {
+        name: "on-nonfinite",
+        value: "<what>",
+        choices: ["stop", "skip"],
+        description: "a step with NaN/Inf loss or gradients: stop the run (exit 1) or skip its update (default stop)",
+      },
     ],
     details: [
       "Writes --out/metrics.jsonl, --out/checkpoints/step-N and the final PEFT adapter in --out/adapter.",

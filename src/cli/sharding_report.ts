@@ -3,7 +3,12 @@ import type { AnyOp, Graph, Value } from "../ir/graph.ts";
 import { nameValues } from "../ir/print.ts";
 import { formatMesh, formatSharding, meshSize, type Sharding } from "../ir/sharding.ts";
 import { formatLoc, formatType } from "../ir/types.ts";
-import { describeSource, type AnnotationSource, type ShardingPlan, type ValueSharding } from "../passes/shard_propagate.ts";
+import {
+  describeSource,
+  type AnnotationSource,
+  type ShardingPlan,
+  type ValueSharding,
+} from "../passes/shard_propagate.ts";
 import { estimateMemory, shardedBytes, type MemoryEstimate } from "../passes/memory_estimate.ts";
 import { table } from "./args.ts";
 import { formatBytes } from "./summary.ts";
@@ -33,7 +38,7 @@ export function explain(vs: ValueSharding, names: ReadonlyMap<Value, string>, is
   if (vs.annotation) return `fixed by ${source(vs.annotation)}`;
   const dims = vs.why.flatMap((w, d) => {
     if (!w || !vs.sharding.dims[d]!.length) return [];
-    const from = w.from ? names.get(w.from) ?? "?" : "?";
+    const from = w.from ? (names.get(w.from) ?? "?") : "?";
     const root = w.root ? `; from ${describeSource(w.root)}` : "";
     return [`d${d} <- ${from} by ${w.rule}${where(w.op)}${w.level > 0 ? ` (priority ${w.level})` : ""}${root}`];
   });
@@ -55,7 +60,12 @@ function shardingsSection(plan: ShardingPlan, names: ReadonlyMap<Value, string>)
   const inputs = new Set(plan.graph.inputs);
   const rows = valuesInOrder(plan.graph).map(([v, depth]) => {
     const vs = plan.values.get(v)!;
-    return [`${"  ".repeat(depth)}${names.get(v) ?? "?"}`, formatType(v.type), formatSharding(vs.sharding), explain(vs, names, inputs.has(v))];
+    return [
+      `${"  ".repeat(depth)}${names.get(v) ?? "?"}`,
+      formatType(v.type),
+      formatSharding(vs.sharding),
+      explain(vs, names, inputs.has(v)),
+    ];
   });
   const w = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]!.length)));
   return rows.map((r) => `  ${r[0]!.padEnd(w[0]!)}  ${r[1]!.padEnd(w[1]!)}  ${r[2]!.padEnd(w[2]!)}  ${r[3]}`);
@@ -68,8 +78,13 @@ function collectivesSection(plan: ShardingPlan, names: ReadonlyMap<Value, string
     const k = kinds.get(c.kind) ?? { n: 0, perStep: 0, bytes: 0 };
     kinds.set(c.kind, { n: k.n + 1, perStep: k.perStep + c.times, bytes: k.bytes + c.bytes * c.times });
   }
-  const lines = [`  ${"kind".padEnd(16)}${"in program".padStart(12)}${"per step".padStart(10)}${"bytes per step (per device)".padStart(30)}`];
-  for (const [k, v] of kinds) lines.push(`  ${k.padEnd(16)}${String(v.n).padStart(12)}${String(v.perStep).padStart(10)}${`${formatBytes(v.bytes)} (${v.bytes})`.padStart(30)}`);
+  const lines = [
+    `  ${"kind".padEnd(16)}${"in program".padStart(12)}${"per step".padStart(10)}${"bytes per step (per device)".padStart(30)}`,
+  ];
+  for (const [k, v] of kinds)
+    lines.push(
+      `  ${k.padEnd(16)}${String(v.n).padStart(12)}${String(v.perStep).padStart(10)}${`${formatBytes(v.bytes)} (${v.bytes})`.padStart(30)}`,
+    );
   lines.push("");
   const rows = plan.collectives.map((c) => [
     `${c.kind}${c.reduce && c.kind !== "all-gather" && c.kind !== "all-to-all" ? `(${c.reduce})` : ""} over {${c.axes.join(",")}}`,
@@ -79,11 +94,17 @@ function collectivesSection(plan: ShardingPlan, names: ReadonlyMap<Value, string
     `${c.op.name} ${c.role} ${names.get(c.value) ?? "?"}: ${formatSharding(c.from)} -> ${formatSharding(c.to)}${where(c.op)}`,
   ]);
   const w = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) lines.push(`  ${r[0]!.padEnd(w[0]!)}  ${r[1]!.padEnd(w[1]!)}  ${r[2]!.padStart(w[2]!)}  ${r[3]!.padEnd(w[3]!)}  ${r[4]}`);
+  for (const r of rows)
+    lines.push(
+      `  ${r[0]!.padEnd(w[0]!)}  ${r[1]!.padEnd(w[1]!)}  ${r[2]!.padStart(w[2]!)}  ${r[3]!.padEnd(w[3]!)}  ${r[4]}`,
+    );
   return lines;
 }
 
-function memorySection(plan: ShardingPlan, donate: readonly (number | undefined)[] | undefined): { lines: string[]; sharded: MemoryEstimate } {
+function memorySection(
+  plan: ShardingPlan,
+  donate: readonly (number | undefined)[] | undefined,
+): { lines: string[]; sharded: MemoryEstimate } {
   const opts = donate ? { donate } : {};
   const sharded = estimateMemory(plan.graph, { ...opts, bytes: shardedBytes(plan) });
   const one = estimateMemory(plan.graph, opts);
@@ -93,9 +114,15 @@ function memorySection(plan: ShardingPlan, donate: readonly (number | undefined)
     ...[...sharded.argumentGroups].map(([k, n]): [string, string] => [`  ${k}`, formatBytes(n)]),
     ["outputs", b(sharded.outputs)],
     ["  reusing donated", b(sharded.aliased)],
-    ["temporaries (peak)", `${b(sharded.temporaries)}${sharded.peakOp ? `, while ${sharded.peakOp.name} runs${where(sharded.peakOp)}` : ""}`],
+    [
+      "temporaries (peak)",
+      `${b(sharded.temporaries)}${sharded.peakOp ? `, while ${sharded.peakOp.name} runs${where(sharded.peakOp)}` : ""}`,
+    ],
     ["total per device", b(sharded.total)],
-    ["one device, unsharded", `${b(one.total)}: the mesh needs ${(sharded.total / one.total).toFixed(3)} of it per device`],
+    [
+      "one device, unsharded",
+      `${b(one.total)}: the mesh needs ${(sharded.total / one.total).toFixed(3)} of it per device`,
+    ],
   ];
   return { lines: table(rows, 2), sharded };
 }
@@ -104,15 +131,30 @@ function memorySection(plan: ShardingPlan, donate: readonly (number | undefined)
  * The whole report: mesh, per-value shardings with reasons, predicted collectives (the emitted module pins every
  * value, so XLA's partitioner needs exactly these), memory per device, and annotations the passes dropped.
  */
-export function shardingReport(plan: ShardingPlan, opts: { donate?: readonly (number | undefined)[]; dropped?: readonly { loc?: { file: string; line: number; col: number } }[] } = {}): string {
+export function shardingReport(
+  plan: ShardingPlan,
+  opts: {
+    donate?: readonly (number | undefined)[];
+    dropped?: readonly { loc?: { file: string; line: number; col: number } }[];
+  } = {},
+): string {
   const names = nameValues(plan.graph);
-  const lines = [`shardings over mesh ${formatMesh(plan.mesh)} (${meshSize(plan.mesh)} devices): value, type, sharding (per dimension, the mesh axes it is split over), why`];
+  const lines = [
+    `shardings over mesh ${formatMesh(plan.mesh)} (${meshSize(plan.mesh)} devices): value, type, sharding (per dimension, the mesh axes it is split over), why`,
+  ];
   lines.push(...shardingsSection(plan, names));
-  lines.push("", "collectives the partitioner will insert (per device; loop bodies once in the program, trip count times per step):");
+  lines.push(
+    "",
+    "collectives the partitioner will insert (per device; loop bodies once in the program, trip count times per step):",
+  );
   lines.push(...collectivesSection(plan, names));
   lines.push("", "memory per device (estimated: live values in program order; element-wise chains fused as XLA does):");
   lines.push(...memorySection(plan, opts.donate).lines);
-  for (const d of opts.dropped ?? []) lines.push("", `note: the shard() annotation${d.loc ? ` at ${formatLoc(d.loc)}` : ""} was dropped: the cleanup passes removed its value`);
+  for (const d of opts.dropped ?? [])
+    lines.push(
+      "",
+      `note: the shard() annotation${d.loc ? ` at ${formatLoc(d.loc)}` : ""} was dropped: the cleanup passes removed its value`,
+    );
   return lines.join("\n") + "\n";
 }
 

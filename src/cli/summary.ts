@@ -52,7 +52,12 @@ function groupByArgument(values: readonly Value[], names: readonly string[] | un
   return groups;
 }
 
-function groupRows(label: string, values: readonly Value[], names: readonly string[] | undefined, fallback: string): [string, string][] {
+function groupRows(
+  label: string,
+  values: readonly Value[],
+  names: readonly string[] | undefined,
+  fallback: string,
+): [string, string][] {
   const total = values.reduce((s, v) => s + typeBytes(v.type), 0);
   const tensors = (n: number) => `${n} tensor${n === 1 ? "" : "s"}`;
   const rows: [string, string][] = [[label, `${formatBytes(total)} in ${tensors(values.length)} (${total} bytes)`]];
@@ -70,7 +75,12 @@ export function summarize(g: Graph, opts: { top?: number } = {}): string {
   lines.push(`ops: ${opTotal}`);
   // Most frequent first; ties in OP_NAMES order, which graphCost already follows (the sort is stable).
   const byCount = [...counts].sort((a, b) => b[1] - a[1]);
-  lines.push(...table(byCount.map(([name, n]): [string, string] => [name, String(n)]), 2));
+  lines.push(
+    ...table(
+      byCount.map(([name, n]): [string, string] => [name, String(n)]),
+      2,
+    ),
+  );
   lines.push("");
   lines.push(
     ...table(
@@ -87,10 +97,17 @@ export function summarize(g: Graph, opts: { top?: number } = {}): string {
   const top = largestIntermediates(g, opts.top ?? 5);
   if (top.length) {
     lines.push("", "largest intermediates:");
-    const rows = top.map((t) => [formatType(t.value.type), formatBytes(t.bytes), t.op.name, t.op.loc ? formatLoc(t.op.loc) : ""]);
+    const rows = top.map((t) => [
+      formatType(t.value.type),
+      formatBytes(t.bytes),
+      t.op.name,
+      t.op.loc ? formatLoc(t.op.loc) : "",
+    ]);
     const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]!.length)));
     for (const r of rows) {
-      lines.push(`  ${r[0]!.padEnd(widths[0]!)}  ${r[1]!.padStart(widths[1]!)}  ${r[2]!.padEnd(widths[2]!)}  ${r[3]}`.trimEnd());
+      lines.push(
+        `  ${r[0]!.padEnd(widths[0]!)}  ${r[1]!.padStart(widths[1]!)}  ${r[2]!.padEnd(widths[2]!)}  ${r[3]}`.trimEnd(),
+      );
     }
   }
   return lines.join("\n") + "\n";

@@ -30,7 +30,8 @@ function usage(msg: string): never {
 
 function parseNumber(name: string, text: string, kind: "int" | "float", min: number, max = Infinity): number {
   const v = Number(text);
-  const ok = text.trim() !== "" && Number.isFinite(v) && (kind === "float" || Number.isInteger(v)) && v >= min && v <= max;
+  const ok =
+    text.trim() !== "" && Number.isFinite(v) && (kind === "float" || Number.isInteger(v)) && v >= min && v <= max;
   if (!ok) {
     const range = max === Infinity ? `>= ${min}` : `in [${min}, ${max}]`;
     usage(`--${name} must be ${kind === "int" ? "an integer" : "a number"} ${range}; got '${text}'`);
@@ -42,7 +43,8 @@ function parseTargets(text: string): LlamaLinear[] {
   const out: LlamaLinear[] = [];
   for (const raw of text.split(",")) {
     const t = raw.trim().replace(/_proj$/, "");
-    if (!(LLAMA_LINEARS as readonly string[]).includes(t)) usage(`--targets: '${raw}' is not one of ${LLAMA_LINEARS.join(", ")}`);
+    if (!(LLAMA_LINEARS as readonly string[]).includes(t))
+      usage(`--targets: '${raw}' is not one of ${LLAMA_LINEARS.join(", ")}`);
     if (!out.includes(t as LlamaLinear)) out.push(t as LlamaLinear);
   }
   return LLAMA_LINEARS.filter((m) => out.includes(m));
@@ -51,7 +53,8 @@ function parseTargets(text: string): LlamaLinear[] {
 /** The flags the user typed, as a train() config; flags left out stay undefined so train() applies its defaults. */
 export function configFromFlags(o: ReadonlyMap<string, string>): TrainConfigInput {
   const get = (k: string) => o.get(k);
-  const num = (k: string, kind: "int" | "float", min: number, max = Infinity) => (get(k) === undefined ? undefined : parseNumber(k, get(k)!, kind, min, max));
+  const num = (k: string, kind: "int" | "float", min: number, max = Infinity) =>
+    get(k) === undefined ? undefined : parseNumber(k, get(k)!, kind, min, max);
   const choice = <T extends string>(k: string, allowed: readonly T[], what: string): T | undefined => {
     const v = get(k);
     if (v !== undefined && !(allowed as readonly string[]).includes(v)) usage(`--${k} must be ${what}; got '${v}'`);
@@ -82,13 +85,18 @@ export function configFromFlags(o: ReadonlyMap<string, string>): TrainConfigInpu
     overwrite: o.has("overwrite") || undefined,
     onNonfinite: choice("on-nonfinite", ["stop", "skip"] as const, "stop or skip"),
   };
-  if (cfg.resume && cfg.overwrite) usage("--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it");
+  if (cfg.resume && cfg.overwrite)
+    usage(
+      "--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it",
+    );
   return cfg;
 }
 
 const fmtLr = (x: number) => x.toExponential(2);
-const fmtSec = (s: number) => (s < 100 ? `${s.toFixed(1)}s` : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`);
-const fmtRate = (x: number) => (x >= 1e6 ? `${(x / 1e6).toFixed(2)}M` : x >= 1e3 ? `${(x / 1e3).toFixed(1)}k` : x.toFixed(0));
+const fmtSec = (s: number) =>
+  s < 100 ? `${s.toFixed(1)}s` : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
+const fmtRate = (x: number) =>
+  x >= 1e6 ? `${(x / 1e6).toFixed(2)}M` : x >= 1e3 ? `${(x / 1e3).toFixed(1)}k` : x.toFixed(0);
 
 /** `tessera train`. Returns the exit code: 0 done, 1 bad input or a failed run, 2 usage, 130 interrupted (checkpoint saved). */
 export async function trainCommand(args: ParsedArgs, io: Io = defaultIo()): Promise<number> {
@@ -117,7 +125,8 @@ async function runAndPrint(config: TrainConfigInput, io: Io): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
-  let status = false, drawn = 0;
+  let status = false,
+    drawn = 0;
   const clearStatus = () => {
     if (status) io.out("\r\x1b[2K");
     status = false;
@@ -166,12 +175,19 @@ async function runAndPrint(config: TrainConfigInput, io: Io): Promise<number> {
         }
         const skipped = e.skippedSteps > 0 ? `  skipped ${e.skippedSteps}` : "";
         if (e.log) {
-          const speed = window.timedSteps > 0 ? `${fmtRate((window.timedSteps * e.tokens) / window.seconds)} tok/s` : `compiled + ran in ${e.seconds.toFixed(1)}s`;
-          print(`step ${String(e.step).padStart(w)}/${e.steps}  loss ${(window.loss / window.steps).toFixed(4)}  lr ${fmtLr(e.lr)}  ${speed}  elapsed ${fmtSec(e.elapsed)}${skipped}\n`);
+          const speed =
+            window.timedSteps > 0
+              ? `${fmtRate((window.timedSteps * e.tokens) / window.seconds)} tok/s`
+              : `compiled + ran in ${e.seconds.toFixed(1)}s`;
+          print(
+            `step ${String(e.step).padStart(w)}/${e.steps}  loss ${(window.loss / window.steps).toFixed(4)}  lr ${fmtLr(e.lr)}  ${speed}  elapsed ${fmtSec(e.elapsed)}${skipped}\n`,
+          );
           window = { loss: 0, steps: 0, seconds: 0, timedSteps: 0 };
         } else if (io.tty && performance.now() - drawn > 100) {
           // A status line redrawn in place at most 10 times a second; terminals only, never in logs.
-          io.out(`\r\x1b[2Kstep ${e.step}/${e.steps}  loss ${e.loss.toFixed(4)}  eta ${fmtSec((e.steps - e.step) * e.seconds)}`);
+          io.out(
+            `\r\x1b[2Kstep ${e.step}/${e.steps}  loss ${e.loss.toFixed(4)}  eta ${fmtSec((e.steps - e.step) * e.seconds)}`,
+          );
           status = true;
           drawn = performance.now();
         }
@@ -196,7 +212,9 @@ async function runAndPrint(config: TrainConfigInput, io: Io): Promise<number> {
 
   if (r.status === "stopped") {
     io.out(`stopped at step ${r.step} of ${r.steps}; checkpoint ${displayPath(r.checkpoint)}\n`);
-    io.out(`continue with: tessera train --resume${r.out === DEFAULTS.common.out ? "" : ` --out ${r.out}`}${r.steps === DEFAULTS.common.steps ? "" : ` --steps ${r.steps}`}\n`);
+    io.out(
+      `continue with: tessera train --resume${r.out === DEFAULTS.common.out ? "" : ` --out ${r.out}`}${r.steps === DEFAULTS.common.steps ? "" : ` --steps ${r.steps}`}\n`,
+    );
     return EXIT_INTERRUPTED;
   }
   if (r.losses.length > 0) {
@@ -204,12 +222,19 @@ async function runAndPrint(config: TrainConfigInput, io: Io): Promise<number> {
     const last = r.losses.slice(-Math.min(logEvery, r.losses.length));
     const tail = last.filter(Number.isFinite);
     const mean = tail.reduce((a, b) => a + b, 0) / tail.length;
-    const to = tail.length > 0 ? `${mean.toFixed(4)} (mean of the last ${tail.length})` : `no finite loss in the last ${last.length} steps`;
+    const to =
+      tail.length > 0
+        ? `${mean.toFixed(4)} (mean of the last ${tail.length})`
+        : `no finite loss in the last ${last.length} steps`;
     const skipped = r.skippedSteps > 0 ? `; ${r.skippedSteps} skipped (NaN/Inf loss or gradients)` : "";
-    io.out(`done: ${r.losses.length} steps in ${fmtSec(r.seconds)}; loss ${firstLoss!.toFixed(4)} (step ${r.startStep + 1}) -> ${to}${skipped}\n`);
+    io.out(
+      `done: ${r.losses.length} steps in ${fmtSec(r.seconds)}; loss ${firstLoss!.toFixed(4)} (step ${r.startStep + 1}) -> ${to}${skipped}\n`,
+    );
   }
   io.out(`checkpoint ${displayPath(r.checkpoint)} (continue with --resume and a larger --steps)\n`);
-  io.out(`adapter  ${displayPath(r.adapter!)} (${ADAPTER_CONFIG_FILE} + ${ADAPTER_WEIGHTS_FILE}; PeftModel.from_pretrained loads it)\n`);
+  io.out(
+    `adapter  ${displayPath(r.adapter!)} (${ADAPTER_CONFIG_FILE} + ${ADAPTER_WEIGHTS_FILE}; PeftModel.from_pretrained loads it)\n`,
+  );
   io.out(`metrics  ${displayPath(r.metrics)}\n`);
   return EXIT.ok;
 }

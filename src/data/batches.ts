@@ -18,7 +18,8 @@ export interface PreparedData {
 export function prepareRecords(records: readonly TrainRecord[], seq: number): PreparedData {
   const out: TrainRecord[] = [];
   const dropped: string[] = [];
-  let truncated = 0, tokens = 0;
+  let truncated = 0,
+    tokens = 0;
   for (const r of records) {
     const f = fitRecord(r, seq);
     const n = lossTokens(f.labels);

@@ -20,7 +20,8 @@ export function parseRecord(json: unknown, file: string, line: number, opts: Jso
   const fail = (msg: string): never => {
     throw new DataError(msg, file, line);
   };
-  if (typeof json !== "object" || json === null || Array.isArray(json)) fail(`expected ${FORMS}; got ${describe(json)}`);
+  if (typeof json !== "object" || json === null || Array.isArray(json))
+    fail(`expected ${FORMS}; got ${describe(json)}`);
   const o = json as Record<string, unknown>;
   const V = opts.vocabSize;
   const ids = (field: string, allowIgnore = false): Int32Array => {
@@ -30,14 +31,17 @@ export function parseRecord(json: unknown, file: string, line: number, opts: Jso
     const out = new Int32Array(arr.length);
     for (let i = 0; i < arr.length; i++) {
       const x = arr[i];
-      if (typeof x !== "number" || !Number.isInteger(x)) fail(`"${field}"[${i}] is ${describe(x)}, expected an integer token id`);
+      if (typeof x !== "number" || !Number.isInteger(x))
+        fail(`"${field}"[${i}] is ${describe(x)}, expected an integer token id`);
       const n = x as number;
       if (allowIgnore && n === IGNORE) {
         out[i] = n;
         continue;
       }
       if (n < 0 || n >= V) {
-        fail(`"${field}"[${i}] = ${n} is outside the model's vocabulary (token ids 0..${V - 1}${allowIgnore ? ", or -100 for no loss" : ""})`);
+        fail(
+          `"${field}"[${i}] = ${n} is outside the model's vocabulary (token ids 0..${V - 1}${allowIgnore ? ", or -100 for no loss" : ""})`,
+        );
       }
       out[i] = n;
     }
@@ -48,7 +52,8 @@ export function parseRecord(json: unknown, file: string, line: number, opts: Jso
   if (hasA && hasB) fail(`has both "input_ids"/"labels" and "prompt_ids"/"answer_ids"; use one form per record`);
   const source = `${file}:${line}`;
   if (hasB) {
-    if (!("prompt_ids" in o)) fail(`missing field "prompt_ids" (a record with "answer_ids" needs the prompt too; it may be [])`);
+    if (!("prompt_ids" in o))
+      fail(`missing field "prompt_ids" (a record with "answer_ids" needs the prompt too; it may be [])`);
     if (!("answer_ids" in o)) fail(`missing field "answer_ids" (the tokens the loss is taken on)`);
     const prompt = ids("prompt_ids");
     const answer = ids("answer_ids");
@@ -66,7 +71,8 @@ export function parseRecord(json: unknown, file: string, line: number, opts: Jso
   // Shared, not copied: records are never written to, and a copy would double the memory of a large file.
   if (!("labels" in o) || o.labels === null) return { ids: input, labels: input, source };
   const labels = ids("labels", true);
-  if (labels.length !== input.length) fail(`"labels" has ${labels.length} entries but "input_ids" has ${input.length}; they must match one to one`);
+  if (labels.length !== input.length)
+    fail(`"labels" has ${labels.length} entries but "input_ids" has ${input.length}; they must match one to one`);
   return { ids: input, labels, source };
 }
 
@@ -140,7 +146,14 @@ export async function loadJsonl(file: string, opts: JsonlOptions): Promise<{ rec
   } catch (e) {
     if (e instanceof DataError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    throw new DataError(code === "ENOENT" ? "no such file" : code === "EISDIR" ? "is a directory, expected a .jsonl file" : `cannot read (${(e as Error).message})`, file);
+    throw new DataError(
+      code === "ENOENT"
+        ? "no such file"
+        : code === "EISDIR"
+          ? "is a directory, expected a .jsonl file"
+          : `cannot read (${(e as Error).message})`,
+      file,
+    );
   }
   if (pending.length > 0) take(Buffer.concat(pending));
   if (records.length === 0) throw noRecords(file);

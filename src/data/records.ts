@@ -38,7 +38,8 @@ export class DataError extends TesseraError {
 export function fitRecord(r: TrainRecord, seq: number): { ids: Int32Array; labels: Int32Array; truncated: boolean } {
   const n = r.ids.length;
   if (n <= seq) return { ids: r.ids, labels: r.labels, truncated: false };
-  if (r.answerStart === undefined) return { ids: r.ids.subarray(0, seq), labels: r.labels.subarray(0, seq), truncated: true };
+  if (r.answerStart === undefined)
+    return { ids: r.ids.subarray(0, seq), labels: r.labels.subarray(0, seq), truncated: true };
   const answerLen = n - r.answerStart;
   const keepAnswer = Math.min(answerLen, seq - 1);
   const keepPrompt = Math.min(r.answerStart, seq - keepAnswer);

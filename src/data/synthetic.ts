@@ -43,7 +43,8 @@ export const MIN_SEQ = 6;
 export function keyValueTask(opts: KeyValueTaskOptions): KeyValueTask {
   const V = opts.vocabSize;
   if (V < 8) throw new Error(`the key/value task needs a vocabulary of at least 8 tokens, the model has ${V}`);
-  if (opts.seq < MIN_SEQ) throw new Error(`the key/value task needs sequences of at least ${MIN_SEQ} tokens (--seq ${opts.seq})`);
+  if (opts.seq < MIN_SEQ)
+    throw new Error(`the key/value task needs sequences of at least ${MIN_SEQ} tokens (--seq ${opts.seq})`);
   const numKeys = Math.floor((V - 3) / 2);
   const keys: [number, number] = [3, 3 + numKeys];
   const values: [number, number] = [3 + numKeys, V];

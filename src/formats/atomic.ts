@@ -80,7 +80,10 @@ export interface PendingFile {
  * as it was), then moved into place; if a rename fails, the targets already replaced get their old content back.
  * A crash during the short rename phase can leave a mix, with the old files still on disk under `.bak-` names.
  */
-export async function writeFilesAtomic(files: readonly PendingFile[], opts: { remove?: readonly string[] } = {}): Promise<void> {
+export async function writeFilesAtomic(
+  files: readonly PendingFile[],
+  opts: { remove?: readonly string[] } = {},
+): Promise<void> {
   for (const f of files) {
     const st = await lstat(f.target).catch(() => undefined);
     if (st !== undefined && !st.isFile()) throw new Error(`${f.target} exists and is not a regular file`);

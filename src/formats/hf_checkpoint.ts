@@ -5,7 +5,14 @@ import { FormatError, fmtShape } from "./errors.ts";
 import { castTensor, type HostTensor } from "./host_tensor.ts";
 import { isFloat, type HostDType } from "../ir/types.ts";
 import { Checkpoint, writeCheckpoint, type CheckpointWriteOptions, type TensorMap } from "./safetensors.ts";
-import { LINEAR_PATH, LLAMA_LINEARS, linearFeatures, llamaConfigToJson, loadLlamaConfig, type LlamaConfig } from "./hf_config.ts";
+import {
+  LINEAR_PATH,
+  LLAMA_LINEARS,
+  linearFeatures,
+  llamaConfigToJson,
+  loadLlamaConfig,
+  type LlamaConfig,
+} from "./hf_config.ts";
 import { writeAll } from "./atomic.ts";
 
 export interface ExpectedTensor {
@@ -30,7 +37,9 @@ export function llamaWeightSpecs(cfg: LlamaConfig): ExpectedTensor[] {
   const E = cfg.hiddenSize;
   const V = cfg.vocabSize;
   const feats = linearFeatures(cfg);
-  const specs: ExpectedTensor[] = [{ name: "model.embed_tokens.weight", shape: [V, E], formula: "[vocab_size, hidden_size]" }];
+  const specs: ExpectedTensor[] = [
+    { name: "model.embed_tokens.weight", shape: [V, E], formula: "[vocab_size, hidden_size]" },
+  ];
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = `model.layers.${i}`;
     specs.push({ name: `${p}.input_layernorm.weight`, shape: [E], formula: "[hidden_size]" });
@@ -40,13 +49,17 @@ export function llamaWeightSpecs(cfg: LlamaConfig): ExpectedTensor[] {
     specs.push({ name: `${p}.post_attention_layernorm.weight`, shape: [E], formula: "[hidden_size]" });
   }
   specs.push({ name: "model.norm.weight", shape: [E], formula: "[hidden_size]" });
-  if (!cfg.tieWordEmbeddings) specs.push({ name: "lm_head.weight", shape: [V, E], formula: "[vocab_size, hidden_size]" });
+  if (!cfg.tieWordEmbeddings)
+    specs.push({ name: "lm_head.weight", shape: [V, E], formula: "[vocab_size, hidden_size]" });
   return specs;
 }
 
 /** Tensors that older conversions saved and that carry nothing the config does not already say. */
 function isIgnorable(name: string, cfg: LlamaConfig): boolean {
-  return /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/.test(name) || (cfg.tieWordEmbeddings && name === "lm_head.weight");
+  return (
+    /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/.test(name) ||
+    (cfg.tieWordEmbeddings && name === "lm_head.weight")
+  );
 }
 
 /**
@@ -169,17 +182,28 @@ export async function saveHfCheckpoint(
   const target = join(dir, "model.safetensors");
   for (const s of specs) {
     const t = map.get(s.name);
-    if (t === undefined) throw new FormatError(`${target}: cannot save: missing tensor "${s.name}" ${fmtShape(s.shape)}`, { file: target, tensor: s.name });
-    if (t.shape.length !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) {
-      throw new FormatError(`${target}: cannot save tensor "${s.name}": shape ${fmtShape(t.shape)}, expected ${fmtShape(s.shape)} = ${s.formula}`, {
+    if (t === undefined)
+      throw new FormatError(`${target}: cannot save: missing tensor "${s.name}" ${fmtShape(s.shape)}`, {
         file: target,
         tensor: s.name,
       });
+    if (t.shape.length !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) {
+      throw new FormatError(
+        `${target}: cannot save tensor "${s.name}": shape ${fmtShape(t.shape)}, expected ${fmtShape(s.shape)} = ${s.formula}`,
+        {
+          file: target,
+          tensor: s.name,
+        },
+      );
     }
   }
   const expected = new Set(specs.map((s) => s.name));
   for (const name of map.keys()) {
-    if (!expected.has(name)) throw new FormatError(`${target}: cannot save: tensor "${name}" is not a weight of this Llama config`, { file: target, tensor: name });
+    if (!expected.has(name))
+      throw new FormatError(`${target}: cannot save: tensor "${name}" is not a weight of this Llama config`, {
+        file: target,
+        tensor: name,
+      });
   }
   const text = JSON.stringify(llamaConfigToJson(cfg), null, 2) + "\n";
   await writeCheckpoint(dir, map, {

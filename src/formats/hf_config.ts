@@ -35,7 +35,8 @@ const posInt = z.number().int().positive();
  * layers, hidden size 16384, 128 heads, a 128k vocabulary), so a value past it is a damaged or hostile file, and
  * refusing it here keeps a size derived from it from exhausting memory.
  */
-const sizeField = (max: number) => posInt.max(max, `expected at most ${max} (far larger than any Llama model; is the file damaged?)`);
+const sizeField = (max: number) =>
+  posInt.max(max, `expected at most ${max} (far larger than any Llama model; is the file damaged?)`);
 const tokenId = z.number().int().nonnegative().nullish();
 
 const ropeObject = z
@@ -93,12 +94,16 @@ export function parseLlamaConfig(json: unknown, file = "config.json"): LlamaConf
   };
 
   if (c.model_type !== undefined && c.model_type !== "llama") {
-    fail("model_type", `expected "llama", got ${JSON.stringify(c.model_type)}: only the Llama architecture is supported`);
+    fail(
+      "model_type",
+      `expected "llama", got ${JSON.stringify(c.model_type)}: only the Llama architecture is supported`,
+    );
   }
   if ((c.hidden_act ?? "silu") !== "silu") {
     fail("hidden_act", `expected "silu" (Llama's SwiGLU MLP), got ${JSON.stringify(c.hidden_act)}`);
   }
-  if (c.attention_bias === true) fail("attention_bias", "expected false: attention projections with bias are not supported");
+  if (c.attention_bias === true)
+    fail("attention_bias", "expected false: attention projections with bias are not supported");
   if (c.mlp_bias === true) fail("mlp_bias", "expected false: MLP projections with bias are not supported");
   if ((c.attention_dropout ?? 0) !== 0) {
     fail("attention_dropout", `expected 0: attention dropout is not supported (got ${c.attention_dropout})`);
@@ -110,7 +115,10 @@ export function parseLlamaConfig(json: unknown, file = "config.json"): LlamaConf
     if (rp === null || rp === undefined) continue;
     const type = rp.rope_type ?? rp.type ?? "default";
     if (type !== "default") {
-      fail(`${key}.${rp.rope_type !== undefined ? "rope_type" : "type"}`, `expected "default", got ${JSON.stringify(type)}: RoPE scaling variants are not supported`);
+      fail(
+        `${key}.${rp.rope_type !== undefined ? "rope_type" : "type"}`,
+        `expected "default", got ${JSON.stringify(type)}: RoPE scaling variants are not supported`,
+      );
     }
   }
   const nested = c.rope_parameters?.rope_theta;
@@ -127,7 +135,10 @@ export function parseLlamaConfig(json: unknown, file = "config.json"): LlamaConf
   let headDim = c.head_dim;
   if (headDim === undefined || headDim === null) {
     if (c.hidden_size % numHeads !== 0) {
-      fail("head_dim", `missing, and hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${numHeads}`);
+      fail(
+        "head_dim",
+        `missing, and hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${numHeads}`,
+      );
     }
     headDim = c.hidden_size / numHeads;
   }
@@ -175,7 +186,8 @@ export async function loadLlamaConfig(path: string): Promise<LlamaConfig> {
  * read the same way.
  */
 export function llamaConfigToJson(cfg: LlamaConfig): Record<string, unknown> {
-  const dtypeName = cfg.dtype === undefined ? "float32" : { F32: "float32", F16: "float16", BF16: "bfloat16" }[cfg.dtype];
+  const dtypeName =
+    cfg.dtype === undefined ? "float32" : { F32: "float32", F16: "float16", BF16: "bfloat16" }[cfg.dtype];
   return {
     architectures: ["LlamaForCausalLM"],
     model_type: "llama",
@@ -247,7 +259,13 @@ export function linearFeatures(cfg: LlamaConfig): Record<LlamaLinear, { in: numb
 
 // ---- presets ----------------------------------------------------------------------------------------------------
 
-function llama2(numLayers: number, hiddenSize: number, numHeads: number, numKvHeads: number, intermediateSize: number): LlamaConfig {
+function llama2(
+  numLayers: number,
+  hiddenSize: number,
+  numHeads: number,
+  numKvHeads: number,
+  intermediateSize: number,
+): LlamaConfig {
   return Object.freeze({
     vocabSize: 32000,
     hiddenSize,

@@ -33,7 +33,9 @@ export function hostTensor(dtype: HostDType, shape: readonly number[], data?: Ui
 export function fromTypedArray(dtype: HostDType, shape: readonly number[], arr: ArrayBufferView): HostTensor {
   const elt = "BYTES_PER_ELEMENT" in arr ? (arr as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT : 1;
   if (elt !== byteWidth(dtype)) {
-    throw new TypeError(`a ${arr.constructor.name} (${elt}-byte elements) cannot hold ${dtype} (${byteWidth(dtype)} bytes)`);
+    throw new TypeError(
+      `a ${arr.constructor.name} (${elt}-byte elements) cannot hold ${dtype} (${byteWidth(dtype)} bytes)`,
+    );
   }
   const bytes = new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength).slice();
   return hostTensor(dtype, shape, bytes);
@@ -123,7 +125,9 @@ export function toFloat32(t: HostTensor): Float32Array {
       break;
     }
     default:
-      out.set(typedView(t) as Float64Array | Int32Array | Uint32Array | Int16Array | Uint16Array | Int8Array | Uint8Array);
+      out.set(
+        typedView(t) as Float64Array | Int32Array | Uint32Array | Int16Array | Uint16Array | Int8Array | Uint8Array,
+      );
   }
   return out;
 }

@@ -132,12 +132,17 @@ export function parseLoraConfig(json: unknown, file = ADAPTER_CONFIG_FILE): Lora
     fail("task_type", `expected "CAUSAL_LM" (or null), got ${JSON.stringify(c.task_type)}`);
   }
   if (c.r === undefined) fail("r", "required field is missing (expected a positive integer)");
-  if ((c.bias ?? "none") !== "none") fail("bias", `expected "none", got ${JSON.stringify(c.bias)}: LoRA bias training is not supported`);
+  if ((c.bias ?? "none") !== "none")
+    fail("bias", `expected "none", got ${JSON.stringify(c.bias)}: LoRA bias training is not supported`);
   if (c.use_dora === true) fail("use_dora", "expected false: DoRA adapters are not supported");
-  if (c.fan_in_fan_out === true) fail("fan_in_fan_out", "expected false: Llama's projections are torch Linear layers, not Conv1D");
+  if (c.fan_in_fan_out === true)
+    fail("fan_in_fan_out", "expected false: Llama's projections are torch Linear layers, not Conv1D");
   if (c.lora_bias === true) fail("lora_bias", "expected false: lora_B bias is not supported");
   if (c.modules_to_save != null && c.modules_to_save.length > 0) {
-    fail("modules_to_save", `expected null or []: fully trained extra modules are not supported, got ${JSON.stringify(c.modules_to_save)}`);
+    fail(
+      "modules_to_save",
+      `expected null or []: fully trained extra modules are not supported, got ${JSON.stringify(c.modules_to_save)}`,
+    );
   }
   if (c.target_parameters != null && c.target_parameters.length > 0) {
     fail("target_parameters", "expected null: LoRA on raw parameters is not supported");
@@ -147,7 +152,11 @@ export function parseLoraConfig(json: unknown, file = ADAPTER_CONFIG_FILE): Lora
   }
   if (c.layers_pattern != null) {
     const pats = Array.isArray(c.layers_pattern) ? c.layers_pattern : [c.layers_pattern];
-    if (!pats.includes("layers")) fail("layers_pattern", `expected "layers" (Llama's decoder list) or null, got ${JSON.stringify(c.layers_pattern)}`);
+    if (!pats.includes("layers"))
+      fail(
+        "layers_pattern",
+        `expected "layers" (Llama's decoder list) or null, got ${JSON.stringify(c.layers_pattern)}`,
+      );
   }
   // These initialisations change the base weights too; such an adapter is only right on that modified base
   // unless PEFT converted it to plain LoRA when saving (which also resets this field to true).
@@ -177,7 +186,12 @@ export function parseLoraConfig(json: unknown, file = ADAPTER_CONFIG_FILE): Lora
     loraAlpha: c.lora_alpha ?? 8,
     loraDropout: c.lora_dropout ?? 0,
     targetModules: typeof targets === "string" ? targets : [...targets],
-    excludeModules: c.exclude_modules == null ? null : typeof c.exclude_modules === "string" ? c.exclude_modules : [...c.exclude_modules],
+    excludeModules:
+      c.exclude_modules == null
+        ? null
+        : typeof c.exclude_modules === "string"
+          ? c.exclude_modules
+          : [...c.exclude_modules],
     layersToTransform: ltt == null ? null : typeof ltt === "number" ? [ltt] : [...ltt],
     layersPattern: c.layers_pattern == null ? null : "layers",
     rankPattern: { ...(c.rank_pattern ?? {}) },
@@ -190,7 +204,9 @@ export function parseLoraConfig(json: unknown, file = ADAPTER_CONFIG_FILE): Lora
 }
 
 /** A LoraConfig with PEFT's defaults for everything not given. */
-export function makeLoraConfig(opts: Partial<LoraConfig> & { r: number; targetModules: string[] | string }): LoraConfig {
+export function makeLoraConfig(
+  opts: Partial<LoraConfig> & { r: number; targetModules: string[] | string },
+): LoraConfig {
   return {
     loraAlpha: 8,
     loraDropout: 0,
@@ -261,7 +277,14 @@ function llamaModuleNames(numLayers: number): string[] {
   const names = ["model", "model.embed_tokens", "model.layers", "model.norm", "model.rotary_emb", "lm_head"];
   for (let i = 0; i < numLayers; i++) {
     const p = `model.layers.${i}`;
-    names.push(p, `${p}.self_attn`, `${p}.mlp`, `${p}.mlp.act_fn`, `${p}.input_layernorm`, `${p}.post_attention_layernorm`);
+    names.push(
+      p,
+      `${p}.self_attn`,
+      `${p}.mlp`,
+      `${p}.mlp.act_fn`,
+      `${p}.input_layernorm`,
+      `${p}.post_attention_layernorm`,
+    );
     for (const m of LORA_MODULES) names.push(`${p}.${LINEAR_PATH[m]}`);
   }
   return names;
@@ -299,7 +322,11 @@ export function loraTargets(cfg: LoraConfig, llama: LlamaConfig, file = ADAPTER_
   };
   if (cfg.layersToTransform !== null) {
     for (const l of cfg.layersToTransform) {
-      if (l >= llama.numLayers) fail("layers_to_transform", `layer ${l} is past the model's ${llama.numLayers} layers (0..${llama.numLayers - 1})`);
+      if (l >= llama.numLayers)
+        fail(
+          "layers_to_transform",
+          `layer ${l} is past the model's ${llama.numLayers} layers (0..${llama.numLayers - 1})`,
+        );
     }
   }
   const all = llamaModuleNames(llama.numLayers);
@@ -316,7 +343,11 @@ export function loraTargets(cfg: LoraConfig, llama: LlamaConfig, file = ADAPTER_
       : cfg.targetModules;
   if (typeof targets === "string") {
     const hits = all.filter((n) => fullmatch(targets, n) && !isExcluded(cfg, n));
-    if (hits.length === 0) fail("target_modules", `regex ${JSON.stringify(targets)} matches no module of a Llama model (e.g. "model.layers.0.self_attn.q_proj")`);
+    if (hits.length === 0)
+      fail(
+        "target_modules",
+        `regex ${JSON.stringify(targets)} matches no module of a Llama model (e.g. "model.layers.0.self_attn.q_proj")`,
+      );
     for (const n of hits) {
       if (parseLinearName(n) === undefined) unsupported(n, "target_modules");
       chosen.add(n);
@@ -325,7 +356,10 @@ export function loraTargets(cfg: LoraConfig, llama: LlamaConfig, file = ADAPTER_
     for (const entry of targets) {
       const hits = all.filter((n) => suffixMatch(entry, n));
       if (hits.length === 0) {
-        fail("target_modules", `entry ${JSON.stringify(entry)} matches no module of a Llama model (its projections are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)`);
+        fail(
+          "target_modules",
+          `entry ${JSON.stringify(entry)} matches no module of a Llama model (its projections are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)`,
+        );
       }
       for (const n of hits) {
         if (isExcluded(cfg, n)) continue;
@@ -342,7 +376,14 @@ export function loraTargets(cfg: LoraConfig, llama: LlamaConfig, file = ADAPTER_
   for (const moduleName of all) {
     if (!chosen.has(moduleName)) continue;
     const { layer, module } = parseLinearName(moduleName)!;
-    out.push({ layer, module, moduleName, ...loraParams(cfg, moduleName), inFeatures: feats[module].in, outFeatures: feats[module].out });
+    out.push({
+      layer,
+      module,
+      moduleName,
+      ...loraParams(cfg, moduleName),
+      inFeatures: feats[module].in,
+      outFeatures: feats[module].out,
+    });
   }
   return out;
 }
@@ -392,7 +433,8 @@ export function adapterFromTensors(
     if (m === null || lin === undefined) {
       fail(key, `not a LoRA weight of a Llama projection${keyHint(key)}; expected keys like "${peftKey(0, "q", "A")}"`);
     }
-    if (lin!.layer >= llama.numLayers) fail(key, `layer ${lin!.layer} is past the model's ${llama.numLayers} layers (0..${llama.numLayers - 1})`);
+    if (lin!.layer >= llama.numLayers)
+      fail(key, `layer ${lin!.layer} is past the model's ${llama.numLayers} layers (0..${llama.numLayers - 1})`);
     if (!byName.has(m![1]!)) {
       fail(key, `module "${m![1]}" is not targeted by ${cfile} (target_modules: ${JSON.stringify(cfg.targetModules)})`);
     }
@@ -403,8 +445,10 @@ export function adapterFromTensors(
     const kB = peftKey(t.layer, t.module, "B");
     const A = tensors.get(kA);
     const B = tensors.get(kB);
-    if (A === undefined) fail(kA, `missing: ${cfile} targets "${t.moduleName}", which needs lora_A [${t.r}, ${t.inFeatures}]`);
-    if (B === undefined) fail(kB, `missing: ${cfile} targets "${t.moduleName}", which needs lora_B [${t.outFeatures}, ${t.r}]`);
+    if (A === undefined)
+      fail(kA, `missing: ${cfile} targets "${t.moduleName}", which needs lora_A [${t.r}, ${t.inFeatures}]`);
+    if (B === undefined)
+      fail(kB, `missing: ${cfile} targets "${t.moduleName}", which needs lora_B [${t.outFeatures}, ${t.r}]`);
     checkPair(t, kA, A!, kB, B!, cfg, cfile, fail);
     layers[t.layer]![t.module] = { A: A!, B: B! };
   }
@@ -421,22 +465,35 @@ function checkPair(
   cfile: string,
   fail: (tensor: string, msg: string) => never,
 ): void {
-  const rankSource = patternValue(cfg.rankPattern, t.moduleName) !== undefined ? `rank_pattern in ${cfile}` : `r in ${cfile}`;
-  for (const [key, x] of [[kA, A], [kB, B]] as const) {
+  const rankSource =
+    patternValue(cfg.rankPattern, t.moduleName) !== undefined ? `rank_pattern in ${cfile}` : `r in ${cfile}`;
+  for (const [key, x] of [
+    [kA, A],
+    [kB, B],
+  ] as const) {
     if (!isFloat(x.dtype)) fail(key, `dtype ${x.dtype} is not a float type`);
     if (x.shape.length !== 2) fail(key, `expected a 2-D tensor, got shape ${fmtShape(x.shape)}`);
   }
   if (A.shape[0] !== t.r) {
-    fail(kA, `rank ${A.shape[0]} (shape ${fmtShape(A.shape)}) disagrees with ${rankSource}, which gives ${t.r} for "${t.moduleName}"`);
+    fail(
+      kA,
+      `rank ${A.shape[0]} (shape ${fmtShape(A.shape)}) disagrees with ${rankSource}, which gives ${t.r} for "${t.moduleName}"`,
+    );
   }
   if (B.shape[1] !== t.r) {
-    fail(kB, `rank ${B.shape[1]} (shape ${fmtShape(B.shape)}) disagrees with ${rankSource}, which gives ${t.r} for "${t.moduleName}"`);
+    fail(
+      kB,
+      `rank ${B.shape[1]} (shape ${fmtShape(B.shape)}) disagrees with ${rankSource}, which gives ${t.r} for "${t.moduleName}"`,
+    );
   }
   if (A.shape[1] !== t.inFeatures) {
     fail(kA, `shape ${fmtShape(A.shape)}, expected [${t.r}, ${t.inFeatures}] ([r, in_features] of "${t.moduleName}")`);
   }
   if (B.shape[0] !== t.outFeatures) {
-    fail(kB, `shape ${fmtShape(B.shape)}, expected [${t.outFeatures}, ${t.r}] ([out_features, r] of "${t.moduleName}")`);
+    fail(
+      kB,
+      `shape ${fmtShape(B.shape)}, expected [${t.outFeatures}, ${t.r}] ([out_features, r] of "${t.moduleName}")`,
+    );
   }
 }
 
@@ -474,7 +531,9 @@ export async function loadAdapter(dir: string, llama: LlamaConfig): Promise<Lora
   const weights = join(dir, ADAPTER_WEIGHTS_FILE);
   if ((await stat(weights).catch(() => undefined)) === undefined) {
     const bin = join(dir, "adapter_model.bin");
-    const hint = (await stat(bin).catch(() => undefined)) ? " (found adapter_model.bin: re-save it with safe_serialization=True)" : "";
+    const hint = (await stat(bin).catch(() => undefined))
+      ? " (found adapter_model.bin: re-save it with safe_serialization=True)"
+      : "";
     throw new FormatError(`${weights}: adapter weights not found${hint}`, { file: weights });
   }
   const { tensors } = await readSafetensors(weights);

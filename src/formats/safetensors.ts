@@ -77,7 +77,8 @@ export function parseHeader(headerBytes: Uint8Array, file: string, dataRegionByt
     if (name === "__metadata__") {
       if (!isObject(entry)) return fail(`"__metadata__" must be an object of strings, got ${JSON.stringify(entry)}`);
       for (const [k, v] of Object.entries(entry)) {
-        if (typeof v !== "string") return fail(`"__metadata__" value for "${k}" must be a string, got ${JSON.stringify(v)}`);
+        if (typeof v !== "string")
+          return fail(`"__metadata__" value for "${k}" must be a string, got ${JSON.stringify(v)}`);
         metadata[k] = v;
       }
       continue;
@@ -92,7 +93,10 @@ export function parseHeader(headerBytes: Uint8Array, file: string, dataRegionByt
       return fail(`${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`, name);
     }
     if (!Array.isArray(offs) || offs.length !== 2 || !isCount(offs[0]) || !isCount(offs[1]) || offs[1] < offs[0]) {
-      return fail(`${where}: data_offsets must be [start, end] with 0 <= start <= end, got ${JSON.stringify(offs)}`, name);
+      return fail(
+        `${where}: data_offsets must be [start, end] with 0 <= start <= end, got ${JSON.stringify(offs)}`,
+        name,
+      );
     }
     let byteLength: number;
     try {
@@ -120,11 +124,17 @@ export function parseHeader(headerBytes: Uint8Array, file: string, dataRegionByt
   for (const name of order) {
     const [start, end] = tensors.get(name)!.dataOffsets;
     if (start < pos) {
-      return fail(`tensor "${name}" data_offsets [${start}, ${end}] overlap tensor "${prev}" (which ends at ${pos})`, name);
+      return fail(
+        `tensor "${name}" data_offsets [${start}, ${end}] overlap tensor "${prev}" (which ends at ${pos})`,
+        name,
+      );
     }
     if (start > pos) {
       const after = prev === undefined ? "the start of the data region" : `tensor "${prev}"`;
-      return fail(`tensor "${name}" data_offsets [${start}, ${end}] leave a gap of ${start - pos} bytes after ${after}`, name);
+      return fail(
+        `tensor "${name}" data_offsets [${start}, ${end}] leave a gap of ${start - pos} bytes after ${after}`,
+        name,
+      );
     }
     pos = end;
     prev = name;
@@ -143,13 +153,21 @@ export function parseHeader(headerBytes: Uint8Array, file: string, dataRegionByt
 }
 
 /** Reads exactly `buf.byteLength` bytes at `position`, or explains that the file ended early. */
-async function readExactly(fh: FileHandle, buf: Uint8Array, position: number, file: string, what: string): Promise<void> {
+async function readExactly(
+  fh: FileHandle,
+  buf: Uint8Array,
+  position: number,
+  file: string,
+  what: string,
+): Promise<void> {
   let off = 0;
   while (off < buf.byteLength) {
     const len = Math.min(buf.byteLength - off, 1 << 30);
     const { bytesRead } = await fh.read(buf, off, len, position + off);
     if (bytesRead === 0) {
-      throw new FormatError(`${file}: file ended while reading ${what} (got ${off} of ${buf.byteLength} bytes)`, { file });
+      throw new FormatError(`${file}: file ended while reading ${what} (got ${off} of ${buf.byteLength} bytes)`, {
+        file,
+      });
     }
     off += bytesRead;
   }
@@ -175,13 +193,17 @@ export class SafetensorsFile {
     try {
       fh = await open(path, "r");
     } catch (e) {
-      throw new FormatError(`${path}: cannot open safetensors file (${(e as Error).message})`, { file: path, cause: e });
+      throw new FormatError(`${path}: cannot open safetensors file (${(e as Error).message})`, {
+        file: path,
+        cause: e,
+      });
     }
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw new FormatError(`${path}: not a regular file`, { file: path });
       const size = st.size;
-      if (size < 8) throw new FormatError(`${path}: file is ${size} bytes, too short for a safetensors header`, { file: path });
+      if (size < 8)
+        throw new FormatError(`${path}: file is ${size} bytes, too short for a safetensors header`, { file: path });
       const lenBuf = new Uint8Array(8);
       await readExactly(fh, lenBuf, 0, path, "the header length");
       const n64 = new DataView(lenBuf.buffer).getBigUint64(0, true);
@@ -220,7 +242,8 @@ export class SafetensorsFile {
 
   info(name: string): TensorInfo {
     const t = this.header.tensors.get(name);
-    if (t === undefined) throw new FormatError(`${this.path}: no tensor named "${name}"`, { file: this.path, tensor: name });
+    if (t === undefined)
+      throw new FormatError(`${this.path}: no tensor named "${name}"`, { file: this.path, tensor: name });
     return { ...t, shape: [...t.shape], dataOffsets: [...t.dataOffsets] };
   }
 
@@ -245,13 +268,18 @@ export function parseSafetensors(
   bytes: Uint8Array,
   file = "<buffer>",
 ): { metadata: Record<string, string>; tensors: Map<string, HostTensor> } {
-  if (bytes.byteLength < 8) throw new FormatError(`${file}: ${bytes.byteLength} bytes, too short for a safetensors header`, { file });
+  if (bytes.byteLength < 8)
+    throw new FormatError(`${file}: ${bytes.byteLength} bytes, too short for a safetensors header`, { file });
   const n64 = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
   if (n64 > BigInt(bytes.byteLength - 8)) {
-    throw new FormatError(`${file}: header length ${n64} (first 8 bytes) exceeds the ${bytes.byteLength - 8} bytes after it`, { file });
+    throw new FormatError(
+      `${file}: header length ${n64} (first 8 bytes) exceeds the ${bytes.byteLength - 8} bytes after it`,
+      { file },
+    );
   }
   const n = Number(n64);
-  if (n > MAX_HEADER_BYTES) throw new FormatError(`${file}: header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`, { file });
+  if (n > MAX_HEADER_BYTES)
+    throw new FormatError(`${file}: header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`, { file });
   const header = parseHeader(bytes.subarray(8, 8 + n), file, bytes.byteLength - 8 - n);
   const tensors = new Map<string, HostTensor>();
   for (const name of header.order) {
@@ -358,7 +386,10 @@ function writerFor(l: Layout, file: string): (fh: FileHandle) => Promise<void> {
       const data = isLazy(t) ? await t.load() : t.data;
       const want = byteLengthOf(t.dtype, t.shape);
       if (data.byteLength !== want) {
-        throw new FormatError(`${file}: tensor "${name}" loaded ${data.byteLength} bytes, expected ${want}`, { file, tensor: name });
+        throw new FormatError(`${file}: tensor "${name}" loaded ${data.byteLength} bytes, expected ${want}`, {
+          file,
+          tensor: name,
+        });
       }
       await writeAll(fh, data);
     }
@@ -447,7 +478,10 @@ export class Checkpoint {
   static async openIndex(indexPath: string): Promise<Checkpoint> {
     const dir = dirname(indexPath);
     const fail = (msg: string, tensor?: string): never => {
-      throw new FormatError(`${indexPath}: ${msg}`, tensor === undefined ? { file: indexPath } : { file: indexPath, tensor });
+      throw new FormatError(
+        `${indexPath}: ${msg}`,
+        tensor === undefined ? { file: indexPath } : { file: indexPath, tensor },
+      );
     };
     let json: unknown;
     try {
@@ -459,7 +493,10 @@ export class Checkpoint {
     const byShard = new Map<string, string[]>();
     for (const [name, shard] of Object.entries(json.weight_map)) {
       if (typeof shard !== "string" || shard === "" || shard.includes("/") || shard.includes("\\") || shard === "..") {
-        return fail(`weight_map entry for "${name}" must be a file name in the same directory, got ${JSON.stringify(shard)}`, name);
+        return fail(
+          `weight_map entry for "${name}" must be a file name in the same directory, got ${JSON.stringify(shard)}`,
+          name,
+        );
       }
       let list = byShard.get(shard);
       if (list === undefined) byShard.set(shard, (list = []));
@@ -487,7 +524,8 @@ export class Checkpoint {
       const where = new Map<string, SafetensorsFile>();
       for (const [k, [s, other]] of found) {
         const shard = basename(s!.path);
-        if (other !== undefined) fail(`tensor "${k}" appears in two shards, "${shard}" and "${basename(other.path)}"`, k);
+        if (other !== undefined)
+          fail(`tensor "${k}" appears in two shards, "${shard}" and "${basename(other.path)}"`, k);
         const listed = json.weight_map[k];
         if (listed === undefined) fail(`shard "${shard}" holds tensor "${k}" that weight_map does not list`, k);
         if (listed !== shard) fail(`tensor "${k}" is mapped to "${listed as string}" but is stored in "${shard}"`, k);
@@ -559,7 +597,11 @@ export interface CheckpointWriteOptions extends WriteOptions {
  * plus `model.safetensors.index.json`; all files atomically together, including the removal of weight files of an
  * earlier save that the new one does not use, so the directory never holds two competing layouts.
  */
-export async function writeCheckpoint(dir: string, tensors: TensorMap, opts: CheckpointWriteOptions = {}): Promise<void> {
+export async function writeCheckpoint(
+  dir: string,
+  tensors: TensorMap,
+  opts: CheckpointWriteOptions = {},
+): Promise<void> {
   const max = opts.maxShardBytes ?? 5_000_000_000;
   const entries = entriesOf(tensors).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const groups: [string, TensorSource][][] = [[]];
@@ -603,4 +645,3 @@ export async function writeCheckpoint(dir: string, tensors: TensorMap, opts: Che
   await mkdir(dir, { recursive: true });
   await writeFilesAtomic([...files, ...(opts.extraFiles ?? [])], { remove });
 }
-

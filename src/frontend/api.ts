@@ -6,7 +6,14 @@ export { setLocationCapture } from "./loc.ts";
 export { spec, TensorSpec, trace, entry, type Entry, type Traced } from "./trace.ts";
 export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
 export { scan, optimizationBarrier, type ScanOpts } from "./control.ts";
-export { flatten as treeFlatten, unflatten as treeUnflatten, treeMap, leaves as treeLeaves, type Tree, type TreeDef } from "./tree.ts";
+export {
+  flatten as treeFlatten,
+  unflatten as treeUnflatten,
+  treeMap,
+  leaves as treeLeaves,
+  type Tree,
+  type TreeDef,
+} from "./tree.ts";
 export * as random from "./random.ts";
 export { dropout } from "./random.ts";
 export { jit, type JitOpts, type Jitted, type Lowered, type Concrete, type Abstract } from "./jit.ts";

@@ -36,19 +36,29 @@ export class DeviceArray {
   constructor(
     readonly dtype: DType,
     shape: readonly number[],
-    buffer: Promise<DeviceBuffer> | DeviceBuffer | ShardedBuffer | { sharded: Promise<ShardedBuffer>; mesh: Mesh; sharding: Sharding },
+    buffer:
+      | Promise<DeviceBuffer>
+      | DeviceBuffer
+      | ShardedBuffer
+      | { sharded: Promise<ShardedBuffer>; mesh: Mesh; sharding: Sharding },
   ) {
     this.shape = Object.freeze([...shape]);
     if (buffer instanceof ShardedBuffer || (typeof buffer === "object" && "sharded" in buffer)) {
       const sb = buffer instanceof ShardedBuffer ? Promise.resolve(buffer) : buffer.sharded;
-      this.#layout = buffer instanceof ShardedBuffer ? { mesh: buffer.mesh, sharding: buffer.sharding } : { mesh: buffer.mesh, sharding: buffer.sharding };
+      this.#layout =
+        buffer instanceof ShardedBuffer
+          ? { mesh: buffer.mesh, sharding: buffer.sharding }
+          : { mesh: buffer.mesh, sharding: buffer.sharding };
       this.#sharded = sb.then((b) => (this.#shardedNow = b));
       this.#sharded.catch(() => {});
       if (buffer instanceof ShardedBuffer) this.#shardedNow = buffer;
       // One device's copy of the whole array is made only when a single-device program asks for it.
       let single: Promise<DeviceBuffer> | undefined;
       const gathered = () => (single ??= this.#gatherToOne());
-      this.#buffer = { then: (a: never, b: never) => gathered().then(a, b), catch: (b: never) => gathered().catch(b) } as unknown as Promise<DeviceBuffer>;
+      this.#buffer = {
+        then: (a: never, b: never) => gathered().then(a, b),
+        catch: (b: never) => gathered().catch(b),
+      } as unknown as Promise<DeviceBuffer>;
     } else if (buffer instanceof Promise) {
       this.#buffer = buffer.then((b) => (this.#resolved = b));
       // Failures surface when the array is used; never as an unhandled rejection.
@@ -105,7 +115,13 @@ export class DeviceArray {
    * @internal Per-partition buffers laid out as `sharding` over `mesh` on `devices`: the array's own shards when it
    * is already laid out so, else placed anew from the host (an array on one device, or split another way).
    */
-  async shardsFor(client: Client, mesh: Mesh, sharding: Sharding, devices: readonly Device[], op: string): Promise<DeviceBuffer[]> {
+  async shardsFor(
+    client: Client,
+    mesh: Mesh,
+    sharding: Sharding,
+    devices: readonly Device[],
+    op: string,
+  ): Promise<DeviceBuffer[]> {
     if (this.#layout && sameMesh(this.#layout.mesh, mesh) && sameSharding(this.#layout.sharding, sharding)) {
       const sb = await this.#shardedBuffer(op);
       if (sb.devices.every((d, i) => d === devices[i])) return [...sb.shards];
@@ -150,8 +166,16 @@ export class DeviceArray {
   /** Frees the device memory now (otherwise the garbage collector does, eventually). */
   dispose(): void {
     this.#disposed = true;
-    if (this.#sharded) this.#sharded.then((b) => b.dispose(), () => {});
-    else this.#buffer.then((b) => b.dispose(), () => {});
+    if (this.#sharded)
+      this.#sharded.then(
+        (b) => b.dispose(),
+        () => {},
+      );
+    else
+      this.#buffer.then(
+        (b) => b.dispose(),
+        () => {},
+      );
   }
 }
 
@@ -171,7 +195,9 @@ function toHost(dtype: DType, values: ArrayLike<number>, raw16: boolean): { data
   const n = values.length;
   switch (dtype) {
     case "f32":
-      return values instanceof Float32Array ? { data: values, copied: false } : { data: Float32Array.from(values), copied: true };
+      return values instanceof Float32Array
+        ? { data: values, copied: false }
+        : { data: Float32Array.from(values), copied: true };
     case "bf16":
     case "f16": {
       if (raw16 && values instanceof Uint16Array) return { data: values, copied: false };
@@ -182,16 +208,22 @@ function toHost(dtype: DType, values: ArrayLike<number>, raw16: boolean): { data
       return { data: out, copied: true };
     }
     case "s32":
-      return values instanceof Int32Array ? { data: values, copied: false } : { data: Int32Array.from(values, (v) => v | 0), copied: true };
+      return values instanceof Int32Array
+        ? { data: values, copied: false }
+        : { data: Int32Array.from(values, (v) => v | 0), copied: true };
     case "u32":
-      return values instanceof Uint32Array ? { data: values, copied: false } : { data: Uint32Array.from(values, (v) => v >>> 0), copied: true };
+      return values instanceof Uint32Array
+        ? { data: values, copied: false }
+        : { data: Uint32Array.from(values, (v) => v >>> 0), copied: true };
     case "bool":
       return { data: Uint8Array.from(values, (v) => (v ? 1 : 0)), copied: true };
   }
 }
 
 function sameMesh(a: Mesh, b: Mesh): boolean {
-  return a.axes.length === b.axes.length && a.axes.every((x, i) => x.name === b.axes[i]!.name && x.size === b.axes[i]!.size);
+  return (
+    a.axes.length === b.axes.length && a.axes.every((x, i) => x.name === b.axes[i]!.name && x.size === b.axes[i]!.size)
+  );
 }
 
 export interface ArrayOpts {
@@ -210,13 +242,21 @@ export interface ArrayOpts {
 export function meshDevices(client: Client, mesh: DeviceMesh): Device[] {
   if (mesh.devices) return mesh.devices.map((id) => client.device(id));
   if (client.devices.length !== mesh.size) {
-    throw new ShardingError("mesh", `${mesh} spans ${mesh.size} devices but the client has ${client.devices.length}; make the axes multiply to ${client.devices.length} or pick devices with mesh(axes, { devices: [...] })`, mesh.loc);
+    throw new ShardingError(
+      "mesh",
+      `${mesh} spans ${mesh.size} devices but the client has ${client.devices.length}; make the axes multiply to ${client.devices.length} or pick devices with mesh(axes, { devices: [...] })`,
+      mesh.loc,
+    );
   }
   return [...client.devices];
 }
 
 /** A copy of `a` split over `mesh` as `spec` says (JAX's device_put with a NamedSharding). */
-export async function put(a: DeviceArray, mesh: DeviceMesh, spec: PartitionSpec = new PartitionSpec([])): Promise<DeviceArray> {
+export async function put(
+  a: DeviceArray,
+  mesh: DeviceMesh,
+  spec: PartitionSpec = new PartitionSpec([]),
+): Promise<DeviceArray> {
   const client = await defaultClient();
   const { sharding } = specSharding(spec, a.ndim);
   checkSharding(tensorType(a.dtype, a.shape), sharding, mesh, `put() of ${a}`, spec.loc);
@@ -246,7 +286,8 @@ export function array(data: HostData, opts: ArrayOpts = {}): DeviceArray {
   }
   dtype ??= "f32";
   if (opts.shape) {
-    if (numel(opts.shape) !== values.length) throw new TraceError("array", `${values.length} values do not fill shape [${opts.shape.join(",")}]`);
+    if (numel(opts.shape) !== values.length)
+      throw new TraceError("array", `${values.length} values do not fill shape [${opts.shape.join(",")}]`);
     shape = [...opts.shape];
   }
   const { data: host, copied } = toHost(dtype, values, true);
@@ -257,7 +298,9 @@ export function array(data: HostData, opts: ArrayOpts = {}): DeviceArray {
     const { sharding } = specSharding(spec, shape.length);
     checkSharding(tensorType(d, shape), sharding, m, `array of ${d}[${shape.join(",")}]`, spec.loc ?? m.loc);
     const shapeNow = shape;
-    const sb = defaultClient().then((c) => ShardedBuffer.fromHost(c, host as never, d as never, shapeNow, m, sharding, meshDevices(c, m)));
+    const sb = defaultClient().then((c) =>
+      ShardedBuffer.fromHost(c, host as never, d as never, shapeNow, m, sharding, meshDevices(c, m)),
+    );
     return new DeviceArray(dtype, shape, { sharded: sb, mesh: m, sharding });
   }
   const buffer = defaultClient().then((c) => c.bufferFromHost(host as never, d, shape, undefined, { copy: !copied }));

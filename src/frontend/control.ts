@@ -14,10 +14,15 @@ export interface ScanOpts {
   reverse?: boolean;
 }
 
-function tensorLeaves(op: string, tree: unknown, what: string): { leaves: Tensor[]; paths: string[]; def: ReturnType<typeof flatten>["def"] } {
+function tensorLeaves(
+  op: string,
+  tree: unknown,
+  what: string,
+): { leaves: Tensor[]; paths: string[]; def: ReturnType<typeof flatten>["def"] } {
   const { leaves, paths, def } = flatten<unknown>(tree as Tree<unknown>);
   leaves.forEach((l, i) => {
-    if (!(l instanceof Tensor)) throw new TraceError(op, `${joinName(what, paths[i]!)} is ${describe(l)}, not a Tensor`);
+    if (!(l instanceof Tensor))
+      throw new TraceError(op, `${joinName(what, paths[i]!)} is ${describe(l)}, not a Tensor`);
   });
   return { leaves: leaves as Tensor[], paths, def };
 }
@@ -34,10 +39,19 @@ export function scan<C, X, Y>(f: (carry: C, x: X) => [C, Y], init: C, xs: X, opt
   const xsFlat = tensorLeaves("scan", xs, "xs");
   let length = opts.length;
   for (const [i, x] of xsFlat.leaves.entries()) {
-    if (x.ndim === 0) throw new TraceError("scan", `${joinName("xs", xsFlat.paths[i]!)} is a scalar; xs are sliced along their leading axis`, [x.type]);
+    if (x.ndim === 0)
+      throw new TraceError(
+        "scan",
+        `${joinName("xs", xsFlat.paths[i]!)} is a scalar; xs are sliced along their leading axis`,
+        [x.type],
+      );
     if (length === undefined) length = x.shape[0]!;
     else if (x.shape[0] !== length) {
-      throw new TraceError("scan", `${joinName("xs", xsFlat.paths[i]!)} has leading dim ${x.shape[0]}, expected ${length}${opts.length !== undefined ? " (opts.length)" : " (from the other xs)"}`, xsFlat.leaves.map((t) => t.type));
+      throw new TraceError(
+        "scan",
+        `${joinName("xs", xsFlat.paths[i]!)} has leading dim ${x.shape[0]}, expected ${length}${opts.length !== undefined ? " (opts.length)" : " (from the other xs)"}`,
+        xsFlat.leaves.map((t) => t.type),
+      );
     }
   }
   if (length === undefined) throw new TraceError("scan", "give opts.length when xs has no tensors");
@@ -46,16 +60,24 @@ export function scan<C, X, Y>(f: (carry: C, x: X) => [C, Y], init: C, xs: X, opt
   const carryIn = carry.leaves.map((c) => body.input(c.type));
   const xIn = xsFlat.leaves.map((x) => body.input({ dtype: x.dtype, shape: x.shape.slice(1) }));
   const result = withTrace(body, () => f(unflatten(carry.def, carryIn) as C, unflatten(xsFlat.def, xIn) as X));
-  if (!Array.isArray(result) || result.length !== 2) throw new TraceError("scan", `the body must return [carry, y], got ${describe(result)}`);
+  if (!Array.isArray(result) || result.length !== 2)
+    throw new TraceError("scan", `the body must return [carry, y], got ${describe(result)}`);
   const newCarry = outputLeaves("scan", result[0], body);
   const ys = outputLeaves("scan", result[1], body);
   if (treeDefKey(newCarry.def) !== treeDefKey(carry.def)) {
-    throw new TraceError("scan", `the body returned a carry of structure ${treeDefKey(newCarry.def)}, but init has structure ${treeDefKey(carry.def)}`);
+    throw new TraceError(
+      "scan",
+      `the body returned a carry of structure ${treeDefKey(newCarry.def)}, but init has structure ${treeDefKey(carry.def)}`,
+    );
   }
   newCarry.tensors.forEach((t, i) => {
     const want = carry.leaves[i]!.type;
     if (!sameType(t.type, want)) {
-      throw new TraceError("scan", `the body returned ${joinName("carry", carry.paths[i]!)} as ${formatType(t.type)}, but init has ${formatType(want)}; the carry must keep its dtype and shape`, [want, t.type]);
+      throw new TraceError(
+        "scan",
+        `the body returned ${joinName("carry", carry.paths[i]!)} as ${formatType(t.type)}, but init has ${formatType(want)}; the carry must keep its dtype and shape`,
+        [want, t.type],
+      );
     }
   });
   const built = body.build([...newCarry.tensors, ...ys.tensors]);
@@ -65,11 +87,29 @@ export function scan<C, X, Y>(f: (carry: C, x: X) => [C, Y], init: C, xs: X, opt
     ops: built.ops,
     outputs: built.outputs,
   });
-  const operands = [...body.capturedOuter, ...carry.leaves.map((c) => parent.lift(c, "scan")), ...xsFlat.leaves.map((x) => parent.lift(x, "scan"))];
+  const operands = [
+    ...body.capturedOuter,
+    ...carry.leaves.map((c) => parent.lift(c, "scan")),
+    ...xsFlat.leaves.map((x) => parent.lift(x, "scan")),
+  ];
   const outs = parent.builder
-    .add("scan", operands, { body: bodyGraph, length, numConsts: body.capturedOuter.length, numCarry: carry.leaves.length, reverse: opts.reverse ?? false }, opLoc())
+    .add(
+      "scan",
+      operands,
+      {
+        body: bodyGraph,
+        length,
+        numConsts: body.capturedOuter.length,
+        numCarry: carry.leaves.length,
+        reverse: opts.reverse ?? false,
+      },
+      opLoc(),
+    )
     .map((v) => new Tensor(parent, v));
-  return [unflatten(carry.def, outs.slice(0, carry.leaves.length)) as C, unflatten(ys.def, outs.slice(carry.leaves.length)) as Y];
+  return [
+    unflatten(carry.def, outs.slice(0, carry.leaves.length)) as C,
+    unflatten(ys.def, outs.slice(carry.leaves.length)) as Y,
+  ];
 }
 
 /**

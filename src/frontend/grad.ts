@@ -23,40 +23,56 @@ export interface GradOpts {
  * computations (frozen weights passed as another argument cost nothing extra). Called outside any trace with
  * device arrays, it is jit-compiled and returns a Promise of the same structure.
  */
-export function valueAndGrad<A extends unknown[]>(fn: (...args: A) => unknown, opts: GradOpts = {}): (...args: A) => [any, any] {
+export function valueAndGrad<A extends unknown[]>(
+  fn: (...args: A) => unknown,
+  opts: GradOpts = {},
+): (...args: A) => [any, any] {
   const wrt = opts.wrt ?? 0;
   const wrtList = typeof wrt === "number" ? [wrt] : [...wrt];
   // Called with device arrays outside any trace, it compiles itself (one jit per valueAndGrad function).
   let eager: ((...args: A) => unknown) | undefined;
   const traced = (...args: A): [any, any] => {
     if (!currentTrace()) {
-      eager ??= jit(traced as (...a: unknown[]) => unknown, { name: fn.name || "valueAndGrad" }) as (...args: A) => unknown;
+      eager ??= jit(traced as (...a: unknown[]) => unknown, { name: fn.name || "valueAndGrad" }) as (
+        ...args: A
+      ) => unknown;
       return eager(...args) as [any, any];
     }
     const parent = requireTrace("valueAndGrad");
     const names = paramNames(fn, args.length);
     for (const w of wrtList) {
-      if (!Number.isInteger(w) || w < 0 || w >= args.length) throw new TraceError("valueAndGrad", `wrt argument ${w} is out of range for ${args.length} arguments`);
+      if (!Number.isInteger(w) || w < 0 || w >= args.length)
+        throw new TraceError("valueAndGrad", `wrt argument ${w} is out of range for ${args.length} arguments`);
     }
     const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>);
     const argOf = paths.map((p) => Number(/^\[(\d+)\]/.exec(p)![1]));
     const child = new Trace(parent, "valueAndGrad");
     const inner = leaves.map((leaf, i) => {
       const name = joinName(names[argOf[i]!] ?? `arg${argOf[i]}`, paths[i]!.replace(/^\[\d+\]\.?/, ""));
-      if (!(leaf instanceof Tensor)) throw new TraceError("valueAndGrad", `argument ${name} is ${describe(leaf)}, not a Tensor`);
+      if (!(leaf instanceof Tensor))
+        throw new TraceError("valueAndGrad", `argument ${name} is ${describe(leaf)}, not a Tensor`);
       if (wrtList.includes(argOf[i]!) && !isFloat(leaf.dtype)) {
-        throw new TraceError("valueAndGrad", `cannot differentiate with respect to ${name}: it is ${leaf.dtype}, not a float`, [leaf.type]);
+        throw new TraceError(
+          "valueAndGrad",
+          `cannot differentiate with respect to ${name}: it is ${leaf.dtype}, not a float`,
+          [leaf.type],
+        );
       }
       return child.input(leaf.type, name);
     });
     const out = withTrace(child, () => fn(...(unflatten(def, inner) as A)));
-    let loss: unknown = out, aux: unknown = undefined;
+    let loss: unknown = out,
+      aux: unknown = undefined;
     if (opts.hasAux) {
-      if (!Array.isArray(out) || out.length !== 2) throw new TraceError("valueAndGrad", `with hasAux the function must return [loss, aux], got ${describe(out)}`);
+      if (!Array.isArray(out) || out.length !== 2)
+        throw new TraceError("valueAndGrad", `with hasAux the function must return [loss, aux], got ${describe(out)}`);
       [loss, aux] = out;
     }
     if (!(loss instanceof Tensor) || loss.ndim !== 0 || !isFloat(loss.dtype)) {
-      throw new TraceError("valueAndGrad", `the function must return a rank-0 float loss${opts.hasAux ? " as the first element of [loss, aux]" : ""}, got ${loss instanceof Tensor ? `a ${loss.dtype}[${loss.shape.join(",")}] Tensor` : describe(loss)}`);
+      throw new TraceError(
+        "valueAndGrad",
+        `the function must return a rank-0 float loss${opts.hasAux ? " as the first element of [loss, aux]" : ""}, got ${loss instanceof Tensor ? `a ${loss.dtype}[${loss.shape.join(",")}] Tensor` : describe(loss)}`,
+      );
     }
     const auxOut = outputLeaves("valueAndGrad", aux, child);
     const g = child.build([loss, ...auxOut.tensors]);
@@ -94,7 +110,9 @@ export function grad<A extends unknown[]>(fn: (...args: A) => unknown, opts: Gra
   let eager: ((...args: unknown[]) => unknown) | undefined;
   const traced = (...args: A): any => {
     if (!currentTrace()) {
-      eager ??= jit(traced as (...a: unknown[]) => unknown, { name: fn.name || "grad" }) as (...args: unknown[]) => unknown;
+      eager ??= jit(traced as (...a: unknown[]) => unknown, { name: fn.name || "grad" }) as (
+        ...args: unknown[]
+      ) => unknown;
       return eager(...args);
     }
     const [value, grads] = vg(...args);

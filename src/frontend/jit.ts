@@ -69,7 +69,10 @@ function donatedArgs(donate: JitOpts["donate"]): number[] {
 }
 
 /** Traces `fn`, collecting the shard() annotations the trace makes. */
-function traceAnnotated(fn: (...args: any[]) => unknown, args: readonly unknown[]): { t: Traced; made: ShardAnnotation[] } {
+function traceAnnotated(
+  fn: (...args: any[]) => unknown,
+  args: readonly unknown[],
+): { t: Traced; made: ShardAnnotation[] } {
   const mark = annotationMark();
   try {
     const t = trace(fn, args);
@@ -116,12 +119,19 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
     const key = `${treeDefKey(def)}|${types.map((a) => formatType(a)).join(",")}`;
     let compiled = cache.get(key);
     if (!compiled) {
-      const specs = unflatten(def, types.map((a) => ({ dtype: a.dtype, shape: a.shape }))) as unknown[];
+      const specs = unflatten(
+        def,
+        types.map((a) => ({ dtype: a.dtype, shape: a.shape })),
+      ) as unknown[];
       const lowered = lowerArgs(specs);
       const exe = defaultClient().then((c) => {
         if (!lowered.sharding) return c.compile(lowered.stablehlo);
         const devices = meshDevices(c, lowered.sharding.mesh);
-        return c.compile(lowered.stablehlo, { numPartitions: devices.length, deviceAssignment: devices.map((d) => d.id), useShardy: true });
+        return c.compile(lowered.stablehlo, {
+          numPartitions: devices.length,
+          deviceAssignment: devices.map((d) => d.id),
+          useShardy: true,
+        });
       });
       exe.catch(() => cache.delete(key));
       compiled = { lowered, exe };
@@ -132,10 +142,21 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
 
   /** Compiles for abstract arguments (cached: a later call with arrays of these types reuses the program). */
   const compile = async (...args: unknown[]): Promise<{ lowered: Lowered; executable: Executable }> => {
-    const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>, (x) => typeof x === "object" && x !== null && typeof (x as HasType).dtype === "string" && Array.isArray((x as HasType).shape));
+    const { leaves, paths, def } = flatten<unknown>(
+      args as Tree<unknown>,
+      (x) =>
+        typeof x === "object" &&
+        x !== null &&
+        typeof (x as HasType).dtype === "string" &&
+        Array.isArray((x as HasType).shape),
+    );
     const types = leaves.map((l, i) => {
       const t = l as HasType;
-      if (typeof t !== "object" || t === null || typeof t.dtype !== "string") throw new TraceError("jit", `argument ${paths[i] || "(root)"} of compile() is ${describeValue(l)}, not a spec, tensor or array`);
+      if (typeof t !== "object" || t === null || typeof t.dtype !== "string")
+        throw new TraceError(
+          "jit",
+          `argument ${paths[i] || "(root)"} of compile() is ${describeValue(l)}, not a spec, tensor or array`,
+        );
       return t;
     });
     const c = compiledFor(def, types);
@@ -147,10 +168,19 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
     const arrays = leaves.map((leaf, i) => {
       if (leaf instanceof DeviceArray) return leaf;
       if (typeof leaf === "number") return array(leaf);
-      if (leaf instanceof Tensor) throw new TraceError("jit", `argument ${paths[i]} is a traced Tensor, but no trace is active (a tensor leaked out of its transform?)`);
-      throw new TraceError("jit", `argument ${paths[i] || "(root)"} is ${describeValue(leaf)}, not a DeviceArray (create one with array(...))`);
+      if (leaf instanceof Tensor)
+        throw new TraceError(
+          "jit",
+          `argument ${paths[i]} is a traced Tensor, but no trace is active (a tensor leaked out of its transform?)`,
+        );
+      throw new TraceError(
+        "jit",
+        `argument ${paths[i] || "(root)"} is ${describeValue(leaf)}, not a DeviceArray (create one with array(...))`,
+      );
     });
-    for (const d of donate) if (d >= args.length) throw new TraceError("jit", `donate names argument ${d}, but ${name} got ${args.length} arguments`);
+    for (const d of donate)
+      if (d >= args.length)
+        throw new TraceError("jit", `donate names argument ${d}, but ${name} got ${args.length} arguments`);
     const compiled = compiledFor(def, arrays);
     if (compiled.lowered.sharding) return runSharded(compiled, arrays, paths);
     const buffers = await Promise.all(arrays.map((a, i) => a.buffer(`jit argument ${paths[i]}`)));
@@ -167,11 +197,19 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
     const exe = await compiled.exe;
     const client = exe.client;
     const devices = exe.devices;
-    const perArg = await Promise.all(arrays.map((a, i) => a.shardsFor(client, s.mesh, s.argShardings[i]!, devices, `jit argument ${paths[i]}`)));
+    const perArg = await Promise.all(
+      arrays.map((a, i) => a.shardsFor(client, s.mesh, s.argShardings[i]!, devices, `jit argument ${paths[i]}`)),
+    );
     const outs = await exe.execute(devices.map((_, p) => perArg.map((shards) => shards[p]!)));
     const g = compiled.lowered.graph;
     const results = g.outputs.map((v, k) => {
-      const sb = new ShardedBuffer(v.type.dtype, v.type.shape, s.mesh, s.resultShardings[k]!, outs.map((row) => row[k]!));
+      const sb = new ShardedBuffer(
+        v.type.dtype,
+        v.type.shape,
+        s.mesh,
+        s.resultShardings[k]!,
+        outs.map((row) => row[k]!),
+      );
       return new DeviceArray(v.type.dtype as DType, v.type.shape, sb);
     });
     return unflatten(compiled.lowered.outTree, results);

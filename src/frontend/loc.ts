@@ -102,8 +102,13 @@ function nodeMappedLoc(rawFile: string, line: number, col: number): SourceLoc | 
     sourceMaps.set(rawFile, sm);
   }
   if (!sm) return undefined;
-  const e = sm.findEntry(line - 1, col - 1) as { originalSource?: string; originalLine?: number; originalColumn?: number };
-  if (e.originalSource === undefined || e.originalLine === undefined || e.originalColumn === undefined) return undefined;
+  const e = sm.findEntry(line - 1, col - 1) as {
+    originalSource?: string;
+    originalLine?: number;
+    originalColumn?: number;
+  };
+  if (e.originalSource === undefined || e.originalLine === undefined || e.originalColumn === undefined)
+    return undefined;
   const file = normalizeFile(e.originalSource);
   if (ownOrInternal(file)) return undefined; // a generated frame mapped into Tessera's code: let the host decide
   return { file: relativize(file), line: e.originalLine + 1, col: e.originalColumn + 1 };
@@ -144,7 +149,8 @@ function lookup(below: Function): SourceLoc | undefined {
     for (const site of sites) {
       const f = site.getFileName();
       if (!f || isOwnRaw(f)) continue;
-      const line = site.getLineNumber() ?? 0, col = site.getColumnNumber() ?? 0;
+      const line = site.getLineNumber() ?? 0,
+        col = site.getColumnNumber() ?? 0;
       const key = `${f}:${line}:${col}`;
       let loc = cache.get(key);
       if (loc === undefined) {

@@ -53,7 +53,8 @@ export interface Program {
 export function donationMap(g: Graph, donatedInputs: ReadonlySet<number>): (number | undefined)[] {
   const taken = new Set<number>();
   const map: (number | undefined)[] = g.inputs.map(() => undefined);
-  const candidates = (i: number) => g.outputs.flatMap((o, k) => (!taken.has(k) && sameType(o.type, g.inputs[i]!.type) ? [k] : []));
+  const candidates = (i: number) =>
+    g.outputs.flatMap((o, k) => (!taken.has(k) && sameType(o.type, g.inputs[i]!.type) ? [k] : []));
   const pathOf = (name: string) => name.replace(/^[^.[]*\.?/, "");
   // Name matches first, so that one input's fallback does not take another input's namesake.
   for (const i of donatedInputs) {
@@ -88,14 +89,23 @@ export function lowerProgram(t: Traced, opts: LowerOptions = {}): Program {
     ...(opts.dumpAfter ? { dumpAfter: opts.dumpAfter } : {}),
     ...(opts.dump ? { dump: opts.dump } : {}),
   });
-  if (graph.inputs.length !== t.graph.inputs.length) throw new Error("internal: the pipeline changed the number of inputs");
+  if (graph.inputs.length !== t.graph.inputs.length)
+    throw new Error("internal: the pipeline changed the number of inputs");
   const donated = donatedLeaves(t.inTree, opts.donate ?? []);
   const donate = donationMap(graph, donated);
   // Donated inputs without a same-typed output are still offered to XLA (jax.buffer_donor), which may reuse them.
   const donors = graph.inputs.map((_, i) => donated.has(i) && donate[i] === undefined);
   const s = opts.sharding;
   const sharding = s ? planShardings(graph, t.inTree, t.outTree, s, s.made, s.loc, s.argNames) : undefined;
-  return { traced: t.graph, graph, inTree: t.inTree, outTree: t.outTree, donate, donors, ...(sharding ? { sharding } : {}) };
+  return {
+    traced: t.graph,
+    graph,
+    inTree: t.inTree,
+    outTree: t.outTree,
+    donate,
+    donors,
+    ...(sharding ? { sharding } : {}),
+  };
 }
 
 /** The program as a StableHLO module named `moduleName`: donation attributes and, on a mesh, Shardy shardings. */

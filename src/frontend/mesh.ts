@@ -15,14 +15,24 @@ export class DeviceMesh implements Mesh {
   readonly loc: SourceLoc | undefined;
 
   /** `loc`: where the mesh was written (default: the caller's line); null when it comes from no source line. */
-  constructor(axes: Readonly<Record<string, number>> | readonly MeshAxis[], opts: { devices?: readonly number[] } = {}, where: SourceLoc | null | undefined = userLoc()) {
+  constructor(
+    axes: Readonly<Record<string, number>> | readonly MeshAxis[],
+    opts: { devices?: readonly number[] } = {},
+    where: SourceLoc | null | undefined = userLoc(),
+  ) {
     const loc = where ?? undefined;
     this.loc = loc;
     this.axes = makeMesh(axes, loc).axes;
     const size = this.size;
     if (opts.devices !== undefined) {
-      if (opts.devices.length !== size) throw new ShardingError("mesh", `has ${size} devices (${this.toString()}) but ${opts.devices.length} device ids were given`, loc);
-      if (new Set(opts.devices).size !== opts.devices.length) throw new ShardingError("mesh", `device ids repeat: [${opts.devices.join(", ")}]`, loc);
+      if (opts.devices.length !== size)
+        throw new ShardingError(
+          "mesh",
+          `has ${size} devices (${this.toString()}) but ${opts.devices.length} device ids were given`,
+          loc,
+        );
+      if (new Set(opts.devices).size !== opts.devices.length)
+        throw new ShardingError("mesh", `device ids repeat: [${opts.devices.join(", ")}]`, loc);
     }
     this.devices = opts.devices ? Object.freeze([...opts.devices]) : undefined;
   }
@@ -58,7 +68,12 @@ export function mesh(axes: Readonly<Record<string, number>>, opts: { devices?: r
  * One dimension of a partition spec: `null` (not split), an axis name, axis names major to minor, or those with a
  * user priority (`{ axes: "data", priority: 1 }`: spreads only after every priority-0 sharding has).
  */
-export type DimSpec = null | undefined | string | readonly string[] | { readonly axes: string | readonly string[]; readonly priority?: number };
+export type DimSpec =
+  | null
+  | undefined
+  | string
+  | readonly string[]
+  | { readonly axes: string | readonly string[]; readonly priority?: number };
 
 /**
  * How a value's dimensions split over mesh axes, one entry per dimension: `P("data", null)` splits dimension 0 over
@@ -105,10 +120,12 @@ function dimAxes(d: DimSpec): { axes: string[]; priority: number } {
 
 /** The IR sharding (and per-dimension priorities) of a spec for a value of rank `rank`; `P()` fits every rank. */
 export function specSharding(spec: PartitionSpec, rank: number): { sharding: Sharding; priorities: number[] } {
-  if (spec.isReplicated) return { sharding: { dims: Array.from({ length: rank }, () => []) }, priorities: Array(rank).fill(0) };
+  if (spec.isReplicated)
+    return { sharding: { dims: Array.from({ length: rank }, () => []) }, priorities: Array(rank).fill(0) };
   const dims = spec.dims.map(dimAxes);
   for (const d of dims) {
-    if (!Number.isInteger(d.priority) || d.priority < 0) throw new ShardingError("spec", `${spec} has priority ${d.priority}; priorities are integers >= 0`, spec.loc);
+    if (!Number.isInteger(d.priority) || d.priority < 0)
+      throw new ShardingError("spec", `${spec} has priority ${d.priority}; priorities are integers >= 0`, spec.loc);
   }
   return { sharding: { dims: dims.map((d) => d.axes) }, priorities: dims.map((d) => d.priority) };
 }

@@ -72,54 +72,135 @@ const METHODS: NonUnary & ThisType<Tensor> = {
     for (let i = 0; i < this.shape[0]!; i++) yield sh.slice(this, i);
   },
 
-  add(o) { return el.add(this, o); },
-  sub(o) { return el.sub(this, o); },
-  mul(o) { return el.mul(this, o); },
-  div(o) { return el.div(this, o); },
-  pow(o) { return el.pow(this, o); },
-  maximum(o) { return el.maximum(this, o); },
-  minimum(o) { return el.minimum(this, o); },
-  square() { return el.square(this); },
-  reciprocal() { return el.reciprocal(this); },
-  silu() { return el.silu(this); },
-  clip(lo, hi) { return el.clip(this, lo, hi); },
-  eq(o) { return el.eq(this, o); },
-  ne(o) { return el.ne(this, o); },
-  lt(o) { return el.lt(this, o); },
-  le(o) { return el.le(this, o); },
-  gt(o) { return el.gt(this, o); },
-  ge(o) { return el.ge(this, o); },
-  astype(dtype) { return el.astype(this, dtype); },
+  add(o) {
+    return el.add(this, o);
+  },
+  sub(o) {
+    return el.sub(this, o);
+  },
+  mul(o) {
+    return el.mul(this, o);
+  },
+  div(o) {
+    return el.div(this, o);
+  },
+  pow(o) {
+    return el.pow(this, o);
+  },
+  maximum(o) {
+    return el.maximum(this, o);
+  },
+  minimum(o) {
+    return el.minimum(this, o);
+  },
+  square() {
+    return el.square(this);
+  },
+  reciprocal() {
+    return el.reciprocal(this);
+  },
+  silu() {
+    return el.silu(this);
+  },
+  clip(lo, hi) {
+    return el.clip(this, lo, hi);
+  },
+  eq(o) {
+    return el.eq(this, o);
+  },
+  ne(o) {
+    return el.ne(this, o);
+  },
+  lt(o) {
+    return el.lt(this, o);
+  },
+  le(o) {
+    return el.le(this, o);
+  },
+  gt(o) {
+    return el.gt(this, o);
+  },
+  ge(o) {
+    return el.ge(this, o);
+  },
+  astype(dtype) {
+    return el.astype(this, dtype);
+  },
 
-  reshape(shape) { return sh.reshape(this, shape); },
-  transpose(perm) { return sh.transpose(this, perm); },
-  get T() { return sh.transpose(this); },
-  get mT() { return sh.swapaxes(this, -1, -2); },
-  swapaxes(a, b) { return sh.swapaxes(this, a, b); },
-  expandDims(axis) { return sh.expandDims(this, axis); },
-  squeeze(axis) { return sh.squeeze(this, axis); },
-  broadcastTo(shape) { return sh.broadcastTo(this, shape); },
-  slice(...specs) { return sh.slice(this, ...specs); },
-  flatten() { return sh.reshape(this, [-1]); },
+  reshape(shape) {
+    return sh.reshape(this, shape);
+  },
+  transpose(perm) {
+    return sh.transpose(this, perm);
+  },
+  get T() {
+    return sh.transpose(this);
+  },
+  get mT() {
+    return sh.swapaxes(this, -1, -2);
+  },
+  swapaxes(a, b) {
+    return sh.swapaxes(this, a, b);
+  },
+  expandDims(axis) {
+    return sh.expandDims(this, axis);
+  },
+  squeeze(axis) {
+    return sh.squeeze(this, axis);
+  },
+  broadcastTo(shape) {
+    return sh.broadcastTo(this, shape);
+  },
+  slice(...specs) {
+    return sh.slice(this, ...specs);
+  },
+  flatten() {
+    return sh.reshape(this, [-1]);
+  },
 
-  sum(axis, opts) { return rd.sum(this, axis, opts); },
-  mean(axis, opts) { return rd.mean(this, axis, opts); },
-  max(axis, opts) { return rd.max(this, axis, opts); },
-  min(axis, opts) { return rd.min(this, axis, opts); },
+  sum(axis, opts) {
+    return rd.sum(this, axis, opts);
+  },
+  mean(axis, opts) {
+    return rd.mean(this, axis, opts);
+  },
+  max(axis, opts) {
+    return rd.max(this, axis, opts);
+  },
+  min(axis, opts) {
+    return rd.min(this, axis, opts);
+  },
 
-  argmax(axis = -1, opts) { return rd.argmax(this, axis, opts); },
-  logsumexp(axis, opts) { return rd.logsumexp(this, axis, opts); },
-  softmax(axis = -1) { return rd.softmax(this, axis); },
-  logSoftmax(axis = -1) { return rd.logSoftmax(this, axis); },
+  argmax(axis = -1, opts) {
+    return rd.argmax(this, axis, opts);
+  },
+  logsumexp(axis, opts) {
+    return rd.logsumexp(this, axis, opts);
+  },
+  softmax(axis = -1) {
+    return rd.softmax(this, axis);
+  },
+  logSoftmax(axis = -1) {
+    return rd.logSoftmax(this, axis);
+  },
 
-  matmul(o) { return la.matmul(this, o); },
-  take(ids, axis = 0) { return ix.take(this, ids, axis); },
+  matmul(o) {
+    return la.matmul(this, o);
+  },
+  take(ids, axis = 0) {
+    return ix.take(this, ids, axis);
+  },
 };
 
 const UNARY_METHODS = Object.fromEntries(
   UNARY_OPS.filter((n) => el.UNARY_API[n].method).map((n) => {
     const fn = el.UNARY_FNS[el.UNARY_API[n].name];
-    return [el.UNARY_API[n].name, function (this: Tensor) { return fn(this); }];
+    return [
+      el.UNARY_API[n].name,
+      function (this: Tensor) {
+        return fn(this);
+      },
+    ];
   }),
 );
 

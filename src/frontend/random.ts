@@ -3,8 +3,25 @@ import { isFloat, numel, type DType } from "../ir/types.ts";
 import { Tensor, type TensorLike } from "./core.ts";
 import { TraceError } from "./errors.ts";
 import {
-  add, astype, bitcast, bitwiseAnd, bitwiseOr, bitwiseXor, cos, div, full, log, lt, maximum, mul, neg, shiftLeft,
-  shiftRightLogical, sqrt, sub, where,
+  add,
+  astype,
+  bitcast,
+  bitwiseAnd,
+  bitwiseOr,
+  bitwiseXor,
+  cos,
+  div,
+  full,
+  log,
+  lt,
+  maximum,
+  mul,
+  neg,
+  shiftLeft,
+  shiftRightLogical,
+  sqrt,
+  sub,
+  where,
 } from "./ops/elementwise.ts";
 import { constant, iota } from "./ops/creation.ts";
 import { reshape, slice, stack } from "./ops/shape.ts";
@@ -34,7 +51,13 @@ function rotl(x: Tensor, r: number): Tensor {
 export function threefry2x32(k0: Tensor, k1: Tensor, x0: Tensor, x1: Tensor): [Tensor, Tensor] {
   return atUserLoc(() => {
     for (const t of [k0, k1, x0, x1]) {
-      if (t.dtype !== "u32") throw new TraceError("threefry2x32", `operands must be u32, got ${t.dtype}`, [k0.type, k1.type, x0.type, x1.type]);
+      if (t.dtype !== "u32")
+        throw new TraceError("threefry2x32", `operands must be u32, got ${t.dtype}`, [
+          k0.type,
+          k1.type,
+          x0.type,
+          x1.type,
+        ]);
     }
     const ks = [k0, k1, bitwiseXor(bitwiseXor(k0, k1), 0x1bd11bda)];
     let a = add(x0, ks[0]!);
@@ -53,7 +76,11 @@ export function threefry2x32(k0: Tensor, k1: Tensor, x0: Tensor, x1: Tensor): [T
 
 function checkKey(op: string, key: Tensor): void {
   if (!(key instanceof Tensor) || key.dtype !== "u32" || key.ndim !== 1 || key.shape[0] !== 2) {
-    throw new TraceError(op, `expects a key: a u32[2] tensor from random.key or random.split, got ${key instanceof Tensor ? `${key.dtype}[${key.shape.join(",")}]` : typeof key}`, key instanceof Tensor ? [key.type] : []);
+    throw new TraceError(
+      op,
+      `expects a key: a u32[2] tensor from random.key or random.split, got ${key instanceof Tensor ? `${key.dtype}[${key.shape.join(",")}]` : typeof key}`,
+      key instanceof Tensor ? [key.type] : [],
+    );
   }
 }
 
@@ -65,9 +92,11 @@ function keyWords(key: Tensor): [Tensor, Tensor] {
 export function key(seed: TensorLike): Tensor {
   return atUserLoc(() => {
     if (typeof seed === "number") return constant(new Uint32Array(seedWords(seed)));
-    if (seed.ndim !== 0 || (seed.dtype !== "s32" && seed.dtype !== "u32")) throw new TraceError("random.key", "seed must be a rank-0 s32 or u32", [seed.type]);
+    if (seed.ndim !== 0 || (seed.dtype !== "s32" && seed.dtype !== "u32"))
+      throw new TraceError("random.key", "seed must be a rank-0 s32 or u32", [seed.type]);
     const lo = seed.dtype === "u32" ? seed : bitcast(seed, "u32");
-    const hi = seed.dtype === "u32" ? full([], 0, "u32") : where(lt(seed, 0), full([], 0xffffffff, "u32"), full([], 0, "u32"));
+    const hi =
+      seed.dtype === "u32" ? full([], 0, "u32") : where(lt(seed, 0), full([], 0xffffffff, "u32"), full([], 0, "u32"));
     return stack([hi, lo]);
   });
 }
@@ -133,11 +162,15 @@ export function uniform(key: Tensor, shape: readonly number[], opts: UniformOpts
     const dtype = opts.dtype ?? "f32";
     const nmant = MANTISSA[dtype];
     if (nmant === undefined) throw new TraceError("random.uniform", `dtype must be a float, got ${dtype}`);
-    const minval = opts.minval ?? 0, maxval = opts.maxval ?? 1;
+    const minval = opts.minval ?? 0,
+      maxval = opts.maxval ?? 1;
     let b = bits(key, shape);
     // The mantissa bits of a 1.xxx f32: 16-bit dtypes take theirs from the low 16 random bits, placed at the top of
     // the f32 mantissa so the value is exact in the target dtype.
-    b = nmant === 23 ? shiftRightLogical(b, 9) : shiftLeft(shiftRightLogical(bitwiseAnd(b, 0xffff), 16 - nmant), 23 - nmant);
+    b =
+      nmant === 23
+        ? shiftRightLogical(b, 9)
+        : shiftLeft(shiftRightLogical(bitwiseAnd(b, 0xffff), 16 - nmant), 23 - nmant);
     const one = astype(bitcast(bitwiseOr(b, 0x3f800000), "f32"), dtype);
     const f = sub(one, 1);
     const scaled = minval === 0 && maxval === 1 ? f : add(mul(f, maxval - minval), minval);

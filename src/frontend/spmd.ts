@@ -28,16 +28,29 @@ export interface ShardedLowering {
   readonly dropped: readonly ShardAnnotation[];
 }
 
-const isDimList = (x: unknown): x is DimSpec[] => Array.isArray(x) && x.every((d) => d === null || typeof d === "string" || Array.isArray(d) || (typeof d === "object" && d !== null && "axes" in d));
+const isDimList = (x: unknown): x is DimSpec[] =>
+  Array.isArray(x) &&
+  x.every(
+    (d) =>
+      d === null || typeof d === "string" || Array.isArray(d) || (typeof d === "object" && d !== null && "axes" in d),
+  );
 
 /**
  * Matches a spec tree against a value tree's structure: one PartitionSpec (or undefined) per leaf, in flatten order.
  * A spec at an inner node covers every leaf below it; keys the value tree lacks are errors naming the path.
  */
-export function matchSpecs(spec: unknown, def: TreeDef, path: string, what: string, loc: SourceLoc | undefined, argNames?: readonly string[]): (PartitionSpec | undefined)[] {
+export function matchSpecs(
+  spec: unknown,
+  def: TreeDef,
+  path: string,
+  what: string,
+  loc: SourceLoc | undefined,
+  argNames?: readonly string[],
+): (PartitionSpec | undefined)[] {
   const out: (PartitionSpec | undefined)[] = [];
   // `[1].w` reads better as `params.w` when the arguments have names.
-  const show = (p: string) => (argNames ? p.replace(/^\[(\d+)\]/, (m, i: string) => argNames[Number(i)] ?? m) : p) || "(root)";
+  const show = (p: string) =>
+    (argNames ? p.replace(/^\[(\d+)\]/, (m, i: string) => argNames[Number(i)] ?? m) : p) || "(root)";
   const walk = (s: unknown, d: TreeDef, p: string): void => {
     const n = numLeaves(d);
     if (s instanceof PartitionSpec) return void out.push(...Array<PartitionSpec>(n).fill(s));
@@ -47,17 +60,41 @@ export function matchSpecs(spec: unknown, def: TreeDef, path: string, what: stri
       case "none":
         return;
       case "leaf":
-        throw new ShardingError(`${what} ${show(p)}`, `expected a partition spec P(...) for this tensor, got ${describe(s)}`, loc);
+        throw new ShardingError(
+          `${what} ${show(p)}`,
+          `expected a partition spec P(...) for this tensor, got ${describe(s)}`,
+          loc,
+        );
       case "array": {
-        if (!Array.isArray(s)) throw new ShardingError(`${what} ${show(p)}`, `the value is an array of ${d.children.length}; the specs give ${describe(s)}`, loc);
-        if (s.length > d.children.length) throw new ShardingError(`${what} ${show(p)}`, `the specs have ${s.length} entries for an array of ${d.children.length}`, loc);
+        if (!Array.isArray(s))
+          throw new ShardingError(
+            `${what} ${show(p)}`,
+            `the value is an array of ${d.children.length}; the specs give ${describe(s)}`,
+            loc,
+          );
+        if (s.length > d.children.length)
+          throw new ShardingError(
+            `${what} ${show(p)}`,
+            `the specs have ${s.length} entries for an array of ${d.children.length}`,
+            loc,
+          );
         d.children.forEach((c, i) => walk(s[i], c, `${p}[${i}]`));
         return;
       }
       case "object": {
-        if (!isPlainObject(s)) throw new ShardingError(`${what} ${show(p)}`, `the value is an object with keys ${d.keys.join(", ")}; the specs give ${describe(s)}`, loc);
+        if (!isPlainObject(s))
+          throw new ShardingError(
+            `${what} ${show(p)}`,
+            `the value is an object with keys ${d.keys.join(", ")}; the specs give ${describe(s)}`,
+            loc,
+          );
         for (const k of Object.keys(s)) {
-          if (!d.keys.includes(k) && s[k] !== undefined) throw new ShardingError(`${what} ${show(p ? `${p}.${k}` : k)}`, `the specs name '${k}', which the value does not have (keys: ${d.keys.join(", ")})`, loc);
+          if (!d.keys.includes(k) && s[k] !== undefined)
+            throw new ShardingError(
+              `${what} ${show(p ? `${p}.${k}` : k)}`,
+              `the specs name '${k}', which the value does not have (keys: ${d.keys.join(", ")})`,
+              loc,
+            );
         }
         d.keys.forEach((k, i) => walk(s[k], d.children[i]!, p ? `${p}.${k}` : k));
         return;
@@ -68,11 +105,21 @@ export function matchSpecs(spec: unknown, def: TreeDef, path: string, what: stri
   return out;
 }
 
-function seedFor(spec: PartitionSpec, v: Value, kind: "in" | "out" | "shard", name: string, fallbackLoc: SourceLoc | undefined): Seed {
+function seedFor(
+  spec: PartitionSpec,
+  v: Value,
+  kind: "in" | "out" | "shard",
+  name: string,
+  fallbackLoc: SourceLoc | undefined,
+): Seed {
   const rank = v.type.shape.length;
   if (!spec.isReplicated && spec.dims.length !== rank) {
     const what = kind === "in" ? `argument ${name}` : kind === "out" ? `result ${name}` : `shard() of ${name}`;
-    throw new ShardingError(what, `the spec ${spec} has ${spec.dims.length} entr${spec.dims.length === 1 ? "y" : "ies"} but the value is ${formatType(v.type)} (rank ${rank})`, spec.loc ?? fallbackLoc);
+    throw new ShardingError(
+      what,
+      `the spec ${spec} has ${spec.dims.length} entr${spec.dims.length === 1 ? "y" : "ies"} but the value is ${formatType(v.type)} (rank ${rank})`,
+      spec.loc ?? fallbackLoc,
+    );
   }
   const { sharding, priorities } = specSharding(spec, rank);
   // A shard() call is where the user pinned the value; for spec trees, where the P(...) was written.
@@ -94,7 +141,15 @@ function allValues(g: Graph): Value[] {
  * Seeds from the spec trees and the shard() annotations found in `graph` (after the cleanup passes), then
  * propagation. Throws ShardingError for a spec that does not fit its value or the mesh.
  */
-export function planShardings(graph: Graph, inTree: TreeDef, outTree: TreeDef, opts: ShardingOpts, made: readonly ShardAnnotation[], loc: SourceLoc | undefined, argNames?: readonly string[]): ShardedLowering {
+export function planShardings(
+  graph: Graph,
+  inTree: TreeDef,
+  outTree: TreeDef,
+  opts: ShardingOpts,
+  made: readonly ShardAnnotation[],
+  loc: SourceLoc | undefined,
+  argNames?: readonly string[],
+): ShardedLowering {
   const { mesh } = opts;
   if (!(mesh instanceof DeviceMesh)) throw new ShardingError("jit", "the mesh option must be a mesh({...})", loc);
   const inSpecs = matchSpecs(opts.in, inTree, "", "argument", loc, argNames);
@@ -112,7 +167,11 @@ export function planShardings(graph: Graph, inTree: TreeDef, outTree: TreeDef, o
     const seed = seedFor(a.spec, v, "shard", formatType(a.type), a.loc);
     const prev = seeds.get(v);
     if (prev && shardyDims(prev.sharding) !== shardyDims(seed.sharding)) {
-      throw new ShardingError(`argument ${prev.source.name}`, `the in-specs give it ${shardyDims(prev.sharding)} but shard() pins it to ${a.spec}`, a.loc ?? loc);
+      throw new ShardingError(
+        `argument ${prev.source.name}`,
+        `the in-specs give it ${shardyDims(prev.sharding)} but shard() pins it to ${a.spec}`,
+        a.loc ?? loc,
+      );
     }
     seeds.set(v, seed);
   }
@@ -140,7 +199,14 @@ export function planShardings(graph: Graph, inTree: TreeDef, outTree: TreeDef, o
  * operands that an op needs in another layout are moved by a constraint right before it (explicit reshards), so
  * the partitioner needs exactly the collectives the plan predicts.
  */
-export function shardedEmitOptions(graph: Graph, s: ShardedLowering, meshName = "mesh"): Pick<EmitOptions, "argShardings" | "resultShardings" | "mesh" | "numPartitions" | "constraints" | "operandConstraints"> {
+export function shardedEmitOptions(
+  graph: Graph,
+  s: ShardedLowering,
+  meshName = "mesh",
+): Pick<
+  EmitOptions,
+  "argShardings" | "resultShardings" | "mesh" | "numPartitions" | "constraints" | "operandConstraints"
+> {
   const attr = (x: Sharding) => `#sdy.sharding<@${meshName}, ${shardyDims(x)}>`;
   const constraints = new Map<Value, string | string[]>();
   const pin = (g: Graph) => {
@@ -155,7 +221,11 @@ export function shardedEmitOptions(graph: Graph, s: ShardedLowering, meshName = 
   };
   pin(graph);
   const operandConstraints = new Map<AnyOp, (string | undefined)[]>();
-  for (const [op, list] of s.plan.operandShardings) operandConstraints.set(op, list.map((x) => (x ? `<@${meshName}, ${shardyDims(x)}>` : undefined)));
+  for (const [op, list] of s.plan.operandShardings)
+    operandConstraints.set(
+      op,
+      list.map((x) => (x ? `<@${meshName}, ${shardyDims(x)}>` : undefined)),
+    );
   return {
     operandConstraints,
     argShardings: s.argShardings.map(attr),

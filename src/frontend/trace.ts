@@ -19,7 +19,8 @@ export class TensorSpec implements TensorType {
     shape: readonly number[],
   ) {
     if (!isDType(dtype)) throw new TraceError("spec", `unknown dtype '${String(dtype)}'`);
-    for (const d of shape) if (!Number.isInteger(d) || d < 0) throw new TraceError("spec", `invalid dimension ${d} in [${shape.join(",")}]`);
+    for (const d of shape)
+      if (!Number.isInteger(d) || d < 0) throw new TraceError("spec", `invalid dimension ${d} in [${shape.join(",")}]`);
     this.shape = Object.freeze([...shape]);
   }
   toString(): string {
@@ -39,13 +40,21 @@ export interface HasType {
 }
 
 function isHasType(x: unknown): x is HasType {
-  return typeof x === "object" && x !== null && typeof (x as HasType).dtype === "string" && Array.isArray((x as HasType).shape);
+  return (
+    typeof x === "object" &&
+    x !== null &&
+    typeof (x as HasType).dtype === "string" &&
+    Array.isArray((x as HasType).shape)
+  );
 }
 
 /** The tensor type of an argument leaf, or a TraceError naming its path. */
 export function leafType(op: string, leaf: unknown, path: string): TensorType {
   if (isHasType(leaf)) return tensorType(leaf.dtype, leaf.shape);
-  throw new TraceError(op, `argument ${path || "(root)"} is ${describe(leaf)}, not a tensor spec (use spec(dtype, shape))`);
+  throw new TraceError(
+    op,
+    `argument ${path || "(root)"} is ${describe(leaf)}, not a tensor spec (use spec(dtype, shape))`,
+  );
 }
 
 /**
@@ -75,7 +84,8 @@ export function paramNames(fn: Function, count: number): string[] {
   }
   if (list === undefined) return names;
   const parts: string[] = [];
-  let depth = 0, cur = "";
+  let depth = 0,
+    cur = "";
   for (const c of list) {
     if (c === "(" || c === "[" || c === "{") depth++;
     else if (c === ")" || c === "]" || c === "}") depth--;
@@ -105,12 +115,23 @@ export interface Traced {
 }
 
 /** Flattened outputs of a traced function: each leaf a Tensor (numbers become f32 constants in `trace`). */
-export function outputLeaves(op: string, out: unknown, trace: Trace): { tensors: Tensor[]; paths: string[]; def: TreeDef } {
+export function outputLeaves(
+  op: string,
+  out: unknown,
+  trace: Trace,
+): { tensors: Tensor[]; paths: string[]; def: TreeDef } {
   const { leaves, paths, def } = flatten<unknown>(out as Tree<unknown>);
   const tensors = leaves.map((l, i) => {
     if (l instanceof Tensor) return l;
-    if (typeof l === "number") return withTrace(trace, () => new Tensor(trace, trace.builder.add1("constant", [], { dtype: "f32", shape: [], value: [l] }, opLoc())));
-    throw new TraceError(op, `the function returned ${describe(l)} at ${paths[i] || "(root)"}; return Tensors (in arrays and plain objects)`);
+    if (typeof l === "number")
+      return withTrace(
+        trace,
+        () => new Tensor(trace, trace.builder.add1("constant", [], { dtype: "f32", shape: [], value: [l] }, opLoc())),
+      );
+    throw new TraceError(
+      op,
+      `the function returned ${describe(l)} at ${paths[i] || "(root)"}; return Tensors (in arrays and plain objects)`,
+    );
   });
   return { tensors, paths, def };
 }
@@ -131,7 +152,8 @@ export function trace(fn: (...args: any[]) => unknown, args: readonly unknown[])
   });
   const argTrees = unflattenArgs(inTree, inputs);
   const out = withTrace(t, () => fn(...argTrees));
-  if (out instanceof Promise) throw new TraceError("trace", "the traced function returned a Promise; traced functions must be synchronous");
+  if (out instanceof Promise)
+    throw new TraceError("trace", "the traced function returned a Promise; traced functions must be synchronous");
   const { tensors, paths: outPaths, def: outTree } = outputLeaves("trace", out, t);
   const outNames = outPaths.map((p) => (p === "" || p.startsWith("[") ? `out${p}` : p));
   const graph = t.build(tensors, outNames, "trace");
@@ -149,7 +171,8 @@ export function unflattenArgs<L>(def: TreeDef, leaves: readonly L[]): unknown[] 
  * g's outputs. Ops are re-added through the builder, so each gets fresh values and is type-checked again.
  */
 export function inlineGraph(trace: Trace, g: Graph, inputs: readonly Value[]): Value[] {
-  if (inputs.length !== g.inputs.length) throw new Error(`internal: inlining a graph of ${g.inputs.length} inputs with ${inputs.length} values`);
+  if (inputs.length !== g.inputs.length)
+    throw new Error(`internal: inlining a graph of ${g.inputs.length} inputs with ${inputs.length} values`);
   const env = new Map<Value, Value>();
   g.inputs.forEach((v, i) => (env.set(v, inputs[i]!), copyAnnotation(v, inputs[i]!)));
   const get = (v: Value): Value => {
@@ -195,8 +218,10 @@ export function entry<F extends (...args: any[]) => unknown>(
   opts: { donate?: number | readonly number[]; mesh?: DeviceMesh; shardings?: Entry["shardings"] } = {},
 ): Entry<F> {
   if (typeof fn !== "function") throw new TraceError("entry", `first argument must be a function, got ${describe(fn)}`);
-  if (!Array.isArray(args)) throw new TraceError("entry", "argument specs must be an array with one spec tree per parameter");
-  const donate = opts.donate === undefined ? undefined : typeof opts.donate === "number" ? [opts.donate] : [...opts.donate];
+  if (!Array.isArray(args))
+    throw new TraceError("entry", "argument specs must be an array with one spec tree per parameter");
+  const donate =
+    opts.donate === undefined ? undefined : typeof opts.donate === "number" ? [opts.donate] : [...opts.donate];
   return Object.freeze({
     kind: "tessera.entry" as const,
     fn,

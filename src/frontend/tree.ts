@@ -23,7 +23,10 @@ export function isPlainObject(x: unknown): x is Record<string, unknown> {
  * Leaves in order (object keys sorted, so that trees built in different orders agree, as in JAX), their path names
  * and the tree's structure. `isLeaf` may stop the descent early (e.g. to treat a spec object as a leaf).
  */
-export function flatten<L>(tree: Tree<L>, isLeaf?: (x: unknown) => boolean): { leaves: L[]; paths: string[]; def: TreeDef } {
+export function flatten<L>(
+  tree: Tree<L>,
+  isLeaf?: (x: unknown) => boolean,
+): { leaves: L[]; paths: string[]; def: TreeDef } {
   const leaves: L[] = [];
   const paths: string[] = [];
   const walk = (x: unknown, path: string): TreeDef => {
@@ -103,9 +106,16 @@ export function treeDefKey(def: TreeDef): string {
 }
 
 /** Applies `f` to every leaf, keeping the structure. */
-export function treeMap<A, B>(tree: Tree<A>, f: (leaf: A, path: string) => B, isLeaf?: (x: unknown) => boolean): Tree<B> {
+export function treeMap<A, B>(
+  tree: Tree<A>,
+  f: (leaf: A, path: string) => B,
+  isLeaf?: (x: unknown) => boolean,
+): Tree<B> {
   const { leaves, paths, def } = flatten(tree, isLeaf);
-  return unflatten(def, leaves.map((l, i) => f(l, paths[i]!)));
+  return unflatten(
+    def,
+    leaves.map((l, i) => f(l, paths[i]!)),
+  );
 }
 
 /** The leaves of a tree in flatten order. */

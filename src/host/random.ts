@@ -16,7 +16,8 @@ export function mulberry32(seed: number): () => number {
 export function normalSamples(rand: () => number, n: number, std: number): Float32Array {
   const v = new Float32Array(n);
   for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(1 - rand())) * std, th = 2 * Math.PI * rand();
+    const r = Math.sqrt(-2 * Math.log(1 - rand())) * std,
+      th = 2 * Math.PI * rand();
     v[i] = r * Math.cos(th);
     if (i + 1 < n) v[i + 1] = r * Math.sin(th);
   }

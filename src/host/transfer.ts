@@ -17,13 +17,20 @@ export class HostDTypeError extends TesseraError {
 export function irDType(d: HostDType, what = "a host tensor"): DType {
   const t = fromHostDType(d);
   if (!(DTYPES as readonly string[]).includes(t)) {
-    throw new HostDTypeError(`${what} has dtype ${d}, which no program computes on; expected one of ${DTYPES.map(toHostDType).join(", ")}`);
+    throw new HostDTypeError(
+      `${what} has dtype ${d}, which no program computes on; expected one of ${DTYPES.map(toHostDType).join(", ")}`,
+    );
   }
   return t as DType;
 }
 
 export function isHostTensor(x: unknown): x is HostTensor {
-  return typeof x === "object" && x !== null && (x as HostTensor).data instanceof Uint8Array && Array.isArray((x as HostTensor).shape);
+  return (
+    typeof x === "object" &&
+    x !== null &&
+    (x as HostTensor).data instanceof Uint8Array &&
+    Array.isArray((x as HostTensor).shape)
+  );
 }
 
 /** The abstract type of a host tensor leaf, for tracing. */
@@ -48,7 +55,10 @@ export function fromInterp(a: HostArray): HostTensor {
 /** A HostTensor on the device; 16-bit floats travel as their raw bits, so nothing is rounded. */
 export function toDevice(t: HostTensor): DeviceArray {
   const dt = irDType(t.dtype);
-  return array(typedView(t) as Float32Array | Uint16Array | Int32Array | Uint32Array | Uint8Array, { dtype: dt, shape: t.shape });
+  return array(typedView(t) as Float32Array | Uint16Array | Int32Array | Uint32Array | Uint8Array, {
+    dtype: dt,
+    shape: t.shape,
+  });
 }
 
 /** A device array read back as a HostTensor of its dtype. */

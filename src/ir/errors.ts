@@ -23,4 +23,3 @@ export class RuleError extends TesseraError {
     super(message, { code: "ERR_OP_TYPE" });
   }
 }
-

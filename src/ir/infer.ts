@@ -66,25 +66,38 @@ function elementwise(op: ElementwiseOp): TypeRule<ElementwiseOp> {
   return (inputs) => {
     arity(inputs, n);
     const t = inputs[0]!;
-    if (n === 2 && !sameType(t, inputs[1]!)) fail(`operands must have the same type, got ${formatType(t)} and ${formatType(inputs[1]!)}`);
-    if (!dtypeOk(t.dtype, dtypes)) fail(n === 1 ? `needs a ${dtypes} operand, got ${t.dtype}` : `needs ${dtypes} operands, got ${t.dtype}`);
+    if (n === 2 && !sameType(t, inputs[1]!))
+      fail(`operands must have the same type, got ${formatType(t)} and ${formatType(inputs[1]!)}`);
+    if (!dtypeOk(t.dtype, dtypes))
+      fail(n === 1 ? `needs a ${dtypes} operand, got ${t.dtype}` : `needs ${dtypes} operands, got ${t.dtype}`);
     return [t];
   };
 }
 
-function reduce(inputs: readonly TensorType[], params: { readonly axes: readonly number[] }, numericOnly: boolean): TensorType[] {
+function reduce(
+  inputs: readonly TensorType[],
+  params: { readonly axes: readonly number[] },
+  numericOnly: boolean,
+): TensorType[] {
   arity(inputs, 1);
   const t = inputs[0]!;
   checkAxes(params.axes, t.shape.length, "axis");
   if (numericOnly && t.dtype === "bool") fail(`cannot reduce bool`);
-  return [tensorType(t.dtype, t.shape.filter((_, i) => !params.axes.includes(i)))];
+  return [
+    tensorType(
+      t.dtype,
+      t.shape.filter((_, i) => !params.axes.includes(i)),
+    ),
+  ];
 }
 
 function scalarIndices(inputs: readonly TensorType[], from: number, rank: number): void {
-  if (inputs.length - from !== rank) fail(`expects ${rank} start indices (one per dimension), got ${inputs.length - from}`);
+  if (inputs.length - from !== rank)
+    fail(`expects ${rank} start indices (one per dimension), got ${inputs.length - from}`);
   for (let i = from; i < inputs.length; i++) {
     const t = inputs[i]!;
-    if (t.shape.length !== 0 || !isInteger(t.dtype)) fail(`start index ${i - from} must be a rank-0 integer, got ${formatType(t)}`);
+    if (t.shape.length !== 0 || !isInteger(t.dtype))
+      fail(`start index ${i - from} must be a rank-0 integer, got ${formatType(t)}`);
   }
 }
 
@@ -102,7 +115,8 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     const [p, a, b] = inputs as [TensorType, TensorType, TensorType];
     if (p.dtype !== "bool") fail(`predicate must be bool, got ${formatType(p)}`);
     if (!sameType(a, b)) fail(`branches must have the same type, got ${formatType(a)} and ${formatType(b)}`);
-    if (!sameShape(p.shape, a.shape)) fail(`predicate shape [${p.shape.join(",")}] differs from branch shape [${a.shape.join(",")}]`);
+    if (!sameShape(p.shape, a.shape))
+      fail(`predicate shape [${p.shape.join(",")}] differs from branch shape [${a.shape.join(",")}]`);
     return [a];
   },
   convert: (inputs, { dtype }) => {
@@ -112,14 +126,16 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
   bitcast_convert: (inputs, { dtype }) => {
     arity(inputs, 1);
     const t = inputs[0]!;
-    if (bitWidth(t.dtype) !== bitWidth(dtype)) fail(`bit widths differ: ${t.dtype} is ${bitWidth(t.dtype)} bits, ${dtype} is ${bitWidth(dtype)}`);
+    if (bitWidth(t.dtype) !== bitWidth(dtype))
+      fail(`bit widths differ: ${t.dtype} is ${bitWidth(t.dtype)} bits, ${dtype} is ${bitWidth(dtype)}`);
     return [tensorType(dtype, t.shape)];
   },
 
   constant: (inputs, { dtype, shape, value }) => {
     arity(inputs, 0);
     checkShape(shape, "shape");
-    if (value.length !== 1 && value.length !== numel(shape)) fail(`has ${value.length} values for shape [${shape.join(",")}]`);
+    if (value.length !== 1 && value.length !== numel(shape))
+      fail(`has ${value.length} values for shape [${shape.join(",")}]`);
     return [tensorType(dtype, shape)];
   },
   iota: (inputs, { dtype, shape, dim }) => {
@@ -134,11 +150,15 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     arity(inputs, 1);
     const t = inputs[0]!;
     checkShape(shape, "shape");
-    if (dims.length !== t.shape.length) fail(`needs one target dim per operand dim: ${dims.length} dims for rank ${t.shape.length}`);
+    if (dims.length !== t.shape.length)
+      fail(`needs one target dim per operand dim: ${dims.length} dims for rank ${t.shape.length}`);
     checkAxes(dims, shape.length, "target dim");
     dims.forEach((d, i) => {
       const s = t.shape[i]!;
-      if (s !== 1 && s !== shape[d]) fail(`operand dim ${i} (size ${s}) cannot broadcast to result dim ${d} (size ${shape[d]}) of [${shape.join(",")}]`);
+      if (s !== 1 && s !== shape[d])
+        fail(
+          `operand dim ${i} (size ${s}) cannot broadcast to result dim ${d} (size ${shape[d]}) of [${shape.join(",")}]`,
+        );
     });
     return [tensorType(t.dtype, shape)];
   },
@@ -146,23 +166,35 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     arity(inputs, 1);
     const t = inputs[0]!;
     checkShape(shape, "shape");
-    if (numel(shape) !== numel(t.shape)) fail(`cannot reshape ${formatType(t)} (${numel(t.shape)} elements) to [${shape.join(",")}] (${numel(shape)} elements)`);
+    if (numel(shape) !== numel(t.shape))
+      fail(
+        `cannot reshape ${formatType(t)} (${numel(t.shape)} elements) to [${shape.join(",")}] (${numel(shape)} elements)`,
+      );
     return [tensorType(t.dtype, shape)];
   },
   transpose: (inputs, { perm }) => {
     arity(inputs, 1);
     const t = inputs[0]!;
     const sorted = [...perm].sort((a, b) => a - b);
-    if (perm.length !== t.shape.length || sorted.some((p, i) => p !== i)) fail(`perm [${perm.join(",")}] is not a permutation of rank ${t.shape.length}`);
-    return [tensorType(t.dtype, perm.map((p) => t.shape[p]!))];
+    if (perm.length !== t.shape.length || sorted.some((p, i) => p !== i))
+      fail(`perm [${perm.join(",")}] is not a permutation of rank ${t.shape.length}`);
+    return [
+      tensorType(
+        t.dtype,
+        perm.map((p) => t.shape[p]!),
+      ),
+    ];
   },
   slice: (inputs, { start, limit, stride }) => {
     arity(inputs, 1);
     const t = inputs[0]!;
     const r = t.shape.length;
-    if (start.length !== r || limit.length !== r || stride.length !== r) fail(`start/limit/stride need ${r} entries each`);
+    if (start.length !== r || limit.length !== r || stride.length !== r)
+      fail(`start/limit/stride need ${r} entries each`);
     const shape = t.shape.map((d, i) => {
-      const s = start[i]!, l = limit[i]!, st = stride[i]!;
+      const s = start[i]!,
+        l = limit[i]!,
+        st = stride[i]!;
       if (!(0 <= s && s <= l && l <= d)) fail(`dim ${i}: need 0 <= start (${s}) <= limit (${l}) <= size (${d})`);
       if (st < 1) fail(`dim ${i}: stride ${st} must be >= 1`);
       return Math.ceil((l - s) / st);
@@ -177,18 +209,26 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     for (const t of inputs) {
       if (t.dtype !== first.dtype || t.shape.length !== first.shape.length) fail(`operands must share dtype and rank`);
       t.shape.forEach((d, i) => {
-        if (i !== axis && d !== first.shape[i]) fail(`operands differ in dim ${i} (${d} vs ${first.shape[i]}), only axis ${axis} may differ`);
+        if (i !== axis && d !== first.shape[i])
+          fail(`operands differ in dim ${i} (${d} vs ${first.shape[i]}), only axis ${axis} may differ`);
       });
       total += t.shape[axis]!;
     }
-    return [tensorType(first.dtype, first.shape.map((d, i) => (i === axis ? total : d)))];
+    return [
+      tensorType(
+        first.dtype,
+        first.shape.map((d, i) => (i === axis ? total : d)),
+      ),
+    ];
   },
   pad: (inputs, { low, high, interior }) => {
     arity(inputs, 2);
     const [t, v] = inputs as [TensorType, TensorType];
-    if (v.shape.length !== 0 || v.dtype !== t.dtype) fail(`padding value must be a rank-0 ${t.dtype}, got ${formatType(v)}`);
+    if (v.shape.length !== 0 || v.dtype !== t.dtype)
+      fail(`padding value must be a rank-0 ${t.dtype}, got ${formatType(v)}`);
     const r = t.shape.length;
-    if (low.length !== r || high.length !== r || interior.length !== r) fail(`low/high/interior need ${r} entries each`);
+    if (low.length !== r || high.length !== r || interior.length !== r)
+      fail(`low/high/interior need ${r} entries each`);
     const shape = t.shape.map((d, i) => {
       if (interior[i]! < 0) fail(`interior padding must be >= 0`);
       const n = low[i]! + high[i]! + d + Math.max(d - 1, 0) * interior[i]!;
@@ -208,20 +248,27 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     if (a.dtype !== b.dtype) fail(`operand dtypes differ: ${a.dtype} vs ${b.dtype}`);
     if (a.dtype === "bool") fail(`cannot multiply bool`);
     if (p.lhsBatch.length !== p.rhsBatch.length) fail(`batch dims differ in count: [${p.lhsBatch}] vs [${p.rhsBatch}]`);
-    if (p.lhsContract.length !== p.rhsContract.length) fail(`contracting dims differ in count: [${p.lhsContract}] vs [${p.rhsContract}]`);
+    if (p.lhsContract.length !== p.rhsContract.length)
+      fail(`contracting dims differ in count: [${p.lhsContract}] vs [${p.rhsContract}]`);
     const lhsUsed = [...p.lhsBatch, ...p.lhsContract];
     const rhsUsed = [...p.rhsBatch, ...p.rhsContract];
-    for (const [used, t, side] of [[lhsUsed, a, "lhs"], [rhsUsed, b, "rhs"]] as const) {
+    for (const [used, t, side] of [
+      [lhsUsed, a, "lhs"],
+      [rhsUsed, b, "rhs"],
+    ] as const) {
       if (new Set(used).size !== used.length) fail(`${side} dims repeat: [${used.join(",")}]`);
-      for (const d of used) if (d < 0 || d >= t.shape.length) fail(`${side} dim ${d} is out of range for ${formatType(t)}`);
+      for (const d of used)
+        if (d < 0 || d >= t.shape.length) fail(`${side} dim ${d} is out of range for ${formatType(t)}`);
     }
     p.lhsBatch.forEach((d, i) => {
       const e = p.rhsBatch[i]!;
-      if (a.shape[d] !== b.shape[e]) fail(`batch dims must match: lhs dim ${d} = ${a.shape[d]}, rhs dim ${e} = ${b.shape[e]}`);
+      if (a.shape[d] !== b.shape[e])
+        fail(`batch dims must match: lhs dim ${d} = ${a.shape[d]}, rhs dim ${e} = ${b.shape[e]}`);
     });
     p.lhsContract.forEach((d, i) => {
       const e = p.rhsContract[i]!;
-      if (a.shape[d] !== b.shape[e]) fail(`contracting dims must match: lhs dim ${d} = ${a.shape[d]}, rhs dim ${e} = ${b.shape[e]}`);
+      if (a.shape[d] !== b.shape[e])
+        fail(`contracting dims must match: lhs dim ${d} = ${a.shape[d]}, rhs dim ${e} = ${b.shape[e]}`);
     });
     const batch = p.lhsBatch.map((d) => a.shape[d]!);
     const lhsFree = a.shape.filter((_, i) => !lhsUsed.includes(i));
@@ -241,17 +288,20 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     const [t, idx, upd] = inputs as [TensorType, TensorType, TensorType];
     if (!isInteger(idx.dtype)) fail(`indices must be integers, got ${formatType(idx)}`);
     const want = [...idx.shape, ...t.shape.slice(1)];
-    if (upd.dtype !== t.dtype || !sameShape(upd.shape, want)) fail(`updates must be ${formatType(tensorType(t.dtype, want))}, got ${formatType(upd)}`);
+    if (upd.dtype !== t.dtype || !sameShape(upd.shape, want))
+      fail(`updates must be ${formatType(tensorType(t.dtype, want))}, got ${formatType(upd)}`);
     return [t];
   },
   take_along_axis: (inputs, { axis }) => {
     arity(inputs, 2);
     const [t, idx] = inputs as [TensorType, TensorType];
     if (!isInteger(idx.dtype)) fail(`indices must be integers, got ${formatType(idx)}`);
-    if (idx.shape.length !== t.shape.length) fail(`indices rank ${idx.shape.length} differs from operand rank ${t.shape.length}`);
+    if (idx.shape.length !== t.shape.length)
+      fail(`indices rank ${idx.shape.length} differs from operand rank ${t.shape.length}`);
     if (axis < 0 || axis >= t.shape.length) fail(`axis ${axis} is out of range for rank ${t.shape.length}`);
     t.shape.forEach((d, i) => {
-      if (i !== axis && idx.shape[i] !== d) fail(`indices dim ${i} (${idx.shape[i]}) must equal operand dim ${i} (${d})`);
+      if (i !== axis && idx.shape[i] !== d)
+        fail(`indices dim ${i} (${idx.shape[i]}) must equal operand dim ${i} (${d})`);
     });
     return [tensorType(t.dtype, idx.shape)];
   },
@@ -268,7 +318,8 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
   dynamic_update_slice: (inputs) => {
     if (inputs.length < 2) fail(`needs an operand and an update`);
     const [t, u] = inputs as [TensorType, TensorType];
-    if (u.dtype !== t.dtype || u.shape.length !== t.shape.length) fail(`update ${formatType(u)} must match operand ${formatType(t)} in dtype and rank`);
+    if (u.dtype !== t.dtype || u.shape.length !== t.shape.length)
+      fail(`update ${formatType(u)} must match operand ${formatType(t)} in dtype and rank`);
     u.shape.forEach((d, i) => {
       if (d > t.shape[i]!) fail(`update dim ${i} (${d}) exceeds operand dim (${t.shape[i]})`);
     });
@@ -281,17 +332,25 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     if (numXs < 0) fail(`has ${inputs.length} operands, fewer than numConsts + numCarry = ${numConsts + numCarry}`);
     const xs = inputs.slice(numConsts + numCarry);
     for (const x of xs) {
-      if (x.shape.length < 1 || x.shape[0] !== length) fail(`scanned operand ${formatType(x)} must have leading dim ${length}`);
+      if (x.shape.length < 1 || x.shape[0] !== length)
+        fail(`scanned operand ${formatType(x)} must have leading dim ${length}`);
     }
-    const expectIn = [...inputs.slice(0, numConsts + numCarry), ...xs.map((x) => tensorType(x.dtype, x.shape.slice(1)))];
-    if (body.inputs.length !== expectIn.length) fail(`body takes ${body.inputs.length} inputs, expected ${expectIn.length} (consts, carries, x slices)`);
+    const expectIn = [
+      ...inputs.slice(0, numConsts + numCarry),
+      ...xs.map((x) => tensorType(x.dtype, x.shape.slice(1))),
+    ];
+    if (body.inputs.length !== expectIn.length)
+      fail(`body takes ${body.inputs.length} inputs, expected ${expectIn.length} (consts, carries, x slices)`);
     body.inputs.forEach((v, i) => {
-      if (!sameType(v.type, expectIn[i]!)) fail(`body input ${i} is ${formatType(v.type)}, expected ${formatType(expectIn[i]!)}`);
+      if (!sameType(v.type, expectIn[i]!))
+        fail(`body input ${i} is ${formatType(v.type)}, expected ${formatType(expectIn[i]!)}`);
     });
-    if (body.outputs.length < numCarry) fail(`body returns ${body.outputs.length} values, fewer than numCarry = ${numCarry}`);
+    if (body.outputs.length < numCarry)
+      fail(`body returns ${body.outputs.length} values, fewer than numCarry = ${numCarry}`);
     const carries = inputs.slice(numConsts, numConsts + numCarry);
     body.outputs.slice(0, numCarry).forEach((v, i) => {
-      if (!sameType(v.type, carries[i]!)) fail(`body carry output ${i} is ${formatType(v.type)}, expected ${formatType(carries[i]!)}`);
+      if (!sameType(v.type, carries[i]!))
+        fail(`body carry output ${i} is ${formatType(v.type)}, expected ${formatType(carries[i]!)}`);
     });
     const ys = body.outputs.slice(numCarry).map((v) => tensorType(v.type.dtype, [length, ...v.type.shape]));
     return [...carries, ...ys];
@@ -300,6 +359,10 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
 };
 
 /** Result types of `name` applied to operands of `inputs` types; throws RuleError when the rules are broken. */
-export function inferTypes<N extends OpName>(name: N, inputs: readonly TensorType[], params: OpParams[N]): TensorType[] {
+export function inferTypes<N extends OpName>(
+  name: N,
+  inputs: readonly TensorType[],
+  params: OpParams[N],
+): TensorType[] {
   return RULES[name](inputs, params);
 }

@@ -56,7 +56,8 @@ export function fitToDType(dtype: DType): (x: number) => number {
 /** A host array of `dtype`/`shape` holding `values` (row-major) rounded or wrapped into the dtype. */
 export function hostArray(dtype: DType, shape: Shape, values: ArrayLike<number>): HostArray {
   const n = numel(shape);
-  if (values.length !== n) throw new InterpretError(`hostArray: ${values.length} values for ${dtype}[${shape.join(",")}] (${n} elements)`);
+  if (values.length !== n)
+    throw new InterpretError(`hostArray: ${values.length} values for ${dtype}[${shape.join(",")}] (${n} elements)`);
   const fit = fitToDType(dtype);
   const data = new Float64Array(n);
   for (let i = 0; i < n; i++) data[i] = fit(values[i]!);
@@ -204,7 +205,10 @@ function fromBits(d: DType): (b: number) => number {
 
 type ReduceOp = "reduce_sum" | "reduce_max" | "reduce_min";
 
-function reduceKernel<N extends ReduceOp>(init: (d: DType) => number, step: (acc: number, x: number) => number): Kernel<N> {
+function reduceKernel<N extends ReduceOp>(
+  init: (d: DType) => number,
+  step: (acc: number, x: number) => number,
+): Kernel<N> {
   return (op, [x]) => {
     const shape = x!.type.shape;
     const axes = op.params.axes;
@@ -221,7 +225,6 @@ function reduceKernel<N extends ReduceOp>(init: (d: DType) => number, step: (acc
     return [result(outType(op), out)];
   };
 }
-
 
 /** An element-wise op's kernel from its descriptor, the int or bool variant chosen by the operand dtype. */
 function elementwise(name: ElementwiseOp): Kernel<ElementwiseOp> {
@@ -284,7 +287,17 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
     const st = stridesOf(x!.type.shape);
     const offset = start.reduce((acc, s, i) => acc + s * st[i]!, 0);
     const t = outType(op);
-    return [{ type: t, data: stridedCopy(t.shape, x!.data, offset, st.map((s, i) => s * stride[i]!)) }];
+    return [
+      {
+        type: t,
+        data: stridedCopy(
+          t.shape,
+          x!.data,
+          offset,
+          st.map((s, i) => s * stride[i]!),
+        ),
+      },
+    ];
   },
   concatenate: (op, args) => {
     const t = outType(op);
@@ -331,7 +344,10 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
     return [{ type: t, data: out }];
   },
 
-  reduce_sum: reduceKernel(() => 0, (acc, x) => acc + x),
+  reduce_sum: reduceKernel(
+    () => 0,
+    (acc, x) => acc + x,
+  ),
   reduce_max: reduceKernel((d) => (d === "s32" ? -(2 ** 31) : d === "u32" ? 0 : -Infinity), maxOf),
   reduce_min: reduceKernel((d) => (d === "s32" ? 2 ** 31 - 1 : d === "u32" ? 2 ** 32 - 1 : Infinity), minOf),
 
@@ -398,9 +414,14 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
     const axisStride = st[axis]!;
     const out = new Float64Array(idx!.data.length);
     // Walk the index array with the operand's strides, the indexed axis contributing through the index value.
-    walk(idx!.type.shape, 0, st.map((s, i) => (i === axis ? 0 : s)), (i, p) => {
-      out[i] = x!.data[p + clamp(idx!.data[i]!, 0, dim - 1) * axisStride]!;
-    });
+    walk(
+      idx!.type.shape,
+      0,
+      st.map((s, i) => (i === axis ? 0 : s)),
+      (i, p) => {
+        out[i] = x!.data[p + clamp(idx!.data[i]!, 0, dim - 1) * axisStride]!;
+      },
+    );
     return [{ type: outType(op), data: out }];
   },
   dynamic_slice: (op, [x, ...starts]) => {
@@ -446,7 +467,10 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
       carries = outs.slice(0, numCarry);
       outs.slice(numCarry).forEach((y, j) => ys[j]!.set(y.data, i * y.data.length));
     }
-    return [...carries.map((c, j) => ({ type: outType(op, j), data: c.data })), ...yTypes.map((t, j) => ({ type: t, data: ys[j]! }))];
+    return [
+      ...carries.map((c, j) => ({ type: outType(op, j), data: c.data })),
+      ...yTypes.map((t, j) => ({ type: t, data: ys[j]! })),
+    ];
   },
   optimization_barrier: (_op, args) => [...args],
 };
@@ -464,7 +488,8 @@ function run(g: Graph, args: readonly HostArray[]): HostArray[] {
     const where = `op #${k} '${op.name}'`;
     const ins = op.inputs.map((v) => lookup(v, where));
     const outs = (KERNELS[op.name] as Kernel<OpName>)(op, ins);
-    if (outs.length !== op.outputs.length) throw new InterpretError(`${where}: kernel gave ${outs.length} results, op has ${op.outputs.length}`);
+    if (outs.length !== op.outputs.length)
+      throw new InterpretError(`${where}: kernel gave ${outs.length} results, op has ${op.outputs.length}`);
     op.outputs.forEach((v, i) => env.set(v, outs[i]!));
   });
   return g.outputs.map((v) => lookup(v, "graph output"));
@@ -472,7 +497,8 @@ function run(g: Graph, args: readonly HostArray[]): HostArray[] {
 
 /** Runs `g` on `args` (one per graph input, of exactly the input's type) and returns one array per graph output. */
 export function interpret(g: Graph, args: readonly HostArray[]): HostArray[] {
-  if (args.length !== g.inputs.length) throw new InterpretError(`interpret: graph takes ${g.inputs.length} inputs, got ${args.length} arguments`);
+  if (args.length !== g.inputs.length)
+    throw new InterpretError(`interpret: graph takes ${g.inputs.length} inputs, got ${args.length} arguments`);
   g.inputs.forEach((v, i) => {
     const a = args[i]!;
     if (!sameType(v.type, a.type)) {

@@ -3,7 +3,15 @@ import type { DType } from "./types.ts";
 import type { Graph } from "./graph.ts";
 import { forEachElementwise } from "./elementwise.ts";
 
-export { UNARY_OPS, BINARY_OPS, ELEMENTWISE_OPS, isElementwise, type UnaryOp, type BinaryOp, type ElementwiseOp } from "./elementwise.ts";
+export {
+  UNARY_OPS,
+  BINARY_OPS,
+  ELEMENTWISE_OPS,
+  isElementwise,
+  type UnaryOp,
+  type BinaryOp,
+  type ElementwiseOp,
+} from "./elementwise.ts";
 
 export type CompareDir = "eq" | "ne" | "lt" | "le" | "gt" | "ge";
 
@@ -93,7 +101,9 @@ export type NoParams = Record<never, never>;
  * Parameters of each op, derived from OP_SCHEMA: adding an op there makes every rule table
  * (`{ [N in OpName]: ... }`) fail to type-check until it has a rule for the new op.
  */
-export type OpParams = { readonly [N in OpName]: { readonly [K in keyof Schema[N]]: KindType[Schema[N][K] & ParamKind] } };
+export type OpParams = {
+  readonly [N in OpName]: { readonly [K in keyof Schema[N]]: KindType[Schema[N][K] & ParamKind] };
+};
 
 /** Every op name, in the order used for docs and op-count tables. */
 export const OP_NAMES = Object.keys(OP_SCHEMA) as readonly OpName[];

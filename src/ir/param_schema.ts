@@ -48,7 +48,8 @@ export function checkParams(name: OpName, params: unknown): string[] {
   for (const key in kinds) {
     const kind = kinds[key]!;
     if (!(key in p)) problems.push(`missing param '${key}'`);
-    else if (!valueHasKind(p[key], kind)) problems.push(`param '${key}' must be ${KIND_WORDS[kind]}, got ${paramText(p[key])}`);
+    else if (!valueHasKind(p[key], kind))
+      problems.push(`param '${key}' must be ${KIND_WORDS[kind]}, got ${paramText(p[key])}`);
   }
   for (const key in p) if (!(key in kinds)) problems.push(`unknown param '${key}'`);
   return problems;

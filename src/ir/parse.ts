@@ -187,7 +187,8 @@ class Parser {
     const v = scope.values.get(t.text);
     if (v) return v;
     for (let s = scope.outer; s; s = s.outer) {
-      if (s.values.has(t.text)) this.fail(`${t.text} is defined outside this nested graph; nested graphs are closed`, t);
+      if (s.values.has(t.text))
+        this.fail(`${t.text} is defined outside this nested graph; nested graphs are closed`, t);
     }
     this.fail(`value ${t.text} is used before it is defined`, t);
   }
@@ -221,7 +222,8 @@ class Parser {
     const retTok = this.next();
     const outs = this.isPunct("}") ? [] : this.commaList("}", () => this.use(scope));
     this.expectPunct("}", "'}' closing the graph");
-    if (outs.length !== results.length) this.fail(`return gives ${outs.length} values, the signature declares ${results.length}`, retTok);
+    if (outs.length !== results.length)
+      this.fail(`return gives ${outs.length} values, the signature declares ${results.length}`, retTok);
     outs.forEach((v, i) => {
       if (!sameType(v.type, results[i]!.type)) {
         this.fail(`result ${i} is declared ${formatType(results[i]!.type)} but returns ${formatType(v.type)}`, retTok);
@@ -250,7 +252,8 @@ class Parser {
     if (!isOpName(nameTok.text)) this.fail(`unknown op '${nameTok.text}'`, nameTok);
     const name: OpName = nameTok.text;
     // Operands sit on the op's line: a following statement's results must not read as operands of an op without any.
-    const inputs = this.peek().kind === "val" && this.peek().line === nameTok.line ? this.commaList("", () => this.use(scope)) : [];
+    const inputs =
+      this.peek().kind === "val" && this.peek().line === nameTok.line ? this.commaList("", () => this.use(scope)) : [];
     const params: Record<string, unknown> = {};
     if (this.isPunct("{")) {
       this.next();
@@ -280,11 +283,15 @@ class Parser {
       if (e instanceof OpTypeError) throw new ParseError(line, e.message);
       throw e;
     }
-    if (outs.length !== defs.length) throw new ParseError(line, `${name} has ${outs.length} results, the text names ${defs.length}`);
+    if (outs.length !== defs.length)
+      throw new ParseError(line, `${name} has ${outs.length} results, the text names ${defs.length}`);
     outs.forEach((v, i) => {
       const d = defs[i]!;
       if (!sameType(v.type, d.type)) {
-        throw new ParseError(line, `${name} result ${d.tok.text} is written ${formatType(d.type)} but inferred ${formatType(v.type)}`);
+        throw new ParseError(
+          line,
+          `${name} result ${d.tok.text} is written ${formatType(d.type)} but inferred ${formatType(v.type)}`,
+        );
       }
       this.define(scope, d.tok, v);
     });

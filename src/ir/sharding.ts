@@ -48,13 +48,16 @@ export function makeMesh(axes: Readonly<Record<string, number>> | readonly MeshA
   const list: MeshAxis[] = Array.isArray(axes)
     ? (axes as readonly MeshAxis[]).map((a) => ({ name: a.name, size: a.size }))
     : Object.entries(axes as Record<string, number>).map(([name, size]) => ({ name, size }));
-  if (list.length === 0) throw new ShardingError("mesh", "needs at least one axis, e.g. mesh({ data: 2, model: 4 })", loc);
+  if (list.length === 0)
+    throw new ShardingError("mesh", "needs at least one axis, e.g. mesh({ data: 2, model: 4 })", loc);
   const seen = new Set<string>();
   for (const a of list) {
-    if (typeof a.name !== "string" || !AXIS_NAME.test(a.name)) throw new ShardingError("mesh", `axis name ${JSON.stringify(a.name)} is not an identifier`, loc);
+    if (typeof a.name !== "string" || !AXIS_NAME.test(a.name))
+      throw new ShardingError("mesh", `axis name ${JSON.stringify(a.name)} is not an identifier`, loc);
     if (seen.has(a.name)) throw new ShardingError("mesh", `axis '${a.name}' appears twice`, loc);
     seen.add(a.name);
-    if (!Number.isSafeInteger(a.size) || a.size < 1) throw new ShardingError("mesh", `axis '${a.name}' has size ${String(a.size)}; sizes are positive integers`, loc);
+    if (!Number.isSafeInteger(a.size) || a.size < 1)
+      throw new ShardingError("mesh", `axis '${a.name}' has size ${String(a.size)}; sizes are positive integers`, loc);
   }
   return Object.freeze({ axes: Object.freeze(list.map((a) => Object.freeze(a))) });
 }
@@ -104,10 +107,12 @@ export function replicatedAxes(s: Sharding, m: Mesh): string[] {
 export function sameSharding(a: Sharding, b: Sharding): boolean {
   if (a.dims.length !== b.dims.length) return false;
   for (let i = 0; i < a.dims.length; i++) {
-    const x = a.dims[i]!, y = b.dims[i]!;
+    const x = a.dims[i]!,
+      y = b.dims[i]!;
     if (x.length !== y.length || x.some((n, k) => n !== y[k])) return false;
   }
-  const pa = [...(a.partial ?? [])].sort().join(","), pb = [...(b.partial ?? [])].sort().join(",");
+  const pa = [...(a.partial ?? [])].sort().join(","),
+    pb = [...(b.partial ?? [])].sort().join(",");
   return pa === pb;
 }
 
@@ -128,19 +133,37 @@ export function localShape(shape: Shape, s: Sharding, m: Mesh): number[] {
 export function checkSharding(type: TensorType, s: Sharding, m: Mesh, what: string, loc?: SourceLoc): void {
   const rank = type.shape.length;
   if (s.dims.length !== rank) {
-    throw new ShardingError(what, `the spec has ${s.dims.length} entr${s.dims.length === 1 ? "y" : "ies"} but the value is ${formatType(type)} (rank ${rank})`, loc);
+    throw new ShardingError(
+      what,
+      `the spec has ${s.dims.length} entr${s.dims.length === 1 ? "y" : "ies"} but the value is ${formatType(type)} (rank ${rank})`,
+      loc,
+    );
   }
   const names = m.axes.map((a) => a.name);
   const seen = new Set<string>();
   s.dims.forEach((axes, d) => {
     for (const a of axes) {
-      if (!names.includes(a)) throw new ShardingError(what, `unknown mesh axis '${a}' in dimension ${d}; the mesh ${formatMesh(m)} has axes ${names.map((n) => `'${n}'`).join(", ")}`, loc);
-      if (seen.has(a)) throw new ShardingError(what, `mesh axis '${a}' is used twice (a value can be split over an axis only once)`, loc);
+      if (!names.includes(a))
+        throw new ShardingError(
+          what,
+          `unknown mesh axis '${a}' in dimension ${d}; the mesh ${formatMesh(m)} has axes ${names.map((n) => `'${n}'`).join(", ")}`,
+          loc,
+        );
+      if (seen.has(a))
+        throw new ShardingError(
+          what,
+          `mesh axis '${a}' is used twice (a value can be split over an axis only once)`,
+          loc,
+        );
       seen.add(a);
     }
     const parts = dimParts(s, d, m);
     if (type.shape[d]! % parts !== 0) {
-      throw new ShardingError(what, `dimension ${d} of ${formatType(type)} has size ${type.shape[d]}, which ${axes.map((a) => `'${a}'`).join(" x ")} (${parts} devices) does not divide`, loc);
+      throw new ShardingError(
+        what,
+        `dimension ${d} of ${formatType(type)} has size ${type.shape[d]}, which ${axes.map((a) => `'${a}'`).join(" x ")} (${parts} devices) does not divide`,
+        loc,
+      );
     }
   });
 }

@@ -58,13 +58,19 @@ const elementwise: FactorRule<OpName> = (op) => {
   const shape = op.outputs[0]!.type.shape;
   const fs = shape.map((n, d) => r.f(n, "pass", `dim ${d}`));
   const same = (t: Shape) => (t.length === shape.length ? dimsOf(t, fs) : t.map(() => []));
-  return r.build(op.inputs.map((v) => same(v.type.shape)), op.outputs.map((v) => same(v.type.shape)));
+  return r.build(
+    op.inputs.map((v) => same(v.type.shape)),
+    op.outputs.map((v) => same(v.type.shape)),
+  );
 };
 
 /** Ops without operands: each result dimension is its own factor. */
 const source: FactorRule<OpName> = (op) => {
   const r = new Rule();
-  return r.build([], op.outputs.map((v) => v.type.shape.map((n, d) => [r.f(n, "pass", `dim ${d}`)])));
+  return r.build(
+    [],
+    op.outputs.map((v) => v.type.shape.map((n, d) => [r.f(n, "pass", `dim ${d}`)])),
+  );
 };
 
 /**
@@ -72,16 +78,34 @@ const source: FactorRule<OpName> = (op) => {
  * Shardy's compound factors do (`[2,4,32] -> [8,32]` is `(i,j,k) -> ((ij),k)`). Undefined where sizes do not nest
  * (`[6] -> [4,...]`); the caller then keeps the shapes apart.
  */
-export function reshapeFactors(from: Shape, to: Shape): { sizes: number[]; from: number[][]; to: number[][] } | undefined {
+export function reshapeFactors(
+  from: Shape,
+  to: Shape,
+): { sizes: number[]; from: number[][]; to: number[][] } | undefined {
   const sizes: number[] = [];
-  const a: number[][] = from.map(() => []), b: number[][] = to.map(() => []);
-  let i = 0, j = 0;
-  let ra = from[0] ?? 1, rb = to[0] ?? 1;
-  const nextA = () => { i++; ra = from[i] ?? 1; };
-  const nextB = () => { j++; rb = to[j] ?? 1; };
+  const a: number[][] = from.map(() => []),
+    b: number[][] = to.map(() => []);
+  let i = 0,
+    j = 0;
+  let ra = from[0] ?? 1,
+    rb = to[0] ?? 1;
+  const nextA = () => {
+    i++;
+    ra = from[i] ?? 1;
+  };
+  const nextB = () => {
+    j++;
+    rb = to[j] ?? 1;
+  };
   while (i < from.length || j < to.length) {
-    if (i < from.length && ra === 1) { nextA(); continue; }
-    if (j < to.length && rb === 1) { nextB(); continue; }
+    if (i < from.length && ra === 1) {
+      nextA();
+      continue;
+    }
+    if (j < to.length && rb === 1) {
+      nextB();
+      continue;
+    }
     if (i >= from.length || j >= to.length) return undefined;
     const k = sizes.length;
     if (ra === rb) {
@@ -107,10 +131,14 @@ export function reshapeFactors(from: Shape, to: Shape): { sizes: number[]; from:
 
 const reshape: FactorRule<"reshape"> = (op) => {
   const r = new Rule();
-  const from = op.inputs[0]!.type.shape, to = op.outputs[0]!.type.shape;
+  const from = op.inputs[0]!.type.shape,
+    to = op.outputs[0]!.type.shape;
   const f = reshapeFactors(from, to);
   if (!f) {
-    return r.build([from.map((n, d) => [r.f(n, "replicate", `operand dim ${d}`)])], [to.map((n, d) => [r.f(n, "replicate", `result dim ${d}`)])]);
+    return r.build(
+      [from.map((n, d) => [r.f(n, "replicate", `operand dim ${d}`)])],
+      [to.map((n, d) => [r.f(n, "replicate", `result dim ${d}`)])],
+    );
   }
   const ids = f.sizes.map((n, k) => r.f(n, "pass", `reshape factor ${k}`));
   return r.build([f.from.map((fs) => fs.map((k) => ids[k]!))], [f.to.map((fs) => fs.map((k) => ids[k]!))]);
@@ -139,7 +167,13 @@ function partlyWhole(op: Op<OpName>, keep: (d: number) => boolean, what: string)
   const fs = x.map((n, d) => (keep(d) ? r.f(n, "pass", `dim ${d}`) : -1));
   const xin = x.map((n, d) => [keep(d) ? fs[d]! : r.f(n, "replicate", `${what} dim ${d}`)]);
   const yout = y.map((n, d) => [keep(d) ? fs[d]! : r.f(n, "replicate", `${what} dim ${d}`)]);
-  const rest = op.inputs.slice(1).map((v) => (v.type.shape.length === x.length ? v.type.shape.map((n, d) => [keep(d) ? fs[d]! : r.f(n, "replicate", `${what} dim ${d}`)]) : v.type.shape.map(() => [])));
+  const rest = op.inputs
+    .slice(1)
+    .map((v) =>
+      v.type.shape.length === x.length
+        ? v.type.shape.map((n, d) => [keep(d) ? fs[d]! : r.f(n, "replicate", `${what} dim ${d}`)])
+        : v.type.shape.map(() => []),
+    );
   return r.build([xin, ...rest], [yout]);
 }
 
@@ -160,7 +194,10 @@ const concatenate: FactorRule<"concatenate"> = (op) => {
   const y = op.outputs[0]!.type.shape;
   const fs = y.map((n, d) => (d === axis ? -1 : r.f(n, "pass", `dim ${d}`)));
   const dims = (t: Shape) => t.map((n, d) => [d === axis ? r.f(n, "replicate", `concatenated dim ${d}`) : fs[d]!]);
-  return r.build(op.inputs.map((v) => dims(v.type.shape)), [dims(y)]);
+  return r.build(
+    op.inputs.map((v) => dims(v.type.shape)),
+    [dims(y)],
+  );
 };
 
 function reduction(kind: "sum" | "max" | "min"): FactorRule<"reduce_sum" | "reduce_max" | "reduce_min"> {
@@ -168,7 +205,9 @@ function reduction(kind: "sum" | "max" | "min"): FactorRule<"reduce_sum" | "redu
     const r = new Rule();
     const x = op.inputs[0]!.type.shape;
     const axes = op.params.axes;
-    const fs = x.map((n, d) => (axes.includes(d) ? r.f(n, "reduction", `reduced dim ${d}`, kind) : r.f(n, "pass", `dim ${d}`)));
+    const fs = x.map((n, d) =>
+      axes.includes(d) ? r.f(n, "reduction", `reduced dim ${d}`, kind) : r.f(n, "pass", `dim ${d}`),
+    );
     return r.build([dimsOf(x, fs)], [x.flatMap((_, d) => (axes.includes(d) ? [] : [[fs[d]!]]))]);
   };
 }
@@ -177,16 +216,17 @@ const dotGeneral: FactorRule<"dot_general"> = (op) => {
   const r = new Rule();
   const [a, b] = [op.inputs[0]!.type.shape, op.inputs[1]!.type.shape];
   const p = op.params;
-  const lhs: number[] = a.map(() => -1), rhs: number[] = b.map(() => -1);
+  const lhs: number[] = a.map(() => -1),
+    rhs: number[] = b.map(() => -1);
   const res: number[] = [];
   p.lhsBatch.forEach((d, i) => {
     const f = r.f(a[d]!, "pass", `batch ${i}`);
-    lhs[d] = f, rhs[p.rhsBatch[i]!] = f;
+    (lhs[d] = f), (rhs[p.rhsBatch[i]!] = f);
     res.push(f);
   });
   p.lhsContract.forEach((d, i) => {
     const f = r.f(a[d]!, "reduction", `contracting ${i}`, "sum");
-    lhs[d] = f, rhs[p.rhsContract[i]!] = f;
+    (lhs[d] = f), (rhs[p.rhsContract[i]!] = f);
   });
   a.forEach((n, d) => {
     if (p.lhsBatch.includes(d) || p.lhsContract.includes(d)) return;
@@ -239,9 +279,11 @@ const takeAlongAxis: FactorRule<"take_along_axis"> = (op) => {
   return r.build([withAxis(lookedUp), withAxis(picked)], [withAxis(picked)]);
 };
 
-const dynamicSlice: FactorRule<"dynamic_slice"> = (op) => partlyWhole(op, (d) => op.params.sizes[d] === op.inputs[0]!.type.shape[d], "sliced");
+const dynamicSlice: FactorRule<"dynamic_slice"> = (op) =>
+  partlyWhole(op, (d) => op.params.sizes[d] === op.inputs[0]!.type.shape[d], "sliced");
 
-const dynamicUpdateSlice: FactorRule<"dynamic_update_slice"> = (op) => partlyWhole(op, (d) => op.inputs[1]!.type.shape[d] === op.inputs[0]!.type.shape[d], "updated");
+const dynamicUpdateSlice: FactorRule<"dynamic_update_slice"> = (op) =>
+  partlyWhole(op, (d) => op.inputs[1]!.type.shape[d] === op.inputs[0]!.type.shape[d], "updated");
 
 /**
  * A scan's carries pass straight through (operand k, result k); consts, xs and ys get their own factors here, and
@@ -251,8 +293,11 @@ const dynamicUpdateSlice: FactorRule<"dynamic_update_slice"> = (op) => partlyWho
 const scan: FactorRule<"scan"> = (op) => {
   const r = new Rule();
   const { numConsts, numCarry } = op.params;
-  const carryF = op.inputs.slice(numConsts, numConsts + numCarry).map((v) => v.type.shape.map((n, d) => r.f(n, "pass", `carry dim ${d}`)));
-  const own = (t: Shape, stacked: boolean, what: string) => t.map((n, d) => [r.f(n, stacked && d === 0 ? "replicate" : "pass", `${what} dim ${d}`)]);
+  const carryF = op.inputs
+    .slice(numConsts, numConsts + numCarry)
+    .map((v) => v.type.shape.map((n, d) => r.f(n, "pass", `carry dim ${d}`)));
+  const own = (t: Shape, stacked: boolean, what: string) =>
+    t.map((n, d) => [r.f(n, stacked && d === 0 ? "replicate" : "pass", `${what} dim ${d}`)]);
   const operands = op.inputs.map((v, i) => {
     if (i < numConsts) return own(v.type.shape, false, "const");
     if (i < numConsts + numCarry) return carryF[i - numConsts]!.map((f) => [f]);
@@ -274,7 +319,10 @@ const e = elementwise;
 /** One rule per op: a new op in OpParams fails to compile here until its sharding factors are stated. */
 export const FACTOR_RULES: { [N in OpName]: FactorRule<N> } = {
   ...forEachElementwise(() => e),
-  compare: e, select: e, convert: e, bitcast_convert: e,
+  compare: e,
+  select: e,
+  convert: e,
+  bitcast_convert: e,
   constant: source,
   iota: source,
   broadcast_in_dim: broadcastInDim,

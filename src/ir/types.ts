@@ -117,7 +117,8 @@ export function checkShape(shape: Shape, what = "shape"): number {
   if (!Array.isArray(shape)) throw new ShapeError(`${what} must be an array of dimension sizes`);
   let n = 1;
   for (const d of shape) {
-    if (!Number.isSafeInteger(d) || d < 0) throw new ShapeError(`${what} [${shape.join(", ")}] has an invalid dimension ${String(d)}`);
+    if (!Number.isSafeInteger(d) || d < 0)
+      throw new ShapeError(`${what} [${shape.join(", ")}] has an invalid dimension ${String(d)}`);
     n *= d;
   }
   if (!Number.isSafeInteger(n)) throw new ShapeError(`${what} [${shape.join(", ")}] is too large`);

@@ -15,7 +15,12 @@ export class VerifyError extends TesseraError {
   ) {
     const prefix = passName ? `after pass '${passName}': ` : "";
     // Graphs are built type-checked, so an invalid one is a bug in a pass or a builder, not in the user's model.
-    super(problems.length === 1 ? prefix + problems[0] : `${prefix}${problems.length} problems:\n  ${problems.join("\n  ")}`, { code: "ERR_VERIFY", exitCode: EXIT.internal });
+    super(
+      problems.length === 1
+        ? prefix + problems[0]
+        : `${prefix}${problems.length} problems:\n  ${problems.join("\n  ")}`,
+      { code: "ERR_VERIFY", exitCode: EXIT.internal },
+    );
     this.name = "VerifyError";
   }
 }
@@ -56,8 +61,12 @@ class Checker {
         g.ops.forEach((op, k) => op.outputs.forEach((o) => defIndex!.has(o) || defIndex!.set(o, k)));
       }
       const n = this.name(v);
-      if (outer.some((s) => s.has(v))) this.problems.push(`${where}: ${what} ${n} is defined outside this nested graph (nested graphs must be closed)`);
-      else if (defIndex.has(v)) this.problems.push(`${where}: ${what} ${n} is used before it is defined (by op #${defIndex.get(v)})`);
+      if (outer.some((s) => s.has(v)))
+        this.problems.push(
+          `${where}: ${what} ${n} is defined outside this nested graph (nested graphs must be closed)`,
+        );
+      else if (defIndex.has(v))
+        this.problems.push(`${where}: ${what} ${n} is used before it is defined (by op #${defIndex.get(v)})`);
       else this.problems.push(`${where}: ${what} ${n} is never defined`);
     };
 
@@ -77,7 +86,8 @@ class Checker {
     for (let k = 0; k < ops.length; k++) {
       const op = ops[k]!;
       const inputs = op.inputs;
-      for (let j = 0; j < inputs.length; j++) if (!scope.has(inputs[j]!)) misuse(inputs[j]!, opWhere(at, k, op), `operand ${j}`);
+      for (let j = 0; j < inputs.length; j++)
+        if (!scope.has(inputs[j]!)) misuse(inputs[j]!, opWhere(at, k, op), `operand ${j}`);
       this.op(op, at, k, outer, scope);
       const outputs = op.outputs;
       for (let j = 0; j < outputs.length; j++) {
@@ -103,20 +113,29 @@ class Checker {
     }
     let inferred: TensorType[];
     try {
-      inferred = inferTypes(op.name, op.inputs.map((v) => v.type), op.params as never);
+      inferred = inferTypes(
+        op.name,
+        op.inputs.map((v) => v.type),
+        op.params as never,
+      );
     } catch (e) {
       this.problems.push(`${opWhere(at, k, op)}: ${e instanceof Error ? e.message : String(e)}`);
       return;
     }
     if (inferred.length !== op.outputs.length) {
-      this.problems.push(`${opWhere(at, k, op)}: has ${op.outputs.length} results, its type rule gives ${inferred.length}`);
+      this.problems.push(
+        `${opWhere(at, k, op)}: has ${op.outputs.length} results, its type rule gives ${inferred.length}`,
+      );
       return;
     }
     for (let i = 0; i < inferred.length; i++) {
-      const v = op.outputs[i]!, t = inferred[i]!;
+      const v = op.outputs[i]!,
+        t = inferred[i]!;
       if (!sameType(v.type, t)) {
         const which = op.outputs.length === 1 ? "result" : `result ${i}`;
-        this.problems.push(`${opWhere(at, k, op)}: ${which} type ${formatType(v.type)} differs from inferred ${formatType(t)}`);
+        this.problems.push(
+          `${opWhere(at, k, op)}: ${which} type ${formatType(v.type)} differs from inferred ${formatType(t)}`,
+        );
       }
     }
   }

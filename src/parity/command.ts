@@ -12,7 +12,11 @@ export interface ParityArgs {
 }
 
 /** Runs the command; returns the exit code. Bad files are reported (file, tensor, what was expected) with exit 1. */
-export async function parityCommand(args: ParityArgs, out: (s: string) => void = (s) => process.stdout.write(s), err: (s: string) => void = (s) => process.stderr.write(s)): Promise<number> {
+export async function parityCommand(
+  args: ParityArgs,
+  out: (s: string) => void = (s) => process.stdout.write(s),
+  err: (s: string) => void = (s) => process.stderr.write(s),
+): Promise<number> {
   const dir = args.positionals[0];
   if (dir === undefined) {
     err("error: tessera parity needs a folder\n");
@@ -24,7 +28,12 @@ export async function parityCommand(args: ParityArgs, out: (s: string) => void =
     return 2;
   }
   try {
-    const report = await runParity(dir, backend === "pjrt" ? { executor: pjrtOnHost, backend: "pjrt-cpu" } : { executor: interpretOnHost, backend: "interpreter" });
+    const report = await runParity(
+      dir,
+      backend === "pjrt"
+        ? { executor: pjrtOnHost, backend: "pjrt-cpu" }
+        : { executor: interpretOnHost, backend: "interpreter" },
+    );
     out(formatParityReport(report, { verbose: args.options.has("verbose") }) + "\n");
     return report.ok ? 0 : 1;
   } catch (e) {

@@ -10,7 +10,9 @@ import { fromInterp, isHostTensor, specOf, toInterp, treeFromDevice, treeToDevic
  * result has the structure `fn` returns, with HostTensor leaves.
  */
 export function interpretOnHost(fn: (...args: any[]) => unknown, args: readonly Tree<HostTensor>[]): Tree<HostTensor> {
-  const specArgs = args.map((a) => unflatten(flatten(a, isHostTensor).def, flatten(a, isHostTensor).leaves.map(specOf)));
+  const specArgs = args.map((a) =>
+    unflatten(flatten(a, isHostTensor).def, flatten(a, isHostTensor).leaves.map(specOf)),
+  );
   const traced = trace(fn, specArgs);
   const leaves = flatten(args as Tree<HostTensor>, isHostTensor).leaves;
   const outs = interpret(traced.graph, leaves.map(toInterp));
@@ -18,7 +20,10 @@ export function interpretOnHost(fn: (...args: any[]) => unknown, args: readonly 
 }
 
 /** Like interpretOnHost, but compiled with `jit` (cleanup passes, StableHLO, PJRT CPU) and run on the device. */
-export async function pjrtOnHost(fn: (...args: any[]) => unknown, args: readonly Tree<HostTensor>[]): Promise<Tree<HostTensor>> {
+export async function pjrtOnHost(
+  fn: (...args: any[]) => unknown,
+  args: readonly Tree<HostTensor>[],
+): Promise<Tree<HostTensor>> {
   const out = await jit(fn)(...args.map((a) => treeToDevice(a)));
   return treeFromDevice(out);
 }

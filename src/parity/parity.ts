@@ -18,7 +18,10 @@ import { F32 } from "../train/precision.ts";
 import { interpretOnHost } from "./execute.ts";
 
 /** Runs `fn` on host tensor trees and returns host tensor trees: the reference interpreter, or a compiled backend. */
-export type Executor = (fn: (...args: any[]) => unknown, args: readonly Tree<HostTensor>[]) => Tree<HostTensor> | Promise<Tree<HostTensor>>;
+export type Executor = (
+  fn: (...args: any[]) => unknown,
+  args: readonly Tree<HostTensor>[],
+) => Tree<HostTensor> | Promise<Tree<HostTensor>>;
 
 /** The groups a reference folder's expected.safetensors holds, and the relative error each may reach. */
 export const DEFAULT_TOLERANCES: Readonly<Record<Group, number>> = Object.freeze({
@@ -35,7 +38,15 @@ export const DEFAULT_TOLERANCES: Readonly<Record<Group, number>> = Object.freeze
 });
 
 export type Group = "logits_base" | "logits_lora" | "loss_lora" | "grad" | "adamw_step" | "after_adamw" | "merged";
-const GROUPS: readonly Group[] = ["logits_base", "logits_lora", "loss_lora", "grad", "adamw_step", "after_adamw", "merged"];
+const GROUPS: readonly Group[] = [
+  "logits_base",
+  "logits_lora",
+  "loss_lora",
+  "grad",
+  "adamw_step",
+  "after_adamw",
+  "merged",
+];
 
 export interface ParityOptions {
   /** How to run the computation; default: the reference interpreter. */
@@ -84,10 +95,14 @@ function groupOf(name: string): Group | undefined {
 /** max |a - b| and max |a - b| / max |b| over two same-shaped tensors; NaN anywhere makes both NaN. */
 export function compareTensors(ours: HostTensor, ref: HostTensor, name: string): { maxAbs: number; maxRel: number } {
   if (ours.shape.length !== ref.shape.length || ours.shape.some((d, i) => d !== ref.shape[i])) {
-    throw new Error(`${name}: computed shape [${ours.shape.join(", ")}] differs from the reference's [${ref.shape.join(", ")}]`);
+    throw new Error(
+      `${name}: computed shape [${ours.shape.join(", ")}] differs from the reference's [${ref.shape.join(", ")}]`,
+    );
   }
-  const a = toFloat32(ours), b = toFloat32(ref);
-  let maxAbs = 0, maxRef = 0;
+  const a = toFloat32(ours),
+    b = toFloat32(ref);
+  let maxAbs = 0,
+    maxRef = 0;
   for (let i = 0; i < a.length; i++) {
     const d = Math.abs(a[i]! - b[i]!);
     if (Number.isNaN(d)) return { maxAbs: NaN, maxRel: NaN };
@@ -104,9 +119,18 @@ export function compareTensors(ours: HostTensor, ref: HostTensor, name: string):
  * (adamw_step's tolerance times the tensor's largest weight) plus that sensitivity times the gradient error the
  * grad check allows (its tolerance times the tensor's largest gradient). Returns max |ours - ref| / bound.
  */
-export function adamwBound(ours: HostTensor, ref: HostTensor, grad: HostTensor, adamw: AdamWConfig, tol: { grad: number; step: number }): number {
-  const a = toFloat32(ours), b = toFloat32(ref), g = toFloat32(grad);
-  let maxRef = 0, maxG = 0;
+export function adamwBound(
+  ours: HostTensor,
+  ref: HostTensor,
+  grad: HostTensor,
+  adamw: AdamWConfig,
+  tol: { grad: number; step: number },
+): number {
+  const a = toFloat32(ours),
+    b = toFloat32(ref),
+    g = toFloat32(grad);
+  let maxRef = 0,
+    maxG = 0;
   for (let i = 0; i < b.length; i++) {
     maxRef = Math.max(maxRef, Math.abs(b[i]!));
     maxG = Math.max(maxG, Math.abs(g[i]!));
@@ -182,10 +206,24 @@ function parityProgram(cfg: LlamaConfig, layout: LoraLayout | undefined, adamw: 
       out.loss_lora = loss.reshape([1]);
       out.grad = grads;
       const zeros = tx.treeMap(lora as Tree<Tensor>, (t) => tx.zerosLike(t)) as LoraWeights;
-      const [after] = adamwUpdate(lora, grads as LoraWeights, { m: zeros, v: zeros }, tx.full([], 1), tx.full([], adamw.lr), adamw);
+      const [after] = adamwUpdate(
+        lora,
+        grads as LoraWeights,
+        { m: zeros, v: zeros },
+        tx.full([], 1),
+        tx.full([], adamw.lr),
+        adamw,
+      );
       out.after_adamw = after;
       if (want.has("adamw_step")) {
-        const [step] = adamwUpdate(lora, refGrads, { m: zeros, v: zeros }, tx.full([], 1), tx.full([], adamw.lr), adamw);
+        const [step] = adamwUpdate(
+          lora,
+          refGrads,
+          { m: zeros, v: zeros },
+          tx.full([], 1),
+          tx.full([], adamw.lr),
+          adamw,
+        );
         out.adamw_step = step;
       }
     }
@@ -201,7 +239,10 @@ function parityProgram(cfg: LlamaConfig, layout: LoraLayout | undefined, adamw: 
 export async function runParity(dir: string, opts: ParityOptions = {}): Promise<ParityReport> {
   const t0 = performance.now();
   const expectedFile = join(dir, "expected.safetensors");
-  if (!(await exists(expectedFile))) throw new FormatError(`${expectedFile}: not found (a reference folder holds expected.safetensors)`, { file: expectedFile });
+  if (!(await exists(expectedFile)))
+    throw new FormatError(`${expectedFile}: not found (a reference folder holds expected.safetensors)`, {
+      file: expectedFile,
+    });
   const { tensors: expected } = await readSafetensors(expectedFile);
   const json = await loadExpectedJson(join(dir, "expected.json"));
   const need = (k: string) => {
@@ -220,16 +261,27 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
   // Every quantity the folder can be checked on is computed; one the reference lacks fails below.
   const want = new Set<Group>(lora ? GROUPS : ["logits_base"]);
   // The reference's gradients, for the optimizer-alone check (the adapter's own weights stand in when absent).
-  const refGradTensors = new Map([...expected].filter(([k]) => k.startsWith("grad.")).map(([k, t]) => [k.slice("grad.".length), t]));
+  const refGradTensors = new Map(
+    [...expected].filter(([k]) => k.startsWith("grad.")).map(([k, t]) => [k.slice("grad.".length), t]),
+  );
   let refGrads = lora?.weights ?? {};
   if (adapter && lora && refGradTensors.size > 0) {
-    refGrads = loraFromAdapter(adapterFromTensors(adapter.config, refGradTensors, config, { weights: expectedFile }), config).weights;
+    refGrads = loraFromAdapter(
+      adapterFromTensors(adapter.config, refGradTensors, config, { weights: expectedFile }),
+      config,
+    ).weights;
   } else {
     want.delete("adamw_step");
   }
   const adamw = adamwFrom(json);
   const exec = opts.executor ?? interpretOnHost;
-  const args = [weights as unknown as Tree<HostTensor>, (lora?.weights ?? {}) as Tree<HostTensor>, tokens, labels, refGrads as Tree<HostTensor>];
+  const args = [
+    weights as unknown as Tree<HostTensor>,
+    (lora?.weights ?? {}) as Tree<HostTensor>,
+    tokens,
+    labels,
+    refGrads as Tree<HostTensor>,
+  ];
   const out = (await exec(parityProgram(config, lora?.layout, adamw, want), args)) as Record<string, unknown>;
 
   // Our outputs under the reference's names.
@@ -254,12 +306,21 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
     const group = groupOf(name);
     if (!group) continue;
     const mine = ours.get(name);
-    if (!mine) throw new FormatError(`${expectedFile}: tensor "${name}" has no counterpart in what Tessera computed (is the adapter in ${dir}?)`, { file: expectedFile, tensor: name });
+    if (!mine)
+      throw new FormatError(
+        `${expectedFile}: tensor "${name}" has no counterpart in what Tessera computed (is the adapter in ${dir}?)`,
+        { file: expectedFile, tensor: name },
+      );
     tensors.push({ name, group, shape: [...ref.shape], ...compareTensors(mine, ref, name) });
     const step = ours.get(`adamw_step.${name.slice(group.length + 1)}`);
     if (group === "after_adamw" && step) {
       // The optimizer alone: our AdamW on the reference's gradients, against the reference's step.
-      tensors.push({ name: `adamw_step.${name.slice(group.length + 1)}`, group: "adamw_step", shape: [...ref.shape], ...compareTensors(step, ref, name) });
+      tensors.push({
+        name: `adamw_step.${name.slice(group.length + 1)}`,
+        group: "adamw_step",
+        shape: [...ref.shape],
+        ...compareTensors(step, ref, name),
+      });
       const grad = expected.get(`grad.${name.slice(group.length + 1)}`);
       if (grad) scores.set(name, adamwBound(mine, ref, grad, adamw, { grad: tol.grad, step: tol.adamw_step }));
     }
@@ -272,15 +333,36 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
     const missing = ts.length === 0 ? [g] : computed.filter((k) => !expected.has(k));
     if (g === "after_adamw") {
       const scored = ts.filter((t) => scores.has(t.name));
-      const worst = scored.reduce<TensorError | undefined>((a, b) => (!a || !(scores.get(b.name)! <= scores.get(a.name)!) ? b : a), undefined);
+      const worst = scored.reduce<TensorError | undefined>(
+        (a, b) => (!a || !(scores.get(b.name)! <= scores.get(a.name)!) ? b : a),
+        undefined,
+      );
       const score = worst ? scores.get(worst.name)! : NaN;
-      if (scored.length < ts.length) missing.push(...ts.filter((t) => !scores.has(t.name)).map((t) => `grad.${t.name.slice(g.length + 1)}`));
-      groups.push({ group: g, ...(worst ? { worst, score } : {}), count: ts.length, tol: tol[g], ok: missing.length === 0 && score <= tol[g], ...(missing.length ? { missing } : {}) });
+      if (scored.length < ts.length)
+        missing.push(...ts.filter((t) => !scores.has(t.name)).map((t) => `grad.${t.name.slice(g.length + 1)}`));
+      groups.push({
+        group: g,
+        ...(worst ? { worst, score } : {}),
+        count: ts.length,
+        tol: tol[g],
+        ok: missing.length === 0 && score <= tol[g],
+        ...(missing.length ? { missing } : {}),
+      });
       continue;
     }
-    const worst = ts.reduce<TensorError | undefined>((a, b) => (!a || b.maxRel > a.maxRel || Number.isNaN(b.maxRel) ? b : a), undefined);
+    const worst = ts.reduce<TensorError | undefined>(
+      (a, b) => (!a || b.maxRel > a.maxRel || Number.isNaN(b.maxRel) ? b : a),
+      undefined,
+    );
     const ok = missing.length === 0 && worst !== undefined && worst.maxRel <= tol[g];
-    groups.push({ group: g, ...(worst ? { worst } : {}), count: ts.length, tol: tol[g], ok, ...(missing.length ? { missing } : {}) });
+    groups.push({
+      group: g,
+      ...(worst ? { worst } : {}),
+      count: ts.length,
+      tol: tol[g],
+      ok,
+      ...(missing.length ? { missing } : {}),
+    });
   }
   return {
     dir,
@@ -298,12 +380,16 @@ const sci = (x: number) => (Number.isFinite(x) ? x.toExponential(2) : String(x))
 export function formatParityReport(r: ParityReport, opts: { verbose?: boolean } = {}): string {
   const lines = [`parity ${r.dir} (${r.backend}, float32, ${r.seconds.toFixed(1)} s)`];
   const w = Math.max(...r.groups.map((g) => g.group.length), 8);
-  lines.push(`  ${"quantity".padEnd(w)}  ${"tensors".padStart(7)}  ${"max rel".padStart(9)}  ${"max abs".padStart(9)}  ${"tol".padStart(8)}  result  worst tensor`);
+  lines.push(
+    `  ${"quantity".padEnd(w)}  ${"tensors".padStart(7)}  ${"max rel".padStart(9)}  ${"max abs".padStart(9)}  ${"tol".padStart(8)}  result  worst tensor`,
+  );
   for (const g of r.groups) {
     const result = (g.ok ? "ok" : "FAIL").padEnd(6);
     const tol = g.group === "after_adamw" ? "per-elem" : sci(g.tol);
     if (g.worst === undefined) {
-      lines.push(`  ${g.group.padEnd(w)}  ${String(g.count).padStart(7)}  ${"-".padStart(9)}  ${"-".padStart(9)}  ${tol.padStart(8)}  ${result}  missing from the reference`);
+      lines.push(
+        `  ${g.group.padEnd(w)}  ${String(g.count).padStart(7)}  ${"-".padStart(9)}  ${"-".padStart(9)}  ${tol.padStart(8)}  ${result}  missing from the reference`,
+      );
     } else {
       const extra = g.score === undefined ? "" : ` (worst element at ${g.score.toFixed(3)} of its bound)`;
       lines.push(
@@ -312,7 +398,8 @@ export function formatParityReport(r: ParityReport, opts: { verbose?: boolean } 
     }
     if (g.missing && g.worst !== undefined) lines.push(`      missing from the reference: ${g.missing.join(", ")}`);
     if (opts.verbose) {
-      for (const t of r.tensors.filter((t) => t.group === g.group)) lines.push(`      ${t.name}: rel ${sci(t.maxRel)}, abs ${sci(t.maxAbs)}`);
+      for (const t of r.tensors.filter((t) => t.group === g.group))
+        lines.push(`      ${t.name}: rel ${sci(t.maxRel)}, abs ${sci(t.maxAbs)}`);
     }
   }
   if (r.groups.some((g) => g.group === "adamw_step" || g.group === "after_adamw")) {
@@ -322,7 +409,8 @@ export function formatParityReport(r: ParityReport, opts: { verbose?: boolean } 
     );
   }
   const failed = r.groups.filter((g) => !g.ok);
-  const why = (g: GroupResult) => (g.missing?.length ? `${g.group} missing from the reference` : `${g.group} past tolerance`);
+  const why = (g: GroupResult) =>
+    g.missing?.length ? `${g.group} missing from the reference` : `${g.group} past tolerance`;
   lines.push(r.ok ? "parity: ok" : `parity: FAILED (${failed.map(why).join(", ")})`);
   return lines.join("\n");
 }

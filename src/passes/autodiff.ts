@@ -18,7 +18,13 @@ export function vjp(g: Graph, wrt: readonly number[]): Graph {
   const seeds = new Map<Value, Value[]>();
   g.outputs.forEach((o, i) => addSeed(seeds, o, cts[i]!));
   const b = new GraphBuilder();
-  const grads = backprop(b, g, new Set(wrt.map((i) => g.inputs[i]!)), seeds, wrt.map((i) => g.inputs[i]!));
+  const grads = backprop(
+    b,
+    g,
+    new Set(wrt.map((i) => g.inputs[i]!)),
+    seeds,
+    wrt.map((i) => g.inputs[i]!),
+  );
   const outNames = g.outputs.map((_, i) => g.outputNames?.[i] ?? "");
   return makeGraph(
     [...g.inputs, ...cts],
@@ -43,7 +49,13 @@ export function valueAndGrad(g: Graph, wrt: readonly number[]): Graph {
   const b = new GraphBuilder();
   const one = new Emitter(b).full(loss.type, 1);
   const seeds = new Map<Value, Value[]>([[loss, [one]]]);
-  const grads = backprop(b, g, new Set(wrt.map((i) => g.inputs[i]!)), seeds, wrt.map((i) => g.inputs[i]!));
+  const grads = backprop(
+    b,
+    g,
+    new Set(wrt.map((i) => g.inputs[i]!)),
+    seeds,
+    wrt.map((i) => g.inputs[i]!),
+  );
   const outNames = g.outputs.map((_, i) => g.outputNames?.[i] ?? "");
   return makeGraph(g.inputs, b.build([]).ops, [...g.outputs, ...grads], g.inputNames, [
     ...outNames,
@@ -67,7 +79,8 @@ function gradName(g: Graph, i: number): string {
 function checkWrt(g: Graph, wrt: readonly number[], fn: string): void {
   for (const i of wrt) {
     const v = g.inputs[i];
-    if (!Number.isInteger(i) || !v) throw new Error(`${fn}: wrt index ${i} is out of range for ${g.inputs.length} inputs`);
+    if (!Number.isInteger(i) || !v)
+      throw new Error(`${fn}: wrt index ${i} is out of range for ${g.inputs.length} inputs`);
     if (!isFloat(v.type.dtype)) {
       const name = g.inputNames?.[i] ? ` (${g.inputNames[i]})` : "";
       throw new Error(`${fn}: wrt input ${i}${name} is ${formatType(v.type)}; only float inputs have gradients`);
@@ -89,7 +102,10 @@ function forwardActivity(g: Graph, activeInputs: ReadonlySet<Value>): Set<Value>
   const active = new Set<Value>();
   for (const v of g.inputs) if (activeInputs.has(v) && isFloat(v.type.dtype)) active.add(v);
   for (const op of g.ops) {
-    const flags = outputActivity(op, op.inputs.map((v) => active.has(v)));
+    const flags = outputActivity(
+      op,
+      op.inputs.map((v) => active.has(v)),
+    );
     op.outputs.forEach((o, i) => {
       if (flags[i] && isFloat(o.type.dtype)) active.add(o);
     });
@@ -194,7 +210,9 @@ function backprop(
       if (!needs[i]) return;
       if (!ct) throw new Error(`internal: the vjp of ${op.name} gave no cotangent for its operand ${i}`);
       if (!sameType(ct.type, v.type)) {
-        throw new Error(`internal: the vjp of ${op.name} gave ${formatType(ct.type)} for operand ${i} of type ${formatType(v.type)}`);
+        throw new Error(
+          `internal: the vjp of ${op.name} gave ${formatType(ct.type)} for operand ${i} of type ${formatType(v.type)}`,
+        );
       }
       accumulate(e, cts, v, ct);
     });
@@ -216,7 +234,10 @@ function saveCarries(op: Op<"scan">): { op: AnyOp; stacked: Value[] } {
   const outNames = body.outputNames ? [...body.outputNames, ...carriesIn.map(() => "")] : undefined;
   const saving = makeGraph(body.inputs, body.ops, [...body.outputs, ...carriesIn], body.inputNames, outNames);
   const stacked = carriesIn.map((v) => new Value(stackedType(v.type, length)));
-  return { op: makeOp("scan", op.inputs, { ...op.params, body: saving }, [...op.outputs, ...stacked], op.loc), stacked };
+  return {
+    op: makeOp("scan", op.inputs, { ...op.params, body: saving }, [...op.outputs, ...stacked], op.loc),
+    stacked,
+  };
 }
 
 /**
@@ -252,8 +273,16 @@ function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonl
   const seeds = new Map<Value, Value[]>();
   hIdx.forEach((i, n) => addSeed(seeds, body.outputs[i]!, ctCarryIn[n]!));
   yIdx.forEach((j, n) => addSeed(seeds, body.outputs[nh + j]!, ctYIn[n]!));
-  const activeIn = new Set([...hIdx.map((i) => bodyCarries[i]!), ...cIdx.map((k) => bodyConsts[k]!), ...xIdx.map((j) => bodyXs[j]!)]);
-  const want = [...hIdx.map((i) => bodyCarries[i]!), ...cIdx.map((k) => bodyConsts[k]!), ...xIdx.map((j) => bodyXs[j]!)];
+  const activeIn = new Set([
+    ...hIdx.map((i) => bodyCarries[i]!),
+    ...cIdx.map((k) => bodyConsts[k]!),
+    ...xIdx.map((j) => bodyXs[j]!),
+  ]);
+  const want = [
+    ...hIdx.map((i) => bodyCarries[i]!),
+    ...cIdx.map((k) => bodyConsts[k]!),
+    ...xIdx.map((j) => bodyXs[j]!),
+  ];
   const grads = backprop(bb, body, activeIn, seeds, want);
   const be = new Emitter(bb, op.loc);
   const ctCarryOut = grads.slice(0, hIdx.length);

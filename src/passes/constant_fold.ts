@@ -44,7 +44,8 @@ function fold(op: AnyOp, constants: ReadonlyMap<Value, Op<"constant">>): Op<"con
   if (!operands.every((c) => c !== undefined)) return undefined;
   const out = op.outputs[0]!;
   const first = operands[0];
-  if (MOVES_ONLY.has(op.name) && first && first.params.value.length === 1) return constantOp(out, first.params.value, op);
+  if (MOVES_ONLY.has(op.name) && first && first.params.value.length === 1)
+    return constantOp(out, first.params.value, op);
   if (numel(out.type.shape) > MAX_FOLDED_ELEMENTS) return undefined;
   const defs = [...new Set(operands)];
   const [result] = interpret(makeGraph([], [...defs, op], [out]), []);

@@ -38,7 +38,13 @@ function pruneScan(op: Op<"scan">, live: ReadonlySet<Value>): AnyOp {
   const withLiveYs =
     keepY.length === ny
       ? body
-      : makeGraph(body.inputs, body.ops, outIdx.map((i) => body.outputs[i]!), body.inputNames, pickNames(body.outputNames, outIdx));
+      : makeGraph(
+          body.inputs,
+          body.ops,
+          outIdx.map((i) => body.outputs[i]!),
+          body.inputNames,
+          pickNames(body.outputNames, outIdx),
+        );
   const trimmed = dce(withLiveYs);
 
   const read = new Set<Value>(trimmed.outputs);

@@ -24,7 +24,11 @@ export class PassError extends TesseraError {
     options?: { cause?: unknown },
   ) {
     // Passes are pure rewrites of verified graphs: one that throws or breaks the IR is a bug of ours.
-    super(message, { code: "ERR_PASS", exitCode: EXIT.internal, ...(options?.cause === undefined ? {} : { cause: options.cause }) });
+    super(message, {
+      code: "ERR_PASS",
+      exitCode: EXIT.internal,
+      ...(options?.cause === undefined ? {} : { cause: options.cause }),
+    });
     this.name = "PassError";
   }
 }
@@ -46,7 +50,8 @@ export function runPasses(g: Graph, passes: readonly Pass[], opts: RunPassesOpti
   const dumpAfter = opts.dumpAfter ?? [];
   if (dumpAfter !== "all") {
     for (const n of dumpAfter) {
-      if (!names.includes(n)) throw new Error(`cannot dump after '${n}': it is not in the pipeline (${names.join(", ")})`);
+      if (!names.includes(n))
+        throw new Error(`cannot dump after '${n}': it is not in the pipeline (${names.join(", ")})`);
     }
   }
   const dump = opts.dump ?? defaultDump;

@@ -100,7 +100,13 @@ interface Peak {
  */
 const is16 = (v: Value) => v.type.dtype === "bf16" || v.type.dtype === "f16";
 
-function peakOf(g: Graph, bytes: (v: Value) => number, fusion: boolean, keep: ReadonlySet<Value>, upcast: boolean): Peak {
+function peakOf(
+  g: Graph,
+  bytes: (v: Value) => number,
+  fusion: boolean,
+  keep: ReadonlySet<Value>,
+  upcast: boolean,
+): Peak {
   const users = new Map<Value, AnyOp[]>();
   for (const op of g.ops) {
     for (const v of op.inputs) {
@@ -119,7 +125,8 @@ function peakOf(g: Graph, bytes: (v: Value) => number, fusion: boolean, keep: Re
     const us = users.get(v) ?? [];
     if (g.outputs.includes(v)) return true;
     // Constants, iotas and broadcasts are recomputed inside each user's fusion.
-    if (op.name === "constant" || op.name === "iota" || op.name === "broadcast_in_dim") return us.some((u) => !FUSING_USER.has(u.name));
+    if (op.name === "constant" || op.name === "iota" || op.name === "broadcast_in_dim")
+      return us.some((u) => !FUSING_USER.has(u.name));
     return !(us.length === 1 && FUSING_USER.has(us[0]!.name));
   };
   const freeAt = new Map<number, Value[]>();
@@ -128,7 +135,8 @@ function peakOf(g: Graph, bytes: (v: Value) => number, fusion: boolean, keep: Re
   g.ops.forEach((op, i) => {
     let during = 0;
     if (op.name === "scan") during = peakOf(op.params.body, bytes, fusion, new Set(), upcast).bytes;
-    if (upcast && op.name === "dot_general") for (const v of op.inputs) if (is16(v) && !inputs.has(v)) during += 2 * bytes(v);
+    if (upcast && op.name === "dot_general")
+      for (const v of op.inputs) if (is16(v) && !inputs.has(v)) during += 2 * bytes(v);
     for (const v of op.outputs) {
       if (!materialized(op, v)) continue;
       live += bytes(v);

@@ -27,7 +27,13 @@ export function pickNames(names: readonly string[] | undefined, indices: readonl
 /** The op with its inputs replaced through `subst` (the same object when nothing changes). */
 export function substituteInputs(op: AnyOp, subst: ReadonlyMap<Value, Value>): AnyOp {
   if (!op.inputs.some((v) => subst.has(v))) return op;
-  return makeOp(op.name, op.inputs.map((v) => subst.get(v) ?? v), op.params, op.outputs, op.loc);
+  return makeOp(
+    op.name,
+    op.inputs.map((v) => subst.get(v) ?? v),
+    op.params,
+    op.outputs,
+    op.loc,
+  );
 }
 
 /** The op with its nested body transformed by `f` (the same object when `f` returns the body unchanged). */
@@ -60,5 +66,11 @@ export function cloneGraph(g: Graph): Graph {
     const params = op.name === "scan" ? { ...op.params, body: cloneGraph(op.params.body) } : op.params;
     return makeOp(op.name, inputs, params, op.outputs.map(copy), op.loc);
   });
-  return makeGraph(inputs, ops, g.outputs.map((v) => fresh.get(v) ?? v), g.inputNames, g.outputNames);
+  return makeGraph(
+    inputs,
+    ops,
+    g.outputs.map((v) => fresh.get(v) ?? v),
+    g.inputNames,
+    g.outputNames,
+  );
 }

@@ -130,27 +130,67 @@ function buildNodes(g: Graph, times: number, inLoop: boolean, out: Node[]): void
   for (const op of g.ops) {
     if (op.name !== "scan") {
       const f: OpFactors = opFactors(op);
-      out.push({ op, tensors: [...op.inputs, ...op.outputs], numOperands: op.inputs.length, factors: f.factors, dims: [...f.operands, ...f.results], times, inLoop });
+      out.push({
+        op,
+        tensors: [...op.inputs, ...op.outputs],
+        numOperands: op.inputs.length,
+        factors: f.factors,
+        dims: [...f.operands, ...f.results],
+        times,
+        inLoop,
+      });
       continue;
     }
     const { body, numConsts, numCarry, length } = op.params;
-    const tie = (kind: NonNullable<Node["tie"]>, tensors: Value[], stacked: boolean[], operandIndex: number | undefined, t: number, loop: boolean): Node => {
+    const tie = (
+      kind: NonNullable<Node["tie"]>,
+      tensors: Value[],
+      stacked: boolean[],
+      operandIndex: number | undefined,
+      t: number,
+      loop: boolean,
+    ): Node => {
       // Aligned factors over the unstacked dims; a stacked tensor's axis 0 is its own replicated factor.
       const base = tensors.find((_, i) => !stacked[i])!.type.shape;
-      const factors: Factor[] = base.map((n, d) => ({ size: n, kind: "pass" as const, label: `scan ${kind} dim ${d}` }));
+      const factors: Factor[] = base.map((n, d) => ({
+        size: n,
+        kind: "pass" as const,
+        label: `scan ${kind} dim ${d}`,
+      }));
       const dims = tensors.map((v, i) => {
         const own = base.map((n, d) => (n > 1 ? [d] : []));
         if (!stacked[i]) return own;
         factors.push({ size: v.type.shape[0]!, kind: "replicate", label: `scan ${kind} stacked axis` });
         return [v.type.shape[0]! > 1 ? [factors.length - 1] : [], ...own];
       });
-      return { op, tie: kind, tensors, numOperands: 1, factors, dims, times: t, inLoop: loop, ...(operandIndex !== undefined ? { operandIndex } : {}) };
+      return {
+        op,
+        tie: kind,
+        tensors,
+        numOperands: 1,
+        factors,
+        dims,
+        times: t,
+        inLoop: loop,
+        ...(operandIndex !== undefined ? { operandIndex } : {}),
+      };
     };
-    const bodyIn = body.inputs, bodyOut = body.outputs;
-    for (let k = 0; k < numConsts; k++) out.push(tie("const", [op.inputs[k]!, bodyIn[k]!], [false, false], k, times, inLoop));
+    const bodyIn = body.inputs,
+      bodyOut = body.outputs;
+    for (let k = 0; k < numConsts; k++)
+      out.push(tie("const", [op.inputs[k]!, bodyIn[k]!], [false, false], k, times, inLoop));
     for (let k = 0; k < numCarry; k++) {
       const i = numConsts + k;
-      out.push(tie("carry", [op.inputs[i]!, bodyIn[i]!, bodyOut[k]!, op.outputs[k]!], [false, false, false, false], i, times, inLoop));
+      out.push(
+        tie(
+          "carry",
+          [op.inputs[i]!, bodyIn[i]!, bodyOut[k]!, op.outputs[k]!],
+          [false, false, false, false],
+          i,
+          times,
+          inLoop,
+        ),
+      );
     }
     op.inputs.slice(numConsts + numCarry).forEach((x, k) => {
       const i = numConsts + numCarry + k;
@@ -164,7 +204,12 @@ function buildNodes(g: Graph, times: number, inLoop: boolean, out: Node[]): void
 }
 
 /** Splits a dimension's axes among its factors (major to minor), as far as they divide the factor sizes. */
-function project(axes: readonly string[], factorIds: readonly number[], factors: readonly Factor[], mesh: Mesh): Map<number, string[]> {
+function project(
+  axes: readonly string[],
+  factorIds: readonly number[],
+  factors: readonly Factor[],
+  mesh: Mesh,
+): Map<number, string[]> {
   const out = new Map<number, string[]>();
   let k = 0;
   for (const f of factorIds) {
@@ -183,7 +228,12 @@ function project(axes: readonly string[], factorIds: readonly number[], factors:
 }
 
 /** A dimension's axes from its factors' axes: concatenated while each factor is cut all the way. */
-function compose(factorIds: readonly number[], chosen: ReadonlyMap<number, readonly string[]>, factors: readonly Factor[], mesh: Mesh): string[] {
+function compose(
+  factorIds: readonly number[],
+  chosen: ReadonlyMap<number, readonly string[]>,
+  factors: readonly Factor[],
+  mesh: Mesh,
+): string[] {
   const axes: string[] = [];
   for (const f of factorIds) {
     const a = chosen.get(f) ?? [];
@@ -209,7 +259,8 @@ function choose(cands: Candidate[]): Candidate | undefined {
   const sorted = [...cands].sort((a, b) => a.prio - b.prio || b.bytes - a.bytes || a.order - b.order);
   let best = sorted[0]!;
   for (const c of sorted.slice(1)) {
-    if (c.prio <= best.prio && c.axes.length > best.axes.length && best.axes.every((a, i) => c.axes[i] === a)) best = { ...c, prio: best.prio };
+    if (c.prio <= best.prio && c.axes.length > best.axes.length && best.axes.every((a, i) => c.axes[i] === a))
+      best = { ...c, prio: best.prio };
   }
   return best;
 }
@@ -230,7 +281,9 @@ class Propagator {
       // An axis of size 1 splits nothing: dropped, so that it never shows up as a collective.
       st.axes = seed.sharding.dims.map((d) => d.filter((a) => axisSize(mesh, a) > 1));
       st.prio = seed.sharding.dims.map((_, d) => seed.priorities?.[d] ?? 0);
-      st.why = seed.sharding.dims.map((d, i) => (d.length ? { annotation: seed.source, level: seed.priorities?.[i] ?? 0 } : undefined));
+      st.why = seed.sharding.dims.map((d, i) =>
+        d.length ? { annotation: seed.source, level: seed.priorities?.[i] ?? 0 } : undefined,
+      );
       st.fixed = true;
       st.annotation = seed.source;
     }
@@ -245,7 +298,14 @@ class Propagator {
     let st = this.states.get(v);
     if (!st) {
       const rank = v.type.shape.length;
-      st = { value: v, axes: Array.from({ length: rank }, () => []), prio: Array(rank).fill(Infinity), why: Array(rank).fill(undefined), fromUser: Array(rank).fill(false), fixed: false };
+      st = {
+        value: v,
+        axes: Array.from({ length: rank }, () => []),
+        prio: Array(rank).fill(Infinity),
+        why: Array(rank).fill(undefined),
+        fromUser: Array(rank).fill(false),
+        fixed: false,
+      };
       this.states.set(v, st);
     }
     return st;
@@ -276,7 +336,15 @@ class Propagator {
           const d = n.dims[t]!.findIndex((fs) => fs.includes(fi));
           if (d < 0) continue;
           const axes = project(st.axes[d]!, n.dims[t]![d]!, n.factors, this.mesh).get(fi) ?? [];
-          if (axes.length && st.prio[d]! <= level) chosen.set(fi, { axes, prio: st.prio[d]!, bytes: typeBytes(st.value.type), order: t, from: st.value, dim: d });
+          if (axes.length && st.prio[d]! <= level)
+            chosen.set(fi, {
+              axes,
+              prio: st.prio[d]!,
+              bytes: typeBytes(st.value.type),
+              order: t,
+              from: st.value,
+              dim: d,
+            });
           return;
         }
       }
@@ -288,7 +356,8 @@ class Propagator {
           // A layout one user gave an operand does not spread to the operand's other users (only back to its producer).
           if (!n.tie && t < n.numOperands && st.fromUser[d]) return;
           const axes = project(st.axes[d]!, fs, n.factors, this.mesh).get(fi);
-          if (axes && axes.length) cands.push({ axes, prio: st.prio[d]!, bytes: typeBytes(v.type), order: t, from: v, dim: d });
+          if (axes && axes.length)
+            cands.push({ axes, prio: st.prio[d]!, bytes: typeBytes(v.type), order: t, from: v, dim: d });
         });
       });
       const c = choose(cands);
@@ -358,7 +427,14 @@ interface Move {
  * all-gathered, or exchanged by an all-to-all when `to` splits another dimension over them; axes only `to` has are
  * a local slice, free.
  */
-export function reshard(type: TensorType, from: Sharding, to: Sharding, mesh: Mesh, reduce: "sum" | "max" | "min" = "sum", reduceScatter = false): Move[] {
+export function reshard(
+  type: TensorType,
+  from: Sharding,
+  to: Sharding,
+  mesh: Mesh,
+  reduce: "sum" | "max" | "min" = "sum",
+  reduceScatter = false,
+): Move[] {
   const moves: Move[] = [];
   const local = (s: Sharding) => tensorType(type.dtype, localShape(type.shape, s, mesh));
   const toAxes = new Set(to.dims.flat());
@@ -374,7 +450,8 @@ export function reshard(type: TensorType, from: Sharding, to: Sharding, mesh: Me
     moves.push({ kind: "reduce-scatter", axes: scatter, reduce, type: local(cur) });
   }
   for (let d = 0; d < type.shape.length; d++) {
-    const a = cur.dims[d]!, b = to.dims[d]!;
+    const a = cur.dims[d]!,
+      b = to.dims[d]!;
     let c = 0;
     while (c < a.length && c < b.length && a[c] === b[c]) c++;
     const extra = a.slice(c);
@@ -383,7 +460,11 @@ export function reshard(type: TensorType, from: Sharding, to: Sharding, mesh: Me
     const gathered = extra.filter((x) => !moved.includes(x));
     if (moved.length) {
       moves.push({ kind: "all-to-all", axes: moved, type: local(cur) });
-      const dims = cur.dims.map((e, i) => (i === d ? e.filter((x) => !moved.includes(x)) : [...e, ...to.dims[i]!.filter((x) => moved.includes(x) && !e.includes(x))]));
+      const dims = cur.dims.map((e, i) =>
+        i === d
+          ? e.filter((x) => !moved.includes(x))
+          : [...e, ...to.dims[i]!.filter((x) => moved.includes(x) && !e.includes(x))],
+      );
       cur = { dims };
     }
     if (gathered.length) {
@@ -414,20 +495,39 @@ class Planner {
     list[i] = s;
   }
 
-  private emit(n: Node, value: Value, role: string, from: Sharding, to: Sharding, reduce?: "sum" | "max" | "min", times = n.times): void {
+  private emit(
+    n: Node,
+    value: Value,
+    role: string,
+    from: Sharding,
+    to: Sharding,
+    reduce?: "sum" | "max" | "min",
+    times = n.times,
+  ): void {
     const key = `${role === "result" ? "r" : "o"}|${formatType(value.type)}|${JSON.stringify(from)}|${JSON.stringify(to)}`;
     // The same value moved the same way twice is one collective: XLA's CSE merges them.
     const id = `${key}|${ids(value)}`;
     if (this.seen.has(id)) return;
     this.seen.add(id);
     for (const m of reshard(value.type, from, to, this.mesh, reduce, this.reduceScatter)) {
-      this.collectives.push({ ...m, bytes: typeBytes(m.type), op: n.op, value, role, from, to, times, inLoop: n.inLoop || (times > 1) });
+      this.collectives.push({
+        ...m,
+        bytes: typeBytes(m.type),
+        op: n.op,
+        value,
+        role,
+        from,
+        to,
+        times,
+        inLoop: n.inLoop || times > 1,
+      });
     }
   }
 
   node(n: Node): void {
     if (n.tie) return this.tie(n);
-    const ops = n.tensors.slice(0, n.numOperands), res = n.tensors.slice(n.numOperands);
+    const ops = n.tensors.slice(0, n.numOperands),
+      res = n.tensors.slice(n.numOperands);
     const F = n.factors;
     const working = new Map<number, string[]>();
     const fromResult = new Set<number>();
@@ -436,7 +536,7 @@ class Planner {
       const s = this.sharding(v);
       n.dims[n.numOperands + r]!.forEach((fs, d) => {
         const split = project(s.dims[d]!, fs, F, this.mesh);
-        for (const f of fs) if (!working.has(f)) (working.set(f, split.get(f) ?? []), fromResult.add(f));
+        for (const f of fs) if (!working.has(f)) working.set(f, split.get(f) ?? []), fromResult.add(f);
       });
     });
     // Axes the operands already spend on the result's factors: a reduction cannot have them too.
@@ -444,7 +544,8 @@ class Planner {
     ops.forEach((v, t) => {
       const s = this.sharding(v);
       n.dims[t]!.forEach((fs, d) => {
-        for (const [f, axes] of project(s.dims[d]!, fs, F, this.mesh)) if (fromResult.has(f)) axes.forEach((a) => spent.add(a));
+        for (const [f, axes] of project(s.dims[d]!, fs, F, this.mesh))
+          if (fromResult.has(f)) axes.forEach((a) => spent.add(a));
       });
     });
     // The others (contracting, reduced, looked-up dims) as the operands have them, by the conflict rule.
@@ -457,7 +558,8 @@ class Planner {
         n.dims[t]!.forEach((fs, d) => {
           if (!fs.includes(fi)) return;
           const axes = project(s.dims[d]!, fs, F, this.mesh).get(fi);
-          if (axes && axes.length) cands.push({ axes, prio: this.prioOf(v, d), bytes: typeBytes(v.type), order: t, from: v, dim: d });
+          if (axes && axes.length)
+            cands.push({ axes, prio: this.prioOf(v, d), bytes: typeBytes(v.type), order: t, from: v, dim: d });
         });
       });
       const c = choose(cands);
@@ -490,7 +592,10 @@ class Planner {
     const partial = [...eff].filter(([f, a]) => F[f]!.kind === "reduction" && a.length).flatMap(([, a]) => a);
     const reduce = [...eff].find(([f, a]) => F[f]!.kind === "reduction" && a.length)?.[0];
     res.forEach((v, r) => {
-      const local: Sharding = { dims: n.dims[n.numOperands + r]!.map((fs) => compose(fs, eff, F, this.mesh)), ...(partial.length ? { partial } : {}) };
+      const local: Sharding = {
+        dims: n.dims[n.numOperands + r]!.map((fs) => compose(fs, eff, F, this.mesh)),
+        ...(partial.length ? { partial } : {}),
+      };
       const target = this.sharding(v);
       if (sameSharding(local, target)) return;
       const reduced: Sharding = { dims: local.dims };
@@ -512,9 +617,10 @@ class Planner {
       const have = this.sharding(v);
       if (sameSharding(have, want)) return;
       const intoLoop = t === 0 || (n.tie === "carry" && t === 2);
-      const times = n.tie === "carry" && t === 2 ? n.times * ((n.op.params as { length: number }).length) : n.times;
+      const times = n.tie === "carry" && t === 2 ? n.times * (n.op.params as { length: number }).length : n.times;
       if (t === 0 && n.operandIndex !== undefined) this.want(n.op, n.operandIndex, want);
-      if (intoLoop) this.emit(n, v, n.tie === "carry" && t === 2 ? "scan carry out" : "scan operand", have, want, undefined, times);
+      if (intoLoop)
+        this.emit(n, v, n.tie === "carry" && t === 2 ? "scan carry out" : "scan operand", have, want, undefined, times);
       else this.emit(n, v, "scan result", want, have, undefined, times);
     });
   }
@@ -538,7 +644,12 @@ function ids(v: Value): number {
  * larger tensor, then the earlier operand; a mesh axis splits at most one factor of an op. Then, for each op, the
  * collectives XLA's SPMD partitioner needs when every value is pinned to its sharding.
  */
-export function propagateShardings(g: Graph, mesh: Mesh, seeds: ReadonlyMap<Value, Seed>, opts: PlanOptions = {}): ShardingPlan {
+export function propagateShardings(
+  g: Graph,
+  mesh: Mesh,
+  seeds: ReadonlyMap<Value, Seed>,
+  opts: PlanOptions = {},
+): ShardingPlan {
   const p = new Propagator(g, mesh, seeds);
   p.run();
   const values = new Map<Value, ValueSharding>();
@@ -547,18 +658,39 @@ export function propagateShardings(g: Graph, mesh: Mesh, seeds: ReadonlyMap<Valu
     const all = [...graph.inputs, ...graph.ops.flatMap((op) => op.outputs)];
     for (const v of all) {
       const st = p.state(v);
-      values.set(v, Object.freeze({ sharding: shardingOf(v), why: [...st.why], ...(st.annotation ? { annotation: st.annotation } : {}) }));
+      values.set(
+        v,
+        Object.freeze({
+          sharding: shardingOf(v),
+          why: [...st.why],
+          ...(st.annotation ? { annotation: st.annotation } : {}),
+        }),
+      );
     }
     for (const op of graph.ops) if (op.name === "scan") visit(op.params.body);
   };
   visit(g);
-  const planner = new Planner(mesh, (v) => values.get(v)?.sharding ?? shardingOf(v), (v, d) => p.state(v).prio[d] ?? Infinity, opts.reduceScatter ?? false);
+  const planner = new Planner(
+    mesh,
+    (v) => values.get(v)?.sharding ?? shardingOf(v),
+    (v, d) => p.state(v).prio[d] ?? Infinity,
+    opts.reduceScatter ?? false,
+  );
   for (const n of p.nodes) planner.node(n);
-  return Object.freeze({ mesh, graph: g, values, collectives: planner.collectives, operandShardings: planner.operandShardings, computedShardings: planner.computedShardings });
+  return Object.freeze({
+    mesh,
+    graph: g,
+    values,
+    collectives: planner.collectives,
+    operandShardings: planner.operandShardings,
+    computedShardings: planner.computedShardings,
+  });
 }
 
 /** Totals per collective kind: instructions in the program (once per loop body), and bytes moved per step. */
-export function collectiveSummary(plan: ShardingPlan): Map<CollectiveKind, { count: number; perStep: number; bytesPerStep: number }> {
+export function collectiveSummary(
+  plan: ShardingPlan,
+): Map<CollectiveKind, { count: number; perStep: number; bytesPerStep: number }> {
   const out = new Map<CollectiveKind, { count: number; perStep: number; bytesPerStep: number }>();
   for (const c of plan.collectives) {
     const s = out.get(c.kind) ?? { count: 0, perStep: 0, bytesPerStep: 0 };

@@ -6,7 +6,8 @@ import { makeGraph, mapBody, sameList, substituteInputs } from "./rewrite.ts";
 
 export const simplifyPass: Pass = {
   name: "simplify",
-  description: "Rewrites algebraic identities: x+0, x*1, x/1, neg(neg x), no-op converts/reshapes/transposes/slices, ...",
+  description:
+    "Rewrites algebraic identities: x+0, x*1, x/1, neg(neg x), no-op converts/reshapes/transposes/slices, ...",
   run: simplify,
 };
 

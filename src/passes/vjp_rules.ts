@@ -18,7 +18,12 @@ export interface VjpCtx {
  * differentiated (a float value that depends on a `wrt` input). Returns one entry per operand, defined at
  * least where `needs` is true; each has the operand's type.
  */
-export type VjpRule<N extends OpName> = (ctx: VjpCtx, op: Op<N>, cts: readonly Ct[], needs: readonly boolean[]) => readonly Ct[];
+export type VjpRule<N extends OpName> = (
+  ctx: VjpCtx,
+  op: Op<N>,
+  cts: readonly Ct[],
+  needs: readonly boolean[],
+) => readonly Ct[];
 
 /** Ops whose outputs carry no gradient: integer/bool results, bit reinterpretation, sources. */
 const none = (): readonly Ct[] => [];
@@ -142,7 +147,9 @@ export const ELEMENTWISE_VJP: { [N in ElementwiseOp]: VjpRule<N> } = {
   sin: unary((e, ct, x) => e.mul(ct, e.noParams("cos", [x]))),
   cos: unary((e, ct, x) => e.mul(e.neg(ct), e.noParams("sin", [x]))),
   // d/dx erf(x) = 2/sqrt(pi) exp(-x^2).
-  erf: unary((e, ct, x) => e.mul(ct, e.mul(e.like(x, 2 / Math.sqrt(Math.PI)), e.noParams("exp", [e.neg(e.mul(x, x))])))),
+  erf: unary((e, ct, x) =>
+    e.mul(ct, e.mul(e.like(x, 2 / Math.sqrt(Math.PI)), e.noParams("exp", [e.neg(e.mul(x, x))]))),
+  ),
   not: none,
 
   add: binary(
@@ -221,7 +228,12 @@ export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
   reshape: single((e, ct, op) => [e.reshape(ct, op.inputs[0]!.type.shape)]),
   transpose: single((e, ct, op) => {
     const perm = op.params.perm;
-    return [e.transpose(ct, range(perm.length).map((d) => perm.indexOf(d)))];
+    return [
+      e.transpose(
+        ct,
+        range(perm.length).map((d) => perm.indexOf(d)),
+      ),
+    ];
   }),
   // Scatter the cotangent back with zeros: low padding = start, interior = stride - 1, high fills the rest.
   slice: single((e, ct, op) => {
@@ -242,7 +254,12 @@ export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
       if (!needs[i]) return undefined;
       const start = ct.type.shape.map((_, d) => (d === axis ? begin : 0));
       const limit = ct.type.shape.map((s, d) => (d === axis ? begin + size : s));
-      return e.slice(ct, start, limit, ct.type.shape.map(() => 1));
+      return e.slice(
+        ct,
+        start,
+        limit,
+        ct.type.shape.map(() => 1),
+      );
     });
   }),
   // Operand: undo the edge padding (negative pads crop; positive ones restore what a negative pad cropped, as
@@ -253,10 +270,21 @@ export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
     const rank = x.type.shape.length;
     const edges = low.some((l) => l !== 0) || high.some((h) => h !== 0);
     const unpadded = edges
-      ? e.pad(ct, e.scalar(ct.type.dtype, 0), low.map((l) => -l), high.map((h) => -h), low.map(() => 0))
+      ? e.pad(
+          ct,
+          e.scalar(ct.type.dtype, 0),
+          low.map((l) => -l),
+          high.map((h) => -h),
+          low.map(() => 0),
+        )
       : ct;
     const ctX = interior.some((i) => i !== 0)
-      ? e.slice(unpadded, unpadded.type.shape.map(() => 0), unpadded.type.shape, interior.map((i) => i + 1))
+      ? e.slice(
+          unpadded,
+          unpadded.type.shape.map(() => 0),
+          unpadded.type.shape,
+          interior.map((i) => i + 1),
+        )
       : unpadded;
     const ctPad = needs[1] ? e.sub(e.reduceSum(ct, range(rank)), e.reduceSum(ctX, range(rank))) : undefined;
     return [needs[0] ? ctX : undefined, ctPad];

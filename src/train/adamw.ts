@@ -11,7 +11,13 @@ export interface AdamWConfig {
 }
 
 /** torch.optim.AdamW's defaults. */
-export const ADAMW_DEFAULTS: AdamWConfig = Object.freeze({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+export const ADAMW_DEFAULTS: AdamWConfig = Object.freeze({
+  lr: 1e-3,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0.01,
+});
 
 /** First and second moments, shaped like the parameters (f32). */
 export interface AdamWState<T> {
@@ -26,7 +32,15 @@ export interface AdamWState<T> {
  * `t` is the 1-based step number and `lr` the learning rate, both rank-0 f32 tensors so that a schedule and the
  * step counter do not change the compiled program.
  */
-export function adamwLeaf(p: Tensor, g: Tensor, m: Tensor, v: Tensor, t: Tensor, lr: Tensor, hp: AdamWConfig): [Tensor, Tensor, Tensor] {
+export function adamwLeaf(
+  p: Tensor,
+  g: Tensor,
+  m: Tensor,
+  v: Tensor,
+  t: Tensor,
+  lr: Tensor,
+  hp: AdamWConfig,
+): [Tensor, Tensor, Tensor] {
   const decayed = p.mul(lr.mul(-hp.weightDecay).add(1));
   const m2 = m.add(g.sub(m).mul(1 - hp.beta1));
   const v2 = v.mul(hp.beta2).add(g.mul(g).mul(1 - hp.beta2));
@@ -41,15 +55,30 @@ export function adamwLeaf(p: Tensor, g: Tensor, m: Tensor, v: Tensor, t: Tensor,
  * AdamW over whole trees: params, grads and both moments share one structure. Returns the new params and state.
  * Every leaf is decayed (torch applies weight_decay to every parameter in the group).
  */
-export function adamwUpdate<T extends Tree<Tensor>>(params: T, grads: T, state: AdamWState<T>, t: Tensor, lr: Tensor, hp: AdamWConfig): [T, AdamWState<T>] {
+export function adamwUpdate<T extends Tree<Tensor>>(
+  params: T,
+  grads: T,
+  state: AdamWState<T>,
+  t: Tensor,
+  lr: Tensor,
+  hp: AdamWConfig,
+): [T, AdamWState<T>] {
   const p = tx.treeFlatten(params);
   const g = tx.treeLeaves(grads);
   const m = tx.treeLeaves(state.m);
   const v = tx.treeLeaves(state.v);
   if (g.length !== p.leaves.length || m.length !== p.leaves.length || v.length !== p.leaves.length) {
-    throw new Error(`adamwUpdate: params have ${p.leaves.length} leaves, grads ${g.length}, m ${m.length}, v ${v.length}`);
+    throw new Error(
+      `adamwUpdate: params have ${p.leaves.length} leaves, grads ${g.length}, m ${m.length}, v ${v.length}`,
+    );
   }
-  const out = p.leaves.map((leaf, i) => adamwLeaf(leaf as Tensor, g[i] as Tensor, m[i] as Tensor, v[i] as Tensor, t, lr, hp));
-  const rebuild = (k: 0 | 1 | 2) => tx.treeUnflatten(p.def, out.map((o) => o[k])) as T;
+  const out = p.leaves.map((leaf, i) =>
+    adamwLeaf(leaf as Tensor, g[i] as Tensor, m[i] as Tensor, v[i] as Tensor, t, lr, hp),
+  );
+  const rebuild = (k: 0 | 1 | 2) =>
+    tx.treeUnflatten(
+      p.def,
+      out.map((o) => o[k]),
+    ) as T;
   return [rebuild(0), { m: rebuild(1), v: rebuild(2) }];
 }

@@ -38,7 +38,11 @@ export function checkpointDir(outDir: string, step: number): string {
   return join(outDir, CHECKPOINTS_DIR, `step-${step}`);
 }
 
-function optimizerTensors(state: { m: LoraWeights<HostTensor>; v: LoraWeights<HostTensor>; step: HostTensor }): Map<string, HostTensor> {
+function optimizerTensors(state: {
+  m: LoraWeights<HostTensor>;
+  v: LoraWeights<HostTensor>;
+  step: HostTensor;
+}): Map<string, HostTensor> {
   const out = new Map<string, HostTensor>();
   for (const which of ["m", "v"] as const) {
     for (const [mod, f] of Object.entries(state[which])) {
@@ -78,7 +82,9 @@ export async function saveCheckpoint(
     await writeSafetensors(join(tmp, OPTIMIZER_FILE), optimizerTensors(c.state), { metadata: { format: "tessera" } });
     const json = new TextEncoder().encode(JSON.stringify(c.trainer, null, 2) + "\n");
     await writeFileAtomic(join(tmp, TRAINER_STATE_FILE), (fh) => writeAll(fh, json));
-    const old = (await stat(final).catch(() => undefined)) ? join(parent, `.step-${c.trainer.step}.old-${tag}`) : undefined;
+    const old = (await stat(final).catch(() => undefined))
+      ? join(parent, `.step-${c.trainer.step}.old-${tag}`)
+      : undefined;
     if (old) await rename(final, old);
     await rename(tmp, final);
     if (old) await rm(old, { recursive: true, force: true });
@@ -129,15 +135,32 @@ export async function readTrainerState(dir: string): Promise<TrainerState> {
   }
   const s = json as Partial<TrainerState>;
   const isCount = (x: unknown) => typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
-  if (typeof json !== "object" || json === null || s.format !== STATE_FORMAT) throw new FormatError(`${file}: not a tessera trainer state (field "format" should be "${STATE_FORMAT}")`, { file });
-  if (s.version !== 1) throw new FormatError(`${file}: field "version": expected 1, got ${JSON.stringify(s.version)}`, { file });
-  if (!isCount(s.step)) throw new FormatError(`${file}: field "step": expected a step count, got ${JSON.stringify(s.step)}`, { file });
-  if (!isCount(s.seed)) throw new FormatError(`${file}: field "seed": expected a non-negative integer, got ${JSON.stringify(s.seed)}`, { file });
+  if (typeof json !== "object" || json === null || s.format !== STATE_FORMAT)
+    throw new FormatError(`${file}: not a tessera trainer state (field "format" should be "${STATE_FORMAT}")`, {
+      file,
+    });
+  if (s.version !== 1)
+    throw new FormatError(`${file}: field "version": expected 1, got ${JSON.stringify(s.version)}`, { file });
+  if (!isCount(s.step))
+    throw new FormatError(`${file}: field "step": expected a step count, got ${JSON.stringify(s.step)}`, { file });
+  if (!isCount(s.seed))
+    throw new FormatError(`${file}: field "seed": expected a non-negative integer, got ${JSON.stringify(s.seed)}`, {
+      file,
+    });
   const d = s.data;
-  if (typeof d !== "object" || d === null || !isCount(d.examplesSeen) || !isCount(d.records) || typeof d.source !== "string") {
-    throw new FormatError(`${file}: field "data": expected {examplesSeen, epoch, index, records, source, sha256}`, { file });
+  if (
+    typeof d !== "object" ||
+    d === null ||
+    !isCount(d.examplesSeen) ||
+    !isCount(d.records) ||
+    typeof d.source !== "string"
+  ) {
+    throw new FormatError(`${file}: field "data": expected {examplesSeen, epoch, index, records, source, sha256}`, {
+      file,
+    });
   }
-  if (typeof s.options !== "object" || s.options === null) throw new FormatError(`${file}: field "options": expected an object`, { file });
+  if (typeof s.options !== "object" || s.options === null)
+    throw new FormatError(`${file}: field "options": expected an object`, { file });
   return s as TrainerState;
 }
 
@@ -150,29 +173,52 @@ export async function loadCheckpoint(
   llama: LlamaConfig,
 ): Promise<{ layout: LoraLayout; lora: LoraWeights<HostTensor>; optimizer: OptimizerState; trainer: TrainerState }> {
   const trainer = await readTrainerState(dir);
-  const { layout, weights: lora } = loraFromAdapter(await loadAdapter(dir, llama), llama, join(dir, "adapter_config.json"));
+  const { layout, weights: lora } = loraFromAdapter(
+    await loadAdapter(dir, llama),
+    llama,
+    join(dir, "adapter_config.json"),
+  );
   const file = join(dir, OPTIMIZER_FILE);
   const { tensors } = await readSafetensors(file);
   const take = (name: string, shape: number[]): HostTensor => {
     const t = tensors.get(name);
-    if (!t) throw new FormatError(`${file}: tensor "${name}" is missing (expected F32${fmtShape(shape)})`, { file, tensor: name });
+    if (!t)
+      throw new FormatError(`${file}: tensor "${name}" is missing (expected F32${fmtShape(shape)})`, {
+        file,
+        tensor: name,
+      });
     if (t.dtype !== "F32" || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new FormatError(`${file}: tensor "${name}" is ${t.dtype}${fmtShape(t.shape)}, expected F32${fmtShape(shape)}`, { file, tensor: name });
+      throw new FormatError(
+        `${file}: tensor "${name}" is ${t.dtype}${fmtShape(t.shape)}, expected F32${fmtShape(shape)}`,
+        { file, tensor: name },
+      );
     }
     return t;
   };
   const shapes = loraShapes(layout, llama);
   const moments = (which: "m" | "v"): LoraWeights<HostTensor> =>
-    Object.fromEntries(Object.entries(shapes).map(([mod, s]) => [mod, { a: take(`${which}.${mod}.a`, s!.a), b: take(`${which}.${mod}.b`, s!.b) }]));
-  const m = moments("m"), v = moments("v");
+    Object.fromEntries(
+      Object.entries(shapes).map(([mod, s]) => [
+        mod,
+        { a: take(`${which}.${mod}.a`, s!.a), b: take(`${which}.${mod}.b`, s!.b) },
+      ]),
+    );
+  const m = moments("m"),
+    v = moments("v");
   const step = toFloat32(take("step", []))[0]!;
   if (step !== trainer.step) {
-    throw new FormatError(`${file}: tensor "step" says ${step} steps, but ${join(dir, TRAINER_STATE_FILE)} says ${trainer.step}`, { file, tensor: "step" });
+    throw new FormatError(
+      `${file}: tensor "step" says ${step} steps, but ${join(dir, TRAINER_STATE_FILE)} says ${trainer.step}`,
+      { file, tensor: "step" },
+    );
   }
   const known = new Set(optimizerTensors({ m, v, step: tensors.get("step")! }).keys());
   const extra = [...tensors.keys()].find((k) => !known.has(k));
   if (extra !== undefined) {
-    throw new FormatError(`${file}: unexpected tensor "${extra}" (the adapter targets ${layout.modules.join(", ")})`, { file, tensor: extra });
+    throw new FormatError(`${file}: unexpected tensor "${extra}" (the adapter targets ${layout.modules.join(", ")})`, {
+      file,
+      tensor: extra,
+    });
   }
   return { layout, lora, optimizer: { m, v, step }, trainer };
 }

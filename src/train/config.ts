@@ -11,7 +11,22 @@ import { LLAMA_LINEARS } from "../formats/hf_config.ts";
 export const DEFAULTS = {
   builtin: { lr: 1e-2, precision: "f32", seq: 64 },
   checkpoint: { lr: 2e-4, precision: "bf16", seq: 512 },
-  common: { targets: "q,k,v,o,gate,up,down", rank: 8, alpha: 16, dropout: 0, batch: 8, steps: 60, weightDecay: 0, warmup: 0, schedule: "cosine", seed: 0, out: "tessera-out", saveEvery: 100, logEvery: 10, padId: 0 },
+  common: {
+    targets: "q,k,v,o,gate,up,down",
+    rank: 8,
+    alpha: 16,
+    dropout: 0,
+    batch: 8,
+    steps: 60,
+    weightDecay: 0,
+    warmup: 0,
+    schedule: "cosine",
+    seed: 0,
+    out: "tessera-out",
+    saveEvery: 100,
+    logEvery: 10,
+    padId: 0,
+  },
 } as const;
 
 const c = DEFAULTS.common;
@@ -27,7 +42,10 @@ export const TrainConfigSchema = z
     model: z.string().min(1).nullable().default(null),
     /** PEFT LoRA adapter directory to start from; null starts a new one (PEFT's init). */
     adapter: z.string().min(1).nullable().default(null),
-    targets: z.array(z.enum(LLAMA_LINEARS)).min(1).default([...LLAMA_LINEARS]),
+    targets: z
+      .array(z.enum(LLAMA_LINEARS))
+      .min(1)
+      .default([...LLAMA_LINEARS]),
     rank: int(1).default(c.rank),
     alpha: z.number().positive().default(c.alpha),
     dropout: z.number().min(0).max(0.99).default(c.dropout),
@@ -65,7 +83,24 @@ export type TrainConfigInput = z.input<typeof TrainConfigSchema>;
 export type TrainConfig = z.output<typeof TrainConfigSchema>;
 
 /** Fields that define a run: fixed when resuming (given again, they must agree with the checkpoint). */
-export const RUN_FIELDS = ["model", "adapter", "targets", "rank", "alpha", "dropout", "data", "seq", "batch", "lr", "weightDecay", "warmup", "schedule", "precision", "seed", "padId"] as const;
+export const RUN_FIELDS = [
+  "model",
+  "adapter",
+  "targets",
+  "rank",
+  "alpha",
+  "dropout",
+  "data",
+  "seq",
+  "batch",
+  "lr",
+  "weightDecay",
+  "warmup",
+  "schedule",
+  "precision",
+  "seed",
+  "padId",
+] as const;
 export type RunField = (typeof RUN_FIELDS)[number];
 
 /** A config field as the command line spells it (`weightDecay` -> `--weight-decay`): messages name options so. */
@@ -77,7 +112,11 @@ export function flagName(field: string): string {
 export function parseTrainConfig(input: unknown): TrainConfig {
   const r = TrainConfigSchema.safeParse(input);
   if (r.success) {
-    if (r.data.resume && r.data.overwrite) throw new TesseraError("--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it", { code: "ERR_CONFIG", exitCode: EXIT.usage });
+    if (r.data.resume && r.data.overwrite)
+      throw new TesseraError(
+        "--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it",
+        { code: "ERR_CONFIG", exitCode: EXIT.usage },
+      );
     return r.data;
   }
   const issue = r.error.issues[0]!;
@@ -87,5 +126,9 @@ export function parseTrainConfig(input: unknown): TrainConfig {
 
 /** The fields of `input` that were actually given (not left to a default): only those are checked against a resumed run. */
 export function givenFields(input: TrainConfigInput): Set<string> {
-  return new Set(Object.entries(input).filter(([, v]) => v !== undefined).map(([k]) => k));
+  return new Set(
+    Object.entries(input)
+      .filter(([, v]) => v !== undefined)
+      .map(([k]) => k),
+  );
 }

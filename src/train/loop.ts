@@ -2,7 +2,14 @@
 import { array, jit, type DeviceArray } from "../index.ts";
 import { fromFloat32, type HostTensor } from "../formats/host_tensor.ts";
 import { loadAdapter, saveAdapter, type LoraConfig } from "../formats/peft.ts";
-import { initLora, loraFromAdapter, loraLayout, loraToAdapter, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
+import {
+  initLora,
+  loraFromAdapter,
+  loraLayout,
+  loraToAdapter,
+  type LoraLayout,
+  type LoraWeights,
+} from "../../models/lora.ts";
 import { mulberry32, normalSamples } from "../host/random.ts";
 import { LINEARS, llamaShapes, type LlamaWeights } from "../../models/llama.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
@@ -49,7 +56,10 @@ export interface TrainOptions {
    * The adapter to train: a saved PEFT adapter directory, a fresh one from a config (A random, B zero), or one
    * already loaded (e.g. validated by the caller).
    */
-  adapter: { dir: string } | { config: LoraConfig; seed?: number } | { layout: LoraLayout; weights: LoraWeights<HostTensor> };
+  adapter:
+    | { dir: string }
+    | { config: LoraConfig; seed?: number }
+    | { layout: LoraLayout; weights: LoraWeights<HostTensor> };
   /** AdamW state to continue from (default: zero moments, step 0). */
   optimizer?: OptimizerState;
   policy: PrecisionPolicy;
@@ -99,7 +109,8 @@ export interface TrainResult {
 export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
   let llama: LlamaConfig, weights: LlamaWeights<HostTensor>;
   if (opts.base) ({ config: llama, weights } = opts.base);
-  else if (opts.baseDir !== undefined) ({ config: llama, weights } = await loadLlamaWeights(opts.baseDir, { dtype: baseHostDType(opts.policy) }));
+  else if (opts.baseDir !== undefined)
+    ({ config: llama, weights } = await loadLlamaWeights(opts.baseDir, { dtype: baseHostDType(opts.policy) }));
   else throw new Error("trainLoRA: give baseDir or base");
   let layout: LoraLayout, lora: LoraWeights<HostTensor>;
   if ("dir" in opts.adapter) {
@@ -110,18 +121,28 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     layout = loraLayout(opts.adapter.config, llama);
     lora = initLora(layout, llama, opts.adapter.seed ?? 0);
   }
-  const c: StepConfig = { llama, layout, policy: opts.policy, adamw: opts.adamw, ...(opts.layers ? { layers: opts.layers } : {}) };
+  const c: StepConfig = {
+    llama,
+    layout,
+    policy: opts.policy,
+    adamw: opts.adamw,
+    ...(opts.layers ? { layers: opts.layers } : {}),
+  };
   const step = jit(makeGuardedTrainStep(c), { donate: 0, name: "lora_train_step" });
   const base = treeToDevice(weights as never);
   const init = initTrainState(lora);
-  if (opts.optimizer) Object.assign(init, { m: opts.optimizer.m, v: opts.optimizer.v, step: fromFloat32([opts.optimizer.step], []) });
+  if (opts.optimizer)
+    Object.assign(init, { m: opts.optimizer.m, v: opts.optimizer.v, step: fromFloat32([opts.optimizer.step], []) });
   let state = treeToDevice<TrainState<DeviceArray>>(init as never);
   const key = array(new Uint32Array([0, (opts.seed ?? 0) >>> 0]));
   const first = opts.optimizer?.step ?? 0;
   const losses: number[] = [];
   let stopped = false;
   let nonfinite: StepInfo | undefined;
-  const it = Symbol.asyncIterator in opts.batches ? opts.batches[Symbol.asyncIterator]() : (opts.batches as Iterable<HostBatch>)[Symbol.iterator]();
+  const it =
+    Symbol.asyncIterator in opts.batches
+      ? opts.batches[Symbol.asyncIterator]()
+      : (opts.batches as Iterable<HostBatch>)[Symbol.iterator]();
   // The stop conditions are checked before a batch is drawn, so a stream is never advanced past the last step.
   for (;;) {
     if (opts.maxSteps !== undefined && losses.length >= opts.maxSteps) break;
@@ -141,8 +162,17 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     const [value, gradNorm] = await Promise.all([loss.item(), norm.item()]);
     losses.push(value);
     const current = state;
-    const info: StepInfo = { step: n, loss: value, lr, seconds: (performance.now() - t0) / 1000, gradNorm, nonfinite: !Number.isFinite(value) || !Number.isFinite(gradNorm) };
-    await opts.onStep?.(info, { snapshot: async () => (await treeFromDevice(current)) as unknown as TrainState<HostTensor> });
+    const info: StepInfo = {
+      step: n,
+      loss: value,
+      lr,
+      seconds: (performance.now() - t0) / 1000,
+      gradNorm,
+      nonfinite: !Number.isFinite(value) || !Number.isFinite(gradNorm),
+    };
+    await opts.onStep?.(info, {
+      snapshot: async () => (await treeFromDevice(current)) as unknown as TrainState<HostTensor>,
+    });
     if (info.nonfinite && (opts.onNonfinite ?? "stop") === "stop") {
       nonfinite = info;
       break;
@@ -159,12 +189,25 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
  * embeddings N(0, 1), each projection N(0, 1/in_features), norms 1, and the head N(0, 4/hidden) so that a
  * hidden state aligned with one token's column can make that token likely. In the policy's base dtype.
  */
-export function builtinBaseWeights(cfg: LlamaConfig, seed: number, dtype: "F32" | "BF16" = "F32"): LlamaWeights<HostTensor> {
+export function builtinBaseWeights(
+  cfg: LlamaConfig,
+  seed: number,
+  dtype: "F32" | "BF16" = "F32",
+): LlamaWeights<HostTensor> {
   const rand = mulberry32(seed);
   const normal = (shape: number[], std: number): HostTensor => {
-    return fromFloat32(normalSamples(rand, shape.reduce((a, b) => a * b, 1), std), shape, dtype);
+    return fromFloat32(
+      normalSamples(
+        rand,
+        shape.reduce((a, b) => a * b, 1),
+        std,
+      ),
+      shape,
+      dtype,
+    );
   };
-  const ones = (shape: number[]) => fromFloat32(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1), shape, dtype);
+  const ones = (shape: number[]) =>
+    fromFloat32(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1), shape, dtype);
   const s = llamaShapes(cfg);
   const l = s.layers;
   const proj = Object.fromEntries(LINEARS.map((m) => [m, normal(l[m], 1 / Math.sqrt(l[m][1]!))]));

@@ -49,7 +49,8 @@ export async function lockOutDir(dir: string): Promise<OutDir> {
   let created: string | undefined;
   try {
     const st = await stat(dir).catch(() => undefined);
-    if (st && !st.isDirectory()) throw new TesseraError(`--out ${dir}: is a file, expected a folder for the run's output`, { code: "ERR_FS" });
+    if (st && !st.isDirectory())
+      throw new TesseraError(`--out ${dir}: is a file, expected a folder for the run's output`, { code: "ERR_FS" });
     created = await mkdir(dir, { recursive: true });
   } catch (e) {
     throw fsError(e, dir, "create the output folder");
@@ -82,15 +83,25 @@ export async function lockOutDir(dir: string): Promise<OutDir> {
     const stale = held !== undefined && held.host === me.host && !alive(held.pid);
     if (!stale || attempt > 2) {
       const who = held ? `pid ${held.pid} on ${held.host}, since ${held.started}` : "a run that is starting";
-      throw new TesseraError(`--out ${dir} is in use by another training run (${who}; lock file ${file}); wait for it to end or choose another --out`, { code: "ERR_LOCKED" });
+      throw new TesseraError(
+        `--out ${dir} is in use by another training run (${who}; lock file ${file}); wait for it to end or choose another --out`,
+        { code: "ERR_LOCKED" },
+      );
     }
     // Move the stale lock aside under a unique name, then look at what was moved: if another run had taken the
     // lock over in between, that is its live lock, which goes back (link fails only if yet another run holds it).
     const aside = `${file}.stale-${process.pid}`;
-    const moved = await rename(file, aside).then(() => true, () => false);
+    const moved = await rename(file, aside).then(
+      () => true,
+      () => false,
+    );
     if (moved) {
-      const was = await readFile(aside, "utf8").then((t) => JSON.parse(t) as LockInfo, () => undefined);
-      if (was?.pid !== held!.pid || was.host !== held!.host || was.started !== held!.started) await link(aside, file).catch(() => {});
+      const was = await readFile(aside, "utf8").then(
+        (t) => JSON.parse(t) as LockInfo,
+        () => undefined,
+      );
+      if (was?.pid !== held!.pid || was.host !== held!.host || was.started !== held!.started)
+        await link(aside, file).catch(() => {});
       else staleFrom = held;
       await unlink(aside).catch(() => {});
     }
@@ -116,7 +127,14 @@ export async function lockOutDir(dir: string): Promise<OutDir> {
       if (opts.removeIfEmpty && created !== undefined) {
         // Only folders this run created, and only while empty: rmdir refuses anything else.
         for (let d = dir; ; d = dirname(d)) {
-          if ((await rmdir(d).then(() => true, () => false)) === false || d === created) break;
+          if (
+            (await rmdir(d).then(
+              () => true,
+              () => false,
+            )) === false ||
+            d === created
+          )
+            break;
         }
       }
     },

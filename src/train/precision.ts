@@ -18,8 +18,20 @@ export interface PrecisionPolicy {
   readonly loss: DType;
 }
 
-export const BF16: PrecisionPolicy = Object.freeze({ name: "bf16", base: "bf16", compute: "bf16", master: "f32", loss: "f32" });
-export const F32: PrecisionPolicy = Object.freeze({ name: "f32", base: "f32", compute: "f32", master: "f32", loss: "f32" });
+export const BF16: PrecisionPolicy = Object.freeze({
+  name: "bf16",
+  base: "bf16",
+  compute: "bf16",
+  master: "f32",
+  loss: "f32",
+});
+export const F32: PrecisionPolicy = Object.freeze({
+  name: "f32",
+  base: "f32",
+  compute: "f32",
+  master: "f32",
+  loss: "f32",
+});
 
 export function precisionPolicy(name: string): PrecisionPolicy {
   if (name === "bf16") return BF16;

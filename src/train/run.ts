@@ -13,10 +13,33 @@ import type { TrainRecord } from "../data/records.ts";
 import { keyValueTask, MIN_SEQ } from "../data/synthetic.ts";
 import { fsError } from "../host/fs_errors.ts";
 import { LLAMA_TINY, type LlamaWeights } from "../../models/llama.ts";
-import { initLora, loraFromAdapter, loraLayout, loraToAdapter, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
+import {
+  initLora,
+  loraFromAdapter,
+  loraLayout,
+  loraToAdapter,
+  type LoraLayout,
+  type LoraWeights,
+} from "../../models/lora.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
-import { checkpointDir, listCheckpoints, loadCheckpoint, readTrainerState, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
-import { DEFAULTS, flagName, givenFields, parseTrainConfig, RUN_FIELDS, type RunField, type TrainConfig, type TrainConfigInput } from "./config.ts";
+import {
+  checkpointDir,
+  listCheckpoints,
+  loadCheckpoint,
+  readTrainerState,
+  saveCheckpoint,
+  type TrainerState,
+} from "./checkpoint.ts";
+import {
+  DEFAULTS,
+  flagName,
+  givenFields,
+  parseTrainConfig,
+  RUN_FIELDS,
+  type RunField,
+  type TrainConfig,
+  type TrainConfigInput,
+} from "./config.ts";
 import { builtinBaseWeights, trainLoRA, type OptimizerState, type StepInfo } from "./loop.ts";
 import { clearRun, lockOutDir, type OutDir } from "./out_dir.ts";
 import { baseHostDType, precisionPolicy } from "./precision.ts";
@@ -146,8 +169,11 @@ function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: Trainer
     if (!given.has(field)) continue;
     const k = flagName(field).slice(2);
     if (JSON.stringify(now[k]) !== JSON.stringify(saved.options[k] ?? null)) {
-      const was = saved.options[k] === null || saved.options[k] === undefined ? "its default" : String(saved.options[k]);
-      throw fail(`--${k} ${now[k]} differs from the run being resumed (${was}, in ${displayPath(file)}); leave --${k} out to continue that run`);
+      const was =
+        saved.options[k] === null || saved.options[k] === undefined ? "its default" : String(saved.options[k]);
+      throw fail(
+        `--${k} ${now[k]} differs from the run being resumed (${was}, in ${displayPath(file)}); leave --${k} out to continue that run`,
+      );
     }
   }
   const s = saved.options;
@@ -211,10 +237,24 @@ export async function train(input: TrainConfigInput, opts: TrainRunOptions = {})
   }
 }
 
-async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: OutDir, emit: (e: TrainEvent) => void, signal: AbortSignal | undefined): Promise<TrainRunResult> {
+async function runLocked(
+  run: TrainConfig,
+  given: ReadonlySet<string>,
+  lock: OutDir,
+  emit: (e: TrainEvent) => void,
+  signal: AbortSignal | undefined,
+): Promise<TrainRunResult> {
   const outDir = run.out;
-  if (lock.staleFrom) emit({ type: "note", message: `took over the lock of a run that is no longer running (pid ${lock.staleFrom.pid}, started ${lock.staleFrom.started})` });
-  if (lock.cleaned.length > 0) emit({ type: "note", message: `removed ${lock.cleaned.length} temporary file(s) an interrupted run left in ${displayPath(outDir)}` });
+  if (lock.staleFrom)
+    emit({
+      type: "note",
+      message: `took over the lock of a run that is no longer running (pid ${lock.staleFrom.pid}, started ${lock.staleFrom.started})`,
+    });
+  if (lock.cleaned.length > 0)
+    emit({
+      type: "note",
+      message: `removed ${lock.cleaned.length} temporary file(s) an interrupted run left in ${displayPath(outDir)}`,
+    });
   if (!run.resume && !run.overwrite && lock.existing.length > 0) {
     throw new TesseraError(
       `--out ${outDir} is not empty (${lock.existing.slice(0, 4).join(", ")}${lock.existing.length > 4 ? ", ..." : ""}): continue that run with --resume, or pass --overwrite to replace it (nothing is deleted before the first step has run)`,
@@ -227,7 +267,10 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
   if (run.resume) {
     const all = await listCheckpoints(outDir);
     const last = all[all.length - 1];
-    if (!last) throw fail(`--resume: no checkpoint in ${displayPath(join(outDir, "checkpoints"))} (train without --resume first, or point --out at an earlier run)`);
+    if (!last)
+      throw fail(
+        `--resume: no checkpoint in ${displayPath(join(outDir, "checkpoints"))} (train without --resume first, or point --out at an earlier run)`,
+      );
     const trainer = await readTrainerState(last.dir);
     run = mergeResumed(run, given, trainer, join(last.dir, "trainer_state.json"));
     resumeFrom = { dir: last.dir, trainer };
@@ -244,8 +287,14 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
     modelLine = `built-in tiny Llama (${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), seeded random weights (seed ${BUILTIN_MODEL_SEED}); --model <dir> trains a Hugging Face checkpoint`;
   } else {
     const st = await stat(run.model!).catch(() => undefined);
-    if (!st) throw fail(`--model ${run.model}: no such directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`);
-    if (!st.isDirectory()) throw fail(`--model ${run.model}: not a directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`);
+    if (!st)
+      throw fail(
+        `--model ${run.model}: no such directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`,
+      );
+    if (!st.isDirectory())
+      throw fail(
+        `--model ${run.model}: not a directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`,
+      );
     ({ config: llama, weights: base } = await loadLlamaWeights(run.model!, { dtype: baseHostDType(policy) }));
     modelLine = `${displayPath(resolve(run.model!))} (Llama, ${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), ${precision}`;
   }
@@ -260,12 +309,21 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
     adapterLine = `resumed from ${displayPath(resumeFrom.dir)} (step ${c.trainer.step})`;
   } else if (run.adapter !== null) {
     const cfgFile = join(run.adapter, ADAPTER_CONFIG_FILE);
-    if (!(await stat(cfgFile).catch(() => undefined))) throw fail(`--adapter ${run.adapter}: ${ADAPTER_CONFIG_FILE} not found (expected a PEFT LoRA adapter directory)`);
+    if (!(await stat(cfgFile).catch(() => undefined)))
+      throw fail(`--adapter ${run.adapter}: ${ADAPTER_CONFIG_FILE} not found (expected a PEFT LoRA adapter directory)`);
     ({ layout, weights: lora } = loraFromAdapter(await loadAdapter(run.adapter, llama), llama, cfgFile));
     const c = layout.config;
-    const conflicts: [string, unknown, unknown][] = [["rank", run.rank, c.r], ["alpha", run.alpha, c.loraAlpha], ["dropout", run.dropout, c.loraDropout], ["targets", targets.join(","), layout.modules.join(",")]];
+    const conflicts: [string, unknown, unknown][] = [
+      ["rank", run.rank, c.r],
+      ["alpha", run.alpha, c.loraAlpha],
+      ["dropout", run.dropout, c.loraDropout],
+      ["targets", targets.join(","), layout.modules.join(",")],
+    ];
     for (const [k, mine, theirs] of conflicts) {
-      if (given.has(k) && mine !== theirs) throw fail(`--${k} ${mine} conflicts with ${displayPath(cfgFile)} (${theirs}); an existing adapter keeps its shape, leave --${k} out`);
+      if (given.has(k) && mine !== theirs)
+        throw fail(
+          `--${k} ${mine} conflicts with ${displayPath(cfgFile)} (${theirs}); an existing adapter keeps its shape, leave --${k} out`,
+        );
     }
     adapterLine = `from ${displayPath(run.adapter)}: LoRA r ${c.r}, alpha ${c.loraAlpha}, dropout ${c.loraDropout} on ${layout.modules.join(",")}`;
   } else {
@@ -284,8 +342,12 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
   adapterLine += ` (${fmtInt(nTrainable)} trainable parameters)`;
 
   // The data.
-  let records: TrainRecord[], dataLine: string, sha256: string | null = null, source: string;
-  if (run.padId >= llama.vocabSize) throw badOption(`--pad-id ${run.padId} is outside the model's vocabulary (0..${llama.vocabSize - 1})`);
+  let records: TrainRecord[],
+    dataLine: string,
+    sha256: string | null = null,
+    source: string;
+  if (run.padId >= llama.vocabSize)
+    throw badOption(`--pad-id ${run.padId} is outside the model's vocabulary (0..${llama.vocabSize - 1})`);
   if (run.data !== null) {
     const loaded = await loadJsonl(run.data, { vocabSize: llama.vocabSize });
     records = loaded.records;
@@ -296,17 +358,23 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
     dataLine = `${displayPath(run.data)}: ${fmtInt(records.length)} records`;
   } else {
     run.seq ??= Math.min(maxSeq, builtin ? DEFAULTS.builtin.seq : DEFAULTS.checkpoint.seq);
-    if (run.seq < MIN_SEQ) throw badOption(`--seq ${run.seq} is too short for the built-in task (at least ${MIN_SEQ}); or give --data`);
+    if (run.seq < MIN_SEQ)
+      throw badOption(`--seq ${run.seq} is too short for the built-in task (at least ${MIN_SEQ}); or give --data`);
     const task = keyValueTask({ vocabSize: llama.vocabSize, seq: run.seq, records: SYNTHETIC_RECORDS, seed: run.seed });
     records = task.records;
     source = `synthetic key-value lookup, seed ${run.seed}`;
     dataLine = `built-in key -> value lookup (seed ${run.seed}): ${fmtInt(records.length)} records of ${task.pairs} key/value pairs, then a key; loss on its value only; --data <file.jsonl> for your own`;
   }
   const seq = run.seq;
-  if (seq > maxSeq) throw fail(`--seq ${seq} exceeds the model's max_position_embeddings ${maxSeq}${builtin ? " (built-in tiny Llama)" : ` (${displayPath(join(run.model!, "config.json"))})`}`);
+  if (seq > maxSeq)
+    throw fail(
+      `--seq ${seq} exceeds the model's max_position_embeddings ${maxSeq}${builtin ? " (built-in tiny Llama)" : ` (${displayPath(join(run.model!, "config.json"))})`}`,
+    );
   const prepared = prepareRecords(records, seq);
   if (prepared.records.length === 0) {
-    throw fail(`${run.data ?? "data"}: no record has a label to learn within --seq ${seq} (labels are all -100, or only on the first token)`);
+    throw fail(
+      `${run.data ?? "data"}: no record has a label to learn within --seq ${seq} (labels are all -100, or only on the first token)`,
+    );
   }
   if (prepared.truncated > 0) dataLine += `; ${prepared.truncated} cut to --seq ${seq}`;
   if (prepared.dropped.length > 0) {
@@ -315,7 +383,9 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
   if (resumeFrom) {
     const d = resumeFrom.trainer.data;
     if (d.sha256 !== sha256 || d.records !== prepared.records.length) {
-      throw fail(`${run.data ?? "the data"} is not the data the run being resumed read (${d.source}: ${d.records} records${d.sha256 ? `, sha256 ${d.sha256.slice(0, 12)}` : ""}); an exact continuation needs the same data`);
+      throw fail(
+        `${run.data ?? "the data"} is not the data the run being resumed read (${d.source}: ${d.records} records${d.sha256 ? `, sha256 ${d.sha256.slice(0, 12)}` : ""}); an exact continuation needs the same data`,
+      );
     }
   }
 
@@ -356,7 +426,13 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
     out: outDir,
   });
 
-  const stream = new BatchStream(prepared.records, { batch: run.batch, seq, padId: run.padId, seed: run.seed, start: resumeFrom?.trainer.data.examplesSeen ?? 0 });
+  const stream = new BatchStream(prepared.records, {
+    batch: run.batch,
+    seq,
+    padId: run.padId,
+    seed: run.seed,
+    start: resumeFrom?.trainer.data.examplesSeen ?? 0,
+  });
   const tokensPerStep = run.batch * seq;
   const trainerAt = (step: number, loss: number | null): TrainerState => {
     const n = prepared.records.length;
@@ -409,7 +485,21 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
       throw fsError(e, metricsFile, "append to");
     });
     const log = first || info.step % run.logEvery === 0 || info.step === run.steps || !!signal?.aborted;
-    emit({ type: "step", step: info.step, steps: run.steps, loss: info.loss, lr: info.lr, gradNorm: info.gradNorm, seconds: info.seconds, elapsed, tokens: tokensPerStep, first, log, skipped: info.nonfinite, skippedSteps });
+    emit({
+      type: "step",
+      step: info.step,
+      steps: run.steps,
+      loss: info.loss,
+      lr: info.lr,
+      gradNorm: info.gradNorm,
+      seconds: info.seconds,
+      elapsed,
+      tokens: tokensPerStep,
+      first,
+      log,
+      skipped: info.nonfinite,
+      skippedSteps,
+    });
     if (run.saveEvery > 0 && info.step % run.saveEvery === 0 && info.step !== run.steps && !signal?.aborted) {
       const dir = await save(await ctl.snapshot(), info.step, lastLoss);
       lastSaved = info.step;
@@ -439,7 +529,17 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
   const seconds = (performance.now() - t0) / 1000;
   let ckpt = checkpointDir(outDir, end);
   if (end !== lastSaved) ckpt = await save(result.state, end, lastLoss);
-  const common = { startStep: start, step: end, steps: run.steps, losses: result.losses, skippedSteps, seconds, out: outDir, checkpoint: ckpt, metrics: metricsFile };
+  const common = {
+    startStep: start,
+    step: end,
+    steps: run.steps,
+    losses: result.losses,
+    skippedSteps,
+    seconds,
+    out: outDir,
+    checkpoint: ckpt,
+    metrics: metricsFile,
+  };
   if (result.stopped) {
     const r: TrainRunResult = { status: "stopped", ...common, adapter: null };
     emit({ type: "done", result: r });
@@ -457,7 +557,9 @@ async function runLocked(run: TrainConfig, given: ReadonlySet<string>, lock: Out
 /** The ERR_NONFINITE error: which step, whether the loss or the gradients, NaN or Inf, and what was kept. */
 function nonfiniteError(info: StepInfo, lastCheckpoint: string | null): TesseraError {
   const kind = (x: number) => (Number.isNaN(x) ? "NaN" : "Inf");
-  const what = !Number.isFinite(info.loss) ? `the loss is ${kind(info.loss)}` : `the gradients are non-finite (gradient norm ${kind(info.gradNorm)}, loss ${info.loss.toFixed(4)})`;
+  const what = !Number.isFinite(info.loss)
+    ? `the loss is ${kind(info.loss)}`
+    : `the gradients are non-finite (gradient norm ${kind(info.gradNorm)}, loss ${info.loss.toFixed(4)})`;
   const kept = lastCheckpoint ? `last checkpoint: ${displayPath(lastCheckpoint)}` : "no checkpoint yet";
   return new TesseraError(
     `non-finite training at step ${info.step}: ${what}. The run stopped without applying or writing that step (${kept}; the adapter was not written). ` +

@@ -47,7 +47,14 @@ export function defaultLayerLoop(llama: LlamaConfig): "scan" | "unroll" {
 }
 
 /** The loss of the adapted model on a batch (f32), differentiable in `lora`. */
-export function loraLoss(c: StepConfig, lora: LoraWeights, base: LlamaWeights, batch: Batch, training = false, key?: Tensor): Tensor {
+export function loraLoss(
+  c: StepConfig,
+  lora: LoraWeights,
+  base: LlamaWeights,
+  batch: Batch,
+  training = false,
+  key?: Tensor,
+): Tensor {
   const logits = llamaLogits(c.llama, base, batch.tokens, {
     lora: { weights: lora, layout: c.layout },
     compute: c.policy.compute,
@@ -67,7 +74,9 @@ export function makeTrainStep(c: StepConfig) {
   return (state: TrainState, base: LlamaWeights, batch: Batch, lr: Tensor, key: Tensor): [TrainState, Tensor] => {
     const t = state.step.add(1);
     const stepKey = tx.random.foldIn(key, t.astype("s32"));
-    const [loss, grads] = tx.valueAndGrad((lora: LoraWeights) => loraLoss(c, lora, base, batch, true, stepKey))(state.lora);
+    const [loss, grads] = tx.valueAndGrad((lora: LoraWeights) => loraLoss(c, lora, base, batch, true, stepKey))(
+      state.lora,
+    );
     const [lora, opt] = adamwUpdate(state.lora, grads as LoraWeights, { m: state.m, v: state.v }, t, lr, c.adamw);
     return [{ lora, m: opt.m, v: opt.v, step: t }, loss];
   };
@@ -81,26 +90,48 @@ export function makeTrainStep(c: StepConfig) {
  * the data position, dropout keys and checkpoints follow.
  */
 export function makeGuardedTrainStep(c: StepConfig) {
-  return (state: TrainState, base: LlamaWeights, batch: Batch, lr: Tensor, key: Tensor): [TrainState, Tensor, Tensor] => {
+  return (
+    state: TrainState,
+    base: LlamaWeights,
+    batch: Batch,
+    lr: Tensor,
+    key: Tensor,
+  ): [TrainState, Tensor, Tensor] => {
     const t = state.step.add(1);
     const stepKey = tx.random.foldIn(key, t.astype("s32"));
-    const [loss, grads] = tx.valueAndGrad((lora: LoraWeights) => loraLoss(c, lora, base, batch, true, stepKey))(state.lora);
+    const [loss, grads] = tx.valueAndGrad((lora: LoraWeights) => loraLoss(c, lora, base, batch, true, stepKey))(
+      state.lora,
+    );
     const leaves = tx.treeLeaves(grads as LoraWeights) as Tensor[];
-    const gradNorm = leaves.map((g) => g.mul(g).sum()).reduce((a, b) => a.add(b)).sqrt();
+    const gradNorm = leaves
+      .map((g) => g.mul(g).sum())
+      .reduce((a, b) => a.add(b))
+      .sqrt();
     // |x| < Inf is false for NaN and for +-Inf.
     const finite = tx.logicalAnd(loss.abs().lt(Infinity), gradNorm.abs().lt(Infinity));
     const [lora, opt] = adamwUpdate(state.lora, grads as LoraWeights, { m: state.m, v: state.v }, t, lr, c.adamw);
     const keep = (next: LoraWeights, old: LoraWeights): LoraWeights => {
       const n = tx.treeFlatten(next);
       const o = tx.treeLeaves(old) as Tensor[];
-      return tx.treeUnflatten(n.def, n.leaves.map((x, i) => tx.where(finite, x as Tensor, o[i]!))) as LoraWeights;
+      return tx.treeUnflatten(
+        n.def,
+        n.leaves.map((x, i) => tx.where(finite, x as Tensor, o[i]!)),
+      ) as LoraWeights;
     };
-    return [{ lora: keep(lora, state.lora), m: keep(opt.m, state.m), v: keep(opt.v, state.v), step: t }, loss, gradNorm];
+    return [
+      { lora: keep(lora, state.lora), m: keep(opt.m, state.m), v: keep(opt.v, state.v), step: t },
+      loss,
+      gradNorm,
+    ];
   };
 }
 
 /** Abstract arguments of the step for tracing/compiling, in the order `makeTrainStep` takes them. */
-export function trainStepSpecs(c: StepConfig, batch: number, seq: number): [TrainState<TensorSpec>, LlamaWeights<TensorSpec>, Batch<TensorSpec>, TensorSpec, TensorSpec] {
+export function trainStepSpecs(
+  c: StepConfig,
+  batch: number,
+  seq: number,
+): [TrainState<TensorSpec>, LlamaWeights<TensorSpec>, Batch<TensorSpec>, TensorSpec, TensorSpec] {
   const lora = loraSpecs(c.layout, c.llama, c.policy.master);
   return [
     { lora, m: lora, v: lora, step: tx.spec("f32", []) },
@@ -114,6 +145,8 @@ export function trainStepSpecs(c: StepConfig, batch: number, seq: number): [Trai
 /** The state before the first step: the given adapter weights, zero moments, step 0 (all on the host, f32). */
 export function initTrainState(lora: LoraWeights<HostTensor>): TrainState<HostTensor> {
   const zeros = (): LoraWeights<HostTensor> =>
-    Object.fromEntries(Object.entries(lora).map(([m, f]) => [m, { a: hostTensor("F32", f!.a.shape), b: hostTensor("F32", f!.b.shape) }]));
+    Object.fromEntries(
+      Object.entries(lora).map(([m, f]) => [m, { a: hostTensor("F32", f!.a.shape), b: hostTensor("F32", f!.b.shape) }]),
+    );
   return { lora, m: zeros(), v: zeros(), step: hostTensor("F32", []) };
 }

@@ -22,10 +22,15 @@ interface Run {
 
 function tessera(args: string[], env: Record<string, string> = {}): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, TESSERA_DEBUG: "", ...env } }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === "number" ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { cwd: ROOT, env: { ...process.env, TESSERA_DEBUG: "", ...env } },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -43,7 +48,9 @@ describe("command line", () => {
     expect(help.stdout).toMatch(/^ {2}inspect +Print an entry's IR/m);
     expect(help.stdout).toMatch(/^ {2}parity +Recompute a Hugging Face/m);
     expect(unknownCmd).toMatchObject({ code: 2, stdout: "" });
-    expect(unknownCmd.stderr).toBe("error: unknown command 'compil' (did you mean 'compile'?)\nRun 'tessera --help' for usage.\n");
+    expect(unknownCmd.stderr).toBe(
+      "error: unknown command 'compil' (did you mean 'compile'?)\nRun 'tessera --help' for usage.\n",
+    );
     expect(unknownOpt.code).toBe(2);
     expect(unknownOpt.stderr).toContain("error: unknown option '--emitt' (did you mean '--emit'?)");
     expect(compileHelp.code).toBe(0);
@@ -60,9 +67,13 @@ describe("command line", () => {
       tessera([]),
     ]);
     expect(missing).toMatchObject({ code: 2, stdout: "" });
-    expect(missing.stderr).toBe("error: missing required argument 'file.ts'\nRun 'tessera compile --help' for usage.\n");
+    expect(missing.stderr).toBe(
+      "error: missing required argument 'file.ts'\nRun 'tessera compile --help' for usage.\n",
+    );
     expect(badChoice.code).toBe(2);
-    expect(badChoice.stderr).toBe("error: option '--emit <format>' argument 'hlo' is invalid. Allowed choices are ir, stablehlo.\nRun 'tessera compile --help' for usage.\n");
+    expect(badChoice.stderr).toBe(
+      "error: option '--emit <format>' argument 'hlo' is invalid. Allowed choices are ir, stablehlo.\nRun 'tessera compile --help' for usage.\n",
+    );
     expect(extra.code).toBe(2);
     expect(extra.stderr).toContain("error: too many arguments for 'parity'");
     // Bare `tessera` prints the help, as a usage mistake.
@@ -78,7 +89,18 @@ describe("compile", () => {
       const dir = mkdtempSync(path.join(tmpdir(), "tessera-cli-"));
       const out = path.join(dir, "out.ir");
       const dump = path.join(dir, "dump.ir");
-      const r = await tessera(["compile", `${FIX}/matmul.ts`, "--entry", "forward", "--dump-after", "all", "--dump-to", dump, "--out", out]);
+      const r = await tessera([
+        "compile",
+        `${FIX}/matmul.ts`,
+        "--entry",
+        "forward",
+        "--dump-after",
+        "all",
+        "--dump-to",
+        dump,
+        "--out",
+        out,
+      ]);
       expect(r).toMatchObject({ code: 0, stdout: "", stderr: "" });
       const ir = readFileSync(out, "utf8");
       expect(ir).toBe(
@@ -96,7 +118,9 @@ describe("compile", () => {
       const headers = [...dumped.matchAll(/^\/\/ -----\/\/ IR Dump After (\S+) \/\/----- \/\/$/gm)].map((m) => m[1]);
       expect(headers).toEqual(["constant-fold", "simplify", "cse", "dce"]);
       // Dumps carry the user's locations: the matmul is on line 5, column 14 of the fixture.
-      expect(dumped).toContain(`dot_general %2, %1 {lhsBatch=[], lhsContract=[1], outDtype=f32, rhsBatch=[], rhsContract=[0]} loc("${FIX}/matmul.ts":5:14)`);
+      expect(dumped).toContain(
+        `dot_general %2, %1 {lhsBatch=[], lhsContract=[1], outDtype=f32, rhsBatch=[], rhsContract=[0]} loc("${FIX}/matmul.ts":5:14)`,
+      );
     },
     SLOW,
   );
@@ -139,9 +163,13 @@ describe("file-system mistakes", () => {
         tessera(["compile", FIX]),
       ]);
       expect(noFolder).toMatchObject({ code: 1, stdout: "" });
-      expect(noFolder.stderr).toBe(`error: cannot write --out file '${out}': no such file or directory (is '${path.dirname(out)}' there?) (ENOENT)\n`);
+      expect(noFolder.stderr).toBe(
+        `error: cannot write --out file '${out}': no such file or directory (is '${path.dirname(out)}' there?) (ENOENT)\n`,
+      );
       expect(folderIn).toMatchObject({ code: 1, stdout: "" });
-      expect(folderIn.stderr).toBe(`error: cannot read model file '${FIX}': is a directory, expected a file (EISDIR)\n`);
+      expect(folderIn.stderr).toBe(
+        `error: cannot read model file '${FIX}': is a directory, expected a file (EISDIR)\n`,
+      );
     },
     SLOW,
   );
@@ -154,7 +182,9 @@ describe("inspect", () => {
       const r = await tessera(["inspect", `${FIX}/matmul.ts`]);
       expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
-      expect(r.stdout).toMatch(/^\/\/ test\/cli\/fixtures\/matmul\.ts --entry forward: 3 ops traced, 3 after cleanup\nfunc @main\(/);
+      expect(r.stdout).toMatch(
+        /^\/\/ test\/cli\/fixtures\/matmul\.ts --entry forward: 3 ops traced, 3 after cleanup\nfunc @main\(/,
+      );
       expect(r.stdout).toContain("  %3: f32[8,32] = dot_general %2, %1");
       expect(r.stdout).toContain("ops: 3\n  add               1\n  broadcast_in_dim  1\n  dot_general       1\n");
       // dot_general 2*M*N*K = 2*8*32*16 = 8192, plus one add per element of f32[8,32] = 256.
@@ -232,7 +262,9 @@ describe("errors in the user's model", () => {
       for (const r of [compile, inspect]) {
         expect(r.code).toBe(1);
         expect(r.stdout).toBe("");
-        expect(r.stderr).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:3:\\d+ - error TS1\\d{3}: `));
+        expect(r.stderr).toMatch(
+          new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:3:\\d+ - error TS1\\d{3}: `),
+        );
         expect(r.stderr).toMatch(/\nFound 1 syntax error; nothing was compiled\.\n$/);
         expect(r.stderr).not.toContain("type error");
       }
@@ -269,7 +301,9 @@ describe("errors in the user's model", () => {
       expect(missing).toMatchObject({ code: 1, stdout: "" });
       expect(missing.stderr).toBe(`error: ${FIX}/errors.ts has no export 'nope'; available entries: badShapes\n`);
       expect(notEntry.code).toBe(1);
-      expect(notEntry.stderr).toBe(`error: export 'helper' of ${FIX}/errors.ts is a plain function, not an entry(...); available entries: badShapes\n`);
+      expect(notEntry.stderr).toBe(
+        `error: export 'helper' of ${FIX}/errors.ts is a plain function, not an entry(...); available entries: badShapes\n`,
+      );
     },
     SLOW,
   );

@@ -22,7 +22,13 @@ describe("cost rules", () => {
     const b = new GraphBuilder();
     const x = b.input(f32(3, 4, 5));
     const w = b.input(f32(3, 5, 6));
-    const y = b.add1("dot_general", [x, w], { lhsBatch: [0], rhsBatch: [0], lhsContract: [2], rhsContract: [1], outDtype: "f32" });
+    const y = b.add1("dot_general", [x, w], {
+      lhsBatch: [0],
+      rhsBatch: [0],
+      lhsContract: [2],
+      rhsContract: [1],
+      outDtype: "f32",
+    });
     expect(opCost(b.build([y]).ops[0]!).flops).toBe(2 * 3 * 4 * 6 * 5);
   });
 
@@ -53,7 +59,10 @@ describe("cost rules", () => {
     const outs = b.add("scan", [init, seq], { body: bodyGraph, length: 7, numConsts: 0, numCarry: 1, reverse: false });
     const g = b.build(outs);
     expect(graphCost(g).total.flops).toBe(7 * 3);
-    expect([...graphCost(g).counts]).toEqual([["mul", 1], ["scan", 1]]);
+    expect([...graphCost(g).counts]).toEqual([
+      ["mul", 1],
+      ["scan", 1],
+    ]);
   });
 
   it("reshape is free; bf16 counts two bytes per element", () => {
@@ -86,7 +95,9 @@ describe("inspect summary", () => {
     expect(text).toMatch(/^ {2}params +2\.13 KiB in 2 tensors$/m);
     expect(text).toMatch(/^outputs +1\.00 KiB in 1 tensor \(1024 bytes\)$/m);
     // The add is the graph's output, not an intermediate.
-    expect(text).toContain("largest intermediates:\n  f32[8,32]  1.00 KiB  dot_general\n  f32[8,32]  1.00 KiB  broadcast_in_dim\n");
+    expect(text).toContain(
+      "largest intermediates:\n  f32[8,32]  1.00 KiB  dot_general\n  f32[8,32]  1.00 KiB  broadcast_in_dim\n",
+    );
     expect(largestIntermediates(g, 3).map((t) => t.op.name)).toEqual(["dot_general", "broadcast_in_dim"]);
   });
 

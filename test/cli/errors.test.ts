@@ -29,8 +29,18 @@ describe("TesseraError subclasses", () => {
       [new UsageError("bad", "compile"), "UsageError", "ERR_USAGE", EXIT.usage],
       [new RuntimeError("ERR_SHAPE", "bad"), "RuntimeError", "ERR_SHAPE", EXIT.userError],
       [new RuntimeError("ERR_NATIVE", "bad"), "RuntimeError", "ERR_NATIVE", EXIT.internal],
-      [new PjrtError("PJRT_Client_Compile", "RESOURCE_EXHAUSTED", 8, "oom"), "PjrtError", "RESOURCE_EXHAUSTED", EXIT.userError],
-      [new PjrtError("PJRT_Client_Compile", "INVALID_ARGUMENT", 3, "bad"), "PjrtError", "INVALID_ARGUMENT", EXIT.internal],
+      [
+        new PjrtError("PJRT_Client_Compile", "RESOURCE_EXHAUSTED", 8, "oom"),
+        "PjrtError",
+        "RESOURCE_EXHAUSTED",
+        EXIT.userError,
+      ],
+      [
+        new PjrtError("PJRT_Client_Compile", "INVALID_ARGUMENT", 3, "bad"),
+        "PjrtError",
+        "INVALID_ARGUMENT",
+        EXIT.internal,
+      ],
       [new EmitError("add", "bad"), "EmitError", "ERR_EMIT", EXIT.internal],
       [new InterpretError("bad"), "InterpretError", "ERR_INTERPRET", EXIT.internal],
       [new VerifyError(["bad"], "cse"), "VerifyError", "ERR_VERIFY", EXIT.internal],
@@ -47,9 +57,15 @@ describe("TesseraError subclasses", () => {
 
   it("report themselves as the CLI prints them", () => {
     expect(new FormatError("f.json: bad").report()).toBe("error: f.json: bad\n");
-    expect(new UsageError("unknown option '--x'", "compile").report()).toBe("error: unknown option '--x'\nRun 'tessera compile --help' for usage.\n");
-    expect(new UsageError("unknown command 'x'").report()).toBe("error: unknown command 'x'\nRun 'tessera --help' for usage.\n");
+    expect(new UsageError("unknown option '--x'", "compile").report()).toBe(
+      "error: unknown option '--x'\nRun 'tessera compile --help' for usage.\n",
+    );
+    expect(new UsageError("unknown command 'x'").report()).toBe(
+      "error: unknown command 'x'\nRun 'tessera --help' for usage.\n",
+    );
     // Already formatted (a source excerpt): printed as is.
-    expect(new CliError("a.ts:1:1 - error: bad\n\n1 | x\n  | ^\n").report()).toBe("a.ts:1:1 - error: bad\n\n1 | x\n  | ^\n");
+    expect(new CliError("a.ts:1:1 - error: bad\n\n1 | x\n  | ^\n").report()).toBe(
+      "a.ts:1:1 - error: bad\n\n1 | x\n  | ^\n",
+    );
   });
 });

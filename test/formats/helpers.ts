@@ -30,7 +30,11 @@ export async function listDir(dir: string): Promise<string[]> {
  * A safetensors file from an explicit header (object or raw text) and data bytes, with no validation, so tests
  * can build every kind of broken file. `headerLength` overrides the 8-byte prefix.
  */
-export function rawSafetensors(header: unknown, data: Uint8Array | number, opts: { headerLength?: bigint } = {}): Uint8Array {
+export function rawSafetensors(
+  header: unknown,
+  data: Uint8Array | number,
+  opts: { headerLength?: bigint } = {},
+): Uint8Array {
   const text = typeof header === "string" ? header : JSON.stringify(header);
   const h = new TextEncoder().encode(text);
   const body = typeof data === "number" ? new Uint8Array(data) : data;

@@ -4,7 +4,14 @@ import { afterAll, describe, expect, it } from "vitest";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HfCheckpoint, llamaWeightSpecs, saveHfCheckpoint } from "../../src/formats/hf_checkpoint.ts";
-import { LLAMA2_70B, LLAMA2_7B, LLAMA_TINY_A, parseLlamaConfig, saveLlamaConfig, type LlamaConfig } from "../../src/formats/hf_config.ts";
+import {
+  LLAMA2_70B,
+  LLAMA2_7B,
+  LLAMA_TINY_A,
+  parseLlamaConfig,
+  saveLlamaConfig,
+  type LlamaConfig,
+} from "../../src/formats/hf_config.ts";
 import { SafetensorsFile, writeCheckpoint } from "../../src/formats/safetensors.ts";
 import { castTensor, fromFloat32, tensorsEqual, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { numel } from "../../src/ir/types.ts";
@@ -34,7 +41,11 @@ async function openErr(dir: string): Promise<string> {
 }
 
 /** A checkpoint directory written without validation, so tests can break it. */
-async function rawCheckpoint(cfg: LlamaConfig, tensors: Map<string, HostTensor>, maxShardBytes?: number): Promise<string> {
+async function rawCheckpoint(
+  cfg: LlamaConfig,
+  tensors: Map<string, HostTensor>,
+  maxShardBytes?: number,
+): Promise<string> {
   const dir = await tempDir();
   await saveLlamaConfig(dir, cfg);
   await writeCheckpoint(dir, tensors, maxShardBytes === undefined ? {} : { maxShardBytes });
@@ -149,7 +160,9 @@ describe("saving and reopening", () => {
     );
     const t2 = llamaTensors(GQA);
     t2.delete("model.norm.weight");
-    await expect(saveHfCheckpoint(dir, GQA, t2)).rejects.toThrow(/cannot save: missing tensor "model\.norm\.weight" \[16\]/);
+    await expect(saveHfCheckpoint(dir, GQA, t2)).rejects.toThrow(
+      /cannot save: missing tensor "model\.norm\.weight" \[16\]/,
+    );
     const t3 = llamaTensors(GQA);
     t3.set("extra", fromFloat32([1], [1]));
     await expect(saveHfCheckpoint(dir, GQA, t3)).rejects.toThrow(/tensor "extra" is not a weight of this Llama config/);
@@ -186,7 +199,9 @@ describe("invalid checkpoints", () => {
     const t2 = llamaTensors(GQA);
     t2.delete("lm_head.weight");
     const dir2 = await rawCheckpoint(GQA, t2);
-    expect(await openErr(dir2)).toMatch(new RegExp(`^${dir2}/model\\.safetensors: missing tensor "lm_head\\.weight" \\(expected \\[40, 16\\]`));
+    expect(await openErr(dir2)).toMatch(
+      new RegExp(`^${dir2}/model\\.safetensors: missing tensor "lm_head\\.weight" \\(expected \\[40, 16\\]`),
+    );
   });
 
   it("a config claiming far more layers than the files hold fails from the names alone, before the expected list is built", async () => {
@@ -199,26 +214,34 @@ describe("invalid checkpoints", () => {
     expect(Date.now() - t0).toBeLessThan(2000);
     const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8"));
     await writeFile(join(dir, "config.json"), JSON.stringify({ ...config, num_hidden_layers: 200000000 }));
-    expect(await openErr(dir)).toMatch(new RegExp(`^${dir}/config\\.json: field "num_hidden_layers": expected at most 4096 .*\\(got 200000000\\)$`));
+    expect(await openErr(dir)).toMatch(
+      new RegExp(`^${dir}/config\\.json: field "num_hidden_layers": expected at most 4096 .*\\(got 200000000\\)$`),
+    );
   });
 
   it("a config with more layers than the weights, and weights with more layers than the config", async () => {
     const t = llamaTensors(GQA);
     const more = { ...GQA, numLayers: 3 };
-    expect(await openErr(await rawCheckpoint(more, t))).toMatch(/missing tensor "model\.layers\.2\.input_layernorm\.weight"/);
+    expect(await openErr(await rawCheckpoint(more, t))).toMatch(
+      /missing tensor "model\.layers\.2\.input_layernorm\.weight"/,
+    );
     const bigger = llamaTensors(more);
     expect(await openErr(await rawCheckpoint(GQA, bigger))).toMatch(
       /unexpected tensor "model\.layers\.2\.(input_layernorm|mlp|self_attn|post)[a-z_.]*" \(layer 2 is past num_hidden_layers=2 in .*config\.json\)/,
     );
     const t3 = llamaTensors(GQA);
     t3.set("model.layers.0.self_attn.q_proj.bias", fromFloat32(new Float32Array(16), [16]));
-    expect(await openErr(await rawCheckpoint(GQA, t3))).toMatch(/unexpected tensor "model\.layers\.0\.self_attn\.q_proj\.bias" \(not a weight of a Llama model\)/);
+    expect(await openErr(await rawCheckpoint(GQA, t3))).toMatch(
+      /unexpected tensor "model\.layers\.0\.self_attn\.q_proj\.bias" \(not a weight of a Llama model\)/,
+    );
   });
 
   it("an integer weight", async () => {
     const t = llamaTensors(GQA);
     t.set("model.norm.weight", fromFloat32(new Float32Array(16), [16], "I32"));
-    expect(await openErr(await rawCheckpoint(GQA, t))).toMatch(/tensor "model\.norm\.weight" has dtype I32, expected a float type/);
+    expect(await openErr(await rawCheckpoint(GQA, t))).toMatch(
+      /tensor "model\.norm\.weight" has dtype I32, expected a float type/,
+    );
   });
 
   it("a bad config.json stops before any weights are read", async () => {

@@ -81,7 +81,9 @@ describe("parseLlamaConfig", () => {
 
   it("takes rope_theta from either place", () => {
     expect(parseLlamaConfig({ ...minimal, rope_theta: 500000 }).ropeTheta).toBe(500000);
-    expect(parseLlamaConfig({ ...minimal, rope_parameters: { rope_type: "default", rope_theta: 250000 } }).ropeTheta).toBe(250000);
+    expect(
+      parseLlamaConfig({ ...minimal, rope_parameters: { rope_type: "default", rope_theta: 250000 } }).ropeTheta,
+    ).toBe(250000);
     expect(parseLlamaConfig({ ...minimal, rope_theta: 7, rope_parameters: { rope_theta: 7 } }).ropeTheta).toBe(7);
     expect(parseErr({ ...minimal, rope_theta: 7, rope_parameters: { rope_theta: 8 } })).toMatch(
       /field "rope_parameters\.rope_theta": 8 disagrees with top-level rope_theta 7/,
@@ -106,7 +108,13 @@ describe("parseLlamaConfig", () => {
   });
 
   it("reads GQA, explicit head_dim, tied embeddings", () => {
-    const cfg = parseLlamaConfig({ ...minimal, num_key_value_heads: 2, head_dim: 16, tie_word_embeddings: true, eos_token_id: [2, 3] });
+    const cfg = parseLlamaConfig({
+      ...minimal,
+      num_key_value_heads: 2,
+      head_dim: 16,
+      tie_word_embeddings: true,
+      eos_token_id: [2, 3],
+    });
     expect(cfg).toMatchObject({ numKvHeads: 2, headDim: 16, tieWordEmbeddings: true, eosTokenId: [2, 3] });
     expect(linearFeatures(cfg)).toEqual({
       q: { in: 32, out: 64 },
@@ -120,12 +128,20 @@ describe("parseLlamaConfig", () => {
   });
 
   it("names the file, the field and what was expected", () => {
-    expect(parseErr({ ...minimal, vocab_size: undefined })).toBe('/x/config.json: field "vocab_size": required field is missing (expected number)');
-    expect(parseErr({ ...minimal, hidden_size: "64" })).toMatch(/\/x\/config\.json: field "hidden_size": expected number, received string \(got "64"\)/);
+    expect(parseErr({ ...minimal, vocab_size: undefined })).toBe(
+      '/x/config.json: field "vocab_size": required field is missing (expected number)',
+    );
+    expect(parseErr({ ...minimal, hidden_size: "64" })).toMatch(
+      /\/x\/config\.json: field "hidden_size": expected number, received string \(got "64"\)/,
+    );
     expect(parseErr({ ...minimal, num_hidden_layers: 0 })).toMatch(/field "num_hidden_layers": .*>0.* \(got 0\)/);
     expect(parseErr({ ...minimal, num_attention_heads: 2.5 })).toMatch(/field "num_attention_heads": .*int/);
-    expect(parseErr({ ...minimal, num_key_value_heads: 3 })).toMatch(/field "num_key_value_heads": expected a divisor of num_attention_heads \(4\), got 3/);
-    expect(parseErr({ ...minimal, hidden_size: 30 })).toMatch(/field "head_dim": missing, and hidden_size 30 is not a multiple of num_attention_heads 4/);
+    expect(parseErr({ ...minimal, num_key_value_heads: 3 })).toMatch(
+      /field "num_key_value_heads": expected a divisor of num_attention_heads \(4\), got 3/,
+    );
+    expect(parseErr({ ...minimal, hidden_size: 30 })).toMatch(
+      /field "head_dim": missing, and hidden_size 30 is not a multiple of num_attention_heads 4/,
+    );
     expect(parseErr("not an object")).toMatch(/^\/x\/config\.json: expected object, received string/);
   });
 
@@ -133,7 +149,9 @@ describe("parseLlamaConfig", () => {
     expect(parseErr({ ...minimal, num_hidden_layers: 200000000 })).toBe(
       '/x/config.json: field "num_hidden_layers": expected at most 4096 (far larger than any Llama model; is the file damaged?) (got 200000000)',
     );
-    expect(parseErr({ ...minimal, vocab_size: 2 ** 30 })).toMatch(/^\/x\/config\.json: field "vocab_size": expected at most 16777216 .*\(got 1073741824\)$/);
+    expect(parseErr({ ...minimal, vocab_size: 2 ** 30 })).toMatch(
+      /^\/x\/config\.json: field "vocab_size": expected at most 16777216 .*\(got 1073741824\)$/,
+    );
     expect(parseErr({ ...minimal, hidden_size: 1e9 })).toMatch(/field "hidden_size": expected at most 262144/);
   });
 
@@ -141,16 +159,24 @@ describe("parseLlamaConfig", () => {
     expect(parseErr({ ...minimal, hidden_act: "gelu" })).toBe(
       '/x/config.json: field "hidden_act": expected "silu" (Llama\'s SwiGLU MLP), got "gelu"',
     );
-    expect(parseErr({ ...minimal, attention_bias: true })).toMatch(/field "attention_bias": expected false: attention projections with bias/);
-    expect(parseErr({ ...minimal, mlp_bias: true })).toMatch(/field "mlp_bias": expected false: MLP projections with bias/);
+    expect(parseErr({ ...minimal, attention_bias: true })).toMatch(
+      /field "attention_bias": expected false: attention projections with bias/,
+    );
+    expect(parseErr({ ...minimal, mlp_bias: true })).toMatch(
+      /field "mlp_bias": expected false: MLP projections with bias/,
+    );
     expect(parseErr({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8 } })).toMatch(
       /field "rope_scaling\.rope_type": expected "default", got "llama3": RoPE scaling variants are not supported/,
     );
-    expect(parseErr({ ...minimal, rope_scaling: { type: "linear", factor: 2 } })).toMatch(/field "rope_scaling\.type": expected "default", got "linear"/);
+    expect(parseErr({ ...minimal, rope_scaling: { type: "linear", factor: 2 } })).toMatch(
+      /field "rope_scaling\.type": expected "default", got "linear"/,
+    );
     expect(parseErr({ ...minimal, rope_parameters: { rope_type: "yarn", rope_theta: 1e6 } })).toMatch(
       /field "rope_parameters\.rope_type": expected "default", got "yarn"/,
     );
-    expect(parseErr({ ...minimal, model_type: "mistral" })).toMatch(/field "model_type": expected "llama", got "mistral"/);
+    expect(parseErr({ ...minimal, model_type: "mistral" })).toMatch(
+      /field "model_type": expected "llama", got "mistral"/,
+    );
     expect(parseErr({ ...minimal, attention_dropout: 0.1 })).toMatch(/field "attention_dropout": expected 0/);
     expect(parseLlamaConfig({ ...minimal, rope_scaling: { rope_type: "default" } }).ropeTheta).toBe(10000);
   });
@@ -187,11 +213,38 @@ describe("writing config.json", () => {
 
 describe("presets", () => {
   it("have Llama-2's published shapes", () => {
-    expect(LLAMA2_7B).toMatchObject({ numLayers: 32, hiddenSize: 4096, numHeads: 32, numKvHeads: 32, intermediateSize: 11008, vocabSize: 32000, headDim: 128 });
-    expect(LLAMA2_13B).toMatchObject({ numLayers: 40, hiddenSize: 5120, numHeads: 40, numKvHeads: 40, intermediateSize: 13824, headDim: 128 });
-    expect(LLAMA2_70B).toMatchObject({ numLayers: 80, hiddenSize: 8192, numHeads: 64, numKvHeads: 8, intermediateSize: 28672, headDim: 128 });
+    expect(LLAMA2_7B).toMatchObject({
+      numLayers: 32,
+      hiddenSize: 4096,
+      numHeads: 32,
+      numKvHeads: 32,
+      intermediateSize: 11008,
+      vocabSize: 32000,
+      headDim: 128,
+    });
+    expect(LLAMA2_13B).toMatchObject({
+      numLayers: 40,
+      hiddenSize: 5120,
+      numHeads: 40,
+      numKvHeads: 40,
+      intermediateSize: 13824,
+      headDim: 128,
+    });
+    expect(LLAMA2_70B).toMatchObject({
+      numLayers: 80,
+      hiddenSize: 8192,
+      numHeads: 64,
+      numKvHeads: 8,
+      intermediateSize: 28672,
+      headDim: 128,
+    });
     for (const p of [LLAMA2_7B, LLAMA2_13B, LLAMA2_70B]) {
-      expect(p).toMatchObject({ rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 4096, tieWordEmbeddings: false });
+      expect(p).toMatchObject({
+        rmsNormEps: 1e-5,
+        ropeTheta: 10000,
+        maxPositionEmbeddings: 4096,
+        tieWordEmbeddings: false,
+      });
     }
     expect(Object.isFrozen(LLAMA2_7B)).toBe(true);
   });

@@ -3,22 +3,42 @@
 import { describe, expect, it } from "vitest";
 import { HOST_DTYPES, byteWidth } from "../../src/ir/types.ts";
 import { bf16FromBits, bf16FromF32Bits, f32FromBits, f32ToBits } from "../../src/ir/float_bits.ts";
-import { castTensor, fromFloat32, fromTypedArray, hostTensor, tensorsEqual, toFloat32, typedView } from "../../src/formats/host_tensor.ts";
+import {
+  castTensor,
+  fromFloat32,
+  fromTypedArray,
+  hostTensor,
+  tensorsEqual,
+  toFloat32,
+  typedView,
+} from "../../src/formats/host_tensor.ts";
 
 const hex = (n: number) => "0x" + n.toString(16).padStart(4, "0");
 
 describe("host tensors", () => {
   it("knows every dtype's size", () => {
     expect(HOST_DTYPES.map((d) => [d, byteWidth(d)])).toEqual([
-      ["F64", 8], ["F32", 4], ["F16", 2], ["BF16", 2], ["I64", 8], ["I32", 4], ["I16", 2],
-      ["I8", 1], ["U64", 8], ["U32", 4], ["U16", 2], ["U8", 1], ["BOOL", 1],
+      ["F64", 8],
+      ["F32", 4],
+      ["F16", 2],
+      ["BF16", 2],
+      ["I64", 8],
+      ["I32", 4],
+      ["I16", 2],
+      ["I8", 1],
+      ["U64", 8],
+      ["U32", 4],
+      ["U16", 2],
+      ["U8", 1],
+      ["BOOL", 1],
     ]);
   });
 
   it("fromFloat32 -> toFloat32 is exact for representable values in every dtype", () => {
     const vals = [0, 1, -1, 2, 100, -128, 127];
     for (const d of HOST_DTYPES) {
-      const v = d.startsWith("U") || d === "BOOL" ? vals.map((x) => (d === "BOOL" ? (x === 0 ? 0 : 1) : Math.abs(x))) : vals;
+      const v =
+        d.startsWith("U") || d === "BOOL" ? vals.map((x) => (d === "BOOL" ? (x === 0 ? 0 : 1) : Math.abs(x))) : vals;
       const t = fromFloat32(v, [7], d);
       expect(t.data.byteLength).toBe(7 * byteWidth(d));
       expect(Array.from(toFloat32(t))).toEqual(v);
@@ -35,9 +55,9 @@ describe("host tensors", () => {
 
   it("rounds bf16/f16 per element and keeps specials", () => {
     const x = new Float32Array([1 + 2 ** -11, 65520, NaN, -Infinity, 2 ** -25]);
-    expect(Array.from(typedView(fromFloat32(x, [5], "F16") as { dtype: "F16"; shape: number[]; data: Uint8Array })).map(hex)).toEqual([
-      "0x3c00", "0x7c00", "0x7e00", "0xfc00", "0x0000",
-    ]);
+    expect(
+      Array.from(typedView(fromFloat32(x, [5], "F16") as { dtype: "F16"; shape: number[]; data: Uint8Array })).map(hex),
+    ).toEqual(["0x3c00", "0x7c00", "0x7e00", "0xfc00", "0x0000"]);
     const b = fromFloat32(new Float32Array([f32FromBits(0x3f808000), f32FromBits(0x3f818000)]), [2], "BF16");
     expect(Array.from(toFloat32(b))).toEqual([1, f32FromBits(0x3f820000)]);
   });
@@ -50,12 +70,20 @@ describe("host tensors", () => {
 
   it("casts between dtypes by value", () => {
     const t = fromFloat32(new Float32Array([1.5, -2.25, 3e38]), [3], "F32");
-    expect(Array.from(toFloat32(castTensor(t, "BF16")))).toEqual([1.5, -2.25, bf16FromBits(bf16FromF32Bits(f32ToBits(3e38)))]);
+    expect(Array.from(toFloat32(castTensor(t, "BF16")))).toEqual([
+      1.5,
+      -2.25,
+      bf16FromBits(bf16FromF32Bits(f32ToBits(3e38))),
+    ]);
     expect(Array.from(toFloat32(castTensor(t, "F16")))).toEqual([1.5, -2.25, Infinity]);
     expect(castTensor(t, "F32")).toBe(t);
     const big = fromFloat32([16777217, -5], [2], "I64");
-    expect(Array.from(typedView(castTensor(big, "I32") as { dtype: "I32"; shape: number[]; data: Uint8Array }))).toEqual([16777217, -5]);
-    expect(Array.from(typedView(castTensor(big, "F64") as { dtype: "F64"; shape: number[]; data: Uint8Array }))).toEqual([16777217, -5]);
+    expect(
+      Array.from(typedView(castTensor(big, "I32") as { dtype: "I32"; shape: number[]; data: Uint8Array })),
+    ).toEqual([16777217, -5]);
+    expect(
+      Array.from(typedView(castTensor(big, "F64") as { dtype: "F64"; shape: number[]; data: Uint8Array })),
+    ).toEqual([16777217, -5]);
   });
 
   it("handles unaligned data and typed-array construction", () => {

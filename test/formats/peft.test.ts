@@ -78,20 +78,32 @@ async function fixtureParts(): Promise<{ config: Record<string, unknown>; tensor
 
 function matmul(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Float64Array {
   const out = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let p = 0; p < k; p++) for (let j = 0; j < n; j++) out[i * n + j]! += a[i * k + p]! * b[p * n + j]!;
+  for (let i = 0; i < m; i++)
+    for (let p = 0; p < k; p++) for (let j = 0; j < n; j++) out[i * n + j]! += a[i * k + p]! * b[p * n + j]!;
   return out;
 }
 
 describe("the fixture adapter", () => {
   it("loads into the structured form with PEFT's orientation", async () => {
     const a = await loadAdapter(FIXTURE, LLAMA_TINY_A);
-    expect(a.config).toMatchObject({ r: 4, loraAlpha: 8, loraDropout: 0, targetModules: ["q_proj", "v_proj"], useRslora: false });
+    expect(a.config).toMatchObject({
+      r: 4,
+      loraAlpha: 8,
+      loraDropout: 0,
+      targetModules: ["q_proj", "v_proj"],
+      useRslora: false,
+    });
     expect(a.layers).toHaveLength(2);
-    expect(a.layers.map((l) => Object.keys(l).sort())).toEqual([["q", "v"], ["q", "v"]]);
+    expect(a.layers.map((l) => Object.keys(l).sort())).toEqual([
+      ["q", "v"],
+      ["q", "v"],
+    ]);
     expect(a.layers[0]!.q!.A).toMatchObject({ dtype: "F32", shape: [4, 64] });
     expect(a.layers[1]!.v!.B).toMatchObject({ dtype: "F32", shape: [64, 4] });
     const { tensors } = await fixtureParts();
-    expect(tensorsEqual(a.layers[1]!.v!.B, tensors.get("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")!)).toBe(true);
+    expect(
+      tensorsEqual(a.layers[1]!.v!.B, tensors.get("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")!),
+    ).toBe(true);
     expect(toFloat32(a.layers[0]!.q!.B).some((x) => x !== 0)).toBe(true);
   });
 
@@ -126,7 +138,9 @@ describe("the fixture adapter", () => {
     const { tensors } = await readSafetensors(join(FIXTURE, "expected.safetensors"));
     const cfg = (await loadAdapter(FIXTURE, LLAMA_TINY_A)).config;
     for (const prefix of ["grad.", "after_adamw."]) {
-      const sub = new Map([...tensors].filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
+      const sub = new Map(
+        [...tensors].filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]),
+      );
       const g = adapterFromTensors(cfg, sub, LLAMA_TINY_A);
       expect(g.layers[1]!.q!.A.shape).toEqual([4, 64]);
     }
@@ -153,13 +167,37 @@ describe("the fixture adapter", () => {
     await saveAdapter(dir, a, LLAMA_TINY_A);
     const json = JSON.parse(await readFile(join(dir, "adapter_config.json"), "utf8"));
     for (const k of [
-      "peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "target_modules", "bias", "fan_in_fan_out",
-      "init_lora_weights", "inference_mode", "use_rslora", "use_dora", "modules_to_save", "base_model_name_or_path",
-      "revision", "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern", "peft_version",
+      "peft_type",
+      "task_type",
+      "r",
+      "lora_alpha",
+      "lora_dropout",
+      "target_modules",
+      "bias",
+      "fan_in_fan_out",
+      "init_lora_weights",
+      "inference_mode",
+      "use_rslora",
+      "use_dora",
+      "modules_to_save",
+      "base_model_name_or_path",
+      "revision",
+      "layers_to_transform",
+      "layers_pattern",
+      "rank_pattern",
+      "alpha_pattern",
+      "peft_version",
     ]) {
       expect(json, k).toHaveProperty(k);
     }
-    expect(json).toMatchObject({ peft_type: "LORA", task_type: "CAUSAL_LM", bias: "none", use_dora: false, fan_in_fan_out: false, modules_to_save: null });
+    expect(json).toMatchObject({
+      peft_type: "LORA",
+      task_type: "CAUSAL_LM",
+      bias: "none",
+      use_dora: false,
+      fan_in_fan_out: false,
+      modules_to_save: null,
+    });
     // Every field the fixture (written by PEFT 0.21) has in common with ours agrees.
     const fixture = JSON.parse(await readFile(join(FIXTURE, "adapter_config.json"), "utf8"));
     for (const k of Object.keys(json)) if (k in fixture) expect(json[k], k).toEqual(fixture[k]);
@@ -199,7 +237,12 @@ describe("round trips", () => {
     const dir = await tempDir();
     await saveAdapter(dir, a, GQA);
     expect((await loadAdapter(dir, GQA)).config.targetModules).toBe(String.raw`.*\.(k_proj|up_proj)`);
-    const cfg2 = makeLoraConfig({ r: 2, targetModules: ["q_proj"], layersToTransform: [0, 2], layersPattern: "layers" });
+    const cfg2 = makeLoraConfig({
+      r: 2,
+      targetModules: ["q_proj"],
+      layersToTransform: [0, 2],
+      layersPattern: "layers",
+    });
     await saveAdapter(dir, randomAdapter(cfg2, GQA), GQA);
     const back = await loadAdapter(dir, GQA);
     expect(back.layers.map((l) => Object.keys(l))).toEqual([["q"], [], ["q"]]);
@@ -221,20 +264,35 @@ describe("which modules a config targets", () => {
   const names = (cfg: LoraConfig, llama = GQA) => loraTargets(cfg, llama).map((t) => `${t.layer}.${t.module}`);
 
   it("follows PEFT's suffix, full-name, regex, exclude and layer rules", () => {
-    expect(names(makeLoraConfig({ r: 1, targetModules: ["q_proj", "v_proj"] }))).toEqual(["0.q", "0.v", "1.q", "1.v", "2.q", "2.v"]);
-    expect(names(makeLoraConfig({ r: 1, targetModules: ["self_attn.o_proj", "model.layers.1.mlp.gate_proj"] }))).toEqual([
-      "0.o", "1.o", "1.gate", "2.o",
+    expect(names(makeLoraConfig({ r: 1, targetModules: ["q_proj", "v_proj"] }))).toEqual([
+      "0.q",
+      "0.v",
+      "1.q",
+      "1.v",
+      "2.q",
+      "2.v",
     ]);
+    expect(
+      names(makeLoraConfig({ r: 1, targetModules: ["self_attn.o_proj", "model.layers.1.mlp.gate_proj"] })),
+    ).toEqual(["0.o", "1.o", "1.gate", "2.o"]);
     expect(names(makeLoraConfig({ r: 1, targetModules: String.raw`model\.layers\.1\..*_proj` }))).toEqual([
-      "1.q", "1.k", "1.v", "1.o", "1.gate", "1.up", "1.down",
+      "1.q",
+      "1.k",
+      "1.v",
+      "1.o",
+      "1.gate",
+      "1.up",
+      "1.down",
     ]);
-    expect(names(makeLoraConfig({ r: 1, targetModules: "all-linear", excludeModules: ["mlp.down_proj", "k_proj"] }))).toEqual(
-      [0, 1, 2].flatMap((l) => ["q", "v", "o", "gate", "up"].map((m) => `${l}.${m}`)),
-    );
+    expect(
+      names(makeLoraConfig({ r: 1, targetModules: "all-linear", excludeModules: ["mlp.down_proj", "k_proj"] })),
+    ).toEqual([0, 1, 2].flatMap((l) => ["q", "v", "o", "gate", "up"].map((m) => `${l}.${m}`)));
     expect(names(makeLoraConfig({ r: 1, targetModules: "ALL-LINEAR", layersToTransform: [2] }))).toEqual(
       ["q", "k", "v", "o", "gate", "up", "down"].map((m) => `2.${m}`),
     );
-    expect(names(makeLoraConfig({ r: 1, targetModules: ["up_proj"], excludeModules: String.raw`.*layers\.0\..*` }))).toEqual(["1.up", "2.up"]);
+    expect(
+      names(makeLoraConfig({ r: 1, targetModules: ["up_proj"], excludeModules: String.raw`.*layers\.0\..*` })),
+    ).toEqual(["1.up", "2.up"]);
     expect(names(makeLoraConfig({ r: 1, targetModules: ["q_proj"], layersToTransform: [1] }))).toEqual(["1.q"]);
     expect(names(makeLoraConfig({ r: 1, targetModules: ["q_proj"] }), LLAMA_TINY_A)).toEqual(["0.q", "1.q"]);
   });
@@ -252,9 +310,17 @@ describe("which modules a config targets", () => {
     expect(by(0, "q")).toMatchObject({ r: 8, alpha: 16, scale: 2, inFeatures: 32, outFeatures: 32 });
     expect(by(1, "q")).toMatchObject({ r: 2, alpha: 16, scale: 8 });
     expect(by(2, "v")).toMatchObject({ r: 4, alpha: 2, scale: 0.5, outFeatures: 16 });
-    expect(loraParams({ ...cfg, useRslora: true }, "model.layers.0.self_attn.q_proj").scale).toBeCloseTo(16 / Math.sqrt(8), 12);
+    expect(loraParams({ ...cfg, useRslora: true }, "model.layers.0.self_attn.q_proj").scale).toBeCloseTo(
+      16 / Math.sqrt(8),
+      12,
+    );
     // A pattern must match a whole dotted suffix: "q_proj" does not hit "xq_proj".
-    expect(loraParams(makeLoraConfig({ r: 8, targetModules: ["q_proj"], rankPattern: { q_proj: 1 } }), "model.layers.0.self_attn.xq_proj").r).toBe(8);
+    expect(
+      loraParams(
+        makeLoraConfig({ r: 8, targetModules: ["q_proj"], rankPattern: { q_proj: 1 } }),
+        "model.layers.0.self_attn.xq_proj",
+      ).r,
+    ).toBe(8);
   });
 
   it("rejects targets the model lacks or that are not projections", () => {
@@ -267,13 +333,21 @@ describe("which modules a config targets", () => {
       return "no error";
     };
     // As in PEFT, "all-linear" is special only as the whole string, not as a list entry.
-    expect(err(makeLoraConfig({ r: 1, targetModules: ["all-linear"] }))).toMatch(/entry "all-linear" matches no module/);
+    expect(err(makeLoraConfig({ r: 1, targetModules: ["all-linear"] }))).toMatch(
+      /entry "all-linear" matches no module/,
+    );
     expect(err(makeLoraConfig({ r: 1, targetModules: ["q_proj", "c_attn"] }))).toMatch(
       /^\/a\/adapter_config\.json: field "target_modules": entry "c_attn" matches no module of a Llama model/,
     );
-    expect(err(makeLoraConfig({ r: 1, targetModules: ["lm_head"] }))).toMatch(/matches module "lm_head", which is not a projection LoRA applies to here/);
-    expect(err(makeLoraConfig({ r: 1, targetModules: ["mlp"] }))).toMatch(/matches module "model\.layers\.0\.mlp", which is not a projection/);
-    expect(err(makeLoraConfig({ r: 1, targetModules: String.raw`.*\.wq` }))).toMatch(/field "target_modules": regex ".*\\\\.wq" matches no module/);
+    expect(err(makeLoraConfig({ r: 1, targetModules: ["lm_head"] }))).toMatch(
+      /matches module "lm_head", which is not a projection LoRA applies to here/,
+    );
+    expect(err(makeLoraConfig({ r: 1, targetModules: ["mlp"] }))).toMatch(
+      /matches module "model\.layers\.0\.mlp", which is not a projection/,
+    );
+    expect(err(makeLoraConfig({ r: 1, targetModules: String.raw`.*\.wq` }))).toMatch(
+      /field "target_modules": regex ".*\\\\.wq" matches no module/,
+    );
     expect(err(makeLoraConfig({ r: 1, targetModules: ["q_proj"], layersToTransform: [3] }))).toMatch(
       /field "layers_to_transform": layer 3 is past the model's 3 layers/,
     );
@@ -295,22 +369,33 @@ describe("adapter_config.json validation", () => {
   it("accepts the fixture's many PEFT 0.21 fields and fills defaults", async () => {
     const { config } = await fixtureParts();
     expect(parseLoraConfig(config).targetModules).toEqual(["q_proj", "v_proj"]);
-    expect(parseLoraConfig({ peft_type: "LORA", r: 8 })).toMatchObject({ loraAlpha: 8, targetModules: ["q_proj", "v_proj"], rankPattern: {} });
+    expect(parseLoraConfig({ peft_type: "LORA", r: 8 })).toMatchObject({
+      loraAlpha: 8,
+      targetModules: ["q_proj", "v_proj"],
+      rankPattern: {},
+    });
     expect(parseLoraConfig({ ...base, layers_to_transform: 1 }).layersToTransform).toEqual([1]);
   });
 
   it("accepts an adapter_config.json that starts with a UTF-8 byte order mark", async () => {
     const dir = await tempDir();
-    await writeFile(join(dir, "adapter_config.json"), "\uFEFF" + (await readFile(join(FIXTURE, "adapter_config.json"), "utf8")));
+    await writeFile(
+      join(dir, "adapter_config.json"),
+      "\uFEFF" + (await readFile(join(FIXTURE, "adapter_config.json"), "utf8")),
+    );
     expect(await loadLoraConfig(dir)).toEqual(await loadLoraConfig(FIXTURE));
   });
 
   it("names the field and what was expected", () => {
-    expect(err({ ...base, r: undefined })).toBe('/a/adapter_config.json: field "r": required field is missing (expected a positive integer)');
+    expect(err({ ...base, r: undefined })).toBe(
+      '/a/adapter_config.json: field "r": required field is missing (expected a positive integer)',
+    );
     expect(err({ ...base, r: 0 })).toMatch(/field "r": .*>0/);
     expect(err({ ...base, peft_type: "IA3" })).toMatch(/field "peft_type": .*"LORA".* \(got "IA3"\)/);
     expect(err({ ...base, peft_type: undefined })).toMatch(/field "peft_type": required field is missing/);
-    expect(err({ ...base, use_dora: true })).toMatch(/field "use_dora": expected false: DoRA adapters are not supported/);
+    expect(err({ ...base, use_dora: true })).toMatch(
+      /field "use_dora": expected false: DoRA adapters are not supported/,
+    );
     expect(err({ ...base, bias: "all" })).toMatch(/field "bias": expected "none", got "all"/);
     expect(err({ ...base, fan_in_fan_out: true })).toMatch(/field "fan_in_fan_out": expected false/);
     expect(err({ ...base, modules_to_save: ["lm_head"] })).toMatch(/field "modules_to_save": expected null or \[\]/);
@@ -318,36 +403,54 @@ describe("adapter_config.json validation", () => {
     expect(err({ ...base, rank_pattern: { q_proj: "x" } })).toMatch(/field "rank_pattern\.q_proj": expected number/);
     expect(err({ ...base, target_modules: "(unclosed" })).toMatch(/field "target_modules": not a regular expression/);
     expect(err({ ...base, layers_pattern: "h" })).toMatch(/field "layers_pattern": expected "layers"/);
-    expect(err({ ...base, init_lora_weights: "pissa_niter_4" })).toMatch(/field "init_lora_weights": "pissa_niter_4" adapters need the base weights it modified/);
+    expect(err({ ...base, init_lora_weights: "pissa_niter_4" })).toMatch(
+      /field "init_lora_weights": "pissa_niter_4" adapters need the base weights it modified/,
+    );
     expect(parseLoraConfig({ ...base, init_lora_weights: "gaussian" }).initLoraWeights).toBe("gaussian");
-    expect(err({ ...base, layer_replication: [[0, 2]] })).toMatch(/field "layer_replication": expected null: layer replication is not supported/);
+    expect(err({ ...base, layer_replication: [[0, 2]] })).toMatch(
+      /field "layer_replication": expected null: layer replication is not supported/,
+    );
     expect(err({ ...base, trainable_token_indices: [5] })).toMatch(/field "trainable_token_indices": expected null/);
   });
 });
 
 describe("adapter weights validation", () => {
   const k = (l: number, m: LoraModule, w: "A" | "B") => peftKey(l, m, w);
-  const cfgJson = (over: Record<string, unknown> = {}) => ({ ...loraConfigToJson(makeLoraConfig({ r: 4, targetModules: ["q_proj", "v_proj"] })), ...over });
-  const good = () => adapterTensors(randomAdapter(makeLoraConfig({ r: 4, targetModules: ["q_proj", "v_proj"] }), LLAMA_TINY_A));
+  const cfgJson = (over: Record<string, unknown> = {}) => ({
+    ...loraConfigToJson(makeLoraConfig({ r: 4, targetModules: ["q_proj", "v_proj"] })),
+    ...over,
+  });
+  const good = () =>
+    adapterTensors(randomAdapter(makeLoraConfig({ r: 4, targetModules: ["q_proj", "v_proj"] }), LLAMA_TINY_A));
 
   it("an adapter targeting a module the model lacks", async () => {
     const dir = await writeAdapterDir(cfgJson({ target_modules: ["q_proj", "wq"] }), good());
-    expect(await loadErr(dir)).toMatch(new RegExp(`^${dir}/adapter_config\\.json: field "target_modules": entry "wq" matches no module`));
+    expect(await loadErr(dir)).toMatch(
+      new RegExp(`^${dir}/adapter_config\\.json: field "target_modules": entry "wq" matches no module`),
+    );
   });
 
   it("a rank that disagrees with r, or with rank_pattern", async () => {
-    const big = adapterTensors(randomAdapter(makeLoraConfig({ r: 8, targetModules: ["q_proj", "v_proj"] }), LLAMA_TINY_A));
+    const big = adapterTensors(
+      randomAdapter(makeLoraConfig({ r: 8, targetModules: ["q_proj", "v_proj"] }), LLAMA_TINY_A),
+    );
     const dir = await writeAdapterDir(cfgJson(), big);
     expect(await loadErr(dir)).toBe(
       `${dir}/adapter_model.safetensors: tensor "${k(0, "q", "A")}": rank 8 (shape [8, 64]) disagrees with r in ${dir}/adapter_config.json, ` +
         `which gives 4 for "model.layers.0.self_attn.q_proj"`,
     );
     const dir2 = await writeAdapterDir(cfgJson({ rank_pattern: { "layers.1.self_attn.v_proj": 2 } }), good());
-    expect(await loadErr(dir2)).toMatch(new RegExp(`tensor "${k(1, "v", "A").replaceAll(".", "\\.")}": rank 4 .* disagrees with rank_pattern in .*, which gives 2`));
+    expect(await loadErr(dir2)).toMatch(
+      new RegExp(
+        `tensor "${k(1, "v", "A").replaceAll(".", "\\.")}": rank 4 .* disagrees with rank_pattern in .*, which gives 2`,
+      ),
+    );
     // B's rank is checked on its own too.
     const t = good();
     t.set(k(0, "v", "B"), fromFloat32(new Float32Array(64 * 3), [64, 3]));
-    expect(await loadErr(await writeAdapterDir(cfgJson(), t))).toMatch(/lora_B\.weight": rank 3 \(shape \[64, 3\]\) disagrees with r/);
+    expect(await loadErr(await writeAdapterDir(cfgJson(), t))).toMatch(
+      /lora_B\.weight": rank 3 \(shape \[64, 3\]\) disagrees with r/,
+    );
   });
 
   it("A or B shapes that disagree with the module's features", async () => {
@@ -358,10 +461,14 @@ describe("adapter weights validation", () => {
     );
     const t2 = good();
     t2.set(k(0, "v", "B"), fromFloat32(new Float32Array(4 * 16), [16, 4]));
-    expect(await loadErr(await writeAdapterDir(cfgJson(), t2))).toMatch(/v_proj\.lora_B\.weight": shape \[16, 4\], expected \[64, 4\]/);
+    expect(await loadErr(await writeAdapterDir(cfgJson(), t2))).toMatch(
+      /v_proj\.lora_B\.weight": shape \[16, 4\], expected \[64, 4\]/,
+    );
     const t3 = good();
     t3.set(k(0, "v", "B"), fromFloat32(new Float32Array(4), [4]));
-    expect(await loadErr(await writeAdapterDir(cfgJson(), t3))).toMatch(/v_proj\.lora_B\.weight": expected a 2-D tensor, got shape \[4\]/);
+    expect(await loadErr(await writeAdapterDir(cfgJson(), t3))).toMatch(
+      /v_proj\.lora_B\.weight": expected a 2-D tensor, got shape \[4\]/,
+    );
     const t4 = good();
     t4.set(k(0, "v", "B"), fromFloat32(new Float32Array(256), [64, 4], "I32"));
     expect(await loadErr(await writeAdapterDir(cfgJson(), t4))).toMatch(/dtype I32 is not a float type/);
@@ -375,7 +482,9 @@ describe("adapter weights validation", () => {
     );
     const t2 = good();
     t2.delete(k(0, "q", "B"));
-    expect(await loadErr(await writeAdapterDir(cfgJson(), t2))).toMatch(/q_proj\.lora_B\.weight": missing: .* which needs lora_B \[64, 4\]/);
+    expect(await loadErr(await writeAdapterDir(cfgJson(), t2))).toMatch(
+      /q_proj\.lora_B\.weight": missing: .* which needs lora_B \[64, 4\]/,
+    );
   });
 
   it("tensors for untargeted modules, layers past the model, and foreign keys", async () => {
@@ -386,7 +495,9 @@ describe("adapter weights validation", () => {
     );
     const t2 = good();
     t2.set(k(5, "q", "A"), fromFloat32(new Float32Array(256), [4, 64]));
-    expect(await loadErr(await writeAdapterDir(cfgJson(), t2))).toMatch(/layers\.5\.self_attn\.q_proj\.lora_A\.weight": layer 5 is past the model's 2 layers/);
+    expect(await loadErr(await writeAdapterDir(cfgJson(), t2))).toMatch(
+      /layers\.5\.self_attn\.q_proj\.lora_A\.weight": layer 5 is past the model's 2 layers/,
+    );
     for (const [key, hint] of [
       ["base_model.model.lm_head.lora_A.weight", /LoRA on lm_head is not supported/],
       ["base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", /DoRA is not supported/],
@@ -406,7 +517,9 @@ describe("adapter weights validation", () => {
     expect(await loadErr(dir)).toMatch(/adapter_config\.json: cannot read adapter config/);
     await writeFile(join(dir, "adapter_config.json"), JSON.stringify(cfgJson()));
     await writeFile(join(dir, "adapter_model.bin"), "pickle");
-    expect(await loadErr(dir)).toMatch(/adapter_model\.safetensors: adapter weights not found \(found adapter_model\.bin/);
+    expect(await loadErr(dir)).toMatch(
+      /adapter_model\.safetensors: adapter weights not found \(found adapter_model\.bin/,
+    );
   });
 });
 
@@ -422,19 +535,29 @@ describe("atomic saves", () => {
   it("a failing save into a new directory leaves nothing behind", async () => {
     const root = await tempDir();
     const dir = join(root, "adapter");
-    await expect(saveAdapter(dir, broken(), LLAMA_TINY_A)).rejects.toThrow(/v_proj\.lora_B\.weight": shape \[32, 4\], expected \[64, 4\]/);
+    await expect(saveAdapter(dir, broken(), LLAMA_TINY_A)).rejects.toThrow(
+      /v_proj\.lora_B\.weight": shape \[32, 4\], expected \[64, 4\]/,
+    );
     expect(await listDir(root)).toEqual([]);
   });
 
   it("a failing save does not clobber an existing good adapter", async () => {
     const dir = await tempDir();
     await saveAdapter(dir, await loadAdapter(FIXTURE, LLAMA_TINY_A), LLAMA_TINY_A);
-    const before = [await readFile(join(dir, "adapter_config.json")), await readFile(join(dir, "adapter_model.safetensors"))];
+    const before = [
+      await readFile(join(dir, "adapter_config.json")),
+      await readFile(join(dir, "adapter_model.safetensors")),
+    ];
     await expect(saveAdapter(dir, broken(), LLAMA_TINY_A)).rejects.toThrow(FormatError);
     expect(await listDir(dir)).toEqual(["adapter_config.json", "adapter_model.safetensors"]);
     expect((await readFile(join(dir, "adapter_config.json"))).equals(before[0]!)).toBe(true);
     expect((await readFile(join(dir, "adapter_model.safetensors"))).equals(before[1]!)).toBe(true);
-    expect(tensorsEqual((await loadAdapter(dir, LLAMA_TINY_A)).layers[0]!.q!.A, (await loadAdapter(FIXTURE, LLAMA_TINY_A)).layers[0]!.q!.A)).toBe(true);
+    expect(
+      tensorsEqual(
+        (await loadAdapter(dir, LLAMA_TINY_A)).layers[0]!.q!.A,
+        (await loadAdapter(FIXTURE, LLAMA_TINY_A)).layers[0]!.q!.A,
+      ),
+    ).toBe(true);
   });
 
   it("a save that cannot replace a file fails before touching the old adapter", async () => {
@@ -444,7 +567,9 @@ describe("atomic saves", () => {
     // A directory where the config goes cannot be replaced; the weights must stay the old ones and no temp file remain.
     await rm(join(dir, "adapter_config.json"));
     await mkdir(join(dir, "adapter_config.json"));
-    await expect(saveAdapter(dir, randomAdapter(cfg, LLAMA_TINY_A, "F32", 5), LLAMA_TINY_A)).rejects.toThrow(/exists and is not a regular file/);
+    await expect(saveAdapter(dir, randomAdapter(cfg, LLAMA_TINY_A, "F32", 5), LLAMA_TINY_A)).rejects.toThrow(
+      /exists and is not a regular file/,
+    );
     expect((await readFile(join(dir, "adapter_model.safetensors"))).equals(weightsBefore)).toBe(true);
     expect(await listDir(dir)).toEqual(["adapter_config.json", "adapter_model.safetensors"]);
   });

@@ -101,7 +101,12 @@ describe("round trips", () => {
   });
 
   it("lays tensors out by dtype (widest first) then name, as the reference writer does", () => {
-    const bytes = serializeSafetensors({ b: f32([1]), a: f32([2]), c: fromFloat32([1], [1], "I64"), d: fromFloat32([1], [1], "U8") });
+    const bytes = serializeSafetensors({
+      b: f32([1]),
+      a: f32([2]),
+      c: fromFloat32([1], [1], "I64"),
+      d: fromFloat32([1], [1], "U8"),
+    });
     const { tensors } = parseSafetensors(bytes);
     expect([...tensors.keys()]).toEqual(["c", "a", "b", "d"]);
     const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
@@ -137,7 +142,14 @@ describe("round trips", () => {
   it("reads tensors concurrently from one open file", async () => {
     const dir = await tempDir();
     const tensors = new Map<string, HostTensor>();
-    for (let i = 0; i < 20; i++) tensors.set(`w${i}`, f32(Array.from({ length: 100 }, (_, j) => i * 1000 + j), [10, 10]));
+    for (let i = 0; i < 20; i++)
+      tensors.set(
+        `w${i}`,
+        f32(
+          Array.from({ length: 100 }, (_, j) => i * 1000 + j),
+          [10, 10],
+        ),
+      );
     const path = join(dir, "many.safetensors");
     await writeSafetensors(path, tensors);
     const f = await SafetensorsFile.open(path);
@@ -166,12 +178,18 @@ describe("corrupt files are rejected with the file and tensor named", () => {
     expect(await openErr(new Uint8Array(5))).toMatch(/5 bytes, too short for a safetensors header/);
     const dir = await tempDir();
     await expect(SafetensorsFile.open(dir)).rejects.toThrow(`${dir}: not a regular file`);
-    await expect(SafetensorsFile.open(join(dir, "nope.safetensors"))).rejects.toThrow(/nope\.safetensors: cannot open safetensors file \(ENOENT/);
+    await expect(SafetensorsFile.open(join(dir, "nope.safetensors"))).rejects.toThrow(
+      /nope\.safetensors: cannot open safetensors file \(ENOENT/,
+    );
   });
 
   it("a header length beyond the file size", async () => {
-    expect(await openErr(rawSafetensors(good, 16, { headerLength: 10_000n }))).toMatch(/header length 10000 .* exceeds the \d+ bytes after it/);
-    expect(await openErr(rawSafetensors(good, 16, { headerLength: 2n ** 63n }))).toMatch(/header length 9223372036854775808/);
+    expect(await openErr(rawSafetensors(good, 16, { headerLength: 10_000n }))).toMatch(
+      /header length 10000 .* exceeds the \d+ bytes after it/,
+    );
+    expect(await openErr(rawSafetensors(good, 16, { headerLength: 2n ** 63n }))).toMatch(
+      /header length 9223372036854775808/,
+    );
   });
 
   it("a header that is not JSON, not UTF-8, or not an object", async () => {
@@ -192,9 +210,11 @@ describe("corrupt files are rejected with the file and tensor named", () => {
     expect(await openErr(rawSafetensors({ w: { dtype: "F32", shape: [2], data_offsets: [8, 0] } }, 8))).toMatch(
       /tensor "w": data_offsets must be \[start, end\]/,
     );
-    expect(await openErr(rawSafetensors({ w: { dtype: "F32", shape: [2], data_offsets: [0, 8] }, __metadata__: { a: 1 } }, 8))).toMatch(
-      /"__metadata__" value for "a" must be a string/,
-    );
+    expect(
+      await openErr(
+        rawSafetensors({ w: { dtype: "F32", shape: [2], data_offsets: [0, 8] }, __metadata__: { a: 1 } }, 8),
+      ),
+    ).toMatch(/"__metadata__" value for "a" must be a string/);
   });
 
   it("offsets that do not match dtype x shape", async () => {
@@ -212,7 +232,9 @@ describe("corrupt files are rejected with the file and tensor named", () => {
       a: { dtype: "F32", shape: [2], data_offsets: [0, 8] },
       b: { dtype: "F32", shape: [2], data_offsets: [12, 20] },
     };
-    expect(await openErr(rawSafetensors(gap, 20))).toMatch(/tensor "b" data_offsets \[12, 20\] leave a gap of 4 bytes after tensor "a"/);
+    expect(await openErr(rawSafetensors(gap, 20))).toMatch(
+      /tensor "b" data_offsets \[12, 20\] leave a gap of 4 bytes after tensor "a"/,
+    );
     const late = { a: { dtype: "F32", shape: [1], data_offsets: [4, 8] } };
     expect(await openErr(rawSafetensors(late, 8))).toMatch(/gap of 4 bytes after the start of the data region/);
   });
@@ -220,7 +242,9 @@ describe("corrupt files are rejected with the file and tensor named", () => {
   it("a truncated data region, and trailing garbage", async () => {
     const full = serializeSafetensors({ a: f32([1, 2]), b: f32([3, 4, 5, 6]) });
     const msg = await openErr(full.subarray(0, full.byteLength - 3));
-    expect(msg).toMatch(/file is truncated: tensor "b" ends at byte 24 of the data region but only 21 bytes follow the header/);
+    expect(msg).toMatch(
+      /file is truncated: tensor "b" ends at byte 24 of the data region but only 21 bytes follow the header/,
+    );
     const longer = new Uint8Array(full.byteLength + 5);
     longer.set(full);
     expect(await openErr(longer)).toMatch(/5 unexpected bytes after the last tensor/);
@@ -265,7 +289,9 @@ describe("atomic writes", () => {
     expect(await listDir(dir)).toEqual(["w.safetensors"]);
     // A lazy tensor that produces the wrong number of bytes is caught too.
     const short: LazyTensor = { dtype: "F32", shape: [4], load: async () => new Uint8Array(12) };
-    await expect(writeSafetensors(join(dir, "new.safetensors"), { s: short })).rejects.toThrow(/tensor "s" loaded 12 bytes, expected 16/);
+    await expect(writeSafetensors(join(dir, "new.safetensors"), { s: short })).rejects.toThrow(
+      /tensor "s" loaded 12 bytes, expected 16/,
+    );
     expect(await listDir(dir)).toEqual(["w.safetensors"]);
   });
 
@@ -316,10 +342,28 @@ describe("atomic writes", () => {
 
 describe("multi-file checkpoints", () => {
   const tensors = new Map<string, HostTensor>([
-    ["model.embed_tokens.weight", f32(Array.from({ length: 32 }, (_, i) => i), [8, 4])],
+    [
+      "model.embed_tokens.weight",
+      f32(
+        Array.from({ length: 32 }, (_, i) => i),
+        [8, 4],
+      ),
+    ],
     ["model.norm.weight", f32([1, 2, 3, 4])],
-    ["lm_head.weight", f32(Array.from({ length: 32 }, (_, i) => -i), [8, 4])],
-    ["model.layers.0.mlp.up_proj.weight", f32(Array.from({ length: 16 }, (_, i) => i / 2), [4, 4])],
+    [
+      "lm_head.weight",
+      f32(
+        Array.from({ length: 32 }, (_, i) => -i),
+        [8, 4],
+      ),
+    ],
+    [
+      "model.layers.0.mlp.up_proj.weight",
+      f32(
+        Array.from({ length: 16 }, (_, i) => i / 2),
+        [4, 4],
+      ),
+    ],
   ]);
 
   it("opens a single model.safetensors", async () => {
@@ -353,14 +397,20 @@ describe("multi-file checkpoints", () => {
       expect(tensorsEqual(await c.read(k), t), k).toBe(true);
       expect(c.info(k).file).toBe(join(dir, index.weight_map[k]));
     }
-    await expect(c.read("nope")).rejects.toThrow(/model\.safetensors\.index\.json: checkpoint has no tensor named "nope"/);
+    await expect(c.read("nope")).rejects.toThrow(
+      /model\.safetensors\.index\.json: checkpoint has no tensor named "nope"/,
+    );
     await c.close();
     // Saving again unsharded removes the old shards and index, so the directory has one layout only.
     await writeCheckpoint(dir, tensors);
     expect(await listDir(dir)).toEqual(["model.safetensors"]);
     // And the other way: a sharded save replaces the single file.
     await writeCheckpoint(dir, tensors, { maxShardBytes: 300 });
-    expect(await listDir(dir)).toEqual(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]);
+    expect(await listDir(dir)).toEqual([
+      "model-00001-of-00002.safetensors",
+      "model-00002-of-00002.safetensors",
+      "model.safetensors.index.json",
+    ]);
   });
 
   it("creates the directory it saves into", async () => {
@@ -413,14 +463,18 @@ describe("multi-file checkpoints", () => {
     delete wm["model.norm.weight"];
     t1.delete("model.norm.weight");
     await writeSafetensors(shard1, t1);
-    expect(await withIndex(dir, index)).toMatch(/shard "model-00003-of-00003\.safetensors" holds tensor "model\.norm\.weight" that weight_map does not list/);
+    expect(await withIndex(dir, index)).toMatch(
+      /shard "model-00003-of-00003\.safetensors" holds tensor "model\.norm\.weight" that weight_map does not list/,
+    );
   });
 
   it("rejects a malformed index and shard names outside the directory", async () => {
     const { dir, index } = await shardedDir();
     expect(await withIndex(dir, { weight_map: [] })).toMatch(/must be an object with a "weight_map" object/);
     (index.weight_map as Record<string, string>)["model.norm.weight"] = "../elsewhere.safetensors";
-    expect(await withIndex(dir, index)).toMatch(/weight_map entry for "model\.norm\.weight" must be a file name in the same directory/);
+    expect(await withIndex(dir, index)).toMatch(
+      /weight_map entry for "model\.norm\.weight" must be a file name in the same directory/,
+    );
     await writeFile(join(dir, "model.safetensors.index.json"), "{not json");
     await expect(Checkpoint.open(dir)).rejects.toThrow(/model\.safetensors\.index\.json: cannot read index/);
   });

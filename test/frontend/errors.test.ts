@@ -32,9 +32,13 @@ function block(x: tx.Tensor, w: tx.Tensor): tx.Tensor {
 describe("trace-time errors", () => {
   it("matmul of [2,3] and [4,5] names the op, both shapes and this line", () => {
     const line = lineHere() + 1;
-    const e = caught(() => trace((a: tx.Tensor, b: tx.Tensor) => tx.matmul(a, b), [spec("f32", [2, 3]), spec("f32", [4, 5])]));
+    const e = caught(() =>
+      trace((a: tx.Tensor, b: tx.Tensor) => tx.matmul(a, b), [spec("f32", [2, 3]), spec("f32", [4, 5])]),
+    );
     expect(e).toBeInstanceOf(TraceError);
-    expect(e.message).toMatch(/^matmul: contracting dims must match: lhs dim 1 = 3, rhs dim 0 = 4 \(operands f32\[2,3\], f32\[4,5\]\) at /);
+    expect(e.message).toMatch(
+      /^matmul: contracting dims must match: lhs dim 1 = 3, rhs dim 0 = 4 \(operands f32\[2,3\], f32\[4,5\]\) at /,
+    );
     expect(e.message).toContain(`${HERE}:${line}:`);
   });
 
@@ -49,12 +53,16 @@ describe("trace-time errors", () => {
   it("broadcasting mistakes are frontend errors with the same form", () => {
     const line = lineHere() + 1;
     const e = caught(() => trace((a: tx.Tensor, b: tx.Tensor) => a.add(b), [spec("f32", [2, 3]), spec("f32", [4])]));
-    expect(e.message).toBe(`add: cannot broadcast shapes [2,3] and [4] (dim 1 from the right-aligned end: 3 vs 4) (operands f32[2,3], f32[4]) at ${HERE}:${line}:${colOf(line, "a.add(b)") + 2}`);
+    expect(e.message).toBe(
+      `add: cannot broadcast shapes [2,3] and [4] (dim 1 from the right-aligned end: 3 vs 4) (operands f32[2,3], f32[4]) at ${HERE}:${line}:${colOf(line, "a.add(b)") + 2}`,
+    );
   });
 
   it("mixing tensor dtypes is an error; a JS number adopts the tensor's dtype", () => {
     const e = caught(() => trace((a: tx.Tensor, b: tx.Tensor) => a.mul(b), [spec("f32", [2]), spec("bf16", [2])]));
-    expect(e.message).toMatch(/^mul: operand dtypes differ \(f32 vs bf16\).*astype \(operands f32\[2\], bf16\[2\]\) at test\/frontend\/errors\.test\.ts:\d+:\d+$/);
+    expect(e.message).toMatch(
+      /^mul: operand dtypes differ \(f32 vs bf16\).*astype \(operands f32\[2\], bf16\[2\]\) at test\/frontend\/errors\.test\.ts:\d+:\d+$/,
+    );
     const e2 = caught(() => trace((a: tx.Tensor) => a.add(0.5), [spec("s32", [2])]));
     expect(e2.message).toMatch(/^add: the number 0.5 is not an integer, so it cannot adopt the s32 tensor's dtype/);
   });
@@ -68,10 +76,18 @@ describe("trace-time errors", () => {
 
   it("reshape, einsum and axis errors name their op", () => {
     const f32 = spec("f32", [2, 3]);
-    expect(caught(() => trace((a: tx.Tensor) => a.reshape([4, -1]), [f32])).message).toMatch(/^reshape: cannot infer -1 in \[4,-1\] for 6 elements/);
-    expect(caught(() => trace((a: tx.Tensor) => a.sum(2), [f32])).message).toMatch(/^sum: axis 2 is out of range for rank 2/);
-    expect(caught(() => trace((a: tx.Tensor) => tx.einsum("ij,jk->ik", a, a), [f32])).message).toMatch(/^einsum: "ij,jk->ik": label 'j' has size 3 in one operand and 2 in the other/);
-    expect(caught(() => trace((a: tx.Tensor) => tx.einsum("ij,jk", a, a), [f32])).message).toMatch(/^einsum: "ij,jk": give the output explicitly/);
+    expect(caught(() => trace((a: tx.Tensor) => a.reshape([4, -1]), [f32])).message).toMatch(
+      /^reshape: cannot infer -1 in \[4,-1\] for 6 elements/,
+    );
+    expect(caught(() => trace((a: tx.Tensor) => a.sum(2), [f32])).message).toMatch(
+      /^sum: axis 2 is out of range for rank 2/,
+    );
+    expect(caught(() => trace((a: tx.Tensor) => tx.einsum("ij,jk->ik", a, a), [f32])).message).toMatch(
+      /^einsum: "ij,jk->ik": label 'j' has size 3 in one operand and 2 in the other/,
+    );
+    expect(caught(() => trace((a: tx.Tensor) => tx.einsum("ij,jk", a, a), [f32])).message).toMatch(
+      /^einsum: "ij,jk": give the output explicitly/,
+    );
   });
 
   it("a tensor leaking out of its trace is reported when used", () => {

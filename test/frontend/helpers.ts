@@ -11,7 +11,10 @@ export function host(dtype: DType, shape: number[], values: ArrayLike<number>): 
 
 /** Traces `fn` on the types of `args` and interprets the graph on them; returns output values as number arrays. */
 export function run(fn: (...a: any[]) => unknown, args: HostArray[]): number[][] {
-  const { graph } = trace(fn, args.map((a) => a.type));
+  const { graph } = trace(
+    fn,
+    args.map((a) => a.type),
+  );
   return interpret(graph, args).map((o) => Array.from(o.data));
 }
 

@@ -9,7 +9,8 @@ type T = tx.Tensor;
 describe("jit", () => {
   it("compiles once per signature and runs; outputs feed the next call without a host round trip", async () => {
     const f = jit((x: T, y: T) => ({ sum: x.add(y), prod: x.mul(y).sum() }));
-    const a = array([1, 2, 3]), b = array([10, 20, 30]);
+    const a = array([1, 2, 3]),
+      b = array([10, 20, 30]);
     const r1 = await f(a, b);
     expect(r1.sum).toBeInstanceOf(DeviceArray);
     expect(Array.from(await r1.sum.toArray())).toEqual([11, 22, 33]);
@@ -23,7 +24,12 @@ describe("jit", () => {
 
   it("moves bf16, s32, u32 and bool through device arrays", async () => {
     const f = jit((x: T, i: T, u: T, m: T) => [x.mul(2), i.add(1), u.add(1), tx.logicalNot(m)]);
-    const [x, i, u, m] = await f(array([1.5, 3], { dtype: "bf16" }), array([1, -2], { dtype: "s32" }), array(new Uint32Array([0xffffffff, 1])), array([1, 0], { dtype: "bool" }));
+    const [x, i, u, m] = await f(
+      array([1.5, 3], { dtype: "bf16" }),
+      array([1, -2], { dtype: "s32" }),
+      array(new Uint32Array([0xffffffff, 1])),
+      array([1, 0], { dtype: "bool" }),
+    );
     expect(x!.dtype).toBe("bf16");
     expect(Array.from(await x!.toArray())).toEqual([3, 6]);
     expect(Array.from(await i!.toArray())).toEqual([2, -1]);
@@ -32,7 +38,9 @@ describe("jit", () => {
   });
 
   it("lower() gives the graph and StableHLO without running", () => {
-    const f = jit(function affine(x: T, w: T) { return x.matmul(w).add(1); });
+    const f = jit(function affine(x: T, w: T) {
+      return x.matmul(w).add(1);
+    });
     const low = f.lower(spec("f32", [2, 3]), spec("f32", [3, 4]));
     expect(low.stablehlo).toContain("func.func public @main");
     expect(low.stablehlo).toContain("stablehlo.dot_general");
@@ -55,20 +63,27 @@ describe("jit", () => {
 
   it("a small MLP trained with valueAndGrad and SGD inside jit: the loss decreases", async () => {
     // y = sin(x) on 16 points, a 1-16-1 tanh MLP, full-batch SGD.
-    const n = 16, h = 16;
+    const n = 16,
+      h = 16;
     const xs = Array.from({ length: n }, (_, i) => -2 + (4 * i) / (n - 1));
-    const x = array(xs, { shape: [n, 1] }), y = array(xs.map(Math.sin), { shape: [n, 1] });
+    const x = array(xs, { shape: [n, 1] }),
+      y = array(xs.map(Math.sin), { shape: [n, 1] });
     type P = { w1: T; b1: T; w2: T; b2: T };
     const loss = (p: P, x: T, y: T) => tx.tanh(x.matmul(p.w1).add(p.b1)).matmul(p.w2).add(p.b2).sub(y).square().mean();
-    const step = jit((p: P, x: T, y: T) => {
-      const [l, g] = valueAndGrad(loss)(p, x, y);
-      const upd = (k: keyof P) => p[k].sub(g[k].mul(0.1));
-      return [l, { w1: upd("w1"), b1: upd("b1"), w2: upd("w2"), b2: upd("b2") }] as const;
-    }, { donate: 0 });
+    const step = jit(
+      (p: P, x: T, y: T) => {
+        const [l, g] = valueAndGrad(loss)(p, x, y);
+        const upd = (k: keyof P) => p[k].sub(g[k].mul(0.1));
+        return [l, { w1: upd("w1"), b1: upd("b1"), w2: upd("w2"), b2: upd("b2") }] as const;
+      },
+      { donate: 0 },
+    );
     const rnd = (k: number, scale: number) => Array.from({ length: k }, (_, i) => scale * Math.sin(1 + i * 2.3));
     let p: { w1: DeviceArray; b1: DeviceArray; w2: DeviceArray; b2: DeviceArray } = {
-      w1: array(rnd(h, 1), { shape: [1, h] }), b1: array(rnd(h, 0.5), { shape: [h] }),
-      w2: array(rnd(h, 0.5), { shape: [h, 1] }), b2: array([0], { shape: [1] }),
+      w1: array(rnd(h, 1), { shape: [1, h] }),
+      b1: array(rnd(h, 0.5), { shape: [h] }),
+      w2: array(rnd(h, 0.5), { shape: [h, 1] }),
+      b2: array([0], { shape: [1] }),
     };
     const losses: number[] = [];
     for (let i = 0; i < 30; i++) {
@@ -84,14 +99,18 @@ describe("jit", () => {
 
   it("rejects non-array arguments with the argument's path", async () => {
     const f = jit((p: { w: T }) => p.w);
-    await expect(f({ w: "nope" } as never)).rejects.toThrow(/^jit: argument \[0\]\.w is the string "nope", not a DeviceArray/);
+    await expect(f({ w: "nope" } as never)).rejects.toThrow(
+      /^jit: argument \[0\]\.w is the string "nope", not a DeviceArray/,
+    );
   });
 });
 
 describe("transforms outside jit", () => {
   it("valueAndGrad and grad called with device arrays compile themselves", async () => {
     const f = (x: T) => x.square().sum();
-    const [v, g] = await (valueAndGrad(f) as unknown as (x: DeviceArray) => Promise<[DeviceArray, DeviceArray]>)(array([1, 2]));
+    const [v, g] = await (valueAndGrad(f) as unknown as (x: DeviceArray) => Promise<[DeviceArray, DeviceArray]>)(
+      array([1, 2]),
+    );
     expect(await v.item()).toBe(5);
     expect(Array.from(await g.toArray())).toEqual([2, 4]);
     const g2 = await (grad(f) as unknown as (x: DeviceArray) => Promise<DeviceArray>)(array([3]));
@@ -104,7 +123,12 @@ describe("RNG on XLA", () => {
     const draw = (seed: T) => {
       const key = random.key(seed);
       const [k1, k2] = random.split(key);
-      return [random.bits(k1!, [64]), random.uniform(k2!, [64]), random.uniform(k2!, [64], { dtype: "bf16" }), random.normal(key, [64])];
+      return [
+        random.bits(k1!, [64]),
+        random.uniform(k2!, [64]),
+        random.uniform(k2!, [64], { dtype: "bf16" }),
+        random.normal(key, [64]),
+      ];
     };
     const seedHost = host("s32", [], [7]);
     const want = interpret(trace(draw, [spec("s32", [])]).graph, [seedHost]).map((o) => Array.from(o.data));
@@ -128,7 +152,9 @@ describe("keys made on the host", () => {
 
 describe("entry", () => {
   it("marks a function and its specs for the CLI; trace(e.fn, e.args) traces it", () => {
-    const e = entry((p: { w: T }, x: T) => x.matmul(p.w), [{ w: spec("f32", [3, 2]) }, spec("f32", [4, 3])], { donate: 0 });
+    const e = entry((p: { w: T }, x: T) => x.matmul(p.w), [{ w: spec("f32", [3, 2]) }, spec("f32", [4, 3])], {
+      donate: 0,
+    });
     expect(e.kind).toBe("tessera.entry");
     expect(e.donate).toEqual([0]);
     const { graph } = trace(e.fn, e.args);

@@ -2,11 +2,40 @@
 import { tx } from "./api.ts";
 type T = tx.Tensor;
 
-export interface Layer { wq: T; wk: T; wv: T; wo: T; wGate: T; wUp: T; wDown: T; attnNorm: T; mlpNorm: T }
-export interface Lora { aq: T; bq: T; av: T; bv: T }
-export interface Params { embed: T; layers: Layer[]; norm: T; head: T }
+export interface Layer {
+  wq: T;
+  wk: T;
+  wv: T;
+  wo: T;
+  wGate: T;
+  wUp: T;
+  wDown: T;
+  attnNorm: T;
+  mlpNorm: T;
+}
+export interface Lora {
+  aq: T;
+  bq: T;
+  av: T;
+  bv: T;
+}
+export interface Params {
+  embed: T;
+  layers: Layer[];
+  norm: T;
+  head: T;
+}
 
-export interface Dims { vocab: number; d: number; heads: number; ffn: number; layers: number; rank: number; batch: number; seq: number }
+export interface Dims {
+  vocab: number;
+  d: number;
+  heads: number;
+  ffn: number;
+  layers: number;
+  rank: number;
+  batch: number;
+  seq: number;
+}
 
 function rmsnorm(x: T, w: T): T {
   const x32 = x.astype("f32");
@@ -40,7 +69,13 @@ export function loss(lora: Lora[], params: Params, tokens: T, labels: T, dims: D
   const S = tokens.shape[1]!;
   const hd = dims.d / dims.heads;
   const pos = tx.arange(S).astype("f32").reshape([S, 1]);
-  const freq = tx.arange(0, hd / 2).astype("f32").mul(-2 / hd).mul(Math.log(10000)).exp().reshape([1, hd / 2]);
+  const freq = tx
+    .arange(0, hd / 2)
+    .astype("f32")
+    .mul(-2 / hd)
+    .mul(Math.log(10000))
+    .exp()
+    .reshape([1, hd / 2]);
   const ang = tx.concatenate([pos.mul(freq), pos.mul(freq)], -1).reshape([1, S, 1, hd]);
   const [cos, sin] = [ang.cos(), ang.sin()];
   const mask = tx.iota([S, S], 0).ge(tx.iota([S, S], 1));
@@ -57,13 +92,30 @@ export function loss(lora: Lora[], params: Params, tokens: T, labels: T, dims: D
 export function specs(dims: Dims) {
   const f = (...s: number[]) => tx.spec("f32", s);
   const layer = (): Record<keyof Layer, tx.TensorSpec> => ({
-    wq: f(dims.d, dims.d), wk: f(dims.d, dims.d), wv: f(dims.d, dims.d), wo: f(dims.d, dims.d),
-    wGate: f(dims.d, dims.ffn), wUp: f(dims.d, dims.ffn), wDown: f(dims.ffn, dims.d), attnNorm: f(dims.d), mlpNorm: f(dims.d),
+    wq: f(dims.d, dims.d),
+    wk: f(dims.d, dims.d),
+    wv: f(dims.d, dims.d),
+    wo: f(dims.d, dims.d),
+    wGate: f(dims.d, dims.ffn),
+    wUp: f(dims.d, dims.ffn),
+    wDown: f(dims.ffn, dims.d),
+    attnNorm: f(dims.d),
+    mlpNorm: f(dims.d),
   });
-  const lora = () => ({ aq: f(dims.d, dims.rank), bq: f(dims.rank, dims.d), av: f(dims.d, dims.rank), bv: f(dims.rank, dims.d) });
+  const lora = () => ({
+    aq: f(dims.d, dims.rank),
+    bq: f(dims.rank, dims.d),
+    av: f(dims.d, dims.rank),
+    bv: f(dims.rank, dims.d),
+  });
   return {
     lora: Array.from({ length: dims.layers }, lora),
-    params: { embed: f(dims.vocab, dims.d), layers: Array.from({ length: dims.layers }, layer), norm: f(dims.d), head: f(dims.d, dims.vocab) },
+    params: {
+      embed: f(dims.vocab, dims.d),
+      layers: Array.from({ length: dims.layers }, layer),
+      norm: f(dims.d),
+      head: f(dims.d, dims.vocab),
+    },
     tokens: tx.spec("s32", [dims.batch, dims.seq]),
     labels: tx.spec("s32", [dims.batch, dims.seq]),
   };

@@ -7,7 +7,9 @@ const f32 = (...shape: number[]) => s("f32", shape);
 
 describe("element-wise ops", () => {
   it("broadcasts operands with one broadcast_in_dim and splats numbers in the tensor's dtype", () => {
-    expect(ir((x: tx.Tensor, b: tx.Tensor) => x.add(b).mul(2), [s("bf16", [2, 3]), s("bf16", [3])])).toMatchInlineSnapshot(`
+    expect(
+      ir((x: tx.Tensor, b: tx.Tensor) => x.add(b).mul(2), [s("bf16", [2, 3]), s("bf16", [3])]),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: bf16[2,3] "x", %1: bf16[3] "b") -> (bf16[2,3] "out") {
         %2: bf16[2,3] = broadcast_in_dim %1 {dims=[1], shape=[2,3]}
         %3: bf16[2,3] = add %0, %2
@@ -32,7 +34,24 @@ describe("element-wise ops", () => {
   });
 
   it("maps unary ops to IR ops (sigmoid is logistic, silu is x * logistic(x))", () => {
-    expect(ir((x: tx.Tensor) => [x.neg(), x.exp(), x.log(), x.sqrt(), x.rsqrt(), x.tanh(), x.sigmoid(), tx.silu(x), x.abs(), x.sin(), x.cos()], [f32(2)])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        (x: tx.Tensor) => [
+          x.neg(),
+          x.exp(),
+          x.log(),
+          x.sqrt(),
+          x.rsqrt(),
+          x.tanh(),
+          x.sigmoid(),
+          tx.silu(x),
+          x.abs(),
+          x.sin(),
+          x.cos(),
+        ],
+        [f32(2)],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[2] "x") -> (f32[2] "out[0]", f32[2] "out[1]", f32[2] "out[2]", f32[2] "out[3]", f32[2] "out[4]", f32[2] "out[5]", f32[2] "out[6]", f32[2] "out[7]", f32[2] "out[8]", f32[2] "out[9]", f32[2] "out[10]") {
         %1: f32[2] = neg %0
         %2: f32[2] = exp %0
@@ -53,7 +72,9 @@ describe("element-wise ops", () => {
   });
 
   it("rewrites pow with cheap number exponents and keeps the general case", () => {
-    expect(ir((x: tx.Tensor) => [x.pow(2), x.pow(0.5), x.pow(-0.5), x.pow(1), x.pow(3)], [f32(2)])).toMatchInlineSnapshot(`
+    expect(
+      ir((x: tx.Tensor) => [x.pow(2), x.pow(0.5), x.pow(-0.5), x.pow(1), x.pow(3)], [f32(2)]),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[2] "x") -> (f32[2] "out[0]", f32[2] "out[1]", f32[2] "out[2]", f32[2] "out[3]", f32[2] "out[4]") {
         %1: f32[2] = mul %0, %0
         %2: f32[2] = sqrt %0
@@ -80,7 +101,9 @@ describe("element-wise ops", () => {
   });
 
   it("records maximum/minimum/astype", () => {
-    expect(ir((x: tx.Tensor) => [tx.maximum(x, 0), tx.minimum(x, 1), x.astype("bf16"), x.astype("f32")], [f32(3)])).toMatchInlineSnapshot(`
+    expect(
+      ir((x: tx.Tensor) => [tx.maximum(x, 0), tx.minimum(x, 1), x.astype("bf16"), x.astype("f32")], [f32(3)]),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[3] "x") -> (f32[3] "out[0]", f32[3] "out[1]", bf16[3] "out[2]", f32[3] "out[3]") {
         %1: f32[3] = constant {dtype=f32, shape=[3], value=[0]}
         %2: f32[3] = max %0, %1
@@ -96,7 +119,18 @@ describe("element-wise ops", () => {
 
 describe("shape ops", () => {
   it("reshape infers -1; transpose/swapaxes/expandDims/squeeze", () => {
-    expect(ir((x: tx.Tensor) => [x.reshape([-1, 6]), x.transpose([2, 0, 1]), x.swapaxes(0, -1), x.expandDims(1), x.reshape([2, 1, 3, 4]).squeeze(1)], [f32(2, 3, 4)])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        (x: tx.Tensor) => [
+          x.reshape([-1, 6]),
+          x.transpose([2, 0, 1]),
+          x.swapaxes(0, -1),
+          x.expandDims(1),
+          x.reshape([2, 1, 3, 4]).squeeze(1),
+        ],
+        [f32(2, 3, 4)],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[2,3,4] "x") -> (f32[4,6] "out[0]", f32[4,2,3] "out[1]", f32[4,3,2] "out[2]", f32[2,1,3,4] "out[3]", f32[2,3,4] "out[4]") {
         %1: f32[4,6] = reshape %0 {shape=[4,6]}
         %2: f32[4,2,3] = transpose %0 {perm=[2,0,1]}
@@ -111,7 +145,9 @@ describe("shape ops", () => {
   });
 
   it("slices python-style: negative bounds, steps, integer indices drop the dim", () => {
-    expect(ir((x: tx.Tensor) => [x.slice(null, [1, null]), x.slice([null, null, 2], -1), x.slice([-2])], [f32(4, 5)])).toMatchInlineSnapshot(`
+    expect(
+      ir((x: tx.Tensor) => [x.slice(null, [1, null]), x.slice([null, null, 2], -1), x.slice([-2])], [f32(4, 5)]),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[4,5] "x") -> (f32[4,4] "out[0]", f32[2] "out[1]", f32[2,5] "out[2]") {
         %1: f32[4,4] = slice %0 {limit=[4,5], start=[0,1], stride=[1,1]}
         %2: f32[2,1] = slice %0 {limit=[4,5], start=[0,4], stride=[2,1]}
@@ -124,7 +160,20 @@ describe("shape ops", () => {
   });
 
   it("concatenate, stack, split and pad", () => {
-    expect(ir((a: tx.Tensor, b: tx.Tensor) => [tx.concatenate([a, b], -1), tx.stack([a, b]), tx.split(a, [1], 1), tx.pad(a, [[1, 0], [0, 2]])], [f32(2, 3), f32(2, 3)])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        (a: tx.Tensor, b: tx.Tensor) => [
+          tx.concatenate([a, b], -1),
+          tx.stack([a, b]),
+          tx.split(a, [1], 1),
+          tx.pad(a, [
+            [1, 0],
+            [0, 2],
+          ]),
+        ],
+        [f32(2, 3), f32(2, 3)],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[2,3] "a", %1: f32[2,3] "b") -> (f32[2,6] "out[0]", f32[2,2,3] "out[1]", f32[2,1] "out[2][0]", f32[2,2] "out[2][1]", f32[3,5] "out[3]") {
         %2: f32[2,6] = concatenate %0, %1 {axis=1}
         %3: f32[1,2,3] = reshape %0 {shape=[1,2,3]}
@@ -141,7 +190,20 @@ describe("shape ops", () => {
   });
 
   it("creates constants, iota and arange", () => {
-    expect(ir(() => [tx.constant([[1, 2], [3, 4]]), tx.zeros([2], "s32"), tx.arange(1, 7, 2), tx.iota([2, 3], 1)], [])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        () => [
+          tx.constant([
+            [1, 2],
+            [3, 4],
+          ]),
+          tx.zeros([2], "s32"),
+          tx.arange(1, 7, 2),
+          tx.iota([2, 3], 1),
+        ],
+        [],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main() -> (f32[2,2] "out[0]", s32[2] "out[1]", s32[3] "out[2]", s32[2,3] "out[3]") {
         %0: f32[2,2] = constant {dtype=f32, shape=[2,2], value=[1,2,3,4]}
         %1: s32[2] = constant {dtype=s32, shape=[2], value=[0]}
@@ -160,7 +222,9 @@ describe("shape ops", () => {
 
 describe("reductions", () => {
   it("sum/max/min with axis and keepdims; mean divides by the count", () => {
-    expect(ir((x: tx.Tensor) => [x.sum(-1), x.max(0, { keepdims: true }), x.min(), x.mean(1)], [f32(2, 3)])).toMatchInlineSnapshot(`
+    expect(
+      ir((x: tx.Tensor) => [x.sum(-1), x.max(0, { keepdims: true }), x.min(), x.mean(1)], [f32(2, 3)]),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[2,3] "x") -> (f32[2] "out[0]", f32[1,3] "out[1]", f32[] "out[2]", f32[2] "out[3]") {
         %1: f32[2] = reduce_sum %0 {axes=[1]}
         %2: f32[3] = reduce_max %0 {axes=[0]}
@@ -234,7 +298,12 @@ describe("contractions", () => {
   });
 
   it("matmul broadcasts batch dims and drops vector dims", () => {
-    expect(ir((a: tx.Tensor, b: tx.Tensor, v: tx.Tensor) => [tx.matmul(a, b), tx.matmul(a, v)], [f32(2, 1, 3, 4), f32(5, 4, 6), f32(4)])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        (a: tx.Tensor, b: tx.Tensor, v: tx.Tensor) => [tx.matmul(a, b), tx.matmul(a, v)],
+        [f32(2, 1, 3, 4), f32(5, 4, 6), f32(4)],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[2,1,3,4] "a", %1: f32[5,4,6] "b", %2: f32[4] "v") -> (f32[2,5,3,6] "out[0]", f32[2,1,3] "out[1]") {
         %3: f32[2,5,3,4] = broadcast_in_dim %0 {dims=[0,1,2,3], shape=[2,5,3,4]}
         %4: f32[2,5,4,6] = broadcast_in_dim %1 {dims=[1,2,3], shape=[2,5,4,6]}
@@ -249,7 +318,9 @@ describe("contractions", () => {
   });
 
   it("einsum maps shared output labels to batch dims and transposes to the output order", () => {
-    expect(ir((q: tx.Tensor, k: tx.Tensor) => tx.einsum("bqhd,bkhd->bhqk", q, k), [f32(2, 5, 4, 8), f32(2, 7, 4, 8)])).toMatchInlineSnapshot(`
+    expect(
+      ir((q: tx.Tensor, k: tx.Tensor) => tx.einsum("bqhd,bkhd->bhqk", q, k), [f32(2, 5, 4, 8), f32(2, 7, 4, 8)]),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[2,5,4,8] "q", %1: f32[2,7,4,8] "k") -> (f32[2,4,5,7] "out") {
         %2: f32[2,4,5,7] = dot_general %0, %1 {lhsBatch=[0,2], lhsContract=[3], outDtype=f32, rhsBatch=[0,2], rhsContract=[3]}
         return %2
@@ -261,7 +332,16 @@ describe("contractions", () => {
 
 describe("indexing", () => {
   it("take on axis 0 is one gather; takeAlongAxis and oneHot", () => {
-    expect(ir((t: tx.Tensor, ids: tx.Tensor) => [tx.take(t, ids), tx.takeAlongAxis(t.slice([0, 2]), ids.reshape([2, 1]), 1), tx.oneHot(ids, 3)], [f32(4, 3), s("s32", [2])])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        (t: tx.Tensor, ids: tx.Tensor) => [
+          tx.take(t, ids),
+          tx.takeAlongAxis(t.slice([0, 2]), ids.reshape([2, 1]), 1),
+          tx.oneHot(ids, 3),
+        ],
+        [f32(4, 3), s("s32", [2])],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[4,3] "t", %1: s32[2] "ids") -> (f32[2,3] "out[0]", f32[2,1] "out[1]", f32[2,3] "out[2]") {
         %2: f32[2,3] = gather %0, %1
         %3: f32[2,3] = slice %0 {limit=[2,3], start=[0,0], stride=[1,1]}
@@ -279,7 +359,12 @@ describe("indexing", () => {
   });
 
   it("dynamicSlice and dynamicUpdateSlice take one start per dim, numbers as s32 constants", () => {
-    expect(ir((x: tx.Tensor, i: tx.Tensor) => tx.dynamicUpdateSlice(x, tx.dynamicSlice(x, [i, 0], [1, 3]), [0, 0]), [f32(4, 3), s("s32", [])])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        (x: tx.Tensor, i: tx.Tensor) => tx.dynamicUpdateSlice(x, tx.dynamicSlice(x, [i, 0], [1, 3]), [0, 0]),
+        [f32(4, 3), s("s32", [])],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: f32[4,3] "x", %1: s32[] "i") -> (f32[4,3] "out") {
         %2: s32[] = constant {dtype=s32, shape=[], value=[0]}
         %3: f32[1,3] = dynamic_slice %0, %1, %2 {sizes=[1,3]}
@@ -295,10 +380,18 @@ describe("indexing", () => {
 
 describe("integer, bitwise and logical ops", () => {
   it("bitwise and shift ops on u32, logical ops on bool, bitcast and scatterAdd", () => {
-    expect(ir((u: tx.Tensor, m: tx.Tensor, t: tx.Tensor, ids: tx.Tensor) => [
-      tx.bitwiseOr(tx.shiftLeft(u, 3), tx.shiftRightLogical(u, 29)), tx.bitwiseXor(tx.bitwiseAnd(u, 0xff), tx.bitwiseNot(u)),
-      tx.logicalOr(tx.logicalAnd(m, tx.logicalNot(m)), 1), tx.bitcast(t, "u32"), tx.scatterAdd(t, ids, tx.ones([2, 3])),
-    ], [s("u32", [2]), s("bool", [2]), f32(4, 3), s("s32", [2])])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        (u: tx.Tensor, m: tx.Tensor, t: tx.Tensor, ids: tx.Tensor) => [
+          tx.bitwiseOr(tx.shiftLeft(u, 3), tx.shiftRightLogical(u, 29)),
+          tx.bitwiseXor(tx.bitwiseAnd(u, 0xff), tx.bitwiseNot(u)),
+          tx.logicalOr(tx.logicalAnd(m, tx.logicalNot(m)), 1),
+          tx.bitcast(t, "u32"),
+          tx.scatterAdd(t, ids, tx.ones([2, 3])),
+        ],
+        [s("u32", [2]), s("bool", [2]), f32(4, 3), s("s32", [2])],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: u32[2] "u", %1: bool[2] "m", %2: f32[4,3] "t", %3: s32[2] "ids") -> (u32[2] "out[0]", u32[2] "out[1]", bool[2] "out[2]", u32[4,3] "out[3]", f32[4,3] "out[4]") {
         %4: u32[2] = constant {dtype=u32, shape=[2], value=[3]}
         %5: u32[2] = shift_left %0, %4
@@ -323,7 +416,13 @@ describe("integer, bitwise and logical ops", () => {
   });
 
   it("dotGeneral passes dims through (negative dims count from the end) with an explicit result dtype", () => {
-    expect(ir((a: tx.Tensor, b: tx.Tensor) => tx.dotGeneral(a, b, { lhsBatch: [0], rhsBatch: [0], lhsContract: [-1], rhsContract: [1], outDtype: "f32" }), [s("bf16", [2, 3, 4]), s("bf16", [2, 4, 5])])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        (a: tx.Tensor, b: tx.Tensor) =>
+          tx.dotGeneral(a, b, { lhsBatch: [0], rhsBatch: [0], lhsContract: [-1], rhsContract: [1], outDtype: "f32" }),
+        [s("bf16", [2, 3, 4]), s("bf16", [2, 4, 5])],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: bf16[2,3,4] "a", %1: bf16[2,4,5] "b") -> (f32[2,3,5] "out") {
         %2: f32[2,3,5] = dot_general %0, %1 {lhsBatch=[0], lhsContract=[2], outDtype=f32, rhsBatch=[0], rhsContract=[1]}
         return %2
@@ -335,7 +434,12 @@ describe("integer, bitwise and logical ops", () => {
 
 describe("promotion", () => {
   it("numbers alone make f32; 0 and 1 adopt bool; integers adopt s32", () => {
-    expect(ir((m: tx.Tensor, i: tx.Tensor) => [tx.add(1, 2), tx.where(m, 1, 0).astype("f32"), tx.eq(m, 1), i.mul(3)], [s("bool", [2]), s("s32", [2])])).toMatchInlineSnapshot(`
+    expect(
+      ir(
+        (m: tx.Tensor, i: tx.Tensor) => [tx.add(1, 2), tx.where(m, 1, 0).astype("f32"), tx.eq(m, 1), i.mul(3)],
+        [s("bool", [2]), s("s32", [2])],
+      ),
+    ).toMatchInlineSnapshot(`
       "func @main(%0: bool[2] "m", %1: s32[2] "i") -> (f32[] "out[0]", f32[2] "out[1]", bool[2] "out[2]", s32[2] "out[3]") {
         %2: f32[] = constant {dtype=f32, shape=[], value=[1]}
         %3: f32[] = constant {dtype=f32, shape=[], value=[2]}

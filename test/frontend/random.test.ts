@@ -7,9 +7,21 @@ const u32 = (xs: number[]) => constant(new Uint32Array(xs));
 describe("threefry2x32", () => {
   // Known-answer tests from the Random123 distribution (kat_vectors, threefry2x32_20).
   const cases: [number[], number[], number[]][] = [
-    [[0, 0], [0, 0], [0x6b200159, 0x99ba4efe]],
-    [[0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff], [0x1cb996fc, 0xbb002be7]],
-    [[0x13198a2e, 0x03707344], [0x243f6a88, 0x85a308d3], [0xc4923a9c, 0x483df7a0]],
+    [
+      [0, 0],
+      [0, 0],
+      [0x6b200159, 0x99ba4efe],
+    ],
+    [
+      [0xffffffff, 0xffffffff],
+      [0xffffffff, 0xffffffff],
+      [0x1cb996fc, 0xbb002be7],
+    ],
+    [
+      [0x13198a2e, 0x03707344],
+      [0x243f6a88, 0x85a308d3],
+      [0xc4923a9c, 0x483df7a0],
+    ],
   ];
   it.each(cases)("key %j counter %j", (k, c, want) => {
     const out = run(() => random.threefry2x32(u32([k[0]!]), u32([k[1]!]), u32([c[0]!]), u32([c[1]!])), []);
@@ -48,7 +60,13 @@ describe("keys and draws", () => {
   });
 
   it("uniform respects minval/maxval and bf16 stays below maxval", () => {
-    const [u, b] = run(() => [random.uniform(random.key(1), [512], { minval: -2, maxval: 3 }), random.uniform(random.key(1), [512], { dtype: "bf16" })], []);
+    const [u, b] = run(
+      () => [
+        random.uniform(random.key(1), [512], { minval: -2, maxval: 3 }),
+        random.uniform(random.key(1), [512], { dtype: "bf16" }),
+      ],
+      [],
+    );
     expect(Math.min(...u!)).toBeGreaterThanOrEqual(-2);
     expect(Math.max(...u!)).toBeLessThan(3);
     expect(Math.max(...b!)).toBeLessThan(1);
@@ -57,11 +75,14 @@ describe("keys and draws", () => {
 
   it("normal has mean ~0 and variance ~1; bernoulli and dropout keep the expected fraction", () => {
     const n = 4096;
-    const [z, bern, drop] = run(() => [
-      random.normal(random.key(3), [n]),
-      random.bernoulli(random.key(4), 0.25, [n]).astype("f32"),
-      random.dropout(tx.ones([n]), 0.5, random.key(5)),
-    ], []);
+    const [z, bern, drop] = run(
+      () => [
+        random.normal(random.key(3), [n]),
+        random.bernoulli(random.key(4), 0.25, [n]).astype("f32"),
+        random.dropout(tx.ones([n]), 0.5, random.key(5)),
+      ],
+      [],
+    );
     const mean = z!.reduce((p, q) => p + q) / n;
     const variance = z!.reduce((p, q) => p + (q - mean) ** 2, 0) / n;
     expect(Math.abs(mean)).toBeLessThan(0.06);
@@ -73,7 +94,9 @@ describe("keys and draws", () => {
   });
 
   it("rejects things that are not keys", () => {
-    expect(() => run(() => random.uniform(tx.zeros([2]), [3]), [])).toThrow(/random.bits: expects a key: a u32\[2\] tensor/);
+    expect(() => run(() => random.uniform(tx.zeros([2]), [3]), [])).toThrow(
+      /random.bits: expects a key: a u32\[2\] tensor/,
+    );
     void spec;
   });
 });

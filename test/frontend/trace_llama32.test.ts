@@ -10,8 +10,12 @@ describe("tracing a 32-layer Llama-shaped LoRA step", () => {
   const dims: Dims = { vocab: 64, d: 32, heads: 4, ffn: 48, layers: 32, rank: 4, batch: 2, seq: 8 };
   const s = specs(dims);
   const args = [s.lora, s.params, s.tokens, s.labels];
-  const step = (lora: Parameters<typeof loss>[0], params: Parameters<typeof loss>[1], tokens: tx.Tensor, labels: tx.Tensor) =>
-    valueAndGrad((lo: typeof lora) => loss(lo, params, tokens, labels, dims))(lora);
+  const step = (
+    lora: Parameters<typeof loss>[0],
+    params: Parameters<typeof loss>[1],
+    tokens: tx.Tensor,
+    labels: tx.Tensor,
+  ) => valueAndGrad((lo: typeof lora) => loss(lo, params, tokens, labels, dims))(lora);
 
   it("returns the loss and one gradient per LoRA factor, named by tree path", () => {
     const { graph } = trace(step, args);
@@ -21,7 +25,12 @@ describe("tracing a 32-layer Llama-shaped LoRA step", () => {
     // Gradients only for the LoRA factors: the frozen weights' inputs feed no gradient output of their shape.
     expect(graph.outputs.slice(1).map((v) => v.type.shape.join("x"))).toEqual(
       // Keys flatten sorted: aq, av, bq, bv.
-      Array.from({ length: dims.layers }, () => [`${dims.d}x${dims.rank}`, `${dims.d}x${dims.rank}`, `${dims.rank}x${dims.d}`, `${dims.rank}x${dims.d}`]).flat(),
+      Array.from({ length: dims.layers }, () => [
+        `${dims.d}x${dims.rank}`,
+        `${dims.d}x${dims.rank}`,
+        `${dims.rank}x${dims.d}`,
+        `${dims.rank}x${dims.d}`,
+      ]).flat(),
     );
   });
 
@@ -31,7 +40,9 @@ describe("tracing a 32-layer Llama-shaped LoRA step", () => {
     const { graph } = trace(step, args);
     const lookups = locStats.lookups - before;
     // Forward and backward ops carry the model's lines; only autodiff's seed constant has none.
-    expect(new Set(graph.ops.flatMap((op) => (op.loc ? [op.loc.file] : [])))).toEqual(new Set(["test/frontend/llama_tiny.ts"]));
+    expect(new Set(graph.ops.flatMap((op) => (op.loc ? [op.loc.file] : [])))).toEqual(
+      new Set(["test/frontend/llama_tiny.ts"]),
+    );
     expect(graph.ops.filter((op) => !op.loc).map((op) => op.name)).toEqual(["constant"]);
     // The forward pass records ~2800 ops (backward ones reuse their locations), but softmax, where, einsum and
     // broadcasting arithmetic each walk once.

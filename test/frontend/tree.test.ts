@@ -30,7 +30,8 @@ describe("trees", () => {
   });
 
   it("graph input names are the function's parameter names plus tree paths", () => {
-    const step = (params: { layers: { wq: tx.Tensor }[] }, tokens: tx.Tensor) => params.layers[0]!.wq.sum().add(tokens.astype("f32").sum());
+    const step = (params: { layers: { wq: tx.Tensor }[] }, tokens: tx.Tensor) =>
+      params.layers[0]!.wq.sum().add(tokens.astype("f32").sum());
     const { graph } = trace(step, [{ layers: [{ wq: spec("f32", [2]) }, { wq: spec("f32", [2]) }] }, spec("s32", [3])]);
     expect(graph.inputNames).toEqual(["params.layers[0].wq", "params.layers[1].wq", "tokens"]);
     expect(graph.outputNames).toEqual(["out"]);
@@ -38,7 +39,11 @@ describe("trees", () => {
 
   it("parameter names: arrows, functions, defaults, destructuring falls back to arg<i>", () => {
     expect(paramNames((a: number, b = 2) => a + b, 2)).toEqual(["a", "b"]);
-    expect(paramNames(function step(params: unknown, { x }: { x: number }) { return [params, x]; }, 2)).toEqual(["params", "arg1"]);
+    expect(
+      paramNames(function step(params: unknown, { x }: { x: number }) {
+        return [params, x];
+      }, 2),
+    ).toEqual(["params", "arg1"]);
     expect(paramNames((x: number) => x, 1)).toEqual(["x"]);
     expect(paramNames((...xs: number[]) => xs, 2)).toEqual(["arg0", "arg1"]);
   });

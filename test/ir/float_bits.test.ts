@@ -1,7 +1,16 @@
 // The f32/bf16/f16 codec against known bit patterns and a brute-force reference over every float32 bit pattern.
 
 import { describe, expect, it } from "vitest";
-import { bf16FromBits, bf16FromF32Bits, bf16ToF32Bits, f16FromBits, f16FromF32Bits, f16ToF32Bits, f32FromBits, f32ToBits } from "../../src/ir/float_bits.ts";
+import {
+  bf16FromBits,
+  bf16FromF32Bits,
+  bf16ToF32Bits,
+  f16FromBits,
+  f16FromF32Bits,
+  f16ToF32Bits,
+  f32FromBits,
+  f32ToBits,
+} from "../../src/ir/float_bits.ts";
 
 const hex = (n: number) => "0x" + n.toString(16).padStart(4, "0");
 

@@ -77,7 +77,11 @@ describe("element-wise", () => {
     expect(vals(run1("sqrt", [x], P))).toEqual([0, 1, 2]);
     expect(vals(run1("rsqrt", [x], P))).toEqual([Infinity, 1, 0.5]);
     expect(vals(run1("tanh", [x], P))).toEqual([0, Math.fround(Math.tanh(1)), Math.fround(Math.tanh(4))]);
-    expect(vals(run1("logistic", [x], P))).toEqual([0.5, Math.fround(1 / (1 + Math.exp(-1))), Math.fround(1 / (1 + Math.exp(-4)))]);
+    expect(vals(run1("logistic", [x], P))).toEqual([
+      0.5,
+      Math.fround(1 / (1 + Math.exp(-1))),
+      Math.fround(1 / (1 + Math.exp(-4))),
+    ]);
     expect(vals(run1("sin", [x], P))).toEqual([0, Math.fround(Math.sin(1)), Math.fround(Math.sin(4))]);
     expect(vals(run1("cos", [x], P))).toEqual([1, Math.fround(Math.cos(1)), Math.fround(Math.cos(4))]);
   });
@@ -100,10 +104,14 @@ describe("element-wise", () => {
       [-0.7, -0.6778011938374184],
       [-3.2, -0.9999939742388483],
     ];
-    for (const [x, y] of want) expect(Math.abs(erf(x) - y), `erf(${x})`).toBeLessThanOrEqual(2 * Number.EPSILON * Math.abs(y));
+    for (const [x, y] of want)
+      expect(Math.abs(erf(x) - y), `erf(${x})`).toBeLessThanOrEqual(2 * Number.EPSILON * Math.abs(y));
     expect([erf(0), erf(6), erf(-30), erf(Infinity), erf(-Infinity)]).toEqual([0, 1, -1, 1, -1]);
     expect(erf(NaN)).toBeNaN();
-    expect(vals(run1("erf", [h("f32", [2], [0.5, -2])], P))).toEqual([Math.fround(0.5204998778130465), Math.fround(-0.9953222650189527)]);
+    expect(vals(run1("erf", [h("f32", [2], [0.5, -2])], P))).toEqual([
+      Math.fround(0.5204998778130465),
+      Math.fround(-0.9953222650189527),
+    ]);
   });
   it("rounds bf16 and f16 results after each op", () => {
     // 1 + 2^-8 is not a bf16; the sum rounds back to 1 (tie to even), in f32 it would stay.
@@ -140,7 +148,10 @@ describe("element-wise", () => {
     const a = h("s32", [6], [7, -7, 7, -7, 5, -(2 ** 31)]);
     const b = h("s32", [6], [2, 2, -2, -2, 0, -1]);
     expect(vals(run1("div", [a, b], P))).toEqual([3, -3, -3, 3, -1, -(2 ** 31)]);
-    expect(vals(run1("div", [h("u32", [2], [2 ** 32 - 1, 9]), h("u32", [2], [2, 0])], P))).toEqual([2 ** 31 - 1, 2 ** 32 - 1]);
+    expect(vals(run1("div", [h("u32", [2], [2 ** 32 - 1, 9]), h("u32", [2], [2, 0])], P))).toEqual([
+      2 ** 31 - 1,
+      2 ** 32 - 1,
+    ]);
     expect(vals(run1("div", [h("f32", [1], [-7]), h("f32", [1], [2])], P))).toEqual([-3.5]);
   });
   it("shifts: >= bitwidth gives 0, right shift is logical", () => {
@@ -205,19 +216,31 @@ describe("convert and bitcast", () => {
     expect(vals(run1("convert", [h("f32", [1], [1 / 3])], { dtype: "f16" }))).toEqual([0.333251953125]);
   });
   it("bitcast_convert reinterprets bits", () => {
-    expect(vals(run1("bitcast_convert", [h("f32", [3], [1, -2, 0.5])], { dtype: "u32" }))).toEqual([0x3f800000, 0xc0000000, 0x3f000000]);
-    expect(vals(run1("bitcast_convert", [h("s32", [1], [0x40490fdb])], { dtype: "f32" }))).toEqual([Math.fround(Math.PI)]);
+    expect(vals(run1("bitcast_convert", [h("f32", [3], [1, -2, 0.5])], { dtype: "u32" }))).toEqual([
+      0x3f800000, 0xc0000000, 0x3f000000,
+    ]);
+    expect(vals(run1("bitcast_convert", [h("s32", [1], [0x40490fdb])], { dtype: "f32" }))).toEqual([
+      Math.fround(Math.PI),
+    ]);
     expect(vals(run1("bitcast_convert", [h("u32", [1], [0xbf800000])], { dtype: "s32" }))).toEqual([0xbf800000 | 0]);
     // bf16 1.0 is 0x3f80, read as f16 that is 1.875
     expect(vals(run1("bitcast_convert", [h("bf16", [1], [1])], { dtype: "f16" }))).toEqual([1.875]);
     // f16 1.0 is 0x3c00, read as bf16 that is 2^-7; f16 -65504 is 0xfbff: bf16 exponent 0xf7, fraction 0x7f
-    expect(vals(run1("bitcast_convert", [h("f16", [2], [1, -65504])], { dtype: "bf16" }))).toEqual([2 ** -7, -(2 ** 120) * 1.9921875]);
+    expect(vals(run1("bitcast_convert", [h("f16", [2], [1, -65504])], { dtype: "bf16" }))).toEqual([
+      2 ** -7,
+      -(2 ** 120) * 1.9921875,
+    ]);
   });
 });
 
 describe("sources and shape ops", () => {
   it("constant, splat and full", () => {
-    expectArray(run1("constant", [], { dtype: "f32", shape: [2, 2], value: [0.1] }), "f32", [2, 2], Array(4).fill(Math.fround(0.1)));
+    expectArray(
+      run1("constant", [], { dtype: "f32", shape: [2, 2], value: [0.1] }),
+      "f32",
+      [2, 2],
+      Array(4).fill(Math.fround(0.1)),
+    );
     expectArray(run1("constant", [], { dtype: "s32", shape: [3], value: [1, -2, 3] }), "s32", [3], [1, -2, 3]);
     expectArray(run1("constant", [], { dtype: "bf16", shape: [], value: [3.14159] }), "bf16", [], [3.140625]);
   });
@@ -230,7 +253,12 @@ describe("sources and shape ops", () => {
     expectArray(run1("broadcast_in_dim", [x], { shape: [2, 3], dims: [1] }), "f32", [2, 3], [1, 2, 3, 1, 2, 3]);
     expectArray(run1("broadcast_in_dim", [x], { shape: [3, 2], dims: [0] }), "f32", [3, 2], [1, 1, 2, 2, 3, 3]);
     const y = h("f32", [2, 1], [5, 6]);
-    expectArray(run1("broadcast_in_dim", [y], { shape: [2, 2, 3], dims: [0, 2] }), "f32", [2, 2, 3], [5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6]);
+    expectArray(
+      run1("broadcast_in_dim", [y], { shape: [2, 2, 3], dims: [0, 2] }),
+      "f32",
+      [2, 2, 3],
+      [5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6],
+    );
     expectArray(run1("broadcast_in_dim", [h("f32", [], [7])], { shape: [2], dims: [] }), "f32", [2], [7, 7]);
   });
   it("reshape and transpose", () => {
@@ -261,7 +289,12 @@ describe("sources and shape ops", () => {
     expectArray(run1("pad", [x, z], { low: [-2], high: [-1], interior: [1] }), "f32", [2], [2, 0]);
     const y = h("s32", [2, 2], [1, 2, 3, 4]);
     const nine = h("s32", [], [9]);
-    expectArray(run1("pad", [y, nine], { low: [0, 1], high: [1, -1], interior: [0, 0] }), "s32", [3, 2], [9, 1, 9, 3, 9, 9]);
+    expectArray(
+      run1("pad", [y, nine], { low: [0, 1], high: [1, -1], interior: [0, 0] }),
+      "s32",
+      [3, 2],
+      [9, 1, 9, 3, 9, 9],
+    );
   });
 });
 
@@ -298,11 +331,26 @@ describe("reductions and dot_general", () => {
     expectArray(run1("dot_general", [a, a], ata), "f32", [3, 3], [17, 22, 27, 22, 29, 36, 27, 36, 45]);
     // outer product (no contraction)
     const outer = { lhsBatch: [], rhsBatch: [], lhsContract: [], rhsContract: [], outDtype: "f32" } as const;
-    expectArray(run1("dot_general", [h("f32", [2], [1, 2]), h("f32", [3], [1, 10, 100])], outer), "f32", [2, 3], [1, 10, 100, 2, 20, 200]);
+    expectArray(
+      run1("dot_general", [h("f32", [2], [1, 2]), h("f32", [3], [1, 10, 100])], outer),
+      "f32",
+      [2, 3],
+      [1, 10, 100, 2, 20, 200],
+    );
     // bf16 operands, f32 result: 1.00390625 is not a bf16 but the f32 sum keeps it
     const bf = { lhsBatch: [], rhsBatch: [], lhsContract: [0], rhsContract: [0], outDtype: "f32" } as const;
-    expectArray(run1("dot_general", [h("bf16", [2], [1, 2 ** -8]), h("bf16", [2], [1, 1])], bf), "f32", [], [1.00390625]);
-    expectArray(run1("dot_general", [h("bf16", [2], [1, 2 ** -8]), h("bf16", [2], [1, 1])], { ...bf, outDtype: "bf16" }), "bf16", [], [1]);
+    expectArray(
+      run1("dot_general", [h("bf16", [2], [1, 2 ** -8]), h("bf16", [2], [1, 1])], bf),
+      "f32",
+      [],
+      [1.00390625],
+    );
+    expectArray(
+      run1("dot_general", [h("bf16", [2], [1, 2 ** -8]), h("bf16", [2], [1, 1])], { ...bf, outDtype: "bf16" }),
+      "bf16",
+      [],
+      [1],
+    );
   });
   it("dot_general with batch dims not leading", () => {
     // lhs [M=2, B=2, K=2], rhs [K=2, B=2, N=1]; out[b, m, n] = sum_k lhs[m,b,k] * rhs[k,b,n]
@@ -340,7 +388,12 @@ describe("indexing", () => {
     const s = (v: number) => h("s32", [], [v]);
     expectArray(run1("dynamic_slice", [x, s(1), s(1)], { sizes: [2, 2] }), "f32", [2, 2], [5, 6, 9, 10]);
     expectArray(run1("dynamic_slice", [x, s(5), s(-3)], { sizes: [2, 2] }), "f32", [2, 2], [4, 5, 8, 9]);
-    expectArray(run1("dynamic_slice", [x, h("u32", [], [2 ** 32 - 1]), s(3)], { sizes: [1, 3] }), "f32", [1, 3], [9, 10, 11]);
+    expectArray(
+      run1("dynamic_slice", [x, h("u32", [], [2 ** 32 - 1]), s(3)], { sizes: [1, 3] }),
+      "f32",
+      [1, 3],
+      [9, 10, 11],
+    );
   });
   it("dynamic_update_slice clamps start indices", () => {
     const x = h("f32", [2, 3], [0, 0, 0, 0, 0, 0]);
@@ -405,7 +458,9 @@ describe("argument checking", () => {
   const x = b.input(tensorType("f32", [2, 3]), "x");
   const g = b.build([b.add1("neg", [x], {})]);
   it("names the input index and both types", () => {
-    expect(() => interpret(g, [h("f32", [3, 2], [1, 2, 3, 4, 5, 6])])).toThrow('interpret: input 0 "x" expects f32[2,3], got f32[3,2]');
+    expect(() => interpret(g, [h("f32", [3, 2], [1, 2, 3, 4, 5, 6])])).toThrow(
+      'interpret: input 0 "x" expects f32[2,3], got f32[3,2]',
+    );
     expect(() => interpret(g, [h("bf16", [2, 3], [1, 2, 3, 4, 5, 6])])).toThrow("expects f32[2,3], got bf16[2,3]");
   });
   it("checks the argument count", () => {

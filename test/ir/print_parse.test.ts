@@ -12,7 +12,12 @@ function mlp(): Graph {
   const x = b.input(f32(2, 3), "x");
   const w = b.input(f32(3, 4), "params.w");
   const bias = b.input(f32(4));
-  const h = b.add1("dot_general", [x, w], { lhsBatch: [], rhsBatch: [], lhsContract: [1], rhsContract: [0], outDtype: "f32" }, { file: "model.ts", line: 3, col: 5 });
+  const h = b.add1(
+    "dot_general",
+    [x, w],
+    { lhsBatch: [], rhsBatch: [], lhsContract: [1], rhsContract: [0], outDtype: "f32" },
+    { file: "model.ts", line: 3, col: 5 },
+  );
   const bb = b.add1("broadcast_in_dim", [bias], { shape: [2, 4], dims: [1] });
   const y = b.add1("add", [h, bb], {}, { file: "model.ts", line: 4, col: 9 });
   const zero = b.add1("constant", [], { dtype: "f32", shape: [], value: [0] });
@@ -35,7 +40,12 @@ function scanGraph(): Graph {
   const k0 = b.input(tensorType("bf16", []));
   const xs = b.input(tensorType("bf16", [5, 2]));
   const init = b.add1("constant", [], { dtype: "bf16", shape: [], value: [-Infinity] });
-  const outs = b.add("scan", [k0, init, xs], { body: bodyG, length: 5, numConsts: 1, numCarry: 1, reverse: true }, { file: "a \"b\".ts", line: 1, col: 2 });
+  const outs = b.add(
+    "scan",
+    [k0, init, xs],
+    { body: bodyG, length: 5, numConsts: 1, numCarry: 1, reverse: true },
+    { file: 'a "b".ts', line: 1, col: 2 },
+  );
   return b.build(outs);
 }
 
@@ -58,7 +68,9 @@ describe("print", () => {
   it("omits locations with { locs: false }", () => {
     const text = print(mlp(), { locs: false });
     expect(text).not.toContain("loc(");
-    expect(text.split("\n")[1]).toBe("  %3: f32[2,4] = dot_general %0, %1 {lhsBatch=[], lhsContract=[1], outDtype=f32, rhsBatch=[], rhsContract=[0]}");
+    expect(text.split("\n")[1]).toBe(
+      "  %3: f32[2,4] = dot_general %0, %1 {lhsBatch=[], lhsContract=[1], outDtype=f32, rhsBatch=[], rhsContract=[0]}",
+    );
   });
   it("prints a scan body indented, numbering on from the outer graph", () => {
     expect(print(scanGraph())).toBe(
@@ -76,13 +88,30 @@ describe("print", () => {
     );
   });
   it("prints numbers as shortest round-trip text", () => {
-    expect([0.1, -0, 1e21, 1.5e-7, -Infinity, NaN, 2 ** 53 + 2].map(formatNumber)).toEqual(["0.1", "-0", "1e+21", "1.5e-7", "-inf", "nan", "9007199254740994"]);
+    expect([0.1, -0, 1e21, 1.5e-7, -Infinity, NaN, 2 ** 53 + 2].map(formatNumber)).toEqual([
+      "0.1",
+      "-0",
+      "1e+21",
+      "1.5e-7",
+      "-inf",
+      "nan",
+      "9007199254740994",
+    ]);
     const b = new GraphBuilder();
-    const c = b.add1("constant", [], { dtype: "f32", shape: [4], value: [Math.fround(0.1), 1e-45, 3.4028234663852886e38, -2.5] });
+    const c = b.add1("constant", [], {
+      dtype: "f32",
+      shape: [4],
+      value: [Math.fround(0.1), 1e-45, 3.4028234663852886e38, -2.5],
+    });
     const text = print(b.build([c]));
     expect(text).toContain("value=[0.10000000149011612,1e-45,3.4028234663852886e+38,-2.5]");
     const back = parse(text).ops[0]!;
-    expect(back.name === "constant" && back.params.value).toEqual([Math.fround(0.1), 1e-45, 3.4028234663852886e38, -2.5]);
+    expect(back.name === "constant" && back.params.value).toEqual([
+      Math.fround(0.1),
+      1e-45,
+      3.4028234663852886e38,
+      -2.5,
+    ]);
   });
   it("nameValues matches the printed names", () => {
     const g = mlp();
@@ -111,20 +140,56 @@ describe("parse", () => {
 
   const head = `func @main(%0: f32[2,3], %1: f32[3,2]) -> (f32[2,3]) {\n`;
   const cases: [string, string, RegExp | string][] = [
-    ["a missing '='", `${head}  %2: f32[2,3] add %0, %0\n  return %2\n}\n`, "line 2: expected '=' after the results, found 'add'"],
+    [
+      "a missing '='",
+      `${head}  %2: f32[2,3] add %0, %0\n  return %2\n}\n`,
+      "line 2: expected '=' after the results, found 'add'",
+    ],
     ["an unknown op", `${head}  %2: f32[2,3] = addd %0, %0\n  return %2\n}\n`, "line 2: unknown op 'addd'"],
     ["an unknown dtype", `${head}  %2: f31[2,3] = add %0, %0\n  return %2\n}\n`, "line 2: unknown dtype 'f31'"],
-    ["a written type that differs from the inferred one", `${head}  %2: f32[3,2] = add %0, %0\n  return %2\n}\n`, "line 2: add result %2 is written f32[3,2] but inferred f32[2,3]"],
-    ["a builder type error", `${head}  %2: f32[2,3] = add %0, %1\n  return %2\n}\n`, "line 2: add: operands must have the same type, got f32[2,3] and f32[3,2] (operands f32[2,3], f32[3,2])"],
-    ["an undefined value", `${head}  %2: f32[2,3] = neg %7\n  return %2\n}\n`, "line 2: value %7 is used before it is defined"],
-    ["a value defined twice", `${head}  %2: f32[2,3] = neg %0\n  %2: f32[2,3] = neg %0\n  return %2\n}\n`, "line 3: value %2 is defined twice"],
-    ["a missing param", `${head}  %2: f32[3,2] = transpose %0\n  return %0\n}\n`, "line 2: transpose: missing param 'perm'"],
-    ["a param of the wrong kind", `${head}  %2: f32[3,2] = transpose %0 {perm=true}\n  return %0\n}\n`, "line 2: transpose: param 'perm' must be an array of integers, got true"],
+    [
+      "a written type that differs from the inferred one",
+      `${head}  %2: f32[3,2] = add %0, %0\n  return %2\n}\n`,
+      "line 2: add result %2 is written f32[3,2] but inferred f32[2,3]",
+    ],
+    [
+      "a builder type error",
+      `${head}  %2: f32[2,3] = add %0, %1\n  return %2\n}\n`,
+      "line 2: add: operands must have the same type, got f32[2,3] and f32[3,2] (operands f32[2,3], f32[3,2])",
+    ],
+    [
+      "an undefined value",
+      `${head}  %2: f32[2,3] = neg %7\n  return %2\n}\n`,
+      "line 2: value %7 is used before it is defined",
+    ],
+    [
+      "a value defined twice",
+      `${head}  %2: f32[2,3] = neg %0\n  %2: f32[2,3] = neg %0\n  return %2\n}\n`,
+      "line 3: value %2 is defined twice",
+    ],
+    [
+      "a missing param",
+      `${head}  %2: f32[3,2] = transpose %0\n  return %0\n}\n`,
+      "line 2: transpose: missing param 'perm'",
+    ],
+    [
+      "a param of the wrong kind",
+      `${head}  %2: f32[3,2] = transpose %0 {perm=true}\n  return %0\n}\n`,
+      "line 2: transpose: param 'perm' must be an array of integers, got true",
+    ],
     ["an unknown param", `${head}  %2: f32[2,3] = neg %0 {x=1}\n  return %2\n}\n`, "line 2: neg: unknown param 'x'"],
-    ["a wrong result count", `${head}  %2: f32[2,3] = neg %0\n  return %2, %2\n}\n`, "line 3: return gives 2 values, the signature declares 1"],
+    [
+      "a wrong result count",
+      `${head}  %2: f32[2,3] = neg %0\n  return %2, %2\n}\n`,
+      "line 3: return gives 2 values, the signature declares 1",
+    ],
     ["a return type mismatch", `${head}  return %1\n}\n`, "line 2: result 0 is declared f32[2,3] but returns f32[3,2]"],
     ["a bad character", `${head}  %2: f32[2,3] = neg %0 $\n  return %2\n}\n`, "line 2: unexpected character '$'"],
-    ["a missing return", `${head}  %2: f32[2,3] = neg %0\n}\n`, "line 3: expected 'return' before the end of the graph"],
+    [
+      "a missing return",
+      `${head}  %2: f32[2,3] = neg %0\n}\n`,
+      "line 3: expected 'return' before the end of the graph",
+    ],
     ["trailing text", `${head}  return %0\n}\nfunc\n`, "line 4: unexpected 'func' after the end of the function"],
     ["an unterminated string", `func @main(%0: f32[] "x) -> () {\n  return\n}\n`, "line 1: unterminated string"],
     [

@@ -9,12 +9,20 @@
 import { GraphBuilder, type Graph, type Value } from "../../src/ir/graph.ts";
 import { hostArray, type HostArray } from "../../src/ir/interpret.ts";
 import type { BinaryOp, CompareDir, OpName, OpParams, UnaryOp } from "../../src/ir/ops.ts";
-import { isFloat, numel, sameShape, tensorType, type DType, type Shape, type SourceLoc, type TensorType } from "../../src/ir/types.ts";
+import {
+  isFloat,
+  numel,
+  sameShape,
+  tensorType,
+  type DType,
+  type Shape,
+  type SourceLoc,
+  type TensorType,
+} from "../../src/ir/types.ts";
 import { mulberry32 } from "../../src/host/random.ts";
 
 /** The seeded generator the random graphs draw from (re-exported for tests). */
 export const rng = mulberry32;
-
 
 export interface RandomGraphOptions {
   /** How many generation steps (each adds one to a few ops); default 12. */
@@ -105,7 +113,9 @@ class Gen {
   // --- building ---------------------------------------------------------------------------------------------------
   private loc(): SourceLoc | undefined {
     this.line++;
-    return this.opts.locs && this.chance(0.3) ? { file: "random.ts", line: this.line, col: this.int(1, 40) } : undefined;
+    return this.opts.locs && this.chance(0.3)
+      ? { file: "random.ts", line: this.line, col: this.int(1, 40) }
+      : undefined;
   }
 
   add<N extends OpName>(name: N, inputs: readonly Value[], params: OpParams[N]): Value[] {
@@ -158,7 +168,9 @@ class Gen {
 
   /** A float value of exactly type `t`: from the pool, or made from `like` (which has type t) or constants. */
   partner(like: Value): Value {
-    const same = this.pool.filter((v) => v !== like && v.type.dtype === like.type.dtype && sameShape(v.type.shape, like.type.shape));
+    const same = this.pool.filter(
+      (v) => v !== like && v.type.dtype === like.type.dtype && sameShape(v.type.shape, like.type.shape),
+    );
     if (same.length && this.chance(0.7)) return this.pick(same);
     switch (this.int(0, 3)) {
       case 0:
@@ -166,7 +178,9 @@ class Gen {
       case 1: {
         // Full-precision float64 values half the time, so that the text form must print numbers exactly.
         const full = this.chance(0.5);
-        const vals = Array.from({ length: numel(like.type.shape) }, () => (full ? this.r() * 4 - 2 : this.int(-8, 8) / 4));
+        const vals = Array.from({ length: numel(like.type.shape) }, () =>
+          full ? this.r() * 4 - 2 : this.int(-8, 8) / 4,
+        );
         return this.op("constant", [], { dtype: like.type.dtype, shape: like.type.shape, value: vals }, 2);
       }
       case 2: {
@@ -185,9 +199,14 @@ class Gen {
     const dtype: DType = this.chance(0.8) ? "s32" : "u32";
     const k = this.int(this.nested ? 1 : 0, 2);
     if (k === 0) return this.input(tensorType(dtype, shape), 0);
-    if (k === 1 && shape.length > 0) return this.add("iota", [], { dtype, shape, dim: this.int(0, shape.length - 1) })[0]!;
+    if (k === 1 && shape.length > 0)
+      return this.add("iota", [], { dtype, shape, dim: this.int(0, shape.length - 1) })[0]!;
     const lo = dtype === "s32" ? -1 : 0;
-    return this.add("constant", [], { dtype, shape, value: Array.from({ length: numel(shape) }, () => this.int(lo, 5)) })[0]!;
+    return this.add("constant", [], {
+      dtype,
+      shape,
+      value: Array.from({ length: numel(shape) }, () => this.int(lo, 5)),
+    })[0]!;
   }
 
   /** A float operand from the pool, preferring recent values so that chains grow deep. */
@@ -299,9 +318,22 @@ class Gen {
       return this.add("iota", [], { dtype: idt, shape: v.type.shape, dim: this.int(0, v.type.shape.length - 1) })[0]!;
     };
     for (let i = this.int(1, 3); i > 0; i--) {
-      const op = this.pick<BinaryOp | "not" | "neg" | "abs">(
-        ["add", "sub", "mul", "div", "max", "min", "and", "or", "xor", "shift_left", "shift_right_logical", "not", "neg", "abs"],
-      );
+      const op = this.pick<BinaryOp | "not" | "neg" | "abs">([
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "max",
+        "min",
+        "and",
+        "or",
+        "xor",
+        "shift_left",
+        "shift_right_logical",
+        "not",
+        "neg",
+        "abs",
+      ]);
       if (op === "not" || op === "neg" || op === "abs") v = this.add(op, [v], {})[0]!;
       else v = this.add(op, [v, other()], {})[0]!;
     }
@@ -544,7 +576,12 @@ class Gen {
     const bc = inner.input(slice, 1);
     const bx = inner.input(slice, this.bnd(xs));
     const sum = inner.op("add", [bc, bx], {}, 1 + this.bnd(xs));
-    const carry = inner.op("tanh", [bk ? inner.op("mul", [inner.tame(sum), inner.tame(bk)], {}, TAME * TAME) : sum], {}, 1);
+    const carry = inner.op(
+      "tanh",
+      [bk ? inner.op("mul", [inner.tame(sum), inner.tame(bk)], {}, TAME * TAME) : sum],
+      {},
+      1,
+    );
     for (let i = inner.int(1, 3); i > 0; i--) inner.step();
     const ys = [inner.pool[inner.pool.length - 1]!];
     if (inner.chance(0.3)) ys.push(inner.pick(inner.pool));

@@ -38,7 +38,9 @@ function structure(g: Graph): unknown {
     ops: g.ops.map((op) => ({
       name: op.name,
       loc: op.loc,
-      params: Object.fromEntries(Object.entries(op.params).map(([k, v]) => [k, k === "body" ? structure(v as Graph) : v])),
+      params: Object.fromEntries(
+        Object.entries(op.params).map(([k, v]) => [k, k === "body" ? structure(v as Graph) : v]),
+      ),
     })),
   };
 }
@@ -78,7 +80,11 @@ describe("random graphs", () => {
       const args = randomInputs(g, s);
       const want = interpret(g, args);
       expectSameResults(want, interpret(parse(print(g)), args));
-      for (const out of want) expect(out.data.every((v) => Number.isFinite(v)), `seed ${s} gives a non-finite output`).toBe(true);
+      for (const out of want)
+        expect(
+          out.data.every((v) => Number.isFinite(v)),
+          `seed ${s} gives a non-finite output`,
+        ).toBe(true);
     });
   });
 });

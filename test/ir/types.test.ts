@@ -18,7 +18,21 @@ import {
 
 describe("element types", () => {
   it("name each type once, in the IR's spelling and safetensors'", () => {
-    expect(HOST_DTYPES).toEqual(["F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"]);
+    expect(HOST_DTYPES).toEqual([
+      "F64",
+      "F32",
+      "F16",
+      "BF16",
+      "I64",
+      "I32",
+      "I16",
+      "I8",
+      "U64",
+      "U32",
+      "U16",
+      "U8",
+      "BOOL",
+    ]);
     for (const h of HOST_DTYPES) expect(toHostDType(fromHostDType(h))).toBe(h);
     expect(DTYPES.map(toHostDType)).toEqual(["F32", "BF16", "F16", "I32", "U32", "BOOL"]);
     expect(isHostDType("BF16")).toBe(true);

@@ -8,8 +8,19 @@ import { verify, verifyAfter, VerifyError } from "../../src/ir/verify.ts";
 
 const f32 = (...shape: number[]) => tensorType("f32", shape);
 const val = (...shape: number[]) => new Value(f32(...shape));
-const graph = (inputs: Value[], ops: AnyOp[], outputs: Value[], extra: Partial<Graph> = {}): Graph => ({ inputs, ops, outputs, ...extra });
-const matmul: OpParams["dot_general"] = { lhsBatch: [], rhsBatch: [], lhsContract: [1], rhsContract: [0], outDtype: "f32" };
+const graph = (inputs: Value[], ops: AnyOp[], outputs: Value[], extra: Partial<Graph> = {}): Graph => ({
+  inputs,
+  ops,
+  outputs,
+  ...extra,
+});
+const matmul: OpParams["dot_general"] = {
+  lhsBatch: [],
+  rhsBatch: [],
+  lhsContract: [1],
+  rhsContract: [0],
+  outDtype: "f32",
+};
 
 function problems(g: Graph): string[] {
   try {
@@ -49,7 +60,9 @@ describe("verify rejects", () => {
     const x = val(2);
     const ghost = val(2);
     const y = val(2);
-    expect(problems(graph([x], [makeOp("add", [x, ghost], {}, [y])], [y]))).toEqual(["op #0 'add': operand 1 %1 is never defined"]);
+    expect(problems(graph([x], [makeOp("add", [x, ghost], {}, [y])], [y]))).toEqual([
+      "op #0 'add': operand 1 %1 is never defined",
+    ]);
   });
   it("a value defined twice", () => {
     const x = val(2);
@@ -77,7 +90,9 @@ describe("verify rejects", () => {
     const a = val(2);
     const y = val(2);
     const z = val(2);
-    expect(problems(graph([a], [makeOp("neg", [a], {}, [y, z])], [y]))).toEqual(["op #0 'neg': has 2 results, its type rule gives 1"]);
+    expect(problems(graph([a], [makeOp("neg", [a], {}, [y, z])], [y]))).toEqual([
+      "op #0 'neg': has 2 results, its type rule gives 1",
+    ]);
   });
   it("a graph output that is not defined", () => {
     const a = val(2);
@@ -109,8 +124,14 @@ describe("verify rejects", () => {
     const init = val(2);
     const xs = val(3, 2);
     const out = val(2);
-    const g = graph([outerV, init, xs], [makeOp("scan", [init, xs], { body, length: 3, numConsts: 0, numCarry: 1, reverse: false }, [out])], [out]);
-    expect(problems(g)).toEqual(["op #0 'scan' body: op #0 'add': operand 1 %0 is defined outside this nested graph (nested graphs must be closed)"]);
+    const g = graph(
+      [outerV, init, xs],
+      [makeOp("scan", [init, xs], { body, length: 3, numConsts: 0, numCarry: 1, reverse: false }, [out])],
+      [out],
+    );
+    expect(problems(g)).toEqual([
+      "op #0 'scan' body: op #0 'add': operand 1 %0 is defined outside this nested graph (nested graphs must be closed)",
+    ]);
   });
   it("problems inside a nested body, prefixed with the scan", () => {
     const c = val(2);
@@ -120,7 +141,11 @@ describe("verify rejects", () => {
     const init = val(2);
     const xs = val(3, 2);
     const out = val(2);
-    const g = graph([init, xs], [makeOp("scan", [init, xs], { body, length: 3, numConsts: 0, numCarry: 1, reverse: false }, [out])], [out]);
+    const g = graph(
+      [init, xs],
+      [makeOp("scan", [init, xs], { body, length: 3, numConsts: 0, numCarry: 1, reverse: false }, [out])],
+      [out],
+    );
     expect(problems(g)).toEqual(["op #0 'scan' body: op #0 'add': result type f32[3] differs from inferred f32[2]"]);
   });
   it("name lists of the wrong length", () => {
@@ -137,7 +162,9 @@ describe("verify rejects", () => {
     expect(() => verifyAfter("cse", g)).toThrow(
       "after pass 'cse': 2 problems:\n  op #0 'neg': result type f32[3] differs from inferred f32[2]\n  return: output 1 %2 is never defined",
     );
-    expect(() => verifyAfter("cse", graph([a], [], [y]))).toThrow(/^after pass 'cse': return: output 0 %1 is never defined$/);
+    expect(() => verifyAfter("cse", graph([a], [], [y]))).toThrow(
+      /^after pass 'cse': return: output 0 %1 is never defined$/,
+    );
   });
 });
 

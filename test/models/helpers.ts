@@ -26,7 +26,9 @@ export function randomHfTensors(cfg: LlamaConfig, seed = 1, scale = 0.15): Map<s
   const out = new Map<string, HostTensor>();
   for (const s of llamaWeightSpecs(cfg)) {
     const n = s.shape.reduce((a, b) => a * b, 1);
-    const v = s.name.endsWith("norm.weight") ? uniform(n, 0.3, rand).map((x) => 1 + x) : uniform(n, s.name.includes("embed") ? 1 : scale, rand);
+    const v = s.name.endsWith("norm.weight")
+      ? uniform(n, 0.3, rand).map((x) => 1 + x)
+      : uniform(n, s.name.includes("embed") ? 1 : scale, rand);
     out.set(s.name, fromFloat32(v, s.shape));
   }
   return out;
@@ -55,7 +57,12 @@ export function refLora(adapter: LoraAdapter, llama: LlamaConfig): RefLora {
   const out: RefLora = Array.from({ length: llama.numLayers }, () => ({}));
   for (const t of targets) {
     const p = adapter.layers[t.layer]![t.module]!;
-    out[t.layer]![t.module] = { A: Float64Array.from(toFloat32(p.A)), B: Float64Array.from(toFloat32(p.B)), r: t.r, scale: t.scale };
+    out[t.layer]![t.module] = {
+      A: Float64Array.from(toFloat32(p.A)),
+      B: Float64Array.from(toFloat32(p.B)),
+      r: t.r,
+      scale: t.scale,
+    };
   }
   return out;
 }
@@ -67,7 +74,11 @@ export async function tempDir(tag: string): Promise<{ dir: string; cleanup: () =
 }
 
 /** Writes a checkpoint (and optionally an adapter) for `cfg` into `dir`; returns the tensors written. */
-export async function writeModel(dir: string, cfg: LlamaConfig, opts: { seed?: number; adapter?: LoraAdapter } = {}): Promise<Map<string, HostTensor>> {
+export async function writeModel(
+  dir: string,
+  cfg: LlamaConfig,
+  opts: { seed?: number; adapter?: LoraAdapter } = {},
+): Promise<Map<string, HostTensor>> {
   const tensors = randomHfTensors(cfg, opts.seed ?? 1);
   await saveHfCheckpoint(dir, cfg, tensors);
   if (opts.adapter) await saveAdapter(dir, opts.adapter, cfg);
@@ -76,7 +87,8 @@ export async function writeModel(dir: string, cfg: LlamaConfig, opts: { seed?: n
 
 /** Maximum of |a - b| / max|b| (normwise relative error). */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0, m = 0;
+  let d = 0,
+    m = 0;
   for (let i = 0; i < b.length; i++) {
     d = Math.max(d, Math.abs(a[i]! - b[i]!));
     m = Math.max(m, Math.abs(b[i]!));
@@ -85,7 +97,13 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** Token ids [B][S] and labels with the first `masked` positions set to -100. */
-export function batch(B: number, S: number, vocab: number, masked: number, seed = 3): { tokens: number[][]; labels: number[][] } {
+export function batch(
+  B: number,
+  S: number,
+  vocab: number,
+  masked: number,
+  seed = 3,
+): { tokens: number[][]; labels: number[][] } {
   const rand = mulberry32(seed);
   const tokens = Array.from({ length: B }, () => Array.from({ length: S }, () => Math.floor(rand() * vocab)));
   const labels = tokens.map((row) => row.map((t, i) => (i < masked ? -100 : t)));

@@ -33,7 +33,10 @@ async function editJson(file: string, edit: (j: Record<string, unknown>) => void
 }
 
 async function rejection(p: Promise<unknown>): Promise<FormatError> {
-  const e = await p.then(() => undefined, (e: unknown) => e);
+  const e = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(e).toBeInstanceOf(FormatError);
   return e as FormatError;
 }
@@ -74,11 +77,21 @@ describe("round trips", () => {
     const again = adapterTensors(await loadAdapter(t.dir, config));
     for (const [k, v] of adapterTensors(adapter)) expect(tensorsEqual(again.get(k)!, v), k).toBe(true);
     const cfgJson = JSON.parse(await readFile(join(t.dir, "adapter_config.json"), "utf8"));
-    expect([cfgJson.r, cfgJson.lora_alpha, cfgJson.target_modules, cfgJson.peft_type]).toEqual([4, 8, ["q_proj", "v_proj"], "LORA"]);
+    expect([cfgJson.r, cfgJson.lora_alpha, cfgJson.target_modules, cfgJson.peft_type]).toEqual([
+      4,
+      8,
+      ["q_proj", "v_proj"],
+      "LORA",
+    ]);
   });
 
   it("fresh adapters start as PEFT's: A bounded by 1/sqrt(in), B zero; padded ranks stay zero", () => {
-    const lc = makeLoraConfig({ r: 4, loraAlpha: 8, targetModules: ["q_proj", "down_proj"], rankPattern: { down_proj: 2 } });
+    const lc = makeLoraConfig({
+      r: 4,
+      loraAlpha: 8,
+      targetModules: ["q_proj", "down_proj"],
+      rankPattern: { down_proj: 2 },
+    });
     const layout = loraLayout(lc, LLAMA_TINY);
     const w = initLora(layout, LLAMA_TINY, 3);
     const a = toFloat32(w.q!.a);
@@ -104,9 +117,13 @@ describe("bad inputs are named: file, tensor, expectation", () => {
     const dir = await fixtureCopy();
     const { tensors } = await readSafetensors(join(dir, "model.safetensors"));
     tensors.delete("model.layers.1.self_attn.k_proj.weight");
-    await writeSafetensors(join(dir, "model.safetensors"), tensors as Map<string, HostTensor>, { metadata: { format: "pt" } });
+    await writeSafetensors(join(dir, "model.safetensors"), tensors as Map<string, HostTensor>, {
+      metadata: { format: "pt" },
+    });
     const e = await rejection(loadLlamaWeights(dir));
-    expect(e.message).toMatch(/model\.safetensors: missing tensor "model\.layers\.1\.self_attn\.k_proj\.weight" \(expected \[64, 64\] = \[num_key_value_heads\*head_dim, hidden_size\]/);
+    expect(e.message).toMatch(
+      /model\.safetensors: missing tensor "model\.layers\.1\.self_attn\.k_proj\.weight" \(expected \[64, 64\] = \[num_key_value_heads\*head_dim, hidden_size\]/,
+    );
     expect(e.tensor).toBe("model.layers.1.self_attn.k_proj.weight");
   });
 
@@ -114,7 +131,9 @@ describe("bad inputs are named: file, tensor, expectation", () => {
     const dir = await fixtureCopy();
     await truncate(join(dir, "model.safetensors"), 600_000);
     const e = await rejection(loadLlamaWeights(dir));
-    expect(e.message).toMatch(/model\.safetensors: file is truncated: tensor "model\.norm\.weight" ends at byte \d+ of the data region but only \d+ bytes follow the header/);
+    expect(e.message).toMatch(
+      /model\.safetensors: file is truncated: tensor "model\.norm\.weight" ends at byte \d+ of the data region but only \d+ bytes follow the header/,
+    );
   });
 
   it("a corrupt safetensors header", async () => {
@@ -135,7 +154,9 @@ describe("bad inputs are named: file, tensor, expectation", () => {
       `${join(dir, "adapter_config.json")}: field "target_modules": entry "w1" matches no module of a Llama model (its projections are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)`,
     );
     await editJson(join(dir, "adapter_config.json"), (j) => (j.target_modules = ["q_proj", "lm_head"]));
-    expect((await rejection(loadAdapter(dir, config))).message).toMatch(/field "target_modules": matches module "lm_head", which is not a projection LoRA applies to here/);
+    expect((await rejection(loadAdapter(dir, config))).message).toMatch(
+      /field "target_modules": matches module "lm_head", which is not a projection LoRA applies to here/,
+    );
   });
 
   it("an adapter whose rank disagrees with its config", async () => {
@@ -152,12 +173,24 @@ describe("bad inputs are named: file, tensor, expectation", () => {
     const dir = await fixtureCopy();
     const { config } = await loadLlamaWeights(dir);
     const adapter = await loadAdapter(dir, config);
-    const before = await Promise.all(["adapter_config.json", "adapter_model.safetensors"].map((f) => readFile(join(dir, f))));
+    const before = await Promise.all(
+      ["adapter_config.json", "adapter_model.safetensors"].map((f) => readFile(join(dir, f))),
+    );
     // Rank 4 tensors under a config that says 2: rejected before any byte is written.
     const bad = { ...adapter, config: { ...adapter.config, r: 2 } };
     await rejection(saveAdapter(dir, bad, config));
-    const after = await Promise.all(["adapter_config.json", "adapter_model.safetensors"].map((f) => readFile(join(dir, f))));
+    const after = await Promise.all(
+      ["adapter_config.json", "adapter_model.safetensors"].map((f) => readFile(join(dir, f))),
+    );
     expect(after.map((b, i) => Buffer.compare(b, before[i]!))).toEqual([0, 0]);
-    expect((await readdir(dir)).sort()).toEqual(["adapter_config.json", "adapter_model.safetensors", "config.json", "expected.json", "expected.safetensors", "generation_config.json", "model.safetensors"]);
+    expect((await readdir(dir)).sort()).toEqual([
+      "adapter_config.json",
+      "adapter_model.safetensors",
+      "config.json",
+      "expected.json",
+      "expected.safetensors",
+      "generation_config.json",
+      "model.safetensors",
+    ]);
   });
 });

@@ -34,13 +34,18 @@ afterAll(() => cleanup());
 
 function logits(w: LlamaWeights<HostTensor>, c: LlamaConfig, lora?: ReturnType<typeof loraFromAdapter>): Float32Array {
   const out = interpretOnHost(
-    (w: LlamaWeights, l: LoraWeights, ids: Tensor) => llamaLogits(c, w, ids, lora ? { lora: { weights: l, layout: lora.layout } } : {}),
+    (w: LlamaWeights, l: LoraWeights, ids: Tensor) =>
+      llamaLogits(c, w, ids, lora ? { lora: { weights: l, layout: lora.layout } } : {}),
     [w as unknown as HostTree, (lora?.weights ?? {}) as HostTree, i32(data.tokens)],
   );
   return toFloat32(out as HostTensor);
 }
 
-function refBatchLogits(c: LlamaConfig, w: Map<string, HostTensor>, lora?: Parameters<typeof refLogits>[3]): Float64Array {
+function refBatchLogits(
+  c: LlamaConfig,
+  w: Map<string, HostTensor>,
+  lora?: Parameters<typeof refLogits>[3],
+): Float64Array {
   const parts = data.tokens.map((seq) => refLogits(c, f64(w), seq, lora));
   const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
@@ -60,21 +65,25 @@ describe("Llama forward", () => {
 
   it("GQA equals multi-head attention with each KV head repeated for its query group", () => {
     const mha: LlamaConfig = { ...cfg, numKvHeads: cfg.numHeads };
-    const G = cfg.numHeads / cfg.numKvHeads, D = cfg.headDim, E = cfg.hiddenSize;
+    const G = cfg.numHeads / cfg.numKvHeads,
+      D = cfg.headDim,
+      E = cfg.hiddenSize;
     const repeated = new Map(hf);
     for (let l = 0; l < cfg.numLayers; l++) {
       for (const m of ["k_proj", "v_proj"]) {
         const name = `model.layers.${l}.self_attn.${m}.weight`;
         const w = toFloat32(hf.get(name)!); // [KV*D, E]
         const out = new Float32Array(cfg.numHeads * D * E);
-        for (let h = 0; h < cfg.numHeads; h++) out.set(w.subarray(Math.floor(h / G) * D * E, (Math.floor(h / G) + 1) * D * E), h * D * E);
+        for (let h = 0; h < cfg.numHeads; h++)
+          out.set(w.subarray(Math.floor(h / G) * D * E, (Math.floor(h / G) + 1) * D * E), h * D * E);
         repeated.set(name, { dtype: "F32", shape: [cfg.numHeads * D, E], data: new Uint8Array(out.buffer) });
       }
     }
     const mhaWeights = { ...base, layers: { ...base.layers } };
     // Rebuild the stacked K/V from the repeated HF tensors ([out, in] -> [in, out]).
     for (const key of ["k", "v"] as const) {
-      const L = cfg.numLayers, outF = cfg.numHeads * D;
+      const L = cfg.numLayers,
+        outF = cfg.numHeads * D;
       const st = new Float32Array(L * E * outF);
       for (let l = 0; l < L; l++) {
         const w = toFloat32(repeated.get(`model.layers.${l}.self_attn.${key}_proj.weight`)!);
@@ -86,17 +95,24 @@ describe("Llama forward", () => {
   });
 
   it("unrolled layers compute the same logits and adapter gradients as the scanned ones", () => {
-    const lora = loraFromAdapter(randomAdapter(cfg, makeLoraConfig({ r: 2, loraAlpha: 4, targetModules: ["q_proj", "down_proj"] }), 3), cfg);
+    const lora = loraFromAdapter(
+      randomAdapter(cfg, makeLoraConfig({ r: 2, loraAlpha: 4, targetModules: ["q_proj", "down_proj"] }), 3),
+      cfg,
+    );
     const run = (layers: "scan" | "unroll") => {
       const c: StepConfig = { llama: cfg, layout: lora.layout, policy: F32, adamw: ADAMW_DEFAULTS, layers };
       return interpretOnHost(
-        (w: LlamaWeights, l: LoraWeights, t: Tensor, y: Tensor) => tx.valueAndGrad((l: LoraWeights) => loraLoss(c, l, w, { tokens: t, labels: y }))(l),
+        (w: LlamaWeights, l: LoraWeights, t: Tensor, y: Tensor) =>
+          tx.valueAndGrad((l: LoraWeights) => loraLoss(c, l, w, { tokens: t, labels: y }))(l),
         [base as unknown as HostTree, lora.weights as HostTree, i32(data.tokens), i32(data.labels)],
       ) as unknown as [HostTensor, LoraWeights<HostTensor>];
     };
-    const [ls, gs] = run("scan"), [lu, gu] = run("unroll");
+    const [ls, gs] = run("scan"),
+      [lu, gu] = run("unroll");
     expect(toFloat32(lu)[0]).toBeCloseTo(toFloat32(ls)[0]!, 6);
-    for (const m of ["q", "down"] as const) for (const k of ["a", "b"] as const) expect(relErr(toFloat32(gu[m]![k]), toFloat32(gs[m]![k]))).toBeLessThan(1e-6);
+    for (const m of ["q", "down"] as const)
+      for (const k of ["a", "b"] as const)
+        expect(relErr(toFloat32(gu[m]![k]), toFloat32(gs[m]![k]))).toBeLessThan(1e-6);
   });
 
   it("uses HF's inverse frequencies, rounded to f32 at each step", () => {
@@ -110,7 +126,15 @@ describe("LoRA", () => {
     ["all seven target modules", makeLoraConfig({ r: 3, loraAlpha: 6, targetModules: ALL7 })],
     [
       "rank_pattern, alpha_pattern, layers_to_transform and rsLoRA",
-      makeLoraConfig({ r: 4, loraAlpha: 8, targetModules: ["q_proj", "v_proj", "down_proj"], rankPattern: { v_proj: 2 }, alphaPattern: { down_proj: 3 }, layersToTransform: [1], useRslora: true }),
+      makeLoraConfig({
+        r: 4,
+        loraAlpha: 8,
+        targetModules: ["q_proj", "v_proj", "down_proj"],
+        rankPattern: { v_proj: 2 },
+        alphaPattern: { down_proj: 3 },
+        layersToTransform: [1],
+        useRslora: true,
+      }),
     ],
   ];
   for (const [what, lc] of configs) {
@@ -119,9 +143,10 @@ describe("LoRA", () => {
       const lora = loraFromAdapter(adapter, cfg);
       expect(relErr(logits(base, cfg, lora), refBatchLogits(cfg, hf, refLora(adapter, cfg)))).toBeLessThan(2e-6);
       const c: StepConfig = { llama: cfg, layout: lora.layout, policy: F32, adamw: ADAMW_DEFAULTS };
-      const loss = interpretOnHost((w: LlamaWeights, l: LoraWeights, t: Tensor, y: Tensor) => loraLoss(c, l, w, { tokens: t, labels: y }), [
-        base as unknown as HostTree, lora.weights as HostTree, i32(data.tokens), i32(data.labels),
-      ]) as HostTensor;
+      const loss = interpretOnHost(
+        (w: LlamaWeights, l: LoraWeights, t: Tensor, y: Tensor) => loraLoss(c, l, w, { tokens: t, labels: y }),
+        [base as unknown as HostTree, lora.weights as HostTree, i32(data.tokens), i32(data.labels)],
+      ) as HostTensor;
       const want = refLoss(cfg, f64(hf), data.tokens, data.labels, refLora(adapter, cfg));
       expect(Math.abs(toFloat32(loss)[0]! - want) / want).toBeLessThan(1e-6);
     });
@@ -133,7 +158,8 @@ describe("LoRA", () => {
     const lora = loraFromAdapter(adapter, cfg);
     const c: StepConfig = { llama: cfg, layout: lora.layout, policy: F32, adamw: ADAMW_DEFAULTS };
     const grads = interpretOnHost(
-      (w: LlamaWeights, l: LoraWeights, t: Tensor, y: Tensor) => tx.grad((l: LoraWeights) => loraLoss(c, l, w, { tokens: t, labels: y }))(l),
+      (w: LlamaWeights, l: LoraWeights, t: Tensor, y: Tensor) =>
+        tx.grad((l: LoraWeights) => loraLoss(c, l, w, { tokens: t, labels: y }))(l),
       [base as unknown as HostTree, lora.weights as HostTree, i32(data.tokens), i32(data.labels)],
     ) as LoraWeights<HostTensor>;
     const g = loraToAdapter(lora.layout, grads, cfg); // PEFT orientation, per layer
@@ -157,7 +183,9 @@ describe("LoRA", () => {
           const down = refLoss(cfg, w64, data.tokens, data.labels, ref);
           arr[i] = keep;
           const fd = (up - down) / (2 * h);
-          expect(Math.abs(ours[i]! - fd), `${m}.${which}[${i}] ours ${ours[i]} fd ${fd}`).toBeLessThan(1e-4 * Math.abs(ours[big]!) + 1e-7);
+          expect(Math.abs(ours[i]! - fd), `${m}.${which}[${i}] ours ${ours[i]} fd ${fd}`).toBeLessThan(
+            1e-4 * Math.abs(ours[big]!) + 1e-7,
+          );
           checked++;
         }
       }
@@ -168,10 +196,17 @@ describe("LoRA", () => {
   it("merging into the base gives the adapted model's logits; unmerging restores the base", () => {
     const adapter = randomAdapter(cfg, makeLoraConfig({ r: 3, loraAlpha: 5, targetModules: ALL7 }), 11);
     const lora = loraFromAdapter(adapter, cfg);
-    const merged = interpretOnHost((w: LlamaWeights, l: LoraWeights) => mergeLora(w, l, lora.layout), [base as unknown as HostTree, lora.weights as HostTree]) as unknown as LlamaWeights<HostTensor>;
+    const merged = interpretOnHost(
+      (w: LlamaWeights, l: LoraWeights) => mergeLora(w, l, lora.layout),
+      [base as unknown as HostTree, lora.weights as HostTree],
+    ) as unknown as LlamaWeights<HostTensor>;
     expect(relErr(logits(merged, cfg), logits(base, cfg, lora))).toBeLessThan(2e-6);
-    const back = interpretOnHost((w: LlamaWeights, l: LoraWeights) => unmergeLora(w, l, lora.layout), [merged as unknown as HostTree, lora.weights as HostTree]) as unknown as LlamaWeights<HostTensor>;
-    for (const m of ["q", "gate", "down"] as const) expect(relErr(toFloat32(back.layers[m]), toFloat32(base.layers[m]))).toBeLessThan(1e-6);
+    const back = interpretOnHost(
+      (w: LlamaWeights, l: LoraWeights) => unmergeLora(w, l, lora.layout),
+      [merged as unknown as HostTree, lora.weights as HostTree],
+    ) as unknown as LlamaWeights<HostTensor>;
+    for (const m of ["q", "gate", "down"] as const)
+      expect(relErr(toFloat32(back.layers[m]), toFloat32(base.layers[m]))).toBeLessThan(1e-6);
     // Untargeted weights pass through untouched.
     expect(toFloat32(merged.layers.inputNorm)).toEqual(toFloat32(base.layers.inputNorm));
   });
@@ -180,12 +215,18 @@ describe("LoRA", () => {
     const lc = makeLoraConfig({ r: 2, loraAlpha: 4, loraDropout: 0.5, targetModules: ["q_proj", "v_proj"] });
     const lora = loraFromAdapter(randomAdapter(cfg, lc, 5), cfg);
     const run = (training: boolean, seed: number) =>
-      toFloat32(interpretOnHost((w: LlamaWeights, l: LoraWeights, ids: Tensor) => llamaLogits(cfg, w, ids, { lora: { weights: l, layout: lora.layout }, training, key: tx.random.key(seed) }), [
-        base as unknown as HostTree, lora.weights as HostTree, i32(data.tokens),
-      ]) as HostTensor);
+      toFloat32(
+        interpretOnHost(
+          (w: LlamaWeights, l: LoraWeights, ids: Tensor) =>
+            llamaLogits(cfg, w, ids, { lora: { weights: l, layout: lora.layout }, training, key: tx.random.key(seed) }),
+          [base as unknown as HostTree, lora.weights as HostTree, i32(data.tokens)],
+        ) as HostTensor,
+      );
     const evalOut = run(false, 0);
     expect(relErr(evalOut, refBatchLogits(cfg, hf, refLora(randomAdapter(cfg, lc, 5), cfg)))).toBeLessThan(2e-6);
-    const a = run(true, 1), b = run(true, 1), c = run(true, 2);
+    const a = run(true, 1),
+      b = run(true, 1),
+      c = run(true, 2);
     expect(a).toEqual(b);
     expect(relErr(a, evalOut)).toBeGreaterThan(1e-4);
     expect(relErr(a, c)).toBeGreaterThan(1e-5);

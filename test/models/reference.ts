@@ -3,27 +3,47 @@ import type { LlamaConfig } from "../../src/formats/hf_config.ts";
 
 export type Linear = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
 const PATH: Record<Linear, string> = {
-  q: "self_attn.q_proj", k: "self_attn.k_proj", v: "self_attn.v_proj", o: "self_attn.o_proj",
-  gate: "mlp.gate_proj", up: "mlp.up_proj", down: "mlp.down_proj",
+  q: "self_attn.q_proj",
+  k: "self_attn.k_proj",
+  v: "self_attn.v_proj",
+  o: "self_attn.o_proj",
+  gate: "mlp.gate_proj",
+  up: "mlp.up_proj",
+  down: "mlp.down_proj",
 };
 
 /** One LoRA pair in PEFT orientation: A [r, in], B [out, r], y += scale * B (A x). */
-export interface RefPair { A: Float64Array; B: Float64Array; r: number; scale: number }
+export interface RefPair {
+  A: Float64Array;
+  B: Float64Array;
+  r: number;
+  scale: number;
+}
 /** lora[layer][module] */
 export type RefLora = Array<Partial<Record<Linear, RefPair>>>;
 
 /** y[t, o] = sum_i x[t, i] W[o, i] (torch Linear, W [out, in]). */
 function lin(x: Float64Array, T: number, inF: number, W: Float64Array, outF: number): Float64Array {
   const y = new Float64Array(T * outF);
-  for (let t = 0; t < T; t++) for (let o = 0; o < outF; o++) {
-    let s = 0;
-    for (let i = 0; i < inF; i++) s += x[t * inF + i]! * W[o * inF + i]!;
-    y[t * outF + o] = s;
-  }
+  for (let t = 0; t < T; t++)
+    for (let o = 0; o < outF; o++) {
+      let s = 0;
+      for (let i = 0; i < inF; i++) s += x[t * inF + i]! * W[o * inF + i]!;
+      y[t * outF + o] = s;
+    }
   return y;
 }
 
-function projection(w: Map<string, Float64Array>, lora: RefLora | undefined, l: number, m: Linear, x: Float64Array, T: number, inF: number, outF: number): Float64Array {
+function projection(
+  w: Map<string, Float64Array>,
+  lora: RefLora | undefined,
+  l: number,
+  m: Linear,
+  x: Float64Array,
+  T: number,
+  inF: number,
+  outF: number,
+): Float64Array {
   const y = lin(x, T, inF, w.get(`model.layers.${l}.${PATH[m]}.weight`)!, outF);
   const p = lora?.[l]?.[m];
   if (p) {
@@ -48,21 +68,35 @@ function rms(x: Float64Array, T: number, E: number, w: Float64Array, eps: number
 /** Rotate-half RoPE in place on [T, H, D] at positions 0..T-1. */
 function rope(x: Float64Array, T: number, H: number, D: number, theta: number): void {
   const half = D / 2;
-  for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
-    const o = (t * H + h) * D;
-    for (let i = 0; i < half; i++) {
-      const ang = t / Math.pow(theta, (2 * i) / D);
-      const c = Math.cos(ang), s = Math.sin(ang);
-      const a = x[o + i]!, b = x[o + i + half]!;
-      x[o + i] = a * c - b * s;
-      x[o + i + half] = b * c + a * s;
+  for (let t = 0; t < T; t++)
+    for (let h = 0; h < H; h++) {
+      const o = (t * H + h) * D;
+      for (let i = 0; i < half; i++) {
+        const ang = t / Math.pow(theta, (2 * i) / D);
+        const c = Math.cos(ang),
+          s = Math.sin(ang);
+        const a = x[o + i]!,
+          b = x[o + i + half]!;
+        x[o + i] = a * c - b * s;
+        x[o + i + half] = b * c + a * s;
+      }
     }
-  }
 }
 
 /** Logits [S, V] for one sequence. */
-export function refLogits(cfg: LlamaConfig, w: Map<string, Float64Array>, tokens: readonly number[], lora?: RefLora): Float64Array {
-  const T = tokens.length, E = cfg.hiddenSize, D = cfg.headDim, H = cfg.numHeads, KV = cfg.numKvHeads, I = cfg.intermediateSize, V = cfg.vocabSize;
+export function refLogits(
+  cfg: LlamaConfig,
+  w: Map<string, Float64Array>,
+  tokens: readonly number[],
+  lora?: RefLora,
+): Float64Array {
+  const T = tokens.length,
+    E = cfg.hiddenSize,
+    D = cfg.headDim,
+    H = cfg.numHeads,
+    KV = cfg.numKvHeads,
+    I = cfg.intermediateSize,
+    V = cfg.vocabSize;
   const G = H / KV;
   const emb = w.get("model.embed_tokens.weight")!;
   let h = new Float64Array(T * E);
@@ -87,8 +121,9 @@ export function refLogits(cfg: LlamaConfig, w: Map<string, Float64Array>, tokens
           mx = Math.max(mx, sc[j]!);
         }
         let z = 0;
-        for (let j = 0; j <= i; j++) z += (sc[j] = Math.exp(sc[j]! - mx));
-        for (let j = 0; j <= i; j++) for (let d = 0; d < D; d++) att[(i * H + hh) * D + d]! += (sc[j]! / z) * v[(j * KV + kh) * D + d]!;
+        for (let j = 0; j <= i; j++) z += sc[j] = Math.exp(sc[j]! - mx);
+        for (let j = 0; j <= i; j++)
+          for (let d = 0; d < D; d++) att[(i * H + hh) * D + d]! += (sc[j]! / z) * v[(j * KV + kh) * D + d]!;
       }
     }
     const o = projection(w, lora, l, "o", att, T, H * D, E);
@@ -106,9 +141,16 @@ export function refLogits(cfg: LlamaConfig, w: Map<string, Float64Array>, tokens
 }
 
 /** HF causal-LM loss over a batch: shifted labels, -100 ignored, mean over the rest. */
-export function refLoss(cfg: LlamaConfig, w: Map<string, Float64Array>, tokens: number[][], labels: number[][], lora?: RefLora): number {
+export function refLoss(
+  cfg: LlamaConfig,
+  w: Map<string, Float64Array>,
+  tokens: number[][],
+  labels: number[][],
+  lora?: RefLora,
+): number {
   const V = cfg.vocabSize;
-  let sum = 0, count = 0;
+  let sum = 0,
+    count = 0;
   tokens.forEach((seq, b) => {
     const lg = refLogits(cfg, w, seq, lora);
     for (let t = 0; t + 1 < seq.length; t++) {

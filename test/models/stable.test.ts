@@ -5,7 +5,10 @@ import { fromFloat32, toFloat32, type HostTensor } from "../../src/formats/host_
 import { interpretOnHost } from "../../src/parity/execute.ts";
 import { logsumexp, softmax } from "../../models/stable.ts";
 
-const x = [[1000.5, 999.25, -3, 998], [-1e30, 0.5, -0.25, -1e30]];
+const x = [
+  [1000.5, 999.25, -3, 998],
+  [-1e30, 0.5, -0.25, -1e30],
+];
 const host = (v: number[][]) => fromFloat32(v.flat(), [v.length, v[0]!.length]);
 
 function refLse(row: number[]): number {
@@ -16,7 +19,8 @@ function refLse(row: number[]): number {
 describe("stable softmax and logsumexp", () => {
   it("match the max-shifted definitions, including huge and masked-out entries", () => {
     const [lse, sm] = interpretOnHost((x: Tensor) => [logsumexp(x, -1), softmax(x, -1)], [host(x)]) as HostTensor[];
-    const l = toFloat32(lse!), s = toFloat32(sm!);
+    const l = toFloat32(lse!),
+      s = toFloat32(sm!);
     x.forEach((row, i) => {
       expect(l[i]!).toBeCloseTo(refLse(row), 3);
       row.forEach((v, j) => expect(s[i * 4 + j]!).toBeCloseTo(Math.exp(v - refLse(row)), 6));

@@ -15,9 +15,18 @@ afterAll(async () => {
 });
 
 function expectAllWithinTolerance(r: ParityReport): void {
-  expect(r.groups.map((g) => g.group)).toEqual(["logits_base", "logits_lora", "loss_lora", "grad", "adamw_step", "after_adamw", "merged"]);
+  expect(r.groups.map((g) => g.group)).toEqual([
+    "logits_base",
+    "logits_lora",
+    "loss_lora",
+    "grad",
+    "adamw_step",
+    "after_adamw",
+    "merged",
+  ]);
   expect(r.groups.map((g) => g.count)).toEqual([1, 1, 1, 8, 8, 8, 4]);
-  for (const g of r.groups) expect(g.score ?? g.worst!.maxRel, `${g.group}: ${g.worst!.name}`).toBeLessThanOrEqual(g.tol);
+  for (const g of r.groups)
+    expect(g.score ?? g.worst!.maxRel, `${g.group}: ${g.worst!.name}`).toBeLessThanOrEqual(g.tol);
   expect(r.ok).toBe(true);
 }
 
@@ -48,18 +57,30 @@ describe("llama-tiny-a parity", () => {
     await writeSafetensors(file, tensors, { metadata });
 
     let out = "";
-    const code = await parityCommand({ positionals: [t.dir], options: new Map([["backend", "interpreter"]]) }, (s) => (out += s), () => {});
+    const code = await parityCommand(
+      { positionals: [t.dir], options: new Map([["backend", "interpreter"]]) },
+      (s) => (out += s),
+      () => {},
+    );
     expect(code).toBe(1);
-    expect(out).toMatch(/grad\s+8\s+1\.00e-2\s+\S+\s+1\.00e-4\s+FAIL\s+grad\.base_model\.model\.model\.layers\.1\.self_attn\.v_proj\.lora_A\.weight/);
+    expect(out).toMatch(
+      /grad\s+8\s+1\.00e-2\s+\S+\s+1\.00e-4\s+FAIL\s+grad\.base_model\.model\.model\.layers\.1\.self_attn\.v_proj\.lora_A\.weight/,
+    );
     expect(out).toMatch(/logits_base .* ok /);
     expect(out.trim().split("\n").at(-1)).toBe("parity: FAILED (grad past tolerance)");
   });
 
   it("the command reports a folder that is not a reference folder, naming the file", async () => {
     let err = "";
-    const code = await parityCommand({ positionals: ["/nonexistent/folder"], options: new Map() }, () => {}, (s) => (err += s));
+    const code = await parityCommand(
+      { positionals: ["/nonexistent/folder"], options: new Map() },
+      () => {},
+      (s) => (err += s),
+    );
     expect(code).toBe(1);
-    expect(err).toBe("error: /nonexistent/folder/expected.safetensors: not found (a reference folder holds expected.safetensors)\n");
+    expect(err).toBe(
+      "error: /nonexistent/folder/expected.safetensors: not found (a reference folder holds expected.safetensors)\n",
+    );
   });
 
   /** A copy of the fixture, writable. */
@@ -76,8 +97,13 @@ describe("llama-tiny-a parity", () => {
     const file = join(dir, "expected.json");
     const original = await readFile(file, "utf8");
     const run = async () => {
-      let out = "", err = "";
-      const code = await parityCommand({ positionals: [dir], options: new Map([["backend", "interpreter"]]) }, (s) => (out += s), (s) => (err += s));
+      let out = "",
+        err = "";
+      const code = await parityCommand(
+        { positionals: [dir], options: new Map([["backend", "interpreter"]]) },
+        (s) => (out += s),
+        (s) => (err += s),
+      );
       return { code, out, err };
     };
     await writeFile(file, "{ oops");
@@ -102,11 +128,19 @@ describe("llama-tiny-a parity", () => {
     tensors.delete("after_adamw.base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight");
     await writeSafetensors(file, tensors, { metadata });
     let out = "";
-    const code = await parityCommand({ positionals: [dir], options: new Map([["backend", "interpreter"]]) }, (s) => (out += s), () => {});
+    const code = await parityCommand(
+      { positionals: [dir], options: new Map([["backend", "interpreter"]]) },
+      (s) => (out += s),
+      () => {},
+    );
     expect(code).toBe(1);
     expect(out).toMatch(/\n {2}merged +0 +- +- +1\.00e-5 +FAIL +missing from the reference\n/);
-    expect(out).toContain("      missing from the reference: after_adamw.base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight\n");
-    expect(out.trim().split("\n").at(-1)).toBe("parity: FAILED (after_adamw missing from the reference, merged missing from the reference)");
+    expect(out).toContain(
+      "      missing from the reference: after_adamw.base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight\n",
+    );
+    expect(out.trim().split("\n").at(-1)).toBe(
+      "parity: FAILED (after_adamw missing from the reference, merged missing from the reference)",
+    );
   });
 });
 
@@ -115,7 +149,8 @@ describe("the end-to-end AdamW bound", () => {
   const t = (xs: number[]) => fromFloat32(new Float32Array(xs), [xs.length]);
   const step = (w: number, g: number) => w - (adamw.lr * g) / (Math.abs(g) + adamw.eps);
   it("allows what a gradient error within grad's tolerance does to a weight whose gradient is near eps, and no more", () => {
-    const w = [0.05, -0.02], g = [1e-8, 0.02];
+    const w = [0.05, -0.02],
+      g = [1e-8, 0.02];
     const ref = g.map((gi, i) => step(w[i]!, gi));
     // A gradient error of 1e-9 (5e-8 relative to max|g|, inside grad's 1e-4) moves the first weight by ~2.4e-5.
     const noisy = [step(w[0]!, g[0]! + 1e-9), ref[1]!];

@@ -54,7 +54,11 @@ describe("vjp of shape ops vs finite differences", () => {
     checkGrad(g, [rand(f32(5, 7))]);
   });
   it("concatenate", () => {
-    checkGrad(opGraph("concatenate", [f32(2, 1), f32(2, 3), f32(2, 2)], { axis: 1 }), [rand(f32(2, 1)), rand(f32(2, 3)), rand(f32(2, 2))]);
+    checkGrad(opGraph("concatenate", [f32(2, 1), f32(2, 3), f32(2, 2)], { axis: 1 }), [
+      rand(f32(2, 1)),
+      rand(f32(2, 3)),
+      rand(f32(2, 2)),
+    ]);
   });
   it("pad: interior, negative low/high, and the padding value", () => {
     const g = opGraph("pad", [f32(3, 4), f32()], { low: [1, -1], high: [-1, 2], interior: [1, 0] });
@@ -70,7 +74,8 @@ describe("vjp of shape ops vs finite differences", () => {
 });
 
 describe("vjp of dot_general vs finite differences", () => {
-  it("plain matmul", () => checkGrad(opGraph("dot_general", [f32(2, 3), f32(3, 4)], matmul), [rand(f32(2, 3)), rand(f32(3, 4))]));
+  it("plain matmul", () =>
+    checkGrad(opGraph("dot_general", [f32(2, 3), f32(3, 4)], matmul), [rand(f32(2, 3)), rand(f32(3, 4))]));
   it("batch dims first", () => {
     const p = { lhsBatch: [0], rhsBatch: [0], lhsContract: [2], rhsContract: [1], outDtype: "f32" } as const;
     checkGrad(opGraph("dot_general", [f32(2, 3, 4), f32(2, 4, 5)], p), [rand(f32(2, 3, 4)), rand(f32(2, 4, 5))]);
@@ -146,7 +151,12 @@ describe("vjp: exact closed forms", () => {
     const abs = opGraph("abs", [f32(1)], {});
     expect(vals(vjpValues(abs, [0], [arr("f32", [1], [0])], [arr("f32", [1], [1])])[0]!)).toEqual([1]);
     const pow = opGraph("pow", [f32(2), f32(2)], {});
-    const [dx, dy] = vjpValues(pow, [0, 1], [arr("f32", [2], [0, 0]), arr("f32", [2], [0, 2])], [arr("f32", [2], [1, 1])]);
+    const [dx, dy] = vjpValues(
+      pow,
+      [0, 1],
+      [arr("f32", [2], [0, 0]), arr("f32", [2], [0, 2])],
+      [arr("f32", [2], [1, 1])],
+    );
     expect(vals(dx!)).toEqual([0, 0]);
     expect(vals(dy!)).toEqual([0, 0]);
   });
@@ -202,7 +212,10 @@ describe("gradients only for what is asked", () => {
     const base = b.add1("dot_general", [x, w], matmul);
     const low = b.add1("dot_general", [b.add1("dot_general", [x, a], matmul), bb], matmul);
     const y = b.add1("add", [base, low], {});
-    return { g: b.build([b.add1("reduce_sum", [b.add1("mul", [y, y], {})], { axes: [0, 1] })], ["loss"]), wShape: "f32[8,6]" };
+    return {
+      g: b.build([b.add1("reduce_sum", [b.add1("mul", [y, y], {})], { axes: [0, 1] })], ["loss"]),
+      wShape: "f32[8,6]",
+    };
   }
 
   it("the frozen weight gets no dot_general producing its shape, and A/B gradients are right", () => {
@@ -247,7 +260,9 @@ describe("errors", () => {
     const x = b.input(f32(2), "x");
     b.input(s32(2), "ids");
     const g = b.build([b.add1("reduce_sum", [x], { axes: [0] })]);
-    expect(() => valueAndGrad(g, [1])).toThrow("valueAndGrad: wrt input 1 (ids) is s32[2]; only float inputs have gradients");
+    expect(() => valueAndGrad(g, [1])).toThrow(
+      "valueAndGrad: wrt input 1 (ids) is s32[2]; only float inputs have gradients",
+    );
     expect(() => vjp(g, [5])).toThrow("vjp: wrt index 5 is out of range for 2 inputs");
   });
   it("autodiffPass is the pass form of valueAndGrad", () => {
@@ -270,7 +285,11 @@ describe("scan", () => {
     const h = bb.input(f32(3));
     const x = bb.input(f32(2));
     const vec = { lhsBatch: [], rhsBatch: [], lhsContract: [0], rhsContract: [0], outDtype: "f32" } as const;
-    const pre = bb.add1("add", [bb.add1("add", [bb.add1("dot_general", [h, wh], vec), bb.add1("dot_general", [x, wx], vec)], {}), bias], {});
+    const pre = bb.add1(
+      "add",
+      [bb.add1("add", [bb.add1("dot_general", [h, wh], vec), bb.add1("dot_general", [x, wx], vec)], {}), bias],
+      {},
+    );
     const hn = bb.add1("tanh", [pre], {});
     const body = bb.build([hn, hn]);
 

@@ -8,7 +8,10 @@ import { verify } from "../../src/ir/verify.ts";
 /** A template literal with its common indentation and the leading/trailing blank lines removed; ends in "\n". */
 export function ir(strings: TemplateStringsArray, ...args: unknown[]): string {
   const text = String.raw({ raw: strings }, ...args);
-  const lines = text.replace(/^\s*\n/, "").replace(/\n\s*$/, "").split("\n");
+  const lines = text
+    .replace(/^\s*\n/, "")
+    .replace(/\n\s*$/, "")
+    .split("\n");
   const indent = Math.min(...lines.filter((l) => l.trim()).map((l) => /^ */.exec(l)![0].length));
   return lines.map((l) => l.slice(indent)).join("\n") + "\n";
 }

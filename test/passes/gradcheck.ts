@@ -12,7 +12,6 @@ import { mulberry32 as rng } from "../../src/host/random.ts";
 
 export { rng };
 
-
 /** Uniform values in [lo, hi) (integers for integer dtypes). */
 export function randomArray(t: TensorType, r: () => number, lo = -1, hi = 1): HostArray {
   const n = numel(t.shape);
@@ -35,7 +34,12 @@ export function opGraph<N extends OpName>(name: N, inputs: readonly TensorType[]
  * The analytic gradients of `sum_k <ct_k, g_k(args)>` w.r.t. each wrt input, via vjp and the interpreter; the vjp
  * graph must also verify and survive a print -> parse -> print round trip.
  */
-export function vjpValues(g: Graph, wrt: readonly number[], args: readonly HostArray[], cts: readonly HostArray[]): HostArray[] {
+export function vjpValues(
+  g: Graph,
+  wrt: readonly number[],
+  args: readonly HostArray[],
+  cts: readonly HostArray[],
+): HostArray[] {
   const grad = vjp(g, wrt);
   verify(grad);
   expect(print(parse(print(grad)))).toBe(print(grad));

@@ -62,7 +62,11 @@ describe("pipeline", () => {
     const mm = { lhsBatch: [], rhsBatch: [], lhsContract: [1], rhsContract: [0], outDtype: "f32" } as const;
     const b = new GraphBuilder();
     const [x, w, a, bb] = [f32(3, 8), f32(8, 6), f32(8, 2), f32(2, 6)].map((t) => b.input(t));
-    const y = b.add1("add", [b.add1("dot_general", [x!, w!], mm), b.add1("dot_general", [b.add1("dot_general", [x!, a!], mm), bb!], mm)], {});
+    const y = b.add1(
+      "add",
+      [b.add1("dot_general", [x!, w!], mm), b.add1("dot_general", [b.add1("dot_general", [x!, a!], mm), bb!], mm)],
+      {},
+    );
     const loss = b.add1("reduce_sum", [b.add1("logistic", [y], {})], { axes: [0, 1] });
     const grad = valueAndGrad(b.build([loss]), [2, 3]);
     const cleaned = runPasses(grad, CLEANUP_PIPELINE);
@@ -114,14 +118,22 @@ describe("runPasses", () => {
     expect(pe.passName).toBe("break-things");
     expect(pe.pipeline).toBe("constant-fold,break-things,dce");
     expect(pe.message).toMatch(/^after pass 'break-things': return: output 0 %\d+ is never defined/);
-    expect(pe.message).toContain(`reproducer (pipeline "constant-fold,break-things,dce"): the IR before pass 'break-things':\n${print(g)}`);
+    expect(pe.message).toContain(
+      `reproducer (pipeline "constant-fold,break-things,dce"): the IR before pass 'break-things':\n${print(g)}`,
+    );
     expect(pe.reproducer).toBe(print(g));
   });
 
   it("verification can be switched off; an exception inside a pass is wrapped with the pass name", () => {
     const g = parse(sumOfSquares);
     expect(() => runPasses(g, [breaks], { verify: false })).not.toThrow();
-    const throws: Pass = { name: "throws", description: "test only", run: () => { throw new Error("boom"); } };
+    const throws: Pass = {
+      name: "throws",
+      description: "test only",
+      run: () => {
+        throw new Error("boom");
+      },
+    };
     expect(() => runPasses(g, [throws])).toThrow("pass 'throws' failed: boom");
     const ad = pipelineByName("autodiff", { wrt: [0] });
     const vector = parse(ir`
@@ -129,7 +141,11 @@ describe("runPasses", () => {
         %1: f32[3] = exp %0
         return %1
       }`);
-    expect(() => runPasses(vector, ad)).toThrow("pass 'autodiff' failed: valueAndGrad: output 0 must be a rank-0 float (the loss), got f32[3]");
-    expect(interpret(runPasses(parse(sumOfSquares), ad), [arr("f32", [3], [1, 2, 3])])[1]!.data).toEqual(new Float64Array([2, 4, 6]));
+    expect(() => runPasses(vector, ad)).toThrow(
+      "pass 'autodiff' failed: valueAndGrad: output 0 must be a rank-0 float (the loss), got f32[3]",
+    );
+    expect(interpret(runPasses(parse(sumOfSquares), ad), [arr("f32", [3], [1, 2, 3])])[1]!.data).toEqual(
+      new Float64Array([2, 4, 6]),
+    );
   });
 });

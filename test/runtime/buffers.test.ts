@@ -56,7 +56,10 @@ describe("buffers", () => {
   it("checks shapes against data length and the TypedArray against the dtype", async () => {
     const client = await testClient();
     expect(() => client.bufferFromHost(new Float32Array(6), "f32", [2, 2])).toThrow(
-      expect.objectContaining({ code: "ERR_SHAPE", message: "shape [2, 2] needs 4 elements, the Float32Array holds 6" }),
+      expect.objectContaining({
+        code: "ERR_SHAPE",
+        message: "shape [2, 2] needs 4 elements, the Float32Array holds 6",
+      }),
     );
     expect(() => client.bufferFromHost(new Float32Array(4) as unknown as Int32Array, "s32", [4])).toThrow(
       expect.objectContaining({ code: "ERR_DTYPE", message: "dtype s32 needs a Int32Array, got Float32Array" }),
@@ -71,7 +74,10 @@ describe("buffers", () => {
     const client = await testClient();
     const b = client.bufferFromHost(new Float32Array([1, 2]), "f32", [2]);
     b.dispose();
-    await expect(b.toHost()).rejects.toMatchObject({ code: "ERR_DISPOSED", message: `toHost: buffer f32[2] on ${client.devices[0]} has been disposed` });
+    await expect(b.toHost()).rejects.toMatchObject({
+      code: "ERR_DISPOSED",
+      message: `toHost: buffer f32[2] on ${client.devices[0]} has been disposed`,
+    });
     await expect(b.ready()).rejects.toThrow(/has been disposed/);
     const c = client.bufferFromHost(new Float32Array([3]), "f32", [1]);
     expect(Array.from(await c.toHost())).toEqual([3]);

@@ -38,9 +38,15 @@ describe("client", () => {
   });
 
   it("rejects bad client options before creating anything", async () => {
-    await expect(getClient({ cpuDeviceCount: 0, platform: "cpu" })).rejects.toThrow(/cpuDeviceCount must be a positive integer, got 0/);
-    await expect(getClient({ memoryFraction: 2, platform: "cuda" })).rejects.toThrow(/memoryFraction must be in \(0, 1\], got 2/);
-    await expect(getClient({ inlineDispatchLimit: -1 })).rejects.toThrow(/inlineDispatchLimit must be a non-negative integer/);
+    await expect(getClient({ cpuDeviceCount: 0, platform: "cpu" })).rejects.toThrow(
+      /cpuDeviceCount must be a positive integer, got 0/,
+    );
+    await expect(getClient({ memoryFraction: 2, platform: "cuda" })).rejects.toThrow(
+      /memoryFraction must be in \(0, 1\], got 2/,
+    );
+    await expect(getClient({ inlineDispatchLimit: -1 })).rejects.toThrow(
+      /inlineDispatchLimit must be a non-negative integer/,
+    );
   });
 
   it("resolves the plugin from the option, then the environment, then the default", () => {
@@ -52,11 +58,17 @@ describe("client", () => {
         expect(resolvePlugin().name).toBe("xla-cpu-pjrt");
         expect(resolvePlugin("xla-cpu-pjrt").source).toBe("option");
       } else {
-        expect(() => resolvePlugin()).toThrow(/PJRT plugin xla-cpu-pjrt \(from the default\) is not in the cache .* run `npm install`/);
+        expect(() => resolvePlugin()).toThrow(
+          /PJRT plugin xla-cpu-pjrt \(from the default\) is not in the cache .* run `npm install`/,
+        );
       }
       process.env[PLUGIN_ENV] = "/nonexistent/libpjrt.so";
-      expect(() => resolvePlugin()).toThrow(/PJRT plugin not found: \/nonexistent\/libpjrt\.so \(from \$TESSERA_PJRT_PLUGIN\)/);
-      expect(() => resolvePlugin("no-such-plugin")).toThrow(/PJRT plugin not found: .*no-such-plugin \(from the `plugin` option\)/);
+      expect(() => resolvePlugin()).toThrow(
+        /PJRT plugin not found: \/nonexistent\/libpjrt\.so \(from \$TESSERA_PJRT_PLUGIN\)/,
+      );
+      expect(() => resolvePlugin("no-such-plugin")).toThrow(
+        /PJRT plugin not found: .*no-such-plugin \(from the `plugin` option\)/,
+      );
     } finally {
       if (saved === undefined) delete process.env[PLUGIN_ENV];
       else process.env[PLUGIN_ENV] = saved;

@@ -26,14 +26,23 @@ describe("errors", () => {
 
   it("reports a type error in the module as XLA words it", async () => {
     const client = await testClient();
-    const bad = ADD_F32.replace("%0 = stablehlo.add %arg0, %arg1 : tensor<4xf32>", "%0 = stablehlo.add %arg0, %arg1 : (tensor<4xf32>, tensor<4xf32>) -> tensor<8xf32>");
+    const bad = ADD_F32.replace(
+      "%0 = stablehlo.add %arg0, %arg1 : tensor<4xf32>",
+      "%0 = stablehlo.add %arg0, %arg1 : (tensor<4xf32>, tensor<4xf32>) -> tensor<8xf32>",
+    );
     await expect(client.compile(bad)).rejects.toMatchObject({ name: "PjrtError", op: "PJRT_Client_Compile" });
   });
 
   it("refuses programs and options that would abort XLA, before XLA sees them", async () => {
     const client = await testClient();
-    await expect(client.compile("")).rejects.toMatchObject({ code: "ERR_PROGRAM", message: expect.stringContaining("empty program") });
-    await expect(client.compile("module { }")).rejects.toMatchObject({ code: "ERR_PROGRAM", message: expect.stringContaining("no @main") });
+    await expect(client.compile("")).rejects.toMatchObject({
+      code: "ERR_PROGRAM",
+      message: expect.stringContaining("empty program"),
+    });
+    await expect(client.compile("module { }")).rejects.toMatchObject({
+      code: "ERR_PROGRAM",
+      message: expect.stringContaining("no @main"),
+    });
     await expect(client.compile(ADD_F32, { numPartitions: 0 })).rejects.toMatchObject({
       code: "ERR_COMPILE_OPTIONS",
       message: "numPartitions must be a positive integer, got 0",
@@ -41,7 +50,10 @@ describe("errors", () => {
     await expect(client.compile(ADD_F32, { numReplicas: 1.5 })).rejects.toMatchObject({ code: "ERR_COMPILE_OPTIONS" });
     // The addon refuses empty options even if TypeScript were bypassed (XLA would SIGABRT).
     expect(() => nativeAddon().compile(client.handle, ADD_F32, new Uint8Array())).toThrow(
-      expect.objectContaining({ code: "TESSERA_NATIVE", message: "compile: refusing empty compile options (XLA aborts on them)" }),
+      expect.objectContaining({
+        code: "TESSERA_NATIVE",
+        message: "compile: refusing empty compile options (XLA aborts on them)",
+      }),
     );
     const mixed = `module {
   sdy.mesh @mesh = <["x"=2]>
@@ -62,7 +74,9 @@ describe("errors", () => {
       code: "ERR_SHARDING_DIALECTS",
       message: expect.stringContaining("the Shardy partitioner aborts on GSPMD shardings"),
     });
-    await expect(client.compile(ADD_F32.replace("module {", "module attributes {mhlo.num_partitions = 2 : i32} {"))).rejects.toMatchObject({
+    await expect(
+      client.compile(ADD_F32.replace("module {", "module attributes {mhlo.num_partitions = 2 : i32} {")),
+    ).rejects.toMatchObject({
       code: "ERR_COMPILE_OPTIONS",
       message: "the module declares mhlo.num_partitions = 2 but the options ask for 1; make them agree",
     });
@@ -83,7 +97,10 @@ describe("errors", () => {
     const a = client.bufferFromHost(new Float32Array(4), "f32", [4]);
     const wrongShape = client.bufferFromHost(new Float32Array(8), "f32", [8]);
     const wrongType = client.bufferFromHost(new Int32Array(4), "s32", [4]);
-    await expect(exe.run([a])).rejects.toMatchObject({ code: "ERR_ARG_COUNT", message: "main takes 2 argument(s); got 1" });
+    await expect(exe.run([a])).rejects.toMatchObject({
+      code: "ERR_ARG_COUNT",
+      message: "main takes 2 argument(s); got 1",
+    });
     await expect(exe.run([a, wrongShape])).rejects.toMatchObject({
       code: "ERR_ARG_TYPE",
       message: "argument 1 of main: expected f32[4], got f32[8]",
@@ -92,7 +109,10 @@ describe("errors", () => {
       code: "ERR_ARG_TYPE",
       message: "argument 0 of main: expected f32[4], got s32[4]",
     });
-    await expect(exe.run([a, {} as never])).rejects.toMatchObject({ code: "ERR_ARG_TYPE", message: "argument 1 of main is not a DeviceBuffer" });
+    await expect(exe.run([a, {} as never])).rejects.toMatchObject({
+      code: "ERR_ARG_TYPE",
+      message: "argument 1 of main is not a DeviceBuffer",
+    });
     if (client.devices.length > 1) {
       const elsewhere = client.bufferFromHost(new Float32Array(4), "f32", [4], client.devices[1]);
       await expect(exe.run([a, elsewhere])).rejects.toMatchObject({
@@ -136,32 +156,41 @@ describe("errors", () => {
     if (!headerCached()) return; // the fake plugins need the cached header and a C compiler
     const notPlugin = buildNotAPlugin();
     expect(() => loadPlugin(notPlugin)).toThrow(
-      expect.objectContaining({ code: "ERR_PLUGIN_LOAD", message: expect.stringContaining("is not a PJRT plugin: it exports no GetPjrtApi") }),
+      expect.objectContaining({
+        code: "ERR_PLUGIN_LOAD",
+        message: expect.stringContaining("is not a PJRT plugin: it exports no GetPjrtApi"),
+      }),
     );
     const major1 = buildFakePlugin({ major: 1 });
     expect(() => loadPlugin(major1)).toThrow(
-      expect.objectContaining({ code: "ERR_PLUGIN_LOAD", message: expect.stringContaining("speaks PJRT C API 1.81, but this addon was built for major 0") }),
+      expect.objectContaining({
+        code: "ERR_PLUGIN_LOAD",
+        message: expect.stringContaining("speaks PJRT C API 1.81, but this addon was built for major 0"),
+      }),
     );
   });
 
-  it.skipIf(!headerCached())("checks function slots against the plugin's PJRT_Api.struct_size and refuses a plugin lacking a needed one", async () => {
-    // Every slot of this fake plugin holds a pointer, but its struct_size ends before
-    // PJRT_Executable_OutputElementTypes: the two slots past it must count as missing.
-    const old = buildFakePlugin({ cutAt: "PJRT_Executable_OutputElementTypes" });
-    let err: unknown;
-    try {
-      loadPlugin(old);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(RuntimeError);
-    expect((err as RuntimeError).code).toBe("ERR_PLUGIN_TOO_OLD");
-    expect((err as RuntimeError).message).toMatch(
-      /^PJRT plugin .*fake_pjrt\.so \(C API 0\.81, PJRT_Api of \d+ bytes; header 0\.81: 984 bytes\) lacks PJRT_Executable_OutputElementTypes, PJRT_Executable_OutputDimensions, which Tessera needs$/,
-    );
-    await expect(createClient({ plugin: old })).rejects.toMatchObject({ code: "ERR_PLUGIN_TOO_OLD" });
-    // A complete fake passes the checks (it is never asked to create a client).
-    const full = loadPlugin(buildFakePlugin({}));
-    expect(REQUIRED_FUNCTIONS.every((f) => full.slots[f])).toBe(true);
-  });
+  it.skipIf(!headerCached())(
+    "checks function slots against the plugin's PJRT_Api.struct_size and refuses a plugin lacking a needed one",
+    async () => {
+      // Every slot of this fake plugin holds a pointer, but its struct_size ends before
+      // PJRT_Executable_OutputElementTypes: the two slots past it must count as missing.
+      const old = buildFakePlugin({ cutAt: "PJRT_Executable_OutputElementTypes" });
+      let err: unknown;
+      try {
+        loadPlugin(old);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(RuntimeError);
+      expect((err as RuntimeError).code).toBe("ERR_PLUGIN_TOO_OLD");
+      expect((err as RuntimeError).message).toMatch(
+        /^PJRT plugin .*fake_pjrt\.so \(C API 0\.81, PJRT_Api of \d+ bytes; header 0\.81: 984 bytes\) lacks PJRT_Executable_OutputElementTypes, PJRT_Executable_OutputDimensions, which Tessera needs$/,
+      );
+      await expect(createClient({ plugin: old })).rejects.toMatchObject({ code: "ERR_PLUGIN_TOO_OLD" });
+      // A complete fake passes the checks (it is never asked to create a client).
+      const full = loadPlugin(buildFakePlugin({}));
+      expect(REQUIRED_FUNCTIONS.every((f) => full.slots[f])).toBe(true);
+    },
+  );
 });

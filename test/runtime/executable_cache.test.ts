@@ -21,7 +21,8 @@ describe("executable cache", () => {
 
     // Other program, other options, other key.
     expect(executableCacheKey(client, matmulModule(2, 2, 2))).not.toBe(first.key);
-    if (client.devices.length > 1) expect(executableCacheKey(client, ADD_F32, { device: client.devices[1]! })).not.toBe(first.key);
+    if (client.devices.length > 1)
+      expect(executableCacheKey(client, ADD_F32, { device: client.devices[1]! })).not.toBe(first.key);
 
     writeFileSync(join(dir, `${first.key}.pjrt`), "not an executable");
     const third = await compileCached(client, ADD_F32, {}, dir);

@@ -118,7 +118,9 @@ describe("compile and execute on one device", () => {
         keep.dispose();
       }
     }
-    await expect(exe.run([x, x], { donate: [7] })).rejects.toThrow(/donate: 7 is not an argument index of main \(0\.\.1\)/);
+    await expect(exe.run([x, x], { donate: [7] })).rejects.toThrow(
+      /donate: 7 is not an argument index of main \(0\.\.1\)/,
+    );
   });
 
   it("serializes an executable to disk and runs it after deserializing", async () => {
@@ -129,7 +131,10 @@ describe("compile and execute on one device", () => {
     writeFileSync(file, exe.serialize());
     exe.dispose();
     expect(exe.disposed).toBe(true);
-    await expect(exe.run([])).rejects.toMatchObject({ code: "ERR_DISPOSED", message: "execute: executable main has been disposed" });
+    await expect(exe.run([])).rejects.toMatchObject({
+      code: "ERR_DISPOSED",
+      message: "execute: executable main has been disposed",
+    });
     const back = await client.deserialize(new Uint8Array(readFileSync(file)));
     expect(back.outputTypes).toEqual([{ dtype: "f32", shape: [m, n] }]);
     expect(back.parameterTypes).toEqual([
@@ -140,7 +145,10 @@ describe("compile and execute on one device", () => {
     const b = randomF32(k * n, 4);
     const [c] = await back.run([client.bufferFromHost(a, "f32", [m, k]), client.bufferFromHost(b, "f32", [k, n])]);
     expect(maxAbsDiff(await c!.toHostAs("f32"), matmulRef(a, b, m, k, n))).toBeLessThan(1e-5);
-    await expect(client.deserialize(new Uint8Array([1, 2, 3]))).rejects.toMatchObject({ name: "PjrtError", op: "PJRT_Executable_DeserializeAndLoad" });
+    await expect(client.deserialize(new Uint8Array([1, 2, 3]))).rejects.toMatchObject({
+      name: "PjrtError",
+      op: "PJRT_Executable_DeserializeAndLoad",
+    });
   });
 
   it("keeps 100 executions in flight at once without blocking the event loop", async () => {

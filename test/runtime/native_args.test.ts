@@ -46,7 +46,10 @@ describe("native argument checks", () => {
         () => addon.bufferFromHost(client.handle, value as number, new Float32Array(4), F32, [4], false),
         `bufferFromHost: deviceIndex must be ${INT64}, got ${shown}`,
       );
-      expectTypeError(() => addon.allocHostBlock(value as number), `allocHostBlock: bytes must be ${INT64}, got ${shown}`);
+      expectTypeError(
+        () => addon.allocHostBlock(value as number),
+        `allocHostBlock: bytes must be ${INT64}, got ${shown}`,
+      );
       expectTypeError(
         () => addon.deviceMemoryStats(client.handle, value as number),
         `deviceMemoryStats: deviceIndex must be ${INT64}, got ${shown}`,
@@ -65,10 +68,16 @@ describe("native argument checks", () => {
     const low = thrown(() => addon.allocHostBlock(-(2 ** 63)));
     expect(low).not.toBeInstanceOf(TypeError);
     expect(low.message).toBe("allocHostBlock: expected a positive byte count, got -9223372036854775808");
-    const high = thrown(() => addon.bufferFromHost(client.handle, 2 ** 63 - 1024, new Float32Array(4), F32, [4], false));
+    const high = thrown(() =>
+      addon.bufferFromHost(client.handle, 2 ** 63 - 1024, new Float32Array(4), F32, [4], false),
+    );
     expect(high).not.toBeInstanceOf(TypeError);
-    expect(high.message).toBe(`bufferFromHost: deviceIndex 9223372036854774784 is out of range [0, ${client.devices.length})`);
-    const overflow = thrown(() => addon.bufferFromHost(client.handle, 0, new Float32Array(4), F32, [2 ** 62, 4], false));
+    expect(high.message).toBe(
+      `bufferFromHost: deviceIndex 9223372036854774784 is out of range [0, ${client.devices.length})`,
+    );
+    const overflow = thrown(() =>
+      addon.bufferFromHost(client.handle, 0, new Float32Array(4), F32, [2 ** 62, 4], false),
+    );
     expect(overflow.message).toBe("bufferFromHost: dims[1] = 4 is negative or makes the element count overflow");
   });
 
@@ -76,12 +85,24 @@ describe("native argument checks", () => {
     const client = await testClient();
     const addon = nativeAddon();
     const call = addon.bufferFromHost as (...args: unknown[]) => unknown;
-    expectTypeError(() => call(client.handle, 0, [1, 2, 3, 4], F32, [4], false), "bufferFromHost: data must be a TypedArray, got an object");
-    expectTypeError(() => call(client.handle, 0, new Float32Array(4), F32, [4]), "bufferFromHost: keepHost must be a boolean, got undefined");
-    expectTypeError(() => call(client.handle, 0, new Float32Array(4), F32, "4", false), "bufferFromHost: dims must be an array, got a string");
+    expectTypeError(
+      () => call(client.handle, 0, [1, 2, 3, 4], F32, [4], false),
+      "bufferFromHost: data must be a TypedArray, got an object",
+    );
+    expectTypeError(
+      () => call(client.handle, 0, new Float32Array(4), F32, [4]),
+      "bufferFromHost: keepHost must be a boolean, got undefined",
+    );
+    expectTypeError(
+      () => call(client.handle, 0, new Float32Array(4), F32, "4", false),
+      "bufferFromHost: dims must be an array, got a string",
+    );
     const load = addon.loadPlugin as (...args: unknown[]) => unknown;
     expectTypeError(() => load(42), "loadPlugin: path must be a string, got 42");
-    expectTypeError(() => addon.clientInfo({} as never), "clientInfo: client must be a native client handle, got an object");
+    expectTypeError(
+      () => addon.clientInfo({} as never),
+      "clientInfo: client must be a native client handle, got an object",
+    );
     // ... and the addon still works afterwards.
     const b = addon.bufferFromHost(client.handle, 0, new Float32Array([1, 2, 3, 4]), F32, [4], false);
     const back = new Float32Array(4);

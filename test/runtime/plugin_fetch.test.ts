@@ -30,7 +30,10 @@ describe("plugin fetch", () => {
     process.env.TESSERA_CACHE_DIR = mkdtempSync(join(tmpdir(), "tessera-cache-")); // an empty, cold cache
   });
   afterEach(() => {
-    for (const [k, v] of [["TESSERA_PYTHON", saved.python], ["TESSERA_CACHE_DIR", saved.cache]] as const) {
+    for (const [k, v] of [
+      ["TESSERA_PYTHON", saved.python],
+      ["TESSERA_CACHE_DIR", saved.cache],
+    ] as const) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
@@ -52,7 +55,9 @@ describe("plugin fetch", () => {
     process.env.TESSERA_PYTHON = fakePython("download-fails");
     await expect(ensurePlugin("xla-cpu-pjrt")).rejects.toMatchObject({
       code: "ERR_PLUGIN_FETCH",
-      message: expect.stringMatching(/pip could not download xla-cpu-pjrt==0\.0\.1 \(is PyPI reachable\?\):\n.*Could not find a version/s),
+      message: expect.stringMatching(
+        /pip could not download xla-cpu-pjrt==0\.0\.1 \(is PyPI reachable\?\):\n.*Could not find a version/s,
+      ),
     });
   });
 
@@ -60,7 +65,9 @@ describe("plugin fetch", () => {
     process.env.TESSERA_PYTHON = fakePython("wrong-wheel");
     await expect(ensurePlugin("xla-cpu-pjrt")).rejects.toMatchObject({
       code: "ERR_PLUGIN_FETCH",
-      message: expect.stringContaining("sha256 mismatch for xla_cpu_pjrt-0.0.1-py3-none-manylinux_2_27_x86_64.whl: expected 55837b6b"),
+      message: expect.stringContaining(
+        "sha256 mismatch for xla_cpu_pjrt-0.0.1-py3-none-manylinux_2_27_x86_64.whl: expected 55837b6b",
+      ),
     });
   });
 });

@@ -1,6 +1,17 @@
 // Runtime: a cached plugin is checked against its cache entry's manifest (size, sha256) before dlopen can crash on it.
 import { execFile } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, rmSync, writeFileSync, existsSync, readFileSync } from "node:fs";
+import {
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  closeSync,
+  rmSync,
+  writeFileSync,
+  existsSync,
+  readFileSync,
+} from "node:fs";
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,7 +37,12 @@ function fakeEntry(cache: string, plugin: Buffer, recorded: Buffer = plugin): st
   const so = join(dir, "xla_cpu_pjrt.so");
   writeFileSync(so, plugin);
   const sha256 = createHash("sha256").update(recorded).digest("hex");
-  const manifest = { name: "xla-cpu-pjrt", version: "0.0.1", wheelSha256: "x", files: { plugin: { path: so, size: recorded.length, sha256 } } };
+  const manifest = {
+    name: "xla-cpu-pjrt",
+    version: "0.0.1",
+    wheelSha256: "x",
+    files: { plugin: { path: so, size: recorded.length, sha256 } },
+  };
   writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest));
   return so;
 }
@@ -60,8 +76,11 @@ try { await getClient(); console.log("loaded"); } catch (e) { console.log(e.code
 `,
     );
     const r = await new Promise<{ code: number | null; signal: string | null; stdout: string }>((resolve) => {
-      const child = execFile(process.execPath, ["--import", "tsx", script], { cwd: ROOT, env: { ...process.env, TESSERA_CACHE_DIR: cache } }, (_e, stdout) =>
-        resolve({ code: child.exitCode, signal: child.signalCode, stdout }),
+      const child = execFile(
+        process.execPath,
+        ["--import", "tsx", script],
+        { cwd: ROOT, env: { ...process.env, TESSERA_CACHE_DIR: cache } },
+        (_e, stdout) => resolve({ code: child.exitCode, signal: child.signalCode, stdout }),
       );
     });
     expect(r).toMatchObject({ code: 1, signal: null });
@@ -80,7 +99,9 @@ try { await getClient(); console.log("loaded"); } catch (e) { console.log(e.code
     expect(() => loadPlugin(so)).toThrow(
       expect.objectContaining({
         code: "ERR_PLUGIN_CORRUPT",
-        message: expect.stringContaining(`${so} has sha256 ${createHash("sha256").update("not the plugin").digest("hex")}, the manifest records`),
+        message: expect.stringContaining(
+          `${so} has sha256 ${createHash("sha256").update("not the plugin").digest("hex")}, the manifest records`,
+        ),
       }),
     );
     rmSync(join(pluginDir("xla-cpu-pjrt"), "manifest.json"));

@@ -103,7 +103,9 @@ describe("SPMD with Shardy", () => {
     const client = await testClient();
     const { x, y } = meshOf(client);
     if (x * y < 2) return;
-    const exe = await client.compile(shardyMatmul(x, y, `[{"x"}, {}]`, `[{}, {"y"}]`, `[{"x"}, {"y"}]`), { numPartitions: x * y });
+    const exe = await client.compile(shardyMatmul(x, y, `[{"x"}, {}]`, `[{}, {"y"}]`, `[{"x"}, {"y"}]`), {
+      numPartitions: x * y,
+    });
     const a = client.bufferFromHost(new Float32Array((M / x) * K), "f32", [M / x, K], exe.devices[0]);
     const b = client.bufferFromHost(new Float32Array(K * (N / y)), "f32", [K, N / y], exe.devices[0]);
     await expect(exe.execute([[a, b]])).rejects.toMatchObject({
@@ -114,6 +116,9 @@ describe("SPMD with Shardy", () => {
       code: "ERR_DEVICE",
       message: `argument 0 of device 1 of sharded_matmul is on ${exe.devices[0]}; the executable runs it on ${exe.devices[1]}`,
     });
-    await expect(exe.run([a, b])).rejects.toMatchObject({ code: "ERR_ARG_COUNT", message: expect.stringContaining("run() is for single-device") });
+    await expect(exe.run([a, b])).rejects.toMatchObject({
+      code: "ERR_ARG_COUNT",
+      message: expect.stringContaining("run() is for single-device"),
+    });
   });
 });

@@ -2,10 +2,21 @@
 import { describe, expect, it } from "vitest";
 import { getClient, type Client } from "../../src/backend/runtime/index.ts";
 import { nativeAddon } from "../../src/backend/runtime/native.ts";
-import { ADD_F32, REDUCE_SUM_ROWS, lammpsAvailable, matmulModule, matmulRef, maxAbsDiff, randomF32 } from "./helpers.ts";
+import {
+  ADD_F32,
+  REDUCE_SUM_ROWS,
+  lammpsAvailable,
+  matmulModule,
+  matmulRef,
+  maxAbsDiff,
+  randomF32,
+} from "./helpers.ts";
 
 const available = lammpsAvailable();
-if (!available) console.warn("lammps-jax-pjrt-cpu is not in the cache (npx tsx scripts/install.ts fetches it): skipping the 0.115 cross-check");
+if (!available)
+  console.warn(
+    "lammps-jax-pjrt-cpu is not in the cache (npx tsx scripts/install.ts fetches it): skipping the 0.115 cross-check",
+  );
 
 describe.skipIf(!available)("plugin built from a newer PJRT C API (0.115) than the header (0.81)", () => {
   const client = (): Promise<Client> => getClient({ plugin: "lammps-jax-pjrt-cpu" });
@@ -32,7 +43,13 @@ describe.skipIf(!available)("plugin built from a newer PJRT C API (0.115) than t
     const [z] = await mm.run([c.bufferFromHost(x, "f32", [4, 8]), c.bufferFromHost(y, "f32", [8, 2])]);
     expect(maxAbsDiff(await z!.toHostAs("f32"), matmulRef(x, y, 4, 8, 2))).toBeLessThan(1e-5);
     const red = await c.compile(REDUCE_SUM_ROWS);
-    const [s] = await red.run([c.bufferFromHost(Float32Array.from({ length: 32 }, (_, i) => i), "f32", [4, 8])]);
+    const [s] = await red.run([
+      c.bufferFromHost(
+        Float32Array.from({ length: 32 }, (_, i) => i),
+        "f32",
+        [4, 8],
+      ),
+    ]);
     expect(Array.from(await s!.toHostAs("f32"))).toEqual([28, 92, 156, 220]);
   });
 
@@ -66,7 +83,14 @@ describe.skipIf(!available)("plugin built from a newer PJRT C API (0.115) than t
     );
     expect(sharded.collectives()["all-reduce"]).toBeGreaterThanOrEqual(1);
     const outs = await sharded.execute(
-      sharded.devices.map((d, p) => [c.bufferFromHost(Float32Array.from({ length: 8 }, (_, i) => p * 8 + i), "f32", [2, 4], d)]),
+      sharded.devices.map((d, p) => [
+        c.bufferFromHost(
+          Float32Array.from({ length: 8 }, (_, i) => p * 8 + i),
+          "f32",
+          [2, 4],
+          d,
+        ),
+      ]),
     );
     // column sums of 0..63 laid out 16 x 4
     for (const [o] of outs) expect(Array.from(await o!.toHostAs("f32"))).toEqual([480, 496, 512, 528]);

@@ -62,13 +62,20 @@ describe("sharded DeviceArrays", () => {
     const b = await tx.put(tx.array(iota(64), { shape: [8, 8] }), m, tx.P(null, ["data", "model"]));
     expect(b.sharding?.sharding).toEqual({ dims: [[], ["data", "model"]] });
     expect(Array.from(await b.toArray())).toEqual(Array.from(iota(64)));
-    expect(() => tx.array(iota(6), { shape: [6], mesh: m, spec: tx.P("model") })).toThrow(/dimension 0 of f32\[6\] has size 6, which 'model' \(4 devices\) does not divide/);
+    expect(() => tx.array(iota(6), { shape: [6], mesh: m, spec: tx.P("model") })).toThrow(
+      /dimension 0 of f32\[6\] has size 6, which 'model' \(4 devices\) does not divide/,
+    );
   });
 
   it("a sharded jit's results feed the next call in place (donated shards), and read back whole", async () => {
     if (!eight) return;
     const m = tx.mesh({ data: 2, model: 4 });
-    const f = tx.jit((x: tx.Tensor) => x.mul(2), { mesh: m, in: [tx.P("data", "model")], out: tx.P("data", "model"), donate: 0 });
+    const f = tx.jit((x: tx.Tensor) => x.mul(2), {
+      mesh: m,
+      in: [tx.P("data", "model")],
+      out: tx.P("data", "model"),
+      donate: 0,
+    });
     const y = (await f(tx.array(iota(64), { shape: [8, 8] }))) as tx.DeviceArray; // placed from one device through the host
     expect(y.sharding?.sharding).toEqual({ dims: [["data"], ["model"]] });
     const z = (await f(y)) as tx.DeviceArray;
@@ -77,6 +84,6 @@ describe("sharded DeviceArrays", () => {
     await expect(y.toArray()).rejects.toThrow(/was donated to a jit call/);
     // A single-device program takes a sharded array too (gathered onto one device).
     const g = tx.jit((x: tx.Tensor) => x.sum());
-    expect(await ((await g(z)) as tx.DeviceArray).item()).toBe(4 * (63 * 64) / 2);
+    expect(await ((await g(z)) as tx.DeviceArray).item()).toBe((4 * (63 * 64)) / 2);
   });
 });

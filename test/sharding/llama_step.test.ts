@@ -26,21 +26,43 @@ beforeAll(async () => {
 /** `all-reduce f32[4,16,64]` per collective tensor, sorted: the multiset compared between plan and XLA. */
 const key = (kind: string, dtype: string, shape: readonly number[]) => `${kind} ${dtype}[${shape.join(",")}]`;
 
-const MESHES: [number, number][] = [[1, 8], [2, 4], [4, 2], [8, 1]];
+const MESHES: [number, number][] = [
+  [1, 8],
+  [2, 4],
+  [4, 2],
+  [8, 1],
+];
 
-describe.each(MESHES.flatMap(([d, m]) => [[d, m, false], [d, m, true]] as const))("mesh data=%i x model=%i, fsdp=%s", (data, model, fsdp) => {
+describe.each(
+  MESHES.flatMap(
+    ([d, m]) =>
+      [
+        [d, m, false],
+        [d, m, true],
+      ] as const,
+  ),
+)("mesh data=%i x model=%i, fsdp=%s", (data, model, fsdp) => {
   it("equals the one-device step, with the collectives the plan predicted", async () => {
     if (!eightDevices) return; // TESSERA_TEST_CPU_DEVICES=1: nothing to shard over
     const mesh = tx.mesh({ data, model });
-    const step = tx.jit(makeTrainStep(c), { mesh, ...trainStepShardings(c.llama, c.layout, mesh, { fsdp }), donate: 0 });
+    const step = tx.jit(makeTrainStep(c), {
+      mesh,
+      ...trainStepShardings(c.llama, c.layout, mesh, { fsdp }),
+      donate: 0,
+    });
     const { lowered, executable } = await step.compile(...(specs as unknown as Args));
 
     // Collectives: every tensor XLA's optimized HLO moves, against the plan, by kind, dtype and per-device shape.
     const plan = lowered.sharding!.plan;
     const predicted = plan.collectives.map((x) => key(x.kind, x.type.dtype, x.type.shape)).sort();
-    const xla = collectiveTensors(executable.hloModule()).map((x) => key(x.kind, x.dtype, x.shape)).sort();
+    const xla = collectiveTensors(executable.hloModule())
+      .map((x) => key(x.kind, x.dtype, x.shape))
+      .sort();
     expect(xla).toEqual(predicted);
-    const xlaBytes = collectiveTensors(executable.hloModule()).reduce((s, x) => s + typeBytes(tensorType(x.dtype as "f32", x.shape)), 0);
+    const xlaBytes = collectiveTensors(executable.hloModule()).reduce(
+      (s, x) => s + typeBytes(tensorType(x.dtype as "f32", x.shape)),
+      0,
+    );
     expect(plan.collectives.reduce((s, x) => s + x.bytes, 0)).toBe(xlaBytes);
     if (data === 8 && !fsdp) expect(new Set(predicted.map((p) => p.split(" ")[0]))).toEqual(new Set(["all-reduce"])); // pure DP: gradients only
 
@@ -60,7 +82,9 @@ describe.each(MESHES.flatMap(([d, m]) => [[d, m, false], [d, m, true]] as const)
     expect(isReplicated(out.lora.q.a.sharding!.sharding)).toBe(!fsdp || data === 1);
     const kinds: Record<string, number> = {};
     for (const p of predicted) kinds[p.split(" ")[0]!] = (kinds[p.split(" ")[0]!] ?? 0) + 1;
-    console.log(`mesh ${data}x${model}${fsdp ? " fsdp" : ""}: worst relative error ${worst.toExponential(2)}; collective tensors predicted = XLA: ${JSON.stringify(kinds)}`);
+    console.log(
+      `mesh ${data}x${model}${fsdp ? " fsdp" : ""}: worst relative error ${worst.toExponential(2)}; collective tensors predicted = XLA: ${JSON.stringify(kinds)}`,
+    );
   });
 });
 
@@ -73,9 +97,13 @@ describe("scanned layers (the default beyond 8 layers), mesh data=2 x model=4", 
     const { lowered, executable } = await step.compile(...(trainStepSpecs(cs, BATCH, SEQ) as unknown as Args));
     const plan = lowered.sharding!.plan;
     const xla = collectiveTensors(executable.hloModule());
-    expect(xla.map((x) => key(x.kind, x.dtype, x.shape)).sort()).toEqual(plan.collectives.map((x) => key(x.kind, x.type.dtype, x.type.shape)).sort());
+    expect(xla.map((x) => key(x.kind, x.dtype, x.shape)).sort()).toEqual(
+      plan.collectives.map((x) => key(x.kind, x.type.dtype, x.type.shape)).sort(),
+    );
     // Inside loops on both sides, and the same number of them.
-    expect(xla.filter((x) => !x.computation.startsWith("main")).length).toBe(plan.collectives.filter((x) => x.inLoop).length);
+    expect(xla.filter((x) => !x.computation.startsWith("main")).length).toBe(
+      plan.collectives.filter((x) => x.inLoop).length,
+    );
     expect(plan.collectives.filter((x) => x.inLoop).every((x) => x.times === c.llama.numLayers)).toBe(true);
     const [state, loss] = (await step(...(stepArgs(host) as Args))) as unknown as [unknown, unknown];
     const got = await readTree({ state, loss });

@@ -22,8 +22,21 @@ describe("fixture parity, sharded", () => {
     const report = await runParity(FIXTURE, {
       backend: "pjrt-cpu, mesh data=2 x model=4",
       executor: async (fn, args) => {
-        const f = tx.jit(fn, { mesh: m, in: [llamaWeightSpecs(config, m), loraWeightSpecs(layout, config, m), tx.P("data", null), tx.P("data", null)] });
-        plan = (await f.compile(...(args.map((a) => tx.treeMap(a as Tree<HostTensor>, (t) => ({ dtype: t.dtype === "I32" ? "s32" : "f32", shape: t.shape }), (x) => typeof x === "object" && x !== null && "data" in x)) as []))).lowered.sharding!.plan;
+        const f = tx.jit(fn, {
+          mesh: m,
+          in: [llamaWeightSpecs(config, m), loraWeightSpecs(layout, config, m), tx.P("data", null), tx.P("data", null)],
+        });
+        plan = (
+          await f.compile(
+            ...(args.map((a) =>
+              tx.treeMap(
+                a as Tree<HostTensor>,
+                (t) => ({ dtype: t.dtype === "I32" ? "s32" : "f32", shape: t.shape }),
+                (x) => typeof x === "object" && x !== null && "data" in x,
+              ),
+            ) as []),
+          )
+        ).lowered.sharding!.plan;
         const out = await f(...(args.map((a) => treeToDevice(a)) as []));
         return treeFromDevice(out);
       },

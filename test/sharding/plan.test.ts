@@ -1,7 +1,14 @@
 // Meshes, specs, factor rules, propagation and predicted collectives, without a device: the pure tier of sharding.
 import { describe, expect, it } from "vitest";
 import { tx } from "tessera";
-import { checkSharding, hloShardingText, localShape, makeMesh, shardBox, type Sharding } from "../../src/ir/sharding.ts";
+import {
+  checkSharding,
+  hloShardingText,
+  localShape,
+  makeMesh,
+  shardBox,
+  type Sharding,
+} from "../../src/ir/sharding.ts";
 import { opFactors, reshapeFactors } from "../../src/ir/sharding_rules.ts";
 import { GraphBuilder } from "../../src/ir/graph.ts";
 import { tensorType } from "../../src/ir/types.ts";
@@ -24,18 +31,31 @@ describe("meshes and shardings", () => {
   it("rejects bad meshes", () => {
     expect(() => makeMesh({})).toThrow("sharding: mesh: needs at least one axis");
     expect(() => makeMesh({ data: 0 })).toThrow("axis 'data' has size 0; sizes are positive integers");
-    expect(() => makeMesh([{ name: "x", size: 2 }, { name: "x", size: 2 }])).toThrow("axis 'x' appears twice");
+    expect(() =>
+      makeMesh([
+        { name: "x", size: 2 },
+        { name: "x", size: 2 },
+      ]),
+    ).toThrow("axis 'x' appears twice");
     expect(() => makeMesh({ "a-b": 2 })).toThrow('axis name "a-b" is not an identifier');
-    expect(() => mesh({ data: 2 }, { devices: [0, 1, 2] })).toThrow(/has 2 devices \(mesh\{data: 2\}\) but 3 device ids were given at test\/sharding\/plan\.test\.ts:\d+:\d+/);
+    expect(() => mesh({ data: 2 }, { devices: [0, 1, 2] })).toThrow(
+      /has 2 devices \(mesh\{data: 2\}\) but 3 device ids were given at test\/sharding\/plan\.test\.ts:\d+:\d+/,
+    );
   });
 
   it("checks a sharding against the value's type and the mesh, naming the value", () => {
     const m = makeMesh({ data: 2, model: 4 });
     const t = tensorType("f32", [6, 16]);
-    expect(() => checkSharding(t, sh([]), m, "argument w")).toThrow("sharding: argument w: the spec has 1 entry but the value is f32[6,16] (rank 2)");
-    expect(() => checkSharding(t, sh([], ["modle"]), m, "argument w")).toThrow("unknown mesh axis 'modle' in dimension 1; the mesh {data: 2, model: 4} has axes 'data', 'model'");
+    expect(() => checkSharding(t, sh([]), m, "argument w")).toThrow(
+      "sharding: argument w: the spec has 1 entry but the value is f32[6,16] (rank 2)",
+    );
+    expect(() => checkSharding(t, sh([], ["modle"]), m, "argument w")).toThrow(
+      "unknown mesh axis 'modle' in dimension 1; the mesh {data: 2, model: 4} has axes 'data', 'model'",
+    );
     expect(() => checkSharding(t, sh(["data"], ["data"]), m, "argument w")).toThrow("mesh axis 'data' is used twice");
-    expect(() => checkSharding(t, sh(["model"], []), m, "argument w")).toThrow("dimension 0 of f32[6,16] has size 6, which 'model' (4 devices) does not divide");
+    expect(() => checkSharding(t, sh(["model"], []), m, "argument w")).toThrow(
+      "dimension 0 of f32[6,16] has size 6, which 'model' (4 devices) does not divide",
+    );
     expect(() => checkSharding(t, sh(["data"], ["model"]), m, "argument w")).not.toThrow();
   });
 
@@ -63,19 +83,42 @@ describe("meshes and shardings", () => {
 
 describe("factor rules", () => {
   it("splits and merges reshape dims into compound factors, or gives up where sizes do not nest", () => {
-    expect(reshapeFactors([2, 4, 32], [8, 32])).toEqual({ sizes: [2, 4, 32], from: [[0], [1], [2]], to: [[0, 1], [2]] });
-    expect(reshapeFactors([8, 16, 64], [8, 16, 8, 8])).toEqual({ sizes: [8, 16, 8, 8], from: [[0], [1], [2, 3]], to: [[0], [1], [2], [3]] });
+    expect(reshapeFactors([2, 4, 32], [8, 32])).toEqual({
+      sizes: [2, 4, 32],
+      from: [[0], [1], [2]],
+      to: [[0, 1], [2]],
+    });
+    expect(reshapeFactors([8, 16, 64], [8, 16, 8, 8])).toEqual({
+      sizes: [8, 16, 8, 8],
+      from: [[0], [1], [2, 3]],
+      to: [[0], [1], [2], [3]],
+    });
     expect(reshapeFactors([1, 4, 64], [4, 64])).toEqual({ sizes: [4, 64], from: [[], [0], [1]], to: [[0], [1]] });
     expect(reshapeFactors([6, 4], [4, 6])).toBeUndefined();
   });
 
   it("names a dot's batch, free and contracting factors", () => {
     const b = new GraphBuilder();
-    const x = b.input(tensorType("f32", [3, 8, 16])), w = b.input(tensorType("f32", [3, 16, 32]));
-    b.add1("dot_general", [x, w], { lhsBatch: [0], rhsBatch: [0], lhsContract: [2], rhsContract: [1], outDtype: "f32" });
+    const x = b.input(tensorType("f32", [3, 8, 16])),
+      w = b.input(tensorType("f32", [3, 16, 32]));
+    b.add1("dot_general", [x, w], {
+      lhsBatch: [0],
+      rhsBatch: [0],
+      lhsContract: [2],
+      rhsContract: [1],
+      outDtype: "f32",
+    });
     const f = opFactors(b.build([]).ops[0]!);
-    expect(f.factors.map((x) => `${x.label}:${x.kind}:${x.size}`)).toEqual(["batch 0:pass:3", "contracting 0:reduction:16", "lhs free 1:pass:8", "rhs free 2:pass:32"]);
-    expect(f.operands).toEqual([[[0], [2], [1]], [[0], [1], [3]]]);
+    expect(f.factors.map((x) => `${x.label}:${x.kind}:${x.size}`)).toEqual([
+      "batch 0:pass:3",
+      "contracting 0:reduction:16",
+      "lhs free 1:pass:8",
+      "rhs free 2:pass:32",
+    ]);
+    expect(f.operands).toEqual([
+      [[0], [2], [1]],
+      [[0], [1], [3]],
+    ]);
     expect(f.results).toEqual([[[0], [2], [3]]]);
   });
 });
@@ -98,16 +141,29 @@ describe("propagation", () => {
     const layout = low.graph.ops.map((op) => `${op.name} ${formatSharding(plan.values.get(op.outputs[0]!)!.sharding)}`);
     expect(layout).toEqual(["dot_general [{data}, {model}]", "tanh [{data}, {model}]", "dot_general [{data}, {}]"]);
     const h = plan.values.get(low.graph.ops[0]!.outputs[0]!)!;
-    expect(h.why[0]).toMatchObject({ rule: "dot_general lhs free 0", from: low.graph.inputs[2], root: { kind: "in", name: "x" } });
-    expect(h.why[1]).toMatchObject({ rule: "dot_general rhs free 1", from: low.graph.inputs[1], root: { kind: "in", name: "w.up" } });
-    expect(plan.collectives.map((c) => `${c.kind} {${c.axes}} ${c.type.dtype}[${c.type.shape}] ${c.op.name} ${c.role} ${names.get(c.value)}`)).toEqual([
-      "all-reduce {model} f32[4,16] dot_general result %5",
-    ]);
+    expect(h.why[0]).toMatchObject({
+      rule: "dot_general lhs free 0",
+      from: low.graph.inputs[2],
+      root: { kind: "in", name: "x" },
+    });
+    expect(h.why[1]).toMatchObject({
+      rule: "dot_general rhs free 1",
+      from: low.graph.inputs[1],
+      root: { kind: "in", name: "w.up" },
+    });
+    expect(
+      plan.collectives.map(
+        (c) => `${c.kind} {${c.axes}} ${c.type.dtype}[${c.type.shape}] ${c.op.name} ${c.role} ${names.get(c.value)}`,
+      ),
+    ).toEqual(["all-reduce {model} f32[4,16] dot_general result %5"]);
     expect(low.sharding!.resultShardings).toEqual([sh(["data"], [])]);
   });
 
   it("resolves a conflict by the stated rule and moves the loser: an all-to-all", () => {
-    const f = tx.jit((a: tx.Tensor, b: tx.Tensor) => a.add(b), { mesh: mesh({ x: 4 }), in: [P("x", null), P(null, "x")] });
+    const f = tx.jit((a: tx.Tensor, b: tx.Tensor) => a.add(b), {
+      mesh: mesh({ x: 4 }),
+      in: [P("x", null), P(null, "x")],
+    });
     const low = f.lower(tx.spec("f32", [8, 8]), tx.spec("f32", [8, 8]));
     const plan = low.sharding!.plan;
     // Equal priority and size: the earlier factor (dim 0) keeps axis x; operand b is moved to it.
@@ -116,11 +172,16 @@ describe("propagation", () => {
   });
 
   it("lets priority-0 batch splits claim an axis before priority-1 weight splits (FSDP): the weight is gathered", () => {
-    const f = tx.jit((x: tx.Tensor, w: tx.Tensor) => x.matmul(w), { mesh: mesh({ d: 4 }), in: [P("d", null), P({ axes: "d", priority: 1 }, null)] });
+    const f = tx.jit((x: tx.Tensor, w: tx.Tensor) => x.matmul(w), {
+      mesh: mesh({ d: 4 }),
+      in: [P("d", null), P({ axes: "d", priority: 1 }, null)],
+    });
     const low = f.lower(tx.spec("f32", [8, 64]), tx.spec("f32", [64, 64]));
     const plan = low.sharding!.plan;
     expect(plan.values.get(low.graph.outputs[0]!)!.sharding).toEqual(sh(["d"], []));
-    expect(plan.collectives.map((c) => `${c.kind} {${c.axes}} ${c.role} ${c.type.shape}`)).toEqual(["all-gather {d} operand 1 64,64"]);
+    expect(plan.collectives.map((c) => `${c.kind} {${c.axes}} ${c.role} ${c.type.shape}`)).toEqual([
+      "all-gather {d} operand 1 64,64",
+    ]);
   });
 
   it("sums over an axis the result is split along: all-reduce then slice on CPU, reduce-scatter where native", () => {
@@ -145,13 +206,22 @@ describe("propagation", () => {
   it("carries shardings into scan bodies: the loop's all-reduce runs once per layer", () => {
     const L = 3;
     const f = tx.jit(
-      (h: tx.Tensor, w: { a: tx.Tensor; b: tx.Tensor }) => tx.scan((c: tx.Tensor, l: { a: tx.Tensor; b: tx.Tensor }) => [c.add(c.matmul(l.a).tanh().matmul(l.b)), null], h, w)[0],
+      (h: tx.Tensor, w: { a: tx.Tensor; b: tx.Tensor }) =>
+        tx.scan(
+          (c: tx.Tensor, l: { a: tx.Tensor; b: tx.Tensor }) => [c.add(c.matmul(l.a).tanh().matmul(l.b)), null],
+          h,
+          w,
+        )[0],
       { mesh: mesh({ m: 4 }), in: [P(), { a: P(null, null, "m"), b: P(null, "m", null) }] },
     );
     const low = f.lower(tx.spec("f32", [8, 16]), { a: tx.spec("f32", [L, 16, 32]), b: tx.spec("f32", [L, 32, 16]) });
     const plan = low.sharding!.plan;
-    expect(plan.collectives.map((c) => `${c.kind} {${c.axes}} ${c.type.shape} x${c.times} loop=${c.inLoop}`)).toEqual(["all-reduce {m} 8,16 x3 loop=true"]);
-    const body = (low.graph.ops.find((op) => op.name === "scan")!.params as { body: import("../../src/ir/graph.ts").Graph }).body;
+    expect(plan.collectives.map((c) => `${c.kind} {${c.axes}} ${c.type.shape} x${c.times} loop=${c.inLoop}`)).toEqual([
+      "all-reduce {m} 8,16 x3 loop=true",
+    ]);
+    const body = (
+      low.graph.ops.find((op) => op.name === "scan")!.params as { body: import("../../src/ir/graph.ts").Graph }
+    ).body;
     expect(plan.values.get(body.inputs[1]!)!.sharding).toEqual(sh([], ["m"])); // the layer's slice of `a`
   });
 
@@ -186,23 +256,35 @@ describe("Shardy emission", () => {
   });
 
   it("states reshards explicitly: an operand moved right before its op, a sum pinned where it is computed, then sliced", () => {
-    const f = tx.jit((x: tx.Tensor, w: tx.Tensor, dy: tx.Tensor) => [x.matmul(w), tx.dotGeneral(x, dy, { lhsContract: [0], rhsContract: [0] })], {
-      mesh: mesh({ d: 4 }),
-      in: [P("d", null), P({ axes: "d", priority: 1 }, null), P("d", null)],
-      out: [P("d", null), P("d", null)],
-    });
+    const f = tx.jit(
+      (x: tx.Tensor, w: tx.Tensor, dy: tx.Tensor) => [
+        x.matmul(w),
+        tx.dotGeneral(x, dy, { lhsContract: [0], rhsContract: [0] }),
+      ],
+      {
+        mesh: mesh({ d: 4 }),
+        in: [P("d", null), P({ axes: "d", priority: 1 }, null), P("d", null)],
+        out: [P("d", null), P("d", null)],
+      },
+    );
     const low = f.lower(tx.spec("f32", [8, 64]), tx.spec("f32", [64, 64]), tx.spec("f32", [8, 16]));
     const text = emitStableHLO(low.graph, { ...shardedEmitOptions(low.graph, low.sharding!), locs: false });
-    const body = text.split("\n").slice(3, -4).map((l) => l.trim());
+    const body = text
+      .split("\n")
+      .slice(3, -4)
+      .map((l) => l.trim());
     expect(body).toEqual([
-      '%0 = sdy.sharding_constraint %arg1 <@mesh, [{}, {}]> : tensor<64x64xf32>', // FSDP weight gathered for this matmul only
+      "%0 = sdy.sharding_constraint %arg1 <@mesh, [{}, {}]> : tensor<64x64xf32>", // FSDP weight gathered for this matmul only
       "%1 = stablehlo.dot_general %arg0, %0, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<8x64xf32>, tensor<64x64xf32>) -> tensor<8x64xf32>",
       '%2 = sdy.sharding_constraint %1 <@mesh, [{"d"}, {}]> : tensor<8x64xf32>',
       "%3 = stablehlo.dot_general %arg0, %arg2, contracting_dims = [0] x [0], precision = [DEFAULT, DEFAULT] : (tensor<8x64xf32>, tensor<8x16xf32>) -> tensor<64x16xf32>",
-      '%4 = sdy.sharding_constraint %3 <@mesh, [{}, {}]> : tensor<64x16xf32>', // summed over d here (all-reduce)...
+      "%4 = sdy.sharding_constraint %3 <@mesh, [{}, {}]> : tensor<64x16xf32>", // summed over d here (all-reduce)...
       '%5 = sdy.sharding_constraint %4 <@mesh, [{"d"}, {}]> : tensor<64x16xf32>', // ...then sliced
     ]);
-    expect(low.sharding!.plan.collectives.map((c) => `${c.kind} ${c.role} ${c.type.shape}`)).toEqual(["all-gather operand 1 64,64", "all-reduce result 64,16"]);
+    expect(low.sharding!.plan.collectives.map((c) => `${c.kind} ${c.role} ${c.type.shape}`)).toEqual([
+      "all-gather operand 1 64,64",
+      "all-reduce result 64,16",
+    ]);
   });
 });
 
@@ -210,20 +292,26 @@ describe("the Llama presets", () => {
   it("need two all-reduces per layer in the forward pass under tensor parallelism (o and down), plus the vocab-parallel embedding's", () => {
     const c = stepConfig(["q", "v"]);
     const m = mesh({ data: 2, model: 4 });
-    const f = tx.jit((w: unknown, lora: unknown, tokens: tx.Tensor) => llamaLogits(SHARD_LLAMA, w as never, tokens, { lora: { weights: lora as never, layout: c.layout } }), {
-      mesh: m,
-      in: [llamaWeightSpecs(SHARD_LLAMA, m), loraWeightSpecs(c.layout, SHARD_LLAMA, m), P("data", null)],
-    });
+    const f = tx.jit(
+      (w: unknown, lora: unknown, tokens: tx.Tensor) =>
+        llamaLogits(SHARD_LLAMA, w as never, tokens, { lora: { weights: lora as never, layout: c.layout } }),
+      {
+        mesh: m,
+        in: [llamaWeightSpecs(SHARD_LLAMA, m), loraWeightSpecs(c.layout, SHARD_LLAMA, m), P("data", null)],
+      },
+    );
     const low = f.lower(llamaSpecs(SHARD_LLAMA, "f32"), loraSpecs(c.layout, SHARD_LLAMA), tx.spec("s32", [8, 16]));
     const plan = low.sharding!.plan;
     // The forward pass scans its layers: the loop body holds the two all-reduces, run once per layer.
     const ops = plan.collectives.map((x) => `${x.kind} {${x.axes}} ${x.op.name} ${x.type.shape} x${x.times}`);
-    expect(ops).toEqual(["all-reduce {model} gather 4,16,64 x1", ...Array(2).fill(`all-reduce {model} dot_general 4,16,64 x${SHARD_LLAMA.numLayers}`)]);
-    // o, then down: both from linear()'s matmul, whose op is recorded in models/stable.ts matmulF32Acc().
-    expect(plan.collectives.slice(1).map((x) => `${x.op.loc?.file.split("/").slice(-2).join("/")}:${x.op.loc?.line}`)).toEqual([
-      "models/stable.ts:35",
-      "models/stable.ts:35",
+    expect(ops).toEqual([
+      "all-reduce {model} gather 4,16,64 x1",
+      ...Array(2).fill(`all-reduce {model} dot_general 4,16,64 x${SHARD_LLAMA.numLayers}`),
     ]);
+    // o, then down: both from linear()'s matmul, whose op is recorded in models/stable.ts matmulF32Acc().
+    expect(
+      plan.collectives.slice(1).map((x) => `${x.op.loc?.file.split("/").slice(-2).join("/")}:${x.op.loc?.line}`),
+    ).toEqual(["models/stable.ts:35", "models/stable.ts:35"]);
     // The logits stay split over the vocabulary (no all-gather): a loss reduces them where they are.
     expect(plan.values.get(low.graph.outputs[0]!)!.sharding).toEqual(sh(["data"], [], ["model"]));
   });
@@ -238,29 +326,40 @@ describe("errors before compilation name the value and the user's line", () => {
     );
   });
   it("an unknown axis, and an axis that does not divide the dimension", () => {
-    expect(() => tx.jit(twice, { mesh: m, in: [P("batch", null)] }).lower(tx.spec("f32", [8, 16]))).toThrow(/argument x: unknown mesh axis 'batch' in dimension 0/);
+    expect(() => tx.jit(twice, { mesh: m, in: [P("batch", null)] }).lower(tx.spec("f32", [8, 16]))).toThrow(
+      /argument x: unknown mesh axis 'batch' in dimension 0/,
+    );
     expect(() => tx.jit(twice, { mesh: m, in: [P(null, "model")] }).lower(tx.spec("f32", [8, 6]))).toThrow(
       /argument x: dimension 1 of f32\[8,6\] has size 6, which 'model' \(4 devices\) does not divide at test\/sharding\/plan\.test\.ts/,
     );
   });
   it("a spec tree naming what the arguments do not have", () => {
     const f = tx.jit((p: { w: tx.Tensor }) => p.w.mul(2), { mesh: m, in: [{ v: P(null) }] });
-    expect(() => f.lower({ w: tx.spec("f32", [8]) })).toThrow(/^sharding: argument p\.v: the specs name 'v', which the value does not have \(keys: w\) at test\/sharding\/plan\.test\.ts:\d+:\d+$/);
+    expect(() => f.lower({ w: tx.spec("f32", [8]) })).toThrow(
+      /^sharding: argument p\.v: the specs name 'v', which the value does not have \(keys: w\) at test\/sharding\/plan\.test\.ts:\d+:\d+$/,
+    );
   });
   it("shard() of the wrong rank, where shard() is called", () => {
     const f = tx.jit((x: tx.Tensor) => tx.shard(x.mul(2), P("data")), { mesh: m });
-    expect(() => f.lower(tx.spec("f32", [8, 16]))).toThrow(/^sharding: shard\(\) of f32\[8,16\]: the spec P\("data"\) has 1 entry but the value has rank 2 at test\/sharding\/plan\.test\.ts:\d+:\d+$/);
+    expect(() => f.lower(tx.spec("f32", [8, 16]))).toThrow(
+      /^sharding: shard\(\) of f32\[8,16\]: the spec P\("data"\) has 1 entry but the value has rank 2 at test\/sharding\/plan\.test\.ts:\d+:\d+$/,
+    );
   });
   it("a mesh whose size differs from the device count", () => {
     const four = { devices: [0, 1, 2, 3].map((id) => ({ id })) } as unknown as Client;
-    expect(() => meshDevices(four, m)).toThrow(/^sharding: mesh: mesh\{data: 2, model: 4\} spans 8 devices but the client has 4; .* at test\/sharding\/plan\.test\.ts:\d+:\d+$/);
+    expect(() => meshDevices(four, m)).toThrow(
+      /^sharding: mesh: mesh\{data: 2, model: 4\} spans 8 devices but the client has 4; .* at test\/sharding\/plan\.test\.ts:\d+:\d+$/,
+    );
   });
   it("shard() pins an intermediate: propagation keeps it and the module constrains it", () => {
     const f = tx.jit((x: tx.Tensor) => tx.shard(x.mul(2), P(null, "model")).add(1), { mesh: m, in: [P("data", null)] });
     const low = f.lower(tx.spec("f32", [8, 16]));
     const plan = low.sharding!.plan;
     const pinned = low.graph.ops.find((op) => op.name === "mul")!.outputs[0]!;
-    expect(plan.values.get(pinned)).toMatchObject({ sharding: sh([], ["model"]), annotation: { kind: "shard", name: "f32[8,16]" } });
+    expect(plan.values.get(pinned)).toMatchObject({
+      sharding: sh([], ["model"]),
+      annotation: { kind: "shard", name: "f32[8,16]" },
+    });
     expect(low.stablehlo).toMatch(/%4 = sdy.sharding_constraint %3 <@mesh, \[{}, {"model"}\]> : tensor<8x16xf32>/); // the mul, pinned
     // x arrives split over data: gathered over data, then sliced over model (free), as the plan says.
     expect(plan.collectives.map((c) => `${c.kind} ${c.role}`)).toEqual(["all-gather operand 0"]);

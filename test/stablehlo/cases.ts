@@ -20,7 +20,6 @@ export interface ExecCase {
   readonly tol: Tolerance;
 }
 
-
 type Gen = (i: number) => number;
 
 /** Collects a graph and the arguments for its inputs. */
@@ -117,9 +116,15 @@ function convertCase(dt: FloatDType): ExecCase {
   const i = c.input("s32", [6], c.int(-300, 300));
   const u = c.input("u32", [6], c.int(0, 2 ** 32 - 1));
   const q = c.input("bool", [6], c.int(0, 1));
-  c.out(b.add1("convert", [i], { dtype: dt }), b.add1("convert", [u], { dtype: dt }), b.add1("convert", [q], { dtype: dt }));
+  c.out(
+    b.add1("convert", [i], { dtype: dt }),
+    b.add1("convert", [u], { dtype: dt }),
+    b.add1("convert", [q], { dtype: dt }),
+  );
   c.out(b.add1("bitcast_convert", [x], { dtype: dt === "f32" ? "s32" : "f16" }));
-  c.out(b.add1("bitcast_convert", [b.add1("bitcast_convert", [x], { dtype: dt === "f32" ? "u32" : "f16" })], { dtype: dt }));
+  c.out(
+    b.add1("bitcast_convert", [b.add1("bitcast_convert", [x], { dtype: dt === "f32" ? "u32" : "f16" })], { dtype: dt }),
+  );
   return c.done(`convert ${dt}`, floatTolerance(dt));
 }
 
@@ -139,8 +144,20 @@ function intCase(dt: "s32" | "u32"): ExecCase {
   c.out(b.add1("convert", [x], { dtype: dt === "s32" ? "u32" : "s32" }), b.add1("convert", [small], { dtype: "bool" }));
   c.out(b.add1("bitcast_convert", [x], { dtype: "f32" }));
   c.out(b.add1("iota", [], { dtype: dt, shape: [3, 4], dim: 1 }));
-  c.out(b.add1("reduce_sum", [x], { axes: [1] }), b.add1("reduce_max", [x], { axes: [0] }), b.add1("reduce_min", [x], { axes: [0, 1] }));
-  c.out(b.add1("dot_general", [small, small], { lhsBatch: [], rhsBatch: [], lhsContract: [1], rhsContract: [1], outDtype: dt }));
+  c.out(
+    b.add1("reduce_sum", [x], { axes: [1] }),
+    b.add1("reduce_max", [x], { axes: [0] }),
+    b.add1("reduce_min", [x], { axes: [0, 1] }),
+  );
+  c.out(
+    b.add1("dot_general", [small, small], {
+      lhsBatch: [],
+      rhsBatch: [],
+      lhsContract: [1],
+      rhsContract: [1],
+      outDtype: dt,
+    }),
+  );
   c.out(b.add1("constant", [], { dtype: dt, shape: [3], value: [lo, hi, 7] }));
   return c.done(`integer ${dt}`, { rtol: 0, atol: 0 });
 }
@@ -153,7 +170,11 @@ function boolCase(): ExecCase {
   for (const n of ["and", "or", "xor"] as const) c.out(b.add1(n, [p, q], {}));
   c.out(b.add1("not", [p], {}));
   for (const dir of ["eq", "lt", "ge"] as const) c.out(b.add1("compare", [p, q], { dir }));
-  c.out(b.add1("select", [p, q, b.add1("not", [q], {})], {}), b.add1("convert", [p], { dtype: "s32" }), b.add1("convert", [p], { dtype: "bool" }));
+  c.out(
+    b.add1("select", [p, q, b.add1("not", [q], {})], {}),
+    b.add1("convert", [p], { dtype: "s32" }),
+    b.add1("convert", [p], { dtype: "bool" }),
+  );
   c.out(b.add1("constant", [], { dtype: "bool", shape: [2, 2], value: [1, 0, 0, 1] }));
   return c.done("bool", { rtol: 0, atol: 0 });
 }
@@ -173,7 +194,9 @@ function shapeCase(dt: FloatDType): ExecCase {
     b.add1("transpose", [x], { perm: [2, 0, 1] }),
     b.add1("slice", [x], { start: [0, 1, 0], limit: [2, 3, 4], stride: [1, 1, 3] }),
     b.add1("slice", [x], { start: [1, 0, 1], limit: [2, 3, 4], stride: [1, 2, 2] }),
-    b.add1("concatenate", [x, x, b.add1("slice", [x], { start: [0, 0, 0], limit: [2, 1, 4], stride: [1, 1, 1] })], { axis: 1 }),
+    b.add1("concatenate", [x, x, b.add1("slice", [x], { start: [0, 0, 0], limit: [2, 1, 4], stride: [1, 1, 1] })], {
+      axis: 1,
+    }),
     b.add1("pad", [x, v], { low: [0, 1, -1], high: [1, -1, 2], interior: [0, 1, 1] }),
   );
   return c.done(`shape ${dt}`, { rtol: 0, atol: 0 });
@@ -186,9 +209,18 @@ function reduceCase(dt: FloatDType): ExecCase {
   const e = c.input(dt, [0, 3], () => 0);
   const s = c.input(dt, [2, 6], (i) => SPECIALS[i]!);
   for (const n of ["reduce_sum", "reduce_max", "reduce_min"] as const) {
-    c.out(b.add1(n, [x], { axes: [1] }), b.add1(n, [x], { axes: [0, 2] }), b.add1(n, [x], { axes: [0, 1, 2] }), b.add1(n, [e], { axes: [0] }));
+    c.out(
+      b.add1(n, [x], { axes: [1] }),
+      b.add1(n, [x], { axes: [0, 2] }),
+      b.add1(n, [x], { axes: [0, 1, 2] }),
+      b.add1(n, [e], { axes: [0] }),
+    );
   }
-  c.out(b.add1("reduce_max", [s], { axes: [1] }), b.add1("reduce_min", [s], { axes: [1] }), b.add1("reduce_sum", [x], { axes: [] }));
+  c.out(
+    b.add1("reduce_max", [s], { axes: [1] }),
+    b.add1("reduce_min", [s], { axes: [1] }),
+    b.add1("reduce_sum", [x], { axes: [] }),
+  );
   return c.done(`reduce ${dt}`, dt === "f32" ? { rtol: 1e-5, atol: 1e-5 } : { rtol: 3e-2, atol: 0.1 });
 }
 
@@ -258,7 +290,13 @@ function controlCase(dt: FloatDType): ExecCase {
   const oc = ob.input(tensorType("s32", []));
   const oh = ob.input(tensorType(dt, [3]));
   const oxs = ob.input(tensorType(dt, [2, 3]));
-  const [h2, ys] = ob.add("scan", [ow, oh, oxs], { body: inner, length: 2, numConsts: 1, numCarry: 1, reverse: true }) as [Value, Value];
+  const [h2, ys] = ob.add("scan", [ow, oh, oxs], {
+    body: inner,
+    length: 2,
+    numConsts: 1,
+    numCarry: 1,
+    reverse: true,
+  }) as [Value, Value];
   const one = ob.add1("constant", [], { dtype: "s32", shape: [], value: [1] });
   const outer = ob.build([ob.add1("add", [oc, one], {}), h2!, ys!]);
   const W = c.input(dt, [3], c.uniform(-1, 1));
@@ -269,7 +307,15 @@ function controlCase(dt: FloatDType): ExecCase {
   c.out(...b.add("scan", [W, H, XS], { body: inner, length: 4, numConsts: 1, numCarry: 1, reverse: false }));
   c.out(...b.add("scan", [W, H, XS], { body: inner, length: 4, numConsts: 1, numCarry: 1, reverse: true }));
   c.out(...b.add("scan", [W, zero, H, XSS], { body: outer, length: 5, numConsts: 1, numCarry: 2, reverse: false }));
-  c.out(...b.add("scan", [W, H, b.add1("slice", [XS], { start: [0, 0], limit: [0, 3], stride: [1, 1] })], { body: inner, length: 0, numConsts: 1, numCarry: 1, reverse: false }));
+  c.out(
+    ...b.add("scan", [W, H, b.add1("slice", [XS], { start: [0, 0], limit: [0, 3], stride: [1, 1] })], {
+      body: inner,
+      length: 0,
+      numConsts: 1,
+      numCarry: 1,
+      reverse: false,
+    }),
+  );
   c.out(...b.add("optimization_barrier", [W, zero], {}));
   return c.done(`scan ${dt}`, dt === "f32" ? { rtol: 1e-5, atol: 1e-5 } : { rtol: 5e-2, atol: 5e-2 });
 }
@@ -298,10 +344,26 @@ function edgeCase(): ExecCase {
   );
   const carryOnly = new GraphBuilder();
   const h = carryOnly.input(tensorType("f32", []));
-  c.out(...b.add("scan", [s], { body: carryOnly.build([carryOnly.add1("cos", [h], {})]), length: 3, numConsts: 0, numCarry: 1, reverse: false }));
+  c.out(
+    ...b.add("scan", [s], {
+      body: carryOnly.build([carryOnly.add1("cos", [h], {})]),
+      length: 3,
+      numConsts: 0,
+      numCarry: 1,
+      reverse: false,
+    }),
+  );
   const xsOnly = new GraphBuilder();
   const x = xsOnly.input(tensorType("f32", []));
-  c.out(...b.add("scan", [v], { body: xsOnly.build([xsOnly.add1("exp", [x], {})]), length: 5, numConsts: 0, numCarry: 0, reverse: true }));
+  c.out(
+    ...b.add("scan", [v], {
+      body: xsOnly.build([xsOnly.add1("exp", [x], {})]),
+      length: 5,
+      numConsts: 0,
+      numCarry: 0,
+      reverse: true,
+    }),
+  );
   return c.done("degenerate shapes", { rtol: 1e-5, atol: 1e-6 });
 }
 
@@ -309,7 +371,16 @@ function edgeCase(): ExecCase {
 export function opCases(): ExecCase[] {
   const cases: ExecCase[] = [intCase("s32"), intCase("u32"), boolCase(), edgeCase()];
   for (const dt of ["f32", "bf16"] as const) {
-    cases.push(unaryCase(dt), binaryCase(dt), convertCase(dt), shapeCase(dt), reduceCase(dt), dotCase(dt), indexCase(dt), controlCase(dt));
+    cases.push(
+      unaryCase(dt),
+      binaryCase(dt),
+      convertCase(dt),
+      shapeCase(dt),
+      reduceCase(dt),
+      dotCase(dt),
+      indexCase(dt),
+      controlCase(dt),
+    );
   }
   return cases;
 }

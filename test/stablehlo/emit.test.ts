@@ -63,7 +63,7 @@ describe("module", () => {
 
 describe("locations", () => {
   const loc: SourceLoc = { file: 'models/a "b"\\c.ts', line: 12, col: 5 };
-  it("puts loc(\"file\":line:col) on each op with a location, escaping quotes and backslashes", () => {
+  it('puts loc("file":line:col) on each op with a location, escaping quotes and backslashes', () => {
     const text = emitBody((b) => {
       const x = b.input(f32x23);
       return [b.add1("exp", [b.add1("neg", [x], {}, loc)], {})];
@@ -161,7 +161,9 @@ describe("every op's lowering", () => {
   });
 
   it("select", () => {
-    const text = emitBody((b) => [b.add1("select", [b.input(tt("bool", [2, 3])), b.input(f32x23), b.input(f32x23)], {})]);
+    const text = emitBody((b) => [
+      b.add1("select", [b.input(tt("bool", [2, 3])), b.input(f32x23), b.input(f32x23)], {}),
+    ]);
     expect(text).toBe(`%0 = stablehlo.select %arg0, %arg1, %arg2 : tensor<2x3xi1>, tensor<2x3xf32>`);
   });
 
@@ -169,7 +171,11 @@ describe("every op's lowering", () => {
     const text = emitBody((b) => {
       const x = b.input(tt("f32", [2]));
       const i = b.input(tt("s32", [2]));
-      return [b.add1("convert", [x], { dtype: "bf16" }), b.add1("convert", [x], { dtype: "bool" }), b.add1("convert", [i], { dtype: "bool" })];
+      return [
+        b.add1("convert", [x], { dtype: "bf16" }),
+        b.add1("convert", [x], { dtype: "bool" }),
+        b.add1("convert", [i], { dtype: "bool" }),
+      ];
     });
     expect(text).toBe(
       `%0 = stablehlo.convert %arg0 : (tensor<2xf32>) -> tensor<2xbf16>
@@ -311,7 +317,9 @@ describe("every op's lowering", () => {
   });
 
   it("take_along_axis is a gather with the other dims as batching dims", () => {
-    const text = emitBody((b) => [b.add1("take_along_axis", [b.input(tt("f32", [4, 16, 256])), b.input(tt("s32", [4, 16, 1]))], { axis: 2 })]);
+    const text = emitBody((b) => [
+      b.add1("take_along_axis", [b.input(tt("f32", [4, 16, 256])), b.input(tt("s32", [4, 16, 1]))], { axis: 2 }),
+    ]);
     expect(text).toBe(
       `%0 = "stablehlo.gather"(%arg0, %arg1) <{dimension_numbers = #stablehlo.gather<collapsed_slice_dims = [2], operand_batching_dims = [0, 1], start_indices_batching_dims = [0, 1], start_index_map = [2], index_vector_dim = 3>, indices_are_sorted = false, slice_sizes = array<i64: 1, 1, 1>}> : (tensor<4x16x256xf32>, tensor<4x16x1xi32>) -> tensor<4x16x1xf32>`,
     );
@@ -419,7 +427,9 @@ describe("donation and shardings", () => {
   });
 
   it("refuses to alias an input to an output of another type, a missing output, or one output twice", () => {
-    expect(() => emitStableHLO(pair(), { donate: [1] })).toThrow(/input 0 \(f32\[4\]\) is donated to output 1 of another type \(s32\[4\]\)/);
+    expect(() => emitStableHLO(pair(), { donate: [1] })).toThrow(
+      /input 0 \(f32\[4\]\) is donated to output 1 of another type \(s32\[4\]\)/,
+    );
     expect(() => emitStableHLO(pair(), { donate: [2] })).toThrow(EmitError);
     expect(() => emitStableHLO(pair(), { donate: [0, 0] })).toThrow(/inputs 0 and 1 are both donated to output 0/);
   });
@@ -427,7 +437,12 @@ describe("donation and shardings", () => {
   it("emits sdy shardings, the mesh and num_partitions", () => {
     const text = emitStableHLO(pair(), {
       numPartitions: 8,
-      mesh: { axes: [{ name: "x", size: 4 }, { name: "y", size: 2 }] },
+      mesh: {
+        axes: [
+          { name: "x", size: 4 },
+          { name: "y", size: 2 },
+        ],
+      },
       argShardings: [`#sdy.sharding<@mesh, [{"x"}]>`, "", `#sdy.sharding<@mesh, [{}]>`],
       resultShardings: [`#sdy.sharding<@mesh, [{"x"}]>`],
       donate: [0],
@@ -450,7 +465,12 @@ describe("donation and shardings", () => {
     const g = b.build([x]);
     const stray = new GraphBuilder();
     const other = stray.input(tt("f32", [2]));
-    const bad = { ...g, ops: [...stray.build([stray.add1("neg", [other], {}, { file: "u.ts", line: 9, col: 1 })]).ops] };
-    expect(() => emitStableHLO(bad)).toThrow(`stablehlo: neg: uses a value that no earlier op or input defines at u.ts:9:1`);
+    const bad = {
+      ...g,
+      ops: [...stray.build([stray.add1("neg", [other], {}, { file: "u.ts", line: 9, col: 1 })]).ops],
+    };
+    expect(() => emitStableHLO(bad)).toThrow(
+      `stablehlo: neg: uses a value that no earlier op or input defines at u.ts:9:1`,
+    );
   });
 });

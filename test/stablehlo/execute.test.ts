@@ -8,7 +8,6 @@ import { randomGraph, randomInputs } from "../ir/random_graph.ts";
 import { numel, tensorType } from "../../src/ir/types.ts";
 import { floatTolerance, fromTyped, mismatch, opCases, toTyped, type Tolerance } from "./cases.ts";
 
-
 let client: Client;
 beforeAll(async () => {
   client = await getClient();
@@ -19,11 +18,21 @@ async function execute(g: Graph, args: readonly HostArray[], text = emitStableHL
   const exe = await client.compile(text);
   const bufs = args.map((a) => client.bufferFromHost(toTyped(a) as never, a.type.dtype, a.type.shape));
   const outs = await exe.run(bufs);
-  return Promise.all(outs.map(async (b, i) => fromTyped(g.outputs[i]!.type.dtype, g.outputs[i]!.type.shape, (await b.toHost()) as ArrayLike<number>)));
+  return Promise.all(
+    outs.map(async (b, i) =>
+      fromTyped(g.outputs[i]!.type.dtype, g.outputs[i]!.type.shape, (await b.toHost()) as ArrayLike<number>),
+    ),
+  );
 }
 
 /** Every output that differs from the interpreter beyond tolerance, as readable lines. */
-function compare(g: Graph, got: HostArray[], want: HostArray[], tol: (i: number) => Tolerance, label = (i: number) => `output ${i}`): string[] {
+function compare(
+  g: Graph,
+  got: HostArray[],
+  want: HostArray[],
+  tol: (i: number) => Tolerance,
+  label = (i: number) => `output ${i}`,
+): string[] {
   const bad: string[] = [];
   g.outputs.forEach((_, i) => {
     const m = mismatch(got[i]!, want[i]!, tol(i));
@@ -37,7 +46,16 @@ describe("every op on the PJRT CPU plugin matches the interpreter", () => {
     const got = await execute(c.graph, c.args);
     const want = interpret(c.graph, c.args);
     const ops = c.graph.ops.map((o) => o.name);
-    expect(compare(c.graph, got, want, () => c.tol, (i) => `output ${i} (${outputOp(c.graph, i) ?? "input"})`), ops.join(",")).toEqual([]);
+    expect(
+      compare(
+        c.graph,
+        got,
+        want,
+        () => c.tol,
+        (i) => `output ${i} (${outputOp(c.graph, i) ?? "input"})`,
+      ),
+      ops.join(","),
+    ).toEqual([]);
   });
 });
 
@@ -55,20 +73,23 @@ function merge(gs: readonly Graph[]): Graph {
 describe("random graphs on the PJRT CPU plugin match the interpreter", () => {
   const PER_MODULE = 6;
   const MODULES = 6;
-  it.each(Array.from({ length: MODULES }, (_, m) => [m * PER_MODULE, (m + 1) * PER_MODULE - 1]))("seeds %i..%i", async (from, to) => {
-    const seeds = Array.from({ length: to - from + 1 }, (_, k) => from + k);
-    const graphs = seeds.map((s) => randomGraph(s));
-    const args = seeds.flatMap((s, k) => randomInputs(graphs[k]!, s + 1000));
-    const g = merge(graphs);
-    const got = await execute(g, args);
-    const want = interpret(g, args);
-    const owner = graphs.flatMap((gr, k) => gr.outputs.map(() => seeds[k]!));
-    const tol = (i: number) => {
-      const d = g.outputs[i]!.type.dtype;
-      return d === "f32" ? { rtol: 1e-5, atol: 1e-5 } : floatTolerance("bf16"); // f16 has more mantissa: bf16's bound covers it
-    };
-    expect(compare(g, got, want, tol, (i) => `seed ${owner[i]} output ${i}`)).toEqual([]);
-  });
+  it.each(Array.from({ length: MODULES }, (_, m) => [m * PER_MODULE, (m + 1) * PER_MODULE - 1]))(
+    "seeds %i..%i",
+    async (from, to) => {
+      const seeds = Array.from({ length: to - from + 1 }, (_, k) => from + k);
+      const graphs = seeds.map((s) => randomGraph(s));
+      const args = seeds.flatMap((s, k) => randomInputs(graphs[k]!, s + 1000));
+      const g = merge(graphs);
+      const got = await execute(g, args);
+      const want = interpret(g, args);
+      const owner = graphs.flatMap((gr, k) => gr.outputs.map(() => seeds[k]!));
+      const tol = (i: number) => {
+        const d = g.outputs[i]!.type.dtype;
+        return d === "f32" ? { rtol: 1e-5, atol: 1e-5 } : floatTolerance("bf16"); // f16 has more mantissa: bf16's bound covers it
+      };
+      expect(compare(g, got, want, tol, (i) => `seed ${owner[i]} output ${i}`)).toEqual([]);
+    },
+  );
 });
 
 describe("module features XLA must accept", () => {
@@ -112,7 +133,8 @@ describe("module features XLA must accept", () => {
     const args = graphs.flatMap((gr, k) => randomInputs(gr, 7 + k));
     const got = await execute(g, args);
     const want = interpret(g, args);
-    const tol = (i: number) => (g.outputs[i]!.type.dtype === "f32" ? { rtol: 1e-4, atol: 1e-4 } : { rtol: 3e-2, atol: 3e-2 });
+    const tol = (i: number) =>
+      g.outputs[i]!.type.dtype === "f32" ? { rtol: 1e-4, atol: 1e-4 } : { rtol: 3e-2, atol: 3e-2 };
     expect(compare(g, got, want, tol)).toEqual([]);
     expect(numel(got[0]!.type.shape)).toBe(got[0]!.data.length);
   });

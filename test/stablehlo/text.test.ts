@@ -1,6 +1,14 @@
 // Number, type and location spelling: every float literal must read back as exactly the value the IR holds.
 import { describe, expect, it } from "vitest";
-import { denseLiteral, elementLiteral, locText, roundTo, stringLiteral, symbolName, tensorTypeText } from "../../src/backend/stablehlo/text.ts";
+import {
+  denseLiteral,
+  elementLiteral,
+  locText,
+  roundTo,
+  stringLiteral,
+  symbolName,
+  tensorTypeText,
+} from "../../src/backend/stablehlo/text.ts";
 import { tensorType as tt } from "../../src/ir/types.ts";
 
 /** Reads a literal back the way MLIR does: hex is the bit pattern, decimals round (via a double) to the type. */

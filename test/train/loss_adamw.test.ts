@@ -13,15 +13,17 @@ const i32 = (v: number[], shape: number[]) => fromFloat32(v, shape, "I32");
 
 /** HF's loss written out: position t predicts labels[t+1]; -100 skipped; mean over the rest. */
 function hfLoss(logits: Float32Array, labels: number[], B: number, S: number, V: number): number {
-  let sum = 0, n = 0;
-  for (let b = 0; b < B; b++) for (let t = 0; t + 1 < S; t++) {
-    const y = labels[b * S + t + 1]!;
-    if (y === -100) continue;
-    const row = Array.from(logits.subarray((b * S + t) * V, (b * S + t + 1) * V));
-    const m = Math.max(...row);
-    sum += Math.log(row.reduce((z, x) => z + Math.exp(x - m), 0)) + m - row[y]!;
-    n++;
-  }
+  let sum = 0,
+    n = 0;
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t + 1 < S; t++) {
+      const y = labels[b * S + t + 1]!;
+      if (y === -100) continue;
+      const row = Array.from(logits.subarray((b * S + t) * V, (b * S + t + 1) * V));
+      const m = Math.max(...row);
+      sum += Math.log(row.reduce((z, x) => z + Math.exp(x - m), 0)) + m - row[y]!;
+      n++;
+    }
   return sum / n;
 }
 
@@ -30,7 +32,12 @@ describe("causalLmLoss", () => {
   const rand = mulberry32(4);
   const logits = uniform(B * S * V, 4, rand);
   const run = (labels: number[]) =>
-    toFloat32(interpretOnHost((l: Tensor, y: Tensor) => causalLmLoss(l, y), [f32(logits, [B, S, V]), i32(labels, [B, S])]) as HostTensor)[0]!;
+    toFloat32(
+      interpretOnHost(
+        (l: Tensor, y: Tensor) => causalLmLoss(l, y),
+        [f32(logits, [B, S, V]), i32(labels, [B, S])],
+      ) as HostTensor,
+    )[0]!;
 
   it("shifts the labels, ignores -100 and averages over the remaining tokens", () => {
     const labels = [-100, -100, 3, 7, 1, -100, 4, -100, 10, 0];
@@ -49,14 +56,17 @@ describe("causalLmLoss", () => {
 
 /** torch.optim.AdamW (single-tensor, non-amsgrad) in float64. */
 function torchAdamW(p: number[], grads: number[][], lrs: number[], hp: AdamWConfig): number[] {
-  const m = p.map(() => 0), v = p.map(() => 0);
+  const m = p.map(() => 0),
+    v = p.map(() => 0);
   grads.forEach((g, s) => {
-    const t = s + 1, lr = lrs[s]!;
+    const t = s + 1,
+      lr = lrs[s]!;
     for (let i = 0; i < p.length; i++) {
       p[i]! *= 1 - lr * hp.weightDecay;
       m[i]! += (g[i]! - m[i]!) * (1 - hp.beta1);
       v[i] = v[i]! * hp.beta2 + (1 - hp.beta2) * g[i]! * g[i]!;
-      const bc1 = 1 - hp.beta1 ** t, bc2 = 1 - hp.beta2 ** t;
+      const bc1 = 1 - hp.beta1 ** t,
+        bc2 = 1 - hp.beta2 ** t;
       p[i]! -= (lr / bc1) * (m[i]! / (Math.sqrt(v[i]!) / Math.sqrt(bc2) + hp.eps));
     }
   });
@@ -74,10 +84,13 @@ describe("AdamW", () => {
   it("three steps (changing lr) match torch's update rule with decoupled weight decay and bias correction", () => {
     let state = { p: f32(p0, [2, 3]), m: f32(new Array(n).fill(0), [2, 3]), v: f32(new Array(n).fill(0), [2, 3]) };
     grads.forEach((g, s) => {
-      const out = interpretOnHost((p: Tensor, g: Tensor, m: Tensor, v: Tensor, t: Tensor, lr: Tensor) => {
-        const [np, st] = adamwUpdate({ w: p }, { w: g }, { m: { w: m }, v: { w: v } }, t, lr, hp);
-        return { p: np.w, m: st.m.w, v: st.v.w };
-      }, [state.p, f32(g, [2, 3]), state.m, state.v, f32([s + 1], []), f32([lrs[s]!], [])]) as typeof state;
+      const out = interpretOnHost(
+        (p: Tensor, g: Tensor, m: Tensor, v: Tensor, t: Tensor, lr: Tensor) => {
+          const [np, st] = adamwUpdate({ w: p }, { w: g }, { m: { w: m }, v: { w: v } }, t, lr, hp);
+          return { p: np.w, m: st.m.w, v: st.v.w };
+        },
+        [state.p, f32(g, [2, 3]), state.m, state.v, f32([s + 1], []), f32([lrs[s]!], [])],
+      ) as typeof state;
       state = out;
     });
     const want = torchAdamW([...p0], grads, lrs, hp);
@@ -86,10 +99,16 @@ describe("AdamW", () => {
   });
 
   it("the first step moves each weight by about lr * sign(g) after decay", () => {
-    const out = interpretOnHost((p: Tensor, g: Tensor) => adamwUpdate([p], [g], { m: [tx.zerosLike(p)], v: [tx.zerosLike(p)] }, tx.full([], 1), tx.full([], 0.01), { ...hp, eps: 1e-12 })[0][0]!, [
-      f32(p0, [n]), f32(grads[0]!, [n]),
-    ]) as HostTensor;
+    const out = interpretOnHost(
+      (p: Tensor, g: Tensor) =>
+        adamwUpdate([p], [g], { m: [tx.zerosLike(p)], v: [tx.zerosLike(p)] }, tx.full([], 1), tx.full([], 0.01), {
+          ...hp,
+          eps: 1e-12,
+        })[0][0]!,
+      [f32(p0, [n]), f32(grads[0]!, [n])],
+    ) as HostTensor;
     const got = toFloat32(out);
-    for (let i = 0; i < n; i++) expect(got[i]!).toBeCloseTo(p0[i]! * (1 - 0.01 * 0.1) - 0.01 * Math.sign(grads[0]![i]!), 6);
+    for (let i = 0; i < n; i++)
+      expect(got[i]!).toBeCloseTo(p0[i]! * (1 - 0.01 * 0.1) - 0.01 * Math.sign(grads[0]![i]!), 6);
   });
 });

@@ -28,28 +28,49 @@ beforeAll(async () => {
 });
 
 function zeros(w: LoraWeights<HostTensor>): LoraWeights<HostTensor> {
-  return Object.fromEntries(Object.entries(w).map(([k, v]) => [k, { a: hostTensor("F32", v!.a.shape), b: hostTensor("F32", v!.b.shape) }]));
+  return Object.fromEntries(
+    Object.entries(w).map(([k, v]) => [k, { a: hostTensor("F32", v!.a.shape), b: hostTensor("F32", v!.b.shape) }]),
+  );
 }
 
-function runStep(c: StepConfig, state: TrainState<HostTensor>, weights: LlamaWeights<HostTensor>, lr: number): [TrainState<HostTensor>, number] {
+function runStep(
+  c: StepConfig,
+  state: TrainState<HostTensor>,
+  weights: LlamaWeights<HostTensor>,
+  lr: number,
+): [TrainState<HostTensor>, number] {
   const step = makeTrainStep(c);
   const [next, loss] = interpretOnHost(step, [
-    state as unknown as HostTree, weights as unknown as HostTree,
-    { tokens: expected.get("input_ids")!, labels: expected.get("labels")! }, fromFloat32([lr], []), fromFloat32([0, 7], [2], "U32"),
+    state as unknown as HostTree,
+    weights as unknown as HostTree,
+    { tokens: expected.get("input_ids")!, labels: expected.get("labels")! },
+    fromFloat32([lr], []),
+    fromFloat32([0, 7], [2], "U32"),
   ]) as unknown as [TrainState<HostTensor>, HostTensor];
   return [next, toFloat32(loss)[0]!];
 }
 
 describe("train step", () => {
   it("from the saved adapter, one step gives the fixture's loss and torch's AdamW result", () => {
-    const c: StepConfig = { llama, layout: lora.layout, policy: F32, adamw: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 } };
-    const state: TrainState<HostTensor> = { lora: lora.weights, m: zeros(lora.weights), v: zeros(lora.weights), step: fromFloat32([0], []) };
+    const c: StepConfig = {
+      llama,
+      layout: lora.layout,
+      policy: F32,
+      adamw: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 },
+    };
+    const state: TrainState<HostTensor> = {
+      lora: lora.weights,
+      m: zeros(lora.weights),
+      v: zeros(lora.weights),
+      step: fromFloat32([0], []),
+    };
     const [next, loss] = runStep(c, state, base, 1e-3);
     expect(Math.abs(loss - toFloat32(expected.get("loss_lora")!)[0]!)).toBeLessThan(1e-5);
     expect(toFloat32(next.step)[0]).toBe(1);
     const after = adapterTensors(loraToAdapter(lora.layout, next.lora, llama));
     expect(after.size).toBe(8);
-    for (const [k, t] of after) expect(relErr(toFloat32(t), toFloat32(expected.get(`after_adamw.${k}`)!)), k).toBeLessThan(1e-5);
+    for (const [k, t] of after)
+      expect(relErr(toFloat32(t), toFloat32(expected.get(`after_adamw.${k}`)!)), k).toBeLessThan(1e-5);
     // A second step (bias corrections for t = 2, moments carried) lowers the loss further.
     const [, loss2] = runStep(c, next, base, 1e-3);
     const [, loss3] = runStep(c, runStep(c, next, base, 1e-3)[0], base, 1e-3);
@@ -58,16 +79,30 @@ describe("train step", () => {
   });
 
   it("bf16 policy: bf16 base and activations, f32 masters and moments, loss within bf16 error of f32", () => {
-    const c: StepConfig = { llama, layout: lora.layout, policy: BF16, adamw: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 } };
+    const c: StepConfig = {
+      llama,
+      layout: lora.layout,
+      policy: BF16,
+      adamw: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 },
+    };
     const [stateSpec, baseSpec] = trainStepSpecs(c, 2, 16);
     expect(baseSpec.layers.q.dtype).toBe("bf16");
     expect(stateSpec.lora.q!.a.dtype).toBe("f32");
     const toBf = (t: HostTensor) => fromFloat32(toFloat32(t), t.shape, "BF16");
     const baseBf: LlamaWeights<HostTensor> = {
-      embed: toBf(base.embed), norm: toBf(base.norm), head: toBf(base.head),
-      layers: Object.fromEntries(Object.entries(base.layers).map(([k, v]) => [k, toBf(v)])) as unknown as LlamaWeights<HostTensor>["layers"],
+      embed: toBf(base.embed),
+      norm: toBf(base.norm),
+      head: toBf(base.head),
+      layers: Object.fromEntries(
+        Object.entries(base.layers).map(([k, v]) => [k, toBf(v)]),
+      ) as unknown as LlamaWeights<HostTensor>["layers"],
     };
-    const state: TrainState<HostTensor> = { lora: lora.weights, m: zeros(lora.weights), v: zeros(lora.weights), step: fromFloat32([0], []) };
+    const state: TrainState<HostTensor> = {
+      lora: lora.weights,
+      m: zeros(lora.weights),
+      v: zeros(lora.weights),
+      step: fromFloat32([0], []),
+    };
     const [next, loss] = runStep(c, state, baseBf, 1e-3);
     expect(next.lora.q!.a.dtype).toBe("F32");
     expect(next.m.q!.a.dtype).toBe("F32");
@@ -75,7 +110,12 @@ describe("train step", () => {
   });
 
   it("traces with gradients for the adapter only: no contraction produces a frozen weight's gradient", () => {
-    const c: StepConfig = { llama, layout: lora.layout, policy: F32, adamw: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 } };
+    const c: StepConfig = {
+      llama,
+      layout: lora.layout,
+      policy: F32,
+      adamw: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 },
+    };
     const { graph } = tx.trace(makeTrainStep(c), trainStepSpecs(c, 2, 16));
     expect(graph.outputs.length).toBe(4 * 3 + 2); // lora, m, v (4 leaves each), step, loss
     const frozen = new Set(["64,64", "64,172", "172,64", "64,512", "512,64"]);

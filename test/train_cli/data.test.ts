@@ -41,17 +41,35 @@ describe("JSONL records", () => {
       'd.jsonl:1: expected a JSON object with "input_ids" (and optionally "labels", -100 where no loss is taken), or with "prompt_ids" and "answer_ids" (loss on the answer only); got an array of 3',
     );
     expect(err('{"text":"hello"}')).toMatch(/^d\.jsonl:1: missing field "input_ids": expected a JSON object/);
-    expect(err('{"answer_ids":[3]}')).toBe('d.jsonl:1: missing field "prompt_ids" (a record with "answer_ids" needs the prompt too; it may be [])');
+    expect(err('{"answer_ids":[3]}')).toBe(
+      'd.jsonl:1: missing field "prompt_ids" (a record with "answer_ids" needs the prompt too; it may be [])',
+    );
     expect(err('{"prompt_ids":[3]}')).toBe('d.jsonl:1: missing field "answer_ids" (the tokens the loss is taken on)');
-    expect(err('{"input_ids":"1 2 3"}')).toBe('d.jsonl:1: field "input_ids" must be an array of integer token ids, got the string "1 2 3"');
+    expect(err('{"input_ids":"1 2 3"}')).toBe(
+      'd.jsonl:1: field "input_ids" must be an array of integer token ids, got the string "1 2 3"',
+    );
     expect(err('{"input_ids":[1,2.5]}')).toBe('d.jsonl:1: "input_ids"[1] is number 2.5, expected an integer token id');
-    expect(err('{"input_ids":[1,"2"]}')).toBe('d.jsonl:1: "input_ids"[1] is the string "2", expected an integer token id');
-    expect(err('\n\n{"input_ids":[1,96]}')).toBe(`d.jsonl:3: "input_ids"[1] = 96 is outside the model's vocabulary (token ids 0..95)`);
-    expect(err('{"input_ids":[-100]}')).toBe(`d.jsonl:1: "input_ids"[0] = -100 is outside the model's vocabulary (token ids 0..95)`);
-    expect(err('{"input_ids":[1,2],"labels":[-1,2]}')).toBe(`d.jsonl:1: "labels"[0] = -1 is outside the model's vocabulary (token ids 0..95, or -100 for no loss)`);
-    expect(err('{"input_ids":[1,2],"labels":[2]}')).toBe('d.jsonl:1: "labels" has 1 entries but "input_ids" has 2; they must match one to one');
-    expect(err('{"prompt_ids":[1],"answer_ids":[]}')).toBe('d.jsonl:1: "answer_ids" is empty: a record needs at least one answer token');
-    expect(err('{"prompt_ids":[1],"answer_ids":[2],"input_ids":[3]}')).toMatch(/^d\.jsonl:1: has both "input_ids"\/"labels" and "prompt_ids"\/"answer_ids"/);
+    expect(err('{"input_ids":[1,"2"]}')).toBe(
+      'd.jsonl:1: "input_ids"[1] is the string "2", expected an integer token id',
+    );
+    expect(err('\n\n{"input_ids":[1,96]}')).toBe(
+      `d.jsonl:3: "input_ids"[1] = 96 is outside the model's vocabulary (token ids 0..95)`,
+    );
+    expect(err('{"input_ids":[-100]}')).toBe(
+      `d.jsonl:1: "input_ids"[0] = -100 is outside the model's vocabulary (token ids 0..95)`,
+    );
+    expect(err('{"input_ids":[1,2],"labels":[-1,2]}')).toBe(
+      `d.jsonl:1: "labels"[0] = -1 is outside the model's vocabulary (token ids 0..95, or -100 for no loss)`,
+    );
+    expect(err('{"input_ids":[1,2],"labels":[2]}')).toBe(
+      'd.jsonl:1: "labels" has 1 entries but "input_ids" has 2; they must match one to one',
+    );
+    expect(err('{"prompt_ids":[1],"answer_ids":[]}')).toBe(
+      'd.jsonl:1: "answer_ids" is empty: a record needs at least one answer token',
+    );
+    expect(err('{"prompt_ids":[1],"answer_ids":[2],"input_ids":[3]}')).toMatch(
+      /^d\.jsonl:1: has both "input_ids"\/"labels" and "prompt_ids"\/"answer_ids"/,
+    );
     expect(err('{"input_ids":[]}')).toBe('d.jsonl:1: "input_ids" is empty');
     expect(err("\n  \n")).toMatch(/^d\.jsonl: no records \(expected one JSON object per line/);
   });
@@ -72,15 +90,24 @@ describe("fitting records to --seq", () => {
     expect([[...fits.ids], fits.truncated]).toEqual([[1, 2], false]);
     const x = -100;
     const b = fitRecord(rec([10, 11, 12, 13, 20, 21], [x, x, x, x, 20, 21], 4), 4);
-    expect([[...b.ids], [...b.labels]]).toEqual([[12, 13, 20, 21], [x, x, 20, 21]]);
+    expect([[...b.ids], [...b.labels]]).toEqual([
+      [12, 13, 20, 21],
+      [x, x, 20, 21],
+    ]);
     // An answer as long as the sequence keeps its first seq-1 tokens after one prompt token.
     const c = fitRecord(rec([10, 11, 20, 21, 22, 23], [x, x, 20, 21, 22, 23], 2), 3);
-    expect([[...c.ids], [...c.labels]]).toEqual([[11, 20, 21], [x, 20, 21]]);
+    expect([[...c.ids], [...c.labels]]).toEqual([
+      [11, 20, 21],
+      [x, 20, 21],
+    ]);
   });
 
   it("counts loss tokens from position 1 (HF shifts labels) and drops records with none", () => {
     expect(lossTokens(Int32Array.from([5, IGNORE, 7]))).toBe(1);
-    const p = prepareRecords([rec([1, 2, 3], [1, IGNORE, IGNORE]), rec([1, 2, 3, 4], [IGNORE, IGNORE, IGNORE, 4]), rec([1, 2], [IGNORE, 2])], 3);
+    const p = prepareRecords(
+      [rec([1, 2, 3], [1, IGNORE, IGNORE]), rec([1, 2, 3, 4], [IGNORE, IGNORE, IGNORE, 4]), rec([1, 2], [IGNORE, 2])],
+      3,
+    );
     expect(p.dropped).toEqual(["t", "t"]);
     expect(p.records).toHaveLength(1);
     expect(p.lossTokens).toBe(1);
@@ -89,7 +116,9 @@ describe("fitting records to --seq", () => {
 });
 
 describe("batches", () => {
-  const records = Array.from({ length: 5 }, (_, i) => rec([i + 1, i + 1, i + 1].slice(0, 1 + (i % 3)), [IGNORE, i + 1, i + 1].slice(0, 1 + (i % 3))));
+  const records = Array.from({ length: 5 }, (_, i) =>
+    rec([i + 1, i + 1, i + 1].slice(0, 1 + (i % 3)), [IGNORE, i + 1, i + 1].slice(0, 1 + (i % 3))),
+  );
 
   it("visits every record once per epoch in a seeded order, pads rows, and resumes at any position", () => {
     const s = new BatchStream(records, { batch: 2, seq: 4, padId: 0, seed: 3 });
@@ -130,7 +159,8 @@ describe("the built-in key -> value task", () => {
       expect(ids.length).toBe(2 * t.pairs + 4);
       expect(ids[0]).toBe(BOS);
       expect(ids[ids.length - 3]).toBe(QUERY);
-      const q = ids[ids.length - 2]!, answer = ids[ids.length - 1]!;
+      const q = ids[ids.length - 2]!,
+        answer = ids[ids.length - 1]!;
       const keys = ids.slice(1, -3).filter((_, i) => i % 2 === 0);
       expect(new Set(keys).size).toBe(t.pairs);
       expect(keys).toContain(q);

@@ -24,8 +24,11 @@ function modelDir(layers: number): string {
 function train(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
   const t0 = Date.now();
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [join(ROOT, "bin", "tessera.mjs"), "train", ...args], { cwd: ROOT, env: { ...process.env, TESSERA_DEBUG: "" } }, (_e, stdout, stderr) =>
-      resolve({ code: child.exitCode, stdout, stderr, seconds: (Date.now() - t0) / 1000 }),
+    const child = execFile(
+      process.execPath,
+      [join(ROOT, "bin", "tessera.mjs"), "train", ...args],
+      { cwd: ROOT, env: { ...process.env, TESSERA_DEBUG: "" } },
+      (_e, stdout, stderr) => resolve({ code: child.exitCode, stdout, stderr, seconds: (Date.now() - t0) / 1000 }),
     );
   });
 }

@@ -16,7 +16,10 @@ describe("loadJsonl", () => {
     const file = join(dir, "small.jsonl");
     writeFileSync(file, text);
     const { records, sha256 } = await loadJsonl(file, { vocabSize: 8 });
-    expect(records.map((r) => [...r.ids])).toEqual([[1, 2], [3, 4]]);
+    expect(records.map((r) => [...r.ids])).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
     expect(records.map((r) => r.source)).toEqual([`${file}:1`, `${file}:3`]);
     expect(sha256).toBe(createHash("sha256").update(text).digest("hex"));
   });
@@ -24,7 +27,9 @@ describe("loadJsonl", () => {
   it("names file:line for a bad record, and the file when it is missing", async () => {
     const file = join(dir, "bad.jsonl");
     writeFileSync(file, '{"input_ids":[1]}\n{"input_ids":[9]}\n');
-    await expect(loadJsonl(file, { vocabSize: 8 })).rejects.toThrow(`${file}:2: "input_ids"[0] = 9 is outside the model's vocabulary (token ids 0..7)`);
+    await expect(loadJsonl(file, { vocabSize: 8 })).rejects.toThrow(
+      `${file}:2: "input_ids"[0] = 9 is outside the model's vocabulary (token ids 0..7)`,
+    );
     const missing = join(dir, "nope.jsonl");
     await expect(loadJsonl(missing, { vocabSize: 8 })).rejects.toThrow(new DataError("no such file", missing));
   });

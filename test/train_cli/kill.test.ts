@@ -12,7 +12,24 @@ const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, "bin", "tessera.mjs");
 const STEPS = 10;
 // A checkpoint after every step, so most of a run's time after the compile is spent writing files.
-const ARGS = ["--seq", "16", "--batch", "2", "--targets", "q,v", "--rank", "4", "--dropout", "0.1", "--log-every", "1", "--save-every", "1", "--steps", String(STEPS)];
+const ARGS = [
+  "--seq",
+  "16",
+  "--batch",
+  "2",
+  "--targets",
+  "q,v",
+  "--rank",
+  "4",
+  "--dropout",
+  "0.1",
+  "--log-every",
+  "1",
+  "--save-every",
+  "1",
+  "--steps",
+  String(STEPS),
+];
 
 interface Run {
   code: number | null;
@@ -24,8 +41,13 @@ interface Run {
 /** Runs `tessera train`; with `killAfter`, sends SIGKILL `delayMs` after the line of that step appears. */
 function train(args: string[], killAfter?: { step: number; delayMs: number }): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, "train", ...args], { cwd: ROOT, env: { ...process.env, TESSERA_DEBUG: "" } });
-    let stdout = "", stderr = "", armed = false;
+    const child = spawn(process.execPath, [BIN, "train", ...args], {
+      cwd: ROOT,
+      env: { ...process.env, TESSERA_DEBUG: "" },
+    });
+    let stdout = "",
+      stderr = "",
+      armed = false;
     child.stdout.on("data", (d) => {
       stdout += d;
       if (killAfter && !armed && new RegExp(`^step +${killAfter.step}/`, "m").test(stdout)) {
@@ -58,7 +80,8 @@ afterAll(() => rm(tmp, { recursive: true, force: true }));
 
 describe("tessera train under SIGKILL (subprocess, PJRT CPU)", () => {
   it("killed at seeded random points and resumed each time, ends with the uninterrupted run's adapter and no temporaries", async () => {
-    const A = join(tmp, "straight"), B = join(tmp, "killed");
+    const A = join(tmp, "straight"),
+      B = join(tmp, "killed");
     const straight = train([...ARGS, "--out", A]);
 
     // Three kills: a few ms after the line of a random early step (into the checkpoint write that follows it, or
@@ -71,17 +94,23 @@ describe("tessera train under SIGKILL (subprocess, PJRT CPU)", () => {
       { step: STEPS, delayMs: 12 + Math.floor(rand() * 18) },
     ];
     const log: string[] = [];
-    let killed = false, finished = false;
+    let killed = false,
+      finished = false;
     for (const kill of [...kills, undefined]) {
       if (!kill && finished) break;
       const resume = (await listCheckpoints(B)).length > 0;
       const r = await train([...ARGS, "--out", B, resume ? "--resume" : "--overwrite"], kill);
       // A run after a SIGKILL finds the dead run's lock and takes it over.
-      if (killed) expect(r.stdout, log.join("\n")).toMatch(/^note: took over the lock of a run that is no longer running \(pid \d+, started /m);
+      if (killed)
+        expect(r.stdout, log.join("\n")).toMatch(
+          /^note: took over the lock of a run that is no longer running \(pid \d+, started /m,
+        );
       killed = r.signal === "SIGKILL";
       finished = r.code === 0;
       const left = (await walk(B).catch(() => [])).filter((p) => TEMPORARY.test(p));
-      log.push(`${kill ? `kill after step ${kill.step} + ${kill.delayMs} ms` : "no kill"}: ${r.signal ?? `exit ${r.code}`}; left ${left.join(", ") || "nothing"}`);
+      log.push(
+        `${kill ? `kill after step ${kill.step} + ${kill.delayMs} ms` : "no kill"}: ${r.signal ?? `exit ${r.code}`}; left ${left.join(", ") || "nothing"}`,
+      );
       if (kill && r.signal !== "SIGKILL") expect(r.code, log.join("\n") + r.stderr).toBe(0);
       if (!kill) {
         expect(r.stderr, log.join("\n")).toBe("");
@@ -90,12 +119,22 @@ describe("tessera train under SIGKILL (subprocess, PJRT CPU)", () => {
     }
     const a = await straight;
     expect(a.code).toBe(0);
-    for (const f of ["adapter/adapter_model.safetensors", "adapter/adapter_config.json", `checkpoints/step-${STEPS}/optimizer.safetensors`]) {
+    for (const f of [
+      "adapter/adapter_model.safetensors",
+      "adapter/adapter_config.json",
+      `checkpoints/step-${STEPS}/optimizer.safetensors`,
+    ]) {
       expect(Buffer.compare(await readFile(join(A, f)), await readFile(join(B, f))), `${f}\n${log.join("\n")}`).toBe(0);
     }
-    const steps = (await readFile(join(B, "metrics.jsonl"), "utf8")).trim().split("\n").map((l) => (JSON.parse(l) as { step: number }).step);
+    const steps = (await readFile(join(B, "metrics.jsonl"), "utf8"))
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { step: number }).step);
     expect(steps).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
-    expect((await walk(B)).filter((p) => TEMPORARY.test(p)), log.join("\n")).toEqual([]);
+    expect(
+      (await walk(B)).filter((p) => TEMPORARY.test(p)),
+      log.join("\n"),
+    ).toEqual([]);
     console.log(log.join("\n"));
   }, 300_000);
 });

@@ -21,12 +21,20 @@ const FIXTURE = join(ROOT, "../shared/fixtures/llama-tiny-a");
 const SMALL = { seq: "16", batch: "2", targets: "q,v", rank: "4", "log-every": "1" };
 
 async function trainHere(opts: Record<string, string>): Promise<{ code: number; out: string; err: string }> {
-  let out = "", err = "";
-  const code = await trainCommand({ positionals: [], options: new Map(Object.entries(opts)), help: false }, { out: (s) => (out += s), err: (s) => (err += s), tty: false });
+  let out = "",
+    err = "";
+  const code = await trainCommand(
+    { positionals: [], options: new Map(Object.entries(opts)), help: false },
+    { out: (s) => (out += s), err: (s) => (err += s), tty: false },
+  );
   return { code, out, err };
 }
 
-const metrics = async (dir: string) => (await readFile(join(dir, "metrics.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+const metrics = async (dir: string) =>
+  (await readFile(join(dir, "metrics.jsonl"), "utf8"))
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 /** A finished earlier run's files, to see whether a new run touches them. */
 async function earlierRun(dir: string): Promise<void> {
@@ -37,7 +45,9 @@ async function earlierRun(dir: string): Promise<void> {
   await writeFile(join(dir, "metrics.jsonl"), '{"step":1}\n');
 }
 const earlierRunIntact = async (dir: string) =>
-  (await readFile(join(dir, "adapter", "adapter_model.safetensors"), "utf8")) === "old adapter" && existsSync(join(dir, "checkpoints", "step-9")) && (await readFile(join(dir, "metrics.jsonl"), "utf8")) === '{"step":1}\n';
+  (await readFile(join(dir, "adapter", "adapter_model.safetensors"), "utf8")) === "old adapter" &&
+  existsSync(join(dir, "checkpoints", "step-9")) &&
+  (await readFile(join(dir, "metrics.jsonl"), "utf8")) === '{"step":1}\n';
 
 let tmp: string;
 beforeAll(async () => {
@@ -51,7 +61,10 @@ describe("non-finite loss or gradients (in process, PJRT CPU)", () => {
     const out = join(tmp, "nan-lr");
     const r = await trainHere({ ...SMALL, steps: "20", lr: "1000", "save-every": "2", out });
     expect(r.code).toBe(1);
-    const m = /^error: non-finite training at step (\d+): (?:the loss is (?:NaN|Inf)|the gradients are non-finite \(gradient norm (?:NaN|Inf), loss \d+\.\d{4}\))\. The run stopped without applying or writing that step \(last checkpoint: (.+); the adapter was not written\)\. Lower --lr, check the base weights and the adapter for NaN\/Inf, or pass --on-nonfinite skip to skip such updates\n$/.exec(r.err);
+    const m =
+      /^error: non-finite training at step (\d+): (?:the loss is (?:NaN|Inf)|the gradients are non-finite \(gradient norm (?:NaN|Inf), loss \d+\.\d{4}\))\. The run stopped without applying or writing that step \(last checkpoint: (.+); the adapter was not written\)\. Lower --lr, check the base weights and the adapter for NaN\/Inf, or pass --on-nonfinite skip to skip such updates\n$/.exec(
+        r.err,
+      );
     expect(m, r.err).not.toBeNull();
     const bad = Number(m![1]);
     expect(bad).toBeGreaterThan(1);
@@ -60,7 +73,8 @@ describe("non-finite loss or gradients (in process, PJRT CPU)", () => {
     expect(ckpts.map((c) => c.step)).toEqual(Array.from({ length: Math.floor((bad - 1) / 2) }, (_, i) => 2 * (i + 1)));
     expect(m![2]).toBe(ckpts.at(-1)!.dir);
     const last = await loadCheckpoint(ckpts.at(-1)!.dir, LLAMA_TINY);
-    for (const f of Object.values(last.lora)) expect([...toFloat32(f!.a), ...toFloat32(f!.b)].every(Number.isFinite)).toBe(true);
+    for (const f of Object.values(last.lora))
+      expect([...toFloat32(f!.a), ...toFloat32(f!.b)].every(Number.isFinite)).toBe(true);
     const lines = await metrics(out);
     expect(lines.map((l) => l.step)).toEqual(Array.from({ length: bad - 1 }, (_, i) => i + 1));
     for (const l of lines) expect(typeof l.grad_norm === "number" && Number.isFinite(l.grad_norm)).toBe(true);
@@ -79,7 +93,9 @@ describe("non-finite loss or gradients (in process, PJRT CPU)", () => {
     await earlierRun(out);
     const r = await trainHere({ seq: "16", batch: "2", steps: "3", adapter: dir, out, overwrite: "true" });
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^error: non-finite training at step 1: the loss is NaN\. The run stopped without applying or writing that step \(no checkpoint yet; the adapter was not written\)\./);
+    expect(r.err).toMatch(
+      /^error: non-finite training at step 1: the loss is NaN\. The run stopped without applying or writing that step \(no checkpoint yet; the adapter was not written\)\./,
+    );
     expect(await earlierRunIntact(out)).toBe(true);
   });
 
@@ -95,8 +111,20 @@ describe("non-finite loss or gradients (in process, PJRT CPU)", () => {
     tensors.set("model.layers.1.mlp.down_proj.weight", fromFloat32(x, w.shape, w.dtype));
     await writeSafetensors(join(model, "model.safetensors"), tensors);
     const data = join(tmp, "nan-model.jsonl");
-    await writeFile(data, Array.from({ length: 4 }, (_, i) => JSON.stringify({ prompt_ids: [1, 10 + i, 20 + i], answer_ids: [30 + i, 40 + i] })).join("\n") + "\n");
-    const r = await trainHere({ model, data, batch: "2", steps: "2", precision: "f32", out: join(tmp, "nan-model-out") });
+    await writeFile(
+      data,
+      Array.from({ length: 4 }, (_, i) =>
+        JSON.stringify({ prompt_ids: [1, 10 + i, 20 + i], answer_ids: [30 + i, 40 + i] }),
+      ).join("\n") + "\n",
+    );
+    const r = await trainHere({
+      model,
+      data,
+      batch: "2",
+      steps: "2",
+      precision: "f32",
+      out: join(tmp, "nan-model-out"),
+    });
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/^error: non-finite training at step 1: the loss is (NaN|Inf)\./);
   });
@@ -104,7 +132,15 @@ describe("non-finite loss or gradients (in process, PJRT CPU)", () => {
   it("--on-nonfinite skip: skipped updates are counted in metrics, the adapter stays finite, exit 0; --overwrite replaced the earlier run", async () => {
     const out = join(tmp, "skip");
     await earlierRun(out);
-    const r = await trainHere({ ...SMALL, steps: "20", lr: "1000", "on-nonfinite": "skip", "save-every": "0", out, overwrite: "true" });
+    const r = await trainHere({
+      ...SMALL,
+      steps: "20",
+      lr: "1000",
+      "on-nonfinite": "skip",
+      "save-every": "0",
+      out,
+      overwrite: "true",
+    });
     expect(r.err).toBe("");
     expect(r.code).toBe(0);
     const lines = await metrics(out);
@@ -112,9 +148,12 @@ describe("non-finite loss or gradients (in process, PJRT CPU)", () => {
     const skipped = lines.filter((l) => l.skipped === true).length;
     expect(skipped).toBeGreaterThan(0);
     expect(lines.at(-1)!.skipped_steps).toBe(skipped);
-    expect(r.out).toMatch(new RegExp(`^done: 20 steps in .*; ${skipped} skipped \\(NaN/Inf loss or gradients\\)$`, "m"));
+    expect(r.out).toMatch(
+      new RegExp(`^done: 20 steps in .*; ${skipped} skipped \\(NaN/Inf loss or gradients\\)$`, "m"),
+    );
     expect(r.out).toContain(`note: removed the earlier run in ${out} (--overwrite)\n`);
-    for (const t of adapterTensors(await loadAdapter(join(out, "adapter"), LLAMA_TINY)).values()) expect(toFloat32(t).every(Number.isFinite)).toBe(true);
+    for (const t of adapterTensors(await loadAdapter(join(out, "adapter"), LLAMA_TINY)).values())
+      expect(toFloat32(t).every(Number.isFinite)).toBe(true);
     expect((await listCheckpoints(out)).map((c) => c.step)).toEqual([20]);
   });
 });
@@ -127,7 +166,9 @@ describe("file-system errors during a run (in process, PJRT CPU)", () => {
     await mkdir(join(out, "metrics.jsonl"));
     const r = await trainHere({ steps: "3", out, resume: "true" });
     expect(r.code).toBe(1);
-    expect(r.err).toBe(`error: cannot append to '${join(out, "metrics.jsonl")}': is a directory, expected a file (EISDIR)\n`);
+    expect(r.err).toBe(
+      `error: cannot append to '${join(out, "metrics.jsonl")}': is a directory, expected a file (EISDIR)\n`,
+    );
     expect((await listCheckpoints(out)).map((c) => c.step)).toEqual([2]);
     expect(existsSync(join(out, ".tessera.lock"))).toBe(false);
   });
@@ -155,7 +196,10 @@ describe("--out: lock, non-empty folder, file-system errors, temporaries (in pro
     await mkdir(join(out, "adapter"), { recursive: true });
     await writeFile(join(out, "adapter", ".adapter_model.safetensors.tmp-1-abcd"), "partial");
     await writeFile(join(out, ".metrics.jsonl.tmp-1-abcd"), "partial");
-    await writeFile(join(out, ".tessera.lock"), JSON.stringify({ pid: dead, host: hostname(), started: "2026-01-01T00:00:00.000Z" }));
+    await writeFile(
+      join(out, ".tessera.lock"),
+      JSON.stringify({ pid: dead, host: hostname(), started: "2026-01-01T00:00:00.000Z" }),
+    );
     const r = await trainHere({ out, resume: "true" });
     expect(r).toEqual({
       code: 1,
@@ -176,7 +220,12 @@ describe("--out: lock, non-empty folder, file-system errors, temporaries (in pro
       err: `error: --out ${out} is not empty (adapter, checkpoints, metrics.jsonl): continue that run with --resume, or pass --overwrite to replace it (nothing is deleted before the first step has run)\n`,
     });
     expect(await earlierRunIntact(out)).toBe(true);
-    await expect(trainHere({ out, resume: "true", overwrite: "true" })).rejects.toThrow(new UsageError("--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it", "train"));
+    await expect(trainHere({ out, resume: "true", overwrite: "true" })).rejects.toThrow(
+      new UsageError(
+        "--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it",
+        "train",
+      ),
+    );
   });
 
   it("--overwrite deletes nothing when the run fails before its first step (a bad data file)", async () => {
@@ -185,7 +234,11 @@ describe("--out: lock, non-empty folder, file-system errors, temporaries (in pro
     const bad = join(tmp, "bad.jsonl");
     await writeFile(bad, '{"prompt_ids":[1,2],"answer_ids":[300]}\n');
     const r = await trainHere({ out, overwrite: "true", data: bad });
-    expect(r).toEqual({ code: 1, out: "", err: `error: ${bad}:1: "answer_ids"[0] = 300 is outside the model's vocabulary (token ids 0..95)\n` });
+    expect(r).toEqual({
+      code: 1,
+      out: "",
+      err: `error: ${bad}:1: "answer_ids"[0] = 300 is outside the model's vocabulary (token ids 0..95)\n`,
+    });
     expect(await earlierRunIntact(out)).toBe(true);
     expect(existsSync(join(out, ".tessera.lock"))).toBe(false);
   });
@@ -195,8 +248,16 @@ describe("--out: lock, non-empty folder, file-system errors, temporaries (in pro
     await writeFile(file, "x");
     const model = join(tmp, "no-such-model");
     const under = join(file, "out");
-    expect(await trainHere({ out: under, model })).toEqual({ code: 1, out: "", err: `error: cannot create the output folder '${under}': a part of '${under}' is a file, not a directory (ENOTDIR)\n` });
-    expect(await trainHere({ out: file, model })).toEqual({ code: 1, out: "", err: `error: --out ${file}: is a file, expected a folder for the run's output\n` });
+    expect(await trainHere({ out: under, model })).toEqual({
+      code: 1,
+      out: "",
+      err: `error: cannot create the output folder '${under}': a part of '${under}' is a file, not a directory (ENOTDIR)\n`,
+    });
+    expect(await trainHere({ out: file, model })).toEqual({
+      code: 1,
+      out: "",
+      err: `error: --out ${file}: is a file, expected a folder for the run's output\n`,
+    });
   });
 });
 
@@ -204,8 +265,14 @@ describe("SIGTERM (subprocess)", () => {
   it("checkpoints like Ctrl-C and exits 130", async () => {
     const out = join(tmp, "sigterm");
     const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [BIN, "train", "--seq", "16", "--batch", "2", "--steps", "100000", "--log-every", "1", "--out", out], { cwd: ROOT });
-      let stdout = "", stderr = "", sent = false;
+      const child = spawn(
+        process.execPath,
+        [BIN, "train", "--seq", "16", "--batch", "2", "--steps", "100000", "--log-every", "1", "--out", out],
+        { cwd: ROOT },
+      );
+      let stdout = "",
+        stderr = "",
+        sent = false;
       child.stdout.on("data", (d) => {
         stdout += d;
         if (!sent && /^step +2\//m.test(stdout)) {

@@ -79,7 +79,8 @@ export class DeviceBuffer<D extends RuntimeDType = RuntimeDType> {
 
   /** toHost() with the dtype checked, typed for the caller: `await out.toHostAs("f32")` is a Float32Array. */
   async toHostAs<E extends RuntimeDType>(dtype: E): Promise<HostArray<E>> {
-    if ((this.dtype as RuntimeDType) !== dtype) throw new RuntimeError("ERR_DTYPE", `toHostAs(${dtype}) of ${this.describe()}`);
+    if ((this.dtype as RuntimeDType) !== dtype)
+      throw new RuntimeError("ERR_DTYPE", `toHostAs(${dtype}) of ${this.describe()}`);
     return (await this.toHost()) as unknown as HostArray<E>;
   }
 
@@ -99,9 +100,16 @@ export class DeviceBuffer<D extends RuntimeDType = RuntimeDType> {
   /** A copy of this buffer on another device of the same client. */
   copyTo(device: Device): DeviceBuffer<D> {
     const handle = this.handle("copyTo");
-    if (device.client !== this.client) throw new RuntimeError("ERR_CLIENT_MISMATCH", `${device} belongs to another client`);
+    if (device.client !== this.client)
+      throw new RuntimeError("ERR_CLIENT_MISMATCH", `${device} belongs to another client`);
     try {
-      return new DeviceBuffer(this.client, nativeAddon().bufferCopyToDevice(handle, this.client.handle, device.index), this.dtype, this.shape, device);
+      return new DeviceBuffer(
+        this.client,
+        nativeAddon().bufferCopyToDevice(handle, this.client.handle, device.index),
+        this.dtype,
+        this.shape,
+        device,
+      );
     } catch (e) {
       throw fromNative(e, `copy of ${this.describe()} to ${device}`);
     }

@@ -147,7 +147,8 @@ export function loadPlugin(path: string): NativePlugin {
   // XLA's CPU backend drops NaN in max/min unless told otherwise; Tessera's IR (like XLA on GPU and JAX)
   // propagates it. XLA reads XLA_FLAGS once, when the plugin first compiles, so it is set before loading.
   const flags = process.env.XLA_FLAGS ?? "";
-  if (!flags.includes("xla_cpu_enable_fast_min_max")) process.env.XLA_FLAGS = `${flags} --xla_cpu_enable_fast_min_max=false`.trim();
+  if (!flags.includes("xla_cpu_enable_fast_min_max"))
+    process.env.XLA_FLAGS = `${flags} --xla_cpu_enable_fast_min_max=false`.trim();
   const cached = cachedPluginAt(path);
   if (cached) verifyCachedPlugin(cached);
   try {
@@ -179,14 +180,16 @@ function createOptions(platform: "cpu" | "cuda", o: ClientOptions): NamedValue[]
   const out: NamedValue[] = [];
   if (platform === "cpu") {
     const n = o.cpuDeviceCount ?? 8;
-    if (!Number.isSafeInteger(n) || n < 1) throw new RuntimeError("ERR_CLIENT_OPTIONS", `cpuDeviceCount must be a positive integer, got ${String(n)}`);
+    if (!Number.isSafeInteger(n) || n < 1)
+      throw new RuntimeError("ERR_CLIENT_OPTIONS", `cpuDeviceCount must be a positive integer, got ${String(n)}`);
     out.push({ name: "cpu_device_count", type: "int64", value: n });
   } else {
     out.push({ name: "platform_name", type: "string", value: o.platformName ?? "cuda" });
     out.push({ name: "allocator", type: "string", value: o.allocator ?? "bfc" });
     out.push({ name: "preallocate", type: "bool", value: o.preallocate ?? false });
     if (o.memoryFraction !== undefined) {
-      if (!(o.memoryFraction > 0 && o.memoryFraction <= 1)) throw new RuntimeError("ERR_CLIENT_OPTIONS", `memoryFraction must be in (0, 1], got ${o.memoryFraction}`);
+      if (!(o.memoryFraction > 0 && o.memoryFraction <= 1))
+        throw new RuntimeError("ERR_CLIENT_OPTIONS", `memoryFraction must be in (0, 1], got ${o.memoryFraction}`);
       out.push({ name: "memory_fraction", type: "float", value: o.memoryFraction });
     }
     if (o.visibleDevices) out.push({ name: "visible_devices", type: "int64list", value: [...o.visibleDevices] });
@@ -232,14 +235,27 @@ export class Client {
     this.platformVersion = info.platformVersion ?? "";
     this.devices = info.devices.map(
       (d: NativeDevice) =>
-        new Device(this, d.index, d.id, d.kind, d.localHardwareId, d.processIndex, d.toString ?? `${d.kind}:${d.id}`, d.debugString ?? ""),
+        new Device(
+          this,
+          d.index,
+          d.id,
+          d.kind,
+          d.localHardwareId,
+          d.processIndex,
+          d.toString ?? `${d.kind}:${d.id}`,
+          d.debugString ?? "",
+        ),
     );
   }
 
   /** The device with this global id (or an error naming the ids there are). */
   device(id: number): Device {
     const d = this.devices.find((x) => x.id === id);
-    if (!d) throw new RuntimeError("ERR_DEVICE", `no device with id ${String(id)} (ids: ${this.devices.map((x) => x.id).join(", ")})`);
+    if (!d)
+      throw new RuntimeError(
+        "ERR_DEVICE",
+        `no device with id ${String(id)} (ids: ${this.devices.map((x) => x.id).join(", ")})`,
+      );
     return d;
   }
 
@@ -281,7 +297,8 @@ export class Client {
 
   /** Loads an executable from Executable.serialize() bytes (same plugin build), on a worker thread. */
   async deserialize(bytes: Uint8Array): Promise<Executable> {
-    if (!(bytes instanceof Uint8Array) || bytes.length === 0) throw new RuntimeError("ERR_ARG_TYPE", "deserialize needs the non-empty Uint8Array from Executable.serialize()");
+    if (!(bytes instanceof Uint8Array) || bytes.length === 0)
+      throw new RuntimeError("ERR_ARG_TYPE", "deserialize needs the non-empty Uint8Array from Executable.serialize()");
     if (!this.plugin.slots.PJRT_Executable_DeserializeAndLoad) {
       throw new RuntimeError("ERR_UNSUPPORTED", `plugin ${this.plugin.path} cannot deserialize executables`);
     }
@@ -308,7 +325,8 @@ export class Client {
   ): DeviceBuffer<D> {
     checkDType(dtype);
     checkHostData(data, dtype, shape);
-    const dev = device === undefined ? this.devices[0]! : typeof device === "number" ? this.device(device) : this.#own(device);
+    const dev =
+      device === undefined ? this.devices[0]! : typeof device === "number" ? this.device(device) : this.#own(device);
     let handle;
     try {
       handle = nativeAddon().bufferFromHost(this.handle, dev.index, data, ELEMENT_TYPES[dtype].pjrt, shape, !opts.copy);
@@ -328,7 +346,8 @@ export class Client {
   }
 
   #own(device: Device): Device {
-    if (!(device instanceof Device) || device.client !== this) throw new RuntimeError("ERR_DEVICE", `${String(device)} is not a device of this client`);
+    if (!(device instanceof Device) || device.client !== this)
+      throw new RuntimeError("ERR_DEVICE", `${String(device)} is not a device of this client`);
     return device;
   }
 }
@@ -339,7 +358,8 @@ export async function createClient(opts: ClientOptions = {}): Promise<Client> {
   const plugin = loadPlugin(resolved.path);
   const platform = opts.platform ?? detectPlatform(plugin, resolved.path);
   const limit = opts.inlineDispatchLimit ?? 16;
-  if (!Number.isSafeInteger(limit) || limit < 0) throw new RuntimeError("ERR_CLIENT_OPTIONS", `inlineDispatchLimit must be a non-negative integer`);
+  if (!Number.isSafeInteger(limit) || limit < 0)
+    throw new RuntimeError("ERR_CLIENT_OPTIONS", `inlineDispatchLimit must be a non-negative integer`);
   let handle: ClientHandle;
   try {
     handle = await nativeAddon().createClient(plugin.handle, createOptions(platform, opts));

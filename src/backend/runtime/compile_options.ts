@@ -46,7 +46,8 @@ export interface ProgramFacts {
   numReplicas?: number;
 }
 
-const SHARDY = /#sdy\.|\bsdy\.(?:mesh|sharding|sharding_constraint|manual_computation|sharding_group|propagation_barrier)\b/;
+const SHARDY =
+  /#sdy\.|\bsdy\.(?:mesh|sharding|sharding_constraint|manual_computation|sharding_group|propagation_barrier)\b/;
 const GSPMD = /\bmhlo\.sharding\b/;
 const MAIN = /@main\b|sym_name\s*=\s*"main"/;
 
@@ -81,7 +82,10 @@ function positiveInt(x: unknown, what: string): number {
 export function resolveCompileOptions(
   program: string,
   opts: CompileOptions,
-  client: { deviceIds: readonly number[]; defaultDeviceAssignment(numReplicas: number, numPartitions: number): number[] },
+  client: {
+    deviceIds: readonly number[];
+    defaultDeviceAssignment(numReplicas: number, numPartitions: number): number[];
+  },
 ): ResolvedCompileOptions {
   if (typeof program !== "string" || program.trim() === "") {
     throw new RuntimeError("ERR_PROGRAM", "empty program: expected StableHLO text with a func.func @main");
@@ -103,7 +107,10 @@ export function resolveCompileOptions(
     );
   }
   if (facts.usesShardy && opts.useShardy === false) {
-    throw new RuntimeError("ERR_SHARDING_DIALECTS", "useShardy is false but the program uses sdy annotations, which need the Shardy partitioner");
+    throw new RuntimeError(
+      "ERR_SHARDING_DIALECTS",
+      "useShardy is false but the program uses sdy annotations, which need the Shardy partitioner",
+    );
   }
   const numReplicas = positiveInt(opts.numReplicas ?? 1, "numReplicas");
   const numPartitions = positiveInt(opts.numPartitions ?? 1, "numPartitions");
@@ -121,13 +128,15 @@ export function resolveCompileOptions(
   const total = numReplicas * numPartitions;
   let assignment: number[];
   if (opts.deviceAssignment !== undefined) {
-    if (opts.device !== undefined) throw new RuntimeError("ERR_COMPILE_OPTIONS", "give either device or deviceAssignment, not both");
+    if (opts.device !== undefined)
+      throw new RuntimeError("ERR_COMPILE_OPTIONS", "give either device or deviceAssignment, not both");
     assignment = [...opts.deviceAssignment];
   } else if (total === 1) {
     const d = opts.device;
     assignment = [d === undefined ? client.deviceIds[0]! : typeof d === "number" ? d : d.id];
   } else {
-    if (opts.device !== undefined) throw new RuntimeError("ERR_COMPILE_OPTIONS", "device is for single-device programs; use deviceAssignment");
+    if (opts.device !== undefined)
+      throw new RuntimeError("ERR_COMPILE_OPTIONS", "device is for single-device programs; use deviceAssignment");
     if (total > client.deviceIds.length) {
       throw new RuntimeError(
         "ERR_COMPILE_OPTIONS",
@@ -146,7 +155,10 @@ export function resolveCompileOptions(
   const seen = new Set<number>();
   for (const id of assignment) {
     if (!known.has(id)) {
-      throw new RuntimeError("ERR_DEVICE", `device id ${String(id)} is not a device of this client (ids: ${client.deviceIds.join(", ")})`);
+      throw new RuntimeError(
+        "ERR_DEVICE",
+        `device id ${String(id)} is not a device of this client (ids: ${client.deviceIds.join(", ")})`,
+      );
     }
     if (seen.has(id)) throw new RuntimeError("ERR_COMPILE_OPTIONS", `device ${id} appears twice in deviceAssignment`);
     seen.add(id);
@@ -157,7 +169,9 @@ export function resolveCompileOptions(
     deviceAssignment: assignment,
     useShardy: opts.useShardy ?? (facts.usesShardy || (numPartitions > 1 && !facts.usesGspmd)),
     useSpmdPartitioning: opts.useSpmdPartitioning ?? numPartitions > 1,
-    ...(opts.propagateShardingToOutput !== undefined ? { propagateShardingToOutput: opts.propagateShardingToOutput } : {}),
+    ...(opts.propagateShardingToOutput !== undefined
+      ? { propagateShardingToOutput: opts.propagateShardingToOutput }
+      : {}),
     ...(opts.propagateShardingToParameters !== undefined
       ? { propagateShardingToParameters: opts.propagateShardingToParameters }
       : {}),
@@ -181,7 +195,10 @@ export function encodeCompileOptions(r: ResolvedCompileOptions): Uint8Array {
     throw new RuntimeError("ERR_COMPILE_OPTIONS", "refusing zero replicas or partitions (XLA aborts on them)");
   }
   const computation_devices = Array.from({ length: r.numPartitions }, (_, p) => ({
-    replica_device_ids: Array.from({ length: r.numReplicas }, (_, rep) => r.deviceAssignment[rep * r.numPartitions + p]!),
+    replica_device_ids: Array.from(
+      { length: r.numReplicas },
+      (_, rep) => r.deviceAssignment[rep * r.numPartitions + p]!,
+    ),
   }));
   const build: Record<string, unknown> = {
     device_ordinal: -1,
@@ -190,7 +207,8 @@ export function encodeCompileOptions(r: ResolvedCompileOptions): Uint8Array {
     device_assignment: { replica_count: r.numReplicas, computation_count: r.numPartitions, computation_devices },
   };
   if (r.useSpmdPartitioning) build.use_spmd_partitioning = true;
-  if (r.propagateShardingToOutput !== undefined) build.allow_spmd_sharding_propagation_to_output = [r.propagateShardingToOutput];
+  if (r.propagateShardingToOutput !== undefined)
+    build.allow_spmd_sharding_propagation_to_output = [r.propagateShardingToOutput];
   if (r.propagateShardingToParameters !== undefined) {
     build.allow_spmd_sharding_propagation_to_parameters = [r.propagateShardingToParameters];
   }

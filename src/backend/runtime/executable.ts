@@ -4,7 +4,14 @@ import { formatType, sameShape } from "../../ir/types.ts";
 import { dtypeFromPjrt, isRuntimeDType, pjrtTypeName, type RuntimeDType } from "./host_array.ts";
 import { RuntimeError, fromNative } from "./errors.ts";
 import { countCollectives, decodeHloModule, printHloModule, type HloModule } from "./hlo_module.ts";
-import { nativeAddon, type BufferHandle, type ExecutableHandle, type NativeExecutable, type NativeExecuteResult, type NativeMemoryStats } from "./native.ts";
+import {
+  nativeAddon,
+  type BufferHandle,
+  type ExecutableHandle,
+  type NativeExecutable,
+  type NativeExecuteResult,
+  type NativeMemoryStats,
+} from "./native.ts";
 import type { Client, Device } from "./client.ts";
 
 export interface TensorType {
@@ -67,13 +74,19 @@ export class Executable {
     this.#hlo = info.hlo;
     this.#hloFormat = info.hloFormat ?? "hlo";
     if (!info.outputTypes || !info.outputDims) {
-      throw new RuntimeError("ERR_UNSUPPORTED", "the plugin cannot report the executable's output types (PJRT_Executable_OutputElementTypes)");
+      throw new RuntimeError(
+        "ERR_UNSUPPORTED",
+        "the plugin cannot report the executable's output types (PJRT_Executable_OutputElementTypes)",
+      );
     }
     const dims = info.outputDims;
     this.outputTypes = info.outputTypes.map((t, i) => {
       const dtype = dtypeFromPjrt(t);
       if (!dtype) {
-        throw new RuntimeError("ERR_DTYPE", `output ${i} of ${this.name} has type ${pjrtTypeName(t)}, which the runtime does not move`);
+        throw new RuntimeError(
+          "ERR_DTYPE",
+          `output ${i} of ${this.name} has type ${pjrtTypeName(t)}, which the runtime does not move`,
+        );
       }
       return { dtype, shape: dims[i]! };
     });
@@ -112,7 +125,10 @@ export class Executable {
   run(args: readonly DeviceBuffer[], opts: ExecuteOptions = {}): Promise<DeviceBuffer[]> {
     try {
       if (this.devices.length !== 1) {
-        throw new RuntimeError("ERR_ARG_COUNT", `run() is for single-device executables; ${this.name} runs on ${this.devices.length} devices: use execute()`);
+        throw new RuntimeError(
+          "ERR_ARG_COUNT",
+          `run() is for single-device executables; ${this.name} runs on ${this.devices.length} devices: use execute()`,
+        );
       }
       const out = this.#launch([args], opts);
       return out instanceof Promise ? out.then((o) => o[0]!) : Promise.resolve(out[0]!);
@@ -123,7 +139,10 @@ export class Executable {
 
   // Checks the arguments, then launches on the main thread (returning the outputs) or queues on
   // the dispatcher thread (returning a promise of them).
-  #launch(args: readonly (readonly DeviceBuffer[])[], opts: ExecuteOptions): DeviceBuffer[][] | Promise<DeviceBuffer[][]> {
+  #launch(
+    args: readonly (readonly DeviceBuffer[])[],
+    opts: ExecuteOptions,
+  ): DeviceBuffer[][] | Promise<DeviceBuffer[][]> {
     const handle = this.#liveHandle("execute");
     const nd = this.devices.length;
     if (!Array.isArray(args) || args.length !== nd) {
@@ -208,7 +227,8 @@ export class Executable {
   /** The optimized (post-partitioning) HLO module, decoded. */
   hloModule(): HloModule {
     if (!this.#module) {
-      if (!this.#hlo) throw new RuntimeError("ERR_UNSUPPORTED", `the plugin gave no optimized program for ${this.name}`);
+      if (!this.#hlo)
+        throw new RuntimeError("ERR_UNSUPPORTED", `the plugin gave no optimized program for ${this.name}`);
       this.#module = decodeHloModule(this.#hlo, this.#hloFormat);
     }
     return this.#module;
@@ -235,7 +255,8 @@ export class Executable {
   }
 
   #liveHandle(op: string): ExecutableHandle {
-    if (this.#disposed || this.#handle === null) throw new RuntimeError("ERR_DISPOSED", `${op}: executable ${this.name} has been disposed`);
+    if (this.#disposed || this.#handle === null)
+      throw new RuntimeError("ERR_DISPOSED", `${op}: executable ${this.name} has been disposed`);
     return this.#handle;
   }
 
@@ -255,16 +276,22 @@ export class Executable {
       throw new RuntimeError("ERR_ARG_TYPE", `${where}: expected ${formatType(want)}, got ${b.type}`);
     }
     const device = this.devices[d]!;
-    if (b.device !== device) throw new RuntimeError("ERR_DEVICE", `${where} is on ${b.device}; the executable runs it on ${device}`);
+    if (b.device !== device)
+      throw new RuntimeError("ERR_DEVICE", `${where} is on ${b.device}; the executable runs it on ${device}`);
     return h;
   }
 
   #nonDonatable(donate: ExecuteOptions["donate"], na: number): number[] | null {
     if (donate === undefined || donate === true) return null;
     if (donate === false) return Array.from({ length: na }, (_, i) => i);
-    if (!Array.isArray(donate)) throw new RuntimeError("ERR_ARG_TYPE", "donate must be a boolean or an array of argument indices not to donate");
+    if (!Array.isArray(donate))
+      throw new RuntimeError("ERR_ARG_TYPE", "donate must be a boolean or an array of argument indices not to donate");
     for (const i of donate) {
-      if (!Number.isSafeInteger(i) || i < 0 || i >= na) throw new RuntimeError("ERR_ARG_TYPE", `donate: ${String(i)} is not an argument index of ${this.name} (0..${na - 1})`);
+      if (!Number.isSafeInteger(i) || i < 0 || i >= na)
+        throw new RuntimeError(
+          "ERR_ARG_TYPE",
+          `donate: ${String(i)} is not an argument index of ${this.name} (0..${na - 1})`,
+        );
     }
     return [...donate];
   }

@@ -5,8 +5,24 @@ import { dtypeFromXla, type RuntimeDType } from "./host_array.ts";
 
 // xla::PrimitiveType names as HLO text prints them.
 const XLA_TYPE_NAMES: Record<number, string> = {
-  1: "pred", 2: "s8", 3: "s16", 4: "s32", 5: "s64", 6: "u8", 7: "u16", 8: "u32", 9: "u64", 10: "f16", 11: "f32",
-  12: "f64", 13: "tuple", 14: "opaque", 15: "c64", 16: "bf16", 17: "token", 18: "c128",
+  1: "pred",
+  2: "s8",
+  3: "s16",
+  4: "s32",
+  5: "s64",
+  6: "u8",
+  7: "u16",
+  8: "u32",
+  9: "u64",
+  10: "f16",
+  11: "f32",
+  12: "f64",
+  13: "tuple",
+  14: "opaque",
+  15: "c64",
+  16: "bf16",
+  17: "token",
+  18: "c128",
 };
 const TUPLE = 13;
 
@@ -74,7 +90,10 @@ interface RawShape {
 
 function toShape(s: RawShape | undefined): HloShape {
   const t = s?.element_type ?? 0;
-  const shape: HloShape = { dtype: dtypeFromXla(t) ?? XLA_TYPE_NAMES[t] ?? `type#${t}`, shape: (s?.dimensions ?? []).map(Number) };
+  const shape: HloShape = {
+    dtype: dtypeFromXla(t) ?? XLA_TYPE_NAMES[t] ?? `type#${t}`,
+    shape: (s?.dimensions ?? []).map(Number),
+  };
   if (t === TUPLE) shape.tuple = (s?.tuple_shapes ?? []).map(toShape);
   return shape;
 }
@@ -84,7 +103,11 @@ export function decodeHloModule(bytes: Uint8Array, format = "hlo"): HloModule {
   const t = protoTypes();
   const obj = (
     format === "hlo_with_config"
-      ? (t.withConfig.toObject(t.withConfig.decode(bytes), { longs: Number, defaults: true }) as { hlo_module?: unknown }).hlo_module
+      ? (
+          t.withConfig.toObject(t.withConfig.decode(bytes), { longs: Number, defaults: true }) as {
+            hlo_module?: unknown;
+          }
+        ).hlo_module
       : t.module.toObject(t.module.decode(bytes), { longs: Number, defaults: true })
   ) as {
     name: string;
@@ -94,7 +117,14 @@ export function decodeHloModule(bytes: Uint8Array, format = "hlo"): HloModule {
       name: string;
       id: number;
       root_id: number;
-      instructions: { name: string; opcode: string; shape?: RawShape; id: number; operand_ids: number[]; called_computation_ids: number[] }[];
+      instructions: {
+        name: string;
+        opcode: string;
+        shape?: RawShape;
+        id: number;
+        operand_ids: number[];
+        called_computation_ids: number[];
+      }[];
     }[];
     host_program_shape?: { parameters?: RawShape[]; result?: RawShape };
     input_output_alias?: { entries?: { output_shape_index: number[]; parameter_number: number; kind: number }[] };
@@ -176,7 +206,9 @@ export function printHloModule(m: HloModule): string {
       const calls = i.calledComputationIds.length
         ? `, calls=${i.calledComputationIds.map((id) => `%${computations.get(id) ?? id}`).join(", ")}`
         : "";
-      lines.push(`  ${i.id === c.rootId ? "ROOT " : ""}%${i.name} = ${formatHloShape(i.shape)} ${i.opcode}(${ops})${calls}`);
+      lines.push(
+        `  ${i.id === c.rootId ? "ROOT " : ""}%${i.name} = ${formatHloShape(i.shape)} ${i.opcode}(${ops})${calls}`,
+      );
     }
     lines.push("}");
   }

@@ -3,7 +3,16 @@ import { checkShape, ELEMENT_TYPES, type ElementType } from "../../ir/types.ts";
 import { RuntimeError } from "./errors.ts";
 
 /** The IR's dtypes plus s64 and u8, which some programs (XLA's own index outputs, byte data) return. */
-export const RUNTIME_DTYPES = ["f32", "bf16", "f16", "s32", "s64", "u32", "u8", "bool"] as const satisfies readonly ElementType[];
+export const RUNTIME_DTYPES = [
+  "f32",
+  "bf16",
+  "f16",
+  "s32",
+  "s64",
+  "u32",
+  "u8",
+  "bool",
+] as const satisfies readonly ElementType[];
 export type RuntimeDType = (typeof RUNTIME_DTYPES)[number];
 
 /** The host array of each dtype. bf16 and f16 travel as raw 16-bit patterns; bool (PRED) as one byte, 0 or 1. */
@@ -37,9 +46,36 @@ const BY_XLA = new Map<number, RuntimeDType>(RUNTIME_DTYPES.map((d) => [ELEMENT_
 
 // Names of the PJRT_Buffer_Type values, for messages about types the runtime does not move.
 const PJRT_TYPE_NAMES = [
-  "INVALID", "PRED", "S8", "S16", "S32", "S64", "U8", "U16", "U32", "U64", "F16", "F32", "F64", "BF16", "C64",
-  "C128", "F8E5M2", "F8E4M3FN", "F8E4M3B11FNUZ", "F8E5M2FNUZ", "F8E4M3FNUZ", "S4", "U4", "TOKEN", "S2", "U2",
-  "F8E4M3", "F8E3M4", "F8E8M0FNU", "F4E2M1FN",
+  "INVALID",
+  "PRED",
+  "S8",
+  "S16",
+  "S32",
+  "S64",
+  "U8",
+  "U16",
+  "U32",
+  "U64",
+  "F16",
+  "F32",
+  "F64",
+  "BF16",
+  "C64",
+  "C128",
+  "F8E5M2",
+  "F8E4M3FN",
+  "F8E4M3B11FNUZ",
+  "F8E5M2FNUZ",
+  "F8E4M3FNUZ",
+  "S4",
+  "U4",
+  "TOKEN",
+  "S2",
+  "U2",
+  "F8E4M3",
+  "F8E3M4",
+  "F8E8M0FNU",
+  "F4E2M1FN",
 ];
 
 export function isRuntimeDType(x: unknown): x is RuntimeDType {
@@ -47,7 +83,11 @@ export function isRuntimeDType(x: unknown): x is RuntimeDType {
 }
 
 export function checkDType(x: unknown): RuntimeDType {
-  if (!isRuntimeDType(x)) throw new RuntimeError("ERR_DTYPE", `unknown dtype ${JSON.stringify(x)}; expected one of ${RUNTIME_DTYPES.join(", ")}`);
+  if (!isRuntimeDType(x))
+    throw new RuntimeError(
+      "ERR_DTYPE",
+      `unknown dtype ${JSON.stringify(x)}; expected one of ${RUNTIME_DTYPES.join(", ")}`,
+    );
   return x;
 }
 

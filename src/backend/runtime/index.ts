@@ -1,6 +1,12 @@
 // The runtime's public surface: clients, devices, buffers, executables over PJRT, and the errors they raise.
 export { Client, Device, createClient, getClient, loadPlugin, REQUIRED_FUNCTIONS } from "./client.ts";
-export type { BufferFromHostOptions, ClientOptions, DeviceMemoryStats, PluginAttributes, PluginInfo } from "./client.ts";
+export type {
+  BufferFromHostOptions,
+  ClientOptions,
+  DeviceMemoryStats,
+  PluginAttributes,
+  PluginInfo,
+} from "./client.ts";
 export { DeviceBuffer } from "./buffer.ts";
 export type { Buffer } from "./buffer.ts";
 export { Executable } from "./executable.ts";

@@ -112,9 +112,24 @@ export interface NativeAddon {
   executableDestroy(exe: ExecutableHandle): void;
   /** Launches on this thread (dispatch false), on the dispatcher thread (true: a Promise), or on this
    *  thread only while fewer than `dispatch` executions are in flight (a number: null when not launched). */
-  execute(exe: ExecutableHandle, args: BufferHandle[][], nonDonatable: readonly number[] | null, dispatch: false): NativeExecuteResult;
-  execute(exe: ExecutableHandle, args: BufferHandle[][], nonDonatable: readonly number[] | null, dispatch: true): Promise<NativeExecuteResult>;
-  execute(exe: ExecutableHandle, args: BufferHandle[][], nonDonatable: readonly number[] | null, dispatch: number): NativeExecuteResult | null;
+  execute(
+    exe: ExecutableHandle,
+    args: BufferHandle[][],
+    nonDonatable: readonly number[] | null,
+    dispatch: false,
+  ): NativeExecuteResult;
+  execute(
+    exe: ExecutableHandle,
+    args: BufferHandle[][],
+    nonDonatable: readonly number[] | null,
+    dispatch: true,
+  ): Promise<NativeExecuteResult>;
+  execute(
+    exe: ExecutableHandle,
+    args: BufferHandle[][],
+    nonDonatable: readonly number[] | null,
+    dispatch: number,
+  ): NativeExecuteResult | null;
   inflight(client: ClientHandle): number;
 }
 

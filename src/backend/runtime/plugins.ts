@@ -1,6 +1,16 @@
 // PJRT plugins Tessera knows (pinned PyPI wheels), where they are cached, and which plugin a client loads.
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, statSync, writeFileSync, type Stats } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+  type Stats,
+} from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -49,7 +59,8 @@ export const PLUGINS = {
     },
     pluginMember: "lammps_jax_pjrt_cpu/pjrt_c_api_cpu_plugin.so",
     pjrtApi: "0.115",
-    about: "XLA CPU plugin built from jaxlib 0.11.2's XLA, the XLA of the H200 machine's CUDA plugin (third-party wheel)",
+    about:
+      "XLA CPU plugin built from jaxlib 0.11.2's XLA, the XLA of the H200 machine's CUDA plugin (third-party wheel)",
   },
 } as const satisfies Record<string, PluginSpec>;
 
@@ -155,14 +166,19 @@ export function verifyCachedPlugin(name: PluginName): void {
     return corrupt(`its manifest ${files.manifest} cannot be read (${(e as Error).message})`);
   }
   const want = manifest.files?.plugin;
-  if (typeof want?.size !== "number" || typeof want.sha256 !== "string") return corrupt(`its manifest ${files.manifest} has no "plugin" entry with size and sha256`);
+  if (typeof want?.size !== "number" || typeof want.sha256 !== "string")
+    return corrupt(`its manifest ${files.manifest} has no "plugin" entry with size and sha256`);
   const st = statSync(files.plugin);
-  if (st.size !== want.size) return corrupt(`${files.plugin} has ${st.size} bytes, the manifest records ${want.size} (a truncated download or copy?)`);
+  if (st.size !== want.size)
+    return corrupt(
+      `${files.plugin} has ${st.size} bytes, the manifest records ${want.size} (a truncated download or copy?)`,
+    );
   const stampPath = join(dir, VERIFIED_FILE);
   const now = identity(st);
   try {
     const stamp = JSON.parse(readFileSync(stampPath, "utf8")) as Verified;
-    const same = stamp.sha256 === want.sha256 && (Object.keys(now) as (keyof typeof now)[]).every((k) => stamp[k] === now[k]);
+    const same =
+      stamp.sha256 === want.sha256 && (Object.keys(now) as (keyof typeof now)[]).every((k) => stamp[k] === now[k]);
     if (same) return;
   } catch {
     // no record yet (or an unreadable one): hash below

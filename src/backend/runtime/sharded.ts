@@ -18,7 +18,14 @@ function strides(shape: readonly number[]): number[] {
  * Copies the box `start`/`size` between a global row-major array and a compact block: `toBlock` reads the box out
  * of `global` into `block`, otherwise writes `block` into the box. Runs of the innermost dimension move at once.
  */
-function copyBox(global: HostArray, shape: readonly number[], block: HostArray, start: readonly number[], size: readonly number[], toBlock: boolean): void {
+function copyBox(
+  global: HostArray,
+  shape: readonly number[],
+  block: HostArray,
+  start: readonly number[],
+  size: readonly number[],
+  toBlock: boolean,
+): void {
   const rank = shape.length;
   if (rank === 0) {
     if (toBlock) (block as Float32Array)[0] = (global as Float32Array)[0]!;
@@ -30,7 +37,10 @@ function copyBox(global: HostArray, shape: readonly number[], block: HostArray, 
   const outer = size.slice(0, -1);
   const count = outer.reduce((a, b) => a * b, 1);
   const idx = outer.map(() => 0);
-  const g = global as unknown as { subarray(a: number, b: number): ArrayLike<number>; set(x: ArrayLike<number>, at: number): void };
+  const g = global as unknown as {
+    subarray(a: number, b: number): ArrayLike<number>;
+    set(x: ArrayLike<number>, at: number): void;
+  };
   const b = block as unknown as typeof g;
   for (let k = 0; k < count; k++) {
     let off = start[rank - 1]!;
@@ -61,7 +71,11 @@ export class ShardedBuffer {
     readonly sharding: Sharding,
     readonly shards: readonly DeviceBuffer[],
   ) {
-    if (shards.length !== meshSize(mesh)) throw new RuntimeError("ERR_ARG_COUNT", `a sharded buffer over ${meshSize(mesh)} devices got ${shards.length} shards`);
+    if (shards.length !== meshSize(mesh))
+      throw new RuntimeError(
+        "ERR_ARG_COUNT",
+        `a sharded buffer over ${meshSize(mesh)} devices got ${shards.length} shards`,
+      );
   }
 
   get devices(): Device[] {
@@ -83,11 +97,21 @@ export class ShardedBuffer {
    * Places a global host array on `devices` (one per partition, in mesh order): each device gets its block, cut
    * out on the host once per distinct block.
    */
-  static fromHost<D extends RuntimeDType>(client: Client, data: HostArray<D>, dtype: D, shape: readonly number[], mesh: Mesh, sharding: Sharding, devices: readonly Device[]): ShardedBuffer {
+  static fromHost<D extends RuntimeDType>(
+    client: Client,
+    data: HostArray<D>,
+    dtype: D,
+    shape: readonly number[],
+    mesh: Mesh,
+    sharding: Sharding,
+    devices: readonly Device[],
+  ): ShardedBuffer {
     const n = meshSize(mesh);
-    if (devices.length !== n) throw new RuntimeError("ERR_ARG_COUNT", `the mesh has ${n} devices; got ${devices.length} to place shards on`);
+    if (devices.length !== n)
+      throw new RuntimeError("ERR_ARG_COUNT", `the mesh has ${n} devices; got ${devices.length} to place shards on`);
     const total = shape.reduce((a, b) => a * b, 1);
-    if (data.length !== total) throw new RuntimeError("ERR_ARG_TYPE", `${data.length} elements do not fill ${dtype}[${shape.join(",")}]`);
+    if (data.length !== total)
+      throw new RuntimeError("ERR_ARG_TYPE", `${data.length} elements do not fill ${dtype}[${shape.join(",")}]`);
     const local = localShape(shape, sharding, mesh);
     const blocks = new Map<string, HostArray>();
     const shards = devices.map((device, p) => {

@@ -58,10 +58,16 @@ function argAttrs(g: Graph, opts: EmitOptions): string[][] {
     if (k !== undefined) {
       const out = g.outputs[k];
       if (!Number.isInteger(k) || out === undefined) {
-        throw new EmitError(undefined, `input ${i} is donated to output ${k}, but the graph has ${g.outputs.length} outputs`);
+        throw new EmitError(
+          undefined,
+          `input ${i} is donated to output ${k}, but the graph has ${g.outputs.length} outputs`,
+        );
       }
       if (!sameType(out.type, v.type)) {
-        throw new EmitError(undefined, `input ${i} (${formatType(v.type)}) is donated to output ${k} of another type (${formatType(out.type)})`);
+        throw new EmitError(
+          undefined,
+          `input ${i} (${formatType(v.type)}) is donated to output ${k} of another type (${formatType(out.type)})`,
+        );
       }
       const prev = aliased.get(k);
       if (prev !== undefined) throw new EmitError(undefined, `inputs ${prev} and ${i} are both donated to output ${k}`);
@@ -86,7 +92,8 @@ export function emitStableHLO(g: Graph, opts: EmitOptions = {}): string {
       const sh = constraints.get(v);
       if (!sh) return ref;
       // Several: pinned to each in turn (the layout an op computes in, then the value's own).
-      for (const one of typeof sh === "string" ? [sh] : sh) ref = e.op1(`sdy.sharding_constraint ${ref} ${one} : ${tensorTypeText(v.type)}`);
+      for (const one of typeof sh === "string" ? [sh] : sh)
+        ref = e.op1(`sdy.sharding_constraint ${ref} ${one} : ${tensorTypeText(v.type)}`);
       return ref;
     };
   }
@@ -118,10 +125,18 @@ export function emitStableHLO(g: Graph, opts: EmitOptions = {}): string {
     const sh = opts.resultShardings?.[i];
     return `${outTypes[i]}${attrDict(sh ? [`sdy.sharding = ${sh}`] : [])}`;
   });
-  const sig = results.length === 0 ? "" : results.length === 1 && !results[0]!.includes("{") ? ` -> ${results[0]}` : ` -> (${results.join(", ")})`;
+  const sig =
+    results.length === 0
+      ? ""
+      : results.length === 1 && !results[0]!.includes("{")
+        ? ` -> ${results[0]}`
+        : ` -> (${results.join(", ")})`;
   const ret = outRefs.length ? `return ${outRefs.join(", ")} : ${outTypes.join(", ")}` : "return";
 
-  const sharded = (opts.argShardings ?? []).some((s) => s) || (opts.resultShardings ?? []).some((s) => s) || (constraints?.size ?? 0) > 0;
+  const sharded =
+    (opts.argShardings ?? []).some((s) => s) ||
+    (opts.resultShardings ?? []).some((s) => s) ||
+    (constraints?.size ?? 0) > 0;
   const lines = [
     `module ${symbolName(opts.moduleName ?? "tessera")} attributes {mhlo.num_partitions = ${opts.numPartitions ?? 1} : i32, mhlo.num_replicas = 1 : i32} {`,
     ...(sharded && opts.mesh ? [`  ${meshLine(opts.mesh)}`] : []),

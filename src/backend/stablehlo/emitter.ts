@@ -13,7 +13,10 @@ export class EmitError extends TesseraError {
     readonly loc?: SourceLoc,
   ) {
     // A verified graph the emitter cannot print means a missing rule or a bad donation map: a bug of ours.
-    super(`stablehlo: ${op ? `${op}: ` : ""}${detail}${loc ? ` at ${formatLoc(loc)}` : ""}`, { code: "ERR_EMIT", exitCode: EXIT.internal });
+    super(`stablehlo: ${op ? `${op}: ` : ""}${detail}${loc ? ` at ${formatLoc(loc)}` : ""}`, {
+      code: "ERR_EMIT",
+      exitCode: EXIT.internal,
+    });
     this.name = "EmitError";
   }
 }

@@ -19,7 +19,8 @@ export function emitOps(e: FuncEmitter, g: Graph): void {
     const undo = e.beforeOp?.(op);
     const refs = (RULES[op.name] as LowerRule<OpName>)(e, op as Op<OpName>);
     undo?.();
-    if (refs.length !== op.outputs.length) e.fail(`internal: lowering gave ${refs.length} results, op has ${op.outputs.length}`);
+    if (refs.length !== op.outputs.length)
+      e.fail(`internal: lowering gave ${refs.length} results, op has ${op.outputs.length}`);
     op.outputs.forEach((v, i) => e.bind(v, e.constrain ? e.constrain(v, refs[i]!) : refs[i]!));
   }
   e.loc = outerLoc;
@@ -64,7 +65,9 @@ function compareType(d: DType): string {
 
 function compare(e: FuncEmitter, dir: CompareDir, a: string, b: string, t: TensorType): string {
   const out = ty(tensorType("bool", t.shape));
-  return e.op1(`stablehlo.compare ${dir.toUpperCase()}, ${a}, ${b}, ${compareType(t.dtype)} : (${ty(t)}, ${ty(t)}) -> ${out}`);
+  return e.op1(
+    `stablehlo.compare ${dir.toUpperCase()}, ${a}, ${b}, ${compareType(t.dtype)} : (${ty(t)}, ${ty(t)}) -> ${out}`,
+  );
 }
 
 const REDUCE_BODY = { reduce_sum: "add", reduce_max: "maximum", reduce_min: "minimum" } as const;
@@ -107,7 +110,14 @@ function startIndices(e: FuncEmitter, idx: readonly Value[]): { refs: string; ty
 }
 
 /** `"stablehlo.gather"` in generic form; `dn` lists the dimension-number fields, empty ones left out. */
-function gather(e: FuncEmitter, operand: string, indices: string, dn: [string, readonly number[] | number][], sliceSizes: readonly number[], types: string): string {
+function gather(
+  e: FuncEmitter,
+  operand: string,
+  indices: string,
+  dn: [string, readonly number[] | number][],
+  sliceSizes: readonly number[],
+  types: string,
+): string {
   const fields = dn
     .filter(([, v]) => typeof v === "number" || v.length > 0)
     .map(([k, v]) => `${k} = ${typeof v === "number" ? v : dimsText(v)}`)
@@ -139,7 +149,12 @@ const scan: LowerRule<"scan"> = (e, op) => {
   e.line(`${lhs} = stablehlo.while(${args.map((a, k) => `${a} = ${init[k]}`).join(", ")}) : ${typeList}`);
   const [counter] = args as [string];
   // Loop state: counter, consts, carries, xs, ys accumulators.
-  const offsets = { consts: 1, carries: 1 + numConsts, xs: 1 + numConsts + numCarry, ys: 1 + numConsts + numCarry + xs.length };
+  const offsets = {
+    consts: 1,
+    carries: 1 + numConsts,
+    xs: 1 + numConsts + numCarry,
+    ys: 1 + numConsts + numCarry + xs.length,
+  };
   const at = (group: keyof typeof offsets, k: number): string => args[offsets[group] + k]!;
   e.indented(() => {
     e.line(`cond {`);
@@ -156,10 +171,16 @@ const scan: LowerRule<"scan"> = (e, op) => {
         const one = tensorType(x.type.dtype, [1, ...rest]);
         const starts = [counter, ...rest.map(() => zero)].join(", ");
         const idxTypes = [i32, ...rest.map(() => i32)].map(ty).join(", ");
-        const s = e.op1(`stablehlo.dynamic_slice ${at("xs", k)}, ${starts}, sizes = ${dimsText(one.shape)} : (${T(x)}, ${idxTypes}) -> ${ty(one)}`);
+        const s = e.op1(
+          `stablehlo.dynamic_slice ${at("xs", k)}, ${starts}, sizes = ${dimsText(one.shape)} : (${T(x)}, ${idxTypes}) -> ${ty(one)}`,
+        );
         return reshape(e, s, one, rest);
       });
-      const bodyArgs = [...consts.map((_, k) => at("consts", k)), ...carries.map((_, k) => at("carries", k)), ...slices];
+      const bodyArgs = [
+        ...consts.map((_, k) => at("consts", k)),
+        ...carries.map((_, k) => at("carries", k)),
+        ...slices,
+      ];
       body.inputs.forEach((v, k) => e.bind(v, bodyArgs[k]!));
       emitOps(e, body);
       const newCarries = body.outputs.slice(0, numCarry).map((v) => e.ref(v));
@@ -169,11 +190,19 @@ const scan: LowerRule<"scan"> = (e, op) => {
         const starts = [counter, ...y.type.shape.map(() => zero)].join(", ");
         const idxTypes = [i32, ...y.type.shape.map(() => i32)].map(ty).join(", ");
         const upd = ty(tensorType(y.type.dtype, [1, ...y.type.shape]));
-        return e.op1(`stablehlo.dynamic_update_slice ${at("ys", k)}, ${r}, ${starts} : (${ty(stacked)}, ${upd}, ${idxTypes}) -> ${ty(stacked)}`);
+        return e.op1(
+          `stablehlo.dynamic_update_slice ${at("ys", k)}, ${r}, ${starts} : (${ty(stacked)}, ${upd}, ${idxTypes}) -> ${ty(stacked)}`,
+        );
       });
       const one = scalar(e, "s32", 1);
       const next = e.op1(`stablehlo.${reverse ? "subtract" : "add"} ${counter}, ${one} : tensor<i32>`);
-      const yielded = [next, ...consts.map((_, k) => at("consts", k)), ...newCarries, ...xs.map((_, k) => at("xs", k)), ...newYs];
+      const yielded = [
+        next,
+        ...consts.map((_, k) => at("consts", k)),
+        ...newCarries,
+        ...xs.map((_, k) => at("xs", k)),
+        ...newYs,
+      ];
       e.line(`stablehlo.return ${yielded.join(", ")} : ${typeList}`);
     });
     e.line(`}${loc}`);
@@ -212,12 +241,18 @@ export const RULES: { [N in OpName]: LowerRule<N> } = {
 
   broadcast_in_dim: (e, op) => {
     const x = op.inputs[0]!;
-    return [e.op1(`stablehlo.broadcast_in_dim ${e.ref(x)}, dims = ${dimsText(op.params.dims)} : (${T(x)}) -> ${T(op.outputs[0]!)}`)];
+    return [
+      e.op1(
+        `stablehlo.broadcast_in_dim ${e.ref(x)}, dims = ${dimsText(op.params.dims)} : (${T(x)}) -> ${T(op.outputs[0]!)}`,
+      ),
+    ];
   },
   reshape: (e, op) => [reshape(e, e.ref(op.inputs[0]!), op.inputs[0]!.type, op.params.shape)],
   transpose: (e, op) => {
     const x = op.inputs[0]!;
-    return [e.op1(`stablehlo.transpose ${e.ref(x)}, dims = ${dimsText(op.params.perm)} : (${T(x)}) -> ${T(op.outputs[0]!)}`)];
+    return [
+      e.op1(`stablehlo.transpose ${e.ref(x)}, dims = ${dimsText(op.params.perm)} : (${T(x)}) -> ${T(op.outputs[0]!)}`),
+    ];
   },
   slice: (e, op) => {
     const x = op.inputs[0]!;
@@ -288,7 +323,12 @@ export const RULES: { [N in OpName]: LowerRule<N> } = {
     const a = e.blockArg();
     const b = e.blockArg();
     const sum = e.results(1).lhs;
-    const dn = [`update_window_dims = ${dimsText(range(r, r + rest.length))}`, `inserted_window_dims = [0]`, `scatter_dims_to_operand_dims = [0]`, `index_vector_dim = ${r}`];
+    const dn = [
+      `update_window_dims = ${dimsText(range(r, r + rest.length))}`,
+      `inserted_window_dims = [0]`,
+      `scatter_dims_to_operand_dims = [0]`,
+      `index_vector_dim = ${r}`,
+    ];
     if (rest.length === 0) dn.shift();
     e.line(
       `${lhs} = "stablehlo.scatter"(${e.ref(x)}, ${e.ref(idx)}, ${e.ref(upd)}) <{indices_are_sorted = false, scatter_dimension_numbers = #stablehlo.scatter<${dn.join(", ")}>, unique_indices = false}> ({`,
@@ -329,7 +369,11 @@ export const RULES: { [N in OpName]: LowerRule<N> } = {
     const [x, ...idx] = op.inputs as [Value, ...Value[]];
     const s = startIndices(e, idx);
     const types = [T(x), ...s.types].join(", ");
-    return [e.op1(`stablehlo.dynamic_slice ${e.ref(x)}${s.refs}, sizes = ${dimsText(op.params.sizes)} : (${types}) -> ${T(op.outputs[0]!)}`)];
+    return [
+      e.op1(
+        `stablehlo.dynamic_slice ${e.ref(x)}${s.refs}, sizes = ${dimsText(op.params.sizes)} : (${types}) -> ${T(op.outputs[0]!)}`,
+      ),
+    ];
   },
   dynamic_update_slice: (e, op) => {
     const [x, u, ...idx] = op.inputs as [Value, Value, ...Value[]];

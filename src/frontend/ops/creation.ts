@@ -10,7 +10,16 @@ export { full };
 /** Nested JS arrays of numbers (or booleans), e.g. `[[1, 2], [3, 4]]`. */
 export type NestedNumbers = number | boolean | readonly NestedNumbers[];
 
-export type HostData = NestedNumbers | Float32Array | Float64Array | Int32Array | Uint32Array | Uint8Array | Int8Array | Int16Array | Uint16Array;
+export type HostData =
+  | NestedNumbers
+  | Float32Array
+  | Float64Array
+  | Int32Array
+  | Uint32Array
+  | Uint8Array
+  | Int8Array
+  | Int16Array
+  | Uint16Array;
 
 export interface ConstantOpts {
   dtype?: DType;
@@ -64,7 +73,8 @@ export function constant(data: HostData, opts: ConstantOpts = {}): Tensor {
     if (!dtype) throw new TraceError("constant", `give a dtype for a ${data.constructor.name}`);
   } else {
     ({ values, shape } = flattenNested("constant", data));
-    if (typeof data === "boolean" || (Array.isArray(data) && shape.length && typeof firstLeaf(data) === "boolean")) dtype ??= "bool";
+    if (typeof data === "boolean" || (Array.isArray(data) && shape.length && typeof firstLeaf(data) === "boolean"))
+      dtype ??= "bool";
   }
   dtype ??= "f32";
   if (opts.shape) {

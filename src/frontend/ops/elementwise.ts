@@ -26,7 +26,11 @@ export function broadcastShapes(op: string, shapes: readonly Shape[], types: rea
       if (out[j] === 1) out[j] = d;
       else {
         const list = shapes.map((x) => `[${x.join(",")}]`).join(" and ");
-        throw new TraceError(op, `cannot broadcast shapes ${list} (dim ${j} from the right-aligned end: ${out[j]} vs ${d})`, types);
+        throw new TraceError(
+          op,
+          `cannot broadcast shapes ${list} (dim ${j} from the right-aligned end: ${out[j]} vs ${d})`,
+          types,
+        );
       }
     }
   }
@@ -38,14 +42,16 @@ export function broadcastTo(x: Tensor, shape: readonly number[], op = "broadcast
   if (sameShape(x.shape, shape)) return x;
   const offset = shape.length - x.ndim;
   const ok = offset >= 0 && x.shape.every((d, i) => d === 1 || d === shape[offset + i]);
-  if (!ok) throw new TraceError(op, `cannot broadcast ${x.dtype}[${x.shape.join(",")}] to [${shape.join(",")}]`, [x.type]);
+  if (!ok)
+    throw new TraceError(op, `cannot broadcast ${x.dtype}[${x.shape.join(",")}] to [${shape.join(",")}]`, [x.type]);
   return bind1("broadcast_in_dim", [x], { shape: [...shape], dims: x.shape.map((_, i) => offset + i) });
 }
 
 function checkScalar(op: string, v: number, dtype: DType, types: readonly TensorType[]): void {
   const bad = (why: string) => new TraceError(op, `the number ${v} ${why}`, types);
   if (isInteger(dtype)) {
-    if (!Number.isInteger(v)) throw bad(`is not an integer, so it cannot adopt the ${dtype} tensor's dtype (use astype)`);
+    if (!Number.isInteger(v))
+      throw bad(`is not an integer, so it cannot adopt the ${dtype} tensor's dtype (use astype)`);
     const [lo, hi] = dtype === "u32" ? [0, 2 ** 32 - 1] : [-(2 ** 31), 2 ** 31 - 1];
     if (v < lo || v > hi) throw bad(`is out of range for ${dtype}`);
   } else if (dtype === "bool" && v !== 0 && v !== 1) {
@@ -56,7 +62,8 @@ function checkScalar(op: string, v: number, dtype: DType, types: readonly Tensor
 /** Why a value cannot be an operand; a device array gets the fix spelled out. */
 export function notATensor(o: unknown): string {
   const name = typeof o === "object" && o !== null ? o.constructor?.name : undefined;
-  if (name === "DeviceArray") return "operand is a DeviceArray, which cannot be used inside a trace: pass it to the jit function as an argument";
+  if (name === "DeviceArray")
+    return "operand is a DeviceArray, which cannot be used inside a trace: pass it to the jit function as an argument";
   return `operand is ${name ? `a ${name}` : `${typeof o} ${String(o)}`}, not a Tensor or a number`;
 }
 
@@ -75,14 +82,22 @@ export function unify(op: string, operands: readonly TensorLike[], dtypeHint: DT
   const dtype = tensors.length ? tensors[0]!.dtype : dtypeHint;
   for (const t of tensors) {
     if (t.dtype !== dtype) {
-      throw new TraceError(op, `operand dtypes differ (${dtype} vs ${t.dtype}); Tessera never promotes between tensor dtypes, convert one with astype`, types);
+      throw new TraceError(
+        op,
+        `operand dtypes differ (${dtype} vs ${t.dtype}); Tessera never promotes between tensor dtypes, convert one with astype`,
+        types,
+      );
     }
   }
   for (const o of operands) {
     if (typeof o === "number") checkScalar(op, o, dtype, types);
     else if (!(o instanceof Tensor)) throw new TraceError(op, notATensor(o), types);
   }
-  const shape = broadcastShapes(op, tensors.map((t) => t.shape), types);
+  const shape = broadcastShapes(
+    op,
+    tensors.map((t) => t.shape),
+    types,
+  );
   return operands.map((o) => (typeof o === "number" ? full(shape, o, dtype) : broadcastTo(o, shape, op)));
 }
 
@@ -165,7 +180,8 @@ export const ge = compare("ge");
 
 function requireBool(op: string, xs: readonly TensorLike[]): void {
   for (const x of xs) {
-    if (x instanceof Tensor && x.dtype !== "bool") throw new TraceError(op, `needs bool operands, got ${x.dtype}`, [x.type]);
+    if (x instanceof Tensor && x.dtype !== "bool")
+      throw new TraceError(op, `needs bool operands, got ${x.dtype}`, [x.type]);
   }
 }
 
@@ -228,11 +244,18 @@ export function pow(x: TensorLike, y: TensorLike): Tensor {
 export function where(cond: Tensor, x: TensorLike, y: TensorLike): Tensor {
   return atUserLoc(() => {
     if (!(cond instanceof Tensor) || cond.dtype !== "bool") {
-      throw new TraceError("where", `condition must be a bool Tensor, got ${cond instanceof Tensor ? cond.dtype : typeof cond}`);
+      throw new TraceError(
+        "where",
+        `condition must be a bool Tensor, got ${cond instanceof Tensor ? cond.dtype : typeof cond}`,
+      );
     }
     const [a, b] = unify("where", [x, y]);
     const shape = broadcastShapes("where", [cond.shape, a!.shape], [cond.type, a!.type]);
-    return bind1("select", [broadcastTo(cond, shape, "where"), broadcastTo(a!, shape, "where"), broadcastTo(b!, shape, "where")], {});
+    return bind1(
+      "select",
+      [broadcastTo(cond, shape, "where"), broadcastTo(a!, shape, "where"), broadcastTo(b!, shape, "where")],
+      {},
+    );
   });
 }
 

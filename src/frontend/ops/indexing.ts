@@ -9,7 +9,11 @@ import { atUserLoc } from "../loc.ts";
 
 function requireIntegerIndices(op: string, ids: Tensor, others: Tensor[] = []): void {
   if (!(ids instanceof Tensor) || !isInteger(ids.dtype)) {
-    throw new TraceError(op, `indices must be an s32 or u32 Tensor, got ${ids instanceof Tensor ? ids.dtype : typeof ids}`, [...others.map((o) => o.type), ...(ids instanceof Tensor ? [ids.type] : [])]);
+    throw new TraceError(
+      op,
+      `indices must be an s32 or u32 Tensor, got ${ids instanceof Tensor ? ids.dtype : typeof ids}`,
+      [...others.map((o) => o.type), ...(ids instanceof Tensor ? [ids.type] : [])],
+    );
   }
 }
 
@@ -40,11 +44,27 @@ export function take(table: Tensor, ids: Tensor, axis = 0): Tensor {
 export function takeAlongAxis(x: Tensor, idx: Tensor, axis: number): Tensor {
   return atUserLoc(() => {
     requireIntegerIndices("takeAlongAxis", idx, [x]);
-    if (idx.ndim !== x.ndim) throw new TraceError("takeAlongAxis", `indices rank ${idx.ndim} differs from operand rank ${x.ndim}`, [x.type, idx.type]);
+    if (idx.ndim !== x.ndim)
+      throw new TraceError("takeAlongAxis", `indices rank ${idx.ndim} differs from operand rank ${x.ndim}`, [
+        x.type,
+        idx.type,
+      ]);
     const a = normAxis("takeAlongAxis", axis, x.ndim, x);
-    const outer = broadcastShapes("takeAlongAxis", [x.shape.map((d, i) => (i === a ? 1 : d)), idx.shape.map((d, i) => (i === a ? 1 : d))], [x.type, idx.type]);
-    const xb = broadcastTo(x, outer.map((d, i) => (i === a ? x.shape[a]! : d)), "takeAlongAxis");
-    const ib = broadcastTo(idx, outer.map((d, i) => (i === a ? idx.shape[a]! : d)), "takeAlongAxis");
+    const outer = broadcastShapes(
+      "takeAlongAxis",
+      [x.shape.map((d, i) => (i === a ? 1 : d)), idx.shape.map((d, i) => (i === a ? 1 : d))],
+      [x.type, idx.type],
+    );
+    const xb = broadcastTo(
+      x,
+      outer.map((d, i) => (i === a ? x.shape[a]! : d)),
+      "takeAlongAxis",
+    );
+    const ib = broadcastTo(
+      idx,
+      outer.map((d, i) => (i === a ? idx.shape[a]! : d)),
+      "takeAlongAxis",
+    );
     return bind1("take_along_axis", [xb, ib], { axis: a });
   });
 }
@@ -65,10 +85,12 @@ export function scatterAdd(x: Tensor, ids: Tensor, updates: Tensor): Tensor {
 }
 
 function startIndices(op: string, x: Tensor, starts: readonly TensorLike[]): Tensor[] {
-  if (starts.length !== x.ndim) throw new TraceError(op, `needs ${x.ndim} start indices (one per dim), got ${starts.length}`, [x.type]);
+  if (starts.length !== x.ndim)
+    throw new TraceError(op, `needs ${x.ndim} start indices (one per dim), got ${starts.length}`, [x.type]);
   return starts.map((s) => {
     if (typeof s === "number") return full([], s, "s32");
-    if (s.ndim !== 0 || !isInteger(s.dtype)) throw new TraceError(op, `start indices must be rank-0 integers`, [x.type, s.type]);
+    if (s.ndim !== 0 || !isInteger(s.dtype))
+      throw new TraceError(op, `start indices must be rank-0 integers`, [x.type, s.type]);
     return s;
   });
 }

@@ -18,7 +18,10 @@ export interface DotDims {
 
 function sameDtype(op: string, a: Tensor, b: Tensor): void {
   if (a.dtype !== b.dtype) {
-    throw new TraceError(op, `operand dtypes differ (${a.dtype} vs ${b.dtype}); convert one with astype`, [a.type, b.type]);
+    throw new TraceError(op, `operand dtypes differ (${a.dtype} vs ${b.dtype}); convert one with astype`, [
+      a.type,
+      b.type,
+    ]);
   }
 }
 
@@ -46,7 +49,8 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     if (a.ndim === 0 || b.ndim === 0) throw new TraceError("matmul", "operands must have rank >= 1", [a.type, b.type]);
     const a2 = a.ndim === 1 ? reshape(a, [1, a.shape[0]!]) : a;
     const b2 = b.ndim === 1 ? reshape(b, [b.shape[0]!, 1]) : b;
-    const ka = a2.shape[a2.ndim - 1]!, kb = b2.shape[b2.ndim - 2]!;
+    const ka = a2.shape[a2.ndim - 1]!,
+      kb = b2.shape[b2.ndim - 2]!;
     if (ka !== kb) {
       throw new TraceError(
         "matmul",
@@ -67,7 +71,12 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       const ab = broadcastTo(a2, [...batch, ...a2.shape.slice(-2)], "matmul");
       const bb = broadcastTo(b2, [...batch, ...b2.shape.slice(-2)], "matmul");
       const bd = batch.map((_, i) => i);
-      r = dotGeneral(ab, bb, { lhsBatch: bd, rhsBatch: bd, lhsContract: [batch.length + 1], rhsContract: [batch.length] });
+      r = dotGeneral(ab, bb, {
+        lhsBatch: bd,
+        rhsBatch: bd,
+        lhsContract: [batch.length + 1],
+        rhsContract: [batch.length],
+      });
     }
     if (a.ndim === 1 || b.ndim === 1) {
       const shape = [...r.shape];
@@ -86,11 +95,13 @@ function parseOperand(spec: string, term: string, x: Tensor): string[] {
   const parts = term.split("...");
   if (parts.length > 2) throw new TraceError("einsum", `"${spec}": more than one ... in "${term}"`, [x.type]);
   for (const p of parts) {
-    if (!/^[a-zA-Z]*$/.test(p)) throw new TraceError("einsum", `"${spec}": labels must be letters, got "${term}"`, [x.type]);
+    if (!/^[a-zA-Z]*$/.test(p))
+      throw new TraceError("einsum", `"${spec}": labels must be letters, got "${term}"`, [x.type]);
   }
   const explicit = parts.join("").length;
   if (parts.length === 1) {
-    if (explicit !== x.ndim) throw new TraceError("einsum", `"${spec}": "${term}" has ${explicit} labels for rank ${x.ndim}`, [x.type]);
+    if (explicit !== x.ndim)
+      throw new TraceError("einsum", `"${spec}": "${term}" has ${explicit} labels for rank ${x.ndim}`, [x.type]);
     return [...term];
   }
   const n = x.ndim - explicit;
@@ -106,15 +117,30 @@ function sumOut(x: Tensor, labels: string[], keep: (l: string) => boolean): [Ten
   return [sum(x, drop), labels.filter((l) => keep(l))];
 }
 
-function contractPair(spec: string, a: Tensor, la: string[], b: Tensor, lb: string[], out: string[]): [Tensor, string[]] {
+function contractPair(
+  spec: string,
+  a: Tensor,
+  la: string[],
+  b: Tensor,
+  lb: string[],
+  out: string[],
+): [Tensor, string[]] {
   sameDtype("einsum", a, b);
-  const inB = new Set(lb), inA = new Set(la), inOut = new Set(out);
+  const inB = new Set(lb),
+    inA = new Set(la),
+    inOut = new Set(out);
   [a, la] = sumOut(a, la, (l) => inB.has(l) || inOut.has(l));
   [b, lb] = sumOut(b, lb, (l) => inA.has(l) || inOut.has(l));
   const shared = la.filter((l) => lb.includes(l));
   for (const l of shared) {
-    const da = a.shape[la.indexOf(l)], db = b.shape[lb.indexOf(l)];
-    if (da !== db) throw new TraceError("einsum", `"${spec}": label ${showLabel(l)} has size ${da} in one operand and ${db} in the other`, [a.type, b.type]);
+    const da = a.shape[la.indexOf(l)],
+      db = b.shape[lb.indexOf(l)];
+    if (da !== db)
+      throw new TraceError(
+        "einsum",
+        `"${spec}": label ${showLabel(l)} has size ${da} in one operand and ${db} in the other`,
+        [a.type, b.type],
+      );
   }
   const batch = shared.filter((l) => inOut.has(l));
   const contract = shared.filter((l) => !inOut.has(l));
@@ -143,25 +169,50 @@ export function einsum(spec: string, ...operands: Tensor[]): Tensor {
   return atUserLoc(() => {
     const s = spec.replace(/\s+/g, "");
     const arrow = s.indexOf("->");
-    if (arrow < 0) throw new TraceError("einsum", `"${spec}": give the output explicitly, as in "ij,jk->ik"`, operands.map((o) => o.type));
+    if (arrow < 0)
+      throw new TraceError(
+        "einsum",
+        `"${spec}": give the output explicitly, as in "ij,jk->ik"`,
+        operands.map((o) => o.type),
+      );
     const terms = s.slice(0, arrow).split(",");
     if (terms.length !== operands.length) {
-      throw new TraceError("einsum", `"${spec}" names ${terms.length} operands, got ${operands.length}`, operands.map((o) => o.type));
+      throw new TraceError(
+        "einsum",
+        `"${spec}" names ${terms.length} operands, got ${operands.length}`,
+        operands.map((o) => o.type),
+      );
     }
-    const maxEll = Math.max(0, ...terms.map((t, i) => (t.includes("...") ? operands[i]!.ndim - t.replace("...", "").length : 0)));
+    const maxEll = Math.max(
+      0,
+      ...terms.map((t, i) => (t.includes("...") ? operands[i]!.ndim - t.replace("...", "").length : 0)),
+    );
     const labels = terms.map((t, i) => parseOperand(spec, t, operands[i]!));
     for (const [i, ls] of labels.entries()) {
-      if (new Set(ls).size !== ls.length) throw new TraceError("einsum", `"${spec}": repeated label in "${terms[i]}" (diagonals are not supported)`, [operands[i]!.type]);
+      if (new Set(ls).size !== ls.length)
+        throw new TraceError("einsum", `"${spec}": repeated label in "${terms[i]}" (diagonals are not supported)`, [
+          operands[i]!.type,
+        ]);
     }
     const outTerm = s.slice(arrow + 2);
     const outParts = outTerm.split("...");
-    const out = outParts.length === 2
-      ? [...outParts[0]!, ...Array.from({ length: maxEll }, (_, i) => String.fromCharCode(ELLIPSIS_BASE + maxEll - 1 - i)), ...outParts[1]!]
-      : [...outTerm];
+    const out =
+      outParts.length === 2
+        ? [
+            ...outParts[0]!,
+            ...Array.from({ length: maxEll }, (_, i) => String.fromCharCode(ELLIPSIS_BASE + maxEll - 1 - i)),
+            ...outParts[1]!,
+          ]
+        : [...outTerm];
     if (!/^[a-zA-Z]*$/.test(outParts.join(""))) throw new TraceError("einsum", `"${spec}": labels must be letters`);
     if (new Set(out).size !== out.length) throw new TraceError("einsum", `"${spec}": repeated label in the output`);
     for (const l of out) {
-      if (!labels.some((ls) => ls.includes(l))) throw new TraceError("einsum", `"${spec}": output label ${showLabel(l)} appears in no operand`, operands.map((o) => o.type));
+      if (!labels.some((ls) => ls.includes(l)))
+        throw new TraceError(
+          "einsum",
+          `"${spec}": output label ${showLabel(l)} appears in no operand`,
+          operands.map((o) => o.type),
+        );
     }
 
     let acc = operands[0]!;
@@ -175,6 +226,9 @@ export function einsum(spec: string, ...operands: Tensor[]): Tensor {
       [acc, accLabels] = contractPair(spec, acc, accLabels, operands[i]!, labels[i]!, [...later]);
     }
     [acc, accLabels] = sumOut(acc, accLabels, (l) => out.includes(l));
-    return transpose(acc, out.map((l) => accLabels.indexOf(l)));
+    return transpose(
+      acc,
+      out.map((l) => accLabels.indexOf(l)),
+    );
   });
 }

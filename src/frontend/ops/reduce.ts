@@ -15,7 +15,12 @@ export interface ReduceOpts {
 type Axes = number | readonly number[] | undefined;
 
 function keep(x: Tensor, r: Tensor, axes: readonly number[], keepdims: boolean | undefined): Tensor {
-  return keepdims ? reshape(r, x.shape.map((d, i) => (axes.includes(i) ? 1 : d))) : r;
+  return keepdims
+    ? reshape(
+        r,
+        x.shape.map((d, i) => (axes.includes(i) ? 1 : d)),
+      )
+    : r;
 }
 
 // bf16/f16 sums accumulate in f32 and round once at the end, as JAX and PyTorch do: a 4096-wide bf16 sum
@@ -89,7 +94,12 @@ export function logsumexp(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor
     const finite = lt(abs(m), Infinity);
     const shift = where(finite, m, full(m.shape, 0, m.dtype));
     const r = add(log(sum(exp(sub(x, shift)), axes, { keepdims: true })), shift);
-    return opts.keepdims ? r : reshape(r, x.shape.filter((_, i) => !axes.includes(i)));
+    return opts.keepdims
+      ? r
+      : reshape(
+          r,
+          x.shape.filter((_, i) => !axes.includes(i)),
+        );
   });
 }
 

@@ -42,7 +42,11 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   }
   if (target.length === x.ndim && target.every((d, i) => d === x.shape[i])) return x;
   if (numel(target) !== x.size) {
-    throw new TraceError("reshape", `cannot reshape ${x.size} elements to [${shape.join(",")}] (${numel(target)} elements)`, [x.type]);
+    throw new TraceError(
+      "reshape",
+      `cannot reshape ${x.size} elements to [${shape.join(",")}] (${numel(target)} elements)`,
+      [x.type],
+    );
   }
   return bind1("reshape", [x], { shape: target });
 }
@@ -88,11 +92,15 @@ export function expandDims(x: Tensor, axis: number | readonly number[]): Tensor 
 /** Removes size-1 axes (all of them, or the given ones, which must have size 1). */
 export function squeeze(x: Tensor, axis?: number | readonly number[]): Tensor {
   return atUserLoc(() => {
-    const axes = axis === undefined ? x.shape.flatMap((d, i) => (d === 1 ? [i] : [])) : normAxes("squeeze", axis, x.ndim, x);
+    const axes =
+      axis === undefined ? x.shape.flatMap((d, i) => (d === 1 ? [i] : [])) : normAxes("squeeze", axis, x.ndim, x);
     for (const a of axes) {
       if (x.shape[a] !== 1) throw new TraceError("squeeze", `axis ${a} has size ${x.shape[a]}, not 1`, [x.type]);
     }
-    return reshape(x, x.shape.filter((_, i) => !axes.includes(i)));
+    return reshape(
+      x,
+      x.shape.filter((_, i) => !axes.includes(i)),
+    );
   });
 }
 
@@ -110,20 +118,25 @@ function sliceBound(v: number | null | undefined, dim: number, dflt: number): nu
  */
 export function slice(x: Tensor, ...specs: SliceSpec[]): Tensor {
   return atUserLoc(() => {
-    if (specs.length > x.ndim) throw new TraceError("slice", `${specs.length} slice specs for rank ${x.ndim}`, [x.type]);
-    const start: number[] = [], limit: number[] = [], stride: number[] = [];
+    if (specs.length > x.ndim)
+      throw new TraceError("slice", `${specs.length} slice specs for rank ${x.ndim}`, [x.type]);
+    const start: number[] = [],
+      limit: number[] = [],
+      stride: number[] = [];
     const drop: number[] = [];
     x.shape.forEach((d, i) => {
       const s = specs[i];
       if (typeof s === "number") {
-        if (!Number.isInteger(s) || s < -d || s >= d) throw new TraceError("slice", `index ${s} is out of range for dim ${i} of size ${d}`, [x.type]);
+        if (!Number.isInteger(s) || s < -d || s >= d)
+          throw new TraceError("slice", `index ${s} is out of range for dim ${i} of size ${d}`, [x.type]);
         const k = s < 0 ? s + d : s;
         start.push(k), limit.push(k + 1), stride.push(1), drop.push(i);
       } else if (s === null || s === undefined) {
         start.push(0), limit.push(d), stride.push(1);
       } else {
         const step = s[2] ?? 1;
-        if (!Number.isInteger(step) || step < 1) throw new TraceError("slice", `step ${step} in dim ${i} must be a positive integer`, [x.type]);
+        if (!Number.isInteger(step) || step < 1)
+          throw new TraceError("slice", `step ${step} in dim ${i} must be a positive integer`, [x.type]);
         const a = sliceBound(s[0], d, 0);
         const b = Math.max(a, sliceBound(s[1], d, d));
         start.push(a), limit.push(b), stride.push(step);
@@ -131,7 +144,12 @@ export function slice(x: Tensor, ...specs: SliceSpec[]): Tensor {
     });
     const whole = start.every((s, i) => s === 0 && limit[i] === x.shape[i] && stride[i] === 1);
     const sliced = whole ? x : bind1("slice", [x], { start, limit, stride });
-    return drop.length ? reshape(sliced, sliced.shape.filter((_, i) => !drop.includes(i))) : sliced;
+    return drop.length
+      ? reshape(
+          sliced,
+          sliced.shape.filter((_, i) => !drop.includes(i)),
+        )
+      : sliced;
   });
 }
 
@@ -149,7 +167,10 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
     if (xs.length === 0) throw new TraceError("stack", "needs at least one tensor");
     const rank = xs[0]!.ndim + 1;
     const a = normAxis("stack", axis, rank, xs[0]);
-    return concatenate(xs.map((x) => expandDims(x, a)), a);
+    return concatenate(
+      xs.map((x) => expandDims(x, a)),
+      a,
+    );
   });
 }
 
@@ -183,13 +204,25 @@ export function split(x: Tensor, sections: number | readonly number[], axis = 0)
  * numpy pad with a constant: `widths` is one `[before, after]` per dim (or one pair for all dims).
  * Negative widths crop.
  */
-export function pad(x: Tensor, widths: readonly (readonly [number, number])[] | readonly [number, number], value: TensorLike = 0): Tensor {
+export function pad(
+  x: Tensor,
+  widths: readonly (readonly [number, number])[] | readonly [number, number],
+  value: TensorLike = 0,
+): Tensor {
   return atUserLoc(() => {
     const pairs: (readonly [number, number])[] =
-      typeof widths[0] === "number" ? x.shape.map(() => widths as readonly [number, number]) : [...(widths as readonly (readonly [number, number])[])];
-    if (pairs.length !== x.ndim) throw new TraceError("pad", `${pairs.length} [before, after] pairs for rank ${x.ndim}`, [x.type]);
+      typeof widths[0] === "number"
+        ? x.shape.map(() => widths as readonly [number, number])
+        : [...(widths as readonly (readonly [number, number])[])];
+    if (pairs.length !== x.ndim)
+      throw new TraceError("pad", `${pairs.length} [before, after] pairs for rank ${x.ndim}`, [x.type]);
     const v = typeof value === "number" ? full([], value, x.dtype) : value;
-    if (v.ndim !== 0 || v.dtype !== x.dtype) throw new TraceError("pad", `padding value must be a rank-0 ${x.dtype}`, [x.type, v.type]);
-    return bind1("pad", [x, v], { low: pairs.map((p) => p[0]), high: pairs.map((p) => p[1]), interior: pairs.map(() => 0) });
+    if (v.ndim !== 0 || v.dtype !== x.dtype)
+      throw new TraceError("pad", `padding value must be a rank-0 ${x.dtype}`, [x.type, v.type]);
+    return bind1("pad", [x, v], {
+      low: pairs.map((p) => p[0]),
+      high: pairs.map((p) => p[1]),
+      interior: pairs.map(() => 0),
+    });
   });
 }
