@@ -30,7 +30,7 @@ describe("inspect --shardings", () => {
     const report = r.stdout.slice(r.stdout.indexOf("shardings over mesh"));
     expect(report).toContain("shardings over mesh {data: 2, model: 4} (8 devices)");
     expect(report).toMatch(
-      /%1 +f32\[16,32\] +\[\{\}, \{model\}\] +fixed by argument w\.up \(test\/sharding\/fixtures\/sharded\.ts:15:27\)/,
+      /%1 +f32\[16,32\] +\[\{\}, \{model\}\] +fixed by argument w\.up \(test\/sharding\/fixtures\/sharded\.ts:18:29\)/,
     );
     expect(report).toMatch(
       /%3 +f32\[8,32\] +\[\{data\}, \{model\}\] +d0 <- %2 by dot_general lhs free 0 at test\/sharding\/fixtures\/sharded\.ts:9:21; from argument x; d1 <- %1 by dot_general rhs free 1 at test\/sharding\/fixtures\/sharded\.ts:9:21; from argument w\.up/,
@@ -64,10 +64,10 @@ describe("inspect --shardings", () => {
     ]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain(
-      "test/sharding/fixtures/sharded.ts:27:27 - error: sharding: argument w.up: unknown mesh axis 'modle' in dimension 1; the mesh {data: 2, model: 4} has axes 'data', 'model'",
+      "test/sharding/fixtures/sharded.ts:31:27 - error: sharding: argument w.up: unknown mesh axis 'modle' in dimension 1; the mesh {data: 2, model: 4} has axes 'data', 'model'",
     );
     expect(bad.stderr).toContain(
-      '27 |   shardings: { in: [{ up: P(null, "modle"), down: P("model", null) }, P("data", null)] },',
+      '31 |   shardings: { in: [{ up: P(null, "modle"), down: P("model", null) }, P("data", null)] },',
     );
     expect(noMesh).toMatchObject({
       code: 2,
