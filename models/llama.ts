@@ -140,7 +140,7 @@ export function ropeInvFreq(headDim: number, theta: number): Float32Array {
   const out = new Float32Array(headDim / 2);
   for (let i = 0; i < out.length; i++) {
     const e = Math.fround(Math.fround(2 * i) / headDim);
-    out[i] = Math.fround(1 / Math.fround(Math.pow(theta, e)));
+    out[i] = Math.fround(1 / Math.fround(theta ** e));
   }
   return out;
 }

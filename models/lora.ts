@@ -2,7 +2,7 @@
 import { tx, type Tensor, type TensorSpec } from "tessera";
 import { linearFeatures, type LlamaConfig, type LlamaLinear } from "../src/formats/hf_config.ts";
 import { fromFloat32, hostTensor, toFloat32, type HostTensor } from "../src/formats/host_tensor.ts";
-import { type HostDType } from "../src/ir/types.ts";
+import type { HostDType } from "../src/ir/types.ts";
 import { loraTargets, makeLoraConfig, type LoraAdapter, type LoraConfig, type LoraPair } from "../src/formats/peft.ts";
 import { FormatError } from "../src/formats/errors.ts";
 import type { LayerAdapter, LlamaWeights } from "./llama.ts";

@@ -1,5 +1,5 @@
 // Host-side Llama weights: an HF checkpoint streamed into the stacked [L, in, out] tree, back to HF names, random init.
-import { byteWidth, type HostDType } from "../src/ir/types.ts";
+import { byteWidth } from "../src/ir/types.ts";
 import { fromFloat32, hostTensor, type HostTensor } from "../src/formats/host_tensor.ts";
 import { HfCheckpoint } from "../src/formats/hf_checkpoint.ts";
 import { LINEAR_PATH, type LlamaConfig, type LlamaLinear } from "../src/formats/hf_config.ts";

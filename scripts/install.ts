@@ -80,7 +80,7 @@ async function buildAddon(headerPath: string): Promise<void> {
     fail("link", linked);
   }
   renameSync(tmp, ADDON_PATH);
-  writeFileSync(stampPath, stamp + "\n");
+  writeFileSync(stampPath, `${stamp}\n`);
   log(`built ${ADDON_PATH} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 }
 

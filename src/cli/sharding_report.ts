@@ -155,7 +155,7 @@ export function shardingReport(
       "",
       `note: the shard() annotation${d.loc ? ` at ${formatLoc(d.loc)}` : ""} was dropped: the cleanup passes removed its value`,
     );
-  return lines.join("\n") + "\n";
+  return `${lines.join("\n")}\n`;
 }
 
 export type { Sharding };

@@ -110,5 +110,5 @@ export function summarize(g: Graph, opts: { top?: number } = {}): string {
       );
     }
   }
-  return lines.join("\n") + "\n";
+  return `${lines.join("\n")}\n`;
 }

@@ -205,7 +205,7 @@ export async function saveHfCheckpoint(
         tensor: name,
       });
   }
-  const text = JSON.stringify(llamaConfigToJson(cfg), null, 2) + "\n";
+  const text = `${JSON.stringify(llamaConfigToJson(cfg), null, 2)}\n`;
   await writeCheckpoint(dir, map, {
     ...opts,
     extraFiles: [{ target: join(dir, "config.json"), write: (fh) => writeAll(fh, new TextEncoder().encode(text)) }],

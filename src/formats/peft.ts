@@ -551,7 +551,7 @@ export async function saveAdapter(dir: string, adapter: LoraAdapter, llama: Llam
   const tensors = adapterTensors(adapter);
   // Same checks as loading (layer range included), so whatever we write is something we and PEFT read back.
   adapterFromTensors(adapter.config, tensors, llama, { config: cfile, weights: wfile });
-  const configText = JSON.stringify(loraConfigToJson(adapter.config), null, 2) + "\n";
+  const configText = `${JSON.stringify(loraConfigToJson(adapter.config), null, 2)}\n`;
   const weights = pendingSafetensors(wfile, tensors, { metadata: { format: "pt" } });
 
   const existed = (await stat(dir).catch(() => undefined)) !== undefined;

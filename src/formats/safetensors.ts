@@ -632,7 +632,7 @@ export async function writeCheckpoint(
       files.push(pendingSafetensors(join(dir, name), new Map(g), { metadata }));
       keep.add(name);
     });
-    const index = JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + "\n";
+    const index = `${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`;
     files.push({ target: join(dir, INDEX_FILE), write: (fh) => writeAll(fh, new TextEncoder().encode(index)) });
     keep.add(INDEX_FILE);
   }

@@ -62,7 +62,7 @@ export function valueAndGrad<A extends unknown[]>(
     });
     const out = withTrace(child, () => fn(...(unflatten(def, inner) as A)));
     let loss: unknown = out,
-      aux: unknown = undefined;
+      aux: unknown;
     if (opts.hasAux) {
       if (!Array.isArray(out) || out.length !== 2)
         throw new TraceError("valueAndGrad", `with hasAux the function must return [loss, aux], got ${describe(out)}`);

@@ -65,8 +65,8 @@ export function erf(x: number): number {
 }
 
 /** NaN wins, as in XLA's maximum/minimum. */
-export const maxOf: Kernel2 = (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : b > a ? b : a);
-export const minOf: Kernel2 = (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : b < a ? b : a);
+export const maxOf: Kernel2 = (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.max(b, a));
+export const minOf: Kernel2 = (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.min(b, a));
 
 /**
  * Every element-wise op: operands of one type (the IR never broadcasts implicitly), one result of that type.
@@ -192,7 +192,7 @@ export const ELEMENTWISE = {
     stablehlo: "stablehlo.power",
     cost: "transcendental",
     fusible: true,
-    kernel: (a, b) => (a === 1 ? 1 : Math.pow(a, b)),
+    kernel: (a, b) => (a === 1 ? 1 : a ** b),
   },
   max: { arity: 2, dtypes: "numeric", stablehlo: "stablehlo.maximum", cost: "arith", fusible: true, kernel: maxOf },
   min: { arity: 2, dtypes: "numeric", stablehlo: "stablehlo.minimum", cost: "arith", fusible: true, kernel: minOf },

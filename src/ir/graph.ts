@@ -77,7 +77,7 @@ export class GraphBuilder {
       ops: Object.freeze([...this.ops]),
       outputs: Object.freeze([...outputs]),
       ...(this.inputNames.some((n) => n !== "") ? { inputNames: Object.freeze([...this.inputNames]) } : {}),
-      ...(outputNames && outputNames.some((n) => n !== "") ? { outputNames: Object.freeze([...outputNames]) } : {}),
+      ...(outputNames?.some((n) => n !== "") ? { outputNames: Object.freeze([...outputNames]) } : {}),
     };
     return Object.freeze(g);
   }

@@ -114,7 +114,7 @@ function transposeData(x: HostArray, perm: readonly number[]): Float64Array {
 }
 
 function clamp(x: number, lo: number, hi: number): number {
-  return x < lo ? lo : x > hi ? hi : x;
+  return x < lo ? lo : Math.min(x, hi);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

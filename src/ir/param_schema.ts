@@ -16,7 +16,7 @@ const DIRS = ["eq", "ne", "lt", "le", "gt", "ge"];
 function isGraphLike(v: unknown): boolean {
   if (typeof v !== "object" || v === null) return false;
   const g = v as Record<string, unknown>;
-  return Array.isArray(g["inputs"]) && Array.isArray(g["ops"]) && Array.isArray(g["outputs"]);
+  return Array.isArray(g.inputs) && Array.isArray(g.ops) && Array.isArray(g.outputs);
 }
 
 export function valueHasKind(v: unknown, kind: ParamKind): boolean {

@@ -89,10 +89,10 @@ class Printer {
 
   /** Prints the ops and return of `g` (signature already printed), then the closing brace at `indent`. */
   body(g: Graph, indent: string): void {
-    const inner = indent + "  ";
+    const inner = `${indent}  `;
     for (const op of g.ops) this.op(op, inner);
     const ret = g.outputs.map((v) => this.name(v)).join(", ");
-    this.lines.push(`${inner}return${ret ? " " + ret : ""}`);
+    this.lines.push(`${inner}return${ret ? ` ${ret}` : ""}`);
     this.lines.push(`${indent}}`);
   }
 
@@ -106,9 +106,9 @@ class Printer {
     const attrKeys = keys.filter((k) => kinds[k] !== "graph");
     const graphKeys = keys.filter((k) => kinds[k] === "graph");
     let line = indent + (results ? `${results} = ` : "") + op.name;
-    if (operands) line += " " + operands;
+    if (operands) line += ` ${operands}`;
     if (attrKeys.length) line += ` {${attrKeys.map((k) => `${k}=${formatParamValue(params[k])}`).join(", ")}}`;
-    if (this.opts.locs && op.loc) line += " " + formatLocText(op.loc);
+    if (this.opts.locs && op.loc) line += ` ${formatLocText(op.loc)}`;
     if (graphKeys.length === 0) {
       this.lines.push(line);
       return;
@@ -126,12 +126,12 @@ class Printer {
   graph(g: Graph): string {
     this.lines.push(`func @main${this.signature(g)} {`);
     this.body(g, "");
-    return this.lines.join("\n") + "\n";
+    return `${this.lines.join("\n")}\n`;
   }
 }
 
 function nameSuffix(n: string | undefined): string {
-  return n ? " " + JSON.stringify(n) : "";
+  return n ? ` ${JSON.stringify(n)}` : "";
 }
 
 /** The text form of `g` (see the grammar at the top of this file). */

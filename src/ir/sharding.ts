@@ -83,14 +83,14 @@ export function replicated(rank: number): Sharding {
 }
 
 export function isReplicated(s: Sharding): boolean {
-  return s.dims.every((d) => d.length === 0) && !(s.partial && s.partial.length);
+  return s.dims.every((d) => d.length === 0) && !s.partial?.length;
 }
 
 /** The same layout without axes of size 1 (which split nothing), so that equal layouts compare equal. */
 export function dropUnitAxes(s: Sharding, m: Mesh): Sharding {
   const keep = (a: string) => m.axes.some((x) => x.name === a && x.size > 1);
   const partial = s.partial?.filter(keep);
-  return { dims: s.dims.map((d) => d.filter(keep)), ...(partial && partial.length ? { partial } : {}) };
+  return { dims: s.dims.map((d) => d.filter(keep)), ...(partial?.length ? { partial } : {}) };
 }
 
 /** Every axis the sharding splits a dimension over, in dimension order. */
@@ -195,7 +195,7 @@ export function shardBox(shape: Shape, s: Sharding, m: Mesh, p: number): { start
 /** `[{data}, {}, {model}]`: the form `inspect` prints; partial axes follow as `partial={model}`. */
 export function formatSharding(s: Sharding): string {
   const dims = `[${s.dims.map((d) => `{${d.join(",")}}`).join(", ")}]`;
-  return s.partial && s.partial.length ? `${dims} partial={${s.partial.join(",")}}` : dims;
+  return s.partial?.length ? `${dims} partial={${s.partial.join(",")}}` : dims;
 }
 
 /** Shardy's dimension list: `[{"data"}, {}, {"model"}]` (every dimension closed). */

@@ -34,7 +34,7 @@ export async function parityCommand(
         ? { executor: pjrtOnHost, backend: "pjrt-cpu" }
         : { executor: interpretOnHost, backend: "interpreter" },
     );
-    out(formatParityReport(report, { verbose: args.options.has("verbose") }) + "\n");
+    out(`${formatParityReport(report, { verbose: args.options.has("verbose") })}\n`);
     return report.ok ? 0 : 1;
   } catch (e) {
     if (e instanceof FormatError) {

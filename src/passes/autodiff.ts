@@ -42,7 +42,7 @@ export function vjp(g: Graph, wrt: readonly number[]): Graph {
 export function valueAndGrad(g: Graph, wrt: readonly number[]): Graph {
   checkWrt(g, wrt, "valueAndGrad");
   const loss = g.outputs[0];
-  if (!loss || loss.type.shape.length !== 0 || !isFloat(loss.type.dtype)) {
+  if (loss?.type.shape.length !== 0 || !isFloat(loss.type.dtype)) {
     const got = loss ? formatType(loss.type) : "no outputs";
     throw new Error(`valueAndGrad: output 0 must be a rank-0 float (the loss), got ${got}`);
   }

@@ -81,7 +81,7 @@ function canonical(x: unknown): string {
   if (Array.isArray(x)) {
     let s = "[";
     for (let i = 0; i < x.length; i++) s += (i ? "," : "") + canonical(x[i]);
-    return s + "]";
+    return `${s}]`;
   }
   if (x !== null && typeof x === "object") {
     const o = x as Record<string, unknown>;

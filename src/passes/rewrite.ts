@@ -13,8 +13,8 @@ export function makeGraph(
     inputs: Object.freeze([...inputs]),
     ops: Object.freeze([...ops]),
     outputs: Object.freeze([...outputs]),
-    ...(inputNames && inputNames.some((n) => n !== "") ? { inputNames: Object.freeze([...inputNames]) } : {}),
-    ...(outputNames && outputNames.some((n) => n !== "") ? { outputNames: Object.freeze([...outputNames]) } : {}),
+    ...(inputNames?.some((n) => n !== "") ? { inputNames: Object.freeze([...inputNames]) } : {}),
+    ...(outputNames?.some((n) => n !== "") ? { outputNames: Object.freeze([...outputNames]) } : {}),
   };
   return Object.freeze(g);
 }

@@ -356,7 +356,7 @@ class Propagator {
           // A layout one user gave an operand does not spread to the operand's other users (only back to its producer).
           if (!n.tie && t < n.numOperands && st.fromUser[d]) return;
           const axes = project(st.axes[d]!, fs, n.factors, this.mesh).get(fi);
-          if (axes && axes.length)
+          if (axes?.length)
             cands.push({ axes, prio: st.prio[d]!, bytes: typeBytes(v.type), order: t, from: v, dim: d });
         });
       });
@@ -558,7 +558,7 @@ class Planner {
         n.dims[t]!.forEach((fs, d) => {
           if (!fs.includes(fi)) return;
           const axes = project(s.dims[d]!, fs, F, this.mesh).get(fi);
-          if (axes && axes.length)
+          if (axes?.length)
             cands.push({ axes, prio: this.prioOf(v, d), bytes: typeBytes(v.type), order: t, from: v, dim: d });
         });
       });

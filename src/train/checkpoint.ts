@@ -80,7 +80,7 @@ export async function saveCheckpoint(
     await mkdir(tmp);
     await saveAdapter(tmp, loraToAdapter(c.layout, c.state.lora, c.llama), c.llama);
     await writeSafetensors(join(tmp, OPTIMIZER_FILE), optimizerTensors(c.state), { metadata: { format: "tessera" } });
-    const json = new TextEncoder().encode(JSON.stringify(c.trainer, null, 2) + "\n");
+    const json = new TextEncoder().encode(`${JSON.stringify(c.trainer, null, 2)}\n`);
     await writeFileAtomic(join(tmp, TRAINER_STATE_FILE), (fh) => writeAll(fh, json));
     const old = (await stat(final).catch(() => undefined))
       ? join(parent, `.step-${c.trainer.step}.old-${tag}`)

@@ -63,7 +63,7 @@ export async function lockOutDir(dir: string): Promise<OutDir> {
     // a run killed at any point never leaves an empty lock that nobody could tell is stale.
     const tmp = `${file}.tmp-${process.pid}`;
     try {
-      await writeFile(tmp, JSON.stringify(me) + "\n");
+      await writeFile(tmp, `${JSON.stringify(me)}\n`);
       await link(tmp, file);
       break;
     } catch (e) {

@@ -212,7 +212,7 @@ async function trimMetrics(file: string, step: number): Promise<void> {
       return false;
     }
   });
-  const bytes = new TextEncoder().encode(keep.map((l) => l + "\n").join(""));
+  const bytes = new TextEncoder().encode(keep.map((l) => `${l}\n`).join(""));
   await writeFileAtomic(file, (fh) => writeAll(fh, bytes)).catch((e) => {
     throw fsError(e, file, "write");
   });
@@ -226,7 +226,7 @@ async function trimMetrics(file: string, step: number): Promise<void> {
  * cause are TesseraErrors (a step with NaN/Inf loss or gradients: ERR_NONFINITE, unless onNonfinite is "skip").
  */
 export async function train(input: TrainConfigInput, opts: TrainRunOptions = {}): Promise<TrainRunResult> {
-  let run = parseTrainConfig(input);
+  const run = parseTrainConfig(input);
   const given = givenFields(input);
   const emit = opts.onEvent ?? (() => {});
   const lock = await lockOutDir(run.out);
@@ -481,7 +481,7 @@ async function runLocked(
       ...(info.nonfinite ? { skipped: true } : {}),
       skipped_steps: skippedSteps,
     };
-    await appendFile(metricsFile, JSON.stringify(record) + "\n").catch((e) => {
+    await appendFile(metricsFile, `${JSON.stringify(record)}\n`).catch((e) => {
       throw fsError(e, metricsFile, "append to");
     });
     const log = first || info.step % run.logEvery === 0 || info.step === run.steps || !!signal?.aborted;

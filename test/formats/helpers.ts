@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile, readdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fromFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
-import { type HostDType } from "../../src/ir/types.ts";
+import type { HostDType } from "../../src/ir/types.ts";
 import { llamaWeightSpecs } from "../../src/formats/hf_checkpoint.ts";
 import type { LlamaConfig } from "../../src/formats/hf_config.ts";
 

@@ -13,7 +13,7 @@ import {
   typedView,
 } from "../../src/formats/host_tensor.ts";
 
-const hex = (n: number) => "0x" + n.toString(16).padStart(4, "0");
+const hex = (n: number) => `0x${n.toString(16).padStart(4, "0")}`;
 
 describe("host tensors", () => {
   it("knows every dtype's size", () => {

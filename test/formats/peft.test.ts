@@ -24,7 +24,7 @@ import {
 import { LLAMA_TINY_A, linearFeatures, parseLlamaConfig, type LlamaConfig } from "../../src/formats/hf_config.ts";
 import { readSafetensors, writeSafetensors } from "../../src/formats/safetensors.ts";
 import { fromFloat32, tensorsEqual, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
-import { type HostDType } from "../../src/ir/types.ts";
+import type { HostDType } from "../../src/ir/types.ts";
 import { FormatError } from "../../src/formats/errors.ts";
 import { FIXTURE, listDir, randomFloats, removeTempDirs, tempDir } from "./helpers.ts";
 
@@ -381,7 +381,7 @@ describe("adapter_config.json validation", () => {
     const dir = await tempDir();
     await writeFile(
       join(dir, "adapter_config.json"),
-      "\uFEFF" + (await readFile(join(FIXTURE, "adapter_config.json"), "utf8")),
+      `\uFEFF${await readFile(join(FIXTURE, "adapter_config.json"), "utf8")}`,
     );
     expect(await loadLoraConfig(dir)).toEqual(await loadLoraConfig(FIXTURE));
   });

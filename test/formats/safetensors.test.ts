@@ -82,8 +82,8 @@ describe("round trips", () => {
       if (d === "BOOL") bytes.forEach((_, j) => (bytes[j] = j & 1));
       tensors[`t.${d.toLowerCase()}`] = hostTensor(d, shape, bytes);
     });
-    tensors["scalar"] = f32([42], []);
-    tensors["empty"] = f32([], [0, 4]);
+    tensors.scalar = f32([42], []);
+    tensors.empty = f32([], [0, 4]);
     const path = join(dir, "all.safetensors");
     await writeSafetensors(path, tensors, { metadata: { format: "pt", note: "ünïcode" } });
 

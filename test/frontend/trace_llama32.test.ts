@@ -2,7 +2,7 @@
 // only, named by tree path, every op located, and one stack walk per frontend call rather than per op.
 // (How fast it traces is measured by `npm run bench compile`, not asserted here: test machines are shared.)
 import { describe, expect, it } from "vitest";
-import { setLocationCapture, trace, tx, valueAndGrad } from "./api.ts";
+import { setLocationCapture, trace, type tx, valueAndGrad } from "./api.ts";
 import { locStats } from "../../src/frontend/loc.ts";
 import { loss, specs, type Dims } from "./llama_tiny.ts";
 

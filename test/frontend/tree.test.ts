@@ -1,6 +1,6 @@
 // Parameter trees: stable flatten order, path names, round trips, structure keys; input names from parameters.
 import { describe, expect, it } from "vitest";
-import { spec, trace, treeFlatten, treeMap, treeUnflatten, tx } from "./api.ts";
+import { spec, trace, treeFlatten, treeMap, treeUnflatten, type tx } from "./api.ts";
 import { paramNames } from "../../src/frontend/trace.ts";
 import { treeDefKey } from "../../src/frontend/tree.ts";
 

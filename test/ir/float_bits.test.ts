@@ -12,7 +12,7 @@ import {
   f32ToBits,
 } from "../../src/ir/float_bits.ts";
 
-const hex = (n: number) => "0x" + n.toString(16).padStart(4, "0");
+const hex = (n: number) => `0x${n.toString(16).padStart(4, "0")}`;
 
 describe("bf16 from f32", () => {
   const cases: [number, number, string][] = [

@@ -372,7 +372,7 @@ class Gen {
     if (numel(shape) > MAX_NUMEL) return false;
     const dims = xs.map((_, i) => (i < at ? i : i + 1));
     // Sometimes stretch a size-1 operand dim too.
-    const stretch = xs.findIndex((d) => d === 1);
+    const stretch = xs.indexOf(1);
     if (stretch >= 0 && this.chance(0.5)) shape[dims[stretch]!] = this.int(2, 3);
     if (numel(shape) > MAX_NUMEL) return false;
     this.op("broadcast_in_dim", [x], { shape, dims }, this.bnd(x));

@@ -13,7 +13,7 @@ import { F32 } from "../../src/train/precision.ts";
 import { ADAMW_DEFAULTS } from "../../src/train/adamw.ts";
 import { interpretOnHost } from "../../src/parity/execute.ts";
 import { refLogits, refLoss } from "./reference.ts";
-import { batch, f64, i32, randomAdapter, randomHfTensors, refLora, relErr, tempDir, writeModel } from "./helpers.ts";
+import { batch, f64, i32, randomAdapter, refLora, relErr, tempDir, writeModel } from "./helpers.ts";
 
 type HostTree = Parameters<typeof interpretOnHost>[1][number];
 

@@ -72,7 +72,7 @@ function rope(x: Float64Array, T: number, H: number, D: number, theta: number): 
     for (let h = 0; h < H; h++) {
       const o = (t * H + h) * D;
       for (let i = 0; i < half; i++) {
-        const ang = t / Math.pow(theta, (2 * i) / D);
+        const ang = t / theta ** ((2 * i) / D);
         const c = Math.cos(ang),
           s = Math.sin(ang);
         const a = x[o + i]!,

@@ -114,7 +114,7 @@ describe("llama-tiny-a parity", () => {
     const wrong = await run();
     expect(wrong.code).toBe(1);
     expect(wrong.err).toBe(`error: ${file}: field "adamw.lr": expected number, received string (got "0.001")\n`);
-    await writeFile(file, "\uFEFF" + original);
+    await writeFile(file, `\uFEFF${original}`);
     const bom = await run();
     expect(bom.code).toBe(0);
     expect(bom.out.trim().split("\n").at(-1)).toBe("parity: ok");

@@ -13,7 +13,7 @@ export function ir(strings: TemplateStringsArray, ...args: unknown[]): string {
     .replace(/\n\s*$/, "")
     .split("\n");
   const indent = Math.min(...lines.filter((l) => l.trim()).map((l) => /^ */.exec(l)![0].length));
-  return lines.map((l) => l.slice(indent)).join("\n") + "\n";
+  return `${lines.map((l) => l.slice(indent)).join("\n")}\n`;
 }
 
 /** Parses `input`, runs `run`, verifies the result and checks its printed text (locations included). */

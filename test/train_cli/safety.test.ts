@@ -113,9 +113,9 @@ describe("non-finite loss or gradients (in process, PJRT CPU)", () => {
     const data = join(tmp, "nan-model.jsonl");
     await writeFile(
       data,
-      Array.from({ length: 4 }, (_, i) =>
+      `${Array.from({ length: 4 }, (_, i) =>
         JSON.stringify({ prompt_ids: [1, 10 + i, 20 + i], answer_ids: [30 + i, 40 + i] }),
-      ).join("\n") + "\n",
+      ).join("\n")}\n`,
     );
     const r = await trainHere({
       model,

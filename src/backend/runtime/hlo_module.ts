@@ -212,5 +212,5 @@ export function printHloModule(m: HloModule): string {
     }
     lines.push("}");
   }
-  return lines.join("\n") + "\n";
+  return `${lines.join("\n")}\n`;
 }

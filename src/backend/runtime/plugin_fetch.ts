@@ -173,7 +173,7 @@ export async function ensurePlugin(name: PluginName, log: Log = () => {}): Promi
       );
     }
     if (spec.headerMember) await record("header", join(out, "include", "pjrt_c_api.h"), files.header!);
-    writeFileSync(join(out, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+    writeFileSync(join(out, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
 
     const dir = pluginDir(name);
     rmSync(dir, { recursive: true, force: true });

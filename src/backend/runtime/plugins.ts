@@ -73,7 +73,7 @@ export const DEFAULT_PLUGIN: PluginName = "xla-cpu-pjrt";
 export const PLUGIN_ENV = "TESSERA_PJRT_PLUGIN";
 
 export function isPluginName(x: string): x is PluginName {
-  return Object.prototype.hasOwnProperty.call(PLUGINS, x);
+  return Object.hasOwn(PLUGINS, x);
 }
 
 /** ~/.cache/tessera, or $XDG_CACHE_HOME/tessera, or $TESSERA_CACHE_DIR. */
@@ -188,7 +188,7 @@ export function verifyCachedPlugin(name: PluginName): void {
   // Best effort: a read-only cache only means the next process hashes again.
   try {
     const tmp = `${stampPath}.tmp-${process.pid}`;
-    writeFileSync(tmp, JSON.stringify({ sha256: got, ...now }) + "\n");
+    writeFileSync(tmp, `${JSON.stringify({ sha256: got, ...now })}\n`);
     renameSync(tmp, stampPath);
   } catch {
     // ignored, as said above

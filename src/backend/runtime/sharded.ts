@@ -1,7 +1,7 @@
 // Sharded buffers: one global array held as per-device blocks laid out by a mesh sharding; placed from the host and gathered back.
 import type { Mesh, Sharding } from "../../ir/sharding.ts";
 import { meshSize, shardBox, localShape } from "../../ir/sharding.ts";
-import { DeviceBuffer } from "./buffer.ts";
+import type { DeviceBuffer } from "./buffer.ts";
 import type { Client, Device } from "./client.ts";
 import { HOST_ARRAY, type RuntimeDType, type HostArray } from "./host_array.ts";
 import { RuntimeError } from "./errors.ts";

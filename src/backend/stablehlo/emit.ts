@@ -87,7 +87,7 @@ export function emitStableHLO(g: Graph, opts: EmitOptions = {}): string {
   const argAttrList = argAttrs(g, opts);
   const e = new FuncEmitter(opts.locs ?? true, 2);
   const constraints = opts.constraints;
-  if (constraints && constraints.size) {
+  if (constraints?.size) {
     e.constrain = (v, ref) => {
       const sh = constraints.get(v);
       if (!sh) return ref;
@@ -98,7 +98,7 @@ export function emitStableHLO(g: Graph, opts: EmitOptions = {}): string {
     };
   }
   const operandConstraints = opts.operandConstraints;
-  if (operandConstraints && operandConstraints.size) {
+  if (operandConstraints?.size) {
     e.beforeOp = (op) => {
       const list = operandConstraints.get(op);
       if (!list) return undefined;

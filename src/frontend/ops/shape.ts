@@ -1,6 +1,6 @@
 // Shape ops: reshape, transpose and their conveniences, python-style slicing, concatenate/stack/split, pad.
 import { numel } from "../../ir/types.ts";
-import { bind1, Tensor, type SliceSpec, type TensorLike } from "../core.ts";
+import { bind1, type Tensor, type SliceSpec, type TensorLike } from "../core.ts";
 import { TraceError } from "../errors.ts";
 import { broadcastTo as broadcastToImpl, full } from "./elementwise.ts";
 import { atUserLoc } from "../loc.ts";
