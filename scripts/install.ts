@@ -72,7 +72,9 @@ async function buildAddon(headerPath: string): Promise<void> {
       execa(cxx, [...flags, "-c", join(nativeDir, s), "-o", objects[i]!], { reject: false, all: true }),
     ),
   );
-  compiled.forEach((r, i) => r.failed && fail(sources[i]!, r));
+  compiled.forEach((r, i) => {
+    r.failed && fail(sources[i]!, r);
+  });
   const linked = await execa(cxx, ["-shared", "-o", tmp, ...objects, "-ldl", "-pthread"], { reject: false, all: true });
   for (const o of objects) rmSync(o, { force: true });
   if (linked.failed) {

@@ -78,7 +78,9 @@ export function matchSpecs(
             `the specs have ${s.length} entries for an array of ${d.children.length}`,
             loc,
           );
-        d.children.forEach((c, i) => walk(s[i], c, `${p}[${i}]`));
+        d.children.forEach((c, i) => {
+          walk(s[i], c, `${p}[${i}]`);
+        });
         return;
       }
       case "object": {
@@ -96,7 +98,9 @@ export function matchSpecs(
               loc,
             );
         }
-        d.keys.forEach((k, i) => walk(s[k], d.children[i]!, p ? `${p}.${k}` : k));
+        d.keys.forEach((k, i) => {
+          walk(s[k], d.children[i]!, p ? `${p}.${k}` : k);
+        });
         return;
       }
     }

@@ -174,7 +174,10 @@ export function inlineGraph(trace: Trace, g: Graph, inputs: readonly Value[]): V
   if (inputs.length !== g.inputs.length)
     throw new Error(`internal: inlining a graph of ${g.inputs.length} inputs with ${inputs.length} values`);
   const env = new Map<Value, Value>();
-  g.inputs.forEach((v, i) => (env.set(v, inputs[i]!), copyAnnotation(v, inputs[i]!)));
+  g.inputs.forEach((v, i) => {
+    env.set(v, inputs[i]!);
+    copyAnnotation(v, inputs[i]!);
+  });
   const get = (v: Value): Value => {
     const r = env.get(v);
     if (!r) throw new Error("internal: inlined graph uses a value it does not define");
@@ -183,7 +186,10 @@ export function inlineGraph(trace: Trace, g: Graph, inputs: readonly Value[]): V
   for (const op of g.ops) {
     const outs = trace.builder.add(op.name, op.inputs.map(get), op.params as never, op.loc);
     // shard() annotations follow the values into the enclosing graph.
-    op.outputs.forEach((v, i) => (env.set(v, outs[i]!), copyAnnotation(v, outs[i]!)));
+    op.outputs.forEach((v, i) => {
+      env.set(v, outs[i]!);
+      copyAnnotation(v, outs[i]!);
+    });
   }
   return g.outputs.map(get);
 }

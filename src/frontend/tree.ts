@@ -69,7 +69,9 @@ export function unflatten<L>(def: TreeDef, leaves: readonly L[]): Tree<L> {
         return d.children.map(build);
       case "object": {
         const o: Record<string, Tree<L>> = {};
-        d.keys.forEach((k, j) => (o[k] = build(d.children[j]!)));
+        d.keys.forEach((k, j) => {
+          o[k] = build(d.children[j]!);
+        });
         return o;
       }
     }

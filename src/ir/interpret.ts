@@ -465,7 +465,9 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
       });
       const outs = run(body, [...consts, ...carries, ...xSlices]);
       carries = outs.slice(0, numCarry);
-      outs.slice(numCarry).forEach((y, j) => ys[j]!.set(y.data, i * y.data.length));
+      outs.slice(numCarry).forEach((y, j) => {
+        ys[j]!.set(y.data, i * y.data.length);
+      });
     }
     return [
       ...carries.map((c, j) => ({ type: outType(op, j), data: c.data })),
@@ -478,7 +480,9 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
 /** Runs `g` on arguments already known to match its inputs. */
 function run(g: Graph, args: readonly HostArray[]): HostArray[] {
   const env = new Map<Value, HostArray>();
-  g.inputs.forEach((v, i) => env.set(v, args[i]!));
+  g.inputs.forEach((v, i) => {
+    env.set(v, args[i]!);
+  });
   const lookup = (v: Value, where: string): HostArray => {
     const a = env.get(v);
     if (!a) throw new InterpretError(`${where}: value ${formatType(v.type)} is used before it is defined`);
@@ -490,7 +494,9 @@ function run(g: Graph, args: readonly HostArray[]): HostArray[] {
     const outs = (KERNELS[op.name] as Kernel<OpName>)(op, ins);
     if (outs.length !== op.outputs.length)
       throw new InterpretError(`${where}: kernel gave ${outs.length} results, op has ${op.outputs.length}`);
-    op.outputs.forEach((v, i) => env.set(v, outs[i]!));
+    op.outputs.forEach((v, i) => {
+      env.set(v, outs[i]!);
+    });
   });
   return g.outputs.map((v) => lookup(v, "graph output"));
 }

@@ -58,7 +58,11 @@ class Checker {
     const misuse = (v: Value, where: string, what: string) => {
       if (!defIndex) {
         defIndex = new Map<Value, number>();
-        g.ops.forEach((op, k) => op.outputs.forEach((o) => defIndex!.has(o) || defIndex!.set(o, k)));
+        g.ops.forEach((op, k) => {
+          op.outputs.forEach((o) => {
+            defIndex!.has(o) || defIndex!.set(o, k);
+          });
+        });
       }
       const n = this.name(v);
       if (outer.some((s) => s.has(v)))
@@ -97,7 +101,9 @@ class Checker {
         scope.add(v);
       }
     }
-    g.outputs.forEach((v, i) => scope.has(v) || misuse(v, `${at}return`, `output ${i}`));
+    g.outputs.forEach((v, i) => {
+      scope.has(v) || misuse(v, `${at}return`, `output ${i}`);
+    });
   }
 
   private op(op: AnyOp, at: string, k: number, outer: readonly ReadonlySet<Value>[], scope: ReadonlySet<Value>): void {

@@ -16,7 +16,9 @@ export function vjp(g: Graph, wrt: readonly number[]): Graph {
   checkWrt(g, wrt, "vjp");
   const cts = g.outputs.map((o) => new Value(o.type));
   const seeds = new Map<Value, Value[]>();
-  g.outputs.forEach((o, i) => addSeed(seeds, o, cts[i]!));
+  g.outputs.forEach((o, i) => {
+    addSeed(seeds, o, cts[i]!);
+  });
   const b = new GraphBuilder();
   const grads = backprop(
     b,
@@ -177,7 +179,9 @@ function backprop(
     const inputs = op.inputs.filter((v) => active.has(v));
     if (inputs.length === 0) continue;
     differentiated.add(op);
-    inputs.forEach((v) => useful.add(v));
+    inputs.forEach((v) => {
+      useful.add(v);
+    });
   }
 
   const residuals = new Map<AnyOp, Value[]>();
@@ -271,8 +275,12 @@ function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonl
 
   const bb = new GraphBuilder();
   const seeds = new Map<Value, Value[]>();
-  hIdx.forEach((i, n) => addSeed(seeds, body.outputs[i]!, ctCarryIn[n]!));
-  yIdx.forEach((j, n) => addSeed(seeds, body.outputs[nh + j]!, ctYIn[n]!));
+  hIdx.forEach((i, n) => {
+    addSeed(seeds, body.outputs[i]!, ctCarryIn[n]!);
+  });
+  yIdx.forEach((j, n) => {
+    addSeed(seeds, body.outputs[nh + j]!, ctYIn[n]!);
+  });
   const activeIn = new Set([
     ...hIdx.map((i) => bodyCarries[i]!),
     ...cIdx.map((k) => bodyConsts[k]!),
@@ -307,9 +315,15 @@ function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonl
     { body: backBody, length, numConsts: nc, numCarry: hIdx.length + cIdx.length, reverse: !reverse },
   );
   const result: Ct[] = op.inputs.map(() => undefined);
-  hIdx.forEach((i, n) => (result[nc + i] = outs[n]));
-  cIdx.forEach((k, n) => (result[k] = outs[hIdx.length + n]));
-  xIdx.forEach((j, n) => (result[nc + nh + j] = outs[hIdx.length + cIdx.length + n]));
+  hIdx.forEach((i, n) => {
+    result[nc + i] = outs[n];
+  });
+  cIdx.forEach((k, n) => {
+    result[k] = outs[hIdx.length + n];
+  });
+  xIdx.forEach((j, n) => {
+    result[nc + nh + j] = outs[hIdx.length + cIdx.length + n];
+  });
   // Carries whose initial value is not differentiated still flowed above; their cotangents are dropped here.
   return result.map((ct, i) => (needs[i] ? ct : undefined));
 }

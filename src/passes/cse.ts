@@ -31,7 +31,9 @@ export function cse(g: Graph): Graph {
       const key = `${op.name}(${op.inputs.map(id).join(",")})${paramsKey(op)}`;
       const prev = first.get(key);
       if (prev) {
-        op.outputs.forEach((v, i) => subst.set(v, prev.outputs[i]!));
+        op.outputs.forEach((v, i) => {
+          subst.set(v, prev.outputs[i]!);
+        });
         continue;
       }
       first.set(key, op);

@@ -19,7 +19,9 @@ export function dce(g: Graph): Graph {
     if (!op.outputs.some((v) => live.has(v))) continue;
     const pruned = op.name === "scan" ? pruneScan(op, live) : op;
     kept.push(pruned);
-    pruned.inputs.forEach((v) => live.add(v));
+    pruned.inputs.forEach((v) => {
+      live.add(v);
+    });
   }
   kept.reverse();
   if (sameList(kept, g.ops)) return g;
@@ -48,7 +50,10 @@ function pruneScan(op: Op<"scan">, live: ReadonlySet<Value>): AnyOp {
   const trimmed = dce(withLiveYs);
 
   const read = new Set<Value>(trimmed.outputs);
-  for (const o of trimmed.ops) o.inputs.forEach((v) => read.add(v));
+  for (const o of trimmed.ops)
+    o.inputs.forEach((v) => {
+      read.add(v);
+    });
   const nx = body.inputs.length - nc - nh;
   const keepC = range(nc).filter((k) => read.has(body.inputs[k]!));
   const keepX = range(nx).filter((j) => read.has(body.inputs[nc + nh + j]!));

@@ -116,8 +116,14 @@ function peakOf(
     }
   }
   const lastUse = new Map<Value, number>();
-  g.ops.forEach((op, i) => op.inputs.forEach((v) => lastUse.set(v, i)));
-  g.outputs.forEach((v) => lastUse.set(v, g.ops.length));
+  g.ops.forEach((op, i) => {
+    op.inputs.forEach((v) => {
+      lastUse.set(v, i);
+    });
+  });
+  g.outputs.forEach((v) => {
+    lastUse.set(v, g.ops.length);
+  });
   const inputs = new Set(g.inputs);
   const materialized = (op: AnyOp, v: Value): boolean => {
     if (keep.has(v) || inputs.has(v)) return false;

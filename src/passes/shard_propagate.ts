@@ -371,7 +371,9 @@ class Propagator {
     for (const [fi, c] of ordered) {
       const k = c.axes.findIndex((a) => used.has(a));
       const axes = k < 0 ? c.axes : c.axes.slice(0, k);
-      axes.forEach((a) => used.add(a));
+      axes.forEach((a) => {
+        used.add(a);
+      });
       if (axes.length) axesOf.set(fi, axes);
     }
     let changed = false;
@@ -545,7 +547,10 @@ class Planner {
       const s = this.sharding(v);
       n.dims[t]!.forEach((fs, d) => {
         for (const [f, axes] of project(s.dims[d]!, fs, F, this.mesh))
-          if (fromResult.has(f)) axes.forEach((a) => spent.add(a));
+          if (fromResult.has(f))
+            axes.forEach((a) => {
+              spent.add(a);
+            });
       });
     });
     // The others (contracting, reduced, looked-up dims) as the operands have them, by the conflict rule.

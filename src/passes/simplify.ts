@@ -31,7 +31,9 @@ export function simplify(g: Graph): Graph {
       continue;
     }
     const kept = r ?? op;
-    kept.outputs.forEach((v) => producers.set(v, kept));
+    kept.outputs.forEach((v) => {
+      producers.set(v, kept);
+    });
     ops.push(kept);
   }
   const outputs = g.outputs.map((v) => subst.get(v) ?? v);

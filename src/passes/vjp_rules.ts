@@ -354,7 +354,9 @@ export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
     if (idx.every((i) => cts[i] === undefined)) return [];
     const outs = ctx.e.barrier(idx.map((i) => cts[i] ?? ctx.e.zeros(op.outputs[i]!.type)));
     const result: Ct[] = op.inputs.map(() => undefined);
-    idx.forEach((i, k) => (result[i] = outs[k]));
+    idx.forEach((i, k) => {
+      result[i] = outs[k];
+    });
     return result;
   },
 };

@@ -79,7 +79,10 @@ describe("round trips", () => {
       const shape = [i % 3 === 0 ? 3 : 2, 5];
       const bytes = new Uint8Array(shape[0]! * 5 * byteWidth(d));
       for (let j = 0; j < bytes.length; j++) bytes[j] = (j * 37 + i * 11) & 0xff;
-      if (d === "BOOL") bytes.forEach((_, j) => (bytes[j] = j & 1));
+      if (d === "BOOL")
+        bytes.forEach((_, j) => {
+          bytes[j] = j & 1;
+        });
       tensors[`t.${d.toLowerCase()}`] = hostTensor(d, shape, bytes);
     });
     tensors.scalar = f32([42], []);
@@ -154,7 +157,9 @@ describe("round trips", () => {
     await writeSafetensors(path, tensors);
     const f = await SafetensorsFile.open(path);
     const got = await Promise.all([...tensors.keys()].map((k) => f.read(k)));
-    got.forEach((t, i) => expect(toFloat32(t)[5]).toBe(i * 1000 + 5));
+    got.forEach((t, i) => {
+      expect(toFloat32(t)[5]).toBe(i * 1000 + 5);
+    });
     await f.close();
   });
 });

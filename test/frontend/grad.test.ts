@@ -6,7 +6,9 @@ import { host, run } from "./helpers.ts";
 
 const close = (got: number[], want: number[], tol = 1e-5) => {
   expect(got.length).toBe(want.length);
-  got.forEach((g, i) => expect(Math.abs(g - want[i]!)).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(want[i]!))));
+  got.forEach((g, i) => {
+    expect(Math.abs(g - want[i]!)).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(want[i]!)));
+  });
 };
 
 describe("valueAndGrad", () => {
@@ -90,7 +92,9 @@ describe("valueAndGrad", () => {
     for (let r = 0; r < 2; r++) {
       const row = logits.slice(r * 3, r * 3 + 3),
         z = row.reduce((p, q) => p + Math.exp(q), 0);
-      row.forEach((v, j) => want.push((Math.exp(v) / z - (j === [1, 2][r] ? 1 : 0)) / 2));
+      row.forEach((v, j) => {
+        want.push((Math.exp(v) / z - (j === [1, 2][r] ? 1 : 0)) / 2);
+      });
     }
     close(g!, want);
   });

@@ -138,7 +138,9 @@ describe("RNG on XLA", () => {
     expect(Array.from(await got[2]!.toArray())).toEqual(want[2]);
     // Transcendentals may differ in the last bits between XLA and the float64 interpreter.
     const n = await got[3]!.toArray();
-    want[3]!.forEach((w, i) => expect(Math.abs(n[i]! - w)).toBeLessThan(1e-5));
+    want[3]!.forEach((w, i) => {
+      expect(Math.abs(n[i]! - w)).toBeLessThan(1e-5);
+    });
   });
 });
 

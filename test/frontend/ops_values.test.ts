@@ -6,7 +6,9 @@ import { host, run } from "./helpers.ts";
 const seq = (n: number, scale = 1, offset = 0) => Array.from({ length: n }, (_, i) => offset + scale * i);
 const close = (got: number[], want: number[], tol = 1e-5) => {
   expect(got.length).toBe(want.length);
-  got.forEach((g, i) => expect(Math.abs(g - want[i]!)).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(want[i]!))));
+  got.forEach((g, i) => {
+    expect(Math.abs(g - want[i]!)).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(want[i]!)));
+  });
 };
 
 /** Row-major matmul of a [m,k] by b [k,n]. */

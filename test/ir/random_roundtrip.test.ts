@@ -55,7 +55,9 @@ describe("random graphs", () => {
 
   it("cover every op", () => {
     const seen = new Set<OpName>();
-    graphs.forEach((g) => opsIn(g, seen));
+    graphs.forEach((g) => {
+      opsIn(g, seen);
+    });
     expect(OP_NAMES.filter((n) => !seen.has(n))).toEqual([]);
   });
 

@@ -100,7 +100,9 @@ export function refLogits(
   const G = H / KV;
   const emb = w.get("model.embed_tokens.weight")!;
   let h = new Float64Array(T * E);
-  tokens.forEach((tok, t) => h.set(emb.subarray(tok * E, (tok + 1) * E), t * E));
+  tokens.forEach((tok, t) => {
+    h.set(emb.subarray(tok * E, (tok + 1) * E), t * E);
+  });
   for (let l = 0; l < cfg.numLayers; l++) {
     const x = rms(h, T, E, w.get(`model.layers.${l}.input_layernorm.weight`)!, cfg.rmsNormEps);
     const q = projection(w, lora, l, "q", x, T, E, H * D);

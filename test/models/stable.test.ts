@@ -23,14 +23,20 @@ describe("stable softmax and logsumexp", () => {
       s = toFloat32(sm!);
     x.forEach((row, i) => {
       expect(l[i]!).toBeCloseTo(refLse(row), 3);
-      row.forEach((v, j) => expect(s[i * 4 + j]!).toBeCloseTo(Math.exp(v - refLse(row)), 6));
+      row.forEach((v, j) => {
+        expect(s[i * 4 + j]!).toBeCloseTo(Math.exp(v - refLse(row)), 6);
+      });
     });
   });
 
   it("the gradient of logsumexp is the softmax, and the backward pass has no max mask (no compare)", () => {
     const f = (x: Tensor) => tx.grad((x: Tensor) => logsumexp(x, -1).sum())(x);
     const g = toFloat32(interpretOnHost(f, [host(x)]) as HostTensor);
-    x.forEach((row, i) => row.forEach((v, j) => expect(g[i * 4 + j]!).toBeCloseTo(Math.exp(v - refLse(row)), 6)));
+    x.forEach((row, i) => {
+      row.forEach((v, j) => {
+        expect(g[i * 4 + j]!).toBeCloseTo(Math.exp(v - refLse(row)), 6);
+      });
+    });
     const { graph } = tx.trace(f, [tx.spec("f32", [2, 4])]);
     expect(graph.ops.filter((op) => op.name === "compare")).toEqual([]);
   });

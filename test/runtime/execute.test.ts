@@ -177,7 +177,9 @@ describe("compile and execute on one device", () => {
     clearInterval(timer);
     const total = performance.now() - t0;
     const base = n * n * 0.01 ** 3; // every element of x@x@x
-    values.forEach((v, i) => expect(v).toBeCloseTo(base + i, 3));
+    values.forEach((v, i) => {
+      expect(v).toBeCloseTo(base + i, 3);
+    });
     // Launching the 100 must not wait for the plugin's in-flight limit (32 per device on CPU).
     expect(launch).toBeLessThan(Math.max(100, total / 3));
     expect(ticks).toBeGreaterThan(0);

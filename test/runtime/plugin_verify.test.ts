@@ -22,7 +22,11 @@ import { loadPlugin } from "../../src/backend/runtime/client.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const made: string[] = [];
-afterAll(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+afterAll(() =>
+  made.forEach((d) => {
+    rmSync(d, { recursive: true, force: true });
+  }),
+);
 
 function tempCache(): string {
   const d = mkdtempSync(join(tmpdir(), "tessera-cache-"));

@@ -9,7 +9,11 @@ import { afterAll, describe, expect, it } from "vitest";
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const FIXTURE = join(ROOT, "..", "shared", "fixtures", "llama-tiny-a");
 const made: string[] = [];
-afterAll(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+afterAll(() =>
+  made.forEach((d) => {
+    rmSync(d, { recursive: true, force: true });
+  }),
+);
 
 /** The fixture's checkpoint (2 layers) with config.json's num_hidden_layers replaced. */
 function modelDir(layers: number): string {

@@ -110,7 +110,10 @@ export function emitStableHLO(g: Graph, opts: EmitOptions = {}): string {
         saved.push([v, ref]);
         e.bind(v, e.op1(`sdy.sharding_constraint ${ref} ${sh} : ${tensorTypeText(v.type)}`));
       });
-      return () => saved.forEach(([v, ref]) => e.bind(v, ref));
+      return () =>
+        saved.forEach(([v, ref]) => {
+          e.bind(v, ref);
+        });
     };
   }
   const args = g.inputs.map((v, i) => {

@@ -21,7 +21,9 @@ export function emitOps(e: FuncEmitter, g: Graph): void {
     undo?.();
     if (refs.length !== op.outputs.length)
       e.fail(`internal: lowering gave ${refs.length} results, op has ${op.outputs.length}`);
-    op.outputs.forEach((v, i) => e.bind(v, e.constrain ? e.constrain(v, refs[i]!) : refs[i]!));
+    op.outputs.forEach((v, i) => {
+      e.bind(v, e.constrain ? e.constrain(v, refs[i]!) : refs[i]!);
+    });
   }
   e.loc = outerLoc;
   e.opName = outerName;
@@ -181,7 +183,9 @@ const scan: LowerRule<"scan"> = (e, op) => {
         ...carries.map((_, k) => at("carries", k)),
         ...slices,
       ];
-      body.inputs.forEach((v, k) => e.bind(v, bodyArgs[k]!));
+      body.inputs.forEach((v, k) => {
+        e.bind(v, bodyArgs[k]!);
+      });
       emitOps(e, body);
       const newCarries = body.outputs.slice(0, numCarry).map((v) => e.ref(v));
       const newYs = body.outputs.slice(numCarry).map((y, k) => {
