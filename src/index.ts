@@ -30,8 +30,5 @@
 // bits, uniform, normal (Box-Muller), bernoulli, and dropout(x, rate, key).
 export * from "./frontend/api.ts";
 export * as tx from "./frontend/api.ts";
-// Training. train(config, { onEvent, signal }) runs a LoRA fine-tuning run as `tessera train` does (the CLI is a
-// thin layer over it): config is TrainConfigInput (validated by TrainConfigSchema, defaults filled in), events
-// report progress, the result names the checkpoint, adapter and metrics written.
-export { train, type TrainEvent, type TrainRunOptions, type TrainRunResult } from "./train/run.ts";
-export { TrainConfigSchema, type TrainConfig, type TrainConfigInput } from "./train/config.ts";
+// Training lives in its own entry point, `tessera/train` (src/train/index.ts): the model files import this one, and
+// the training run imports the models, so one barrel for both would be an import cycle.

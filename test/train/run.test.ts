@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { train, TrainConfigSchema, type TrainEvent } from "tessera";
+import { train, TrainConfigSchema, type TrainEvent } from "tessera/train";
 import { loadAdapter } from "../../src/formats/peft.ts";
 import { LLAMA_TINY } from "../../models/llama.ts";
 
