@@ -149,12 +149,11 @@ async function main(): Promise<void> {
       stablehlo_chars: t.chars,
     }),
   );
-  const py =
-    process.env.BENCH_JAX === "0"
-      ? undefined
-      : existsSync(PEER)
-        ? await jaxPython()
-        : (console.log(`bench: the JAX peer is not at ${PEER}; printing Tessera's figures alone`), undefined);
+  let py: string | undefined;
+  if (process.env.BENCH_JAX !== "0") {
+    if (existsSync(PEER)) py = await jaxPython();
+    else console.log(`bench: the JAX peer is not at ${PEER}; printing Tessera's figures alone`);
+  }
   if (py) {
     const j = await jax(py);
     console.log(JSON.stringify(j));

@@ -45,7 +45,10 @@ function groupByArgument(values: readonly Value[], names: readonly string[] | un
     // `out[0].w1` (an element of a returned array) groups under `out[0]`; `params.w1` under `params`.
     const name = !path ? `${fallback}${i}` : (/^out\[\d+\]/.exec(path)?.[0] ?? (path.split(/[.[]/)[0] || path));
     let g = groups.find((x) => x.name === name);
-    if (!g) groups.push((g = { name, tensors: 0, bytes: 0 }));
+    if (!g) {
+      g = { name, tensors: 0, bytes: 0 };
+      groups.push(g);
+    }
     g.tensors++;
     g.bytes += typeBytes(v.type);
   });

@@ -5,7 +5,7 @@ import { EXIT, TesseraError } from "../errors.ts";
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from "../formats/peft.ts";
 import { LLAMA_LINEARS, type LlamaLinear } from "../formats/hf_config.ts";
 import { DEFAULTS, type TrainConfigInput } from "../train/config.ts";
-import { train, type TrainEvent } from "../train/run.ts";
+import { train, type TrainEvent, type TrainRunResult } from "../train/run.ts";
 
 /** Exit code after Ctrl-C or SIGTERM: 128 + SIGINT, as shells report it. */
 export const EXIT_INTERRUPTED = EXIT.interrupted;
@@ -201,7 +201,7 @@ async function runAndPrint(config: TrainConfigInput, io: Io): Promise<number> {
     }
   };
 
-  let r;
+  let r: TrainRunResult;
   try {
     r = await train(config, { onEvent, signal: abort.signal });
   } finally {

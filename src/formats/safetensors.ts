@@ -499,7 +499,10 @@ export class Checkpoint {
         );
       }
       let list = byShard.get(shard);
-      if (list === undefined) byShard.set(shard, (list = []));
+      if (list === undefined) {
+        list = [];
+        byShard.set(shard, list);
+      }
       list.push(name);
     }
     if (byShard.size === 0) return fail("weight_map is empty");

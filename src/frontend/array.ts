@@ -56,6 +56,7 @@ export class DeviceArray {
       let single: Promise<DeviceBuffer> | undefined;
       const gathered = () => (single ??= this.#gatherToOne());
       this.#buffer = {
+        // biome-ignore lint/suspicious/noThenProperty: a lazy thenable on purpose: awaiting the buffer starts the gather to one device, which most sharded arrays never need
         then: (a: never, b: never) => gathered().then(a, b),
         catch: (b: never) => gathered().catch(b),
       } as unknown as Promise<DeviceBuffer>;

@@ -122,6 +122,7 @@ export type SliceSpec = number | null | undefined | readonly [(number | null)?, 
  */
 export interface Tensor extends TensorMethods {}
 
+// biome-ignore lint/suspicious/noUnsafeDeclarationMerging: the interface above declares the methods methods.ts installs on the prototype at load time (see the comment above), so the merge is backed at run time
 export class Tensor {
   constructor(
     readonly trace: Trace,

@@ -26,17 +26,18 @@ export interface GradOpts {
 export function valueAndGrad<A extends unknown[]>(
   fn: (...args: A) => unknown,
   opts: GradOpts = {},
+  // biome-ignore lint/suspicious/noExplicitAny: the structure of [loss or [loss, aux], grads] depends on wrt and hasAux at run time; any lets callers use the Tensors (or device arrays, eagerly) without a cast at every call
 ): (...args: A) => [any, any] {
   const wrt = opts.wrt ?? 0;
   const wrtList = typeof wrt === "number" ? [wrt] : [...wrt];
   // Called with device arrays outside any trace, it compiles itself (one jit per valueAndGrad function).
   let eager: ((...args: A) => unknown) | undefined;
-  const traced = (...args: A): [any, any] => {
+  const traced = (...args: A): [unknown, unknown] => {
     if (!currentTrace()) {
       eager ??= jit(traced as (...a: unknown[]) => unknown, { name: fn.name || "valueAndGrad" }) as (
         ...args: A
       ) => unknown;
-      return eager(...args) as [any, any];
+      return eager(...args) as [unknown, unknown];
     }
     const parent = requireTrace("valueAndGrad");
     const names = paramNames(fn, args.length);
@@ -105,10 +106,14 @@ export function valueAndGrad<A extends unknown[]>(
  * The gradient alone: `grad(f)(...args)` is `valueAndGrad(f)(...args)[1]`; with `hasAux` it returns
  * `[grads, aux]` (as JAX does).
  */
-export function grad<A extends unknown[]>(fn: (...args: A) => unknown, opts: GradOpts = {}): (...args: A) => any {
+export function grad<A extends unknown[]>(
+  fn: (...args: A) => unknown,
+  opts: GradOpts = {},
+  // biome-ignore lint/suspicious/noExplicitAny: the gradient tree's structure depends on wrt and hasAux at run time; any lets callers use it (Tensors, or device arrays eagerly) without a cast at every call
+): (...args: A) => any {
   const vg = valueAndGrad(fn, opts);
   let eager: ((...args: unknown[]) => unknown) | undefined;
-  const traced = (...args: A): any => {
+  const traced = (...args: A): unknown => {
     if (!currentTrace()) {
       eager ??= jit(traced as (...a: unknown[]) => unknown, { name: fn.name || "grad" }) as (
         ...args: unknown[]

@@ -42,7 +42,7 @@ export interface Lowered extends Program {
   readonly stablehlo: string;
 }
 
-export interface Jitted<F extends (...args: any[]) => any> {
+export interface Jitted<F extends (...args: never[]) => unknown> {
   /** With device arrays: compiles on the first call for this signature, then runs; resolves to the outputs. */
   (...args: Concrete<Parameters<F>>): Promise<Concrete<ReturnType<F>>>;
   /** Inside a trace (another jit, grad, scan), the function is simply traced inline. */
@@ -70,7 +70,7 @@ function donatedArgs(donate: JitOpts["donate"]): number[] {
 
 /** Traces `fn`, collecting the shard() annotations the trace makes. */
 function traceAnnotated(
-  fn: (...args: any[]) => unknown,
+  fn: (...args: never[]) => unknown,
   args: readonly unknown[],
 ): { t: Traced; made: ShardAnnotation[] } {
   const mark = annotationMark();
@@ -83,7 +83,7 @@ function traceAnnotated(
   }
 }
 
-function moduleName(fn: Function, opts: JitOpts): string {
+function moduleName(fn: { readonly name: string }, opts: JitOpts): string {
   const n = (opts.name ?? fn.name ?? "").replace(/[^A-Za-z0-9_]/g, "_");
   return n ? `jit_${n}` : "jit_main";
 }
@@ -94,7 +94,7 @@ function moduleName(fn: Function, opts: JitOpts): string {
  * PJRT and caches the executable; each call then just runs it and resolves to the output tree of device
  * arrays. Called inside another trace, it traces `fn` inline. `opts.donate` lets outputs reuse argument buffers.
  */
-export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}): Jitted<F> {
+export function jit<F extends (...args: never[]) => unknown>(fn: F, opts: JitOpts = {}): Jitted<F> {
   const cache = new Map<string, Compiled>();
   const donate = donatedArgs(opts.donate);
   const name = moduleName(fn, opts);
@@ -110,7 +110,7 @@ export function jit<F extends (...args: any[]) => any>(fn: F, opts: JitOpts = {}
   const lower = (...args: unknown[]): Lowered => lowerArgs(args);
 
   const call = (...args: unknown[]): unknown => {
-    if (currentTrace()) return fn(...args);
+    if (currentTrace()) return fn(...(args as Parameters<F>));
     return run(args);
   };
 

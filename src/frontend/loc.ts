@@ -53,7 +53,7 @@ function relativize(file: string): string {
 const cache = new Map<string, SourceLoc | null>();
 
 /** The call sites below the innermost call of `below` (which is left out with everything above it). */
-function rawCallSites(limit: number, below: Function): NodeJS.CallSite[] {
+function rawCallSites(limit: number, below: (...args: never[]) => unknown): NodeJS.CallSite[] {
   const prevLimit = Error.stackTraceLimit;
   const prevPrepare = Error.prepareStackTrace;
   Error.stackTraceLimit = limit;
@@ -69,7 +69,7 @@ function rawCallSites(limit: number, below: Function): NodeJS.CallSite[] {
 }
 
 /** The first user frame of a formatted (source-mapped, as the host prints it) stack. */
-function mappedUserLoc(below: Function): SourceLoc | null {
+function mappedUserLoc(below: (...args: never[]) => unknown): SourceLoc | null {
   const prev = Error.stackTraceLimit;
   Error.stackTraceLimit = STACK_LIMIT;
   const holder: { stack?: string } = {};
@@ -128,7 +128,10 @@ const ownFile = new Map<string, boolean>();
 
 function isOwnRaw(rawFile: string): boolean {
   let own = ownFile.get(rawFile);
-  if (own === undefined) ownFile.set(rawFile, (own = ownOrInternal(normalizeFile(rawFile))));
+  if (own === undefined) {
+    own = ownOrInternal(normalizeFile(rawFile));
+    ownFile.set(rawFile, own);
+  }
   return own;
 }
 
@@ -142,7 +145,7 @@ export function userLoc(): SourceLoc | undefined {
 }
 
 /** The first user frame below the innermost call of `below` (userLoc, or atUserLoc: all frames above it are ours). */
-function lookup(below: Function): SourceLoc | undefined {
+function lookup(below: (...args: never[]) => unknown): SourceLoc | undefined {
   locStats.lookups++;
   for (const limit of [SHORT_LIMIT, STACK_LIMIT]) {
     const sites = rawCallSites(limit, below);

@@ -61,12 +61,18 @@ export function donationMap(g: Graph, donatedInputs: ReadonlySet<number>): (numb
     const path = pathOf(g.inputNames?.[i] ?? "");
     if (!path) continue;
     const k = candidates(i).find((k) => (g.outputNames?.[k] ?? "").endsWith(path));
-    if (k !== undefined) (map[i] = k), taken.add(k);
+    if (k !== undefined) {
+      map[i] = k;
+      taken.add(k);
+    }
   }
   for (const i of donatedInputs) {
     if (map[i] !== undefined) continue;
     const k = candidates(i)[0];
-    if (k !== undefined) (map[i] = k), taken.add(k);
+    if (k !== undefined) {
+      map[i] = k;
+      taken.add(k);
+    }
   }
   return map;
 }

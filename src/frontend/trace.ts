@@ -61,7 +61,7 @@ export function leafType(op: string, leaf: unknown, path: string): TensorType {
  * The parameter names of `fn` as written (`(params, batch) => ...` gives ["params", "batch"]), used to name graph
  * inputs `params.layers[0].wq`. Destructured or rest parameters fall back to `arg<i>`.
  */
-export function paramNames(fn: Function, count: number): string[] {
+export function paramNames(fn: (...args: never[]) => unknown, count: number): string[] {
   const names = Array.from({ length: count }, (_, i) => `arg${i}`);
   const src = Function.prototype.toString.call(fn);
   let list: string | undefined;
@@ -89,8 +89,10 @@ export function paramNames(fn: Function, count: number): string[] {
   for (const c of list) {
     if (c === "(" || c === "[" || c === "{") depth++;
     else if (c === ")" || c === "]" || c === "}") depth--;
-    if (c === "," && depth === 0) parts.push(cur), (cur = "");
-    else cur += c;
+    if (c === "," && depth === 0) {
+      parts.push(cur);
+      cur = "";
+    } else cur += c;
   }
   parts.push(cur);
   parts.forEach((p, i) => {
@@ -140,6 +142,7 @@ export function outputLeaves(
  * Traces `fn` on abstract arguments: `trace(step, [paramSpecs, spec("s32", [8, 128])])`. Each leaf of `args`
  * becomes a graph input named by the parameter name and tree path; the result leaves are the graph outputs.
  */
+// biome-ignore lint/suspicious/noExplicitAny: fn is any user function, called with the tensors traced from `args` (checked at run time); unknown[] would reject typed parameters, never[] would not let it be called
 export function trace(fn: (...args: any[]) => unknown, args: readonly unknown[]): Traced {
   const names = paramNames(fn, args.length);
   const { leaves, paths, def: inTree } = flatten<unknown>(args as Tree<unknown>, isHasType);
@@ -195,7 +198,7 @@ export function inlineGraph(trace: Trace, g: Graph, inputs: readonly Value[]): V
 }
 
 /** What `entry` returns: a function and its abstract arguments, found by `tessera compile --entry <name>`. */
-export interface Entry<F extends (...args: any[]) => unknown = (...args: any[]) => unknown> {
+export interface Entry<F extends (...args: never[]) => unknown = (...args: never[]) => unknown> {
   readonly kind: "tessera.entry";
   readonly fn: F;
   readonly args: readonly unknown[];
@@ -218,7 +221,7 @@ export interface EntryShardings {
  * { donate: [0] })`; `tessera compile model.ts --entry trainStep` traces it with `trace(e.fn, e.args)`. `mesh` and
  * `shardings` say how `tessera inspect --shardings` lays it out over devices.
  */
-export function entry<F extends (...args: any[]) => unknown>(
+export function entry<F extends (...args: never[]) => unknown>(
   fn: F,
   args: readonly unknown[],
   opts: { donate?: number | readonly number[]; mesh?: DeviceMesh; shardings?: Entry["shardings"] } = {},

@@ -58,9 +58,9 @@ export function hostArray(dtype: DType, shape: Shape, values: ArrayLike<number>)
   const n = numel(shape);
   if (values.length !== n)
     throw new InterpretError(`hostArray: ${values.length} values for ${dtype}[${shape.join(",")}] (${n} elements)`);
-  const fit = fitToDType(dtype);
+  const toDType = fitToDType(dtype);
   const data = new Float64Array(n);
-  for (let i = 0; i < n; i++) data[i] = fit(values[i]!);
+  for (let i = 0; i < n; i++) data[i] = toDType(values[i]!);
   return { type: tensorType(dtype, shape), data };
 }
 
@@ -127,8 +127,8 @@ function outType(op: Op, i = 0): TensorType {
 }
 
 function result(type: TensorType, data: Float64Array): HostArray {
-  const fit = fitToDType(type.dtype);
-  for (let i = 0; i < data.length; i++) data[i] = fit(data[i]!);
+  const toDType = fitToDType(type.dtype);
+  for (let i = 0; i < data.length; i++) data[i] = toDType(data[i]!);
   return { type, data };
 }
 

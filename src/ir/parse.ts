@@ -54,23 +54,38 @@ function tokenize(text: string): Tok[] {
       i++;
       continue;
     }
-    let m: RegExpExecArray | null;
     if (c === "%") {
-      m = matchAt(VAL, text, i);
+      const m = matchAt(VAL, text, i);
       if (!m) throw new ParseError(line, `expected a value name like %3 after '%'`);
       toks.push({ kind: "val", text: m[0], line, num: Number(m[1]) });
-    } else if (c === "-" && text[i + 1] === ">") {
+      i += m[0].length;
+      continue;
+    }
+    if (c === "-" && text[i + 1] === ">") {
       toks.push({ kind: "punct", text: "->", line });
       i += 2;
       continue;
-    } else if (c === "-" && (m = matchAt(NEG_SPECIAL, text, i))) {
-      toks.push({ kind: "num", text: m[0], line, num: m[1] === "inf" ? -Infinity : NaN });
-    } else if ((m = matchAt(NUMBER, text, i))) {
-      toks.push({ kind: "num", text: m[0], line, num: Number(m[0]) });
-    } else if ((m = matchAt(IDENT, text, i))) {
-      toks.push({ kind: "ident", text: m[0], line });
-    } else if (c === '"') {
-      m = matchAt(STRING, text, i);
+    }
+    const special = c === "-" ? matchAt(NEG_SPECIAL, text, i) : null;
+    if (special) {
+      toks.push({ kind: "num", text: special[0], line, num: special[1] === "inf" ? -Infinity : NaN });
+      i += special[0].length;
+      continue;
+    }
+    const num = matchAt(NUMBER, text, i);
+    if (num) {
+      toks.push({ kind: "num", text: num[0], line, num: Number(num[0]) });
+      i += num[0].length;
+      continue;
+    }
+    const ident = matchAt(IDENT, text, i);
+    if (ident) {
+      toks.push({ kind: "ident", text: ident[0], line });
+      i += ident[0].length;
+      continue;
+    }
+    if (c === '"') {
+      const m = matchAt(STRING, text, i);
       if (!m) throw new ParseError(line, `unterminated string`);
       let s: string;
       try {
@@ -79,14 +94,15 @@ function tokenize(text: string): Tok[] {
         throw new ParseError(line, `bad string literal ${m[0]}`);
       }
       toks.push({ kind: "str", text: m[0], line, str: s });
-    } else if ("(){}[],:=@".includes(c)) {
+      i += m[0].length;
+      continue;
+    }
+    if ("(){}[],:=@".includes(c)) {
       toks.push({ kind: "punct", text: c, line });
       i++;
       continue;
-    } else {
-      throw new ParseError(line, `unexpected character '${c}'`);
     }
-    i += m[0].length;
+    throw new ParseError(line, `unexpected character '${c}'`);
   }
   toks.push({ kind: "eof", text: "end of input", line });
   return toks;

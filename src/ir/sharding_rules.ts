@@ -110,16 +110,20 @@ export function reshapeFactors(
     const k = sizes.length;
     if (ra === rb) {
       sizes.push(ra);
-      a[i]!.push(k), b[j]!.push(k);
-      nextA(), nextB();
+      a[i]!.push(k);
+      b[j]!.push(k);
+      nextA();
+      nextB();
     } else if (ra % rb === 0) {
       sizes.push(rb);
-      a[i]!.push(k), b[j]!.push(k);
+      a[i]!.push(k);
+      b[j]!.push(k);
       ra /= rb;
       nextB();
     } else if (rb % ra === 0) {
       sizes.push(ra);
-      a[i]!.push(k), b[j]!.push(k);
+      a[i]!.push(k);
+      b[j]!.push(k);
       rb /= ra;
       nextA();
     } else {
@@ -221,12 +225,14 @@ const dotGeneral: FactorRule<"dot_general"> = (op) => {
   const res: number[] = [];
   p.lhsBatch.forEach((d, i) => {
     const f = r.f(a[d]!, "pass", `batch ${i}`);
-    (lhs[d] = f), (rhs[p.rhsBatch[i]!] = f);
+    lhs[d] = f;
+    rhs[p.rhsBatch[i]!] = f;
     res.push(f);
   });
   p.lhsContract.forEach((d, i) => {
     const f = r.f(a[d]!, "reduction", `contracting ${i}`, "sum");
-    (lhs[d] = f), (rhs[p.rhsContract[i]!] = f);
+    lhs[d] = f;
+    rhs[p.rhsContract[i]!] = f;
   });
   a.forEach((n, d) => {
     if (p.lhsBatch.includes(d) || p.lhsContract.includes(d)) return;

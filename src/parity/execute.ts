@@ -9,7 +9,10 @@ import { fromInterp, isHostTensor, specOf, toInterp, treeFromDevice, treeToDevic
  * `fn(...args)` traced on the types of `args` (trees of HostTensor) and run by the reference interpreter; the
  * result has the structure `fn` returns, with HostTensor leaves.
  */
-export function interpretOnHost(fn: (...args: any[]) => unknown, args: readonly Tree<HostTensor>[]): Tree<HostTensor> {
+export function interpretOnHost(
+  fn: (...args: never[]) => unknown,
+  args: readonly Tree<HostTensor>[],
+): Tree<HostTensor> {
   const specArgs = args.map((a) =>
     unflatten(flatten(a, isHostTensor).def, flatten(a, isHostTensor).leaves.map(specOf)),
   );
@@ -21,6 +24,7 @@ export function interpretOnHost(fn: (...args: any[]) => unknown, args: readonly 
 
 /** Like interpretOnHost, but compiled with `jit` (cleanup passes, StableHLO, PJRT CPU) and run on the device. */
 export async function pjrtOnHost(
+  // biome-ignore lint/suspicious/noExplicitAny: jit(fn) is called with the device copies of `args`, whose types fn's parameters cannot be related to; any[] makes that call type-check (never[] would refuse it)
   fn: (...args: any[]) => unknown,
   args: readonly Tree<HostTensor>[],
 ): Promise<Tree<HostTensor>> {

@@ -19,7 +19,7 @@ import { interpretOnHost } from "./execute.ts";
 
 /** Runs `fn` on host tensor trees and returns host tensor trees: the reference interpreter, or a compiled backend. */
 export type Executor = (
-  fn: (...args: any[]) => unknown,
+  fn: (...args: never[]) => unknown,
   args: readonly Tree<HostTensor>[],
 ) => Tree<HostTensor> | Promise<Tree<HostTensor>>;
 

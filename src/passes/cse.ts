@@ -21,7 +21,10 @@ export function cse(g: Graph): Graph {
   const ids = new Map<Value, number>();
   const id = (v: Value): number => {
     let n = ids.get(v);
-    if (n === undefined) ids.set(v, (n = ids.size));
+    if (n === undefined) {
+      n = ids.size;
+      ids.set(v, n);
+    }
     return n;
   };
   const ops: AnyOp[] = [];
@@ -64,7 +67,10 @@ export function graphKey(g: Graph): string {
   const local = new Map<Value, number>();
   const num = (v: Value): number => {
     let n = local.get(v);
-    if (n === undefined) local.set(v, (n = local.size));
+    if (n === undefined) {
+      n = local.size;
+      local.set(v, n);
+    }
     return n;
   };
   g.inputs.forEach(num);

@@ -493,7 +493,10 @@ class Planner {
 
   private want(op: AnyOp, i: number, s: Sharding): void {
     let list = this.operandShardings.get(op);
-    if (!list) this.operandShardings.set(op, (list = op.inputs.map(() => undefined)));
+    if (!list) {
+      list = op.inputs.map(() => undefined);
+      this.operandShardings.set(op, list);
+    }
     list[i] = s;
   }
 
@@ -527,7 +530,10 @@ class Planner {
   }
 
   node(n: Node): void {
-    if (n.tie) return this.tie(n);
+    if (n.tie) {
+      this.tie(n);
+      return;
+    }
     const ops = n.tensors.slice(0, n.numOperands),
       res = n.tensors.slice(n.numOperands);
     const F = n.factors;
@@ -538,7 +544,11 @@ class Planner {
       const s = this.sharding(v);
       n.dims[n.numOperands + r]!.forEach((fs, d) => {
         const split = project(s.dims[d]!, fs, F, this.mesh);
-        for (const f of fs) if (!working.has(f)) working.set(f, split.get(f) ?? []), fromResult.add(f);
+        for (const f of fs) {
+          if (working.has(f)) continue;
+          working.set(f, split.get(f) ?? []);
+          fromResult.add(f);
+        }
       });
     });
     // Axes the operands already spend on the result's factors: a reduction cannot have them too.
@@ -614,11 +624,11 @@ class Planner {
     const canonIdx = n.tie === "ys" ? 0 : 1;
     const canon = n.tensors[canonIdx]!;
     const cs = this.sharding(canon);
-    const align = (v: Value, stacked: boolean): Sharding => (stacked ? { dims: [[], ...cs.dims] } : cs);
+    const align = (stacked: boolean): Sharding => (stacked ? { dims: [[], ...cs.dims] } : cs);
     n.tensors.forEach((v, t) => {
       if (t === canonIdx) return;
       const stacked = (n.tie === "xs" && t === 0) || (n.tie === "ys" && t === 1);
-      const want = align(v, stacked);
+      const want = align(stacked);
       const have = this.sharding(v);
       if (sameSharding(have, want)) return;
       const intoLoop = t === 0 || (n.tie === "carry" && t === 2);
@@ -636,7 +646,10 @@ const idMap = new WeakMap<Value, number>();
 let nextId = 0;
 function ids(v: Value): number {
   let i = idMap.get(v);
-  if (i === undefined) idMap.set(v, (i = nextId++));
+  if (i === undefined) {
+    i = nextId++;
+    idMap.set(v, i);
+  }
   return i;
 }
 

@@ -30,11 +30,15 @@ export function unshareBroadcasts(g: Graph): Graph {
       const p = producer.get(v);
       if (!p) return;
       const first = firstUser.get(v);
-      if (!first) return void firstUser.set(v, op);
+      if (!first) {
+        firstUser.set(v, op);
+        return;
+      }
       if (first === op) return;
       let copy = copies.get(v);
       if (!copy) {
-        copies.set(v, (copy = new Value(v.type)));
+        copy = new Value(v.type);
+        copies.set(v, copy);
         ops.push(makeOp(p.name, p.inputs, p.params as never, [copy], p.loc));
       }
       if (inputs === op.inputs) inputs = [...op.inputs];

@@ -10,7 +10,7 @@ export function host(dtype: DType, shape: number[], values: ArrayLike<number>): 
 }
 
 /** Traces `fn` on the types of `args` and interprets the graph on them; returns output values as number arrays. */
-export function run(fn: (...a: any[]) => unknown, args: HostArray[]): number[][] {
+export function run(fn: (...a: never[]) => unknown, args: HostArray[]): number[][] {
   const { graph } = trace(
     fn,
     args.map((a) => a.type),
@@ -19,6 +19,6 @@ export function run(fn: (...a: any[]) => unknown, args: HostArray[]): number[][]
 }
 
 /** Printed IR of `fn` traced on `specs`, without locations (goldens stay independent of line numbers). */
-export function ir(fn: (...a: any[]) => unknown, specs: unknown[]): string {
+export function ir(fn: (...a: never[]) => unknown, specs: unknown[]): string {
   return print(trace(fn, specs).graph, { locs: false });
 }

@@ -96,7 +96,7 @@ describe("scan", () => {
     expect(() =>
       trace(
         (xs: tx.Tensor) =>
-          scan(((c: { a: tx.Tensor }, x: tx.Tensor) => [{ b: x }, x]) as never, { a: tx.zeros([]) }, xs),
+          scan(((_c: { a: tx.Tensor }, x: tx.Tensor) => [{ b: x }, x]) as never, { a: tx.zeros([]) }, xs),
         [spec("f32", [3])],
       ),
     ).toThrow(/carry of structure \{"b":\*\}, but init has structure \{"a":\*\}/);

@@ -40,7 +40,7 @@ describe("float rounding", () => {
     expect(roundBf16(1 + 2 ** -8)).toBe(1); // tie, 1 is even
     expect(roundBf16(1 + 3 * 2 ** -8)).toBe(1 + 2 ** -6); // tie between 1+2^-7 (odd) and 1+2^-6 (even)
     expect(roundBf16(1 + 2 ** -8 + 2 ** -20)).toBe(1 + 2 ** -7); // just above the tie
-    expect(roundBf16(-3.14159)).toBe(-3.140625);
+    expect(roundBf16(-Math.PI)).toBe(-3.140625);
     expect(roundBf16(3.5e38)).toBe(Infinity);
     expect(roundBf16(2 ** -133)).toBe(2 ** -133); // smallest subnormal
     expect(roundBf16(2 ** -135)).toBe(0);
@@ -242,7 +242,7 @@ describe("sources and shape ops", () => {
       Array(4).fill(Math.fround(0.1)),
     );
     expectArray(run1("constant", [], { dtype: "s32", shape: [3], value: [1, -2, 3] }), "s32", [3], [1, -2, 3]);
-    expectArray(run1("constant", [], { dtype: "bf16", shape: [], value: [3.14159] }), "bf16", [], [3.140625]);
+    expectArray(run1("constant", [], { dtype: "bf16", shape: [], value: [Math.PI] }), "bf16", [], [3.140625]);
   });
   it("iota along a dim", () => {
     expectArray(run1("iota", [], { dtype: "s32", shape: [2, 3], dim: 1 }), "s32", [2, 3], [0, 1, 2, 0, 1, 2]);

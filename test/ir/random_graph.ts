@@ -244,7 +244,14 @@ class Gen {
     const total = this.recipes.reduce((s, [w]) => s + w, 0);
     for (let attempt = 0; attempt < 20; attempt++) {
       let x = this.r() * total;
-      const recipe = this.recipes.find(([w]) => (x -= w) < 0) ?? this.recipes[0]!;
+      let recipe = this.recipes[0]!;
+      for (const candidate of this.recipes) {
+        x -= candidate[0];
+        if (x < 0) {
+          recipe = candidate;
+          break;
+        }
+      }
       if (recipe[1]()) return;
     }
   }
@@ -252,7 +259,6 @@ class Gen {
   unaryRecipe(): boolean {
     const x = this.operand();
     if (!x) return false;
-    const b = this.bnd(x);
     const name = this.pick(FLOAT_UNARY);
     return !!UNARY_RECIPES[name](this, x, this.bnd(x));
   }

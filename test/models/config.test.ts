@@ -60,6 +60,6 @@ describe("Llama configurations", () => {
     const scans = graph.ops.filter((op) => op.name === "scan");
     expect(scans).toHaveLength(1);
     expect((scans[0]!.params as { length: number }).length).toBe(80);
-    expect(graph.inputs.find((v, i) => graph.inputNames?.[i] === "w.layers.k")!.type.shape).toEqual([80, 8192, 1024]);
+    expect(graph.inputs.find((_v, i) => graph.inputNames?.[i] === "w.layers.k")!.type.shape).toEqual([80, 8192, 1024]);
   });
 });

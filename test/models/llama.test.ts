@@ -49,7 +49,10 @@ function refBatchLogits(
   const parts = data.tokens.map((seq) => refLogits(c, f64(w), seq, lora));
   const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
-  for (const p of parts) out.set(p, (o += p.length) - p.length);
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }
 

@@ -46,7 +46,10 @@ describe("element literals", () => {
     expect(elementLiteral("f32", 3.4028234663852886e38)).toBe("3.4028235e+38");
     expect(elementLiteral("f32", 2 ** -149)).toBe("1.0e-45");
     let seed = 7;
-    const rnd = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+    const rnd = () => {
+      seed = (seed * 16807) % 2147483647;
+      return seed / 2147483647;
+    };
     for (let i = 0; i < 2000; i++) {
       const v = Math.fround((rnd() - 0.5) * 10 ** Math.floor(rnd() * 80 - 40));
       expect(readF32(elementLiteral("f32", v))).toBe(v);

@@ -6,7 +6,15 @@ import { ELEMENT_TYPES } from "../../ir/types.ts";
 import { checkDType, checkHostData, type RuntimeDType, type HostArray } from "./host_array.ts";
 import { PjrtError, RuntimeError, fromNative } from "./errors.ts";
 import { Executable } from "./executable.ts";
-import { nativeAddon, type ClientHandle, type NamedValue, type NativeDevice, type NativePlugin } from "./native.ts";
+import {
+  nativeAddon,
+  type BufferHandle,
+  type ClientHandle,
+  type NamedValue,
+  type NativeDevice,
+  type NativeExecutable,
+  type NativePlugin,
+} from "./native.ts";
 import { cachedPluginAt, resolvePlugin, verifyCachedPlugin, type PluginName } from "./plugins.ts";
 
 /** PJRT functions without which the runtime cannot work; a plugin lacking one is refused at load. */
@@ -286,7 +294,7 @@ export class Client {
       defaultDeviceAssignment: (r, p) => this.defaultDeviceAssignment(r, p),
     });
     const bytes = encodeCompileOptions(resolved);
-    let info;
+    let info: NativeExecutable;
     try {
       info = await nativeAddon().compile(this.handle, program, bytes);
     } catch (e) {
@@ -302,7 +310,7 @@ export class Client {
     if (!this.plugin.slots.PJRT_Executable_DeserializeAndLoad) {
       throw new RuntimeError("ERR_UNSUPPORTED", `plugin ${this.plugin.path} cannot deserialize executables`);
     }
-    let info;
+    let info: NativeExecutable;
     try {
       info = await nativeAddon().deserialize(this.handle, bytes);
     } catch (e) {
@@ -327,7 +335,7 @@ export class Client {
     checkHostData(data, dtype, shape);
     const dev =
       device === undefined ? this.devices[0]! : typeof device === "number" ? this.device(device) : this.#own(device);
-    let handle;
+    let handle: BufferHandle;
     try {
       handle = nativeAddon().bufferFromHost(this.handle, dev.index, data, ELEMENT_TYPES[dtype].pjrt, shape, !opts.copy);
     } catch (e) {

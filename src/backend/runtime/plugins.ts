@@ -152,25 +152,24 @@ export function verifyCachedPlugin(name: PluginName): void {
   const files = cachedPluginFiles(name);
   const dir = pluginDir(name);
   const root = resolve(fileURLToPath(new URL("../../../", import.meta.url)));
-  const corrupt = (what: string): never => {
-    throw new RuntimeError(
+  const corrupt = (what: string): RuntimeError =>
+    new RuntimeError(
       "ERR_PLUGIN_CORRUPT",
       `PJRT plugin ${name}: the cache entry ${dir} is damaged: ${what}; loading it could crash the process. ` +
         `Fetch it again with: rm -rf '${dir}' && (cd '${root}' && npx tsx scripts/install.ts --plugin ${name})`,
     );
-  };
   let manifest: Manifest;
   try {
     manifest = JSON.parse(readFileSync(files.manifest, "utf8")) as Manifest;
   } catch (e) {
-    return corrupt(`its manifest ${files.manifest} cannot be read (${(e as Error).message})`);
+    throw corrupt(`its manifest ${files.manifest} cannot be read (${(e as Error).message})`);
   }
   const want = manifest.files?.plugin;
   if (typeof want?.size !== "number" || typeof want.sha256 !== "string")
-    return corrupt(`its manifest ${files.manifest} has no "plugin" entry with size and sha256`);
+    throw corrupt(`its manifest ${files.manifest} has no "plugin" entry with size and sha256`);
   const st = statSync(files.plugin);
   if (st.size !== want.size)
-    return corrupt(
+    throw corrupt(
       `${files.plugin} has ${st.size} bytes, the manifest records ${want.size} (a truncated download or copy?)`,
     );
   const stampPath = join(dir, VERIFIED_FILE);
@@ -184,7 +183,7 @@ export function verifyCachedPlugin(name: PluginName): void {
     // no record yet (or an unreadable one): hash below
   }
   const got = sha256FileSync(files.plugin);
-  if (got !== want.sha256) return corrupt(`${files.plugin} has sha256 ${got}, the manifest records ${want.sha256}`);
+  if (got !== want.sha256) throw corrupt(`${files.plugin} has sha256 ${got}, the manifest records ${want.sha256}`);
   // Best effort: a read-only cache only means the next process hashes again.
   try {
     const tmp = `${stampPath}.tmp-${process.pid}`;

@@ -125,7 +125,10 @@ const locTexts = new WeakMap<SourceLoc, string>();
 /** `loc("file.ts":12:5)`: a FileLineColLoc, so XLA's messages name the user's line. */
 export function locText(loc: SourceLoc): string {
   let text = locTexts.get(loc);
-  if (text === undefined) locTexts.set(loc, (text = `loc(${stringLiteral(loc.file)}:${loc.line}:${loc.col})`));
+  if (text === undefined) {
+    text = `loc(${stringLiteral(loc.file)}:${loc.line}:${loc.col})`;
+    locTexts.set(loc, text);
+  }
   return text;
 }
 

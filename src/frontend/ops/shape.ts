@@ -130,16 +130,23 @@ export function slice(x: Tensor, ...specs: SliceSpec[]): Tensor {
         if (!Number.isInteger(s) || s < -d || s >= d)
           throw new TraceError("slice", `index ${s} is out of range for dim ${i} of size ${d}`, [x.type]);
         const k = s < 0 ? s + d : s;
-        start.push(k), limit.push(k + 1), stride.push(1), drop.push(i);
+        start.push(k);
+        limit.push(k + 1);
+        stride.push(1);
+        drop.push(i);
       } else if (s === null || s === undefined) {
-        start.push(0), limit.push(d), stride.push(1);
+        start.push(0);
+        limit.push(d);
+        stride.push(1);
       } else {
         const step = s[2] ?? 1;
         if (!Number.isInteger(step) || step < 1)
           throw new TraceError("slice", `step ${step} in dim ${i} must be a positive integer`, [x.type]);
         const a = sliceBound(s[0], d, 0);
         const b = Math.max(a, sliceBound(s[1], d, d));
-        start.push(a), limit.push(b), stride.push(step);
+        start.push(a);
+        limit.push(b);
+        stride.push(step);
       }
     });
     const whole = start.every((s, i) => s === 0 && limit[i] === x.shape[i] && stride[i] === 1);
