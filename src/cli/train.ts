@@ -114,109 +114,150 @@ export async function trainCommand(args: ParsedArgs, io: Io = defaultIo()): Prom
 }
 
 async function runAndPrint(config: TrainConfigInput, io: Io): Promise<number> {
-  // Ctrl-C or SIGTERM: finish the step in progress, save a checkpoint, exit 130. A second one exits at once.
+  const printer = new ProgressPrinter(io);
   const abort = new AbortController();
+  const release = stopOnSignals(abort, () => {
+    printer.clearStatus();
+    io.out("\ninterrupted: stopping after this step (Ctrl-C again to quit without a checkpoint)\n");
+  });
+  let r: TrainRunResult;
+  try {
+    r = await train(config, { onEvent: printer.onEvent, signal: abort.signal });
+  } finally {
+    release();
+    printer.clearStatus();
+  }
+  if (r.status === "stopped") return printStopped(r, io);
+  printDone(r, config, printer.firstLoss, io);
+  return EXIT.ok;
+}
+
+/**
+ * Ctrl-C or SIGTERM: finish the step in progress, save a checkpoint, exit 130. A second one exits at once, as a
+ * user pressing it again means. Returns the function that removes the handlers.
+ */
+function stopOnSignals(abort: AbortController, onFirst: () => void): () => void {
   const onSignal = () => {
     if (abort.signal.aborted) process.exit(EXIT_INTERRUPTED);
     abort.abort();
-    clearStatus();
-    io.out("\ninterrupted: stopping after this step (Ctrl-C again to quit without a checkpoint)\n");
+    onFirst();
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-
-  let status = false,
-    drawn = 0;
-  const clearStatus = () => {
-    if (status) io.out("\r\x1b[2K");
-    status = false;
+  return () => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
   };
-  let window = { loss: 0, steps: 0, seconds: 0, timedSteps: 0 };
-  let w = 1;
-  let firstLoss: number | undefined;
-  const print = (s: string) => {
-    clearStatus();
-    io.out(s);
-  };
+}
 
-  const onEvent = (e: TrainEvent) => {
+type Event<T extends TrainEvent["type"]> = Extract<TrainEvent, { type: T }>;
+
+/** train()'s events as progress lines; between them, on a terminal only, a status line redrawn in place. */
+class ProgressPrinter {
+  /** The loss of this call's first step, for the closing summary. */
+  firstLoss: number | undefined;
+  private readonly io: Io;
+  private status = false;
+  private drawn = 0;
+  /** Steps since the last progress line: their mean loss and (compile excluded) their speed. */
+  private window = { loss: 0, steps: 0, seconds: 0, timedSteps: 0 };
+  /** Width of the step counter: the digits of --steps. */
+  private w = 1;
+
+  constructor(io: Io) {
+    this.io = io;
+  }
+
+  readonly onEvent = (e: TrainEvent): void => {
     switch (e.type) {
       case "note":
-        print(`note: ${e.message}\n`);
+        this.print(`note: ${e.message}\n`);
         break;
-      case "start": {
-        w = String(e.steps).length;
-        const warm = e.warmup > 0 ? `${e.warmup} warm-up steps, then ${e.schedule}` : e.schedule;
-        print(
-          [
-            `model    ${e.model}`,
-            `adapter  ${e.adapter}`,
-            `data     ${e.data}`,
-            `train    ${e.steps} steps (batch ${e.batch} x seq ${e.seq}), AdamW lr ${e.lr} (${warm}), weight decay ${e.weightDecay}, ${e.precision}, seed ${e.seed}`,
-            `output   ${displayPath(e.out)}`,
-            "",
-          ].join("\n"),
-        );
-        if (e.startStep >= e.steps) print(`already at step ${e.startStep} of --steps ${e.steps}: nothing to train\n`);
+      case "start":
+        this.start(e);
         break;
-      }
       case "compiling":
-        print("compiling the training step (the first step includes it)...\n");
+        this.print("compiling the training step (the first step includes it)...\n");
+        break;
+      case "step":
+        this.step(e);
+        break;
+      case "checkpoint":
+        this.print(`checkpoint ${displayPath(e.dir)}\n`);
         break;
       case "compiled":
-        break;
-      case "step": {
-        firstLoss ??= e.loss;
-        window.loss += e.loss;
-        window.steps++;
-        if (!e.first) {
-          window.seconds += e.seconds;
-          window.timedSteps++;
-        }
-        const skipped = e.skippedSteps > 0 ? `  skipped ${e.skippedSteps}` : "";
-        if (e.log) {
-          const speed =
-            window.timedSteps > 0
-              ? `${fmtRate((window.timedSteps * e.tokens) / window.seconds)} tok/s`
-              : `compiled + ran in ${e.seconds.toFixed(1)}s`;
-          print(
-            `step ${String(e.step).padStart(w)}/${e.steps}  loss ${(window.loss / window.steps).toFixed(4)}  lr ${fmtLr(e.lr)}  ${speed}  elapsed ${fmtSec(e.elapsed)}${skipped}\n`,
-          );
-          window = { loss: 0, steps: 0, seconds: 0, timedSteps: 0 };
-        } else if (io.tty && performance.now() - drawn > 100) {
-          // A status line redrawn in place at most 10 times a second; terminals only, never in logs.
-          io.out(
-            `\r\x1b[2Kstep ${e.step}/${e.steps}  loss ${e.loss.toFixed(4)}  eta ${fmtSec((e.steps - e.step) * e.seconds)}`,
-          );
-          status = true;
-          drawn = performance.now();
-        }
-        break;
-      }
-      case "checkpoint":
-        print(`checkpoint ${displayPath(e.dir)}\n`);
-        break;
       case "done":
         break;
     }
   };
 
-  let r: TrainRunResult;
-  try {
-    r = await train(config, { onEvent, signal: abort.signal });
-  } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    clearStatus();
+  clearStatus(): void {
+    if (this.status) this.io.out("\r\x1b[2K");
+    this.status = false;
   }
 
-  if (r.status === "stopped") {
-    io.out(`stopped at step ${r.step} of ${r.steps}; checkpoint ${displayPath(r.checkpoint)}\n`);
-    io.out(
-      `continue with: tessera train --resume${r.out === DEFAULTS.common.out ? "" : ` --out ${r.out}`}${r.steps === DEFAULTS.common.steps ? "" : ` --steps ${r.steps}`}\n`,
-    );
-    return EXIT_INTERRUPTED;
+  private print(s: string): void {
+    this.clearStatus();
+    this.io.out(s);
   }
+
+  private start(e: Event<"start">): void {
+    this.w = String(e.steps).length;
+    const warm = e.warmup > 0 ? `${e.warmup} warm-up steps, then ${e.schedule}` : e.schedule;
+    this.print(
+      [
+        `model    ${e.model}`,
+        `adapter  ${e.adapter}`,
+        `data     ${e.data}`,
+        `train    ${e.steps} steps (batch ${e.batch} x seq ${e.seq}), AdamW lr ${e.lr} (${warm}), weight decay ${e.weightDecay}, ${e.precision}, seed ${e.seed}`,
+        `output   ${displayPath(e.out)}`,
+        "",
+      ].join("\n"),
+    );
+    if (e.startStep >= e.steps) this.print(`already at step ${e.startStep} of --steps ${e.steps}: nothing to train\n`);
+  }
+
+  private step(e: Event<"step">): void {
+    const window = this.window;
+    this.firstLoss ??= e.loss;
+    window.loss += e.loss;
+    window.steps++;
+    if (!e.first) {
+      window.seconds += e.seconds;
+      window.timedSteps++;
+    }
+    const skipped = e.skippedSteps > 0 ? `  skipped ${e.skippedSteps}` : "";
+    if (e.log) {
+      const speed =
+        window.timedSteps > 0
+          ? `${fmtRate((window.timedSteps * e.tokens) / window.seconds)} tok/s`
+          : `compiled + ran in ${e.seconds.toFixed(1)}s`;
+      this.print(
+        `step ${String(e.step).padStart(this.w)}/${e.steps}  loss ${(window.loss / window.steps).toFixed(4)}  lr ${fmtLr(e.lr)}  ${speed}  elapsed ${fmtSec(e.elapsed)}${skipped}\n`,
+      );
+      this.window = { loss: 0, steps: 0, seconds: 0, timedSteps: 0 };
+    } else if (this.io.tty && performance.now() - this.drawn > 100) {
+      // A status line redrawn in place at most 10 times a second; terminals only, never in logs.
+      this.io.out(
+        `\r\x1b[2Kstep ${e.step}/${e.steps}  loss ${e.loss.toFixed(4)}  eta ${fmtSec((e.steps - e.step) * e.seconds)}`,
+      );
+      this.status = true;
+      this.drawn = performance.now();
+    }
+  }
+}
+
+/** Stopped by a signal: where the checkpoint is, and the command that continues the run. */
+function printStopped(r: TrainRunResult, io: Io): number {
+  io.out(`stopped at step ${r.step} of ${r.steps}; checkpoint ${displayPath(r.checkpoint)}\n`);
+  io.out(
+    `continue with: tessera train --resume${r.out === DEFAULTS.common.out ? "" : ` --out ${r.out}`}${r.steps === DEFAULTS.common.steps ? "" : ` --steps ${r.steps}`}\n`,
+  );
+  return EXIT_INTERRUPTED;
+}
+
+/** The summary of a finished run: the loss from first to last, and the files written. */
+function printDone(r: TrainRunResult, config: TrainConfigInput, firstLoss: number | undefined, io: Io): void {
   if (r.losses.length > 0) {
     const logEvery = config.logEvery ?? DEFAULTS.common.logEvery;
     const last = r.losses.slice(-Math.min(logEvery, r.losses.length));
@@ -236,5 +277,4 @@ async function runAndPrint(config: TrainConfigInput, io: Io): Promise<number> {
     `adapter  ${displayPath(r.adapter!)} (${ADAPTER_CONFIG_FILE} + ${ADAPTER_WEIGHTS_FILE}; PeftModel.from_pretrained loads it)\n`,
   );
   io.out(`metrics  ${displayPath(r.metrics)}\n`);
-  return EXIT.ok;
 }

@@ -1,0 +1,331 @@
+// A training run's plan: the model, adapter, data and resume point, all read and checked before --out is written.
+import { stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { displayPath } from "../cli/diagnostics.ts";
+import { EXIT, TesseraError } from "../errors.ts";
+import type { HostTensor } from "../formats/host_tensor.ts";
+import { linearFeatures, LLAMA_LINEARS, type LlamaConfig } from "../formats/hf_config.ts";
+import { ADAPTER_CONFIG_FILE, loadAdapter, makeLoraConfig } from "../formats/peft.ts";
+import { prepareRecords } from "../data/batches.ts";
+import { loadJsonl } from "../data/jsonl.ts";
+import type { TrainRecord } from "../data/records.ts";
+import { keyValueTask, MIN_SEQ } from "../data/synthetic.ts";
+import { LLAMA_TINY, type LlamaWeights } from "../../models/llama.ts";
+import { initLora, loraFromAdapter, loraLayout, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
+import { loadLlamaWeights } from "../../models/weights.ts";
+import { listCheckpoints, loadCheckpoint, readTrainerState, type TrainerState } from "./checkpoint.ts";
+import { DEFAULTS, flagName, RUN_FIELDS, type RunField, type TrainConfig } from "./config.ts";
+import { builtinBaseWeights, type OptimizerState } from "./loop.ts";
+import { baseHostDType, type PrecisionPolicy, precisionPolicy } from "./precision.ts";
+
+/** Seed of the built-in tiny model's random weights: fixed, so every run (and --seed) trains the same base. */
+export const BUILTIN_MODEL_SEED = 0;
+/** Records in the built-in synthetic data set. */
+export const SYNTHETIC_RECORDS = 1024;
+
+/** The checkpoint a resumed run continues from. */
+export interface ResumePoint {
+  dir: string;
+  trainer: TrainerState;
+}
+
+export interface ResolvedModel {
+  llama: LlamaConfig;
+  base: LlamaWeights<HostTensor>;
+  /** No --model: the built-in tiny Llama, whose defaults (precision, seq, lr) differ from a checkpoint's. */
+  builtin: boolean;
+  precision: "f32" | "bf16";
+  policy: PrecisionPolicy;
+  /** One-line description, as the start event carries it. */
+  line: string;
+}
+
+export interface ResolvedAdapter {
+  layout: LoraLayout;
+  lora: LoraWeights<HostTensor>;
+  /** Only when resumed: the checkpoint's optimizer state (its step is the run's start step). */
+  optimizer: OptimizerState | undefined;
+  trainable: number;
+  line: string;
+}
+
+export interface ResolvedData {
+  /** Records fitted to seq that still take a loss. */
+  records: TrainRecord[];
+  seq: number;
+  /** Of a --data file; null for the built-in task. */
+  sha256: string | null;
+  /** What trainer_state.json names as the data's origin. */
+  source: string;
+  line: string;
+}
+
+/** Everything a run needs once read and checked; `run` holds a resumed run's own options. */
+export interface RunPlan {
+  run: TrainConfig;
+  resumeFrom: ResumePoint | undefined;
+  model: ResolvedModel;
+  adapter: ResolvedAdapter;
+  data: ResolvedData;
+  lr: number;
+  /** Steps already taken (the resumed checkpoint's), and steps this call takes. */
+  start: number;
+  todo: number;
+}
+
+export const fmtInt = (n: number) => n.toLocaleString("en-US");
+const fail = (message: string) => new TesseraError(message, { code: "ERR_TRAIN" });
+/** A value that only turns out wrong against the model or data (e.g. --pad-id): a usage error, as if the option were malformed. */
+const badOption = (message: string) => new TesseraError(message, { code: "ERR_USAGE", exitCode: EXIT.usage });
+
+/** Reads the model, adapter, data and (with resume) the last checkpoint, in that order; writes nothing. */
+export async function planRun(run: TrainConfig, given: ReadonlySet<string>): Promise<RunPlan> {
+  let resumeFrom: ResumePoint | undefined;
+  if (run.resume) {
+    resumeFrom = await lastCheckpoint(run.out);
+    run = mergeResumed(run, given, resumeFrom.trainer, join(resumeFrom.dir, "trainer_state.json"));
+  }
+  const model = await resolveModel(run);
+  const adapter = await resolveAdapter(run, given, model, resumeFrom);
+  const data = await loadData(run, model, resumeFrom);
+  const lr = run.lr ?? (model.builtin ? DEFAULTS.builtin.lr : DEFAULTS.checkpoint.lr);
+  const start = adapter.optimizer?.step ?? 0;
+  return { run, resumeFrom, model, adapter, data, lr, start, todo: Math.max(0, run.steps - start) };
+}
+
+async function lastCheckpoint(outDir: string): Promise<ResumePoint> {
+  const all = await listCheckpoints(outDir);
+  const last = all[all.length - 1];
+  if (!last)
+    throw fail(
+      `--resume: no checkpoint in ${displayPath(join(outDir, "checkpoints"))} (train without --resume first, or point --out at an earlier run)`,
+    );
+  return { dir: last.dir, trainer: await readTrainerState(last.dir) };
+}
+
+/** The run fields as stored in trainer_state.json, keyed by option name (resolved values, so a resume sees exactly what ran). */
+export function runRecord(r: TrainConfig): Record<string, string | number | boolean | null> {
+  const v: Record<RunField, string | number | boolean | null> = {
+    model: r.model === null ? null : resolve(r.model),
+    adapter: r.adapter === null ? null : resolve(r.adapter),
+    targets: canonicalTargets(r.targets).join(","),
+    rank: r.rank,
+    alpha: r.alpha,
+    dropout: r.dropout,
+    data: r.data === null ? null : resolve(r.data),
+    seq: r.seq,
+    batch: r.batch,
+    lr: r.lr,
+    weightDecay: r.weightDecay,
+    warmup: r.warmup,
+    schedule: r.schedule,
+    precision: r.precision,
+    seed: r.seed,
+    padId: r.padId,
+  };
+  return Object.fromEntries(RUN_FIELDS.map((k) => [flagName(k).slice(2), v[k]]));
+}
+
+const canonicalTargets = (t: readonly string[]) => LLAMA_LINEARS.filter((m) => t.includes(m));
+
+/**
+ * On resume the checkpoint's options are the run's options; one given again must agree (a different rank or
+ * data set cannot continue the same run). steps, saveEvery and logEvery may change.
+ */
+function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: TrainerState, file: string): TrainConfig {
+  const now = runRecord(r);
+  for (const field of RUN_FIELDS) {
+    if (!given.has(field)) continue;
+    const k = flagName(field).slice(2);
+    if (JSON.stringify(now[k]) !== JSON.stringify(saved.options[k] ?? null)) {
+      const was =
+        saved.options[k] === null || saved.options[k] === undefined ? "its default" : String(saved.options[k]);
+      throw fail(
+        `--${k} ${now[k]} differs from the run being resumed (${was}, in ${displayPath(file)}); leave --${k} out to continue that run`,
+      );
+    }
+  }
+  const s = saved.options;
+  const str = (k: string) => (s[k] === null || s[k] === undefined ? null : String(s[k]));
+  const num = (k: string) => Number(s[k]);
+  return {
+    ...r,
+    model: str("model"),
+    adapter: str("adapter"),
+    targets: canonicalTargets(String(s.targets).split(",")),
+    rank: num("rank"),
+    alpha: num("alpha"),
+    dropout: num("dropout"),
+    data: str("data"),
+    seq: s.seq === null ? null : num("seq"),
+    batch: num("batch"),
+    lr: s.lr === null ? null : num("lr"),
+    weightDecay: num("weight-decay"),
+    warmup: num("warmup"),
+    schedule: s.schedule === "constant" ? "constant" : "cosine",
+    precision: s.precision === "bf16" ? "bf16" : s.precision === "f32" ? "f32" : null,
+    seed: num("seed"),
+    padId: num("pad-id"),
+  };
+}
+
+/** The base model: --model's Hugging Face checkpoint, or the built-in tiny Llama with seeded random weights. */
+async function resolveModel(run: TrainConfig): Promise<ResolvedModel> {
+  const builtin = run.model === null;
+  const precision = run.precision ?? (builtin ? DEFAULTS.builtin.precision : DEFAULTS.checkpoint.precision);
+  const policy = precisionPolicy(precision);
+  if (builtin) {
+    const llama = LLAMA_TINY;
+    const base = builtinBaseWeights(llama, BUILTIN_MODEL_SEED, baseHostDType(policy) === "BF16" ? "BF16" : "F32");
+    const line = `built-in tiny Llama (${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), seeded random weights (seed ${BUILTIN_MODEL_SEED}); --model <dir> trains a Hugging Face checkpoint`;
+    return { llama, base, builtin, precision, policy, line };
+  }
+  const st = await stat(run.model!).catch(() => undefined);
+  if (!st)
+    throw fail(
+      `--model ${run.model}: no such directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`,
+    );
+  if (!st.isDirectory())
+    throw fail(
+      `--model ${run.model}: not a directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`,
+    );
+  const { config: llama, weights: base } = await loadLlamaWeights(run.model!, { dtype: baseHostDType(policy) });
+  const line = `${displayPath(resolve(run.model!))} (Llama, ${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), ${precision}`;
+  return { llama, base, builtin, precision, policy, line };
+}
+
+/** The adapter to train: the resumed checkpoint's, --adapter's PEFT directory, or a new one. */
+async function resolveAdapter(
+  run: TrainConfig,
+  given: ReadonlySet<string>,
+  model: ResolvedModel,
+  resumeFrom: ResumePoint | undefined,
+): Promise<ResolvedAdapter> {
+  const { llama } = model;
+  let a: Omit<ResolvedAdapter, "trainable">;
+  if (resumeFrom) {
+    const c = await loadCheckpoint(resumeFrom.dir, llama);
+    a = {
+      layout: c.layout,
+      lora: c.lora,
+      optimizer: c.optimizer,
+      line: `resumed from ${displayPath(resumeFrom.dir)} (step ${c.trainer.step})`,
+    };
+  } else if (run.adapter !== null) {
+    a = await adapterFromDir(run, run.adapter, given, llama);
+  } else {
+    const config = makeLoraConfig({
+      r: run.rank,
+      loraAlpha: run.alpha,
+      loraDropout: run.dropout,
+      targetModules: canonicalTargets(run.targets).map((m) => `${m}_proj`),
+      baseModelNameOrPath: model.builtin ? null : resolve(run.model!),
+    });
+    const layout = loraLayout(config, llama);
+    const line = `new LoRA r ${run.rank}, alpha ${run.alpha}, dropout ${run.dropout} on ${layout.modules.join(",")}`;
+    a = { layout, lora: initLora(layout, llama, run.seed), optimizer: undefined, line };
+  }
+  const trainable = trainableParams(a.layout, llama);
+  return { ...a, trainable, line: `${a.line} (${fmtInt(trainable)} trainable parameters)` };
+}
+
+/** A PEFT adapter directory to train further; an option given explicitly must match its shape. */
+async function adapterFromDir(
+  run: TrainConfig,
+  dir: string,
+  given: ReadonlySet<string>,
+  llama: LlamaConfig,
+): Promise<Omit<ResolvedAdapter, "trainable">> {
+  const cfgFile = join(dir, ADAPTER_CONFIG_FILE);
+  if (!(await stat(cfgFile).catch(() => undefined)))
+    throw fail(`--adapter ${dir}: ${ADAPTER_CONFIG_FILE} not found (expected a PEFT LoRA adapter directory)`);
+  const { layout, weights: lora } = loraFromAdapter(await loadAdapter(dir, llama), llama, cfgFile);
+  const c = layout.config;
+  const conflicts: [string, unknown, unknown][] = [
+    ["rank", run.rank, c.r],
+    ["alpha", run.alpha, c.loraAlpha],
+    ["dropout", run.dropout, c.loraDropout],
+    ["targets", canonicalTargets(run.targets).join(","), layout.modules.join(",")],
+  ];
+  for (const [k, mine, theirs] of conflicts) {
+    if (given.has(k) && mine !== theirs)
+      throw fail(
+        `--${k} ${mine} conflicts with ${displayPath(cfgFile)} (${theirs}); an existing adapter keeps its shape, leave --${k} out`,
+      );
+  }
+  const line = `from ${displayPath(dir)}: LoRA r ${c.r}, alpha ${c.loraAlpha}, dropout ${c.loraDropout} on ${layout.modules.join(",")}`;
+  return { layout, lora, optimizer: undefined, line };
+}
+
+function trainableParams(layout: LoraLayout, llama: LlamaConfig): number {
+  const f = linearFeatures(llama);
+  let n = 0;
+  for (const m of layout.modules) for (const r of layout.ranks[m]!) n += r * (f[m].in + f[m].out);
+  return n;
+}
+
+/** The training data fitted to seq; a resumed run must read exactly the data it read before. */
+async function loadData(
+  run: TrainConfig,
+  model: ResolvedModel,
+  resumeFrom: ResumePoint | undefined,
+): Promise<ResolvedData> {
+  const { llama, builtin } = model;
+  const maxSeq = llama.maxPositionEmbeddings;
+  if (run.padId >= llama.vocabSize)
+    throw badOption(`--pad-id ${run.padId} is outside the model's vocabulary (0..${llama.vocabSize - 1})`);
+  const raw = await readRecords(run, model);
+  const { seq } = raw;
+  if (seq > maxSeq)
+    throw fail(
+      `--seq ${seq} exceeds the model's max_position_embeddings ${maxSeq}${builtin ? " (built-in tiny Llama)" : ` (${displayPath(join(run.model!, "config.json"))})`}`,
+    );
+  const prepared = prepareRecords(raw.records, seq);
+  if (prepared.records.length === 0) {
+    throw fail(
+      `${run.data ?? "data"}: no record has a label to learn within --seq ${seq} (labels are all -100, or only on the first token)`,
+    );
+  }
+  let line = raw.line;
+  if (prepared.truncated > 0) line += `; ${prepared.truncated} cut to --seq ${seq}`;
+  if (prepared.dropped.length > 0) {
+    line += `; ${prepared.dropped.length} skipped with nothing to learn within --seq (${prepared.dropped.slice(0, 3).join(", ")}${prepared.dropped.length > 3 ? ", ..." : ""})`;
+  }
+  if (resumeFrom) {
+    const d = resumeFrom.trainer.data;
+    if (d.sha256 !== raw.sha256 || d.records !== prepared.records.length) {
+      throw fail(
+        `${run.data ?? "the data"} is not the data the run being resumed read (${d.source}: ${d.records} records${d.sha256 ? `, sha256 ${d.sha256.slice(0, 12)}` : ""}); an exact continuation needs the same data`,
+      );
+    }
+  }
+  return { ...raw, records: prepared.records, line };
+}
+
+/** The records as read (--data's JSONL file, or the built-in key-value task) and seq (--seq, or fitted to them). */
+async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<ResolvedData> {
+  const { llama, builtin } = model;
+  const maxSeq = llama.maxPositionEmbeddings;
+  if (run.data !== null) {
+    const loaded = await loadJsonl(run.data, { vocabSize: llama.vocabSize });
+    const longest = loaded.records.reduce((m, r) => Math.max(m, r.ids.length), 0);
+    return {
+      records: loaded.records,
+      seq: run.seq ?? Math.min(maxSeq, Math.ceil(longest / 8) * 8),
+      sha256: loaded.sha256,
+      source: resolve(run.data),
+      line: `${displayPath(run.data)}: ${fmtInt(loaded.records.length)} records`,
+    };
+  }
+  const seq = run.seq ?? Math.min(maxSeq, builtin ? DEFAULTS.builtin.seq : DEFAULTS.checkpoint.seq);
+  if (seq < MIN_SEQ)
+    throw badOption(`--seq ${seq} is too short for the built-in task (at least ${MIN_SEQ}); or give --data`);
+  const task = keyValueTask({ vocabSize: llama.vocabSize, seq, records: SYNTHETIC_RECORDS, seed: run.seed });
+  return {
+    records: task.records,
+    seq,
+    sha256: null,
+    source: `synthetic key-value lookup, seed ${run.seed}`,
+    line: `built-in key -> value lookup (seed ${run.seed}): ${fmtInt(task.records.length)} records of ${task.pairs} key/value pairs, then a key; loss on its value only; --data <file.jsonl> for your own`,
+  };
+}
