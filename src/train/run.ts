@@ -21,7 +21,8 @@ import {
   type LoraLayout,
   type LoraWeights,
 } from "../../models/lora.ts";
-import { loadLlamaWeights } from "../../models/weights.ts";
+import { loadGgufLlamaWeights, loadLlamaWeights } from "../../models/weights.ts";
+import { isModelName, resolveModel } from "../formats/model_fetch.ts";
 import {
   checkpointDir,
   listCheckpoints,
@@ -137,7 +138,7 @@ const badOption = (message: string) => new TesseraError(message, { code: "ERR_US
 /** The run fields as stored in trainer_state.json, keyed by option name (resolved values, so a resume sees exactly what ran). */
 function runRecord(r: TrainConfig): Record<string, string | number | boolean | null> {
   const v: Record<RunField, string | number | boolean | null> = {
-    model: r.model === null ? null : resolve(r.model),
+    model: r.model === null ? null : isModelName(r.model) ? r.model : resolve(r.model),
     adapter: r.adapter === null ? null : resolve(r.adapter),
     targets: canonicalTargets(r.targets).join(","),
     rank: r.rank,
@@ -226,7 +227,7 @@ async function trimMetrics(file: string, step: number): Promise<void> {
  * cause are TesseraErrors (a step with NaN/Inf loss or gradients: ERR_NONFINITE, unless onNonfinite is "skip").
  */
 export async function train(input: TrainConfigInput, opts: TrainRunOptions = {}): Promise<TrainRunResult> {
-  let run = parseTrainConfig(input);
+  const run = parseTrainConfig(input);
   const given = givenFields(input);
   const emit = opts.onEvent ?? (() => {});
   const lock = await lockOutDir(run.out);
@@ -278,6 +279,7 @@ async function runLocked(
 
   // The model.
   let llama: LlamaConfig, base: LlamaWeights<HostTensor>, modelLine: string;
+  let modelConfigFile = "";
   const builtin = run.model === null;
   const precision = run.precision ?? (builtin ? DEFAULTS.builtin.precision : DEFAULTS.checkpoint.precision);
   const policy = precisionPolicy(precision);
@@ -286,17 +288,15 @@ async function runLocked(
     base = builtinBaseWeights(llama, BUILTIN_MODEL_SEED, baseHostDType(policy) === "BF16" ? "BF16" : "F32");
     modelLine = `built-in tiny Llama (${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), seeded random weights (seed ${BUILTIN_MODEL_SEED}); --model <dir> trains a Hugging Face checkpoint`;
   } else {
-    const st = await stat(run.model!).catch(() => undefined);
-    if (!st)
-      throw fail(
-        `--model ${run.model}: no such directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`,
-      );
-    if (!st.isDirectory())
-      throw fail(
-        `--model ${run.model}: not a directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`,
-      );
-    ({ config: llama, weights: base } = await loadLlamaWeights(run.model!, { dtype: baseHostDType(policy) }));
-    modelLine = `${displayPath(resolve(run.model!))} (Llama, ${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), ${precision}`;
+    const source = await resolveModel(run.model!, (line) => emit({ type: "note", message: line }));
+    const dtype = baseHostDType(policy);
+    ({ config: llama, weights: base } =
+      source.kind === "gguf"
+        ? await loadGgufLlamaWeights(source.path, { dtype })
+        : await loadLlamaWeights(source.path, { dtype }));
+    modelConfigFile = source.kind === "gguf" ? source.path : join(source.path, "config.json");
+    const what = source.kind === "gguf" ? `${source.name ?? "GGUF"}: Llama` : "Llama";
+    modelLine = `${displayPath(source.path)} (${what}, ${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), ${precision}`;
   }
   const maxSeq = llama.maxPositionEmbeddings;
 
@@ -332,7 +332,7 @@ async function runLocked(
       loraAlpha: run.alpha,
       loraDropout: run.dropout,
       targetModules: targets.map((m) => `${m}_proj`),
-      baseModelNameOrPath: builtin ? null : resolve(run.model!),
+      baseModelNameOrPath: builtin ? null : isModelName(run.model!) ? run.model! : resolve(run.model!),
     });
     layout = loraLayout(config, llama);
     lora = initLora(layout, llama, run.seed);
@@ -368,7 +368,7 @@ async function runLocked(
   const seq = run.seq;
   if (seq > maxSeq)
     throw fail(
-      `--seq ${seq} exceeds the model's max_position_embeddings ${maxSeq}${builtin ? " (built-in tiny Llama)" : ` (${displayPath(join(run.model!, "config.json"))})`}`,
+      `--seq ${seq} exceeds the model's max_position_embeddings ${maxSeq}${builtin ? " (built-in tiny Llama)" : ` (${displayPath(modelConfigFile)})`}`,
     );
   const prepared = prepareRecords(records, seq);
   if (prepared.records.length === 0) {
