@@ -108,6 +108,32 @@ describe("GgufFile", () => {
   });
 });
 
+describe("mixed k-quant files", () => {
+  it("k-quant tensors with 256-element rows sit next to legacy-type tensors whose rows are not", async () => {
+    // A Q4_K super-block with d = 1, dmin = 0, scale 1 for every sub-block, all q = 3: every value 3.
+    const scales = [1, 1, 1, 1, 0, 0, 0, 0, 0x11, 0x11, 0x11, 0x11]; // scale 1 everywhere (mins do not matter)
+    const q4k = Uint8Array.from([0x00, 0x3c, 0x00, 0x00, ...scales, ...new Array(128).fill(0x33)]);
+    // A Q5_0 block with d = 0.5, no high bits, all q = 0: every value -8.
+    const q50 = Uint8Array.from([0x00, 0x38, 0, 0, 0, 0, ...new Array(16).fill(0)]);
+    const path = await tmp("mixed.gguf");
+    await writeGguf(path, {}, [
+      { name: "k", shape: [1, 256], typeId: 12, bytes: q4k },
+      { name: "legacy", shape: [3, 32], typeId: 6, bytes: Uint8Array.from([...q50, ...q50, ...q50]) },
+    ]);
+    const g = await GgufFile.open(path);
+    try {
+      expect([...(await g.readF32("k"))]).toEqual(new Array(256).fill(3));
+      expect([...(await g.readF32("legacy"))]).toEqual(new Array(96).fill(-8));
+    } finally {
+      await g.close();
+    }
+    await writeGguf(path, {}, [{ name: "k", shape: [1, 96], typeId: 12, bytes: new Uint8Array(144) }]);
+    expect((await rejection(GgufFile.open(path))).message).toMatch(
+      /tensor "k" \(Q4_K\) has dimensions \[96, 1\]: rows of 96 elements, expected a positive multiple of Q4_K's block of 256/,
+    );
+  });
+});
+
 describe("bad files are named", () => {
   it("an unsupported type names the file, the tensor and the type", async () => {
     const path = await tmp("q2k.gguf");
