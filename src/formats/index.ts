@@ -1,4 +1,4 @@
-// The formats folder's public surface: host tensors, safetensors, HF Llama config/checkpoints, PEFT LoRA adapters.
+// The formats folder's public surface: host tensors, safetensors, HF Llama config/checkpoints, GGUF, PEFT LoRA adapters.
 
 export * from "./errors.ts";
 export * from "./host_tensor.ts";
@@ -7,3 +7,7 @@ export * from "./safetensors.ts";
 export * from "./hf_config.ts";
 export * from "./hf_checkpoint.ts";
 export * from "./peft.ts";
+export * from "./gguf.ts";
+export * from "./gguf_quants.ts";
+export * from "./gguf_llama.ts";
+export * from "./model_fetch.ts";

@@ -38,7 +38,7 @@ const int = (min: number) => z.number().int().min(min);
  */
 export const TrainConfigSchema = z
   .object({
-    /** Hugging Face Llama checkpoint directory; null trains the built-in tiny Llama. */
+    /** Hugging Face Llama checkpoint directory, llama .gguf file, or catalogued model name (fetched on first use); null trains the built-in tiny Llama. */
     model: z.string().min(1).nullable().default(null),
     /** PEFT LoRA adapter directory to start from; null starts a new one (PEFT's init). */
     adapter: z.string().min(1).nullable().default(null),

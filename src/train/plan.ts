@@ -12,7 +12,8 @@ import type { TrainRecord } from "../data/records.ts";
 import { keyValueTask, MIN_SEQ } from "../data/synthetic.ts";
 import { LLAMA_TINY, type LlamaWeights } from "../../models/llama.ts";
 import { initLora, loraFromAdapter, loraLayout, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
-import { loadLlamaWeights } from "../../models/weights.ts";
+import { loadGgufLlamaWeights, loadLlamaWeights } from "../../models/weights.ts";
+import { isModelName, resolveModel as resolveModelSource } from "../formats/model_fetch.ts";
 import { listCheckpoints, loadCheckpoint, readTrainerState, type TrainerState } from "./checkpoint.ts";
 import { DEFAULTS, flagName, RUN_FIELDS, type RunField, type TrainConfig } from "./config.ts";
 import { builtinBaseWeights, type OptimizerState } from "./loop.ts";
@@ -38,6 +39,8 @@ export interface ResolvedModel {
   policy: PrecisionPolicy;
   /** One-line description, as the start event carries it. */
   line: string;
+  /** Where max_position_embeddings came from (config.json or the GGUF), for messages; "" for the built-in model. */
+  configFile: string;
 }
 
 export interface ResolvedAdapter {
@@ -79,13 +82,17 @@ const fail = (message: string) => new TesseraError(message, { code: "ERR_TRAIN" 
 const badOption = (message: string) => new TesseraError(message, { code: "ERR_USAGE", exitCode: EXIT.usage });
 
 /** Reads the model, adapter, data and (with resume) the last checkpoint, in that order; writes nothing. */
-export async function planRun(run: TrainConfig, given: ReadonlySet<string>): Promise<RunPlan> {
+export async function planRun(
+  run: TrainConfig,
+  given: ReadonlySet<string>,
+  note: (message: string) => void = () => {},
+): Promise<RunPlan> {
   let resumeFrom: ResumePoint | undefined;
   if (run.resume) {
     resumeFrom = await lastCheckpoint(run.out);
     run = mergeResumed(run, given, resumeFrom.trainer, join(resumeFrom.dir, "trainer_state.json"));
   }
-  const model = await resolveModel(run);
+  const model = await resolveModel(run, note);
   const adapter = await resolveAdapter(run, given, model, resumeFrom);
   const data = await loadData(run, model, resumeFrom);
   const lr = run.lr ?? (model.builtin ? DEFAULTS.builtin.lr : DEFAULTS.checkpoint.lr);
@@ -106,7 +113,7 @@ async function lastCheckpoint(outDir: string): Promise<ResumePoint> {
 /** The run fields as stored in trainer_state.json, keyed by option name (resolved values, so a resume sees exactly what ran). */
 export function runRecord(r: TrainConfig): Record<string, string | number | boolean | null> {
   const v: Record<RunField, string | number | boolean | null> = {
-    model: r.model === null ? null : resolve(r.model),
+    model: r.model === null ? null : isModelName(r.model) ? r.model : resolve(r.model),
     adapter: r.adapter === null ? null : resolve(r.adapter),
     targets: canonicalTargets(r.targets).join(","),
     rank: r.rank,
@@ -169,8 +176,11 @@ function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: Trainer
   };
 }
 
-/** The base model: --model's Hugging Face checkpoint, or the built-in tiny Llama with seeded random weights. */
-async function resolveModel(run: TrainConfig): Promise<ResolvedModel> {
+/**
+ * The base model: --model's model name (fetched on first use), GGUF file or Hugging Face checkpoint folder, or the
+ * built-in tiny Llama with seeded random weights. `note` receives fetch progress.
+ */
+async function resolveModel(run: TrainConfig, note: (message: string) => void): Promise<ResolvedModel> {
   const builtin = run.model === null;
   const precision = run.precision ?? (builtin ? DEFAULTS.builtin.precision : DEFAULTS.checkpoint.precision);
   const policy = precisionPolicy(precision);
@@ -178,20 +188,18 @@ async function resolveModel(run: TrainConfig): Promise<ResolvedModel> {
     const llama = LLAMA_TINY;
     const base = builtinBaseWeights(llama, BUILTIN_MODEL_SEED, baseHostDType(policy) === "BF16" ? "BF16" : "F32");
     const line = `built-in tiny Llama (${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), seeded random weights (seed ${BUILTIN_MODEL_SEED}); --model <dir> trains a Hugging Face checkpoint`;
-    return { llama, base, builtin, precision, policy, line };
+    return { llama, base, builtin, precision, policy, line, configFile: "" };
   }
-  const st = await stat(run.model!).catch(() => undefined);
-  if (!st)
-    throw fail(
-      `--model ${run.model}: no such directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`,
-    );
-  if (!st.isDirectory())
-    throw fail(
-      `--model ${run.model}: not a directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)`,
-    );
-  const { config: llama, weights: base } = await loadLlamaWeights(run.model!, { dtype: baseHostDType(policy) });
-  const line = `${displayPath(resolve(run.model!))} (Llama, ${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), ${precision}`;
-  return { llama, base, builtin, precision, policy, line };
+  const source = await resolveModelSource(run.model!, note);
+  const dtype = baseHostDType(policy);
+  const { config: llama, weights: base } =
+    source.kind === "gguf"
+      ? await loadGgufLlamaWeights(source.path, { dtype })
+      : await loadLlamaWeights(source.path, { dtype });
+  const configFile = source.kind === "gguf" ? source.path : join(source.path, "config.json");
+  const what = source.kind === "gguf" ? `${source.name ?? "GGUF"}: Llama` : "Llama";
+  const line = `${displayPath(source.path)} (${what}, ${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), ${precision}`;
+  return { llama, base, builtin, precision, policy, line, configFile };
 }
 
 /** The adapter to train: the resumed checkpoint's, --adapter's PEFT directory, or a new one. */
@@ -219,7 +227,7 @@ async function resolveAdapter(
       loraAlpha: run.alpha,
       loraDropout: run.dropout,
       targetModules: canonicalTargets(run.targets).map((m) => `${m}_proj`),
-      baseModelNameOrPath: model.builtin ? null : resolve(run.model!),
+      baseModelNameOrPath: model.builtin ? null : isModelName(run.model!) ? run.model! : resolve(run.model!),
     });
     const layout = loraLayout(config, llama);
     const line = `new LoRA r ${run.rank}, alpha ${run.alpha}, dropout ${run.dropout} on ${layout.modules.join(",")}`;
@@ -270,7 +278,7 @@ async function loadData(
   model: ResolvedModel,
   resumeFrom: ResumePoint | undefined,
 ): Promise<ResolvedData> {
-  const { llama, builtin } = model;
+  const { llama, builtin, configFile } = model;
   const maxSeq = llama.maxPositionEmbeddings;
   if (run.padId >= llama.vocabSize)
     throw badOption(`--pad-id ${run.padId} is outside the model's vocabulary (0..${llama.vocabSize - 1})`);
@@ -278,7 +286,7 @@ async function loadData(
   const { seq } = raw;
   if (seq > maxSeq)
     throw fail(
-      `--seq ${seq} exceeds the model's max_position_embeddings ${maxSeq}${builtin ? " (built-in tiny Llama)" : ` (${displayPath(join(run.model!, "config.json"))})`}`,
+      `--seq ${seq} exceeds the model's max_position_embeddings ${maxSeq}${builtin ? " (built-in tiny Llama)" : ` (${displayPath(configFile)})`}`,
     );
   const prepared = prepareRecords(raw.records, seq);
   if (prepared.records.length === 0) {
@@ -304,7 +312,7 @@ async function loadData(
 
 /** The records as read (--data's JSONL file, or the built-in key-value task) and seq (--seq, or fitted to them). */
 async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<ResolvedData> {
-  const { llama, builtin } = model;
+  const { llama, builtin, configFile } = model;
   const maxSeq = llama.maxPositionEmbeddings;
   if (run.data !== null) {
     const loaded = await loadJsonl(run.data, { vocabSize: llama.vocabSize });

@@ -171,7 +171,7 @@ async function runLocked(
 ): Promise<TrainRunResult> {
   checkOutDir(config, lock, emit);
   // ---- everything is read and checked before anything is written -------------------------------------------------
-  const plan = await planRun(config, given);
+  const plan = await planRun(config, given, (message) => emit({ type: "note", message }));
   // ---- from here on, --out is written ----------------------------------------------------------------------------
   const out = await openOutputs(plan, lock, emit);
   emitStart(plan, emit);

@@ -211,11 +211,11 @@ describe("tessera train: bad input (in process, before any device work)", () => 
     expect(await trainHere({ model, out })).toEqual({
       code: 1,
       out: "",
-      err: `error: --model ${model}: no such directory (expected a Hugging Face Llama checkpoint: config.json + *.safetensors)\n`,
+      err: `error: --model ${model}: no such file or directory (expected a model name (smollm2-135m-instruct), a .gguf file, or a Hugging Face Llama checkpoint folder (config.json + *.safetensors))\n`,
     });
     expect(await trainHere({ model: data, out })).toMatchObject({
       code: 1,
-      err: expect.stringContaining(`--model ${data}: not a directory`),
+      err: expect.stringContaining(`--model ${data}: not a .gguf file nor a folder`),
     });
     expect(await trainHere({ adapter: tmp, out })).toEqual({
       code: 1,

