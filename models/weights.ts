@@ -1,5 +1,5 @@
 // Host-side Llama weights: an HF checkpoint or a GGUF streamed into the stacked [L, in, out] tree, back to HF names, random init.
-import { byteWidth, type HostDType } from "../src/ir/types.ts";
+import { byteWidth } from "../src/ir/types.ts";
 import { fromFloat32, hostTensor, type HostTensor } from "../src/formats/host_tensor.ts";
 import { HfCheckpoint } from "../src/formats/hf_checkpoint.ts";
 import { GgufLlama } from "../src/formats/gguf_llama.ts";

@@ -312,7 +312,7 @@ async function loadData(
 
 /** The records as read (--data's JSONL file, or the built-in key-value task) and seq (--seq, or fitted to them). */
 async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<ResolvedData> {
-  const { llama, builtin, configFile } = model;
+  const { llama, builtin } = model;
   const maxSeq = llama.maxPositionEmbeddings;
   if (run.data !== null) {
     const loaded = await loadJsonl(run.data, { vocabSize: llama.vocabSize });
