@@ -13,6 +13,7 @@ import type { TrainRecord } from "../data/records.ts";
 import { keyValueTask, MIN_SEQ } from "../data/synthetic.ts";
 import { fsError } from "../host/fs_errors.ts";
 import { LLAMA_TINY, type LlamaWeights } from "../../models/llama.ts";
+import { ropeContext, ropeScalingFromOption } from "../../models/rope.ts";
 import {
   initLora,
   loraFromAdapter,
@@ -34,6 +35,7 @@ import {
   DEFAULTS,
   flagName,
   givenFields,
+  parseRopeScalingOption,
   parseTrainConfig,
   RUN_FIELDS,
   type RunField,
@@ -145,6 +147,7 @@ function runRecord(r: TrainConfig): Record<string, string | number | boolean | n
     dropout: r.dropout,
     data: r.data === null ? null : resolve(r.data),
     seq: r.seq,
+    ropeScaling: r.ropeScaling,
     batch: r.batch,
     lr: r.lr,
     weightDecay: r.weightDecay,
@@ -155,6 +158,20 @@ function runRecord(r: TrainConfig): Record<string, string | number | boolean | n
     padId: r.padId,
   };
   return Object.fromEntries(RUN_FIELDS.map((k) => [flagName(k).slice(2), v[k]]));
+}
+
+/** Why --seq is past what the model's RoPE covers, and the --rope-scaling that would cover it. */
+function seqTooLong(seq: number, llama: LlamaConfig, source: string, option: string | null): string {
+  const max = llama.maxPositionEmbeddings;
+  const s = llama.ropeScaling;
+  if (s === undefined) {
+    const f = Math.ceil(seq / max);
+    return `--seq ${seq} exceeds the model's max_position_embeddings ${max} (${source}); to train past it, scale RoPE with --rope-scaling (e.g. --rope-scaling yarn:${f}; kinds linear, dynamic, yarn, llama3), or lower --seq`;
+  }
+  const orig = ("originalMaxPositionEmbeddings" in s ? s.originalMaxPositionEmbeddings : undefined) ?? max;
+  const by =
+    option === null ? `the model's rope_scaling ${s.kind} factor ${s.factor} (${source})` : `--rope-scaling ${option}`;
+  return `--seq ${seq} exceeds the ${ropeContext(llama)} positions that ${by} covers (factor x original context ${orig}); raise the factor to at least ${Math.ceil(seq / orig)} with --rope-scaling ${s.kind}:${Math.ceil(seq / orig)}, or lower --seq`;
 }
 
 const canonicalTargets = (t: readonly string[]) => LLAMA_LINEARS.filter((m) => t.includes(m));
@@ -189,6 +206,7 @@ function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: Trainer
     dropout: num("dropout"),
     data: str("data"),
     seq: s.seq === null ? null : num("seq"),
+    ropeScaling: str("rope-scaling"),
     batch: num("batch"),
     lr: s.lr === null ? null : num("lr"),
     weightDecay: num("weight-decay"),
@@ -226,7 +244,7 @@ async function trimMetrics(file: string, step: number): Promise<void> {
  * cause are TesseraErrors (a step with NaN/Inf loss or gradients: ERR_NONFINITE, unless onNonfinite is "skip").
  */
 export async function train(input: TrainConfigInput, opts: TrainRunOptions = {}): Promise<TrainRunResult> {
-  let run = parseTrainConfig(input);
+  const run = parseTrainConfig(input);
   const given = givenFields(input);
   const emit = opts.onEvent ?? (() => {});
   const lock = await lockOutDir(run.out);
@@ -298,7 +316,15 @@ async function runLocked(
     ({ config: llama, weights: base } = await loadLlamaWeights(run.model!, { dtype: baseHostDType(policy) }));
     modelLine = `${displayPath(resolve(run.model!))} (Llama, ${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), ${precision}`;
   }
-  const maxSeq = llama.maxPositionEmbeddings;
+  if (run.ropeScaling !== null) {
+    const o = parseRopeScalingOption(run.ropeScaling);
+    if (typeof o === "string") throw badOption(`--rope-scaling: ${o}`);
+    llama = { ...llama, ropeScaling: ropeScalingFromOption(o.kind, o.factor) };
+  }
+  // The longest --seq the model's RoPE covers: max_position_embeddings, or what the scaling stretches it to.
+  const maxSeq = ropeContext(llama);
+  if (llama.ropeScaling !== undefined)
+    modelLine += `; RoPE scaling ${llama.ropeScaling.kind} x${llama.ropeScaling.factor} (up to ${fmtInt(maxSeq)} positions)`;
 
   // The adapter.
   let layout: LoraLayout, lora: LoraWeights<HostTensor>, optimizer: OptimizerState | undefined, adapterLine: string;
@@ -368,7 +394,12 @@ async function runLocked(
   const seq = run.seq;
   if (seq > maxSeq)
     throw fail(
-      `--seq ${seq} exceeds the model's max_position_embeddings ${maxSeq}${builtin ? " (built-in tiny Llama)" : ` (${displayPath(join(run.model!, "config.json"))})`}`,
+      seqTooLong(
+        seq,
+        llama,
+        builtin ? "built-in tiny Llama" : displayPath(join(run.model!, "config.json")),
+        run.ropeScaling,
+      ),
     );
   const prepared = prepareRecords(records, seq);
   if (prepared.records.length === 0) {

@@ -1,12 +1,15 @@
 // RoPE scaling (linear, dynamic NTK, YaRN, llama3) against transformers' own numbers, config.json in both forms, and a scaled Llama forward.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { array, jit, type Tensor } from "tessera";
+import { trainCommand } from "../../src/cli/train.ts";
 import { FormatError } from "../../src/formats/errors.ts";
+import { listCheckpoints } from "../../src/train/checkpoint.ts";
 import { toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { llamaConfigToJson, parseLlamaConfig, type LlamaConfig } from "../../src/formats/hf_config.ts";
-import { llamaLogits, type LlamaWeights } from "../../models/llama.ts";
+import { LLAMA_TINY, llamaLogits, type LlamaWeights } from "../../models/llama.ts";
 import { ropeContext, ropeParameters, ropeTables, ropeTablesHost } from "../../models/rope.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
 import { interpretOnHost } from "../../src/parity/execute.ts";
@@ -202,4 +205,69 @@ describe("a Llama with scaled RoPE", () => {
       expect(relErr(refLogits(plain, f64(hf), tokens[0]!), ref)).toBeGreaterThan(1e-3);
     });
   }
+});
+
+describe("tessera train --rope-scaling", () => {
+  let tmp: string, cleanup: () => Promise<void>;
+  beforeAll(async () => {
+    ({ dir: tmp, cleanup } = await tempDir("rope-train"));
+  });
+  afterAll(() => cleanup());
+
+  const trainHere = async (opts: Record<string, string>) => {
+    let out = "",
+      err = "";
+    const code = await trainCommand(
+      { positionals: [], options: new Map(Object.entries(opts)), help: false },
+      { out: (s) => (out += s), err: (s) => (err += s), tty: false },
+    );
+    return { code, out, err };
+  };
+  const small = { batch: "2", targets: "q,v", rank: "4", alpha: "8", "log-every": "1" };
+
+  it("refuses --seq past max_position_embeddings, or past what the scaling covers, saying how to fix it", async () => {
+    const out = join(tmp, "nothing");
+    expect(await trainHere({ seq: "200", out })).toEqual({
+      code: 1,
+      out: "",
+      err: "error: --seq 200 exceeds the model's max_position_embeddings 64 (built-in tiny Llama); to train past it, scale RoPE with --rope-scaling (e.g. --rope-scaling yarn:4; kinds linear, dynamic, yarn, llama3), or lower --seq\n",
+    });
+    expect(await trainHere({ seq: "200", "rope-scaling": "linear:2", out })).toEqual({
+      code: 1,
+      out: "",
+      err: "error: --seq 200 exceeds the 128 positions that --rope-scaling linear:2 covers (factor x original context 64); raise the factor to at least 4 with --rope-scaling linear:4, or lower --seq\n",
+    });
+    // A checkpoint whose config.json carries the scaling: its own factor is the limit.
+    const model = join(tmp, "scaled-model");
+    await writeModel(model, { ...LLAMA_TINY, ropeScaling: { kind: "dynamic", factor: 2 } });
+    expect(await trainHere({ model, seq: "200", out })).toMatchObject({
+      code: 1,
+      err: `error: --seq 200 exceeds the 128 positions that the model's rope_scaling dynamic factor 2 (${model}/config.json) covers (factor x original context 64); raise the factor to at least 4 with --rope-scaling dynamic:4, or lower --seq\n`,
+    });
+    for (const bad of ["cubic:2", "linear", "linear:0.5", "yarn:x", "yarn:4:2"])
+      await expect(trainHere({ "rope-scaling": bad, out })).rejects.toThrow(
+        `--rope-scaling: expected kind:factor with kind one of linear, dynamic, yarn, llama3 and factor a number >= 1 (e.g. linear:4); got '${bad}'`,
+      );
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it("trains past the context with scaling, records it in trainer_state.json, and --resume must agree", async () => {
+    const out = join(tmp, "run");
+    const r = await trainHere({ ...small, seq: "128", "rope-scaling": "yarn:2.0", steps: "2", out });
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("RoPE scaling yarn x2 (up to 128 positions)");
+    expect(r.out).toContain("batch 2 x seq 128");
+    const [last] = (await listCheckpoints(out)).slice(-1);
+    const state = JSON.parse(await readFile(join(last!.dir, "trainer_state.json"), "utf8"));
+    expect(state.options["rope-scaling"]).toBe("yarn:2");
+
+    expect(await trainHere({ "rope-scaling": "linear:2", steps: "3", resume: "true", out })).toMatchObject({
+      code: 1,
+      err: expect.stringContaining("--rope-scaling linear:2 differs from the run being resumed (yarn:2"),
+    });
+    const resumed = await trainHere({ steps: "3", resume: "true", out });
+    expect(resumed.code).toBe(0);
+    expect(resumed.out).toContain("RoPE scaling yarn x2");
+  });
 });
