@@ -354,7 +354,7 @@ export function llamaConfigToJson(cfg: LlamaConfig): Record<string, unknown> {
 
 /** Writes `dir/config.json` atomically. */
 export async function saveLlamaConfig(dir: string, cfg: LlamaConfig): Promise<void> {
-  const text = JSON.stringify(llamaConfigToJson(cfg), null, 2) + "\n";
+  const text = `${JSON.stringify(llamaConfigToJson(cfg), null, 2)}\n`;
   await writeFileAtomic(join(dir, "config.json"), (fh) => writeAll(fh, new TextEncoder().encode(text)));
 }
 

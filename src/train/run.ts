@@ -230,7 +230,7 @@ async function trimMetrics(file: string, step: number): Promise<void> {
       return false;
     }
   });
-  const bytes = new TextEncoder().encode(keep.map((l) => l + "\n").join(""));
+  const bytes = new TextEncoder().encode(keep.map((l) => `${l}\n`).join(""));
   await writeFileAtomic(file, (fh) => writeAll(fh, bytes)).catch((e) => {
     throw fsError(e, file, "write");
   });
@@ -512,7 +512,7 @@ async function runLocked(
       ...(info.nonfinite ? { skipped: true } : {}),
       skipped_steps: skippedSteps,
     };
-    await appendFile(metricsFile, JSON.stringify(record) + "\n").catch((e) => {
+    await appendFile(metricsFile, `${JSON.stringify(record)}\n`).catch((e) => {
       throw fsError(e, metricsFile, "append to");
     });
     const log = first || info.step % run.logEvery === 0 || info.step === run.steps || !!signal?.aborted;

@@ -191,7 +191,7 @@ describe("parseLlamaConfig", () => {
 
   it("accepts a config.json that starts with a UTF-8 byte order mark", async () => {
     const dir = await tempDir();
-    await writeFile(join(dir, "config.json"), "\uFEFF" + (await readFile(join(FIXTURE, "config.json"), "utf8")));
+    await writeFile(join(dir, "config.json"), `\uFEFF${await readFile(join(FIXTURE, "config.json"), "utf8")}`);
     expect(await loadLlamaConfig(dir)).toEqual(await loadLlamaConfig(FIXTURE));
   });
 });

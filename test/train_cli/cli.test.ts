@@ -81,7 +81,7 @@ beforeAll(async () => {
   const lines = Array.from({ length: 5 }, (_, i) =>
     JSON.stringify({ prompt_ids: [1, 10 + i, 20 + i, 30 + i, 2, 10 + i], answer_ids: [20 + i, 40 + i] }),
   );
-  await writeFile(data, lines.join("\n") + "\n");
+  await writeFile(data, `${lines.join("\n")}\n`);
 });
 afterAll(() => rm(tmp, { recursive: true, force: true }));
 
