@@ -13,6 +13,7 @@ import {
   type LlamaLinear,
 } from "../src/formats/hf_config.ts";
 import { loraDelta, type LoraLayout, type LoraWeights } from "./lora.ts";
+import { ropeTables } from "./rope.ts";
 import { matmulF32Acc, softmax } from "./stable.ts";
 
 export {
@@ -25,6 +26,7 @@ export {
   type LlamaConfig,
   type LlamaLinear,
 };
+export { ropeInvFreq, ropeTables } from "./rope.ts";
 
 type DType = Tensor["dtype"];
 
@@ -130,28 +132,6 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
   const x32 = x.astype("f32");
   const inv = x32.square().mean(-1, { keepdims: true }).add(eps).rsqrt();
   return w.mul(x32.mul(inv).astype(x.dtype));
-}
-
-/**
- * RoPE inverse frequencies exactly as transformers computes them in f32: 1 / theta^(arange(0, D, 2) / D), each step
- * rounded to f32.
- */
-export function ropeInvFreq(headDim: number, theta: number): Float32Array {
-  const out = new Float32Array(headDim / 2);
-  for (let i = 0; i < out.length; i++) {
-    const e = Math.fround(Math.fround(2 * i) / headDim);
-    out[i] = Math.fround(1 / Math.fround(theta ** e));
-  }
-  return out;
-}
-
-/** cos and sin of position * inv_freq for positions 0..S-1, computed in f32: each [S, D] (the half repeated). */
-export function ropeTables(cfg: LlamaConfig, seq: number): [Tensor, Tensor] {
-  const half = cfg.headDim / 2;
-  const pos = tx.iota([seq, half], 0, "f32");
-  const freqs = pos.mul(tx.constant(ropeInvFreq(cfg.headDim, cfg.ropeTheta)).reshape([1, half]));
-  const ang = tx.concatenate([freqs, freqs], -1);
-  return [ang.cos(), ang.sin()];
 }
 
 /**

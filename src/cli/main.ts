@@ -100,6 +100,12 @@ export const COMMANDS: readonly Command[] = [
         value: "<n>",
         description: "sequence length (default: 64 built-in task, else the longest record, capped by the model)",
       },
+      {
+        name: "rope-scaling",
+        value: "<kind:factor>",
+        description:
+          "RoPE scaling to train past max_position_embeddings: linear, dynamic, yarn or llama3, e.g. yarn:4 (default: the model's config.json)",
+      },
       { name: "batch", value: "<n>", description: "sequences per step (default 8)" },
       { name: "steps", value: "<n>", description: "total optimizer steps of the run (default 60)" },
       { name: "lr", value: "<rate>", description: "peak learning rate (default 1e-2 built-in model, 2e-4 checkpoint)" },

@@ -69,6 +69,7 @@ export function configFromFlags(o: ReadonlyMap<string, string>): TrainConfigInpu
     dropout: num("dropout", "float", 0, 0.99),
     data: get("data"),
     seq: num("seq", "int", 2),
+    ropeScaling: get("rope-scaling"),
     batch: num("batch", "int", 1),
     steps: num("steps", "int", 0),
     lr: num("lr", "float", 0),

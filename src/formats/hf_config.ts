@@ -7,7 +7,38 @@ import { FormatError, zodFormatError } from "./errors.ts";
 import { writeFileAtomic, writeAll } from "./atomic.ts";
 import { stripBom } from "../host/text.ts";
 
-/** The architecture numbers Tessera builds a Llama from. Everything not here is fixed: SwiGLU, RMSNorm, no biases, plain RoPE. */
+/** The RoPE scaling kinds transformers defines that Tessera computes (models/rope.ts), as config.json names them. */
+export const ROPE_SCALING_KINDS = ["linear", "dynamic", "yarn", "llama3"] as const;
+export type RopeScalingKind = (typeof ROPE_SCALING_KINDS)[number];
+
+/**
+ * RoPE scaling as transformers' `rope_scaling` / `rope_parameters` describe it. `originalMaxPositionEmbeddings`
+ * left out means the model's max_position_embeddings (transformers' default). YaRN's optional fields left out take
+ * transformers' defaults (beta_fast 32, beta_slow 1, truncate true, attention factor 0.1 ln(factor) + 1).
+ */
+export type RopeScaling =
+  | { kind: "linear"; factor: number }
+  | { kind: "dynamic"; factor: number }
+  | {
+      kind: "yarn";
+      factor: number;
+      originalMaxPositionEmbeddings?: number | undefined;
+      attentionFactor?: number | undefined;
+      betaFast?: number | undefined;
+      betaSlow?: number | undefined;
+      mscale?: number | undefined;
+      mscaleAllDim?: number | undefined;
+      truncate?: boolean | undefined;
+    }
+  | {
+      kind: "llama3";
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings?: number | undefined;
+    };
+
+/** The architecture numbers Tessera builds a Llama from. Everything not here is fixed: SwiGLU, RMSNorm, no biases, rotate-half RoPE. */
 export interface LlamaConfig {
   vocabSize: number;
   hiddenSize: number;
@@ -19,6 +50,8 @@ export interface LlamaConfig {
   headDim: number;
   rmsNormEps: number;
   ropeTheta: number;
+  /** Absent: plain RoPE. */
+  ropeScaling?: RopeScaling | undefined;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   bosTokenId?: number | undefined;
@@ -44,6 +77,16 @@ const ropeObject = z
     rope_type: z.string().optional(),
     type: z.string().optional(),
     rope_theta: z.number().positive().optional(),
+    factor: z.number().positive().nullish(),
+    original_max_position_embeddings: posInt.nullish(),
+    low_freq_factor: z.number().positive().nullish(),
+    high_freq_factor: z.number().positive().nullish(),
+    attention_factor: z.number().positive().nullish(),
+    beta_fast: z.number().positive().nullish(),
+    beta_slow: z.number().positive().nullish(),
+    mscale: z.number().nullish(),
+    mscale_all_dim: z.number().nullish(),
+    truncate: z.boolean().nullish(),
   })
   .loose();
 
@@ -110,16 +153,21 @@ export function parseLlamaConfig(json: unknown, file = "config.json"): LlamaConf
   }
 
   // RoPE: transformers 4.x has top-level rope_theta and optional rope_scaling; 5.x folds both into rope_parameters.
+  let ropeScaling: RopeScaling | undefined;
+  let ropeScalingKey = "";
   for (const key of ["rope_scaling", "rope_parameters"] as const) {
     const rp = c[key];
     if (rp === null || rp === undefined) continue;
-    const type = rp.rope_type ?? rp.type ?? "default";
-    if (type !== "default") {
+    const scaling = parseRopeScaling(rp, key, fail);
+    if (scaling === undefined) continue;
+    if (ropeScaling !== undefined && JSON.stringify(ropeScaling) !== JSON.stringify(scaling)) {
       fail(
-        `${key}.${rp.rope_type !== undefined ? "rope_type" : "type"}`,
-        `expected "default", got ${JSON.stringify(type)}: RoPE scaling variants are not supported`,
+        key,
+        `${JSON.stringify(rp)} disagrees with ${ropeScalingKey} ${JSON.stringify(c[ropeScalingKey as typeof key])}`,
       );
     }
+    ropeScaling = scaling;
+    ropeScalingKey = key;
   }
   const nested = c.rope_parameters?.rope_theta;
   if (nested !== undefined && c.rope_theta !== undefined && nested !== c.rope_theta) {
@@ -156,11 +204,94 @@ export function parseLlamaConfig(json: unknown, file = "config.json"): LlamaConf
     maxPositionEmbeddings: c.max_position_embeddings ?? 2048,
     tieWordEmbeddings: c.tie_word_embeddings ?? false,
   };
+  if (ropeScaling !== undefined) cfg.ropeScaling = ropeScaling;
   if (c.bos_token_id != null) cfg.bosTokenId = c.bos_token_id;
   if (c.eos_token_id != null) cfg.eosTokenId = c.eos_token_id;
   if (c.pad_token_id != null) cfg.padTokenId = c.pad_token_id;
   if (dtypeName != null && DTYPE_NAMES[dtypeName] !== undefined) cfg.dtype = DTYPE_NAMES[dtypeName];
   return cfg;
+}
+
+/**
+ * One `rope_scaling` / `rope_parameters` object as a RopeScaling; undefined for plain RoPE ("default"). `key` names
+ * the field in errors; `fail` throws the FormatError.
+ */
+function parseRopeScaling(
+  rp: z.output<typeof ropeObject>,
+  key: string,
+  fail: (field: string, msg: string) => never,
+): RopeScaling | undefined {
+  const typeField = `${key}.${rp.rope_type !== undefined ? "rope_type" : "type"}`;
+  const type = rp.rope_type ?? rp.type ?? "default";
+  if (type === "default") return undefined;
+  if (!(ROPE_SCALING_KINDS as readonly string[]).includes(type)) {
+    fail(
+      typeField,
+      `expected "default" or one of ${ROPE_SCALING_KINDS.map((k) => `"${k}"`).join(", ")}, got ${JSON.stringify(type)}: that RoPE scaling is not supported`,
+    );
+  }
+  const kind = type as RopeScalingKind;
+  const need = (field: "factor" | "low_freq_factor" | "high_freq_factor"): number => {
+    const v = rp[field];
+    if (v === null || v === undefined) fail(`${key}.${field}`, `missing: rope_type "${kind}" needs a number > 0`);
+    return v;
+  };
+  const opt = <T>(v: T | null | undefined): T | undefined => (v === null ? undefined : v);
+  const factor = need("factor");
+  switch (kind) {
+    case "linear":
+    case "dynamic":
+      return { kind, factor };
+    case "yarn": {
+      const y: RopeScaling = { kind, factor };
+      // Only the fields the file gives, so that two spellings of the same settings compare equal.
+      const fields = {
+        originalMaxPositionEmbeddings: opt(rp.original_max_position_embeddings),
+        attentionFactor: opt(rp.attention_factor),
+        betaFast: opt(rp.beta_fast),
+        betaSlow: opt(rp.beta_slow),
+        mscale: opt(rp.mscale),
+        mscaleAllDim: opt(rp.mscale_all_dim),
+        truncate: opt(rp.truncate),
+      };
+      for (const [k, v] of Object.entries(fields)) if (v !== undefined) Object.assign(y, { [k]: v });
+      return y;
+    }
+    case "llama3": {
+      const l: RopeScaling = {
+        kind,
+        factor,
+        lowFreqFactor: need("low_freq_factor"),
+        highFreqFactor: need("high_freq_factor"),
+      };
+      if (l.highFreqFactor <= l.lowFreqFactor) {
+        fail(
+          `${key}.high_freq_factor`,
+          `expected more than low_freq_factor ${l.lowFreqFactor}, got ${l.highFreqFactor}`,
+        );
+      }
+      const orig = opt(rp.original_max_position_embeddings);
+      if (orig !== undefined) l.originalMaxPositionEmbeddings = orig;
+      return l;
+    }
+  }
+}
+
+/** RoPE scaling as config.json spells it (transformers' snake_case field names), for rope_scaling / rope_parameters. */
+export function ropeScalingToJson(s: RopeScaling): Record<string, unknown> {
+  const out: Record<string, unknown> = { rope_type: s.kind, factor: s.factor };
+  if (s.kind === "llama3") Object.assign(out, { low_freq_factor: s.lowFreqFactor, high_freq_factor: s.highFreqFactor });
+  const names: Record<string, string> = {
+    originalMaxPositionEmbeddings: "original_max_position_embeddings",
+    attentionFactor: "attention_factor",
+    betaFast: "beta_fast",
+    betaSlow: "beta_slow",
+    mscale: "mscale",
+    mscaleAllDim: "mscale_all_dim",
+    truncate: "truncate",
+  };
+  for (const [k, v] of Object.entries(s)) if (names[k] !== undefined && v !== undefined) out[names[k]] = v;
+  return out;
 }
 
 /** Reads `config.json` from a checkpoint directory, or the given JSON file. */
@@ -201,8 +332,11 @@ export function llamaConfigToJson(cfg: LlamaConfig): Record<string, unknown> {
     hidden_act: "silu",
     rms_norm_eps: cfg.rmsNormEps,
     rope_theta: cfg.ropeTheta,
-    rope_scaling: null,
-    rope_parameters: { rope_type: "default", rope_theta: cfg.ropeTheta },
+    rope_scaling: cfg.ropeScaling === undefined ? null : ropeScalingToJson(cfg.ropeScaling),
+    rope_parameters:
+      cfg.ropeScaling === undefined
+        ? { rope_type: "default", rope_theta: cfg.ropeTheta }
+        : { ...ropeScalingToJson(cfg.ropeScaling), rope_theta: cfg.ropeTheta },
     max_position_embeddings: cfg.maxPositionEmbeddings,
     tie_word_embeddings: cfg.tieWordEmbeddings,
     attention_bias: false,

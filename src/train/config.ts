@@ -1,7 +1,7 @@
 // The configuration of a training run: one zod schema that the CLI, tests and users' scripts all fill in.
 import { z } from "zod";
 import { EXIT, TesseraError } from "../errors.ts";
-import { LLAMA_LINEARS } from "../formats/hf_config.ts";
+import { LLAMA_LINEARS, ROPE_SCALING_KINDS, type RopeScalingKind } from "../formats/hf_config.ts";
 
 /**
  * Defaults that depend on the model: the built-in tiny model trains in f32 at a high learning rate (tiny, random,
@@ -33,6 +33,35 @@ const c = DEFAULTS.common;
 const int = (min: number) => z.number().int().min(min);
 
 /**
+ * `--rope-scaling kind:factor` (e.g. linear:4) as a kind and factor, or what is wrong with it. The factor is at
+ * least 1: scaling exists to stretch the pretraining context, not to shrink it.
+ */
+export function parseRopeScalingOption(text: string): { kind: RopeScalingKind; factor: number } | string {
+  const [kind, factorText, ...rest] = text.split(":");
+  const factor = Number(factorText);
+  const ok =
+    rest.length === 0 &&
+    (ROPE_SCALING_KINDS as readonly string[]).includes(kind ?? "") &&
+    factorText !== undefined &&
+    factorText.trim() !== "" &&
+    Number.isFinite(factor) &&
+    factor >= 1;
+  if (!ok)
+    return `expected kind:factor with kind one of ${ROPE_SCALING_KINDS.join(", ")} and factor a number >= 1 (e.g. linear:4); got '${text}'`;
+  return { kind: kind as RopeScalingKind, factor };
+}
+
+/** The option in one spelling (yarn:4.0 -> yarn:4), so a resumed run compares it as recorded. */
+const ropeScalingField = z.string().transform((text, ctx) => {
+  const r = parseRopeScalingOption(text);
+  if (typeof r === "string") {
+    ctx.addIssue({ code: "custom", message: r });
+    return z.NEVER;
+  }
+  return `${r.kind}:${r.factor}`;
+});
+
+/**
  * A run. `null` means "the default for this model" (lr, precision, seq) or "none" (model: the built-in tiny Llama;
  * adapter: a new one; data: the built-in task). Paths are relative to the working directory.
  */
@@ -52,6 +81,11 @@ export const TrainConfigSchema = z
     /** JSONL token records; null uses the built-in key -> value task. */
     data: z.string().min(1).nullable().default(null),
     seq: int(2).nullable().default(null),
+    /**
+     * RoPE scaling as kind:factor (linear, dynamic, yarn, llama3), replacing the model's own; null keeps the
+     * model's (its config.json rope_scaling, if any). Lets --seq go past max_position_embeddings.
+     */
+    ropeScaling: ropeScalingField.nullable().default(null),
     batch: int(1).default(c.batch),
     /** Total optimizer steps of the run (a resumed run continues up to this). */
     steps: int(0).default(c.steps),
@@ -92,6 +126,7 @@ export const RUN_FIELDS = [
   "dropout",
   "data",
   "seq",
+  "ropeScaling",
   "batch",
   "lr",
   "weightDecay",

@@ -11,11 +11,12 @@ import { loadJsonl } from "../data/jsonl.ts";
 import type { TrainRecord } from "../data/records.ts";
 import { keyValueTask, MIN_SEQ } from "../data/synthetic.ts";
 import { LLAMA_TINY, type LlamaWeights } from "../../models/llama.ts";
+import { ropeContext, ropeScalingFromOption } from "../../models/rope.ts";
 import { initLora, loraFromAdapter, loraLayout, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { loadGgufLlamaWeights, loadLlamaWeights } from "../../models/weights.ts";
 import { isModelName, resolveModel as resolveModelSource } from "../formats/model_fetch.ts";
 import { listCheckpoints, loadCheckpoint, readTrainerState, type TrainerState } from "./checkpoint.ts";
-import { DEFAULTS, flagName, RUN_FIELDS, type RunField, type TrainConfig } from "./config.ts";
+import { DEFAULTS, flagName, parseRopeScalingOption, RUN_FIELDS, type RunField, type TrainConfig } from "./config.ts";
 import { builtinBaseWeights, type OptimizerState } from "./loop.ts";
 import { baseHostDType, type PrecisionPolicy, precisionPolicy } from "./precision.ts";
 
@@ -121,6 +122,7 @@ export function runRecord(r: TrainConfig): Record<string, string | number | bool
     dropout: r.dropout,
     data: r.data === null ? null : resolve(r.data),
     seq: r.seq,
+    ropeScaling: r.ropeScaling,
     batch: r.batch,
     lr: r.lr,
     weightDecay: r.weightDecay,
@@ -165,6 +167,7 @@ function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: Trainer
     dropout: num("dropout"),
     data: str("data"),
     seq: s.seq === null ? null : num("seq"),
+    ropeScaling: str("rope-scaling"),
     batch: num("batch"),
     lr: s.lr === null ? null : num("lr"),
     weightDecay: num("weight-decay"),
@@ -181,6 +184,11 @@ function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: Trainer
  * built-in tiny Llama with seeded random weights. `note` receives fetch progress.
  */
 async function resolveModel(run: TrainConfig, note: (message: string) => void): Promise<ResolvedModel> {
+  return withRopeScaling(run, await loadModel(run, note));
+}
+
+/** The model as its files (or the built-in preset) describe it. */
+async function loadModel(run: TrainConfig, note: (message: string) => void): Promise<ResolvedModel> {
   const builtin = run.model === null;
   const precision = run.precision ?? (builtin ? DEFAULTS.builtin.precision : DEFAULTS.checkpoint.precision);
   const policy = precisionPolicy(precision);
@@ -200,6 +208,33 @@ async function resolveModel(run: TrainConfig, note: (message: string) => void): 
   const what = source.kind === "gguf" ? `${source.name ?? "GGUF"}: Llama` : "Llama";
   const line = `${displayPath(source.path)} (${what}, ${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), ${precision}`;
   return { llama, base, builtin, precision, policy, line, configFile };
+}
+
+/** --rope-scaling replaces the model's own scaling; the start line says what RoPE covers when scaled. */
+function withRopeScaling(run: TrainConfig, model: ResolvedModel): ResolvedModel {
+  let llama = model.llama;
+  if (run.ropeScaling !== null) {
+    const o = parseRopeScalingOption(run.ropeScaling);
+    if (typeof o === "string") throw badOption(`--rope-scaling: ${o}`);
+    llama = { ...llama, ropeScaling: ropeScalingFromOption(o.kind, o.factor) };
+  }
+  if (llama.ropeScaling === undefined) return model;
+  const line = `${model.line}; RoPE scaling ${llama.ropeScaling.kind} x${llama.ropeScaling.factor} (up to ${fmtInt(ropeContext(llama))} positions)`;
+  return { ...model, llama, line };
+}
+
+/** Why --seq is past what the model's RoPE covers, and the --rope-scaling that would cover it. */
+function seqTooLong(seq: number, llama: LlamaConfig, source: string, option: string | null): string {
+  const max = llama.maxPositionEmbeddings;
+  const s = llama.ropeScaling;
+  if (s === undefined) {
+    const f = Math.ceil(seq / max);
+    return `--seq ${seq} exceeds the model's max_position_embeddings ${max} (${source}); to train past it, scale RoPE with --rope-scaling (e.g. --rope-scaling yarn:${f}; kinds linear, dynamic, yarn, llama3), or lower --seq`;
+  }
+  const orig = ("originalMaxPositionEmbeddings" in s ? s.originalMaxPositionEmbeddings : undefined) ?? max;
+  const by =
+    option === null ? `the model's rope_scaling ${s.kind} factor ${s.factor} (${source})` : `--rope-scaling ${option}`;
+  return `--seq ${seq} exceeds the ${ropeContext(llama)} positions that ${by} covers (factor x original context ${orig}); raise the factor to at least ${Math.ceil(seq / orig)} with --rope-scaling ${s.kind}:${Math.ceil(seq / orig)}, or lower --seq`;
 }
 
 /** The adapter to train: the resumed checkpoint's, --adapter's PEFT directory, or a new one. */
@@ -279,15 +314,14 @@ async function loadData(
   resumeFrom: ResumePoint | undefined,
 ): Promise<ResolvedData> {
   const { llama, builtin, configFile } = model;
-  const maxSeq = llama.maxPositionEmbeddings;
+  // The longest --seq the model's RoPE covers: max_position_embeddings, or what the scaling stretches it to.
+  const maxSeq = ropeContext(llama);
   if (run.padId >= llama.vocabSize)
     throw badOption(`--pad-id ${run.padId} is outside the model's vocabulary (0..${llama.vocabSize - 1})`);
   const raw = await readRecords(run, model);
   const { seq } = raw;
   if (seq > maxSeq)
-    throw fail(
-      `--seq ${seq} exceeds the model's max_position_embeddings ${maxSeq}${builtin ? " (built-in tiny Llama)" : ` (${displayPath(configFile)})`}`,
-    );
+    throw fail(seqTooLong(seq, llama, builtin ? "built-in tiny Llama" : displayPath(configFile), run.ropeScaling));
   const prepared = prepareRecords(raw.records, seq);
   if (prepared.records.length === 0) {
     throw fail(
@@ -313,7 +347,8 @@ async function loadData(
 /** The records as read (--data's JSONL file, or the built-in key-value task) and seq (--seq, or fitted to them). */
 async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<ResolvedData> {
   const { llama, builtin } = model;
-  const maxSeq = llama.maxPositionEmbeddings;
+  // The longest --seq the model's RoPE covers: max_position_embeddings, or what the scaling stretches it to.
+  const maxSeq = ropeContext(llama);
   if (run.data !== null) {
     const loaded = await loadJsonl(run.data, { vocabSize: llama.vocabSize });
     const longest = loaded.records.reduce((m, r) => Math.max(m, r.ids.length), 0);

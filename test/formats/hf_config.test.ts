@@ -165,14 +165,15 @@ describe("parseLlamaConfig", () => {
     expect(parseErr({ ...minimal, mlp_bias: true })).toMatch(
       /field "mlp_bias": expected false: MLP projections with bias/,
     );
-    expect(parseErr({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8 } })).toMatch(
-      /field "rope_scaling\.rope_type": expected "default", got "llama3": RoPE scaling variants are not supported/,
+    // RoPE scaling kinds beyond linear, dynamic, yarn and llama3 (test/models/rope.test.ts covers those).
+    expect(parseErr({ ...minimal, rope_scaling: { rope_type: "longrope", factor: 8 } })).toMatch(
+      /field "rope_scaling\.rope_type": expected "default" or one of "linear", "dynamic", "yarn", "llama3", got "longrope": that RoPE scaling is not supported/,
     );
-    expect(parseErr({ ...minimal, rope_scaling: { type: "linear", factor: 2 } })).toMatch(
-      /field "rope_scaling\.type": expected "default", got "linear"/,
+    expect(parseErr({ ...minimal, rope_scaling: { type: "su", factor: 2 } })).toMatch(
+      /field "rope_scaling\.type": expected "default" or one of .*, got "su"/,
     );
     expect(parseErr({ ...minimal, rope_parameters: { rope_type: "yarn", rope_theta: 1e6 } })).toMatch(
-      /field "rope_parameters\.rope_type": expected "default", got "yarn"/,
+      /field "rope_parameters\.factor": missing: rope_type "yarn" needs a number > 0/,
     );
     expect(parseErr({ ...minimal, model_type: "mistral" })).toMatch(
       /field "model_type": expected "llama", got "mistral"/,

@@ -65,16 +65,22 @@ function rms(x: Float64Array, T: number, E: number, w: Float64Array, eps: number
   return y;
 }
 
+/** RoPE given by its inverse frequencies and a factor on cos and sin (YaRN's), instead of theta. */
+export interface RefRope {
+  invFreq: ArrayLike<number>;
+  scaling: number;
+}
+
 /** Rotate-half RoPE in place on [T, H, D] at positions 0..T-1. */
-function rope(x: Float64Array, T: number, H: number, D: number, theta: number): void {
+function rope(x: Float64Array, T: number, H: number, D: number, theta: number, given?: RefRope): void {
   const half = D / 2;
   for (let t = 0; t < T; t++)
     for (let h = 0; h < H; h++) {
       const o = (t * H + h) * D;
       for (let i = 0; i < half; i++) {
-        const ang = t / theta ** ((2 * i) / D);
-        const c = Math.cos(ang),
-          s = Math.sin(ang);
+        const ang = given ? t * given.invFreq[i]! : t / theta ** ((2 * i) / D);
+        const c = Math.cos(ang) * (given?.scaling ?? 1),
+          s = Math.sin(ang) * (given?.scaling ?? 1);
         const a = x[o + i]!,
           b = x[o + i + half]!;
         x[o + i] = a * c - b * s;
@@ -89,6 +95,7 @@ export function refLogits(
   w: Map<string, Float64Array>,
   tokens: readonly number[],
   lora?: RefLora,
+  ropeOverride?: RefRope,
 ): Float64Array {
   const T = tokens.length,
     E = cfg.hiddenSize,
@@ -108,8 +115,8 @@ export function refLogits(
     const q = projection(w, lora, l, "q", x, T, E, H * D);
     const k = projection(w, lora, l, "k", x, T, E, KV * D);
     const v = projection(w, lora, l, "v", x, T, E, KV * D);
-    rope(q, T, H, D, cfg.ropeTheta);
-    rope(k, T, KV, D, cfg.ropeTheta);
+    rope(q, T, H, D, cfg.ropeTheta, ropeOverride);
+    rope(k, T, KV, D, cfg.ropeTheta, ropeOverride);
     const att = new Float64Array(T * H * D);
     for (let hh = 0; hh < H; hh++) {
       const kh = Math.floor(hh / G);

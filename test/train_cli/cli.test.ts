@@ -239,7 +239,7 @@ describe("tessera train: bad input (in process, before any device work)", () => 
     expect(await trainHere({ seq: "128", out })).toEqual({
       code: 1,
       out: "",
-      err: "error: --seq 128 exceeds the model's max_position_embeddings 64 (built-in tiny Llama)\n",
+      err: "error: --seq 128 exceeds the model's max_position_embeddings 64 (built-in tiny Llama); to train past it, scale RoPE with --rope-scaling (e.g. --rope-scaling yarn:2; kinds linear, dynamic, yarn, llama3), or lower --seq\n",
     });
     expect(await trainHere({ resume: "true", out })).toEqual({
       code: 1,
