@@ -95,3 +95,22 @@ export function chunkedCausalLmLoss(hidden: Tensor, headWeight: Tensor, labels: 
   );
   return sum.div(count);
 }
+
+/** Above this many bytes of f32 logits [B, S, V], the training step computes the loss in chunks by default. */
+export const LOSS_CHUNK_THRESHOLD_BYTES = 256 * 2 ** 20;
+/** The logits one chunk may hold when the chunk size is chosen automatically. */
+export const LOSS_CHUNK_TARGET_BYTES = 64 * 2 ** 20;
+
+/**
+ * The default chunk for a [batch, seq] step over `vocab` logits: undefined (whole logits) while they take at most
+ * LOSS_CHUNK_THRESHOLD_BYTES in f32 (the tiny model, short sequences: one fused pass is fastest and the memory is
+ * small), else the fewest equal chunks of at most LOSS_CHUNK_TARGET_BYTES each (7B's 32k vocab at batch 4 x seq
+ * 2048 is 1 GiB whole, 16 chunks of 128 positions).
+ */
+export function defaultLossChunk(batch: number, seq: number, vocab: number): number | undefined {
+  const whole = batch * seq * vocab * 4;
+  if (whole <= LOSS_CHUNK_THRESHOLD_BYTES) return undefined;
+  const perPosition = batch * vocab * 4;
+  const maxChunk = Math.max(1, Math.floor(LOSS_CHUNK_TARGET_BYTES / perPosition));
+  return Math.ceil(seq / Math.ceil(seq / maxChunk));
+}

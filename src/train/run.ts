@@ -43,6 +43,7 @@ import {
 import { builtinBaseWeights, trainLoRA, type OptimizerState, type StepInfo } from "./loop.ts";
 import { clearRun, lockOutDir, type OutDir } from "./out_dir.ts";
 import { baseHostDType, precisionPolicy } from "./precision.ts";
+import { defaultLossChunk } from "./loss.ts";
 import { lrAt } from "./schedule.ts";
 import type { TrainState } from "./step.ts";
 
@@ -73,6 +74,8 @@ export type TrainEvent =
       precision: "f32" | "bf16";
       seed: number;
       out: string;
+      /** Sequence positions per chunk of the loss; null when the whole logits are computed at once. */
+      lossChunk: number | null;
     }
   | { type: "compiling" }
   | { type: "compiled"; seconds: number }
@@ -226,7 +229,7 @@ async function trimMetrics(file: string, step: number): Promise<void> {
  * cause are TesseraErrors (a step with NaN/Inf loss or gradients: ERR_NONFINITE, unless onNonfinite is "skip").
  */
 export async function train(input: TrainConfigInput, opts: TrainRunOptions = {}): Promise<TrainRunResult> {
-  let run = parseTrainConfig(input);
+  const run = parseTrainConfig(input);
   const given = givenFields(input);
   const emit = opts.onEvent ?? (() => {});
   const lock = await lockOutDir(run.out);
@@ -407,6 +410,12 @@ async function runLocked(
     emit({ type: "note", message: `removed the earlier run in ${displayPath(outDir)} (--overwrite)` });
   };
 
+  const lossChunk =
+    run.lossChunk === null
+      ? defaultLossChunk(run.batch, seq, llama.vocabSize)
+      : run.lossChunk === 0
+        ? undefined
+        : Math.min(run.lossChunk, seq);
   emit({
     type: "start",
     model: modelLine,
@@ -424,6 +433,7 @@ async function runLocked(
     precision,
     seed: run.seed,
     out: outDir,
+    lossChunk: lossChunk ?? null,
   });
 
   const stream = new BatchStream(prepared.records, {
@@ -519,6 +529,7 @@ async function runLocked(
     maxSteps: todo,
     ...(signal ? { signal } : {}),
     seed: run.seed,
+    ...(lossChunk !== undefined ? { lossChunk } : {}),
     onNonfinite: run.onNonfinite,
     onStep,
   });
