@@ -11,7 +11,7 @@ import { readSafetensors } from "../../src/formats/safetensors.ts";
 import type { LlamaConfig } from "../../src/formats/hf_config.ts";
 import { causalLmLoss, chunkedCausalLmLoss } from "../../src/train/loss.ts";
 import { loraLoss, makeTrainStep, trainStepSpecs, type StepConfig } from "../../src/train/step.ts";
-import { F32 } from "../../src/train/precision.ts";
+import { BF16, F32 } from "../../src/train/precision.ts";
 import { treeToDevice } from "../../src/host/transfer.ts";
 import type { LlamaWeights } from "../../models/llama.ts";
 import { loraFromAdapter, mulberry32, type LoraWeights } from "../../models/lora.ts";
@@ -99,14 +99,14 @@ describe("lossChunk in the training step (PJRT CPU, f32)", () => {
     const ids = expected.get("input_ids")!;
     const lab = expected.get("labels")!;
     const seq = ids.shape[1]!;
-    const run = async (lossChunk: number | undefined) => {
-      const c: StepConfig = { llama, layout: lora.layout, policy: F32, adamw: ADAMW, lossChunk };
+    const run = async (lossChunk: number | undefined, policy = F32, weights = base) => {
+      const c: StepConfig = { llama, layout: lora.layout, policy, adamw: ADAMW, lossChunk };
       const f = jit((l: LoraWeights, w: LlamaWeights, tokens: Tensor, labels: Tensor) =>
         tx.valueAndGrad((x: LoraWeights) => loraLoss(c, x, w, { tokens, labels }))(l),
       );
       const [loss, grads] = await f(
         treeToDevice(lora.weights as never) as never,
-        treeToDevice(base as never) as never,
+        treeToDevice(weights as never) as never,
         array(new Int32Array(ids.data.slice().buffer), { shape: ids.shape as number[] }),
         array(new Int32Array(lab.data.slice().buffer), { shape: lab.shape as number[] }),
       );
@@ -124,6 +124,14 @@ describe("lossChunk in the training step (PJRT CPU, f32)", () => {
       for (const [i, g] of got.grads.entries())
         expect(relErr(g, ref.grads[i]!), `grad ${i}, chunk ${chunk}`).toBeLessThan(1e-6);
     }
+    // bf16 policy: the chunks' head matmul takes the bf16 hidden state as llamaLogits does; only the f32 sums'
+    // order differs, so the loss agrees far inside bf16 rounding (the gradients go through bf16 activations).
+    const { weights: baseBf } = await loadLlamaWeights(FIXTURE, { dtype: "BF16" });
+    const refBf = await run(undefined, BF16, baseBf);
+    const gotBf = await run(5, BF16, baseBf);
+    expect(Math.abs(refBf.loss - ref.loss) / ref.loss).toBeLessThan(2e-2);
+    expect(Math.abs(gotBf.loss - refBf.loss) / refBf.loss).toBeLessThan(1e-5);
+    for (const [i, g] of gotBf.grads.entries()) expect(relErr(g, refBf.grads[i]!), `bf16 grad ${i}`).toBeLessThan(1e-2);
   });
 
   it("the whole training step with lossChunk never holds [B, S, V] logits; without it, it does", () => {
