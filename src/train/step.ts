@@ -1,5 +1,5 @@
 // The LoRA training step: causal-LM loss, gradients for the adapter only, AdamW; one traced function to jit with donation.
-import { tx, type Tensor, type TensorSpec } from "../index.ts";
+import { tx, type SavePolicy, type Tensor, type TensorSpec } from "../index.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
 import { llamaHidden, llamaLogits, llamaSpecs, type ForwardOpts, type LlamaWeights } from "../../models/llama.ts";
 import { loraSpecs, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
@@ -36,6 +36,8 @@ export interface StepConfig {
    * never exist; undefined computes them whole (causalLmLoss). Equal up to f32 rounding either way.
    */
   lossChunk?: number | undefined;
+  /** Rematerialize each layer with this tx.checkpoint policy (see ForwardOpts.remat); default: keep activations. */
+  remat?: SavePolicy | undefined;
 }
 
 /** Up to this many layers the training step unrolls them; beyond, one scan keeps compile time flat. */
@@ -66,6 +68,7 @@ export function loraLoss(
     layers: c.layers ?? defaultLayerLoop(c.llama),
     training,
     ...(key ? { key } : {}),
+    ...(c.remat ? { remat: c.remat } : {}),
   };
   if (c.lossChunk !== undefined) {
     const hidden = llamaHidden(c.llama, base, batch.tokens, opts);
