@@ -229,6 +229,11 @@ export interface ForwardOpts {
    * recomputing each layer's forward pass in the backward scan).
    */
   layers?: "scan" | "unroll";
+  /**
+   * Rematerialize each layer in the backward pass (tx.checkpoint with this policy): only what the policy saves
+   * is kept from the forward pass. Matters for unrolled layers; a scanned layer is already recomputed whole.
+   */
+  remat?: tx.SavePolicy;
 }
 
 /** The final hidden states [B, S, E] (after the last RMSNorm) for tokens [B, S]. */
@@ -273,12 +278,13 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
     const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads));
     return [out, null];
   };
+  const run = opts.remat ? tx.checkpoint(layer, { policy: opts.remat }) : layer;
   let h = h0;
   if (opts.layers === "unroll") {
     for (let i = 0; i < cfg.numLayers; i++)
-      h = layer(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
+      h = run(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
   } else {
-    [h] = tx.scan(layer, h0, xs);
+    [h] = tx.scan(run, h0, xs);
   }
   return rmsNorm(h, cast(w.norm), cfg.rmsNormEps);
 }

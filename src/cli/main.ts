@@ -138,6 +138,12 @@ export const COMMANDS: readonly Command[] = [
       },
       { name: "overwrite", description: "replace the run already in --out (deleted only once the first step has run)" },
       {
+        name: "loss-chunk",
+        value: "<n>",
+        description:
+          "compute the loss over n sequence positions at a time, never the whole [batch, seq, vocab] logits; 0 never (default: chunks of <= 64 MiB once those logits exceed 256 MiB)",
+      },
+      {
         name: "on-nonfinite",
         value: "<what>",
         choices: ["stop", "skip"],

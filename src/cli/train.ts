@@ -84,6 +84,7 @@ export function configFromFlags(o: ReadonlyMap<string, string>): TrainConfigInpu
     logEvery: num("log-every", "int", 1),
     resume: o.has("resume") || undefined,
     overwrite: o.has("overwrite") || undefined,
+    lossChunk: num("loss-chunk", "int", 0),
     onNonfinite: choice("on-nonfinite", ["stop", "skip"] as const, "stop or skip"),
   };
   if (cfg.resume && cfg.overwrite)
@@ -210,7 +211,7 @@ class ProgressPrinter {
         `model    ${e.model}`,
         `adapter  ${e.adapter}`,
         `data     ${e.data}`,
-        `train    ${e.steps} steps (batch ${e.batch} x seq ${e.seq}), AdamW lr ${e.lr} (${warm}), weight decay ${e.weightDecay}, ${e.precision}, seed ${e.seed}`,
+        `train    ${e.steps} steps (batch ${e.batch} x seq ${e.seq}), AdamW lr ${e.lr} (${warm}), weight decay ${e.weightDecay}, ${e.precision}, seed ${e.seed}${e.lossChunk === null ? "" : `, loss in chunks of ${e.lossChunk} positions`}`,
         `output   ${displayPath(e.out)}`,
         "",
       ].join("\n"),

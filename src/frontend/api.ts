@@ -7,6 +7,13 @@ export { spec, TensorSpec, trace, entry, type Entry, type Traced } from "./trace
 export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
 export { scan, optimizationBarrier, type ScanOpts } from "./control.ts";
 export {
+  checkpoint,
+  checkpointName,
+  checkpointPolicies,
+  type CheckpointOpts,
+  type SavePolicy,
+} from "./checkpoint.ts";
+export {
   flatten as treeFlatten,
   unflatten as treeUnflatten,
   treeMap,

@@ -66,6 +66,15 @@ export class GraphBuilder {
     return outs[0]!;
   }
 
+  /** How many ops were added so far; with `opsFrom`, the ops one piece of tracing added (tx.checkpoint). */
+  get opCount(): number {
+    return this.ops.length;
+  }
+
+  opsFrom(start: number): readonly AnyOp[] {
+    return this.ops.slice(start);
+  }
+
   /** Appends an op that is already typed (passes copying ops across graphs). */
   push(op: AnyOp): void {
     this.ops.push(op);

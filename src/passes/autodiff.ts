@@ -4,6 +4,7 @@ import type { OpName } from "../ir/ops.ts";
 import { formatType, isFloat, range, sameType } from "../ir/types.ts";
 import { Emitter } from "./emitter.ts";
 import type { Pass } from "./pass.ts";
+import { regionOf, type RematRegion } from "./remat.ts";
 import { cloneGraph, makeGraph } from "./rewrite.ts";
 import { VJP_RULES, carriesNoGradient, stackedType, type Ct, type VjpCtx, type VjpRule } from "./vjp_rules.ts";
 
@@ -200,6 +201,8 @@ function backprop(
   for (const [v, list] of seeds) {
     if (active.has(v)) for (const ct of list) accumulate(e, cts, v, ct);
   }
+  // Checkpointed regions: recomputed once, when the backward pass first reaches one of their ops.
+  const recomputed = new Map<RematRegion, Map<AnyOp, AnyOp>>();
   for (let k = g.ops.length - 1; k >= 0; k--) {
     const op = g.ops[k]!;
     if (!differentiated.has(op)) continue;
@@ -208,7 +211,18 @@ function backprop(
     e.loc = op.loc;
     const needs = op.inputs.map((v) => active.has(v));
     const ctx: VjpCtx = { e, residuals: residuals.get(op) };
-    const inCts = (RULES[op.name] as VjpRule<OpName>)(ctx, op, outCts, needs);
+    // A checkpointed op's rule reads the recomputed copy's operands and results instead of the forward's.
+    const region = regionOf(op);
+    let ruleOp: AnyOp = op;
+    if (region) {
+      let clones = recomputed.get(region);
+      if (!clones) {
+        clones = recompute(e, region);
+        recomputed.set(region, clones);
+      }
+      ruleOp = clones.get(op)!;
+    }
+    const inCts = (RULES[op.name] as VjpRule<OpName>)(ctx, ruleOp, outCts, needs);
     op.inputs.forEach((v, i) => {
       const ct = inCts[i];
       if (!needs[i]) return;
@@ -223,6 +237,53 @@ function backprop(
   }
   e.loc = undefined;
   return want.map((v) => cts.get(v) ?? e.zeros(v.type));
+}
+
+/**
+ * Emits the recomputation of a checkpointed region for the backward pass and returns each region op's copy. The
+ * backward reads from the forward only the region's inputs and the results its policy saves, and reads them
+ * through one optimization_barrier: the recomputed ops then have other operands than the forward's, so neither
+ * our CSE nor XLA's can merge them back into the forward ops (which would keep every activation alive, as JAX
+ * notes for jax.checkpoint). Saved ops are not recomputed: their copies stand for the barrier's results.
+ */
+function recompute(e: Emitter, region: RematRegion): Map<AnyOp, AnyOp> {
+  const produced = new Set(region.ops.flatMap((o) => o.outputs));
+  const external: Value[] = [];
+  const seen = new Set<Value>();
+  for (const o of region.ops) {
+    for (const v of o.inputs) {
+      if (produced.has(v) || seen.has(v)) continue;
+      seen.add(v);
+      external.push(v);
+    }
+  }
+  const savedOps = new Set(region.ops.filter((o) => region.saveable(o)));
+  const residuals = [...external, ...[...savedOps].flatMap((o) => o.outputs)];
+  const through = residuals.length > 0 ? e.ops("optimization_barrier", residuals, {}) : [];
+  const map = new Map<Value, Value>(residuals.map((v, i) => [v, through[i]!]));
+  const clones = new Map<AnyOp, AnyOp>();
+  for (const o of region.ops) {
+    const inputs = o.inputs.map((v) => map.get(v)!);
+    if (savedOps.has(o)) {
+      clones.set(
+        o,
+        makeOp(
+          o.name,
+          inputs,
+          o.params as never,
+          o.outputs.map((v) => map.get(v)!),
+          o.loc,
+        ),
+      );
+      continue;
+    }
+    const outputs = o.outputs.map((v) => new Value(v.type));
+    const clone = makeOp(o.name, inputs, o.params as never, outputs, o.loc);
+    e.b.push(clone);
+    for (const [i, v] of o.outputs.entries()) map.set(v, outputs[i]!);
+    clones.set(o, clone);
+  }
+  return clones;
 }
 
 /** Fan-out: a value used several times gets the sum of its uses' cotangents. */

@@ -106,6 +106,12 @@ export const TrainConfigSchema = z
     resume: z.boolean().default(false),
     /** Replace the run already in `out` (deleted only once the first step has run). */
     overwrite: z.boolean().default(false),
+    /**
+     * Compute the loss in chunks of this many sequence positions so the [batch, seq, vocab] f32 logits never exist;
+     * 0 never chunks; null chunks only when those logits would exceed 256 MiB (see defaultLossChunk). Equal up to f32
+     * rounding either way, so a resumed run may change it.
+     */
+    lossChunk: int(0).nullable().default(null),
     /** A step whose loss or gradients are NaN/Inf: "stop" the run (an error), or "skip" its update and go on. */
     onNonfinite: z.enum(["stop", "skip"]).default("stop"),
   })

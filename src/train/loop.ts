@@ -79,6 +79,8 @@ export interface TrainOptions {
   /** Seeds LoRA dropout. */
   seed?: number;
   layers?: "scan" | "unroll";
+  /** Sequence positions per chunk of the loss (StepConfig.lossChunk); default: the whole logits at once. */
+  lossChunk?: number;
   /** Where to write the trained adapter (adapter_config.json + adapter_model.safetensors). */
   outDir?: string;
   /**
@@ -127,6 +129,7 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     policy: opts.policy,
     adamw: opts.adamw,
     ...(opts.layers ? { layers: opts.layers } : {}),
+    ...(opts.lossChunk !== undefined ? { lossChunk: opts.lossChunk } : {}),
   };
   const step = jit(makeGuardedTrainStep(c), { donate: 0, name: "lora_train_step" });
   const base = treeToDevice(weights as never);

@@ -18,6 +18,7 @@ import { isModelName, resolveModel as resolveModelSource } from "../formats/mode
 import { listCheckpoints, loadCheckpoint, readTrainerState, type TrainerState } from "./checkpoint.ts";
 import { DEFAULTS, flagName, parseRopeScalingOption, RUN_FIELDS, type RunField, type TrainConfig } from "./config.ts";
 import { builtinBaseWeights, type OptimizerState } from "./loop.ts";
+import { defaultLossChunk } from "./loss.ts";
 import { baseHostDType, type PrecisionPolicy, precisionPolicy } from "./precision.ts";
 
 /** Seed of the built-in tiny model's random weights: fixed, so every run (and --seed) trains the same base. */
@@ -75,6 +76,8 @@ export interface RunPlan {
   /** Steps already taken (the resumed checkpoint's), and steps this call takes. */
   start: number;
   todo: number;
+  /** Sequence positions per chunk of the loss; undefined when the whole logits are computed at once. */
+  lossChunk: number | undefined;
 }
 
 export const fmtInt = (n: number) => n.toLocaleString("en-US");
@@ -98,7 +101,13 @@ export async function planRun(
   const data = await loadData(run, model, resumeFrom);
   const lr = run.lr ?? (model.builtin ? DEFAULTS.builtin.lr : DEFAULTS.checkpoint.lr);
   const start = adapter.optimizer?.step ?? 0;
-  return { run, resumeFrom, model, adapter, data, lr, start, todo: Math.max(0, run.steps - start) };
+  const lossChunk =
+    run.lossChunk === null
+      ? defaultLossChunk(run.batch, data.seq, model.llama.vocabSize)
+      : run.lossChunk === 0
+        ? undefined
+        : Math.min(run.lossChunk, data.seq);
+  return { run, resumeFrom, model, adapter, data, lr, start, todo: Math.max(0, run.steps - start), lossChunk };
 }
 
 async function lastCheckpoint(outDir: string): Promise<ResumePoint> {

@@ -41,6 +41,8 @@ export type TrainEvent =
       precision: "f32" | "bf16";
       seed: number;
       out: string;
+      /** Sequence positions per chunk of the loss; null when the whole logits are computed at once. */
+      lossChunk: number | null;
     }
   | { type: "compiling" }
   | { type: "compiled"; seconds: number }
@@ -275,6 +277,7 @@ function emitStart(plan: RunPlan, emit: Emit): void {
     precision: plan.model.precision,
     seed: run.seed,
     out: run.out,
+    lossChunk: plan.lossChunk ?? null,
   });
 }
 
@@ -308,6 +311,7 @@ async function runSteps(running: Running): Promise<StepsDone> {
     maxSteps: todo,
     ...(signal ? { signal } : {}),
     seed: run.seed,
+    ...(plan.lossChunk !== undefined ? { lossChunk: plan.lossChunk } : {}),
     onNonfinite: run.onNonfinite,
     onStep: stepHandler(running, progress, t0),
   });

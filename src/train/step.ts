@@ -1,10 +1,10 @@
 // The LoRA training step: causal-LM loss, gradients for the adapter only, AdamW; one traced function to jit with donation.
-import { tx, type Tensor, type TensorSpec } from "../index.ts";
+import { tx, type SavePolicy, type Tensor, type TensorSpec } from "../index.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
-import { llamaLogits, llamaSpecs, type LlamaWeights } from "../../models/llama.ts";
+import { llamaHidden, llamaLogits, llamaSpecs, type ForwardOpts, type LlamaWeights } from "../../models/llama.ts";
 import { loraSpecs, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { adamwUpdate, type AdamWConfig } from "./adamw.ts";
-import { causalLmLoss } from "./loss.ts";
+import { causalLmLoss, chunkedCausalLmLoss } from "./loss.ts";
 import type { PrecisionPolicy } from "./precision.ts";
 import { hostTensor, type HostTensor } from "../formats/host_tensor.ts";
 
@@ -31,6 +31,13 @@ export interface StepConfig {
   adamw: AdamWConfig;
   /** Layer loop of the model (see ForwardOpts.layers); default: defaultLayerLoop(llama). */
   layers?: "scan" | "unroll";
+  /**
+   * Compute the loss in sequence chunks of this many positions (chunkedCausalLmLoss), so the [B, S, V] f32 logits
+   * never exist; undefined computes them whole (causalLmLoss). Equal up to f32 rounding either way.
+   */
+  lossChunk?: number | undefined;
+  /** Rematerialize each layer with this tx.checkpoint policy (see ForwardOpts.remat); default: keep activations. */
+  remat?: SavePolicy | undefined;
 }
 
 /** Up to this many layers the training step unrolls them; beyond, one scan keeps compile time flat. */
@@ -55,14 +62,19 @@ export function loraLoss(
   training = false,
   key?: Tensor,
 ): Tensor {
-  const logits = llamaLogits(c.llama, base, batch.tokens, {
+  const opts: ForwardOpts = {
     lora: { weights: lora, layout: c.layout },
     compute: c.policy.compute,
     layers: c.layers ?? defaultLayerLoop(c.llama),
     training,
     ...(key ? { key } : {}),
-  });
-  return causalLmLoss(logits, batch.labels);
+    ...(c.remat ? { remat: c.remat } : {}),
+  };
+  if (c.lossChunk !== undefined) {
+    const hidden = llamaHidden(c.llama, base, batch.tokens, opts);
+    return chunkedCausalLmLoss(hidden, base.head, batch.labels, { chunk: c.lossChunk });
+  }
+  return causalLmLoss(llamaLogits(c.llama, base, batch.tokens, opts), batch.labels);
 }
 
 /**
