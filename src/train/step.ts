@@ -2,6 +2,7 @@
 import { tx, type Tensor, type TensorSpec } from "../index.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
 import { llamaLogits, llamaSpecs, type LlamaWeights } from "../../models/llama.ts";
+import type { AttentionImpl } from "../../models/attention.ts";
 import { loraSpecs, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { adamwUpdate, type AdamWConfig } from "./adamw.ts";
 import { causalLmLoss } from "./loss.ts";
@@ -31,6 +32,8 @@ export interface StepConfig {
   adamw: AdamWConfig;
   /** Layer loop of the model (see ForwardOpts.layers); default: defaultLayerLoop(llama). */
   layers?: "scan" | "unroll";
+  /** Attention kernel (see ForwardOpts.attention); default: by sequence length (defaultAttention). */
+  attention?: AttentionImpl;
 }
 
 /** Up to this many layers the training step unrolls them; beyond, one scan keeps compile time flat. */
@@ -59,6 +62,7 @@ export function loraLoss(
     lora: { weights: lora, layout: c.layout },
     compute: c.policy.compute,
     layers: c.layers ?? defaultLayerLoop(c.llama),
+    ...(c.attention ? { attention: c.attention } : {}),
     training,
     ...(key ? { key } : {}),
   });

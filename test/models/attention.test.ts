@@ -6,7 +6,17 @@ import { interpretOnHost, pjrtOnHost } from "../../src/parity/execute.ts";
 import { mulberry32 } from "../../models/lora.ts";
 import { blockwiseAttention, plainAttention, type BlockwiseOpts } from "../../models/attention.ts";
 import { TesseraError } from "../../src/errors.ts";
-import { uniform } from "./helpers.ts";
+import { i32, uniform, batch, randomAdapter } from "./helpers.ts";
+import { LLAMA_TINY, llamaLogits, llamaSpecs, resolveAttention, type LlamaWeights } from "../../models/llama.ts";
+import { defaultAttention, PLAIN_MAX_SEQ } from "../../models/attention.ts";
+import { loraFromAdapter, type LoraWeights } from "../../models/lora.ts";
+import { builtinBaseWeights } from "../../src/train/loop.ts";
+import { flatten } from "../../src/frontend/tree.ts";
+import { isHostTensor } from "../../src/host/transfer.ts";
+import { makeLoraConfig } from "../../src/formats/peft.ts";
+import { loraLoss, type StepConfig } from "../../src/train/step.ts";
+import { F32 } from "../../src/train/precision.ts";
+import { ADAMW_DEFAULTS } from "../../src/train/adamw.ts";
 
 interface Case {
   S: number;
@@ -138,5 +148,64 @@ describe("blockwiseAttention", () => {
     expect(() => trace([1, 8, 4, 4], [1, 7, 2, 4])).toThrow(/k and v must be \[1, 8, Hkv, 4\]/);
     expect(() => trace([1, 8, 4, 4], [1, 8, 2, 4], { blockK: 0 })).toThrow(TesseraError);
     expect(() => trace([1, 8, 4, 4], [1, 8, 2, 4], { blockQ: 2.5 })).toThrow(/blockQ must be a positive integer/);
+  });
+});
+
+type HostTree = Parameters<typeof pjrtOnHost>[1][number];
+
+describe("Llama with blockwise attention", () => {
+  const cfg = LLAMA_TINY; // 4 query heads over 2 KV heads
+  const S = 13;
+  const data = batch(2, S, cfg.vocabSize, 3);
+  const base = builtinBaseWeights(cfg, 0);
+  const lora = loraFromAdapter(
+    randomAdapter(cfg, makeLoraConfig({ r: 2, loraAlpha: 4, targetModules: ["q_proj", "k_proj", "v_proj"] }), 4),
+    cfg,
+  );
+
+  it("logits, LoRA loss and LoRA gradients equal plain attention's (S=13, blocks of 4, f32, PJRT CPU)", async () => {
+    const run = (attention: "plain" | "blockwise") => {
+      const c: StepConfig = { llama: cfg, layout: lora.layout, policy: F32, adamw: ADAMW_DEFAULTS, attention };
+      return pjrtOnHost(
+        (w: LlamaWeights, l: LoraWeights, t: Tensor, y: Tensor) => {
+          const logits = llamaLogits(cfg, w, t, { attention, attentionBlock: 4 });
+          const [loss, g] = tx.valueAndGrad((l: LoraWeights) => loraLoss(c, l, w, { tokens: t, labels: y }))(l);
+          return [logits, loss, g];
+        },
+        [base as unknown as HostTree, lora.weights as HostTree, i32(data.tokens), i32(data.labels)],
+      ) as Promise<unknown>;
+    };
+    const flat = (x: unknown) => flatten(x as HostTree, isHostTensor).leaves.map(toFloat32);
+    const want = flat(await run("plain"));
+    const got = flat(await run("blockwise"));
+    expect(got.length).toBe(want.length);
+    let worst = 0;
+    for (const [i, g] of got.entries()) worst = Math.max(worst, maxAbsDiff(g, want[i]!));
+    console.log(`Llama tiny, S=${S}: max |blockwise - plain| over logits, loss, LoRA grads ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThanOrEqual(1e-5);
+    // the LoRA paths matter: gradients are not all zero
+    expect(Math.max(...want.slice(2).map((g) => Math.max(...g.map(Math.abs))))).toBeGreaterThan(1e-3);
+  });
+
+  it("picks plain up to 1024 tokens and blockwise beyond; an explicit choice wins; cudnn is refused", () => {
+    expect([defaultAttention(PLAIN_MAX_SEQ), defaultAttention(PLAIN_MAX_SEQ + 1)]).toEqual(["plain", "blockwise"]);
+    expect(resolveAttention({}, 2048)).toEqual({ kind: "blockwise", block: 128 });
+    expect(resolveAttention({ attention: "plain" }, 2048)).toEqual({ kind: "plain" });
+    expect(resolveAttention({ attention: "blockwise", attentionBlock: 16 }, 64)).toEqual({
+      kind: "blockwise",
+      block: 16,
+    });
+    expect(() => resolveAttention({ attention: "cudnn" }, 64)).toThrow(TesseraError);
+    expect(() => resolveAttention({ attention: "cudnn" }, 64)).toThrow(/cuDNN/);
+    expect(() => resolveAttention({ attention: "blockwise", attentionBlock: 0 }, 64)).toThrow(/attentionBlock/);
+    // traced at 1100 tokens the default runs two nested scans per layer; at 64, none
+    const scans = (seq: number) => {
+      const { graph } = tx.trace(
+        (w: LlamaWeights, ids: Tensor) => llamaLogits(cfg, w, ids, { layers: "unroll" }),
+        [llamaSpecs(cfg, "f32"), tx.spec("s32", [1, seq])],
+      );
+      return graph.ops.filter((op) => op.name === "scan").length;
+    };
+    expect([scans(64), scans(1100)]).toEqual([0, cfg.numLayers]);
   });
 });
