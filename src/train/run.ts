@@ -3,6 +3,8 @@ import { appendFile, readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { displayPath } from "../cli/diagnostics.ts";
 import { EXIT, TesseraError } from "../errors.ts";
+import { defaultClient } from "../frontend/array.ts";
+import { defaultAttention } from "../../models/attention.ts";
 import { writeAll, writeFileAtomic } from "../formats/atomic.ts";
 import type { HostTensor } from "../formats/host_tensor.ts";
 import { linearFeatures, LLAMA_LINEARS, type LlamaConfig } from "../formats/hf_config.ts";
@@ -72,6 +74,8 @@ export type TrainEvent =
       weightDecay: number;
       precision: "f32" | "bf16";
       seed: number;
+      /** The attention kernel every step runs (--attention, or the default for --seq). */
+      attention: "plain" | "blockwise";
       out: string;
     }
   | { type: "compiling" }
@@ -226,7 +230,7 @@ async function trimMetrics(file: string, step: number): Promise<void> {
  * cause are TesseraErrors (a step with NaN/Inf loss or gradients: ERR_NONFINITE, unless onNonfinite is "skip").
  */
 export async function train(input: TrainConfigInput, opts: TrainRunOptions = {}): Promise<TrainRunResult> {
-  let run = parseTrainConfig(input);
+  const run = parseTrainConfig(input);
   const given = givenFields(input);
   const emit = opts.onEvent ?? (() => {});
   const lock = await lockOutDir(run.out);
@@ -389,6 +393,14 @@ async function runLocked(
     }
   }
 
+  if (run.attention === "cudnn") {
+    // cuDNN's fused attention exists only on the CUDA backend, and Tessera has no lowering to it yet.
+    const client = await defaultClient();
+    throw badOption(
+      `--attention cudnn needs cuDNN on a CUDA backend, but this run's backend is PJRT ${client.platformName} (${client.platform}); and Tessera has no cuDNN lowering yet: use --attention plain or blockwise`,
+    );
+  }
+  const attention = run.attention ?? defaultAttention(seq);
   const lr = run.lr ?? (builtin ? DEFAULTS.builtin.lr : DEFAULTS.checkpoint.lr);
   const schedule = { lr, warmup: run.warmup, steps: run.steps, schedule: run.schedule };
   const start = optimizer?.step ?? 0;
@@ -423,6 +435,7 @@ async function runLocked(
     weightDecay: run.weightDecay,
     precision,
     seed: run.seed,
+    attention,
     out: outDir,
   });
 
@@ -520,6 +533,7 @@ async function runLocked(
     ...(signal ? { signal } : {}),
     seed: run.seed,
     onNonfinite: run.onNonfinite,
+    attention,
     onStep,
   });
   if (result.nonfinite) throw nonfiniteError(result.nonfinite, lastSaved > 0 ? checkpointDir(outDir, lastSaved) : null);

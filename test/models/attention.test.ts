@@ -9,7 +9,7 @@ import { TesseraError } from "../../src/errors.ts";
 import { i32, uniform, batch, randomAdapter } from "./helpers.ts";
 import { LLAMA_TINY, llamaLogits, llamaSpecs, resolveAttention, type LlamaWeights } from "../../models/llama.ts";
 import { defaultAttention, PLAIN_MAX_SEQ } from "../../models/attention.ts";
-import { loraFromAdapter, type LoraWeights } from "../../models/lora.ts";
+import { loraFromAdapter, loraSpecs, type LoraWeights } from "../../models/lora.ts";
 import { builtinBaseWeights } from "../../src/train/loop.ts";
 import { flatten } from "../../src/frontend/tree.ts";
 import { isHostTensor } from "../../src/host/transfer.ts";
@@ -207,5 +207,16 @@ describe("Llama with blockwise attention", () => {
       return graph.ops.filter((op) => op.name === "scan").length;
     };
     expect([scans(64), scans(1100)]).toEqual([0, cfg.numLayers]);
+    // StepConfig.attention reaches the model: the training loss traced with "blockwise" at 64 tokens has the scans
+    const c: StepConfig = { llama: cfg, layout: lora.layout, policy: F32, adamw: ADAMW_DEFAULTS, layers: "unroll" };
+    const lossScans = (attention?: "blockwise") => {
+      const { graph } = tx.trace(
+        (w: LlamaWeights, l: LoraWeights, t: Tensor) =>
+          loraLoss({ ...c, ...(attention ? { attention } : {}) }, l, w, { tokens: t, labels: t }),
+        [llamaSpecs(cfg, "f32"), loraSpecs(lora.layout, cfg), tx.spec("s32", [1, 64])],
+      );
+      return graph.ops.filter((op) => op.name === "scan").length;
+    };
+    expect([lossScans(), lossScans("blockwise")]).toEqual([0, cfg.numLayers]);
   });
 });
