@@ -124,6 +124,10 @@ function shiftOf(x: Tensor): Tensor {
  * from autodiff through both scans (Tessera has no custom-VJP hook): the backward scans recompute each block's
  * scores from the saved carries, so memory stays O(S·block) per (batch, head) rather than O(S²): the inner scan
  * saves its carries (m, l [blockQ, G] and acc [blockQ, G, D] per key block) for one query block at a time.
+ * estimateMemory of forward + dq/dk/dv (32 query over 8 KV heads, D 128, f32, blocks of 128): 93 MiB of
+ * temporaries at S=1024 and 322 MiB at S=4096, against plain attention's 420 MiB and 6288 MiB.
+ * Under the causal mask the key blocks above the diagonal are still computed (then fully masked): scans have a
+ * fixed trip count, so causal attention costs the FLOPs of the full matrix.
  *
  * Rows that see no key at all (only padding rows: under the causal mask or segments every query sees itself)
  * come out 0 instead of plain attention's uniform average.

@@ -6,6 +6,9 @@ import { interpretOnHost, pjrtOnHost } from "../../src/parity/execute.ts";
 import { mulberry32 } from "../../models/lora.ts";
 import { blockwiseAttention, plainAttention, type BlockwiseOpts } from "../../models/attention.ts";
 import { TesseraError } from "../../src/errors.ts";
+import { estimateMemory } from "../../src/passes/memory_estimate.ts";
+import { runPasses } from "../../src/passes/manager.ts";
+import { CLEANUP_PIPELINE } from "../../src/passes/pipeline.ts";
 import { i32, uniform, batch, randomAdapter } from "./helpers.ts";
 import { LLAMA_TINY, llamaLogits, llamaSpecs, resolveAttention, type LlamaWeights } from "../../models/llama.ts";
 import { defaultAttention, PLAIN_MAX_SEQ } from "../../models/attention.ts";
@@ -136,6 +139,29 @@ describe("blockwiseAttention", () => {
     // one block of scores is [1, 2, 8, 2, 16] (512 elements); plain attention's [1, 2, 64, 2, 64] has 16384
     expect(sizes).toContain(512);
     expect(Math.max(...sizes)).toBe(S * 4 * D); // q, its blocks and the output are the largest values
+  });
+
+  it("memory of forward + dq/dk/dv grows linearly in S (estimateMemory): 4x the tokens, under 5x the temporaries", () => {
+    // Llama-2-7B-like GQA heads (32 over 8, D 128), blocks of 128; plain attention's grow 15x (the [S, S] scores)
+    const temporaries = (S: number, kind: "plain" | "blockwise") => {
+      const attn = (q: Tensor, k: Tensor, v: Tensor) =>
+        kind === "plain"
+          ? plainAttention(q, k, v, { causal: true })
+          : blockwiseAttention(q, k, v, { causal: true, blockQ: 128, blockK: 128 });
+      const f = (q: Tensor, k: Tensor, v: Tensor, w: Tensor) =>
+        tx.valueAndGrad((q: Tensor, k: Tensor, v: Tensor) => attn(q, k, v).mul(w).sum(), { wrt: [0, 1, 2] })(q, k, v);
+      const [q, kv] = [tx.spec("f32", [1, S, 32, 128]), tx.spec("f32", [1, S, 8, 128])];
+      return estimateMemory(runPasses(tx.trace(f, [q, kv, kv, q]).graph, CLEANUP_PIPELINE)).temporaries;
+    };
+    const MiB = 2 ** 20;
+    const [p1, p4] = [temporaries(1024, "plain"), temporaries(4096, "plain")];
+    const [b1, b4] = [temporaries(1024, "blockwise"), temporaries(4096, "blockwise")];
+    console.log(
+      `fwd+bwd temporaries, MiB: plain S=1024 ${(p1 / MiB).toFixed(1)}, S=4096 ${(p4 / MiB).toFixed(1)}; blockwise S=1024 ${(b1 / MiB).toFixed(1)}, S=4096 ${(b4 / MiB).toFixed(1)}`,
+    );
+    expect(p4 / p1).toBeGreaterThan(14);
+    expect(b4 / b1).toBeLessThan(5);
+    expect(b4).toBeLessThan(p4 / 10);
   });
 
   it("rejects bad shapes and block sizes with a TesseraError naming the op", () => {
