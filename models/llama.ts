@@ -1,4 +1,4 @@
-// Llama-2 in the Tessera DSL, as a user writes it: RMSNorm, HF rotate-half RoPE, GQA causal attention, SwiGLU MLP.
+// Llama-2 in the Tessera DSL, as a user writes it: RMSNorm, HF rotate-half RoPE, GQA causal attention (plain or blockwise), SwiGLU MLP.
 import { tx, type Tensor, type TensorSpec } from "tessera";
 import {
   LLAMA2_13B,
@@ -14,7 +14,15 @@ import {
 } from "../src/formats/hf_config.ts";
 import { loraDelta, type LoraLayout, type LoraWeights } from "./lora.ts";
 import { ropeTables } from "./rope.ts";
-import { matmulF32Acc, softmax } from "./stable.ts";
+import { matmulF32Acc } from "./stable.ts";
+import {
+  type AttentionImpl,
+  blockwiseAttention,
+  DEFAULT_BLOCK,
+  defaultAttention,
+  plainAttention,
+} from "./attention.ts";
+import { EXIT, TesseraError } from "../src/errors.ts";
 
 export {
   LLAMA2_7B,
@@ -163,45 +171,51 @@ export function linear(x: Tensor, w: Tensor, ad?: LayerAdapter): Tensor {
   return ad ? y.add(loraDelta(x, ad)) : y;
 }
 
-/** Causal mask [S, S]: query i sees keys 0..i. */
-export function causalMask(seq: number): Tensor {
-  return tx.iota([seq, seq], 0).ge(tx.iota([seq, seq], 1));
-}
-
-const MASKED = -3.4028234663852886e38; // float32 lowest, as HF's eager mask uses finfo.min
-
 /**
- * Grouped-query causal self-attention (HF eager semantics). Query head h uses KV head floor(h / G), G = Hq / Hkv:
- * queries are viewed as [B, S, Hkv, G, D] so K and V are never repeated. Scores and softmax are f32.
+ * Grouped-query causal self-attention (HF eager semantics with "plain"): projections, RoPE, then the attention
+ * kernel `impl` (models/attention.ts). Query head h uses KV head floor(h / G), G = Hq / Hkv.
  */
 export function attention(
   x: Tensor,
   cfg: LlamaConfig,
   w: LayerView,
   rope: [Tensor, Tensor],
-  mask: Tensor,
+  impl: LlamaAttention,
   ads: LayerAdapters,
 ): Tensor {
   const [B, S] = [x.shape[0]!, x.shape[1]!];
   const D = cfg.headDim,
-    Hkv = cfg.numKvHeads,
-    G = cfg.numHeads / cfg.numKvHeads;
+    Hkv = cfg.numKvHeads;
   const [cos, sin] = rope;
-  const q = applyRope(linear(x, w.q, ads.q).reshape([B, S, Hkv, G, D]), cos, sin);
+  const q = applyRope(linear(x, w.q, ads.q).reshape([B, S, cfg.numHeads, D]), cos, sin);
   const k = applyRope(linear(x, w.k, ads.k).reshape([B, S, Hkv, D]), cos, sin);
   const v = linear(x, w.v, ads.v).reshape([B, S, Hkv, D]);
-  // [B, Hkv, Sq, G, Sk]
-  const scores = tx
-    .dotGeneral(q, k, { lhsBatch: [0, 2], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [3], outDtype: "f32" })
-    .mul(1 / Math.sqrt(D));
-  const masked = tx.where(mask.reshape([1, 1, S, 1, S]), scores, MASKED);
-  const p = softmax(masked, -1).astype(x.dtype);
-  // [B, Hkv, Sq, G, D] -> [B, Sq, Hkv, G, D]
-  const o = tx
-    .dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1], outDtype: "f32" })
-    .astype(x.dtype)
-    .transpose([0, 2, 1, 3, 4]);
+  const o =
+    impl.kind === "blockwise"
+      ? blockwiseAttention(q, k, v, { causal: true, blockQ: impl.block, blockK: impl.block })
+      : plainAttention(q, k, v, { causal: true });
   return linear(o.reshape([B, S, cfg.numHeads * D]), w.o, ads.o);
+}
+
+/** The attention kernel of every layer, resolved from ForwardOpts. */
+export type LlamaAttention = { kind: "plain" } | { kind: "blockwise"; block: number };
+
+/** ForwardOpts.attention resolved for sequence length `seq`; "cudnn" is refused (no fused kernel in the IR yet). */
+export function resolveAttention(opts: Pick<ForwardOpts, "attention" | "attentionBlock">, seq: number): LlamaAttention {
+  const kind = opts.attention ?? defaultAttention(seq);
+  if (kind === "cudnn")
+    throw new TesseraError(
+      'attention "cudnn": Tessera has no cuDNN fused-attention lowering yet (it traces to StableHLO for any PJRT backend); use "plain" or "blockwise"',
+      { code: "ERR_CONFIG", exitCode: EXIT.usage },
+    );
+  if (kind === "plain") return { kind };
+  const block = opts.attentionBlock ?? DEFAULT_BLOCK;
+  if (!(Number.isInteger(block) && block >= 1))
+    throw new TesseraError(`attentionBlock must be a positive integer, got ${block}`, {
+      code: "ERR_CONFIG",
+      exitCode: EXIT.usage,
+    });
+  return { kind, block };
 }
 
 /** SwiGLU: down(silu(gate(x)) * up(x)), the activation computed in f32 as torch does inside its bf16 kernel. */
@@ -234,6 +248,13 @@ export interface ForwardOpts {
    * is kept from the forward pass. Matters for unrolled layers; a scanned layer is already recomputed whole.
    */
   remat?: tx.SavePolicy;
+  /**
+   * The attention kernel: "plain" materializes [B, H, S, S] scores (HF eager numerics), "blockwise" is flash
+   * attention (memory O(S·block)); default defaultAttention(S): plain up to 1024 tokens, blockwise beyond.
+   */
+  attention?: AttentionImpl;
+  /** Query and key block size of "blockwise" (default 128, capped at S). */
+  attentionBlock?: number;
 }
 
 /** The final hidden states [B, S, E] (after the last RMSNorm) for tokens [B, S]. */
@@ -243,7 +264,7 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
   const cast = (t: Tensor) => t.astype(cdt);
   const [cos32, sin32] = ropeTables(cfg, S);
   const rope: [Tensor, Tensor] = [cast(cos32), cast(sin32)];
-  const mask = causalMask(S);
+  const attn = resolveAttention(opts, S);
   const lora = opts.lora;
   const dropoutOn = !!(opts.training && lora && lora.layout.dropout > 0);
   if (dropoutOn && !opts.key) throw new Error("llamaHidden: LoRA dropout in training needs a random key (opts.key)");
@@ -274,7 +295,7 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
         ...(key ? { key } : {}),
       };
     }
-    const a = h.add(attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, mask, ads));
+    const a = h.add(attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, attn, ads));
     const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads));
     return [out, null];
   };

@@ -149,6 +149,13 @@ export const COMMANDS: readonly Command[] = [
         choices: ["stop", "skip"],
         description: "a step with NaN/Inf loss or gradients: stop the run (exit 1) or skip its update (default stop)",
       },
+      {
+        name: "attention",
+        value: "<kernel>",
+        choices: ["plain", "blockwise", "cudnn"],
+        description:
+          "plain (scores [S, S] materialized) or blockwise (flash attention, memory O(S x block)); cudnn is refused on CPU (default plain up to --seq 1024, blockwise above)",
+      },
     ],
     details: [
       "Writes --out/metrics.jsonl, --out/checkpoints/step-N and the final PEFT adapter in --out/adapter.",

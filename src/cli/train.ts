@@ -6,6 +6,7 @@ import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from "../formats/peft.ts";
 import { LLAMA_LINEARS, type LlamaLinear } from "../formats/hf_config.ts";
 import { DEFAULTS, type TrainConfigInput } from "../train/config.ts";
 import { train, type TrainEvent, type TrainRunResult } from "../train/run.ts";
+import { ATTENTION_IMPLS } from "../../models/attention.ts";
 
 /** Exit code after Ctrl-C or SIGTERM: 128 + SIGINT, as shells report it. */
 export const EXIT_INTERRUPTED = EXIT.interrupted;
@@ -86,6 +87,7 @@ export function configFromFlags(o: ReadonlyMap<string, string>): TrainConfigInpu
     overwrite: o.has("overwrite") || undefined,
     lossChunk: num("loss-chunk", "int", 0),
     onNonfinite: choice("on-nonfinite", ["stop", "skip"] as const, "stop or skip"),
+    attention: choice("attention", ATTENTION_IMPLS, "plain, blockwise or cudnn"),
   };
   if (cfg.resume && cfg.overwrite)
     usage(
@@ -211,7 +213,7 @@ class ProgressPrinter {
         `model    ${e.model}`,
         `adapter  ${e.adapter}`,
         `data     ${e.data}`,
-        `train    ${e.steps} steps (batch ${e.batch} x seq ${e.seq}), AdamW lr ${e.lr} (${warm}), weight decay ${e.weightDecay}, ${e.precision}, seed ${e.seed}${e.lossChunk === null ? "" : `, loss in chunks of ${e.lossChunk} positions`}`,
+        `train    ${e.steps} steps (batch ${e.batch} x seq ${e.seq}), AdamW lr ${e.lr} (${warm}), weight decay ${e.weightDecay}, ${e.precision}, seed ${e.seed}, attention ${e.attention}${e.lossChunk === null ? "" : `, loss in chunks of ${e.lossChunk} positions`}`,
         `output   ${displayPath(e.out)}`,
         "",
       ].join("\n"),

@@ -114,6 +114,11 @@ export const TrainConfigSchema = z
     lossChunk: int(0).nullable().default(null),
     /** A step whose loss or gradients are NaN/Inf: "stop" the run (an error), or "skip" its update and go on. */
     onNonfinite: z.enum(["stop", "skip"]).default("stop"),
+    /**
+     * The attention kernel; null picks by --seq (defaultAttention: plain up to 1024 tokens, blockwise above).
+     * Not a run field: a resumed run may switch it (the two agree to float rounding).
+     */
+    attention: z.enum(["plain", "blockwise", "cudnn"]).nullable().default(null),
   })
   .strict();
 

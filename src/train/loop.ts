@@ -12,6 +12,7 @@ import {
 } from "../../models/lora.ts";
 import { mulberry32, normalSamples } from "../host/random.ts";
 import { LINEARS, llamaShapes, type LlamaWeights } from "../../models/llama.ts";
+import type { AttentionImpl } from "../../models/attention.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
 import { treeFromDevice, treeToDevice } from "../host/transfer.ts";
@@ -81,6 +82,8 @@ export interface TrainOptions {
   layers?: "scan" | "unroll";
   /** Sequence positions per chunk of the loss (StepConfig.lossChunk); default: the whole logits at once. */
   lossChunk?: number;
+  /** Attention kernel of the step (see StepConfig.attention). */
+  attention?: AttentionImpl;
   /** Where to write the trained adapter (adapter_config.json + adapter_model.safetensors). */
   outDir?: string;
   /**
@@ -130,6 +133,7 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     adamw: opts.adamw,
     ...(opts.layers ? { layers: opts.layers } : {}),
     ...(opts.lossChunk !== undefined ? { lossChunk: opts.lossChunk } : {}),
+    ...(opts.attention ? { attention: opts.attention } : {}),
   };
   const step = jit(makeGuardedTrainStep(c), { donate: 0, name: "lora_train_step" });
   const base = treeToDevice(weights as never);

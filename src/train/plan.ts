@@ -11,6 +11,8 @@ import { loadJsonl } from "../data/jsonl.ts";
 import type { TrainRecord } from "../data/records.ts";
 import { keyValueTask, MIN_SEQ } from "../data/synthetic.ts";
 import { LLAMA_TINY, type LlamaWeights } from "../../models/llama.ts";
+import { defaultAttention } from "../../models/attention.ts";
+import { defaultClient } from "../frontend/array.ts";
 import { ropeContext, ropeScalingFromOption } from "../../models/rope.ts";
 import { initLora, loraFromAdapter, loraLayout, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { loadGgufLlamaWeights, loadLlamaWeights } from "../../models/weights.ts";
@@ -78,6 +80,8 @@ export interface RunPlan {
   todo: number;
   /** Sequence positions per chunk of the loss; undefined when the whole logits are computed at once. */
   lossChunk: number | undefined;
+  /** The attention kernel every step runs (--attention, or the default for the sequence length). */
+  attention: "plain" | "blockwise";
 }
 
 export const fmtInt = (n: number) => n.toLocaleString("en-US");
@@ -107,7 +111,31 @@ export async function planRun(
       : run.lossChunk === 0
         ? undefined
         : Math.min(run.lossChunk, data.seq);
-  return { run, resumeFrom, model, adapter, data, lr, start, todo: Math.max(0, run.steps - start), lossChunk };
+  const attention = await attentionKernel(run, data.seq);
+  return {
+    run,
+    resumeFrom,
+    model,
+    adapter,
+    data,
+    lr,
+    start,
+    todo: Math.max(0, run.steps - start),
+    lossChunk,
+    attention,
+  };
+}
+
+/** --attention, or the default for seq; cudnn is refused before anything is written. */
+async function attentionKernel(run: TrainConfig, seq: number): Promise<"plain" | "blockwise"> {
+  if (run.attention === "cudnn") {
+    // cuDNN's fused attention exists only on the CUDA backend, and Tessera has no lowering to it yet.
+    const client = await defaultClient();
+    throw badOption(
+      `--attention cudnn needs cuDNN on a CUDA backend, but this run's backend is PJRT ${client.platformName} (${client.platform}); and Tessera has no cuDNN lowering yet: use --attention plain or blockwise`,
+    );
+  }
+  return run.attention ?? defaultAttention(seq);
 }
 
 async function lastCheckpoint(outDir: string): Promise<ResumePoint> {

@@ -40,6 +40,8 @@ export type TrainEvent =
       weightDecay: number;
       precision: "f32" | "bf16";
       seed: number;
+      /** The attention kernel every step runs (--attention, or the default for --seq). */
+      attention: "plain" | "blockwise";
       out: string;
       /** Sequence positions per chunk of the loss; null when the whole logits are computed at once. */
       lossChunk: number | null;
@@ -276,6 +278,7 @@ function emitStart(plan: RunPlan, emit: Emit): void {
     weightDecay: run.weightDecay,
     precision: plan.model.precision,
     seed: run.seed,
+    attention: plan.attention,
     out: run.out,
     lossChunk: plan.lossChunk ?? null,
   });
@@ -313,6 +316,7 @@ async function runSteps(running: Running): Promise<StepsDone> {
     seed: run.seed,
     ...(plan.lossChunk !== undefined ? { lossChunk: plan.lossChunk } : {}),
     onNonfinite: run.onNonfinite,
+    attention: plan.attention,
     onStep: stepHandler(running, progress, t0),
   });
   if (result.nonfinite)

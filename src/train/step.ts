@@ -2,6 +2,7 @@
 import { tx, type SavePolicy, type Tensor, type TensorSpec } from "../index.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
 import { llamaHidden, llamaLogits, llamaSpecs, type ForwardOpts, type LlamaWeights } from "../../models/llama.ts";
+import type { AttentionImpl } from "../../models/attention.ts";
 import { loraSpecs, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { adamwUpdate, type AdamWConfig } from "./adamw.ts";
 import { causalLmLoss, chunkedCausalLmLoss } from "./loss.ts";
@@ -38,6 +39,8 @@ export interface StepConfig {
   lossChunk?: number | undefined;
   /** Rematerialize each layer with this tx.checkpoint policy (see ForwardOpts.remat); default: keep activations. */
   remat?: SavePolicy | undefined;
+  /** Attention kernel (see ForwardOpts.attention); default: by sequence length (defaultAttention). */
+  attention?: AttentionImpl;
 }
 
 /** Up to this many layers the training step unrolls them; beyond, one scan keeps compile time flat. */
@@ -66,6 +69,7 @@ export function loraLoss(
     lora: { weights: lora, layout: c.layout },
     compute: c.policy.compute,
     layers: c.layers ?? defaultLayerLoop(c.llama),
+    ...(c.attention ? { attention: c.attention } : {}),
     training,
     ...(key ? { key } : {}),
     ...(c.remat ? { remat: c.remat } : {}),

@@ -1,0 +1,248 @@
+// Blockwise (flash) attention against plain attention on PJRT CPU: values and dq/dk/dv, odd lengths, ragged blocks, GQA, segments.
+import { describe, expect, it } from "vitest";
+import { tx, type Tensor } from "tessera";
+import { fromFloat32, fromTypedArray, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
+import { interpretOnHost, pjrtOnHost } from "../../src/parity/execute.ts";
+import { mulberry32 } from "../../models/lora.ts";
+import { blockwiseAttention, plainAttention, type BlockwiseOpts } from "../../models/attention.ts";
+import { TesseraError } from "../../src/errors.ts";
+import { estimateMemory } from "../../src/passes/memory_estimate.ts";
+import { runPasses } from "../../src/passes/manager.ts";
+import { CLEANUP_PIPELINE } from "../../src/passes/pipeline.ts";
+import { i32, uniform, batch, randomAdapter } from "./helpers.ts";
+import { LLAMA_TINY, llamaLogits, llamaSpecs, resolveAttention, type LlamaWeights } from "../../models/llama.ts";
+import { defaultAttention, PLAIN_MAX_SEQ } from "../../models/attention.ts";
+import { loraFromAdapter, loraSpecs, type LoraWeights } from "../../models/lora.ts";
+import { builtinBaseWeights } from "../../src/train/loop.ts";
+import { flatten } from "../../src/frontend/tree.ts";
+import { isHostTensor } from "../../src/host/transfer.ts";
+import { makeLoraConfig } from "../../src/formats/peft.ts";
+import { loraLoss, type StepConfig } from "../../src/train/step.ts";
+import { F32 } from "../../src/train/precision.ts";
+import { ADAMW_DEFAULTS } from "../../src/train/adamw.ts";
+
+interface Case {
+  S: number;
+  Hq: number;
+  Hkv: number;
+  blockQ: number;
+  blockK: number;
+  causal: boolean;
+  segments: boolean;
+}
+
+const B = 2,
+  D = 4;
+
+function inputs(c: Case, seed: number) {
+  const rand = mulberry32(seed);
+  const t = (h: number) => fromFloat32(uniform(B * c.S * h * D, 1.5, rand), [B, c.S, h, D]);
+  // Segments of uneven lengths, different per batch row: [0,0,0,1,1,2,...] and [0,1,1,1,...].
+  const seg = new Int32Array(B * c.S);
+  for (let b = 0; b < B; b++)
+    for (let s = 0; s < c.S; s++) seg[b * c.S + s] = b === 0 ? Math.floor(s / 3) : s === 0 ? 0 : 1 + Math.floor(s / 5);
+  const segT = fromTypedArray("I32", [B, c.S], seg);
+  // A random cotangent makes the loss sum(out * w) exercise every output element with a different weight.
+  const w = fromFloat32(uniform(B * c.S * c.Hq * D, 1, rand), [B, c.S, c.Hq, D]);
+  return { q: t(c.Hq), k: t(c.Hkv), v: t(c.Hkv), seg: segT, w };
+}
+
+type Attn = (q: Tensor, k: Tensor, v: Tensor, seg: Tensor) => Tensor;
+
+/** [out, dq, dk, dv] of attention `f` under the loss sum(out * w). */
+function withGrads(f: Attn) {
+  return (q: Tensor, k: Tensor, v: Tensor, seg: Tensor, w: Tensor) => {
+    const loss = (q: Tensor, k: Tensor, v: Tensor) => f(q, k, v, seg).mul(w).sum();
+    const [, g] = tx.valueAndGrad(loss, { wrt: [0, 1, 2] })(q, k, v);
+    return [f(q, k, v, seg), ...(g as Tensor[])];
+  };
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+async function compare(c: Case, seed: number): Promise<number> {
+  const x = inputs(c, seed);
+  const opts = (seg: Tensor): BlockwiseOpts => ({
+    causal: c.causal,
+    ...(c.segments ? { segmentIds: seg } : {}),
+    blockQ: c.blockQ,
+    blockK: c.blockK,
+  });
+  const plain: Attn = (q, k, v, seg) => plainAttention(q, k, v, opts(seg));
+  const block: Attn = (q, k, v, seg) => blockwiseAttention(q, k, v, opts(seg));
+  const args = [x.q, x.k, x.v, x.seg, x.w];
+  const want = (await pjrtOnHost(withGrads(plain), args)) as HostTensor[];
+  const got = (await pjrtOnHost(withGrads(block), args)) as HostTensor[];
+  let worst = 0;
+  ["out", "dq", "dk", "dv"].forEach((name, i) => {
+    const err = maxAbsDiff(toFloat32(got[i]!), toFloat32(want[i]!));
+    expect(err, `${name} of ${JSON.stringify(c)}`).toBeLessThanOrEqual(1e-5);
+    worst = Math.max(worst, err);
+  });
+  return worst;
+}
+
+const CASES: Case[] = [
+  // odd lengths, blocks that do not divide S, GQA ratios 1, 2 and 4, with and without segments
+  { S: 7, Hq: 2, Hkv: 2, blockQ: 3, blockK: 2, causal: true, segments: false },
+  { S: 7, Hq: 4, Hkv: 2, blockQ: 4, blockK: 3, causal: true, segments: true },
+  { S: 13, Hq: 4, Hkv: 1, blockQ: 5, blockK: 4, causal: true, segments: false },
+  { S: 13, Hq: 2, Hkv: 2, blockQ: 4, blockK: 6, causal: true, segments: true },
+  { S: 33, Hq: 4, Hkv: 2, blockQ: 8, blockK: 5, causal: true, segments: false },
+  { S: 33, Hq: 8, Hkv: 2, blockQ: 7, blockK: 16, causal: true, segments: true },
+  { S: 33, Hq: 2, Hkv: 2, blockQ: 33, blockK: 33, causal: true, segments: true },
+  // without the causal mask: every key block is live, rescaling happens at every step
+  { S: 13, Hq: 4, Hkv: 2, blockQ: 4, blockK: 3, causal: false, segments: false },
+  { S: 13, Hq: 4, Hkv: 1, blockQ: 6, blockK: 5, causal: false, segments: true },
+];
+
+describe("blockwiseAttention", () => {
+  it.each(CASES.map((c, i) => [i, c] as const))("equals plain attention, value and dq/dk/dv, case %i", async (i, c) => {
+    const worst = await compare(c, 10 + i);
+    console.log(`case ${i} ${JSON.stringify(c)}: max |blockwise - plain| ${worst.toExponential(2)}`);
+  });
+
+  it("the reference interpreter agrees with plain attention too (float64 kernels, S=7, GQA 2)", () => {
+    const c = CASES[1]!;
+    const x = inputs(c, 3);
+    const o = { causal: true, blockQ: 4, blockK: 3 };
+    const [p, b] = interpretOnHost(
+      (q: Tensor, k: Tensor, v: Tensor, seg: Tensor) => [
+        plainAttention(q, k, v, { ...o, segmentIds: seg }),
+        blockwiseAttention(q, k, v, { ...o, segmentIds: seg }),
+      ],
+      [x.q, x.k, x.v, x.seg],
+    ) as HostTensor[];
+    expect(maxAbsDiff(toFloat32(b!), toFloat32(p!))).toBeLessThanOrEqual(1e-6);
+  });
+
+  it("never builds an [S, S] score matrix: the largest f32 block is [B, Hkv, blockQ, G, blockK]", () => {
+    const S = 64;
+    const { graph } = tx.trace(
+      (q: Tensor, k: Tensor, v: Tensor) => blockwiseAttention(q, k, v, { causal: true, blockQ: 8, blockK: 16 }),
+      [tx.spec("f32", [1, S, 4, D]), tx.spec("f32", [1, S, 2, D]), tx.spec("f32", [1, S, 2, D])],
+    );
+    const sizes: number[] = [];
+    const walk = (g: typeof graph) => {
+      for (const op of g.ops) {
+        for (const out of op.outputs) sizes.push(out.type.shape.reduce((a, b) => a * b, 1));
+        const body = (op.params as { body?: typeof graph }).body;
+        if (body) walk(body);
+      }
+    };
+    walk(graph);
+    // one block of scores is [1, 2, 8, 2, 16] (512 elements); plain attention's [1, 2, 64, 2, 64] has 16384
+    expect(sizes).toContain(512);
+    expect(Math.max(...sizes)).toBe(S * 4 * D); // q, its blocks and the output are the largest values
+  });
+
+  it("memory of forward + dq/dk/dv grows linearly in S (estimateMemory): 4x the tokens, under 5x the temporaries", () => {
+    // Llama-2-7B-like GQA heads (32 over 8, D 128), blocks of 128; plain attention's grow 15x (the [S, S] scores)
+    const temporaries = (S: number, kind: "plain" | "blockwise") => {
+      const attn = (q: Tensor, k: Tensor, v: Tensor) =>
+        kind === "plain"
+          ? plainAttention(q, k, v, { causal: true })
+          : blockwiseAttention(q, k, v, { causal: true, blockQ: 128, blockK: 128 });
+      const f = (q: Tensor, k: Tensor, v: Tensor, w: Tensor) =>
+        tx.valueAndGrad((q: Tensor, k: Tensor, v: Tensor) => attn(q, k, v).mul(w).sum(), { wrt: [0, 1, 2] })(q, k, v);
+      const [q, kv] = [tx.spec("f32", [1, S, 32, 128]), tx.spec("f32", [1, S, 8, 128])];
+      return estimateMemory(runPasses(tx.trace(f, [q, kv, kv, q]).graph, CLEANUP_PIPELINE)).temporaries;
+    };
+    const MiB = 2 ** 20;
+    const [p1, p4] = [temporaries(1024, "plain"), temporaries(4096, "plain")];
+    const [b1, b4] = [temporaries(1024, "blockwise"), temporaries(4096, "blockwise")];
+    console.log(
+      `fwd+bwd temporaries, MiB: plain S=1024 ${(p1 / MiB).toFixed(1)}, S=4096 ${(p4 / MiB).toFixed(1)}; blockwise S=1024 ${(b1 / MiB).toFixed(1)}, S=4096 ${(b4 / MiB).toFixed(1)}`,
+    );
+    expect(p4 / p1).toBeGreaterThan(14);
+    expect(b4 / b1).toBeLessThan(5);
+    expect(b4).toBeLessThan(p4 / 10);
+  });
+
+  it("rejects bad shapes and block sizes with a TesseraError naming the op", () => {
+    const trace = (q: number[], k: number[], opts: Partial<BlockwiseOpts> = {}) =>
+      tx.trace(
+        (q: Tensor, k: Tensor) => blockwiseAttention(q, k, k, { causal: true, ...opts }),
+        [tx.spec("f32", q), tx.spec("f32", k)],
+      );
+    expect(() => trace([1, 8, 3, 4], [1, 8, 2, 4])).toThrow(/blockwiseAttention: query heads 3 must be a multiple/);
+    expect(() => trace([1, 8, 4, 4], [1, 7, 2, 4])).toThrow(/k and v must be \[1, 8, Hkv, 4\]/);
+    expect(() => trace([1, 8, 4, 4], [1, 8, 2, 4], { blockK: 0 })).toThrow(TesseraError);
+    expect(() => trace([1, 8, 4, 4], [1, 8, 2, 4], { blockQ: 2.5 })).toThrow(/blockQ must be a positive integer/);
+  });
+});
+
+type HostTree = Parameters<typeof pjrtOnHost>[1][number];
+
+describe("Llama with blockwise attention", () => {
+  const cfg = LLAMA_TINY; // 4 query heads over 2 KV heads
+  const S = 13;
+  const data = batch(2, S, cfg.vocabSize, 3);
+  const base = builtinBaseWeights(cfg, 0);
+  const lora = loraFromAdapter(
+    randomAdapter(cfg, makeLoraConfig({ r: 2, loraAlpha: 4, targetModules: ["q_proj", "k_proj", "v_proj"] }), 4),
+    cfg,
+  );
+
+  it("logits, LoRA loss and LoRA gradients equal plain attention's (S=13, blocks of 4, f32, PJRT CPU)", async () => {
+    const run = (attention: "plain" | "blockwise") => {
+      const c: StepConfig = { llama: cfg, layout: lora.layout, policy: F32, adamw: ADAMW_DEFAULTS, attention };
+      return pjrtOnHost(
+        (w: LlamaWeights, l: LoraWeights, t: Tensor, y: Tensor) => {
+          const logits = llamaLogits(cfg, w, t, { attention, attentionBlock: 4 });
+          const [loss, g] = tx.valueAndGrad((l: LoraWeights) => loraLoss(c, l, w, { tokens: t, labels: y }))(l);
+          return [logits, loss, g];
+        },
+        [base as unknown as HostTree, lora.weights as HostTree, i32(data.tokens), i32(data.labels)],
+      ) as Promise<unknown>;
+    };
+    const flat = (x: unknown) => flatten(x as HostTree, isHostTensor).leaves.map(toFloat32);
+    const want = flat(await run("plain"));
+    const got = flat(await run("blockwise"));
+    expect(got.length).toBe(want.length);
+    let worst = 0;
+    for (const [i, g] of got.entries()) worst = Math.max(worst, maxAbsDiff(g, want[i]!));
+    console.log(`Llama tiny, S=${S}: max |blockwise - plain| over logits, loss, LoRA grads ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThanOrEqual(1e-5);
+    // the LoRA paths matter: gradients are not all zero
+    expect(Math.max(...want.slice(2).map((g) => Math.max(...g.map(Math.abs))))).toBeGreaterThan(1e-3);
+  });
+
+  it("picks plain up to 1024 tokens and blockwise beyond; an explicit choice wins; cudnn is refused", () => {
+    expect([defaultAttention(PLAIN_MAX_SEQ), defaultAttention(PLAIN_MAX_SEQ + 1)]).toEqual(["plain", "blockwise"]);
+    expect(resolveAttention({}, 2048)).toEqual({ kind: "blockwise", block: 128 });
+    expect(resolveAttention({ attention: "plain" }, 2048)).toEqual({ kind: "plain" });
+    expect(resolveAttention({ attention: "blockwise", attentionBlock: 16 }, 64)).toEqual({
+      kind: "blockwise",
+      block: 16,
+    });
+    expect(() => resolveAttention({ attention: "cudnn" }, 64)).toThrow(TesseraError);
+    expect(() => resolveAttention({ attention: "cudnn" }, 64)).toThrow(/cuDNN/);
+    expect(() => resolveAttention({ attention: "blockwise", attentionBlock: 0 }, 64)).toThrow(/attentionBlock/);
+    // traced at 1100 tokens the default runs two nested scans per layer; at 64, none
+    const scans = (seq: number) => {
+      const { graph } = tx.trace(
+        (w: LlamaWeights, ids: Tensor) => llamaLogits(cfg, w, ids, { layers: "unroll" }),
+        [llamaSpecs(cfg, "f32"), tx.spec("s32", [1, seq])],
+      );
+      return graph.ops.filter((op) => op.name === "scan").length;
+    };
+    expect([scans(64), scans(1100)]).toEqual([0, cfg.numLayers]);
+    // StepConfig.attention reaches the model: the training loss traced with "blockwise" at 64 tokens has the scans
+    const c: StepConfig = { llama: cfg, layout: lora.layout, policy: F32, adamw: ADAMW_DEFAULTS, layers: "unroll" };
+    const lossScans = (attention?: "blockwise") => {
+      const { graph } = tx.trace(
+        (w: LlamaWeights, l: LoraWeights, t: Tensor) =>
+          loraLoss({ ...c, ...(attention ? { attention } : {}) }, l, w, { tokens: t, labels: t }),
+        [llamaSpecs(cfg, "f32"), loraSpecs(lora.layout, cfg), tx.spec("s32", [1, 64])],
+      );
+      return graph.ops.filter((op) => op.name === "scan").length;
+    };
+    expect([lossScans(), lossScans("blockwise")]).toEqual([0, cfg.numLayers]);
+  });
+});
