@@ -182,6 +182,35 @@ export const COMMANDS: readonly Command[] = [
     run: async (args) => (await import("./fetch.ts")).fetchCommand(args),
   },
   {
+    name: "tokenize",
+    summary: "Print the token ids a model's tokenizer gives a text, or a chat rendered with the model's chat template.",
+    positionals: [],
+    options: [
+      {
+        name: "model",
+        value: "<model>",
+        required: true,
+        description:
+          "a model name (smollm2-135m-instruct, fetched on first use), a .gguf file, or a Hugging Face folder with tokenizer.json",
+      },
+      { name: "text", value: "<text>", description: "the text to tokenize (special tokens added as the model says)" },
+      {
+        name: "chat",
+        value: "<file.json>",
+        description:
+          'a JSON array of {"role","content"} messages: rendered with the chat template and the generation prompt, then tokenized',
+      },
+      { name: "json", description: 'print {"ids": [...]} (with --chat also "prompt", the rendered text)' },
+    ],
+    details: [
+      "Prints the ids separated by spaces, or one JSON object with --json.",
+      "Examples:",
+      '  tessera tokenize --model smollm2-135m-instruct --text "Hello, world!" --json',
+      "  tessera tokenize --model ./Llama-2-7b-hf --chat messages.json",
+    ].join("\n"),
+    run: async (args) => (await import("./tokenize.ts")).tokenizeCommand(args),
+  },
+  {
     ...PARITY_COMMAND_SPEC,
     positionals: [...PARITY_COMMAND_SPEC.positionals],
     options: PARITY_COMMAND_SPEC.options.map((o) => ("choices" in o ? { ...o, choices: [...o.choices] } : o)),
