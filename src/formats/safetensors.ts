@@ -54,9 +54,24 @@ function isCount(v: unknown): v is number {
  * ending exactly at the end of the file (as the reference reader requires).
  */
 export function parseHeader(headerBytes: Uint8Array, file: string, dataRegionBytes: number): ParsedHeader {
-  const fail = (msg: string, tensor?: string): never => {
+  const fail: Fail = (msg, tensor) => {
     throw new FormatError(`${file}: ${msg}`, tensor === undefined ? { file } : { file, tensor });
   };
+  const json = headerObject(headerBytes, fail);
+  let metadata: Record<string, string> = {};
+  const tensors = new Map<string, TensorInfo>();
+  for (const [name, entry] of Object.entries(json)) {
+    if (name === "__metadata__") metadata = headerMetadata(entry, fail);
+    else tensors.set(name, tensorEntry(name, entry, fail));
+  }
+  const order = packedOrder(tensors, dataRegionBytes, fail);
+  return { metadata, tensors, order };
+}
+
+/** Throws a FormatError naming the file (and the tensor, when given). */
+type Fail = (msg: string, tensor?: string) => never;
+
+function headerObject(headerBytes: Uint8Array, fail: Fail): Record<string, unknown> {
   let text: string;
   try {
     text = utf8.decode(headerBytes);
@@ -70,50 +85,55 @@ export function parseHeader(headerBytes: Uint8Array, file: string, dataRegionByt
     return fail(`safetensors header is not valid JSON (${(e as Error).message})`);
   }
   if (!isObject(json)) return fail("safetensors header must be a JSON object of tensor entries");
+  return json;
+}
 
+function headerMetadata(entry: unknown, fail: Fail): Record<string, string> {
+  if (!isObject(entry)) return fail(`"__metadata__" must be an object of strings, got ${JSON.stringify(entry)}`);
   const metadata: Record<string, string> = {};
-  const tensors = new Map<string, TensorInfo>();
-  for (const [name, entry] of Object.entries(json)) {
-    if (name === "__metadata__") {
-      if (!isObject(entry)) return fail(`"__metadata__" must be an object of strings, got ${JSON.stringify(entry)}`);
-      for (const [k, v] of Object.entries(entry)) {
-        if (typeof v !== "string")
-          return fail(`"__metadata__" value for "${k}" must be a string, got ${JSON.stringify(v)}`);
-        metadata[k] = v;
-      }
-      continue;
-    }
-    const where = `tensor "${name}"`;
-    if (!isObject(entry)) return fail(`${where}: entry must be an object with dtype, shape, data_offsets`, name);
-    const { dtype, shape, data_offsets: offs } = entry;
-    if (typeof dtype !== "string" || !isHostDType(dtype)) {
-      return fail(`${where} has unknown dtype ${JSON.stringify(dtype)} (supported: ${HOST_DTYPES.join(", ")})`, name);
-    }
-    if (!Array.isArray(shape) || !shape.every(isCount)) {
-      return fail(`${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`, name);
-    }
-    if (!Array.isArray(offs) || offs.length !== 2 || !isCount(offs[0]) || !isCount(offs[1]) || offs[1] < offs[0]) {
-      return fail(
-        `${where}: data_offsets must be [start, end] with 0 <= start <= end, got ${JSON.stringify(offs)}`,
-        name,
-      );
-    }
-    let byteLength: number;
-    try {
-      byteLength = byteLengthOf(dtype, shape as number[]);
-    } catch {
-      return fail(`${where}: ${dtype}${fmtShape(shape as number[])} is too large to address`, name);
-    }
-    const [start, end] = offs as [number, number];
-    if (end - start !== byteLength) {
-      return fail(
-        `${where}: ${dtype}${fmtShape(shape as number[])} needs ${byteLength} bytes but data_offsets [${start}, ${end}] span ${end - start}`,
-        name,
-      );
-    }
-    tensors.set(name, { dtype, shape: [...(shape as number[])], byteLength, dataOffsets: [start, end] });
+  for (const [k, v] of Object.entries(entry)) {
+    if (typeof v !== "string")
+      return fail(`"__metadata__" value for "${k}" must be a string, got ${JSON.stringify(v)}`);
+    metadata[k] = v;
   }
+  return metadata;
+}
 
+/** One tensor entry, checked on its own: dtype, shape, and offsets spanning exactly dtype x shape bytes. */
+function tensorEntry(name: string, entry: unknown, fail: Fail): TensorInfo {
+  const where = `tensor "${name}"`;
+  if (!isObject(entry)) return fail(`${where}: entry must be an object with dtype, shape, data_offsets`, name);
+  const { dtype, shape, data_offsets: offs } = entry;
+  if (typeof dtype !== "string" || !isHostDType(dtype)) {
+    return fail(`${where} has unknown dtype ${JSON.stringify(dtype)} (supported: ${HOST_DTYPES.join(", ")})`, name);
+  }
+  if (!Array.isArray(shape) || !shape.every(isCount)) {
+    return fail(`${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`, name);
+  }
+  if (!Array.isArray(offs) || offs.length !== 2 || !isCount(offs[0]) || !isCount(offs[1]) || offs[1] < offs[0]) {
+    return fail(
+      `${where}: data_offsets must be [start, end] with 0 <= start <= end, got ${JSON.stringify(offs)}`,
+      name,
+    );
+  }
+  let byteLength: number;
+  try {
+    byteLength = byteLengthOf(dtype, shape as number[]);
+  } catch {
+    return fail(`${where}: ${dtype}${fmtShape(shape as number[])} is too large to address`, name);
+  }
+  const [start, end] = offs as [number, number];
+  if (end - start !== byteLength) {
+    return fail(
+      `${where}: ${dtype}${fmtShape(shape as number[])} needs ${byteLength} bytes but data_offsets [${start}, ${end}] span ${end - start}`,
+      name,
+    );
+  }
+  return { dtype, shape: [...(shape as number[])], byteLength, dataOffsets: [start, end] };
+}
+
+/** Names in data-offset order, checked to tile the data region exactly: no gap, no overlap, nothing after. */
+function packedOrder(tensors: Map<string, TensorInfo>, dataRegionBytes: number, fail: Fail): string[] {
   const order = [...tensors.keys()].sort((a, b) => {
     const x = tensors.get(a)!.dataOffsets;
     const y = tensors.get(b)!.dataOffsets;
@@ -149,7 +169,7 @@ export function parseHeader(headerBytes: Uint8Array, file: string, dataRegionByt
   if (pos < dataRegionBytes) {
     return fail(`${dataRegionBytes - pos} unexpected bytes after the last tensor (data region should be ${pos} bytes)`);
   }
-  return { metadata, tensors, order };
+  return order;
 }
 
 /** Reads exactly `buf.byteLength` bytes at `position`, or explains that the file ended early. */

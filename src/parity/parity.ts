@@ -238,6 +238,35 @@ function parityProgram(cfg: LlamaConfig, layout: LoraLayout | undefined, adamw: 
  */
 export async function runParity(dir: string, opts: ParityOptions = {}): Promise<ParityReport> {
   const t0 = performance.now();
+  const ref = await loadReference(dir);
+  const model = await loadModel(dir);
+  const { want, refGrads } = plannedGroups(ref, model);
+  const adamw = adamwFrom(ref.json);
+  const ours = await computeOurs(model, ref, want, refGrads, adamw, opts.executor ?? interpretOnHost);
+  const tol = { ...DEFAULT_TOLERANCES, ...opts.tolerances };
+  const { tensors, scores } = compareAll(dir, ref, ours, adamw, tol);
+  const groups = [...want]
+    .sort((a, b) => GROUPS.indexOf(a) - GROUPS.indexOf(b))
+    .map((g) => groupResult(g, tensors, ours, ref.expected, scores, tol[g]));
+  return {
+    dir,
+    backend: opts.backend ?? "interpreter",
+    groups,
+    tensors,
+    ok: groups.length > 0 && groups.every((g) => g.ok),
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+interface Reference {
+  expectedFile: string;
+  expected: Map<string, HostTensor>;
+  json: ExpectedJson;
+  tokens: HostTensor;
+  labels: HostTensor;
+}
+
+async function loadReference(dir: string): Promise<Reference> {
   const expectedFile = join(dir, "expected.safetensors");
   if (!(await exists(expectedFile)))
     throw new FormatError(`${expectedFile}: not found (a reference folder holds expected.safetensors)`, {
@@ -245,46 +274,67 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
     });
   const { tensors: expected } = await readSafetensors(expectedFile);
   const json = await loadExpectedJson(join(dir, "expected.json"));
-  const need = (k: string) => {
-    const t = expected.get(k);
-    if (!t) throw new FormatError(`${expectedFile}: missing tensor "${k}"`, { file: expectedFile, tensor: k });
-    return t;
-  };
-  const tokens = need("input_ids");
-  const labels = expected.get("labels") ?? tokens;
+  const tokens = expected.get("input_ids");
+  if (!tokens)
+    throw new FormatError(`${expectedFile}: missing tensor "input_ids"`, { file: expectedFile, tensor: "input_ids" });
+  return { expectedFile, expected, json, tokens, labels: expected.get("labels") ?? tokens };
+}
 
+interface Model {
+  config: LlamaConfig;
+  weights: LlamaWeights<HostTensor>;
+  adapter?: Awaited<ReturnType<typeof loadAdapter>>;
+  lora?: ReturnType<typeof loraFromAdapter>;
+}
+
+async function loadModel(dir: string): Promise<Model> {
   const { config, weights } = await loadLlamaWeights(dir, { dtype: "F32" });
   const hasAdapter = await exists(join(dir, ADAPTER_CONFIG_FILE));
   const adapter = hasAdapter ? await loadAdapter(dir, config) : undefined;
   const lora = adapter ? loraFromAdapter(adapter, config, join(dir, ADAPTER_CONFIG_FILE)) : undefined;
+  return { config, weights, adapter, lora };
+}
 
-  // Every quantity the folder can be checked on is computed; one the reference lacks fails below.
+/** The quantities to compute, and the gradients the optimizer-alone check steps from. */
+function plannedGroups(
+  ref: Reference,
+  { config, adapter, lora }: Model,
+): { want: Set<Group>; refGrads: LoraWeights<HostTensor> } {
+  // Every quantity the folder can be checked on is computed; one the reference lacks fails in groupResult.
   const want = new Set<Group>(lora ? GROUPS : ["logits_base"]);
-  // The reference's gradients, for the optimizer-alone check (the adapter's own weights stand in when absent).
   const refGradTensors = new Map(
-    [...expected].filter(([k]) => k.startsWith("grad.")).map(([k, t]) => [k.slice("grad.".length), t]),
+    [...ref.expected].filter(([k]) => k.startsWith("grad.")).map(([k, t]) => [k.slice("grad.".length), t]),
   );
+  // The adapter's own weights stand in when the reference has no gradients (adamw_step is then not checked).
   let refGrads = lora?.weights ?? {};
   if (adapter && lora && refGradTensors.size > 0) {
     refGrads = loraFromAdapter(
-      adapterFromTensors(adapter.config, refGradTensors, config, { weights: expectedFile }),
+      adapterFromTensors(adapter.config, refGradTensors, config, { weights: ref.expectedFile }),
       config,
     ).weights;
   } else {
     want.delete("adamw_step");
   }
-  const adamw = adamwFrom(json);
-  const exec = opts.executor ?? interpretOnHost;
+  return { want, refGrads };
+}
+
+/** Runs the parity program and returns our outputs under the reference's tensor names. */
+async function computeOurs(
+  { config, weights, lora }: Model,
+  ref: Reference,
+  want: Set<Group>,
+  refGrads: LoraWeights<HostTensor>,
+  adamw: AdamWConfig,
+  exec: Executor,
+): Promise<Map<string, HostTensor>> {
   const args = [
     weights as unknown as Tree<HostTensor>,
     (lora?.weights ?? {}) as Tree<HostTensor>,
-    tokens,
-    labels,
+    ref.tokens,
+    ref.labels,
     refGrads as Tree<HostTensor>,
   ];
   const out = (await exec(parityProgram(config, lora?.layout, adamw, want), args)) as Record<string, unknown>;
-
-  // Our outputs under the reference's names.
   const ours = new Map<string, HostTensor>();
   for (const g of ["logits_base", "logits_lora", "loss_lora"] as const) if (out[g]) ours.set(g, out[g] as HostTensor);
   if (lora) {
@@ -298,8 +348,17 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
       for (const [k, t] of merged) ours.set(`merged.${k}`, t);
     }
   }
+  return ours;
+}
 
-  const tol = { ...DEFAULT_TOLERANCES, ...opts.tolerances };
+/** Each reference tensor's error, and after_adamw's per-element bound scores (keyed by tensor name). */
+function compareAll(
+  dir: string,
+  { expectedFile, expected }: Reference,
+  ours: Map<string, HostTensor>,
+  adamw: AdamWConfig,
+  tol: Record<Group, number>,
+): { tensors: TensorError[]; scores: Map<string, number> } {
   const tensors: TensorError[] = [];
   const scores = new Map<string, number>();
   for (const [name, ref] of expected) {
@@ -325,52 +384,61 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
       if (grad) scores.set(name, adamwBound(mine, ref, grad, adamw, { grad: tol.grad, step: tol.adamw_step }));
     }
   }
-  const groups: GroupResult[] = [];
-  for (const g of [...want].sort((a, b) => GROUPS.indexOf(a) - GROUPS.indexOf(b))) {
-    const ts = tensors.filter((t) => t.group === g);
-    // Every tensor we computed must be in the reference (merged: the reference holds only the adapted weights).
-    const computed = [...ours.keys()].filter((k) => groupOf(k) === g && g !== "merged" && g !== "adamw_step");
-    const missing = ts.length === 0 ? [g] : computed.filter((k) => !expected.has(k));
-    if (g === "after_adamw") {
-      const scored = ts.filter((t) => scores.has(t.name));
-      const worst = scored.reduce<TensorError | undefined>(
-        (a, b) => (!a || !(scores.get(b.name)! <= scores.get(a.name)!) ? b : a),
-        undefined,
-      );
-      const score = worst ? scores.get(worst.name)! : NaN;
-      if (scored.length < ts.length)
-        missing.push(...ts.filter((t) => !scores.has(t.name)).map((t) => `grad.${t.name.slice(g.length + 1)}`));
-      groups.push({
-        group: g,
-        ...(worst ? { worst, score } : {}),
-        count: ts.length,
-        tol: tol[g],
-        ok: missing.length === 0 && score <= tol[g],
-        ...(missing.length ? { missing } : {}),
-      });
-      continue;
-    }
-    const worst = ts.reduce<TensorError | undefined>(
-      (a, b) => (!a || b.maxRel > a.maxRel || Number.isNaN(b.maxRel) ? b : a),
-      undefined,
-    );
-    const ok = missing.length === 0 && worst !== undefined && worst.maxRel <= tol[g];
-    groups.push({
-      group: g,
-      ...(worst ? { worst } : {}),
-      count: ts.length,
-      tol: tol[g],
-      ok,
-      ...(missing.length ? { missing } : {}),
-    });
-  }
+  return { tensors, scores };
+}
+
+/** One quantity's verdict: its worst tensor against `tol`, failing when the reference lacks any of it. */
+function groupResult(
+  g: Group,
+  tensors: readonly TensorError[],
+  ours: Map<string, HostTensor>,
+  expected: Map<string, HostTensor>,
+  scores: Map<string, number>,
+  tol: number,
+): GroupResult {
+  const ts = tensors.filter((t) => t.group === g);
+  // Every tensor we computed must be in the reference (merged: the reference holds only the adapted weights).
+  const computed = [...ours.keys()].filter((k) => groupOf(k) === g && g !== "merged" && g !== "adamw_step");
+  const missing = ts.length === 0 ? [g] : computed.filter((k) => !expected.has(k));
+  if (g === "after_adamw") return afterAdamwResult(ts, missing, scores, tol);
+  const worst = ts.reduce<TensorError | undefined>(
+    (a, b) => (!a || b.maxRel > a.maxRel || Number.isNaN(b.maxRel) ? b : a),
+    undefined,
+  );
+  const ok = missing.length === 0 && worst !== undefined && worst.maxRel <= tol;
   return {
-    dir,
-    backend: opts.backend ?? "interpreter",
-    groups,
-    tensors,
-    ok: groups.length > 0 && groups.every((g) => g.ok),
-    seconds: (performance.now() - t0) / 1000,
+    group: g,
+    ...(worst ? { worst } : {}),
+    count: ts.length,
+    tol,
+    ok,
+    ...(missing.length ? { missing } : {}),
+  };
+}
+
+/** after_adamw is judged by per-element bound scores, so a tensor without the reference's gradient is missing. */
+function afterAdamwResult(
+  ts: readonly TensorError[],
+  missing: string[],
+  scores: Map<string, number>,
+  tol: number,
+): GroupResult {
+  const g = "after_adamw";
+  const scored = ts.filter((t) => scores.has(t.name));
+  const worst = scored.reduce<TensorError | undefined>(
+    (a, b) => (!a || !(scores.get(b.name)! <= scores.get(a.name)!) ? b : a),
+    undefined,
+  );
+  const score = worst ? scores.get(worst.name)! : NaN;
+  if (scored.length < ts.length)
+    missing.push(...ts.filter((t) => !scores.has(t.name)).map((t) => `grad.${t.name.slice(g.length + 1)}`));
+  return {
+    group: g,
+    ...(worst ? { worst, score } : {}),
+    count: ts.length,
+    tol,
+    ok: missing.length === 0 && score <= tol,
+    ...(missing.length ? { missing } : {}),
   };
 }
 

@@ -46,39 +46,32 @@ export interface OutDir {
  * `dir` is read before the lock is held.
  */
 export async function lockOutDir(dir: string): Promise<OutDir> {
-  let created: string | undefined;
+  const created = await createOutDir(dir);
+  const file = join(dir, LOCK_FILE);
+  const staleFrom = await acquireLock(dir, file);
+  const { existing, cleaned } = await surveyOutDir(dir);
+  return { dir, staleFrom, existing, cleaned, release: releaser(dir, file, created) };
+}
+
+/** Returns the first folder mkdir created (undefined when `dir` already existed). */
+async function createOutDir(dir: string): Promise<string | undefined> {
   try {
     const st = await stat(dir).catch(() => undefined);
     if (st && !st.isDirectory())
       throw new TesseraError(`--out ${dir}: is a file, expected a folder for the run's output`, { code: "ERR_FS" });
-    created = await mkdir(dir, { recursive: true });
+    return await mkdir(dir, { recursive: true });
   } catch (e) {
     throw fsError(e, dir, "create the output folder");
   }
-  const file = join(dir, LOCK_FILE);
+}
+
+/** Takes the lock `file`, taking over a stale one; returns the stale lock's owner, if one was taken over. */
+async function acquireLock(dir: string, file: string): Promise<LockInfo | undefined> {
   const me: LockInfo = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
   let staleFrom: LockInfo | undefined;
   for (let attempt = 0; ; attempt++) {
-    // Written whole under a temporary name, then linked to the lock's name (link fails with EEXIST as O_EXCL does):
-    // a run killed at any point never leaves an empty lock that nobody could tell is stale.
-    const tmp = `${file}.tmp-${process.pid}`;
-    try {
-      await writeFile(tmp, `${JSON.stringify(me)}\n`);
-      await link(tmp, file);
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw fsError(e, file, "create the lock file");
-    } finally {
-      await unlink(tmp).catch(() => {});
-    }
-    let held: LockInfo | undefined;
-    let gone = false;
-    try {
-      held = JSON.parse(await readFile(file, "utf8")) as LockInfo;
-    } catch (e) {
-      // Gone again (its run just ended): try once more. Unreadable: report it as held rather than guess.
-      gone = (e as NodeJS.ErrnoException).code === "ENOENT";
-    }
+    if (await createLock(file, me)) return staleFrom;
+    const { held, gone } = await readLock(file);
     if (gone && attempt < 3) continue;
     const stale = held !== undefined && held.host === me.host && !alive(held.pid);
     if (!stale || attempt > 2) {
@@ -88,25 +81,58 @@ export async function lockOutDir(dir: string): Promise<OutDir> {
         { code: "ERR_LOCKED" },
       );
     }
-    // Move the stale lock aside under a unique name, then look at what was moved: if another run had taken the
-    // lock over in between, that is its live lock, which goes back (link fails only if yet another run holds it).
-    const aside = `${file}.stale-${process.pid}`;
-    const moved = await rename(file, aside).then(
-      () => true,
-      () => false,
-    );
-    if (moved) {
-      const was = await readFile(aside, "utf8").then(
-        (t) => JSON.parse(t) as LockInfo,
-        () => undefined,
-      );
-      if (was?.pid !== held!.pid || was.host !== held!.host || was.started !== held!.started)
-        await link(aside, file).catch(() => {});
-      else staleFrom = held;
-      await unlink(aside).catch(() => {});
-    }
+    if (await removeStaleLock(file, held!)) staleFrom = held;
   }
+}
 
+/** False when the lock already exists. */
+async function createLock(file: string, me: LockInfo): Promise<boolean> {
+  // Written whole under a temporary name, then linked to the lock's name (link fails with EEXIST as O_EXCL does):
+  // a run killed at any point never leaves an empty lock that nobody could tell is stale.
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    await writeFile(tmp, `${JSON.stringify(me)}\n`);
+    await link(tmp, file);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw fsError(e, file, "create the lock file");
+  } finally {
+    await unlink(tmp).catch(() => {});
+  }
+  return false;
+}
+
+async function readLock(file: string): Promise<{ held: LockInfo | undefined; gone: boolean }> {
+  try {
+    return { held: JSON.parse(await readFile(file, "utf8")) as LockInfo, gone: false };
+  } catch (e) {
+    // Gone again (its run just ended): try once more. Unreadable: report it as held rather than guess.
+    return { held: undefined, gone: (e as NodeJS.ErrnoException).code === "ENOENT" };
+  }
+}
+
+/** Removes the lock `held` if it is still the one at `file`; true when it did. */
+async function removeStaleLock(file: string, held: LockInfo): Promise<boolean> {
+  // Move the stale lock aside under a unique name, then look at what was moved: if another run had taken the
+  // lock over in between, that is its live lock, which goes back (link fails only if yet another run holds it).
+  const aside = `${file}.stale-${process.pid}`;
+  const moved = await rename(file, aside).then(
+    () => true,
+    () => false,
+  );
+  if (!moved) return false;
+  const was = await readFile(aside, "utf8").then(
+    (t) => JSON.parse(t) as LockInfo,
+    () => undefined,
+  );
+  const same = was?.pid === held.pid && was.host === held.host && was.started === held.started;
+  if (!same) await link(aside, file).catch(() => {});
+  await unlink(aside).catch(() => {});
+  return same;
+}
+
+/** What `dir` already held, and the temporaries of a killed run, removed (the lock must be held). */
+async function surveyOutDir(dir: string): Promise<{ existing: string[]; cleaned: string[] }> {
   const existing: string[] = [];
   const cleaned: string[] = [];
   try {
@@ -116,28 +142,25 @@ export async function lockOutDir(dir: string): Promise<OutDir> {
   } catch (e) {
     throw fsError(e, dir, "read the output folder");
   }
+  return { existing, cleaned };
+}
 
-  return {
-    dir,
-    staleFrom,
-    existing,
-    cleaned,
-    async release(opts = {}) {
-      await unlink(file).catch(() => {});
-      if (opts.removeIfEmpty && created !== undefined) {
-        // Only folders this run created, and only while empty: rmdir refuses anything else.
-        for (let d = dir; ; d = dirname(d)) {
-          if (
-            (await rmdir(d).then(
-              () => true,
-              () => false,
-            )) === false ||
-            d === created
-          )
-            break;
-        }
+function releaser(dir: string, file: string, created: string | undefined): OutDir["release"] {
+  return async (opts = {}) => {
+    await unlink(file).catch(() => {});
+    if (opts.removeIfEmpty && created !== undefined) {
+      // Only folders this run created, and only while empty: rmdir refuses anything else.
+      for (let d = dir; ; d = dirname(d)) {
+        if (
+          (await rmdir(d).then(
+            () => true,
+            () => false,
+          )) === false ||
+          d === created
+        )
+          break;
       }
-    },
+    }
   };
 }
 

@@ -82,11 +82,35 @@ function positiveInt(x: unknown, what: string): number {
 export function resolveCompileOptions(
   program: string,
   opts: CompileOptions,
-  client: {
-    deviceIds: readonly number[];
-    defaultDeviceAssignment(numReplicas: number, numPartitions: number): number[];
-  },
+  client: CompileClient,
 ): ResolvedCompileOptions {
+  const facts = checkedProgramFacts(program, opts);
+  const { numReplicas, numPartitions } = checkedCounts(facts, opts);
+  const assignment = deviceAssignmentFor(opts, client, numReplicas, numPartitions);
+  checkAssignment(assignment, client, numReplicas, numPartitions);
+  return {
+    numReplicas,
+    numPartitions,
+    deviceAssignment: assignment,
+    useShardy: opts.useShardy ?? (facts.usesShardy || (numPartitions > 1 && !facts.usesGspmd)),
+    useSpmdPartitioning: opts.useSpmdPartitioning ?? numPartitions > 1,
+    ...(opts.propagateShardingToOutput !== undefined
+      ? { propagateShardingToOutput: opts.propagateShardingToOutput }
+      : {}),
+    ...(opts.propagateShardingToParameters !== undefined
+      ? { propagateShardingToParameters: opts.propagateShardingToParameters }
+      : {}),
+  };
+}
+
+/** What resolveCompileOptions needs of a client. */
+interface CompileClient {
+  deviceIds: readonly number[];
+  defaultDeviceAssignment(numReplicas: number, numPartitions: number): number[];
+}
+
+/** The program's facts, once it is known to have a @main and a sharding dialect the options agree with. */
+function checkedProgramFacts(program: string, opts: CompileOptions): ProgramFacts {
   if (typeof program !== "string" || program.trim() === "") {
     throw new RuntimeError("ERR_PROGRAM", "empty program: expected StableHLO text with a func.func @main");
   }
@@ -112,6 +136,11 @@ export function resolveCompileOptions(
       "useShardy is false but the program uses sdy annotations, which need the Shardy partitioner",
     );
   }
+  return facts;
+}
+
+/** The options' replica and partition counts, which must match what the module declares. */
+function checkedCounts(facts: ProgramFacts, opts: CompileOptions): { numReplicas: number; numPartitions: number } {
   const numReplicas = positiveInt(opts.numReplicas ?? 1, "numReplicas");
   const numPartitions = positiveInt(opts.numPartitions ?? 1, "numPartitions");
   for (const [attr, value, name] of [
@@ -125,26 +154,40 @@ export function resolveCompileOptions(
       );
     }
   }
+  return { numReplicas, numPartitions };
+}
+
+/** The caller's assignment, the single device, or the client's default; not yet checked against the client. */
+function deviceAssignmentFor(
+  opts: CompileOptions,
+  client: CompileClient,
+  numReplicas: number,
+  numPartitions: number,
+): number[] {
   const total = numReplicas * numPartitions;
-  let assignment: number[];
   if (opts.deviceAssignment !== undefined) {
     if (opts.device !== undefined)
       throw new RuntimeError("ERR_COMPILE_OPTIONS", "give either device or deviceAssignment, not both");
-    assignment = [...opts.deviceAssignment];
-  } else if (total === 1) {
-    const d = opts.device;
-    assignment = [d === undefined ? client.deviceIds[0]! : typeof d === "number" ? d : d.id];
-  } else {
-    if (opts.device !== undefined)
-      throw new RuntimeError("ERR_COMPILE_OPTIONS", "device is for single-device programs; use deviceAssignment");
-    if (total > client.deviceIds.length) {
-      throw new RuntimeError(
-        "ERR_COMPILE_OPTIONS",
-        `${numReplicas} replica(s) x ${numPartitions} partition(s) need ${total} devices; the client has ${client.deviceIds.length}`,
-      );
-    }
-    assignment = client.defaultDeviceAssignment(numReplicas, numPartitions);
+    return [...opts.deviceAssignment];
   }
+  if (total === 1) {
+    const d = opts.device;
+    return [d === undefined ? client.deviceIds[0]! : typeof d === "number" ? d : d.id];
+  }
+  if (opts.device !== undefined)
+    throw new RuntimeError("ERR_COMPILE_OPTIONS", "device is for single-device programs; use deviceAssignment");
+  if (total > client.deviceIds.length) {
+    throw new RuntimeError(
+      "ERR_COMPILE_OPTIONS",
+      `${numReplicas} replica(s) x ${numPartitions} partition(s) need ${total} devices; the client has ${client.deviceIds.length}`,
+    );
+  }
+  return client.defaultDeviceAssignment(numReplicas, numPartitions);
+}
+
+/** One device per replica x partition, each a device of the client and none twice. */
+function checkAssignment(assignment: number[], client: CompileClient, numReplicas: number, numPartitions: number) {
+  const total = numReplicas * numPartitions;
   if (assignment.length !== total) {
     throw new RuntimeError(
       "ERR_COMPILE_OPTIONS",
@@ -163,19 +206,6 @@ export function resolveCompileOptions(
     if (seen.has(id)) throw new RuntimeError("ERR_COMPILE_OPTIONS", `device ${id} appears twice in deviceAssignment`);
     seen.add(id);
   }
-  return {
-    numReplicas,
-    numPartitions,
-    deviceAssignment: assignment,
-    useShardy: opts.useShardy ?? (facts.usesShardy || (numPartitions > 1 && !facts.usesGspmd)),
-    useSpmdPartitioning: opts.useSpmdPartitioning ?? numPartitions > 1,
-    ...(opts.propagateShardingToOutput !== undefined
-      ? { propagateShardingToOutput: opts.propagateShardingToOutput }
-      : {}),
-    ...(opts.propagateShardingToParameters !== undefined
-      ? { propagateShardingToParameters: opts.propagateShardingToParameters }
-      : {}),
-  };
 }
 
 let compileOptionsType: protobuf.Type | undefined;
