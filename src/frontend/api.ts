@@ -22,6 +22,7 @@ export {
   type TreeDef,
 } from "./tree.ts";
 export * as random from "./random.ts";
+export * as nn from "./nn.ts";
 export { dropout } from "./random.ts";
 export { jit, type JitOpts, type Jitted, type Lowered, type Concrete, type Abstract } from "./jit.ts";
 export { array, DeviceArray, type ArrayOpts, type ReadArray } from "./array.ts";
