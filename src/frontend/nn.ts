@@ -1,4 +1,5 @@
 // tx.nn: the neural-network helpers a JAX user reaches for in jax.nn (activations, norms, losses, initializers).
+import { erf } from "../ir/elementwise.ts";
 import { isFloat, isInteger, type DType } from "../ir/types.ts";
 import type { Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
@@ -196,25 +197,10 @@ function erfinv(x: Tensor): Tensor {
 
 function sampleTruncatedNormal(key: Tensor, shape: readonly number[], lo: number, hi: number, dtype: DType): Tensor {
   // Uniform on [erf(lo/sqrt2), erf(hi/sqrt2)] through sqrt2 * erfinv is a standard normal truncated to [lo, hi].
-  const a = erfScalar(lo / Math.SQRT2);
-  const b = erfScalar(hi / Math.SQRT2);
+  const a = erf(lo / Math.SQRT2);
+  const b = erf(hi / Math.SQRT2);
   const u = uniform(key, shape, { dtype: "f32", minval: a, maxval: b });
   return erfinv(u).mul(Math.SQRT2).maximum(lo).minimum(hi).astype(dtype);
-}
-
-// erf of a JS number, for the truncation bounds (Math has no erf).
-function erfScalar(z: number): number {
-  // The Maclaurin series converges to f64 precision for moderate |z|; past 5, erf is +-1 to f64 precision.
-  if (Math.abs(z) > 5) return Math.sign(z);
-  let term = z;
-  let sum = z;
-  for (let n = 1; n < 200; n++) {
-    term *= (-z * z) / n;
-    const add = term / (2 * n + 1);
-    sum += add;
-    if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
-  }
-  return (2 / Math.sqrt(Math.PI)) * sum;
 }
 
 /** Fans as JAX computes them: in = shape[-2], out = shape[-1], both times the product of the other dims. */

@@ -153,6 +153,12 @@ export const UNARY_API = {
   sin: { name: "sin", method: true },
   cos: { name: "cos", method: true },
   erf: { name: "erf", method: true },
+  log1p: { name: "log1p", method: true },
+  expm1: { name: "expm1", method: true },
+  floor: { name: "floor", method: true },
+  ceil: { name: "ceil", method: true },
+  round: { name: "round", method: true },
+  sign: { name: "sign", method: true },
   not: { name: "bitwiseNot", method: false },
 } as const satisfies { readonly [N in UnaryOp]: { readonly name: string; readonly method: boolean } };
 
@@ -169,7 +175,26 @@ export const UNARY_FNS = Object.fromEntries(UNARY_OPS.map((n) => [UNARY_API[n].n
 };
 
 // numpy.ts re-exports these; methods.ts checks that none is missing.
-export const { neg, abs, exp, log, sqrt, rsqrt, tanh, sigmoid, sin, cos, erf, bitwiseNot } = UNARY_FNS;
+export const {
+  neg,
+  abs,
+  exp,
+  log,
+  sqrt,
+  rsqrt,
+  tanh,
+  sigmoid,
+  sin,
+  cos,
+  erf,
+  log1p,
+  expm1,
+  floor,
+  ceil,
+  round,
+  sign,
+  bitwiseNot,
+} = UNARY_FNS;
 
 export const eq = compare("eq");
 export const ne = compare("ne");
