@@ -1,6 +1,6 @@
 // The rounding and log/exp ops as tx functions and Tensor methods, and numpy's integer promotion (div, floorDiv, mod, mean).
 import { describe, expect, it } from "vitest";
-import { spec, trace, tx, type Tensor } from "./api.ts";
+import { array, jit, spec, trace, tx, type Tensor } from "./api.ts";
 import { tensorType } from "../../src/ir/types.ts";
 import { host, run } from "./helpers.ts";
 
@@ -79,5 +79,40 @@ describe("integer division and means (numpy's promotion)", () => {
     expect(mb).toEqual([0.75]);
     const { graph } = trace((x: Tensor) => x.mean(0, { keepdims: true }), [spec("s32", [4, 2])]);
     expect(graph.outputs[0]!.type).toEqual(tensorType("f32", [1, 2]));
+  });
+});
+
+describe("on PJRT CPU", () => {
+  it("integer floorDiv/remainder, true div and tx.nn ops compile through XLA and equal the interpreter", async () => {
+    const f = (a: Tensor, b: Tensor, x: Tensor, y: Tensor) => [
+      tx.floorDiv(a, b),
+      tx.remainder(a, b),
+      a.div(b),
+      tx.nn.gelu(x),
+      tx.nn.gelu(x, { approximate: false }),
+      tx.nn.logSoftmax(x),
+      tx.nn.layerNorm(x),
+      tx.nn.rmsNorm(x),
+      tx.nn.crossEntropy(x, y, { ignoreIndex: -100, labelSmoothing: 0.1 }),
+    ];
+    const as = [7, -7, 7, -7, 2147483647, -2147483648];
+    const bs = [2, 2, -2, -2, 10, 7];
+    const xs = [0.5, -1.25, 3, 2, -0.75, 1e3];
+    const args = [host("s32", [6], as), host("s32", [6], bs), host("f32", [2, 3], xs), host("s32", [2], [2, -100])];
+    const want = run(f, args);
+    const got = await jit(f)(
+      array(as, { dtype: "s32" }),
+      array(bs, { dtype: "s32" }),
+      array(xs, { shape: [2, 3] }),
+      array([2, -100], { dtype: "s32" }),
+    );
+    for (let k = 0; k < want.length; k++) {
+      const g = Array.from(await got[k]!.toArray());
+      g.forEach((v, i) => {
+        expect(Math.abs(v - want[k]![i]!), `output ${k}[${i}]: ${v} vs ${want[k]![i]}`).toBeLessThanOrEqual(
+          1e-5 * (1 + Math.abs(v)),
+        );
+      });
+    }
   });
 });
