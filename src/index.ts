@@ -24,8 +24,11 @@
 // Trees. Plain objects and arrays of tensors; keys flatten in sorted order; graph inputs are named by the
 // function's parameter names plus paths (`params.layers[0].wq`). treeFlatten/treeUnflatten/treeMap/treeLeaves.
 // Promotion (src/frontend/ops/elementwise.ts). Tensor operands of one op must share a dtype (no implicit
-// f32/bf16/int mixing: use astype); a JS number adopts the tensor operand's dtype; numbers alone are f32.
+// f32/bf16/int mixing: use astype); a JS number adopts the tensor operand's dtype; numbers alone are f32. As in
+// numpy, integer div and mean are f32 (floorDiv and remainder stay integer).
 // Shapes broadcast as in numpy. bf16/f16 sums and means accumulate in f32.
+// nn.* (JAX's jax.nn: relu, gelu, softmax, layerNorm, rmsNorm, crossEntropy, initializers...); tree.* (jax.tree);
+// evalShape(fn, ...specs) -> output spec tree, by tracing only.
 // RNG (random.*). Threefry-2x32 keys (u32[2]): key(seed) in a trace, keyArray(seed) on the host; split, foldIn,
 // bits, uniform, normal (Box-Muller), bernoulli, and dropout(x, rate, key).
 export * from "./frontend/api.ts";

@@ -3,7 +3,7 @@ export * from "./numpy.ts";
 export { Tensor, type TensorLike, type SliceSpec } from "./core.ts";
 export { TraceError } from "./errors.ts";
 export { setLocationCapture } from "./loc.ts";
-export { spec, TensorSpec, trace, entry, type Entry, type Traced } from "./trace.ts";
+export { spec, TensorSpec, trace, evalShape, entry, type Entry, type Traced } from "./trace.ts";
 export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
 export { scan, optimizationBarrier, type ScanOpts } from "./control.ts";
 export {
@@ -22,6 +22,8 @@ export {
   type TreeDef,
 } from "./tree.ts";
 export * as random from "./random.ts";
+export * as nn from "./nn.ts";
+export * as tree from "./tree_ns.ts";
 export { dropout } from "./random.ts";
 export { jit, type JitOpts, type Jitted, type Lowered, type Concrete, type Abstract } from "./jit.ts";
 export { array, DeviceArray, type ArrayOpts, type ReadArray } from "./array.ts";

@@ -144,7 +144,30 @@ export class Tensor {
   get type(): TensorType {
     return this.value.type;
   }
+  /** For debugging and our own messages; `${x}` and `"" + x` throw (see below), so call this explicitly. */
   toString(): string {
     return `Tensor<${formatType(this.value.type)}>`;
   }
+
+  /*
+   * A traced tensor has no value until the compiled function runs, so `if (x.sum() > 0)`, `+x` or `${x}` would
+   * branch on, compute with or print nothing of it, silently (JS would compare NaN or a type name). Every implicit
+   * conversion goes through Symbol.toPrimitive; valueOf throws too for explicit calls.
+   */
+  [Symbol.toPrimitive](hint: string): never {
+    throw coercionError(this, hint);
+  }
+  valueOf(): never {
+    throw coercionError(this, "number");
+  }
+}
+
+function coercionError(t: Tensor, hint: string): TraceError {
+  const as = hint === "string" ? "a string" : hint === "number" ? "a number" : "a primitive (== or +)";
+  return new TraceError(
+    "Tensor",
+    `a ${formatType(t.type)} tensor was used as ${as}, but a traced tensor has no value while the function is traced: ` +
+      "select values with where(c, a, b) instead of branching on one (JAX's cond / whileLoop: use where, or scan for " +
+      "loops); call .toString() to print its type",
+  );
 }

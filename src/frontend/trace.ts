@@ -163,6 +163,19 @@ export function trace(fn: (...args: any[]) => unknown, args: readonly unknown[])
   return { graph, inTree, outTree };
 }
 
+/**
+ * The output of `fn` on abstract arguments as a tree of specs, by tracing alone (nothing is compiled or run), as
+ * jax.eval_shape: `evalShape(step, paramSpecs, spec("s32", [8, 128]))`.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: as trace: fn is any user function over the traced arguments
+export function evalShape(fn: (...args: any[]) => unknown, ...args: unknown[]): Tree<TensorSpec> {
+  const { graph, outTree } = trace(fn, args);
+  return unflatten(
+    outTree,
+    graph.outputs.map((v) => new TensorSpec(v.type.dtype, v.type.shape)),
+  );
+}
+
 /** The positional argument values of an args-array tree. */
 export function unflattenArgs<L>(def: TreeDef, leaves: readonly L[]): unknown[] {
   if (def.kind !== "array") throw new Error("internal: argument tree is not an array");

@@ -64,6 +64,15 @@ export function erf(x: number): number {
   return x < 0 ? -r : r;
 }
 
+/** Nearest integer, ties to the even one (numpy's and StableHLO's round_nearest_even); keeps -0 and the sign of 0 results. */
+export function roundHalfEven(a: number): number {
+  if (!Number.isFinite(a)) return a;
+  const f = Math.floor(a);
+  const d = a - f;
+  const r = d < 0.5 ? f : d > 0.5 ? f + 1 : f % 2 === 0 ? f : f + 1;
+  return r === 0 && (a < 0 || Object.is(a, -0)) ? -0 : r;
+}
+
 /** NaN wins, as in XLA's maximum/minimum. */
 export const maxOf: Kernel2 = (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.max(b, a));
 export const minOf: Kernel2 = (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.min(b, a));
@@ -140,6 +149,35 @@ export const ELEMENTWISE = {
     kernel: Math.cos,
   },
   erf: { arity: 1, dtypes: "float", stablehlo: "chlo.erf", cost: "transcendental", fusible: true, kernel: erf },
+  // log(1 + x) and exp(x) - 1 without the cancellation of forming 1 + x or subtracting 1 near x = 0.
+  log1p: {
+    arity: 1,
+    dtypes: "float",
+    stablehlo: "stablehlo.log_plus_one",
+    cost: "transcendental",
+    fusible: true,
+    kernel: Math.log1p,
+  },
+  expm1: {
+    arity: 1,
+    dtypes: "float",
+    stablehlo: "stablehlo.exponential_minus_one",
+    cost: "transcendental",
+    fusible: true,
+    kernel: Math.expm1,
+  },
+  floor: { arity: 1, dtypes: "float", stablehlo: "stablehlo.floor", cost: "arith", fusible: true, kernel: Math.floor },
+  ceil: { arity: 1, dtypes: "float", stablehlo: "stablehlo.ceil", cost: "arith", fusible: true, kernel: Math.ceil },
+  round: {
+    arity: 1,
+    dtypes: "float",
+    stablehlo: "stablehlo.round_nearest_even",
+    cost: "arith",
+    fusible: true,
+    kernel: roundHalfEven,
+  },
+  // -1, 0 or 1 with the operand's zero sign and NaN kept, as stablehlo.sign; floats only (it has no unsigned form).
+  sign: { arity: 1, dtypes: "float", stablehlo: "stablehlo.sign", cost: "arith", fusible: true, kernel: Math.sign },
   not: {
     arity: 1,
     dtypes: "int-or-bool",

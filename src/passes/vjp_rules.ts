@@ -150,6 +150,14 @@ export const ELEMENTWISE_VJP: { [N in ElementwiseOp]: VjpRule<N> } = {
   erf: unary((e, ct, x) =>
     e.mul(ct, e.mul(e.like(x, 2 / Math.sqrt(Math.PI)), e.noParams("exp", [e.neg(e.mul(x, x))]))),
   ),
+  // d/dx log(1 + x) = 1 / (1 + x); d/dx (exp(x) - 1) = exp(x) = z + 1.
+  log1p: unary((e, ct, x) => e.div(ct, e.add(x, e.like(x, 1)))),
+  expm1: unary((e, ct, _x, z) => e.mul(ct, e.add(z, e.like(z, 1)))),
+  // Piecewise constant: zero almost everywhere, as JAX's rules.
+  floor: none,
+  ceil: none,
+  round: none,
+  sign: none,
   not: none,
 
   add: binary(

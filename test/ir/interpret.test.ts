@@ -85,6 +85,25 @@ describe("element-wise", () => {
     expect(vals(run1("sin", [x], P))).toEqual([0, Math.fround(Math.sin(1)), Math.fround(Math.sin(4))]);
     expect(vals(run1("cos", [x], P))).toEqual([1, Math.fround(Math.cos(1)), Math.fround(Math.cos(4))]);
   });
+  it("log1p, expm1 keep tiny inputs exact; floor, ceil, round (half to even), sign keep -0, inf and NaN", () => {
+    const tiny = h("f32", [3], [1e-10, -1, 3]);
+    // Formed as log(1 + x), 1e-10 would be lost: 1 + 1e-10 rounds to 1.
+    expect(vals(run1("log1p", [tiny], P))).toEqual([Math.fround(1e-10), -Infinity, Math.fround(Math.log(4))]);
+    expect(vals(run1("expm1", [tiny], P))).toEqual([
+      Math.fround(1e-10),
+      Math.fround(Math.exp(-1) - 1),
+      Math.fround(Math.exp(3) - 1),
+    ]);
+    const x = h("f32", [12], [-2.5, -1.5, -0.5, -0.3, -0, 0.5, 1.5, 2.5, 2.7, Infinity, -Infinity, NaN]);
+    const r = vals(run1("round", [x], P));
+    expect(r).toEqual([-2, -2, -0, -0, -0, 0, 2, 2, 3, Infinity, -Infinity, NaN]);
+    expect(Object.is(r[2], -0) && Object.is(r[3], -0) && Object.is(r[5], 0)).toBe(true);
+    expect(vals(run1("floor", [x], P))).toEqual([-3, -2, -1, -1, -0, 0, 1, 2, 2, Infinity, -Infinity, NaN]);
+    expect(vals(run1("ceil", [x], P))).toEqual([-2, -1, -0, -0, -0, 1, 2, 3, 3, Infinity, -Infinity, NaN]);
+    const sg = vals(run1("sign", [x], P));
+    expect(sg).toEqual([-1, -1, -1, -1, -0, 1, 1, 1, 1, 1, -1, NaN]);
+    expect(Object.is(sg[4], -0)).toBe(true);
+  });
   it("erf to within 2 ulp of Python's math.erf, odd, saturating to +-1", () => {
     // math.erf (CPython, correctly rounded in practice) at points on both sides of the kernel's switch at 2.
     const want: [number, number][] = [

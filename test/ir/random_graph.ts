@@ -62,6 +62,15 @@ const UNARY_RECIPES: { readonly [N in FloatUnaryOp]: (g: Gen, x: Value, b: numbe
   sqrt: (g, x, b) => g.op("sqrt", [g.atLeastOne(x)], {}, Math.sqrt(b + 1)),
   rsqrt: (g, x) => g.op("rsqrt", [g.atLeastOne(x)], {}, 1),
   erf: (g, x) => g.op("erf", [x], {}, 1),
+  log1p: (g, x, b) => g.op("log1p", [g.atLeastOne(x)], {}, Math.log(b + 2) + 1),
+  expm1: (g, x) => {
+    const t = g.tame(x);
+    return g.op("expm1", [t], {}, Math.exp(Math.min(g.bnd(t), TAME)));
+  },
+  floor: (g, x, b) => g.op("floor", [x], {}, b + 1),
+  ceil: (g, x, b) => g.op("ceil", [x], {}, b + 1),
+  round: (g, x, b) => g.op("round", [x], {}, b + 1),
+  sign: (g, x) => g.op("sign", [x], {}, 1),
 };
 const FLOAT_UNARY = Object.keys(UNARY_RECIPES) as FloatUnaryOp[];
 

@@ -61,12 +61,15 @@ describe("vjp on random f32 graphs vs finite differences", () => {
   // bitcast_convert carries no gradient by definition, yet a f32 -> s32 -> f32 round trip is the identity to
   // finite differences: graphs with one are left out. Kinks (abs, max, clamps) are hit with negligible odds
   // at these seeds (0 failures over 300 seeds when this test was written).
+  // floor/ceil/round/sign jump at points a finite difference may straddle (likelier than hitting a kink), where it
+  // sees a huge slope while their true derivative is 0: graphs with one are left out too.
+  const STEPS = new Set(["floor", "ceil", "round", "sign"]);
   it("gradients of every float input match central differences", () => {
     let checked = 0;
     for (let seed = 0; checked < 25; seed++) {
       const g = randomGraph(seed, { dtypes: ["f32"] });
       const wrt = g.inputs.flatMap((v, i) => (isFloat(v.type.dtype) ? [i] : []));
-      if (wrt.length === 0 || g.ops.some((op) => op.name === "bitcast_convert")) continue;
+      if (wrt.length === 0 || g.ops.some((op) => op.name === "bitcast_convert" || STEPS.has(op.name))) continue;
       try {
         checkGrad(g, randomInputs(g, seed), { wrt, step: 1e-3, atol: 1e-2, rtol: 3e-2 });
       } catch (e) {

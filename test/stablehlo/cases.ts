@@ -70,9 +70,13 @@ function unaryCase(dt: FloatDType): ExecCase {
   const x = c.input(dt, [3, 8], c.uniform(-4, 4));
   const p = c.input(dt, [3, 8], c.uniform(0.05, 6));
   for (const n of ["neg", "abs", "exp", "tanh", "logistic", "sin", "cos", "erf"] as const) c.out(c.b.add1(n, [x], {}));
+  for (const n of ["expm1", "floor", "ceil", "round", "sign"] as const) c.out(c.b.add1(n, [x], {}));
+  c.out(c.b.add1("log1p", [p], {}));
   for (const n of ["log", "sqrt", "rsqrt"] as const) c.out(c.b.add1(n, [p], {}));
   const s = c.input(dt, [SPECIALS.length], (i) => SPECIALS[i]!);
   for (const n of ["neg", "abs", "exp", "tanh", "logistic", "sqrt", "erf"] as const) c.out(c.b.add1(n, [s], {}));
+  // The specials hold the ties 2.5 and -2.5 (to even: 2, -2), +-0, +-inf and NaN.
+  for (const n of ["log1p", "expm1", "floor", "ceil", "round", "sign"] as const) c.out(c.b.add1(n, [s], {}));
   return c.done(`unary ${dt}`, dt === "f32" ? { rtol: 1e-5, atol: 1e-6 } : floatTolerance(dt));
 }
 

@@ -98,6 +98,12 @@ describe("every op's lowering", () => {
     ["logistic", "logistic"],
     ["sin", "sine"],
     ["cos", "cosine"],
+    ["log1p", "log_plus_one"],
+    ["expm1", "exponential_minus_one"],
+    ["floor", "floor"],
+    ["ceil", "ceil"],
+    ["round", "round_nearest_even"],
+    ["sign", "sign"],
   ];
   it.each(unary)("%s -> stablehlo.%s", (ir, hlo) => {
     const text = emitBody((b) => [b.add1(ir as "neg", [b.input(tt("bf16", [3]))], {})]);

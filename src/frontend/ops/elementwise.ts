@@ -125,8 +125,48 @@ function compare(dir: CompareDir) {
 export const add = binary("add");
 export const sub = binary("sub");
 export const mul = binary("mul");
-/** Float division, or integer division truncating toward zero. */
-export const div = binary("div");
+/**
+ * True division, as numpy's and JAX's `/`: integer and bool operands divide as f32 (s32 7 / 2 is f32 3.5). The
+ * integer quotient is floorDiv.
+ */
+export const div = located((x: TensorLike, y: TensorLike): Tensor => {
+  const [a, b] = unify("div", [x, y]);
+  if (isFloat(a!.dtype)) return bind1("div", [a!, b!], {});
+  return bind1("div", [astype(a!, "f32"), astype(b!, "f32")], {});
+});
+
+function noBool(op: string, a: Tensor, b: Tensor): void {
+  if (a.dtype === "bool")
+    throw new TraceError(op, "needs numbers, got bool operands; convert with astype", [a.type, b.type]);
+}
+
+/**
+ * numpy's floor_divide (Python's `//`): the quotient rounded toward -inf, in the operands' dtype; exact for
+ * integers (XLA's division truncates toward zero; the quotient is one less where the signs differ and it was
+ * inexact). Integer division by zero gives XLA's -1 (or -2 for negative dividends), not an error.
+ */
+export const floorDiv = located((x: TensorLike, y: TensorLike): Tensor => {
+  const [a, b] = unify("floorDiv", [x, y]);
+  noBool("floorDiv", a!, b!);
+  const q = bind1("div", [a!, b!], {});
+  if (isFloat(a!.dtype)) return floor(q);
+  if (a!.dtype === "u32") return q;
+  const r = sub(a!, mul(q, b!));
+  return where(logicalAnd(ne(r, 0), bitwiseXor(lt(r, 0), lt(b!, 0))), sub(q, 1), q);
+});
+
+/**
+ * numpy's remainder (Python's `%`): x - floorDiv(x, y) * y, with the sign of y. Exact for integers; for floats it
+ * is x - y * floor(x / y), which loses precision when the quotient is large (numpy's fmod-based form has no op here).
+ */
+export const remainder = located((x: TensorLike, y: TensorLike): Tensor => {
+  const [a, b] = unify("remainder", [x, y]);
+  noBool("remainder", a!, b!);
+  return sub(a!, mul(floorDiv(a!, b!), b!));
+});
+
+/** numpy's alias of remainder. */
+export const mod = remainder;
 export const maximum = binary("max", "maximum");
 export const minimum = binary("min", "minimum");
 export const bitwiseAnd = binary("and", "bitwiseAnd");
@@ -153,6 +193,12 @@ export const UNARY_API = {
   sin: { name: "sin", method: true },
   cos: { name: "cos", method: true },
   erf: { name: "erf", method: true },
+  log1p: { name: "log1p", method: true },
+  expm1: { name: "expm1", method: true },
+  floor: { name: "floor", method: true },
+  ceil: { name: "ceil", method: true },
+  round: { name: "round", method: true },
+  sign: { name: "sign", method: true },
   not: { name: "bitwiseNot", method: false },
 } as const satisfies { readonly [N in UnaryOp]: { readonly name: string; readonly method: boolean } };
 
@@ -169,7 +215,26 @@ export const UNARY_FNS = Object.fromEntries(UNARY_OPS.map((n) => [UNARY_API[n].n
 };
 
 // numpy.ts re-exports these; methods.ts checks that none is missing.
-export const { neg, abs, exp, log, sqrt, rsqrt, tanh, sigmoid, sin, cos, erf, bitwiseNot } = UNARY_FNS;
+export const {
+  neg,
+  abs,
+  exp,
+  log,
+  sqrt,
+  rsqrt,
+  tanh,
+  sigmoid,
+  sin,
+  cos,
+  erf,
+  log1p,
+  expm1,
+  floor,
+  ceil,
+  round,
+  sign,
+  bitwiseNot,
+} = UNARY_FNS;
 
 export const eq = compare("eq");
 export const ne = compare("ne");

@@ -1,5 +1,5 @@
 // Reductions with axis/keepdims (sum, mean, max, min, argmax) and the numerically stable logsumexp/softmax family.
-import type { DType } from "../../ir/types.ts";
+import { isFloat, type DType } from "../../ir/types.ts";
 import { bind1, type Tensor } from "../core.ts";
 import { add, astype, div, exp, full, log, lt, abs, sub, where, eq } from "./elementwise.ts";
 import { normAxes, normAxis, reshape } from "./shape.ts";
@@ -41,9 +41,10 @@ export function sum(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor {
   });
 }
 
-/** Mean over `axis` (default: all axes), accumulated like `sum`. */
+/** Mean over `axis` (default: all axes), accumulated like `sum`; integer and bool means are f32, as numpy's. */
 export function mean(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor {
   return atUserLoc(() => {
+    if (!isFloat(x.dtype)) return mean(astype(x, "f32"), axis, opts);
     const axes = normAxes("mean", axis, x.ndim, x);
     if (axes.length === 0) return x;
     const n = axes.reduce((p, a) => p * x.shape[a]!, 1);
