@@ -40,7 +40,10 @@ function train(args: string[]): Promise<{ code: number | null; stdout: string; s
 describe("train --model with a hostile config.json", () => {
   it("num_hidden_layers: 200000000 is refused by its bound, and 4000 by the checkpoint's tensors, both exit 1 in seconds", async () => {
     const [huge, more] = [modelDir(200000000), modelDir(4000)];
-    const [a, b] = await Promise.all([train(["--model", huge]), train(["--model", more])]);
+    const [a, b] = await Promise.all([
+      train(["--model", huge, "--out", join(huge, "out")]),
+      train(["--model", more, "--out", join(more, "out")]),
+    ]);
     expect(a.code).toBe(1);
     expect(a.stderr).toContain(
       `${huge}/config.json: field "num_hidden_layers": expected at most 4096 (far larger than any Llama model; is the file damaged?) (got 200000000)`,
