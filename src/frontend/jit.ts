@@ -1,6 +1,6 @@
 // jit: trace once per input signature, run the cleanup passes, emit StableHLO, compile with PJRT, cache, execute.
 import type { Executable } from "../backend/runtime/index.ts";
-import { formatType, type DType } from "../ir/types.ts";
+import { formatType, type DType, type SourceLoc } from "../ir/types.ts";
 import { array, defaultClient, DeviceArray, meshDevices } from "./array.ts";
 import { ShardedBuffer } from "../backend/runtime/index.ts";
 import { annotationMark, annotationsSince, type ShardAnnotation } from "./annotations.ts";
@@ -88,6 +88,165 @@ function moduleName(fn: { readonly name: string }, opts: JitOpts): string {
   return n ? `jit_${n}` : "jit_main";
 }
 
+/** What every signature of one jitted function shares, and its per-signature program cache. */
+interface JitState {
+  readonly fn: (...args: never[]) => unknown;
+  readonly cache: Map<string, Compiled>;
+  readonly donate: readonly number[];
+  readonly name: string;
+  readonly loc: SourceLoc | undefined;
+  readonly spmdOpts: ShardingOpts | undefined;
+}
+
+function jitState(fn: (...args: never[]) => unknown, opts: JitOpts): JitState {
+  return {
+    fn,
+    cache: new Map<string, Compiled>(),
+    donate: donatedArgs(opts.donate),
+    name: moduleName(fn, opts),
+    // Captured at jit() time so sharding errors point at the user's jit call, not at whichever call compiled.
+    loc: userLoc(),
+    spmdOpts: opts.mesh ? { mesh: opts.mesh, in: opts.in, out: opts.out } : undefined,
+  };
+}
+
+function lowerArgs(st: JitState, args: readonly unknown[]): Lowered {
+  const { t, made } = traceAnnotated(st.fn, args);
+  const sharding = st.spmdOpts
+    ? { ...st.spmdOpts, made, loc: st.loc, argNames: paramNames(st.fn, args.length) }
+    : undefined;
+  const program = lowerProgram(t, { donate: st.donate, ...(sharding ? { sharding } : {}) });
+  return { ...program, stablehlo: emitProgram(program, st.name) };
+}
+
+/** SPMD programs are compiled for the mesh's devices, partitioned by Shardy. */
+async function compileLowered(lowered: Lowered): Promise<Executable> {
+  const c = await defaultClient();
+  if (!lowered.sharding) return c.compile(lowered.stablehlo);
+  const devices = meshDevices(c, lowered.sharding.mesh);
+  return c.compile(lowered.stablehlo, {
+    numPartitions: devices.length,
+    deviceAssignment: devices.map((d) => d.id),
+    useShardy: true,
+  });
+}
+
+/** The cached program for a signature (tree structure plus leaf types), lowered and compiling on first use. */
+function compiledFor(st: JitState, def: TreeDef, types: readonly HasType[]): Compiled {
+  const key = `${treeDefKey(def)}|${types.map((a) => formatType(a)).join(",")}`;
+  let compiled = st.cache.get(key);
+  if (!compiled) {
+    const specs = unflatten(
+      def,
+      types.map((a) => ({ dtype: a.dtype, shape: a.shape })),
+    ) as unknown[];
+    const lowered = lowerArgs(st, specs);
+    const exe = compileLowered(lowered);
+    // A failed compile must not poison the signature: the next call retries.
+    exe.catch(() => st.cache.delete(key));
+    compiled = { lowered, exe };
+    st.cache.set(key, compiled);
+  }
+  return compiled;
+}
+
+function isSpecLike(x: unknown): boolean {
+  return (
+    typeof x === "object" &&
+    x !== null &&
+    typeof (x as HasType).dtype === "string" &&
+    Array.isArray((x as HasType).shape)
+  );
+}
+
+/** compile()'s arguments as a tree structure and leaf types, rejecting leaves that carry no type. */
+function abstractSignature(args: unknown[]): { def: TreeDef; types: HasType[] } {
+  const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>, isSpecLike);
+  const types = leaves.map((l, i) => {
+    const t = l as HasType;
+    if (typeof t !== "object" || t === null || typeof t.dtype !== "string")
+      throw new TraceError(
+        "jit",
+        `argument ${paths[i] || "(root)"} of compile() is ${describeValue(l)}, not a spec, tensor or array`,
+      );
+    return t;
+  });
+  return { def, types };
+}
+
+/** Compiles for abstract arguments (cached: a later call with arrays of these types reuses the program). */
+async function compileAbstract(st: JitState, args: unknown[]): Promise<{ lowered: Lowered; executable: Executable }> {
+  const { def, types } = abstractSignature(args);
+  const c = compiledFor(st, def, types);
+  return { lowered: c.lowered, executable: await c.exe };
+}
+
+/** A call's arguments as device arrays (JS numbers uploaded as scalars), with their paths for messages. */
+function deviceArgs(args: unknown[]): { arrays: DeviceArray[]; paths: string[]; def: TreeDef } {
+  const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>);
+  const arrays = leaves.map((leaf, i) => {
+    if (leaf instanceof DeviceArray) return leaf;
+    if (typeof leaf === "number") return array(leaf);
+    if (leaf instanceof Tensor)
+      throw new TraceError(
+        "jit",
+        `argument ${paths[i]} is a traced Tensor, but no trace is active (a tensor leaked out of its transform?)`,
+      );
+    throw new TraceError(
+      "jit",
+      `argument ${paths[i] || "(root)"} is ${describeValue(leaf)}, not a DeviceArray (create one with array(...))`,
+    );
+  });
+  return { arrays, paths, def };
+}
+
+function checkDonation(st: JitState, argCount: number): void {
+  for (const d of st.donate)
+    if (d >= argCount)
+      throw new TraceError("jit", `donate names argument ${d}, but ${st.name} got ${argCount} arguments`);
+}
+
+async function run(st: JitState, args: unknown[]): Promise<unknown> {
+  const { arrays, paths, def } = deviceArgs(args);
+  checkDonation(st, args.length);
+  const compiled = compiledFor(st, def, arrays);
+  if (compiled.lowered.sharding) return runSharded(compiled, arrays, paths);
+  return runSingle(compiled, arrays, paths);
+}
+
+async function runSingle(compiled: Compiled, arrays: DeviceArray[], paths: string[]): Promise<unknown> {
+  const buffers = await Promise.all(arrays.map((a, i) => a.buffer(`jit argument ${paths[i]}`)));
+  const exe = await compiled.exe;
+  const outs = await exe.run(buffers);
+  const g = compiled.lowered.graph;
+  const results = outs.map((b, k) => new DeviceArray(g.outputs[k]!.type.dtype as DType, g.outputs[k]!.type.shape, b));
+  return unflatten(compiled.lowered.outTree, results);
+}
+
+/** Each argument as per-device blocks in its layout; outputs come back as sharded arrays. */
+async function runSharded(compiled: Compiled, arrays: DeviceArray[], paths: string[]): Promise<unknown> {
+  const s = compiled.lowered.sharding!;
+  const exe = await compiled.exe;
+  const client = exe.client;
+  const devices = exe.devices;
+  const perArg = await Promise.all(
+    arrays.map((a, i) => a.shardsFor(client, s.mesh, s.argShardings[i]!, devices, `jit argument ${paths[i]}`)),
+  );
+  const outs = await exe.execute(devices.map((_, p) => perArg.map((shards) => shards[p]!)));
+  const g = compiled.lowered.graph;
+  const results = g.outputs.map((v, k) => {
+    const sb = new ShardedBuffer(
+      v.type.dtype,
+      v.type.shape,
+      s.mesh,
+      s.resultShardings[k]!,
+      outs.map((row) => row[k]!),
+    );
+    return new DeviceArray(v.type.dtype as DType, v.type.shape, sb);
+  });
+  return unflatten(compiled.lowered.outTree, results);
+}
+
 /**
  * Compiles `fn` with XLA. Called with device arrays (trees of them), it traces `fn` once per signature (the tree
  * structure plus every leaf's dtype and shape), runs the cleanup passes, emits StableHLO, compiles it through
@@ -95,129 +254,15 @@ function moduleName(fn: { readonly name: string }, opts: JitOpts): string {
  * arrays. Called inside another trace, it traces `fn` inline. `opts.donate` lets outputs reuse argument buffers.
  */
 export function jit<F extends (...args: never[]) => unknown>(fn: F, opts: JitOpts = {}): Jitted<F> {
-  const cache = new Map<string, Compiled>();
-  const donate = donatedArgs(opts.donate);
-  const name = moduleName(fn, opts);
-  const loc = userLoc();
-  const spmdOpts: ShardingOpts | undefined = opts.mesh ? { mesh: opts.mesh, in: opts.in, out: opts.out } : undefined;
-
-  const lowerArgs = (args: readonly unknown[]): Lowered => {
-    const { t, made } = traceAnnotated(fn, args);
-    const sharding = spmdOpts ? { ...spmdOpts, made, loc, argNames: paramNames(fn, args.length) } : undefined;
-    const program = lowerProgram(t, { donate, ...(sharding ? { sharding } : {}) });
-    return { ...program, stablehlo: emitProgram(program, name) };
-  };
-  const lower = (...args: unknown[]): Lowered => lowerArgs(args);
-
+  const st = jitState(fn, opts);
   const call = (...args: unknown[]): unknown => {
+    // Nested in another transform: stay part of its trace instead of compiling separately.
     if (currentTrace()) return fn(...(args as Parameters<F>));
-    return run(args);
+    return run(st, args);
   };
-
-  /** The cached program for a signature (tree structure plus leaf types), lowered and compiling on first use. */
-  const compiledFor = (def: TreeDef, types: readonly HasType[]): Compiled => {
-    const key = `${treeDefKey(def)}|${types.map((a) => formatType(a)).join(",")}`;
-    let compiled = cache.get(key);
-    if (!compiled) {
-      const specs = unflatten(
-        def,
-        types.map((a) => ({ dtype: a.dtype, shape: a.shape })),
-      ) as unknown[];
-      const lowered = lowerArgs(specs);
-      const exe = defaultClient().then((c) => {
-        if (!lowered.sharding) return c.compile(lowered.stablehlo);
-        const devices = meshDevices(c, lowered.sharding.mesh);
-        return c.compile(lowered.stablehlo, {
-          numPartitions: devices.length,
-          deviceAssignment: devices.map((d) => d.id),
-          useShardy: true,
-        });
-      });
-      exe.catch(() => cache.delete(key));
-      compiled = { lowered, exe };
-      cache.set(key, compiled);
-    }
-    return compiled;
-  };
-
-  /** Compiles for abstract arguments (cached: a later call with arrays of these types reuses the program). */
-  const compile = async (...args: unknown[]): Promise<{ lowered: Lowered; executable: Executable }> => {
-    const { leaves, paths, def } = flatten<unknown>(
-      args as Tree<unknown>,
-      (x) =>
-        typeof x === "object" &&
-        x !== null &&
-        typeof (x as HasType).dtype === "string" &&
-        Array.isArray((x as HasType).shape),
-    );
-    const types = leaves.map((l, i) => {
-      const t = l as HasType;
-      if (typeof t !== "object" || t === null || typeof t.dtype !== "string")
-        throw new TraceError(
-          "jit",
-          `argument ${paths[i] || "(root)"} of compile() is ${describeValue(l)}, not a spec, tensor or array`,
-        );
-      return t;
-    });
-    const c = compiledFor(def, types);
-    return { lowered: c.lowered, executable: await c.exe };
-  };
-
-  const run = async (args: unknown[]): Promise<unknown> => {
-    const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>);
-    const arrays = leaves.map((leaf, i) => {
-      if (leaf instanceof DeviceArray) return leaf;
-      if (typeof leaf === "number") return array(leaf);
-      if (leaf instanceof Tensor)
-        throw new TraceError(
-          "jit",
-          `argument ${paths[i]} is a traced Tensor, but no trace is active (a tensor leaked out of its transform?)`,
-        );
-      throw new TraceError(
-        "jit",
-        `argument ${paths[i] || "(root)"} is ${describeValue(leaf)}, not a DeviceArray (create one with array(...))`,
-      );
-    });
-    for (const d of donate)
-      if (d >= args.length)
-        throw new TraceError("jit", `donate names argument ${d}, but ${name} got ${args.length} arguments`);
-    const compiled = compiledFor(def, arrays);
-    if (compiled.lowered.sharding) return runSharded(compiled, arrays, paths);
-    const buffers = await Promise.all(arrays.map((a, i) => a.buffer(`jit argument ${paths[i]}`)));
-    const exe = await compiled.exe;
-    const outs = await exe.run(buffers);
-    const g = compiled.lowered.graph;
-    const results = outs.map((b, k) => new DeviceArray(g.outputs[k]!.type.dtype as DType, g.outputs[k]!.type.shape, b));
-    return unflatten(compiled.lowered.outTree, results);
-  };
-
-  /** Each argument as per-device blocks in its layout; outputs come back as sharded arrays. */
-  const runSharded = async (compiled: Compiled, arrays: DeviceArray[], paths: string[]): Promise<unknown> => {
-    const s = compiled.lowered.sharding!;
-    const exe = await compiled.exe;
-    const client = exe.client;
-    const devices = exe.devices;
-    const perArg = await Promise.all(
-      arrays.map((a, i) => a.shardsFor(client, s.mesh, s.argShardings[i]!, devices, `jit argument ${paths[i]}`)),
-    );
-    const outs = await exe.execute(devices.map((_, p) => perArg.map((shards) => shards[p]!)));
-    const g = compiled.lowered.graph;
-    const results = g.outputs.map((v, k) => {
-      const sb = new ShardedBuffer(
-        v.type.dtype,
-        v.type.shape,
-        s.mesh,
-        s.resultShardings[k]!,
-        outs.map((row) => row[k]!),
-      );
-      return new DeviceArray(v.type.dtype as DType, v.type.shape, sb);
-    });
-    return unflatten(compiled.lowered.outTree, results);
-  };
-
   const jitted = call as unknown as Jitted<F>;
-  Object.defineProperty(jitted, "lower", { value: lower });
-  Object.defineProperty(jitted, "compile", { value: compile });
-  Object.defineProperty(jitted, "cacheSize", { get: () => cache.size });
+  Object.defineProperty(jitted, "lower", { value: (...args: unknown[]): Lowered => lowerArgs(st, args) });
+  Object.defineProperty(jitted, "compile", { value: (...args: unknown[]) => compileAbstract(st, args) });
+  Object.defineProperty(jitted, "cacheSize", { get: () => st.cache.size });
   return jitted;
 }
