@@ -235,11 +235,10 @@ function withAddedSpecials(json: Record<string, unknown>, config: TokenizerConfi
   return { ...json, post_processor: { type: "TemplateProcessing", single, pair, special_tokens: specialTokens } };
 }
 
-/** The tokenizer.json (and config) equivalent to a GGUF's `tokenizer.*` metadata. Exported for tests. */
-export function ggufTokenizerJson(
-  path: string,
-  get: (key: string) => GgufValue | undefined,
-): { json: Record<string, unknown>; config: TokenizerConfig; template: string | undefined } {
+type GgufGet = (key: string) => GgufValue | undefined;
+
+/** The pre-tokenizer splits for a GGUF's tokenizer, which must be byte-level BPE with a known `pre`. */
+function ggufSplits(path: string, get: GgufGet): readonly string[] {
   const kind = get("tokenizer.ggml.model");
   if (kind !== "gpt2")
     throw new TokenizerError(
@@ -251,15 +250,27 @@ export function ggufTokenizerJson(
     throw new TokenizerError(
       `${path}: tokenizer.ggml.pre is ${JSON.stringify(pre)}, whose split Tessera does not know (known: ${Object.keys(PRE_SPLITS).join(", ")})`,
     );
+  return splits;
+}
+
+function ggufVocabulary(path: string, get: GgufGet): { tokens: string[]; merges: string[]; tokenType: number[] } {
   const tokens = get("tokenizer.ggml.tokens");
   const merges = get("tokenizer.ggml.merges");
   if (!isStrings(tokens) || !isStrings(merges))
     throw new TokenizerError(`${path}: tokenizer.ggml.tokens and tokenizer.ggml.merges must be arrays of strings`);
   const types = get("tokenizer.ggml.token_type");
   const tokenType = Array.isArray(types) ? types.map(Number) : [];
+  return { tokens, merges, tokenType };
+}
 
-  // llama.cpp writes a token whose bytes are not valid UTF-8 raw rather than in byte-level spelling; respell it so
-  // that the merges, which always use the spelling, find it (as transformers' converter does).
+/**
+ * llama.cpp writes a token whose bytes are not valid UTF-8 raw rather than in byte-level spelling; respell it so
+ * that the merges, which always use the spelling, find it (as transformers' converter does).
+ */
+function byteLevelVocab(tokens: readonly string[]): {
+  vocab: Record<string, number>;
+  isSpelled: (t: string) => boolean;
+} {
   const spelling = bytesToUnicode();
   const alphabet = new Set(spelling);
   const isSpelled = (t: string) => [...t].every((c) => alphabet.has(c));
@@ -268,9 +279,18 @@ export function ggufTokenizerJson(
   tokens.forEach((t, i) => {
     vocab[spelled(t)] = i;
   });
+  return { vocab, isSpelled };
+}
 
-  // Control tokens are special (matched whole, skipped on decode); user-defined ones are matched whole too, as
-  // llama.cpp does. A respelled token is a mislabelled byte sequence, left to the merges.
+/**
+ * Control tokens are special (matched whole, skipped on decode); user-defined ones are matched whole too, as
+ * llama.cpp does. A respelled token is a mislabelled byte sequence, left to the merges.
+ */
+function ggufAddedTokens(
+  tokens: readonly string[],
+  tokenType: readonly number[],
+  isSpelled: (t: string) => boolean,
+): AddedTokenJson[] {
   const added: AddedTokenJson[] = [];
   tokens.forEach((t, i) => {
     const type = tokenType[i];
@@ -285,28 +305,34 @@ export function ggufTokenizerJson(
         special: type === TOKEN_TYPE_CONTROL,
       });
   });
+  return added;
+}
 
-  const byteLevel = (useRegex: boolean) => ({
-    type: "ByteLevel",
-    add_prefix_space: false,
-    trim_offsets: false,
-    use_regex: useRegex,
-  });
-  // The last split is GPT-2's own, which ByteLevel applies itself; earlier ones are isolated splits in front.
-  const preTokenizer =
-    splits.length === 1 && splits[0] === GPT2_SPLIT
-      ? byteLevel(true)
-      : {
-          type: "Sequence",
-          pretokenizers: [
-            ...splits
-              .filter((s) => s !== GPT2_SPLIT)
-              .map((s) => ({ type: "Split", pattern: { Regex: s }, behavior: "Isolated", invert: false })),
-            byteLevel(splits.includes(GPT2_SPLIT)),
-          ],
-        };
+function byteLevel(useRegex: boolean) {
+  return { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: useRegex };
+}
 
-  const json: Record<string, unknown> = {
+/** The last split is GPT-2's own, which ByteLevel applies itself; earlier ones are isolated splits in front. */
+function splitPreTokenizer(splits: readonly string[]): Record<string, unknown> {
+  if (splits.length === 1 && splits[0] === GPT2_SPLIT) return byteLevel(true);
+  return {
+    type: "Sequence",
+    pretokenizers: [
+      ...splits
+        .filter((s) => s !== GPT2_SPLIT)
+        .map((s) => ({ type: "Split", pattern: { Regex: s }, behavior: "Isolated", invert: false })),
+      byteLevel(splits.includes(GPT2_SPLIT)),
+    ],
+  };
+}
+
+function byteLevelBpeJson(
+  added: AddedTokenJson[],
+  preTokenizer: Record<string, unknown>,
+  vocab: Record<string, number>,
+  merges: string[],
+): Record<string, unknown> {
+  return {
     version: "1.0",
     truncation: null,
     padding: null,
@@ -328,7 +354,9 @@ export function ggufTokenizerJson(
       merges,
     },
   };
+}
 
+function ggufTokenizerConfig(path: string, get: GgufGet, tokens: readonly string[]): TokenizerConfig {
   const idToken = (key: string): string | undefined => {
     const id = get(`tokenizer.ggml.${key}`);
     if (id === undefined) return undefined;
@@ -340,7 +368,7 @@ export function ggufTokenizerJson(
     const v = get(`tokenizer.ggml.${key}`);
     return typeof v === "boolean" ? v : undefined;
   };
-  const config: TokenizerConfig = {
+  return {
     bos_token: idToken("bos_token_id"),
     eos_token: idToken("eos_token_id"),
     pad_token: idToken("padding_token_id"),
@@ -349,6 +377,19 @@ export function ggufTokenizerJson(
     add_bos_token: flag("add_bos_token") ?? false,
     add_eos_token: flag("add_eos_token") ?? false,
   };
+}
+
+/** The tokenizer.json (and config) equivalent to a GGUF's `tokenizer.*` metadata. Exported for tests. */
+export function ggufTokenizerJson(
+  path: string,
+  get: GgufGet,
+): { json: Record<string, unknown>; config: TokenizerConfig; template: string | undefined } {
+  const splits = ggufSplits(path, get);
+  const { tokens, merges, tokenType } = ggufVocabulary(path, get);
+  const { vocab, isSpelled } = byteLevelVocab(tokens);
+  const added = ggufAddedTokens(tokens, tokenType, isSpelled);
+  const json = byteLevelBpeJson(added, splitPreTokenizer(splits), vocab, merges);
+  const config = ggufTokenizerConfig(path, get, tokens);
   const template = get("tokenizer.chat_template");
   return { json, config, template: typeof template === "string" ? template : undefined };
 }
