@@ -276,3 +276,27 @@ describe("optim.applyUpdates", () => {
     expect(got).toEqual(p0.map((l, i) => l.map((x, j) => Math.fround(Math.fround(x) + Math.fround(u[i]![j]!)))));
   });
 });
+
+describe("optim state across jit", () => {
+  it("init and update run as separate jitted programs, the state (s32 count, {} and moment trees) passing between", async () => {
+    const mk = () =>
+      optim.chain(
+        optim.clipByGlobalNorm(1),
+        optim.sgd({ lr: optim.warmupCosine({ peak: 0.1, warmupSteps: 2, decaySteps: 10 }), momentum: 0.9 }),
+        optim.adamw(),
+      );
+    const p = { w: f32([1, 2, 3], [3]) };
+    const s0 = await pjrtOnHost((q: { w: Tensor }) => mk().init(q), [p]);
+    const out = (await pjrtOnHost(
+      (q: { w: Tensor }, s: unknown[], g: { w: Tensor }) => {
+        const [u, s2] = mk().update(g, s, q);
+        return { p: optim.applyUpdates(q, u), s: s2 };
+      },
+      [p, s0 as never, { w: f32([3, 4, 5], [3]) }],
+    )) as unknown as { p: { w: HostTensor }; s: [unknown, { count: HostTensor }, { count: HostTensor }] };
+    // The warmup's rate is 0 at step 0, so sgd passes zeros and adamw only decays: p * (1 - 1e-3 * 0.01).
+    expect(Array.from(toFloat32(out.p.w))).toEqual([1, 2, 3].map((x) => Math.fround(x * Math.fround(1 - 1e-5))));
+    expect(Array.from(toFloat32(out.s[1].count))).toEqual([1]);
+    expect(Array.from(toFloat32(out.s[2].count))).toEqual([1]);
+  });
+});
