@@ -24,6 +24,7 @@ export {
 export * as random from "./random.ts";
 export * as nn from "./nn.ts";
 export * as tree from "./tree_ns.ts";
+export * as optim from "./optim.ts";
 export { dropout } from "./random.ts";
 export { jit, type JitOpts, type Jitted, type Lowered, type Concrete, type Abstract } from "./jit.ts";
 export { array, DeviceArray, type ArrayOpts, type ReadArray } from "./array.ts";

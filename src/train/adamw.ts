@@ -1,6 +1,7 @@
 // AdamW with torch.optim.AdamW's semantics (decoupled weight decay, bias correction) over parameter trees, in the DSL.
 import { tx, type Tensor } from "../index.ts";
 import type { Tree } from "../frontend/tree.ts";
+import { adamwLeaf as optimAdamwLeaf } from "../frontend/optim.ts";
 
 export interface AdamWConfig {
   lr: number;
@@ -26,11 +27,8 @@ export interface AdamWState<T> {
 }
 
 /**
- * One AdamW step for a single tensor, as torch's single-tensor AdamW does it:
- *   p <- p * (1 - lr * wd);  m <- m + (1 - b1) (g - m);  v <- b2 v + (1 - b2) g^2
- *   p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
- * `t` is the 1-based step number and `lr` the learning rate, both rank-0 f32 tensors so that a schedule and the
- * step counter do not change the compiled program.
+ * One AdamW step for a single tensor (torch's single-tensor AdamW); returns `[newParam, m, v]`. The formula lives in
+ * src/frontend/optim.ts so that `tx.optim.adamw` and the trainer share one op order (bit-identical results).
  */
 export function adamwLeaf(
   p: Tensor,
@@ -41,14 +39,7 @@ export function adamwLeaf(
   lr: Tensor,
   hp: AdamWConfig,
 ): [Tensor, Tensor, Tensor] {
-  const decayed = p.mul(lr.mul(-hp.weightDecay).add(1));
-  const m2 = m.add(g.sub(m).mul(1 - hp.beta1));
-  const v2 = v.mul(hp.beta2).add(g.mul(g).mul(1 - hp.beta2));
-  const bc1 = tx.pow(hp.beta1, t).neg().add(1);
-  const bc2 = tx.pow(hp.beta2, t).neg().add(1);
-  const stepSize = lr.div(bc1);
-  const denom = v2.sqrt().div(bc2.sqrt()).add(hp.eps);
-  return [decayed.sub(m2.div(denom).mul(stepSize)), m2, v2];
+  return optimAdamwLeaf(p, g, m, v, t, lr, { b1: hp.beta1, b2: hp.beta2, eps: hp.eps, weightDecay: hp.weightDecay });
 }
 
 /**
