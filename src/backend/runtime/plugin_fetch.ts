@@ -94,6 +94,48 @@ for pair in sys.argv[2:]:
 `;
 
 /**
+ * Downloads one pinned wheel with pip into `dest` and checks its sha256. `forWhat` is appended to the pip failure
+ * ("for <model>"); `fail` makes the caller's error type from a message. Plugins and catalogued models share it.
+ */
+export async function downloadPinnedWheel(
+  python: string,
+  requirement: string,
+  pin: { readonly file: string; readonly sha256: string },
+  dest: string,
+  forWhat: string,
+  fail: (message: string) => Error,
+): Promise<{ wheel: string; wheelPath: string; sha256: string }> {
+  const dl = await execa(
+    python,
+    [
+      "-m",
+      "pip",
+      "download",
+      "--no-deps",
+      "--only-binary=:all:",
+      "--disable-pip-version-check",
+      "--no-input",
+      "--dest",
+      dest,
+      requirement,
+    ],
+    { reject: false, all: true },
+  );
+  if (dl.failed) {
+    const tail = (dl.all ?? "").split("\n").slice(-12).join("\n");
+    throw fail(`pip could not download ${requirement}${forWhat} (is PyPI reachable?):\n${tail}`);
+  }
+  const wheel = readdirSync(dest).find((f) => f.endsWith(".whl"));
+  if (!wheel) throw fail(`pip reported success but left no wheel for ${requirement} in ${dest}`);
+  const wheelPath = join(dest, wheel);
+  const sha256 = await sha256File(wheelPath);
+  if (sha256 !== pin.sha256) {
+    throw fail(`sha256 mismatch for ${wheel}: expected ${pin.sha256} (${pin.file}), got ${sha256}; refusing to use it`);
+  }
+  return { wheel, wheelPath, sha256 };
+}
+
+/**
  * Makes sure a catalogued plugin (and its header, if its wheel has one) is in the cache. Fast when
  * the cache is warm; otherwise pip-downloads the pinned wheel, verifies its sha256 and extracts it.
  */
@@ -118,43 +160,18 @@ export async function ensurePlugin(name: PluginName, log: Log = () => {}): Promi
   mkdirSync(spec.headerMember ? join(out, "include") : out, { recursive: true });
   try {
     log(`${spec.requirement}: downloading with ${python} -m pip download`);
-    const dl = await execa(
+    const {
+      wheel,
+      wheelPath,
+      sha256: got,
+    } = await downloadPinnedWheel(
       python,
-      [
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--dest",
-        tmp,
-        spec.requirement,
-      ],
-      { reject: false, all: true },
+      spec.requirement,
+      spec.wheel,
+      tmp,
+      "",
+      (message) => new RuntimeError("ERR_PLUGIN_FETCH", message),
     );
-    if (dl.failed) {
-      const tail = (dl.all ?? "").split("\n").slice(-12).join("\n");
-      throw new RuntimeError(
-        "ERR_PLUGIN_FETCH",
-        `pip could not download ${spec.requirement} (is PyPI reachable?):\n${tail}`,
-      );
-    }
-    const wheel = readdirSync(tmp).find((f) => f.endsWith(".whl"));
-    if (!wheel)
-      throw new RuntimeError(
-        "ERR_PLUGIN_FETCH",
-        `pip reported success but left no wheel for ${spec.requirement} in ${tmp}`,
-      );
-    const wheelPath = join(tmp, wheel);
-    const got = await sha256File(wheelPath);
-    if (got !== spec.wheel.sha256) {
-      throw new RuntimeError(
-        "ERR_PLUGIN_FETCH",
-        `sha256 mismatch for ${wheel}: expected ${spec.wheel.sha256} (${spec.wheel.file}), got ${got}; refusing to use it`,
-      );
-    }
     log(`${spec.requirement}: sha256 ok (${got.slice(0, 16)}…), extracting`);
     const pluginTmp = join(out, files.plugin.split("/").pop()!);
     const pairs = [`${spec.pluginMember}=${pluginTmp}`];
