@@ -1,5 +1,5 @@
 // Host-side Llama weights: an HF checkpoint or a GGUF streamed into the stacked [L, in, out] tree, back to HF names, random init.
-import { byteWidth } from "../src/ir/types.ts";
+import { byteWidth, numel } from "../src/ir/types.ts";
 import { fromFloat32, hostTensor, type HostTensor } from "../src/formats/host_tensor.ts";
 import { HfCheckpoint } from "../src/formats/hf_checkpoint.ts";
 import { GgufLlama } from "../src/formats/gguf_llama.ts";
@@ -146,40 +146,35 @@ export function layerSlice(t: HostTensor, l: number): HostTensor {
   return hostTensor(t.dtype, inner, t.data.slice(l * bytes, (l + 1) * bytes));
 }
 
+/** Which tensor a random init is drawing: the embeddings, one projection (stacked over layers), or the head. */
+export type RandomPart = "embed" | LlamaLinear | "head";
+
 /**
  * Random weights for benchmarks and tests: N(0, std^2) matrices (Box-Muller over a seeded PRNG), norms of ones.
- * Deterministic in `seed`; meant for small models (it is plain JS).
+ * `std` is one number (default 0.02) or a std per part and shape. Deterministic in `seed`; meant for small models
+ * (it is plain JS). The draws go projections, embeddings, head, in that order.
  */
 export function randomLlamaWeights(
   cfg: LlamaConfig,
-  opts: { seed?: number; dtype?: WeightDType; std?: number } = {},
+  opts: { seed?: number; dtype?: WeightDType; std?: number | ((part: RandomPart, shape: number[]) => number) } = {},
 ): LlamaWeights<HostTensor> {
   const rand = mulberry32(opts.seed ?? 0);
   const std = opts.std ?? 0.02;
+  const stdOf = typeof std === "number" ? () => std : std;
   const dtype = opts.dtype ?? "F32";
-  const normal = (shape: number[]) => {
-    return fromFloat32(
-      normalSamples(
-        rand,
-        shape.reduce((a, b) => a * b, 1),
-        std,
-      ),
-      shape,
-      dtype,
-    );
-  };
-  const ones = (shape: number[]) =>
-    fromFloat32(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1), shape, dtype);
+  const normal = (part: RandomPart, shape: number[]) =>
+    fromFloat32(normalSamples(rand, numel(shape), stdOf(part, shape)), shape, dtype);
+  const ones = (shape: number[]) => fromFloat32(new Float32Array(numel(shape)).fill(1), shape, dtype);
   const s = llamaShapes(cfg);
   const l = s.layers;
-  const linears = Object.fromEntries(LINEARS.map((m: LlamaLinear) => [m, normal(l[m])])) as Record<
+  const linears = Object.fromEntries(LINEARS.map((m: LlamaLinear) => [m, normal(m, l[m])])) as Record<
     LlamaLinear,
     HostTensor
   >;
   return {
-    embed: normal(s.embed),
+    embed: normal("embed", s.embed),
     layers: { inputNorm: ones(l.inputNorm), postNorm: ones(l.postNorm), ...linears },
     norm: ones(s.norm),
-    head: normal(s.head),
+    head: normal("head", s.head),
   };
 }

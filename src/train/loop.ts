@@ -10,10 +10,9 @@ import {
   type LoraLayout,
   type LoraWeights,
 } from "../../models/lora.ts";
-import { mulberry32, normalSamples } from "../host/random.ts";
-import { LINEARS, llamaShapes, type LlamaWeights } from "../../models/llama.ts";
+import type { LlamaWeights } from "../../models/llama.ts";
 import type { AttentionImpl } from "../../models/attention.ts";
-import { loadLlamaWeights } from "../../models/weights.ts";
+import { loadLlamaWeights, randomLlamaWeights, type RandomPart } from "../../models/weights.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
 import { treeFromDevice, treeToDevice } from "../host/transfer.ts";
 import type { AdamWConfig } from "./adamw.ts";
@@ -201,27 +200,8 @@ export function builtinBaseWeights(
   seed: number,
   dtype: "F32" | "BF16" = "F32",
 ): LlamaWeights<HostTensor> {
-  const rand = mulberry32(seed);
-  const normal = (shape: number[], std: number): HostTensor => {
-    return fromFloat32(
-      normalSamples(
-        rand,
-        shape.reduce((a, b) => a * b, 1),
-        std,
-      ),
-      shape,
-      dtype,
-    );
-  };
-  const ones = (shape: number[]) =>
-    fromFloat32(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1), shape, dtype);
-  const s = llamaShapes(cfg);
-  const l = s.layers;
-  const proj = Object.fromEntries(LINEARS.map((m) => [m, normal(l[m], 1 / Math.sqrt(l[m][1]!))]));
-  return {
-    embed: normal(s.embed, 1),
-    layers: { inputNorm: ones(l.inputNorm), postNorm: ones(l.postNorm), ...proj } as LlamaWeights<HostTensor>["layers"],
-    norm: ones(s.norm),
-    head: normal(s.head, 2 / Math.sqrt(cfg.hiddenSize)),
-  };
+  // Projections are stacked [L, in, out]: their std is 1/sqrt(in_features).
+  const std = (part: RandomPart, shape: number[]) =>
+    part === "embed" ? 1 : part === "head" ? 2 / Math.sqrt(cfg.hiddenSize) : 1 / Math.sqrt(shape[1]!);
+  return randomLlamaWeights(cfg, { seed, dtype, std });
 }
