@@ -4,7 +4,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { array, jit, type Tensor } from "tessera";
-import { trainCommand } from "../../src/cli/train.ts";
+import { trainHere } from "../train_cli/helpers.ts";
 import { FormatError } from "../../src/formats/errors.ts";
 import { listCheckpoints } from "../../src/train/checkpoint.ts";
 import { toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
@@ -214,15 +214,6 @@ describe("tessera train --rope-scaling", () => {
   });
   afterAll(() => cleanup());
 
-  const trainHere = async (opts: Record<string, string>) => {
-    let out = "",
-      err = "";
-    const code = await trainCommand(
-      { positionals: [], options: new Map(Object.entries(opts)), help: false },
-      { out: (s) => (out += s), err: (s) => (err += s), tty: false },
-    );
-    return { code, out, err };
-  };
   const small = { batch: "2", targets: "q,v", rank: "4", alpha: "8", "log-every": "1" };
 
   it("refuses --seq past max_position_embeddings, or past what the scaling covers, saying how to fix it", async () => {

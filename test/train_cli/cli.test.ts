@@ -1,20 +1,16 @@
 // `tessera train` end to end: short runs as subprocesses (adapter written and read back, exact resume, Ctrl-C), bad input in process.
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UsageError } from "../../src/cli/args.ts";
-import { trainCommand } from "../../src/cli/train.ts";
+import { ROOT, trainHere, trainProcess as train } from "./helpers.ts";
 import { adapterTensors, loadAdapter } from "../../src/formats/peft.ts";
 import { toFloat32 } from "../../src/formats/host_tensor.ts";
 import { LLAMA_TINY } from "../../models/llama.ts";
 import { listCheckpoints, loadCheckpoint } from "../../src/train/checkpoint.ts";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const BIN = join(ROOT, "bin", "tessera.mjs");
 // Small everything: two targets, rank 4, 16-token rows. Dropout on, so the resumed RNG stream is checked too.
 const TINY = [
   "--seq",
@@ -36,41 +32,6 @@ const TINY = [
   "--log-every",
   "1",
 ];
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `tessera train ...`; `onOut` sees stdout as it arrives (and may signal the child). */
-function train(args: string[], onOut?: (text: string, child: ReturnType<typeof spawn>) => void): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, "train", ...args], {
-      cwd: ROOT,
-      env: { ...process.env, TESSERA_DEBUG: "" },
-    });
-    let stdout = "",
-      stderr = "";
-    child.stdout.on("data", (d) => {
-      stdout += d;
-      onOut?.(stdout, child);
-    });
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-/** trainCommand in this process, for failures that happen before any device work. */
-async function trainHere(opts: Record<string, string>): Promise<{ code: number; out: string; err: string }> {
-  let out = "",
-    err = "";
-  const code = await trainCommand(
-    { positionals: [], options: new Map(Object.entries(opts)), help: false },
-    { out: (s) => (out += s), err: (s) => (err += s), tty: false },
-  );
-  return { code, out, err };
-}
 
 let tmp: string;
 let data: string;

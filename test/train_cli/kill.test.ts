@@ -1,15 +1,12 @@
 // Fault injection: a run killed with SIGKILL at seeded random points (steps, checkpoint writes, the adapter write) and resumed each time ends byte-identical to an uninterrupted run.
-import { spawn } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type TrainProcess, trainProcess } from "./helpers.ts";
 import { mulberry32 } from "../../src/host/random.ts";
 import { listCheckpoints } from "../../src/train/checkpoint.ts";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const BIN = join(ROOT, "bin", "tessera.mjs");
 const STEPS = 10;
 // A checkpoint after every step, so most of a run's time after the compile is spent writing files.
 const ARGS = [
@@ -31,32 +28,14 @@ const ARGS = [
   String(STEPS),
 ];
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `tessera train`; with `killAfter`, sends SIGKILL `delayMs` after the line of that step appears. */
-function train(args: string[], killAfter?: { step: number; delayMs: number }): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, "train", ...args], {
-      cwd: ROOT,
-      env: { ...process.env, TESSERA_DEBUG: "" },
-    });
-    let stdout = "",
-      stderr = "",
-      armed = false;
-    child.stdout.on("data", (d) => {
-      stdout += d;
-      if (killAfter && !armed && new RegExp(`^step +${killAfter.step}/`, "m").test(stdout)) {
-        armed = true;
-        setTimeout(() => child.kill("SIGKILL"), killAfter.delayMs);
-      }
-    });
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+function train(args: string[], killAfter?: { step: number; delayMs: number }): Promise<TrainProcess> {
+  let armed = false;
+  return trainProcess(args, (stdout, child) => {
+    if (killAfter && !armed && new RegExp(`^step +${killAfter.step}/`, "m").test(stdout)) {
+      armed = true;
+      setTimeout(() => child.kill("SIGKILL"), killAfter.delayMs);
+    }
   });
 }
 

@@ -4,10 +4,9 @@ import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UsageError } from "../../src/cli/args.ts";
-import { trainCommand } from "../../src/cli/train.ts";
+import { BIN, ROOT, trainHere } from "./helpers.ts";
 import { fromFloat32, toFloat32 } from "../../src/formats/host_tensor.ts";
 import { adapterTensors, loadAdapter, makeLoraConfig, saveAdapter } from "../../src/formats/peft.ts";
 import { readSafetensors, writeSafetensors } from "../../src/formats/safetensors.ts";
@@ -15,20 +14,8 @@ import { LLAMA_TINY } from "../../models/llama.ts";
 import { initLora, loraLayout, loraToAdapter } from "../../models/lora.ts";
 import { listCheckpoints, loadCheckpoint } from "../../src/train/checkpoint.ts";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const BIN = join(ROOT, "bin", "tessera.mjs");
 const FIXTURE = join(ROOT, "../shared/fixtures/llama-tiny-a");
 const SMALL = { seq: "16", batch: "2", targets: "q,v", rank: "4", "log-every": "1" };
-
-async function trainHere(opts: Record<string, string>): Promise<{ code: number; out: string; err: string }> {
-  let out = "",
-    err = "";
-  const code = await trainCommand(
-    { positionals: [], options: new Map(Object.entries(opts)), help: false },
-    { out: (s) => (out += s), err: (s) => (err += s), tty: false },
-  );
-  return { code, out, err };
-}
 
 const metrics = async (dir: string) =>
   (await readFile(join(dir, "metrics.jsonl"), "utf8"))
