@@ -1,3 +1,4 @@
+// The DSL's threefry RNG: the published threefry2x32 test vectors, key splitting, and the draws built on it.
 import { describe, expect, it } from "vitest";
 import { random, constant, spec, tx } from "./api.ts";
 import { run } from "./helpers.ts";
