@@ -110,7 +110,7 @@ export async function trainCommand(args: ParsedArgs, io: Io = defaultIo()): Prom
   } catch (e) {
     if (e instanceof TesseraError && e.exitCode === EXIT.usage) throw new UsageError(e.message, "train");
     if (e instanceof TesseraError) {
-      io.err(`error: ${e.message}\n`);
+      io.err(e.report());
       return e.exitCode;
     }
     throw e;
