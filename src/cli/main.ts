@@ -91,9 +91,15 @@ export const COMMANDS: readonly Command[] = [
       { name: "dropout", value: "<p>", description: "LoRA dropout (default 0)" },
       {
         name: "data",
-        value: "<file.jsonl>",
+        value: "<file>",
         description:
-          'token-id records: {"input_ids","labels"} or {"prompt_ids","answer_ids"} (default: built-in key->value task)',
+          '.jsonl, .csv or .parquet records: {"text"}, {"prompt","completion"}, {"messages"} (chat template), Alpaca {"instruction","input","output"}, RAG {"question","contexts","answer"}, or token ids {"input_ids","labels"} / {"prompt_ids","answer_ids"} (default: built-in key->value task)',
+      },
+      {
+        name: "rag-template",
+        value: "<file>",
+        description:
+          "the prompt of RAG records, a text file with {contexts} and {question} placeholders (default: 'Answer the question using the context below. Context: {contexts} Question: {question}')",
       },
       {
         name: "seq",

@@ -69,6 +69,7 @@ export function configFromFlags(o: ReadonlyMap<string, string>): TrainConfigInpu
     alpha: num("alpha", "float", Number.MIN_VALUE),
     dropout: num("dropout", "float", 0, 0.99),
     data: get("data"),
+    ragTemplate: get("rag-template"),
     seq: num("seq", "int", 2),
     ropeScaling: get("rope-scaling"),
     batch: num("batch", "int", 1),

@@ -2,11 +2,15 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { describe } from "../errors.ts";
-import { DataError, IGNORE, type TrainRecord } from "./records.ts";
+import { DataError, IGNORE, locationSuffix, type TrainRecord } from "./records.ts";
 
 export interface JsonlOptions {
   /** Token ids must lie in [0, vocabSize). */
   vocabSize: number;
+  /** Turns one line's JSON into a record (default: parseRecord, the token-id forms); throws a DataError if it cannot. */
+  parse?: (json: unknown, file: string, line: number) => TrainRecord;
+  /** The record forms `parse` accepts, for the message about a file with no records. */
+  forms?: string;
 }
 
 const FORMS =
@@ -16,9 +20,15 @@ const FORMS =
  * One line's record. Token ids must be integers in [0, vocabSize); labels the same or -100 and as many as the
  * ids; answers non-empty. Fields other than the four above are ignored (ids, text, metadata are common).
  */
-export function parseRecord(json: unknown, file: string, line: number, opts: JsonlOptions): TrainRecord {
+export function parseRecord(
+  json: unknown,
+  file: string,
+  line: number,
+  opts: JsonlOptions,
+  unit: "line" | "row" = "line",
+): TrainRecord {
   const fail = (msg: string): never => {
-    throw new DataError(msg, file, line);
+    throw new DataError(msg, file, line, unit);
   };
   if (typeof json !== "object" || json === null || Array.isArray(json))
     fail(`expected ${FORMS}; got ${describe(json)}`);
@@ -50,7 +60,7 @@ export function parseRecord(json: unknown, file: string, line: number, opts: Jso
   const hasA = "input_ids" in o || "labels" in o;
   const hasB = "prompt_ids" in o || "answer_ids" in o;
   if (hasA && hasB) fail(`has both "input_ids"/"labels" and "prompt_ids"/"answer_ids"; use one form per record`);
-  const source = `${file}:${line}`;
+  const source = `${file}${locationSuffix(line, unit)}`;
   if (hasB) {
     if (!("prompt_ids" in o))
       fail(`missing field "prompt_ids" (a record with "answer_ids" needs the prompt too; it may be [])`);
@@ -90,11 +100,11 @@ function parseLine(line: string, lineNo: number, file: string, opts: JsonlOption
   } catch (e) {
     throw new DataError(`not valid JSON (${(e as Error).message})`, file, lineNo);
   }
-  return parseRecord(json, file, lineNo, opts);
+  return opts.parse ? opts.parse(json, file, lineNo) : parseRecord(json, file, lineNo, opts);
 }
 
-function noRecords(file: string): DataError {
-  return new DataError(`no records (expected one JSON object per line: ${FORMS})`, file);
+function noRecords(file: string, opts: JsonlOptions): DataError {
+  return new DataError(`no records (expected one JSON object per line: ${opts.forms ?? FORMS})`, file);
 }
 
 /** Every record of a JSONL text (blank lines skipped); the first bad line throws a DataError naming file:line. */
@@ -105,7 +115,7 @@ export function parseJsonl(text: string, file: string, opts: JsonlOptions): Trai
     const r = parseLine(lines[i]!, i + 1, file, opts);
     if (r) out.push(r);
   }
-  if (out.length === 0) throw noRecords(file);
+  if (out.length === 0) throw noRecords(file, opts);
   return out;
 }
 
@@ -156,6 +166,6 @@ export async function loadJsonl(file: string, opts: JsonlOptions): Promise<{ rec
     );
   }
   if (pending.length > 0) take(Buffer.concat(pending));
-  if (records.length === 0) throw noRecords(file);
+  if (records.length === 0) throw noRecords(file, opts);
   return { records, sha256: hash.digest("hex") };
 }

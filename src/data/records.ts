@@ -17,15 +17,24 @@ export interface TrainRecord {
   source: string;
 }
 
-/** A data file (or record) is not what the trainer expects; the message names the file and the line. */
+/**
+ * A data file (or record) is not what the trainer expects; the message names the file and the line (JSONL:
+ * `file:12`) or the row (CSV, Parquet: `file:row 12`, the first data row being 1).
+ */
 export class DataError extends TesseraError {
   constructor(
     message: string,
     readonly file: string,
     readonly line?: number,
+    readonly unit: "line" | "row" = "line",
   ) {
-    super(line === undefined ? `${file}: ${message}` : `${file}:${line}: ${message}`, { code: "ERR_DATA" });
+    super(`${file}${locationSuffix(line, unit)}: ${message}`, { code: "ERR_DATA" });
   }
+}
+
+/** `:12` for a line, `:row 12` for a table row, "" for the whole file. */
+export function locationSuffix(n: number | undefined, unit: "line" | "row"): string {
+  return n === undefined ? "" : unit === "line" ? `:${n}` : `:row ${n}`;
 }
 
 /**

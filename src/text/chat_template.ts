@@ -20,6 +20,9 @@ export interface ChatTemplateOptions {
   addGenerationPrompt?: boolean;
 }
 
+/** Parsed templates by source: a data file renders the same template for every record (several times per chat). */
+const parsed = new Map<string, Template>();
+
 /**
  * Renders `messages` with the tokenizer's chat template. The variables are those transformers passes: messages,
  * add_generation_prompt and the special token strings (bos_token, eos_token, pad_token, unk_token); raise_exception
@@ -36,11 +39,14 @@ export function applyChatTemplate(
     throw new ChatTemplateError(
       `${tokenizer.source}: the model has no chat template (expected tokenizer.chat_template in a GGUF, or chat_template in tokenizer_config.json / chat_template.jinja)`,
     );
-  let template: Template;
-  try {
-    template = new Template(source);
-  } catch (e) {
-    throw new ChatTemplateError(`${tokenizer.source}: the chat template does not parse: ${message(e)}`, e);
+  let template = parsed.get(source);
+  if (template === undefined) {
+    try {
+      template = new Template(source);
+    } catch (e) {
+      throw new ChatTemplateError(`${tokenizer.source}: the chat template does not parse: ${message(e)}`, e);
+    }
+    parsed.set(source, template);
   }
   const vars: Record<string, unknown> = {
     messages: messages.map((m) => ({ ...m })),

@@ -1,4 +1,5 @@
 // A model's tokenizer, from an HF tokenizer.json folder or from a GGUF's metadata, run by @huggingface/tokenizers.
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
@@ -98,6 +99,11 @@ export class Tokenizer {
   readonly unkToken: string | undefined;
   /** The Jinja chat template the model ships, if any. */
   readonly chatTemplate: string | undefined;
+  /**
+   * sha256 of everything that decides what encode and the chat template produce (tokenizer.json as loaded, the
+   * config, the template): two tokenizers with the same identity tokenize alike, so cached tokenizations key on it.
+   */
+  readonly identity: string;
   private readonly hf: HfTokenizer;
   private readonly specials: ReadonlyMap<string, number>;
 
@@ -119,6 +125,9 @@ export class Tokenizer {
     this.padToken = tokenText(config.pad_token);
     this.unkToken = tokenText(config.unk_token);
     this.chatTemplate = chatTemplate;
+    this.identity = createHash("sha256")
+      .update(JSON.stringify([json, config, chatTemplate ?? null]))
+      .digest("hex");
     const added = (json.added_tokens ?? []) as AddedTokenJson[];
     this.specials = new Map(added.filter((t) => t.special).map((t) => [t.content, t.id]));
   }

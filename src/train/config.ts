@@ -78,8 +78,13 @@ export const TrainConfigSchema = z
     rank: int(1).default(c.rank),
     alpha: z.number().positive().default(c.alpha),
     dropout: z.number().min(0).max(0.99).default(c.dropout),
-    /** JSONL token records; null uses the built-in key -> value task. */
+    /** A data file (.jsonl, .csv or .parquet; token-id or text records); null uses the built-in key -> value task. */
     data: z.string().min(1).nullable().default(null),
+    /**
+     * A text file with the prompt of RAG records ({"question", "contexts", "answer"}): {contexts} and {question}
+     * are replaced by the record's; null uses DEFAULT_RAG_TEMPLATE (src/data/text_records.ts).
+     */
+    ragTemplate: z.string().min(1).nullable().default(null),
     seq: int(2).nullable().default(null),
     /**
      * RoPE scaling as kind:factor (linear, dynamic, yarn, llama3), replacing the model's own; null keeps the
@@ -136,6 +141,7 @@ export const RUN_FIELDS = [
   "alpha",
   "dropout",
   "data",
+  "ragTemplate",
   "seq",
   "ropeScaling",
   "batch",

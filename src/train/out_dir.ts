@@ -4,6 +4,7 @@ import { link, mkdir, readdir, readFile, rename, rm, rmdir, stat, unlink, writeF
 import { dirname, join } from "node:path";
 import { TesseraError } from "../errors.ts";
 import { fsError } from "../host/fs_errors.ts";
+import { DATA_CACHE_DIR } from "../data/cache.ts";
 import { CHECKPOINTS_DIR } from "./checkpoint.ts";
 
 export const LOCK_FILE = ".tessera.lock";
@@ -137,7 +138,9 @@ async function surveyOutDir(dir: string): Promise<{ existing: string[]; cleaned:
   const cleaned: string[] = [];
   try {
     const names = await readdir(dir);
-    for (const name of names) if (name !== LOCK_FILE && !TEMP.test(name)) existing.push(name);
+    // The tokenized-data cache is neither a run's output nor a leftover: a new run may use it, --overwrite keeps it.
+    for (const name of names)
+      if (name !== LOCK_FILE && name !== DATA_CACHE_DIR && !TEMP.test(name)) existing.push(name);
     cleaned.push(...(await removeTemporaries(dir)));
   } catch (e) {
     throw fsError(e, dir, "read the output folder");

@@ -1,13 +1,17 @@
 // A training run's plan: the model, adapter, data and resume point, all read and checked before --out is written.
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { displayPath } from "../cli/diagnostics.ts";
 import { EXIT, TesseraError } from "../errors.ts";
+import { fsError } from "../host/fs_errors.ts";
 import type { HostTensor } from "../formats/host_tensor.ts";
 import { linearFeatures, LLAMA_LINEARS, type LlamaConfig } from "../formats/hf_config.ts";
 import { ADAPTER_CONFIG_FILE, loadAdapter, makeLoraConfig } from "../formats/peft.ts";
 import { prepareRecords } from "../data/batches.ts";
-import { loadJsonl } from "../data/jsonl.ts";
+import { DATA_CACHE_DIR } from "../data/cache.ts";
+import { describeKinds, loadDataFile } from "../data/load.ts";
+import { DEFAULT_RAG_TEMPLATE } from "../data/text_records.ts";
+import { Tokenizer } from "../text/tokenizer.ts";
 import type { TrainRecord } from "../data/records.ts";
 import { keyValueTask, MIN_SEQ } from "../data/synthetic.ts";
 import { LLAMA_TINY, type LlamaWeights } from "../../models/llama.ts";
@@ -16,7 +20,7 @@ import { defaultClient } from "../frontend/array.ts";
 import { ropeContext, ropeScalingFromOption } from "../../models/rope.ts";
 import { initLora, loraFromAdapter, loraLayout, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { loadGgufLlamaWeights, loadLlamaWeights } from "../../models/weights.ts";
-import { isModelName, resolveModel as resolveModelSource } from "../formats/model_fetch.ts";
+import { isModelName, type ModelSource, resolveModel as resolveModelSource } from "../formats/model_fetch.ts";
 import { listCheckpoints, loadCheckpoint, readTrainerState, type TrainerState } from "./checkpoint.ts";
 import { DEFAULTS, flagName, parseRopeScalingOption, RUN_FIELDS, type RunField, type TrainConfig } from "./config.ts";
 import { builtinBaseWeights, type OptimizerState } from "./loop.ts";
@@ -45,6 +49,8 @@ export interface ResolvedModel {
   line: string;
   /** Where max_position_embeddings came from (config.json or the GGUF), for messages; "" for the built-in model. */
   configFile: string;
+  /** The files the model came from (its tokenizer is there too); undefined for the built-in model. */
+  source: ModelSource | undefined;
 }
 
 export interface ResolvedAdapter {
@@ -65,6 +71,8 @@ export interface ResolvedData {
   /** What trainer_state.json names as the data's origin. */
   source: string;
   line: string;
+  /** Writes the tokenized records' cache into --out (text data tokenized by this run); called once --out is written. */
+  saveCache?: () => Promise<string | undefined>;
 }
 
 /** Everything a run needs once read and checked; `run` holds a resumed run's own options. */
@@ -158,6 +166,7 @@ export function runRecord(r: TrainConfig): Record<string, string | number | bool
     alpha: r.alpha,
     dropout: r.dropout,
     data: r.data === null ? null : resolve(r.data),
+    ragTemplate: r.ragTemplate === null ? null : resolve(r.ragTemplate),
     seq: r.seq,
     ropeScaling: r.ropeScaling,
     batch: r.batch,
@@ -203,6 +212,7 @@ function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: Trainer
     alpha: num("alpha"),
     dropout: num("dropout"),
     data: str("data"),
+    ragTemplate: str("rag-template"),
     seq: s.seq === null ? null : num("seq"),
     ropeScaling: str("rope-scaling"),
     batch: num("batch"),
@@ -233,7 +243,7 @@ async function loadModel(run: TrainConfig, note: (message: string) => void): Pro
     const llama = LLAMA_TINY;
     const base = builtinBaseWeights(llama, BUILTIN_MODEL_SEED, baseHostDType(policy) === "BF16" ? "BF16" : "F32");
     const line = `built-in tiny Llama (${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), seeded random weights (seed ${BUILTIN_MODEL_SEED}); --model <dir> trains a Hugging Face checkpoint`;
-    return { llama, base, builtin, precision, policy, line, configFile: "" };
+    return { llama, base, builtin, precision, policy, line, configFile: "", source: undefined };
   }
   const source = await resolveModelSource(run.model!, note);
   const dtype = baseHostDType(policy);
@@ -244,7 +254,7 @@ async function loadModel(run: TrainConfig, note: (message: string) => void): Pro
   const configFile = source.kind === "gguf" ? source.path : join(source.path, "config.json");
   const what = source.kind === "gguf" ? `${source.name ?? "GGUF"}: Llama` : "Llama";
   const line = `${displayPath(source.path)} (${what}, ${llama.numLayers} layers, hidden ${llama.hiddenSize}, vocab ${llama.vocabSize}), ${precision}`;
-  return { llama, base, builtin, precision, policy, line, configFile };
+  return { llama, base, builtin, precision, policy, line, configFile, source };
 }
 
 /** --rope-scaling replaces the model's own scaling; the start line says what RoPE covers when scaled. */
@@ -381,20 +391,64 @@ async function loadData(
   return { ...raw, records: prepared.records, line };
 }
 
+/** The model's tokenizer for text records, or why there is none (token-id records need none). */
+async function modelTokenizer(model: ResolvedModel): Promise<Tokenizer | { missing: string }> {
+  if (model.source === undefined)
+    return {
+      missing:
+        "the built-in tiny model has no tokenizer; give --model with a tokenizer (e.g. --model smollm2-135m-instruct, a GGUF, or an HF folder with tokenizer.json), or token-id records",
+    };
+  try {
+    return await Tokenizer.fromModel(model.source);
+  } catch (e) {
+    if (e instanceof TesseraError) return { missing: e.message };
+    throw e;
+  }
+}
+
+/** --rag-template's text (it must hold {question} and {contexts}), or the default. */
+async function ragTemplate(file: string | null): Promise<string> {
+  if (file === null) return DEFAULT_RAG_TEMPLATE;
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    throw fsError(e, file, "read the --rag-template file");
+  }
+  for (const p of ["{question}", "{contexts}"])
+    if (!text.includes(p))
+      throw fail(
+        `--rag-template ${displayPath(file)}: has no ${p} placeholder (a RAG template holds {contexts} and {question}, each replaced by the record's own)`,
+      );
+  return text;
+}
+
 /** The records as read (--data's JSONL file, or the built-in key-value task) and seq (--seq, or fitted to them). */
 async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<ResolvedData> {
   const { llama, builtin } = model;
   // The longest --seq the model's RoPE covers: max_position_embeddings, or what the scaling stretches it to.
   const maxSeq = ropeContext(llama);
   if (run.data !== null) {
-    const loaded = await loadJsonl(run.data, { vocabSize: llama.vocabSize });
+    const loaded = await loadDataFile(run.data, {
+      vocabSize: llama.vocabSize,
+      tokenizer: await modelTokenizer(model),
+      ragTemplate: await ragTemplate(run.ragTemplate),
+      cacheDir: join(run.out, DATA_CACHE_DIR),
+    });
     const longest = loaded.records.reduce((m, r) => Math.max(m, r.ids.length), 0);
+    const tokenized =
+      loaded.cache === "read"
+        ? `; tokenized earlier (cache ${displayPath(join(run.out, DATA_CACHE_DIR))})`
+        : loaded.cache === "new"
+          ? "; tokenized (cached in --out for the next run)"
+          : "";
     return {
       records: loaded.records,
       seq: run.seq ?? Math.min(maxSeq, Math.ceil(longest / 8) * 8),
       sha256: loaded.sha256,
       source: resolve(run.data),
-      line: `${displayPath(run.data)}: ${fmtInt(loaded.records.length)} records`,
+      line: `${displayPath(run.data)}: ${fmtInt(loaded.records.length)} records (${describeKinds(loaded.kinds)})${tokenized}`,
+      saveCache: loaded.saveCache,
     };
   }
   const seq = run.seq ?? Math.min(maxSeq, builtin ? DEFAULTS.builtin.seq : DEFAULTS.checkpoint.seq);

@@ -7,6 +7,7 @@ import { writeAll, writeFileAtomic } from "../formats/atomic.ts";
 import type { HostTensor } from "../formats/host_tensor.ts";
 import { saveAdapter } from "../formats/peft.ts";
 import { BatchStream } from "../data/batches.ts";
+import { DATA_CACHE_DIR } from "../data/cache.ts";
 import { fsError } from "../host/fs_errors.ts";
 import { loraToAdapter } from "../../models/lora.ts";
 import { checkpointDir, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
@@ -211,6 +212,12 @@ async function openOutputs(plan: RunPlan, lock: OutDir, emit: Emit): Promise<Run
   const outDir = run.out;
   const metricsFile = join(outDir, "metrics.jsonl");
   if (plan.resumeFrom) await trimMetrics(metricsFile, plan.start);
+  // Text data tokenized by this run: cached for the next run on the same --out (written only now, with the run's
+  // other outputs, so a run stopped by bad input or options leaves --out as it was).
+  const cached = await plan.data.saveCache?.().catch((e) => {
+    throw fsError(e, join(outDir, DATA_CACHE_DIR), "write the tokenized-data cache");
+  });
+  if (cached !== undefined) emit({ type: "note", message: `tokenized data cached in ${displayPath(cached)}` });
   // --overwrite: the earlier run stays until this one has taken a step (or is about to write its results).
   let replaced = run.resume || lock.existing.length === 0;
   const replaceEarlierRun = async () => {
