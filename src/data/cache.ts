@@ -105,8 +105,8 @@ export function decodeCache(bytes: Uint8Array, key: string, file: string): Cache
     return undefined;
   }
   if (header.key !== key) return undefined;
-  // A copy, aligned for Int32Array whatever the Buffer's offset in Node's pool.
-  const body = new Int32Array(bytes.slice(headLen).buffer);
+  // A copy, aligned for Int32Array whatever the Buffer's offset in Node's pool (Buffer's own slice would share memory).
+  const body = new Int32Array(Uint8Array.prototype.slice.call(bytes, headLen).buffer);
   const n = header.count;
   if (body.length < n * 4) return undefined;
   let idsAt = n * 4;

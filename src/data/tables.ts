@@ -11,10 +11,14 @@ import { DataError } from "./records.ts";
  */
 export const ARRAY_FIELDS = ["input_ids", "labels", "prompt_ids", "answer_ids", "messages", "contexts"] as const;
 
-/** One table row as a record: JSON text in the array fields parsed, int64 values as numbers, empty cells absent. */
-export function rowRecord(row: Record<string, unknown>, file: string, n: number): Record<string, unknown> {
+/**
+ * One table row as a record: JSON text in the array fields parsed, int64 values as numbers. A CSV cell cannot be
+ * null, so an empty one (`csv`) is a field the row does not have: a file may mix record forms, one per row.
+ */
+export function rowRecord(row: Record<string, unknown>, file: string, n: number, csv = false): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, raw] of Object.entries(row)) {
+    if (csv && raw === "") continue;
     let v = plain(raw);
     if ((ARRAY_FIELDS as readonly string[]).includes(k) && typeof v === "string") {
       if (v.trim() === "") v = null;
@@ -72,7 +76,7 @@ export async function readCsvRows(
     );
     for await (const row of parser as AsyncIterable<Record<string, string>>) {
       n++;
-      onRow(rowRecord(row, file, n), n);
+      onRow(rowRecord(row, file, n, true), n);
     }
   } catch (e) {
     if (e instanceof DataError) throw e;
