@@ -436,6 +436,8 @@ async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<Reso
       cacheDir: join(run.out, DATA_CACHE_DIR),
     });
     const longest = loaded.records.reduce((m, r) => Math.max(m, r.ids.length), 0);
+    // Which forms the file held, once it holds text (a token-id file's line stays as it always was).
+    const kinds = Object.keys(loaded.kinds).some((k) => k !== "ids") ? ` (${describeKinds(loaded.kinds)})` : "";
     const tokenized =
       loaded.cache === "read"
         ? `; tokenized earlier (cache ${displayPath(join(run.out, DATA_CACHE_DIR))})`
@@ -447,7 +449,7 @@ async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<Reso
       seq: run.seq ?? Math.min(maxSeq, Math.ceil(longest / 8) * 8),
       sha256: loaded.sha256,
       source: resolve(run.data),
-      line: `${displayPath(run.data)}: ${fmtInt(loaded.records.length)} records (${describeKinds(loaded.kinds)})${tokenized}`,
+      line: `${displayPath(run.data)}: ${fmtInt(loaded.records.length)} records${kinds}${tokenized}`,
       saveCache: loaded.saveCache,
     };
   }
