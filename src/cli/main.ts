@@ -99,7 +99,7 @@ export const COMMANDS: readonly Command[] = [
         name: "rag-template",
         value: "<file>",
         description:
-          "the prompt of RAG records, a text file with {contexts} and {question} placeholders (default: 'Answer the question using the context below. Context: {contexts} Question: {question}')",
+          "the prompt of RAG records: a text file with {contexts} and {question} placeholders (default: an instruction, 'Context:' and the contexts, then 'Question:' and the question)",
       },
       {
         name: "seq",

@@ -281,6 +281,7 @@ class TextRecords {
     const ids = this.encode(full, false);
     const labels = new Int32Array(ids.length).fill(IGNORE);
     let assistants = 0;
+    let firstLoss = -1;
     for (let i = lossFrom; i < messages.length; i++) {
       if (messages[i]!.role !== "assistant") continue;
       assistants++;
@@ -294,10 +295,13 @@ class TextRecords {
       const from = this.tokenBoundary(before, ids, i, field, lossFrom);
       const to = this.tokenBoundary(full.slice(0, end), ids, i, field, lossFrom);
       for (let k = from; k < to; k++) labels[k] = ids[k]!;
+      if (firstLoss < 0) firstLoss = from;
     }
     if (assistants === 0)
       this.fail(`"${field}" has no "assistant" message: nothing to learn (the loss falls on assistant messages only)`);
-    return { ids, labels, source: this.source };
+    // Cut to --seq, a long record keeps its answers and the end of what precedes them (a RAG question stays; the
+    // oldest context goes), as prompt/answer records do.
+    return { ids, labels, answerStart: firstLoss, source: this.source };
   }
 
   /** Characters of an assistant turn (as rendered after its header) that take the loss. */

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadDataFile } from "../../src/data/load.ts";
-import { DataError, IGNORE, type TrainRecord } from "../../src/data/records.ts";
+import { DataError, fitRecord, IGNORE, type TrainRecord } from "../../src/data/records.ts";
 import { DEFAULT_RAG_TEMPLATE, type RecordContext } from "../../src/data/text_records.ts";
 import type { Tokenizer } from "../../src/text/tokenizer.ts";
 import { smollmFolderWithTemplate, smollmTokenizer, tempDir, writeJsonl } from "./helpers.ts";
@@ -136,6 +136,11 @@ describe("text records on SmolLM2's tokenizer", () => {
     const answer = tok.encode("B");
     expect(list(r.ids)).toEqual([...head, ...answer, IM_END, NL]);
     expect(list(r.labels)).toEqual([...ignored(head.length), ...answer, IM_END, IGNORE]);
+    // Cut to a short --seq, the answer and the question before it stay, the start of the prompt goes.
+    expect(r.answerStart).toBe(head.length);
+    const cut = fitRecord(r, 12);
+    expect(list(cut.labels)).toEqual([...ignored(12 - answer.length - 2), ...answer, IM_END, IGNORE]);
+    expect(tok.decode(list(cut.ids))).toBe(" is A?<|im_end|>\n<|im_start|>assistant\nB<|im_end|>\n");
   });
 
   it("RAG with a --rag-template: its {contexts} and {question} replaced, nothing else", async () => {
