@@ -9,7 +9,7 @@ import { linearFeatures, LLAMA_LINEARS, type LlamaConfig } from "../formats/hf_c
 import { ADAPTER_CONFIG_FILE, loadAdapter, makeLoraConfig } from "../formats/peft.ts";
 import { prepareRecords } from "../data/batches.ts";
 import { DATA_CACHE_DIR } from "../data/cache.ts";
-import { describeKinds, loadDataFile } from "../data/load.ts";
+import { type DataFileContext, describeKinds, loadDataFile } from "../data/load.ts";
 import { DEFAULT_RAG_TEMPLATE } from "../data/text_records.ts";
 import { Tokenizer } from "../text/tokenizer.ts";
 import type { TrainRecord } from "../data/records.ts";
@@ -391,6 +391,20 @@ async function loadData(
   return { ...raw, records: prepared.records, line };
 }
 
+/**
+ * What reading a data file for this run needs: the model's vocabulary and tokenizer, the RAG template, and the
+ * tokenization cache in --out. Any data file of the run (e.g. evaluation data) reads with
+ * `loadDataFile(file, await dataFileContext(run, model))`.
+ */
+export async function dataFileContext(run: TrainConfig, model: ResolvedModel): Promise<DataFileContext> {
+  return {
+    vocabSize: model.llama.vocabSize,
+    tokenizer: await modelTokenizer(model),
+    ragTemplate: await ragTemplate(run.ragTemplate),
+    cacheDir: join(run.out, DATA_CACHE_DIR),
+  };
+}
+
 /** The model's tokenizer for text records, or why there is none (token-id records need none). */
 async function modelTokenizer(model: ResolvedModel): Promise<Tokenizer | { missing: string }> {
   if (model.source === undefined)
@@ -429,12 +443,7 @@ async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<Reso
   // The longest --seq the model's RoPE covers: max_position_embeddings, or what the scaling stretches it to.
   const maxSeq = ropeContext(llama);
   if (run.data !== null) {
-    const loaded = await loadDataFile(run.data, {
-      vocabSize: llama.vocabSize,
-      tokenizer: await modelTokenizer(model),
-      ragTemplate: await ragTemplate(run.ragTemplate),
-      cacheDir: join(run.out, DATA_CACHE_DIR),
-    });
+    const loaded = await loadDataFile(run.data, await dataFileContext(run, model));
     const longest = loaded.records.reduce((m, r) => Math.max(m, r.ids.length), 0);
     // Which forms the file held, once it holds text (a token-id file's line stays as it always was).
     const kinds = Object.keys(loaded.kinds).some((k) => k !== "ids") ? ` (${describeKinds(loaded.kinds)})` : "";
