@@ -85,7 +85,6 @@ function sameStructure(op: string, want: Leaves, wantName: string, got: Leaves, 
       throw new TraceError(
         op,
         `${gotName} returns ${joinName(what, got.paths[i]!)} as ${formatType(t.type)}, but ${wantName} returns it as ${formatType(w.type)}`,
-        [w.type, t.type],
       );
     }
   });
@@ -233,7 +232,6 @@ function checkCarry(op: string, init: Leaves, got: Leaves, fnName: string): void
       throw new TraceError(
         op,
         `${fnName} returned ${joinName("carry", init.paths[i]!)} as ${formatType(t.type)}, but init has ${formatType(want)}; the carry must keep its dtype and shape`,
-        [want, t.type],
       );
     }
   });
@@ -405,7 +403,6 @@ function bwdOutputs(
         throw new TraceError(
           op,
           `bwd returned the cotangent of ${joinName(`args[${a}]`, want.paths[i]!)} as ${formatType(g.type)}, but the argument is ${formatType(w.type)}`,
-          [w.type, g.type],
         );
       }
       tensors.push(g);
