@@ -1,7 +1,6 @@
 // Scaled dot-product attention kernels in the DSL: plain (materialized scores) and blockwise (flash: online softmax over scans).
 import { tx, type Tensor } from "tessera";
 import { TraceError } from "../src/frontend/errors.ts";
-import { softmax } from "./stable.ts";
 
 /**
  * How attention runs: "plain" materializes every [S, S] score matrix; "blockwise" streams key blocks through an
@@ -77,7 +76,7 @@ export function plainAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionO
     .mul(1 / Math.sqrt(D));
   const mask = attentionMask(opts, tx.iota([S, S], 0), tx.iota([S, S], 1), opts.segmentIds, opts.segmentIds);
   const masked = mask ? tx.where(mask.reshape([mask.ndim === 3 ? B : 1, 1, S, 1, S]), scores, MASKED) : scores;
-  const p = softmax(masked, -1).astype(v.dtype);
+  const p = tx.nn.softmax(masked, -1).astype(v.dtype);
   // [B, Hkv, Sq, G, D] -> [B, Sq, Hkv, G, D]
   return tx
     .dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1], outDtype: "f32" })
@@ -106,9 +105,9 @@ function attentionMask(
   return mask;
 }
 
-/** A constant shift within 1 of x's max along the last axis, which autodiff cannot see (integers carry no cotangent). */
+/** x's max along the last axis (at least M_INIT) as a shift through which no gradient flows. */
 function shiftOf(x: Tensor): Tensor {
-  return x.max(-1).maximum(M_INIT).minimum(2e9).astype("s32").astype("f32");
+  return tx.stopGradient(x.max(-1).maximum(M_INIT));
 }
 
 /**
@@ -119,9 +118,9 @@ function shiftOf(x: Tensor): Tensor {
  * acc / l. S is padded up to a multiple of each block size with keys that are masked out and queries whose rows
  * are dropped, so the blocks need not divide S.
  *
- * The max shift goes through an integer (as in stable.ts), so autodiff treats it as a constant: the result does
- * not depend on it, and the backward pass then needs no mask of where each row reached its max. Gradients come
- * from autodiff through both scans (Tessera has no custom-VJP hook): the backward scans recompute each block's
+ * The max shift is behind stopGradient, so autodiff treats it as a constant: the result does not depend on it, and
+ * the backward pass then needs no mask of where each row reached its max. Gradients come from autodiff through both
+ * scans: the backward scans recompute each block's
  * scores from the saved carries, so memory stays O(S·block) per (batch, head) rather than O(S²): the inner scan
  * saves its carries (m, l [blockQ, G] and acc [blockQ, G, D] per key block) for one query block at a time.
  * estimateMemory of forward + dq/dk/dv (32 query over 8 KV heads, D 128, f32, blocks of 128): 93 MiB of

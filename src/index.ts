@@ -16,6 +16,8 @@
 //                                 jit(fn).lower(...specs) -> { graph, stablehlo } without running
 //   valueAndGrad(fn, { wrt, hasAux }), grad(...)   traceable (inside jit), nestable; outside a trace they jit
 //   scan(f, init, xs, { length, reverse })         one IR scan op; closed-over tensors become loop constants
+//   cond(pred, trueFn, falseFn, ...ops), switchCase(i, branches, ...ops) (= tx.switch), whileLoop(condFn, bodyFn,
+//   init), foriLoop(lo, hi, body, init), stopGradient(x), customVjp(fn, { fwd, bwd })   as JAX's lax / custom_vjp
 //   optimizationBarrier(tree)
 // Data. array(values | TypedArray, { dtype, shape }) -> DeviceArray; await a.toArray() / a.item(); a.dispose().
 // Devices. jit(fn, { mesh: mesh({ data: 2, model: 4 }), in: [P("data", null), ...], out }) runs SPMD over a mesh;

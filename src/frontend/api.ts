@@ -7,6 +7,16 @@ export { spec, TensorSpec, trace, evalShape, entry, type Entry, type Traced } fr
 export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
 export { scan, optimizationBarrier, type ScanOpts } from "./control.ts";
 export {
+  cond,
+  switchCase,
+  switchCase as switch,
+  whileLoop,
+  foriLoop,
+  stopGradient,
+  customVjp,
+  type CustomVjpRules,
+} from "./control_flow.ts";
+export {
   checkpoint,
   checkpointName,
   checkpointPolicies,

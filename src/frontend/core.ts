@@ -167,7 +167,7 @@ function coercionError(t: Tensor, hint: string): TraceError {
   return new TraceError(
     "Tensor",
     `a ${formatType(t.type)} tensor was used as ${as}, but a traced tensor has no value while the function is traced: ` +
-      "select values with where(c, a, b) instead of branching on one (JAX's cond / whileLoop: use where, or scan for " +
-      "loops); call .toString() to print its type",
+      "select values with where(c, a, b), branch with cond(pred, trueFn, falseFn, ...operands) (or switchCase), " +
+      "loop with whileLoop(condFn, bodyFn, init) or foriLoop; call .toString() to print its type",
   );
 }

@@ -3,6 +3,7 @@ import { erf } from "../ir/elementwise.ts";
 import { isFloat, isInteger, type DType } from "../ir/types.ts";
 import type { Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
+import { stopGradient } from "./control_flow.ts";
 import { atUserLoc } from "./loc.ts";
 import { full, where } from "./ops/elementwise.ts";
 import { takeAlongAxis, take } from "./ops/indexing.ts";
@@ -34,14 +35,13 @@ export function gelu(x: Tensor, opts: { approximate?: boolean } = {}): Tensor {
  * Any shift s gives the same softmax and logsumexp (x - s cancels exactly); the max is used only so exp cannot
  * overflow. Differentiated through reduce_max, though, the shift costs the backward pass a mask over the whole
  * input (where x equals its max) times a cotangent that is zero in exact arithmetic: two or three extra passes
- * over [tokens, vocab] logits or [B, H, S, S] scores. JAX and PyTorch stop the gradient there; the IR has no
- * stop-gradient op, so the shift goes through an integer instead: trunc(max) as s32 is a constant to autodiff
- * (integers carry no cotangent), still within 1 of the max, so exp(x - s) <= e and the sum stays >= 1/e.
+ * over [tokens, vocab] logits or [B, H, S, S] scores. As JAX and PyTorch do, the gradient stops at the shift. The
+ * max is clamped to the dtype's finite range, so a fully masked row (all -inf) gives logsumexp -inf rather than
+ * NaN from -inf - -inf.
  */
 function constantShift(x: Tensor, axis: number): Tensor {
-  const m = x.max(axis, { keepdims: true });
-  // Clamped into s32 range first; a row whose max is +-inf or NaN gives inf/NaN results either way.
-  return m.astype("f32").maximum(-2e9).minimum(2e9).astype("s32").astype(x.dtype);
+  const big = x.dtype === "f16" ? 65504 : 3.3e38;
+  return stopGradient(x.max(axis, { keepdims: true }).maximum(-big).minimum(big));
 }
 
 function checkFloat(op: string, x: Tensor): void {

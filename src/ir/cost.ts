@@ -1,5 +1,5 @@
 // A static cost model of a graph: FLOPs, transcendentals and bytes accessed per op, one rule per op name.
-import type { AnyOp, Graph, Op, Value } from "./graph.ts";
+import { subgraphs, type AnyOp, type Graph, type Op, type Value } from "./graph.ts";
 import { OP_NAMES, type OpName } from "./ops.ts";
 import { ELEMENTWISE, forEachElementwise } from "./elementwise.ts";
 import { bitWidth, numel, type TensorType } from "./types.ts";
@@ -84,6 +84,20 @@ export const COST_RULES: { [N in OpName]: CostRule<N> } = {
     return cost(n * body.flops, n * body.transcendentals, n * body.bytes);
   },
   optimization_barrier: free,
+  stop_gradient: free,
+  // The most expensive branch: what a step costs at worst.
+  cond: (op) => {
+    const costs = op.params.branches.map((b) => graphCost(b).total);
+    const worst = costs.reduce((a, b) => (b.flops + b.bytes > a.flops + a.bytes ? b : a));
+    return cost(worst.flops, worst.transcendentals, worst.bytes);
+  },
+  // The trip count is unknown statically: one iteration (cond and body) is counted.
+  while: (op) => {
+    const c = graphCost(op.params.cond).total;
+    const b = graphCost(op.params.body).total;
+    return cost(c.flops + b.flops, c.transcendentals + b.transcendentals, c.bytes + b.bytes);
+  },
+  custom_vjp: (op) => graphCost(op.params.body).total,
 };
 
 export function opCost(op: AnyOp): OpCost {
@@ -93,7 +107,7 @@ export function opCost(op: AnyOp): OpCost {
 export interface GraphCost {
   /** Summed over the ops of the graph; a scan counts its body `length` times. */
   readonly total: OpCost;
-  /** Static op counts by name, in OP_NAMES order, including ops inside scan bodies (counted once each). */
+  /** Static op counts by name, in OP_NAMES order, including ops inside nested graphs (counted once each). */
   readonly counts: ReadonlyMap<OpName, number>;
 }
 
@@ -105,7 +119,7 @@ export function graphCost(g: Graph): GraphCost {
   const count = (graph: Graph): void => {
     for (const op of graph.ops) {
       raw.set(op.name, (raw.get(op.name) ?? 0) + 1);
-      if (op.name === "scan") count(op.params.body);
+      for (const sub of subgraphs(op)) count(sub);
     }
   };
   count(g);

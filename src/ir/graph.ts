@@ -123,7 +123,50 @@ export function useCounts(g: Graph): Map<Value, number> {
   return counts;
 }
 
-/** Nested graphs of an op (the body of a scan), for passes and printers that recurse. */
+/** Nested graphs of an op (a scan's body, a cond's branches...), in param-key order, for passes that recurse. */
 export function subgraphs(op: AnyOp): Graph[] {
-  return op.name === "scan" ? [op.params.body] : [];
+  switch (op.name) {
+    case "scan":
+      return [op.params.body];
+    case "cond":
+      return [...op.params.branches];
+    case "while":
+      return [op.params.body, op.params.cond];
+    case "custom_vjp":
+      return [op.params.body, op.params.bwd, op.params.fwd];
+    default:
+      return [];
+  }
+}
+
+/**
+ * The op with each nested graph replaced by `f(graph)` (the same object when `f` changes none). Passes that only
+ * clean bodies (simplify, cse, fold) use it; those that change an op's interface (dce, autodiff) have own rules.
+ */
+export function mapSubgraphs(op: AnyOp, f: (g: Graph) => Graph): AnyOp {
+  switch (op.name) {
+    case "scan": {
+      const body = f(op.params.body);
+      return body === op.params.body ? op : makeOp("scan", op.inputs, { ...op.params, body }, op.outputs, op.loc);
+    }
+    case "cond": {
+      const branches = op.params.branches.map(f);
+      if (branches.every((b, i) => b === op.params.branches[i])) return op;
+      return makeOp("cond", op.inputs, { branches: Object.freeze(branches) }, op.outputs, op.loc);
+    }
+    case "while": {
+      const cond = f(op.params.cond);
+      const body = f(op.params.body);
+      if (cond === op.params.cond && body === op.params.body) return op;
+      return makeOp("while", op.inputs, { ...op.params, cond, body }, op.outputs, op.loc);
+    }
+    case "custom_vjp": {
+      const { body, fwd, bwd } = op.params;
+      const next = { ...op.params, body: f(body), fwd: f(fwd), bwd: f(bwd) };
+      if (next.body === body && next.fwd === fwd && next.bwd === bwd) return op;
+      return makeOp("custom_vjp", op.inputs, next, op.outputs, op.loc);
+    }
+    default:
+      return op;
+  }
 }

@@ -2,6 +2,7 @@
 import { RuleError } from "./errors.ts";
 import { describeElementwise, forEachElementwise, type DTypeClass, type ElementwiseOp } from "./elementwise.ts";
 import type { OpName, OpParams } from "./ops.ts";
+import type { Graph } from "./graph.ts";
 import {
   bitWidth,
   checkShape as checkShapeOf,
@@ -356,7 +357,82 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     return [...carries, ...ys];
   },
   optimization_barrier: (inputs) => [...inputs],
+  stop_gradient: (inputs) => {
+    arity(inputs, 1);
+    return [inputs[0]!];
+  },
+  cond: (inputs, { branches }) => {
+    if (inputs.length < 1) fail(`needs an index operand`);
+    const index = inputs[0]!;
+    if (index.shape.length !== 0 || (index.dtype !== "bool" && index.dtype !== "s32"))
+      fail(`index must be a rank-0 bool or s32, got ${formatType(index)}`);
+    if (index.dtype === "bool" && branches.length !== 2)
+      fail(`a bool index selects between 2 branches [false, true], got ${branches.length}`);
+    if (branches.length === 0) fail(`needs at least one branch`);
+    const operands = inputs.slice(1);
+    const first = branches[0]!.outputs.map((v) => v.type);
+    branches.forEach((b, k) => {
+      graphTakes(b, operands, `branch ${k}`);
+      if (b.outputs.length !== first.length)
+        fail(`branch ${k} returns ${b.outputs.length} values, branch 0 returns ${first.length}`);
+      b.outputs.forEach((v, i) => {
+        if (!sameType(v.type, first[i]!))
+          fail(`branch ${k} result ${i} is ${formatType(v.type)}, branch 0 gives ${formatType(first[i]!)}`);
+      });
+    });
+    return first;
+  },
+  while: (inputs, { cond, body, numConsts }) => {
+    if (numConsts < 0 || numConsts > inputs.length)
+      fail(`numConsts ${numConsts} is out of range for ${inputs.length} operands`);
+    const carries = inputs.slice(numConsts);
+    if (carries.length === 0) fail(`needs at least one carry`);
+    graphTakes(cond, inputs, "cond");
+    graphTakes(body, inputs, "body");
+    const pred = cond.outputs[0];
+    if (cond.outputs.length !== 1 || pred?.type.dtype !== "bool" || pred.type.shape.length !== 0)
+      fail(`cond must return one rank-0 bool, got (${cond.outputs.map((v) => formatType(v.type)).join(", ")})`);
+    if (body.outputs.length !== carries.length)
+      fail(`body returns ${body.outputs.length} values for ${carries.length} carries`);
+    body.outputs.forEach((v, i) => {
+      if (!sameType(v.type, carries[i]!))
+        fail(`body carry output ${i} is ${formatType(v.type)}, expected ${formatType(carries[i]!)}`);
+    });
+    return carries;
+  },
+  custom_vjp: (inputs, { body, fwd, bwd, numConsts }) => {
+    if (numConsts < 0 || numConsts > inputs.length)
+      fail(`numConsts ${numConsts} is out of range for ${inputs.length} operands`);
+    graphTakes(body, inputs, "body");
+    graphTakes(fwd, inputs, "fwd");
+    const outs = body.outputs.map((v) => v.type);
+    if (fwd.outputs.length < outs.length)
+      fail(`fwd returns ${fwd.outputs.length} values, fewer than the body's ${outs.length} results`);
+    fwd.outputs.slice(0, outs.length).forEach((v, i) => {
+      if (!sameType(v.type, outs[i]!))
+        fail(`fwd result ${i} is ${formatType(v.type)}, the body gives ${formatType(outs[i]!)}`);
+    });
+    const residuals = fwd.outputs.slice(outs.length).map((v) => v.type);
+    graphTakes(bwd, [...inputs.slice(0, numConsts), ...residuals, ...outs], "bwd");
+    const operands = inputs.slice(numConsts);
+    if (bwd.outputs.length !== operands.length)
+      fail(`bwd returns ${bwd.outputs.length} cotangents for ${operands.length} operands`);
+    bwd.outputs.forEach((v, i) => {
+      if (!sameType(v.type, operands[i]!))
+        fail(`bwd cotangent ${i} is ${formatType(v.type)}, operand ${i} is ${formatType(operands[i]!)}`);
+    });
+    return outs;
+  },
 };
+
+/** A nested graph must take exactly `types` as its inputs. */
+function graphTakes(g: Graph, types: readonly TensorType[], what: string): void {
+  if (g.inputs.length !== types.length) fail(`${what} takes ${g.inputs.length} inputs, expected ${types.length}`);
+  g.inputs.forEach((v, i) => {
+    if (!sameType(v.type, types[i]!))
+      fail(`${what} input ${i} is ${formatType(v.type)}, expected ${formatType(types[i]!)}`);
+  });
+}
 
 /** Result types of `name` applied to operands of `inputs` types; throws RuleError when the rules are broken. */
 export function inferTypes<N extends OpName>(

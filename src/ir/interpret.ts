@@ -475,7 +475,30 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
     ];
   },
   optimization_barrier: (_op, args) => [...args],
+  stop_gradient: (_op, args) => [args[0]!],
+  cond: (op, [index, ...operands]) => {
+    const { branches } = op.params;
+    const i = index!.data[0]!;
+    // A bool picks [false, true]; an s32 out of range runs the last branch (stablehlo.case).
+    const k = i >= 0 && i < branches.length ? i : branches.length - 1;
+    return run(branches[k]!, operands);
+  },
+  while: (op, args) => {
+    const { cond, body, numConsts } = op.params;
+    const consts = args.slice(0, numConsts);
+    let carries = args.slice(numConsts);
+    for (let n = 0; run(cond, [...consts, ...carries])[0]!.data[0] !== 0; n++) {
+      if (n >= MAX_WHILE_ITERATIONS)
+        throw new InterpretError(`while: still looping after ${MAX_WHILE_ITERATIONS} iterations`);
+      carries = run(body, [...consts, ...carries]);
+    }
+    return carries;
+  },
+  custom_vjp: (op, args) => run(op.params.body, args),
 };
+
+/** The oracle runs small test programs: a while loop past this many iterations is taken for a runaway. */
+const MAX_WHILE_ITERATIONS = 10_000_000;
 
 /** Runs `g` on arguments already known to match its inputs. */
 function run(g: Graph, args: readonly HostArray[]): HostArray[] {

@@ -15,8 +15,11 @@ export {
 
 export type CompareDir = "eq" | "ne" | "lt" | "le" | "gt" | "ge";
 
-/** int: integer; ints: integer array; numbers: any float64 array (constant values); graph: a nested Graph. */
-export type ParamKind = "int" | "ints" | "numbers" | "dtype" | "dir" | "bool" | "graph";
+/**
+ * int: integer; ints: integer array; numbers: any float64 array (constant values); graph: a nested Graph; graphs: a
+ * non-empty list of nested Graphs (the branches of a cond).
+ */
+export type ParamKind = "int" | "ints" | "numbers" | "dtype" | "dir" | "bool" | "graph" | "graphs";
 
 /** The TypeScript type of a param of each kind. */
 interface KindType {
@@ -27,6 +30,7 @@ interface KindType {
   dir: CompareDir;
   bool: boolean;
   graph: Graph;
+  graphs: readonly Graph[];
 }
 
 const NONE = {} as const;
@@ -89,6 +93,26 @@ export const OP_SCHEMA = {
   scan: { body: "graph", length: "int", numConsts: "int", numCarry: "int", reverse: "bool" },
   /** Identity on all inputs that XLA may not move computation across (used for rematerialization). */
   optimization_barrier: NONE,
+  /** Identity forward; no cotangent flows back through it (JAX's stop_gradient). */
+  stop_gradient: NONE,
+  /**
+   * Runs one of `branches` (StableHLO's if/case). inputs: index, then the operands every branch takes (each
+   * branch: operands -> results, all branches of one result type list). The index is a rank-0 bool with two
+   * branches [false, true], or a rank-0 s32 (out of range runs the last branch, as stablehlo.case does).
+   */
+  cond: { branches: "graphs" },
+  /**
+   * A loop while `cond` holds (StableHLO's while). inputs: consts (numConsts), carries. cond: (consts, carries) ->
+   * bool[]; body: (consts, carries) -> new carries. outputs: the final carries.
+   */
+  while: { cond: "graph", body: "graph", numConsts: "int" },
+  /**
+   * A function with its own gradient (JAX's custom_vjp). inputs: consts (numConsts: values the functions close
+   * over, not differentiated), operands. body: (consts, operands) -> outputs, what runs when nothing is
+   * differentiated; fwd: (consts, operands) -> (outputs, residuals); bwd: (consts, residuals, one cotangent per
+   * output) -> one cotangent per operand. Autodiff replaces it by fwd and bwd; the emitter inlines body.
+   */
+  custom_vjp: { body: "graph", fwd: "graph", bwd: "graph", numConsts: "int" },
 } as const satisfies Record<string, Readonly<Record<string, ParamKind>>>;
 
 type Schema = typeof OP_SCHEMA;

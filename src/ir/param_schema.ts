@@ -35,6 +35,8 @@ export function valueHasKind(v: unknown, kind: ParamKind): boolean {
       return typeof v === "boolean";
     case "graph":
       return isGraphLike(v);
+    case "graphs":
+      return Array.isArray(v) && v.length > 0 && v.every(isGraphLike);
   }
 }
 
@@ -63,11 +65,13 @@ const KIND_WORDS: Record<ParamKind, string> = {
   dir: "one of eq, ne, lt, le, gt, ge",
   bool: "true or false",
   graph: "a graph",
+  graphs: "a non-empty list of graphs",
 };
 
 /** A param value as written in IR text (JSON), which is what its error messages quote. */
 function paramText(v: unknown): string {
   if (isGraphLike(v)) return "a graph";
+  if (Array.isArray(v) && v.some(isGraphLike)) return "a list of graphs";
   try {
     return JSON.stringify(v) ?? String(v);
   } catch {

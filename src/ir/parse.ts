@@ -284,8 +284,18 @@ class Parser {
     let loc: SourceLoc | undefined;
     if (this.peek().kind === "ident" && this.peek().text === "loc") loc = this.parseLoc();
     const kinds = paramKinds(name);
-    while (this.peek().kind === "ident" && kinds[this.peek().text] === "graph") {
+    for (;;) {
+      const t = this.peek();
+      const kind = t.kind === "ident" ? kinds[t.text] : undefined;
+      if (kind !== "graph" && kind !== "graphs") break;
       const key = this.next().text;
+      if (kind === "graphs") {
+        // One graph per occurrence of the key, in order (cond's branches).
+        const list = (params[key] as Graph[] | undefined) ?? [];
+        list.push(this.parseGraphRest(scope));
+        params[key] = list;
+        continue;
+      }
       if (key in params) this.fail(`param '${key}' is given twice`);
       params[key] = this.parseGraphRest(scope);
     }

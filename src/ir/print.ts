@@ -22,7 +22,8 @@
 //   vals     := VAL ("," VAL)*
 //   attrs    := "{" (KEY "=" pval) ,* "}"           non-graph params, sorted by key
 //   pval     := NUMBER | "inf" | "-inf" | "nan" | "true" | "false" | IDENT | STRING | "[" pval ,* "]"
-//   gparam   := KEY sig "{" stmt* "return" vals? "}" graph-valued params (the scan `body`), sorted by key
+//   gparam   := KEY sig "{" stmt* "return" vals? "}" graph-valued params (the scan `body`), sorted by key; a
+//                                                    list of graphs (cond's `branches`) repeats its key per graph
 //   loc      := "loc" "(" STRING ":" INT ":" INT ")"
 //   type     := DTYPE "[" (INT ("," INT)*)? "]"    f32[2,3]; a scalar is f32[]
 //   VAL      := "%" INT                             numbered 0, 1, ... in order of first appearance
@@ -103,8 +104,15 @@ class Printer {
     const kinds = paramKinds(op.name);
     const params = op.params as unknown as Record<string, unknown>;
     const keys = Object.keys(params).sort();
-    const attrKeys = keys.filter((k) => kinds[k] !== "graph");
-    const graphKeys = keys.filter((k) => kinds[k] === "graph");
+    const attrKeys = keys.filter((k) => kinds[k] !== "graph" && kinds[k] !== "graphs");
+    // A list of graphs (cond's branches) prints as the same key once per graph, in order.
+    const graphKeys = keys.flatMap((k) =>
+      kinds[k] === "graph"
+        ? [[k, params[k] as Graph] as const]
+        : kinds[k] === "graphs"
+          ? (params[k] as Graph[]).map((g) => [k, g] as const)
+          : [],
+    );
     let line = indent + (results ? `${results} = ` : "") + op.name;
     if (operands) line += ` ${operands}`;
     if (attrKeys.length) line += ` {${attrKeys.map((k) => `${k}=${formatParamValue(params[k])}`).join(", ")}}`;
@@ -114,8 +122,7 @@ class Printer {
       return;
     }
     // Each nested graph opens on the line before it: `... body (sig) {`, closing with `}` at this op's indent.
-    graphKeys.forEach((k) => {
-      const sub = params[k] as Graph;
+    graphKeys.forEach(([k, sub]) => {
       this.lines.push(`${line} ${k} ${this.signature(sub)} {`);
       this.body(sub, indent);
       line = this.lines.pop()!; // continue a further graph param on the closing-brace line

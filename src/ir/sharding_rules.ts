@@ -320,6 +320,16 @@ const barrier: FactorRule<"optimization_barrier"> = (op) => {
   return r.build(per, per);
 };
 
+/**
+ * Ops with branches or an unbounded loop (cond, while, custom_vjp): every dim of every operand and result is its own
+ * replicated factor, so propagation never splits across them. Correct for any body; XLA may still shard inside.
+ */
+const opaque: FactorRule<OpName> = (op) => {
+  const r = new Rule();
+  const own = (v: { type: { shape: Shape } }) => v.type.shape.map((n, d) => [r.f(n, "replicate", `dim ${d}`)]);
+  return r.build(op.inputs.map(own), op.outputs.map(own));
+};
+
 const e = elementwise;
 
 /** One rule per op: a new op in OpParams fails to compile here until its sharding factors are stated. */
@@ -348,6 +358,10 @@ export const FACTOR_RULES: { [N in OpName]: FactorRule<N> } = {
   dynamic_update_slice: dynamicUpdateSlice,
   scan,
   optimization_barrier: barrier,
+  stop_gradient: e,
+  cond: opaque,
+  while: opaque,
+  custom_vjp: opaque,
 };
 
 /** The factors of one op. */

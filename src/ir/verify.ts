@@ -1,6 +1,6 @@
 // IR verifier: checks SSA order, single definition, closed nested graphs, params and re-inferred types of a Graph.
 import { EXIT, TesseraError } from "../errors.ts";
-import type { AnyOp, Graph, Value } from "./graph.ts";
+import { subgraphs, type AnyOp, type Graph, type Value } from "./graph.ts";
 import { inferTypes } from "./infer.ts";
 import { isOpName } from "./ops.ts";
 import { checkParams } from "./param_schema.ts";
@@ -114,9 +114,10 @@ class Checker {
     const paramProblems = checkParams(op.name, op.params);
     for (const p of paramProblems) this.problems.push(`${opWhere(at, k, op)}: ${p}`);
     if (paramProblems.length) return; // type rules assume well-formed params
-    if (op.name === "scan") {
-      this.graph(op.params.body, [...outer, scope], `${opWhere(at, k, op)} body: `);
-    }
+    const names = subgraphNames(op);
+    subgraphs(op).forEach((g, i) => {
+      this.graph(g, [...outer, scope], `${opWhere(at, k, op)} ${names[i]}: `);
+    });
     let inferred: TensorType[];
     try {
       inferred = inferTypes(
@@ -144,6 +145,20 @@ class Checker {
         );
       }
     }
+  }
+}
+
+/** What each of `subgraphs(op)` is called in messages (`body`, `branch 1`), in the same order. */
+function subgraphNames(op: AnyOp): string[] {
+  switch (op.name) {
+    case "cond":
+      return op.params.branches.map((_, i) => `branch ${i}`);
+    case "while":
+      return ["body", "cond"];
+    case "custom_vjp":
+      return ["body", "bwd", "fwd"];
+    default:
+      return ["body"];
   }
 }
 

@@ -1,7 +1,8 @@
 // Reverse-mode autodiff as an IR-to-IR transform: vjp, valueAndGrad and the "autodiff" pass.
-import { GraphBuilder, Value, makeOp, type AnyOp, type Graph, type Op } from "../ir/graph.ts";
+import { TesseraError } from "../errors.ts";
+import { GraphBuilder, Value, makeOp, mapSubgraphs, type AnyOp, type Graph, type Op } from "../ir/graph.ts";
 import type { OpName } from "../ir/ops.ts";
-import { formatType, isFloat, range, sameType } from "../ir/types.ts";
+import { formatLoc, formatType, isFloat, range, sameType, type SourceLoc } from "../ir/types.ts";
 import { Emitter } from "./emitter.ts";
 import type { Pass } from "./pass.ts";
 import { regionOf, type RematRegion } from "./remat.ts";
@@ -122,6 +123,12 @@ function outputActivity(op: AnyOp, inActive: readonly boolean[]): readonly boole
       return inActive;
     case "scan":
       return scanActivity(op, inActive).outputs;
+    case "cond":
+      return condActivity(op, inActive);
+    case "while":
+      return whileActivity(op, inActive);
+    case "custom_vjp":
+      return op.outputs.map(() => inActive.some((a) => a));
     default: {
       // Bit reinterpretation, and ops with integer or bool results: no gradient flows through them.
       if (carriesNoGradient(op.name)) return op.outputs.map(() => false);
@@ -152,10 +159,56 @@ function scanActivity(op: Op<"scan">, inActive: readonly boolean[]): ScanActivit
   }
 }
 
+/** A cond result is active when it depends on an active operand in any branch. */
+function condActivity(op: Op<"cond">, inActive: readonly boolean[]): boolean[] {
+  const out = op.outputs.map(() => false);
+  for (const b of op.params.branches) {
+    const active = forwardActivity(b, new Set(b.inputs.filter((_, i) => inActive[1 + i])));
+    b.outputs.forEach((v, j) => {
+      if (active.has(v)) out[j] = true;
+    });
+  }
+  return out;
+}
+
+/** As scanActivity: a carry is active if its initial value is, or if the body makes it depend on one that is. */
+function whileActivity(op: Op<"while">, inActive: readonly boolean[]): boolean[] {
+  const { body, numConsts: nc } = op.params;
+  let carries = inActive.slice(nc);
+  for (;;) {
+    const flags = body.inputs.map((_, i) => (i < nc ? inActive[i]! : carries[i - nc]!));
+    const active = forwardActivity(body, new Set(body.inputs.filter((_, i) => flags[i])));
+    const next = carries.map((c, i) => c || active.has(body.outputs[i]!));
+    if (next.every((c, i) => c === carries[i])) return carries;
+    carries = next;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The transform.
 
-const RULES: { [N in OpName]: VjpRule<N> } = { ...VJP_RULES, scan: scanVjp };
+/** A program that reverse mode cannot differentiate (a while loop, a custom_vjp closing over a differentiated value). */
+export class AutodiffError extends TesseraError {
+  constructor(op: string, detail: string, loc: SourceLoc | undefined) {
+    super(`${op}: ${detail}${loc ? ` at ${formatLoc(loc)}` : ""}`, { code: "ERR_AUTODIFF" });
+    this.name = "AutodiffError";
+  }
+}
+
+const RULES: { [N in OpName]: VjpRule<N> } = {
+  ...VJP_RULES,
+  scan: scanVjp,
+  cond: condVjp,
+  while: (_ctx, op) => {
+    throw new AutodiffError(
+      "whileLoop",
+      "reverse-mode differentiation does not work for a while loop (its trip count is only known at run time, so " +
+        "nothing bounds what the backward pass must save, as in JAX); use foriLoop with static bounds or scan",
+      op.loc,
+    );
+  },
+  custom_vjp: customVjpRule,
+};
 
 /**
  * Emits into `b` the ops of `g` (scans that are differentiated are extended to save their per-iteration
@@ -191,6 +244,10 @@ function backprop(
       const saved = saveCarries(op);
       b.push(saved.op);
       residuals.set(op, saved.stacked);
+    } else if (op.name === "custom_vjp" && differentiated.has(op)) {
+      // The user's fwd runs instead of the primal body, defining the op's results and the residuals for bwd.
+      const outs = inlineInto(b, op.params.fwd, op.inputs, op.outputs, op.loc);
+      residuals.set(op, outs.slice(op.outputs.length));
     } else {
       b.push(op);
     }
@@ -290,6 +347,106 @@ function recompute(e: Emitter, region: RematRegion): Map<AnyOp, AnyOp> {
 function accumulate(e: Emitter, cts: Map<Value, Value>, v: Value, ct: Value): void {
   const prev = cts.get(v);
   cts.set(v, prev ? e.add(prev, ct) : ct);
+}
+
+/**
+ * Copies `g`'s ops into `b` with `inputs` standing for g's inputs and fresh values elsewhere (nested graphs cloned),
+ * and returns the values of g's outputs. `as` names values that must stand for the first outputs (a custom_vjp's
+ * results, which later ops of the enclosing graph read): the op defining such an output defines that value
+ * instead, or an identity convert copies it where the output is an input or repeats an earlier one.
+ */
+function inlineInto(
+  b: GraphBuilder,
+  g: Graph,
+  inputs: readonly Value[],
+  as: readonly Value[] = [],
+  loc: SourceLoc | undefined = undefined,
+): Value[] {
+  const env = new Map<Value, Value>(g.inputs.map((v, i) => [v, inputs[i]!]));
+  const claim = new Map<Value, Value>();
+  as.forEach((target, i) => {
+    const v = g.outputs[i]!;
+    if (!env.has(v) && !claim.has(v)) claim.set(v, target);
+  });
+  for (const op of g.ops) {
+    const outputs = op.outputs.map((v) => claim.get(v) ?? new Value(v.type));
+    for (const [i, v] of op.outputs.entries()) env.set(v, outputs[i]!);
+    b.push(
+      makeOp(
+        op.name,
+        op.inputs.map((v) => env.get(v) ?? v),
+        mapSubgraphs(op, cloneGraph).params as never,
+        outputs,
+        op.loc,
+      ),
+    );
+  }
+  return g.outputs.map((v, i) => {
+    const target = as[i];
+    const got = env.get(v)!;
+    if (!target || got === target) return got;
+    b.push(makeOp("convert", [got], { dtype: got.type.dtype }, [target], loc));
+    return target;
+  });
+}
+
+/**
+ * custom_vjp: the user's bwd on (consts, the residuals fwd saved, the results' cotangents), inlined, so an outer
+ * grad differentiates it like any code (JAX's higher-order rule for custom_vjp). The consts are values the
+ * functions closed over; their cotangents are not computed, so a differentiated one is an error.
+ */
+function customVjpRule(
+  ctx: VjpCtx,
+  op: Op<"custom_vjp">,
+  cts: readonly Ct[],
+  needs: readonly boolean[],
+): readonly Ct[] {
+  const { bwd, numConsts: nc } = op.params;
+  const closed = range(nc).find((k) => needs[k]);
+  if (closed !== undefined) {
+    throw new AutodiffError(
+      "customVjp",
+      `the function closes over a ${formatType(op.inputs[closed]!.type)} value that is being differentiated; pass it ` +
+        "as an operand (customVjp(fn, ...)(x, it)) so that bwd returns its cotangent",
+      op.loc,
+    );
+  }
+  const residuals = ctx.residuals;
+  if (!residuals) throw new Error("internal: custom_vjp vjp without residuals");
+  const ctIn = op.outputs.map((o, i) => cts[i] ?? ctx.e.zeros(o.type));
+  const outs = inlineInto(ctx.e.b, bwd, [...op.inputs.slice(0, nc), ...residuals, ...ctIn]);
+  return [...range(nc).map(() => undefined), ...outs];
+}
+
+/**
+ * cond: a cond over the branches' VJPs, on the same index (JAX's rule). Each backward branch recomputes its
+ * forward branch from the operands and differentiates it, as the scan's backward body does, so the forward cond
+ * saves nothing. Operands a branch does not use get zeros from it.
+ */
+function condVjp(ctx: VjpCtx, op: Op<"cond">, cts: readonly Ct[], needs: readonly boolean[]): readonly Ct[] {
+  const operands = op.inputs.slice(1);
+  const wantIdx = range(operands.length).filter((i) => needs[1 + i]);
+  const ctIdx = range(op.outputs.length).filter((j) => cts[j] !== undefined);
+  const branches = op.params.branches.map((original) => {
+    const g = cloneGraph(original);
+    const ctIn = ctIdx.map((j) => new Value(g.outputs[j]!.type));
+    const seeds = new Map<Value, Value[]>();
+    ctIdx.forEach((j, n) => {
+      addSeed(seeds, g.outputs[j]!, ctIn[n]!);
+    });
+    const bb = new GraphBuilder();
+    const wrt = wantIdx.map((i) => g.inputs[i]!);
+    const grads = backprop(bb, g, new Set(wrt), seeds, wrt);
+    return makeGraph([...g.inputs, ...ctIn], bb.build([]).ops, grads);
+  });
+  const outs = ctx.e.ops("cond", [op.inputs[0]!, ...operands, ...ctIdx.map((j) => cts[j]!)], {
+    branches: Object.freeze(branches),
+  });
+  const result: Ct[] = op.inputs.map(() => undefined);
+  wantIdx.forEach((i, n) => {
+    result[1 + i] = outs[n];
+  });
+  return result;
 }
 
 /** The same scan with the carries entering each iteration appended to its ys: the backward scan's residuals. */

@@ -16,7 +16,16 @@ export const constantFoldPass: Pass = {
 };
 
 /** Sources stay as they are (iota is already compact), scans are loops, barriers must not disappear. */
-const NEVER_FOLDED = new Set<OpName>(["constant", "iota", "scan", "optimization_barrier"]);
+const NEVER_FOLDED = new Set<OpName>([
+  "constant",
+  "iota",
+  "scan",
+  "optimization_barrier",
+  // Loops and branches stay control flow (a while may not end); custom_vjp keeps its bwd for a later autodiff.
+  "cond",
+  "while",
+  "custom_vjp",
+]);
 
 /** Ops that only move elements: a splat operand gives a splat result of any size, folded without evaluation. */
 const MOVES_ONLY = new Set<OpName>(["broadcast_in_dim", "reshape", "transpose", "slice"]);

@@ -6,7 +6,7 @@ import { makeGraph, mapBody, sameList, substituteInputs } from "./rewrite.ts";
 
 export const csePass: Pass = {
   name: "cse",
-  description: "Merges identical ops (same name, operands and params; scans with structurally equal bodies).",
+  description: "Merges identical ops (same name, operands and params; loops and conds with structurally equal bodies).",
   run: cse,
 };
 
@@ -52,14 +52,35 @@ export function cse(g: Graph): Graph {
 // body, is asked for again by every enclosing graph's cse and graphKey).
 const paramKeys = new WeakMap<object, string>();
 
-/** Params in a canonical text form; a scan body by its structure (value numbering local to the body). */
+/** Params in a canonical text form; a nested graph by its structure (value numbering local to the graph). */
 function paramsKey(op: AnyOp): string {
   let key = paramKeys.get(op.params);
   if (key === undefined) {
-    key = op.name === "scan" ? canonical({ ...op.params, body: graphKey(op.params.body) }) : canonical(op.params);
+    key = canonical(keyedParams(op));
     paramKeys.set(op.params, key);
   }
   return key;
+}
+
+/** The params with each nested graph replaced by its structural key. */
+function keyedParams(op: AnyOp): unknown {
+  switch (op.name) {
+    case "scan":
+      return { ...op.params, body: graphKey(op.params.body) };
+    case "cond":
+      return { branches: op.params.branches.map(graphKey) };
+    case "while":
+      return { ...op.params, cond: graphKey(op.params.cond), body: graphKey(op.params.body) };
+    case "custom_vjp":
+      return {
+        ...op.params,
+        body: graphKey(op.params.body),
+        fwd: graphKey(op.params.fwd),
+        bwd: graphKey(op.params.bwd),
+      };
+    default:
+      return op.params;
+  }
 }
 
 /** Structural identity of a graph: input types, each op with operands numbered locally, and the outputs. */

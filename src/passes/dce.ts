@@ -1,12 +1,13 @@
-// Dead code elimination: drops ops whose results are unused, and unused ys, consts and xs of scans (recursively).
+// Dead code elimination: drops ops whose results are unused, unused ys, consts and xs of scans, results and operands of conds (recursively).
 import { makeOp, type AnyOp, type Graph, type Op, type Value } from "../ir/graph.ts";
 import type { Pass } from "./pass.ts";
 import { range } from "../ir/types.ts";
-import { makeGraph, pickNames, sameList } from "./rewrite.ts";
+import { makeGraph, mapBody, pickNames, sameList } from "./rewrite.ts";
 
 export const dcePass: Pass = {
   name: "dce",
-  description: "Removes ops whose results are never used; inside scans also unused ys, consts and xs.",
+  description:
+    "Removes ops whose results are never used; inside scans also unused ys, consts and xs; of conds unused results and operands.",
   run: dce,
 };
 
@@ -17,7 +18,8 @@ export function dce(g: Graph): Graph {
   for (let k = g.ops.length - 1; k >= 0; k--) {
     const op = g.ops[k]!;
     if (!op.outputs.some((v) => live.has(v))) continue;
-    const pruned = op.name === "scan" ? pruneScan(op, live) : op;
+    const pruned =
+      op.name === "scan" ? pruneScan(op, live) : op.name === "cond" ? pruneCond(op, live) : mapBody(op, dce);
     kept.push(pruned);
     pruned.inputs.forEach((v) => {
       live.add(v);
@@ -72,6 +74,51 @@ function pruneScan(op: Op<"scan">, live: ReadonlySet<Value>): AnyOp {
     inIdx.map((i) => op.inputs[i]!),
     { ...op.params, body: newBody, numConsts: keepC.length },
     outIdx.map((i) => op.outputs[i]!),
+    op.loc,
+  );
+}
+
+/**
+ * Drops the results nobody reads from every branch, then each branch's dead ops, then operands no branch reads any
+ * more. A cond whose results are all dead was dropped by the caller (branches have no effects).
+ */
+function pruneCond(op: Op<"cond">, live: ReadonlySet<Value>): AnyOp {
+  const { branches } = op.params;
+  const keepOut = range(op.outputs.length).filter((j) => live.has(op.outputs[j]!));
+  const trimmed = branches.map((b) =>
+    dce(
+      keepOut.length === b.outputs.length
+        ? b
+        : makeGraph(
+            b.inputs,
+            b.ops,
+            keepOut.map((j) => b.outputs[j]!),
+            b.inputNames,
+            pickNames(b.outputNames, keepOut),
+          ),
+    ),
+  );
+  const read = new Set<Value>();
+  for (const b of trimmed) {
+    for (const v of b.outputs) read.add(v);
+    for (const o of b.ops) for (const v of o.inputs) read.add(v);
+  }
+  const keepIn = range(op.inputs.length - 1).filter((i) => trimmed.some((b) => read.has(b.inputs[i]!)));
+  if (keepIn.length === op.inputs.length - 1 && trimmed.every((b, k) => b === branches[k])) return op;
+  const newBranches = trimmed.map((b) =>
+    makeGraph(
+      keepIn.map((i) => b.inputs[i]!),
+      b.ops,
+      b.outputs,
+      pickNames(b.inputNames, keepIn),
+      b.outputNames,
+    ),
+  );
+  return makeOp(
+    "cond",
+    [op.inputs[0]!, ...keepIn.map((i) => op.inputs[1 + i]!)],
+    { branches: Object.freeze(newBranches) },
+    keepOut.map((j) => op.outputs[j]!),
     op.loc,
   );
 }

@@ -1,5 +1,5 @@
 // Memory per device: arguments, outputs, and the peak of live temporaries in program order, from each value's local (sharded) size.
-import type { AnyOp, Graph, Value } from "../ir/graph.ts";
+import { subgraphs, type AnyOp, type Graph, type Value } from "../ir/graph.ts";
 import { typeBytes } from "../ir/cost.ts";
 import { ELEMENTWISE, forEachElementwise } from "../ir/elementwise.ts";
 import { OP_NAMES, type OpName } from "../ir/ops.ts";
@@ -84,6 +84,10 @@ const FUSION: { readonly [N in OpName]: FusionRole } = {
   dynamic_update_slice: "none",
   scan: "none",
   optimization_barrier: "none",
+  stop_gradient: "producer",
+  cond: "none",
+  while: "none",
+  custom_vjp: "none",
 };
 const FUSIBLE = new Set(OP_NAMES.filter((n) => FUSION[n] === "producer"));
 const FUSING_USER = new Set(OP_NAMES.filter((n) => FUSION[n] !== "none"));
@@ -140,7 +144,8 @@ function peakOf(
   const peak: Peak = { bytes: 0 };
   g.ops.forEach((op, i) => {
     let during = 0;
-    if (op.name === "scan") during = peakOf(op.params.body, bytes, fusion, new Set(), upcast).bytes;
+    // A loop or branch adds its body's own peak while it runs (the largest of a cond's branches).
+    for (const sub of subgraphs(op)) during = Math.max(during, peakOf(sub, bytes, fusion, new Set(), upcast).bytes);
     if (upcast && op.name === "dot_general")
       for (const v of op.inputs) if (is16(v) && !inputs.has(v)) during += 2 * bytes(v);
     for (const v of op.outputs) {

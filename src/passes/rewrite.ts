@@ -1,5 +1,5 @@
-// Helpers shared by passes: assembling graphs from op lists, substituting values, recursing into scan bodies.
-import { Value, makeOp, type AnyOp, type Graph } from "../ir/graph.ts";
+// Helpers shared by passes: assembling graphs from op lists, substituting values, recursing into nested graphs.
+import { Value, makeOp, mapSubgraphs, type AnyOp, type Graph } from "../ir/graph.ts";
 
 /** A frozen Graph from parts; names are kept only when some are non-empty, as GraphBuilder does. */
 export function makeGraph(
@@ -36,12 +36,9 @@ export function substituteInputs(op: AnyOp, subst: ReadonlyMap<Value, Value>): A
   );
 }
 
-/** The op with its nested body transformed by `f` (the same object when `f` returns the body unchanged). */
+/** The op with its nested graphs transformed by `f` (the same object when `f` returns each unchanged). */
 export function mapBody(op: AnyOp, f: (body: Graph) => Graph): AnyOp {
-  if (op.name !== "scan") return op;
-  const body = f(op.params.body);
-  if (body === op.params.body) return op;
-  return makeOp("scan", op.inputs, { ...op.params, body }, op.outputs, op.loc);
+  return mapSubgraphs(op, f);
 }
 
 /** True when both lists hold the same objects in the same order (passes use it to return `g` unchanged). */
@@ -63,8 +60,8 @@ export function cloneGraph(g: Graph): Graph {
   const inputs = g.inputs.map(copy);
   const ops = g.ops.map((op) => {
     const inputs = op.inputs.map((v) => fresh.get(v) ?? v);
-    const params = op.name === "scan" ? { ...op.params, body: cloneGraph(op.params.body) } : op.params;
-    return makeOp(op.name, inputs, params, op.outputs.map(copy), op.loc);
+    const params = mapSubgraphs(op, cloneGraph).params;
+    return makeOp(op.name, inputs, params as never, op.outputs.map(copy), op.loc);
   });
   return makeGraph(
     inputs,

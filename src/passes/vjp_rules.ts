@@ -202,8 +202,11 @@ export const ELEMENTWISE_VJP: { [N in ElementwiseOp]: VjpRule<N> } = {
   shift_right_logical: none,
 };
 
-/** Every op except scan, whose rule needs the whole autodiff machinery and lives in autodiff.ts. */
-export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
+/** Ops with nested graphs: their rules need the whole autodiff machinery and live in autodiff.ts. */
+export type BodyOpName = "scan" | "cond" | "while" | "custom_vjp";
+
+/** Every op except those with bodies (BodyOpName). */
+export const VJP_RULES: { [N in Exclude<OpName, BodyOpName>]: VjpRule<N> } = {
   ...ELEMENTWISE_VJP,
   compare: none,
 
@@ -367,10 +370,12 @@ export const VJP_RULES: { [N in Exclude<OpName, "scan">]: VjpRule<N> } = {
     });
     return result;
   },
+  // JAX's stop_gradient: the value passes, its cotangent does not (autodiff also treats its result as inactive).
+  stop_gradient: none,
 };
 
 /** Whether `name`'s results never carry a gradient (its VJP is `none`), whatever its operands. */
-export function carriesNoGradient(name: Exclude<OpName, "scan">): boolean {
+export function carriesNoGradient(name: Exclude<OpName, BodyOpName>): boolean {
   return VJP_RULES[name] === none;
 }
 

@@ -1,6 +1,5 @@
 // Hugging Face's causal-LM loss: labels shifted left inside the loss, -100 ignored, mean over the remaining tokens.
 import { tx, type Tensor } from "../index.ts";
-import { logsumexp } from "../../models/stable.ts";
 import { describe, EXIT, TesseraError } from "../errors.ts";
 
 /** The label value that marks a position as not contributing to the loss (prompt tokens, padding). */
@@ -29,7 +28,7 @@ export function meanTokenNll(logits: Tensor, targets: Tensor): Tensor {
 function tokenNll(logits: Tensor, targets: Tensor): { sum: Tensor; count: Tensor } {
   const valid = targets.ne(IGNORE_INDEX);
   const safe = tx.where(valid, targets, 0);
-  const lse = logsumexp(logits, -1);
+  const lse = tx.nn.logsumexp(logits, -1);
   const picked = tx.takeAlongAxis(logits, safe.expandDims(-1), -1).squeeze(-1);
   const nll = tx.where(valid, lse.sub(picked), 0);
   return { sum: nll.sum(), count: valid.astype("f32").sum() };

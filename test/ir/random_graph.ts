@@ -13,6 +13,7 @@ import {
   isFloat,
   numel,
   sameShape,
+  sameType,
   tensorType,
   type DType,
   type Shape,
@@ -247,6 +248,10 @@ class Gen {
     [1, () => this.dynamicSlices()],
     [0.5, () => this.barrier()],
     [0.7, () => this.scan()],
+    [0.4, () => this.stopGradient()],
+    [0.7, () => this.cond()],
+    [0.4, () => this.whileLoop()],
+    [0.5, () => this.customVjp()],
   ];
 
   step(): void {
@@ -615,6 +620,85 @@ class Gen {
       this.pool.push(v);
       this.bound.set(v, i === 0 ? 1 : Math.max(...ys.map((y) => inner.bnd(y))));
     });
+    return true;
+  }
+
+  /** stop_gradient of any float value (top level only, where the gradient checks can see and skip it). */
+  stopGradient(): boolean {
+    if (this.nested) return false;
+    const x = this.operand();
+    if (!x) return false;
+    this.op("stop_gradient", [x], {}, this.bnd(x));
+    return true;
+  }
+
+  /**
+   * A cond over 2 (bool constant index) or 3 (s32 constant index, sometimes out of range) branches, each
+   * tanh(x + a few random ops of x): constant indices keep finite differences from straddling a branch switch.
+   */
+  cond(): boolean {
+    if (this.nested) return false;
+    const x = this.operand();
+    if (!x) return false;
+    const useBool = this.chance(0.5);
+    const n = useBool ? 2 : 3;
+    const index = useBool ? this.scalar("bool", this.int(0, 1)) : this.scalar("s32", this.int(-1, 3));
+    const branches = Array.from({ length: n }, () => {
+      const inner = new Gen(Math.floor(this.r() * 2 ** 32), { ...this.opts, scan: false }, true);
+      const bx = inner.input(x.type, this.bnd(x));
+      for (let i = inner.int(0, 2); i > 0; i--) inner.step();
+      const same = inner.pool.filter((v) => sameType(v.type, x.type));
+      const other = inner.tame(inner.pick(same));
+      const out = inner.op("tanh", [inner.op("add", [inner.tame(bx), other], {}, 2 * TAME)], {}, 1);
+      return inner.b.build([out]);
+    });
+    const [out] = this.add("cond", [index, x], { branches });
+    this.pool.push(out!);
+    this.bound.set(out!, 1);
+    return true;
+  }
+
+  /** A while over integer carries (i, acc) summing i < a constant bound: integers keep it off every gradient path. */
+  whileLoop(): boolean {
+    if (this.nested) return false;
+    const x = this.operand();
+    if (!x) return false;
+    const mk = () => new Gen(Math.floor(this.r() * 2 ** 32), { ...this.opts, scan: false }, true);
+    const limit = this.scalar("s32", this.int(0, 4));
+    const c = mk();
+    const [cl, ci] = [c.b.input(tensorType("s32", [])), c.b.input(tensorType("s32", []))];
+    c.b.input(tensorType("s32", []));
+    const cond = c.b.build(c.b.add("compare", [ci, cl], { dir: "lt" }));
+    const bd = mk();
+    const [, bi, bacc] = [0, 1, 2].map(() => bd.b.input(tensorType("s32", [])));
+    const one = bd.scalar("s32", 1);
+    const body = bd.b.build([bd.b.add("add", [bi!, one], {})[0]!, bd.b.add("add", [bacc!, bi!], {})[0]!]);
+    const zero = this.scalar("s32", 0);
+    const [, acc] = this.add("while", [limit, zero, zero], { cond, body, numConsts: 1 });
+    const scale = this.add("convert", [acc!], { dtype: x.type.dtype })[0]!;
+    const b = this.add("broadcast_in_dim", [scale], { shape: x.type.shape, dims: [] })[0]!;
+    this.op("mul", [this.tame(x), b], {}, TAME * 10);
+    return true;
+  }
+
+  /** custom_vjp of tanh: fwd saves the result, bwd computes ct * (1 - y^2), so the gradient check holds. */
+  customVjp(): boolean {
+    const x = this.operand();
+    if (!x) return false;
+    const mk = () => new Gen(Math.floor(this.r() * 2 ** 32), { ...this.opts, scan: false }, true);
+    const body = mk();
+    const bx = body.b.input(x.type);
+    const bodyG = body.b.build(body.b.add("tanh", [bx], {}));
+    const fwd = mk();
+    const fx = fwd.b.input(x.type);
+    const fy = fwd.b.add("tanh", [fx], {})[0]!;
+    const fwdG = fwd.b.build([fy, fy]);
+    const bwd = mk();
+    const [ry, ct] = [bwd.b.input(x.type), bwd.b.input(x.type)];
+    const one = bwd.splat(x.type, 1);
+    const d = bwd.b.add("sub", [one, bwd.b.add("mul", [ry, ry], {})[0]!], {})[0]!;
+    const bwdG = bwd.b.build(bwd.b.add("mul", [ct, d], {}));
+    this.op("custom_vjp", [x], { body: bodyG, fwd: fwdG, bwd: bwdG, numConsts: 0 }, 1);
     return true;
   }
 }

@@ -1,9 +1,10 @@
-// softmax/logsumexp with a constant shift: same values as the textbook forms, exact gradients, no mask pass.
+// tx.nn softmax/logsumexp with a stopGradient shift: same values as the textbook forms, exact gradients, no mask pass.
 import { describe, expect, it } from "vitest";
 import { tx, type Tensor } from "tessera";
 import { fromFloat32, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { interpretOnHost } from "../../src/parity/execute.ts";
-import { logsumexp, softmax } from "../../models/stable.ts";
+
+const { logsumexp, softmax } = tx.nn;
 
 const x = [
   [1000.5, 999.25, -3, 998],

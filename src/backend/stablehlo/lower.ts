@@ -215,6 +215,66 @@ const scan: LowerRule<"scan"> = (e, op) => {
   return [...refs.slice(first, first + numCarry), ...refs.slice(first + numCarry + xs.length)];
 };
 
+/** Emits `g`'s ops with its inputs standing for `refs` and returns its output references. */
+function inline(e: FuncEmitter, g: Graph, refs: readonly string[]): string[] {
+  g.inputs.forEach((v, k) => {
+    e.bind(v, refs[k]!);
+  });
+  emitOps(e, g);
+  return g.outputs.map((v) => e.ref(v));
+}
+
+/**
+ * `stablehlo.if` for a bool index (IR branches [false, true]; the if's regions are true, then false), else
+ * `stablehlo.case` (out-of-range indices run the last branch, as in the IR). The regions take no arguments: they
+ * read the operands from the enclosing scope, as JAX's lowering of lax.cond does.
+ */
+const cond: LowerRule<"cond"> = (e, op) => {
+  if (op.outputs.length === 0) return []; // nothing observable: branches have no effects
+  const [index, ...operands] = op.inputs as [Value, ...Value[]];
+  const refs = operands.map((v) => e.ref(v));
+  const isIf = index.type.dtype === "bool";
+  const regions = isIf ? [op.params.branches[1]!, op.params.branches[0]!] : op.params.branches;
+  const outTypes = op.outputs.map(T).join(", ");
+  const { lhs, refs: results } = e.results(op.outputs.length);
+  const loc = e.locSuffix();
+  e.line(`${lhs} = "stablehlo.${isIf ? "if" : "case"}"(${e.ref(index)}) ({`);
+  regions.forEach((g, k) => {
+    e.indented(() => {
+      const outs = inline(e, g, refs);
+      e.line(`stablehlo.return ${outs.join(", ")} : ${g.outputs.map(T).join(", ")}`);
+    });
+    e.line(k === regions.length - 1 ? `}) : (${T(index)}) -> (${outTypes})${loc}` : "}, {");
+  });
+  return results;
+};
+
+/** `stablehlo.while` over (consts, carries): consts ride along in the loop state unchanged, as in scan. */
+const whileLoop: LowerRule<"while"> = (e, op) => {
+  const { cond: condGraph, body } = op.params;
+  const types = op.inputs.map((v) => v.type);
+  const args = types.map(() => e.blockArg());
+  const typeList = types.map(ty).join(", ");
+  const { lhs, refs } = e.results(types.length);
+  const loc = e.locSuffix();
+  e.line(`${lhs} = stablehlo.while(${args.map((a, k) => `${a} = ${e.ref(op.inputs[k]!)}`).join(", ")}) : ${typeList}`);
+  const nc = op.params.numConsts;
+  e.indented(() => {
+    e.line(`cond {`);
+    e.indented(() => {
+      const [go] = inline(e, condGraph, args);
+      e.line(`stablehlo.return ${go} : tensor<i1>`);
+    });
+    e.line(`} do {`);
+    e.indented(() => {
+      const next = inline(e, body, args);
+      e.line(`stablehlo.return ${[...args.slice(0, nc), ...next].join(", ")} : ${typeList}`);
+    });
+    e.line(`}${loc}`);
+  });
+  return refs.slice(nc);
+};
+
 export const RULES: { [N in OpName]: LowerRule<N> } = {
   ...forEachElementwise(elementwise),
 
@@ -392,4 +452,15 @@ export const RULES: { [N in OpName]: LowerRule<N> } = {
     const refs = op.inputs.map((v) => e.ref(v)).join(", ");
     return e.op(op.inputs.length, `stablehlo.optimization_barrier ${refs} : ${op.inputs.map(T).join(", ")}`);
   },
+  // Only autodiff reads it; the program computes the identity.
+  stop_gradient: (e, op) => [e.ref(op.inputs[0]!)],
+  cond,
+  while: whileLoop,
+  // What runs when nothing was differentiated: the primal function, inline (autodiff replaced differentiated ones).
+  custom_vjp: (e, op) =>
+    inline(
+      e,
+      op.params.body,
+      op.inputs.map((v) => e.ref(v)),
+    ),
 };
