@@ -211,6 +211,24 @@ export const COMMANDS: readonly Command[] = [
     run: async (args) => (await import("./tokenize.ts")).tokenizeCommand(args),
   },
   {
+    name: "plot",
+    summary: "Draw a training run's loss curve (train, and eval when logged) in the terminal and as an SVG file.",
+    positionals: [{ name: "<metrics.jsonl>", description: "the metrics.jsonl a tessera train run wrote" }],
+    options: [
+      {
+        name: "out",
+        value: "<file.svg>",
+        description: "where to write the SVG (default: loss.svg beside the metrics file)",
+      },
+    ],
+    details: [
+      "tessera train draws the same at the end of a run, into --out/loss.svg.",
+      "Example:",
+      "  tessera plot tessera-out/metrics.jsonl --out loss.svg",
+    ].join("\n"),
+    run: async (args) => (await import("./plot.ts")).plotCommand(args),
+  },
+  {
     name: "export",
     summary:
       "Write a Llama as a Hugging Face checkpoint (safetensors, config, tokenizer), optionally with a LoRA adapter merged in.",
