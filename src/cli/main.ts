@@ -158,7 +158,9 @@ export const COMMANDS: readonly Command[] = [
       },
     ],
     details: [
-      "Writes --out/metrics.jsonl, --out/checkpoints/step-N and the final PEFT adapter in --out/adapter.",
+      "Writes --out/metrics.jsonl, --out/checkpoints/step-N, the final PEFT adapter in --out/adapter and the loss",
+      "curve in --out/loss.svg (also drawn in the terminal at the end; tessera plot redraws it).",
+      "On a terminal a progress bar shows the step, loss, tok/s and ETA; elsewhere, plain progress lines only.",
       "Ctrl-C stops after the current step and saves a checkpoint (exit 130); --resume continues it exactly.",
       "Examples:",
       "  tessera train",
