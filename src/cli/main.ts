@@ -164,7 +164,9 @@ export const COMMANDS: readonly Command[] = [
       },
     ],
     details: [
-      "Writes --out/metrics.jsonl, --out/checkpoints/step-N and the final PEFT adapter in --out/adapter.",
+      "Writes --out/metrics.jsonl, --out/checkpoints/step-N, the final PEFT adapter in --out/adapter and the loss",
+      "curve in --out/loss.svg (also drawn in the terminal at the end; tessera plot redraws it).",
+      "On a terminal a progress bar shows the step, loss, tok/s and ETA; elsewhere, plain progress lines only.",
       "Ctrl-C stops after the current step and saves a checkpoint (exit 130); --resume continues it exactly.",
       "Examples:",
       "  tessera train",
@@ -215,6 +217,67 @@ export const COMMANDS: readonly Command[] = [
       "  tessera tokenize --model ./Llama-2-7b-hf --chat messages.json",
     ].join("\n"),
     run: async (args) => (await import("./tokenize.ts")).tokenizeCommand(args),
+  },
+  {
+    name: "plot",
+    summary: "Draw a training run's loss curve (train, and eval when logged) in the terminal and as an SVG file.",
+    positionals: [{ name: "<metrics.jsonl>", description: "the metrics.jsonl a tessera train run wrote" }],
+    options: [
+      {
+        name: "out",
+        value: "<file.svg>",
+        description: "where to write the SVG (default: loss.svg beside the metrics file)",
+      },
+    ],
+    details: [
+      "tessera train draws the same at the end of a run, into --out/loss.svg.",
+      "Example:",
+      "  tessera plot tessera-out/metrics.jsonl --out loss.svg",
+    ].join("\n"),
+    run: async (args) => (await import("./plot.ts")).plotCommand(args),
+  },
+  {
+    name: "export",
+    summary:
+      "Write a Llama as a Hugging Face checkpoint (safetensors, config, tokenizer), optionally with a LoRA adapter merged in.",
+    positionals: [],
+    options: [
+      {
+        name: "model",
+        value: "<model>",
+        required: true,
+        description:
+          "a model name (smollm2-135m-instruct, fetched on first use), a llama .gguf file (dequantized), or a Hugging Face Llama folder",
+      },
+      {
+        name: "adapter",
+        value: "<dir>",
+        description: "a PEFT LoRA adapter folder, or a tessera train --out (its adapter/); needs --merge",
+      },
+      { name: "merge", description: "fold the adapter into the weights: W + scale·B·A, in f32, then cast to --dtype" },
+      { name: "out", value: "<dir>", required: true, description: "the folder to write (must be empty or new)" },
+      {
+        name: "dtype",
+        value: "<d>",
+        choices: ["f32", "bf16", "f16"],
+        description: "the exported weights' dtype (default: the checkpoint's own; f32 for a GGUF)",
+      },
+      {
+        name: "max-shard-size",
+        value: "<size>",
+        description:
+          "split the weights into safetensors shards of at most this size, with model.safetensors.index.json (default 2GB)",
+      },
+      { name: "overwrite", description: "replace a non-empty --out, once the new export is complete" },
+    ],
+    details: [
+      "Writes config.json, model.safetensors (or model-0000i-of-0000N.safetensors + model.safetensors.index.json),",
+      "tokenizer.json, tokenizer_config.json (with the chat template), special_tokens_map.json, generation_config.json.",
+      "Examples:",
+      "  tessera export --model smollm2-135m-instruct --adapter tessera-out --merge --out smollm2-merged",
+      "  tessera export --model ./model.Q4_K_M.gguf --out ./model-hf --dtype bf16",
+    ].join("\n"),
+    run: async (args) => (await import("./export.ts")).exportCommand(args),
   },
   {
     ...PARITY_COMMAND_SPEC,

@@ -7,6 +7,8 @@ import { LLAMA_LINEARS, type LlamaLinear } from "../formats/hf_config.ts";
 import { DEFAULTS, type TrainConfigInput } from "../train/config.ts";
 import { train, type TrainEvent, type TrainRunResult } from "../train/run.ts";
 import { ATTENTION_IMPLS } from "../../models/attention.ts";
+import { readMetrics } from "../plot/metrics.ts";
+import { lossChart } from "../plot/terminal.ts";
 
 /** Exit code after Ctrl-C or SIGTERM: 128 + SIGINT, as shells report it. */
 export const EXIT_INTERRUPTED = EXIT.interrupted;
@@ -133,7 +135,7 @@ async function runAndPrint(config: TrainConfigInput, io: Io): Promise<number> {
     printer.clearStatus();
   }
   if (r.status === "stopped") return printStopped(r, io);
-  printDone(r, config, printer.firstLoss, io);
+  await printDone(r, config, printer.firstLoss, io);
   return EXIT.ok;
 }
 
@@ -157,7 +159,7 @@ function stopOnSignals(abort: AbortController, onFirst: () => void): () => void 
 
 type Event<T extends TrainEvent["type"]> = Extract<TrainEvent, { type: T }>;
 
-/** train()'s events as progress lines; between them, on a terminal only, a status line redrawn in place. */
+/** train()'s events as progress lines; on a terminal, a progress bar redrawn in place under them. */
 class ProgressPrinter {
   /** The loss of this call's first step, for the closing summary. */
   firstLoss: number | undefined;
@@ -168,6 +170,8 @@ class ProgressPrinter {
   private window = { loss: 0, steps: 0, seconds: 0, timedSteps: 0 };
   /** Width of the step counter: the digits of --steps. */
   private w = 1;
+  /** Seconds per step over the recent steps (compile excluded), for the bar's speed and ETA. */
+  private recent: number | undefined;
 
   constructor(io: Io) {
     this.io = io;
@@ -230,6 +234,8 @@ class ProgressPrinter {
     if (!e.first) {
       window.seconds += e.seconds;
       window.timedSteps++;
+      // Speed and ETA follow the recent steps (an exponential average), not the whole run's mean.
+      this.recent = this.recent === undefined ? e.seconds : 0.8 * this.recent + 0.2 * e.seconds;
     }
     const skipped = e.skippedSteps > 0 ? `  skipped ${e.skippedSteps}` : "";
     if (e.log) {
@@ -241,15 +247,53 @@ class ProgressPrinter {
         `step ${String(e.step).padStart(this.w)}/${e.steps}  loss ${(window.loss / window.steps).toFixed(4)}  lr ${fmtLr(e.lr)}  ${speed}  elapsed ${fmtSec(e.elapsed)}${skipped}\n`,
       );
       this.window = { loss: 0, steps: 0, seconds: 0, timedSteps: 0 };
-    } else if (this.io.tty && performance.now() - this.drawn > 100) {
-      // A status line redrawn in place at most 10 times a second; terminals only, never in logs.
+    }
+    if (!this.io.tty) return;
+    // The bar is redrawn at most 10 times a second (and after every progress line, which erased it); terminals only.
+    if (e.log || performance.now() - this.drawn > 100 || e.step === e.steps) {
       this.io.out(
-        `\r\x1b[2Kstep ${e.step}/${e.steps}  loss ${e.loss.toFixed(4)}  eta ${fmtSec((e.steps - e.step) * e.seconds)}`,
+        `\r\x1b[2K${progressBar({
+          step: e.step,
+          steps: e.steps,
+          loss: e.loss,
+          tokensPerSecond: this.recent === undefined ? undefined : e.tokens / this.recent,
+          eta: this.recent === undefined ? undefined : (e.steps - e.step) * this.recent,
+          elapsed: e.elapsed,
+        })}`,
       );
       this.status = true;
       this.drawn = performance.now();
     }
   }
+}
+
+export interface BarState {
+  step: number;
+  steps: number;
+  /** This step's loss. */
+  loss: number;
+  /** Undefined until a step without the compile has been timed. */
+  tokensPerSecond: number | undefined;
+  eta: number | undefined;
+  elapsed: number;
+}
+
+/**
+ * The progress bar line: `  40% |██████████▌               | 24/60  loss 2.1340  91.2k tok/s  eta 0.4s  elapsed 1.8s`,
+ * in eighth-block steps so that it moves smoothly on long runs.
+ */
+export function progressBar(s: BarState, width = 24): string {
+  const frac = s.steps > 0 ? Math.min(1, s.step / s.steps) : 1;
+  const eighths = Math.round(frac * width * 8);
+  const full = Math.floor(eighths / 8);
+  const part = eighths % 8;
+  const bar = "█".repeat(full) + (part > 0 ? "▏▎▍▌▋▊▉"[part - 1]! : "") + " ".repeat(width - full - (part > 0 ? 1 : 0));
+  const pct = `${Math.floor(frac * 100)}%`.padStart(4);
+  const w = String(s.steps).length;
+  const rate = s.tokensPerSecond === undefined ? "-- tok/s" : `${fmtRate(s.tokensPerSecond)} tok/s`;
+  const eta = s.eta === undefined ? "eta --" : `eta ${fmtSec(s.eta)}`;
+  const loss = Number.isFinite(s.loss) ? s.loss.toFixed(4) : String(s.loss);
+  return `${pct} |${bar}| ${String(s.step).padStart(w)}/${s.steps}  loss ${loss}  ${rate}  ${eta}  elapsed ${fmtSec(s.elapsed)}`;
 }
 
 /** Stopped by a signal: where the checkpoint is, and the command that continues the run. */
@@ -262,7 +306,12 @@ function printStopped(r: TrainRunResult, io: Io): number {
 }
 
 /** The summary of a finished run: the loss from first to last, and the files written. */
-function printDone(r: TrainRunResult, config: TrainConfigInput, firstLoss: number | undefined, io: Io): void {
+async function printDone(
+  r: TrainRunResult,
+  config: TrainConfigInput,
+  firstLoss: number | undefined,
+  io: Io,
+): Promise<void> {
   if (r.losses.length > 0) {
     const logEvery = config.logEvery ?? DEFAULTS.common.logEvery;
     const last = r.losses.slice(-Math.min(logEvery, r.losses.length));
@@ -282,4 +331,10 @@ function printDone(r: TrainRunResult, config: TrainConfigInput, firstLoss: numbe
     `adapter  ${displayPath(r.adapter!)} (${ADAPTER_CONFIG_FILE} + ${ADAPTER_WEIGHTS_FILE}; PeftModel.from_pretrained loads it)\n`,
   );
   io.out(`metrics  ${displayPath(r.metrics)}\n`);
+  if (r.plot !== null) {
+    // The whole run's curve (a resumed run's earlier steps included), as `tessera plot` draws it.
+    const curves = await readMetrics(r.metrics);
+    io.out(`plot     ${displayPath(r.plot)} (tessera plot ${displayPath(r.metrics)} redraws it)\n\n`);
+    io.out(`${lossChart(curves, { color: io.tty })}\n`);
+  }
 }

@@ -15,7 +15,7 @@ export class TokenizerError extends TesseraError {
 }
 
 /** The parts of tokenizer_config.json Tessera reads; special tokens may be strings or serialized AddedTokens. */
-interface TokenizerConfig {
+export interface TokenizerConfig {
   bos_token?: string | { content: string } | null;
   eos_token?: string | { content: string } | null;
   pad_token?: string | { content: string } | null;
@@ -223,7 +223,7 @@ async function readJson(path: string, required: boolean): Promise<unknown> {
  * When tokenizer_config.json states add_bos_token/add_eos_token, they decide what encode adds (as transformers'
  * update_post_processor does); otherwise the tokenizer.json's own post-processor stands.
  */
-function withAddedSpecials(json: Record<string, unknown>, config: TokenizerConfig): Record<string, unknown> {
+export function withAddedSpecials(json: Record<string, unknown>, config: TokenizerConfig): Record<string, unknown> {
   if (typeof config.add_bos_token !== "boolean" && typeof config.add_eos_token !== "boolean") return json;
   const bos = config.add_bos_token ? tokenText(config.bos_token) : undefined;
   const eos = config.add_eos_token ? tokenText(config.eos_token) : undefined;

@@ -8,8 +8,10 @@ import { DATA_CACHE_DIR } from "../data/cache.ts";
 import { CHECKPOINTS_DIR } from "./checkpoint.ts";
 
 export const LOCK_FILE = ".tessera.lock";
+/** The loss curve a run draws at its end (src/plot/svg.ts). */
+export const LOSS_PLOT_FILE = "loss.svg";
 /** What a run writes into --out: the only entries --overwrite deletes. */
-export const RUN_ENTRIES = [CHECKPOINTS_DIR, "metrics.jsonl", "adapter"] as const;
+export const RUN_ENTRIES = [CHECKPOINTS_DIR, "metrics.jsonl", "adapter", LOSS_PLOT_FILE] as const;
 
 interface LockInfo {
   pid: number;
@@ -192,7 +194,7 @@ async function removeTemporaries(dir: string): Promise<string[]> {
   return removed;
 }
 
-/** --overwrite, once the first step has run: deletes what the earlier run wrote (checkpoints, metrics, adapter). */
+/** --overwrite, once the first step has run: deletes what the earlier run wrote (checkpoints, metrics, adapter, plot). */
 export async function clearRun(dir: string): Promise<void> {
   for (const name of RUN_ENTRIES) {
     const p = join(dir, name);

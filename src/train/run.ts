@@ -13,7 +13,9 @@ import { loraToAdapter } from "../../models/lora.ts";
 import { checkpointDir, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import { givenFields, parseTrainConfig, type TrainConfig, type TrainConfigInput } from "./config.ts";
 import { trainLoRA, type StepInfo, type TrainResult } from "./loop.ts";
-import { clearRun, lockOutDir, type OutDir } from "./out_dir.ts";
+import { clearRun, LOSS_PLOT_FILE, lockOutDir, type OutDir } from "./out_dir.ts";
+import { parseMetrics } from "../plot/metrics.ts";
+import { writeLossSvg } from "../plot/svg.ts";
 import { planRun, runRecord, type RunPlan } from "./plan.ts";
 import { lrAt } from "./schedule.ts";
 import type { TrainState } from "./step.ts";
@@ -87,6 +89,8 @@ export interface TrainRunResult {
   /** The final PEFT adapter; null when stopped early. */
   adapter: string | null;
   metrics: string;
+  /** The loss curve drawn from metrics.jsonl (loss.svg in `out`); null when no step has a finite loss yet. */
+  plot: string | null;
 }
 
 export interface TrainRunOptions {
@@ -394,7 +398,9 @@ async function saveOutputs({ plan, out, emit }: Running, { result, progress, t0 
   const seconds = (performance.now() - t0) / 1000;
   let ckpt = checkpointDir(outDir, end);
   if (end !== progress.lastSaved) ckpt = await out.save(result.state, end, progress.lastLoss);
+  const plot = await writeRunPlot(outDir, out.metricsFile);
   const common = {
+    plot,
     startStep: start,
     step: end,
     steps: run.steps,
@@ -418,6 +424,17 @@ async function saveOutputs({ plan, out, emit }: Running, { result, progress, t0 
   const r: TrainRunResult = { status: "done", ...common, adapter: adapterDir };
   emit({ type: "done", result: r });
   return r;
+}
+
+/** loss.svg in --out from the whole metrics.jsonl (earlier runs resumed from included); null with nothing to draw. */
+async function writeRunPlot(outDir: string, metricsFile: string): Promise<string | null> {
+  const text = await readFile(metricsFile, "utf8").catch(() => undefined);
+  if (text === undefined) return null;
+  const curves = parseMetrics(text, metricsFile);
+  if (curves.train.length === 0 && curves.eval.length === 0) return null;
+  const file = join(outDir, LOSS_PLOT_FILE);
+  await writeLossSvg(file, curves);
+  return file;
 }
 
 /** The ERR_NONFINITE error: which step, whether the loss or the gradients, NaN or Inf, and what was kept. */
