@@ -23,6 +23,9 @@ import { initTrainState, makeGuardedTrainStep, type StepConfig, type TrainState 
 export interface HostBatch {
   tokens: Int32Array;
   labels: Int32Array;
+  /** Packed rows: RoPE positions and segment ids (see BatchStream), [batch, seq] too. */
+  positions?: Int32Array;
+  segmentIds?: Int32Array;
   shape: [number, number];
 }
 
@@ -83,6 +86,10 @@ export interface TrainOptions {
   lossChunk?: number;
   /** Attention kernel of the step (see StepConfig.attention). */
   attention?: AttentionImpl;
+  /** Micro-batches per step (StepConfig.gradAccum): each batch's rows are that many micro-batches. Default 1. */
+  gradAccum?: number;
+  /** Global gradient-norm clipping (StepConfig.maxGradNorm); default none. */
+  maxGradNorm?: number;
   /** Where to write the trained adapter (adapter_config.json + adapter_model.safetensors). */
   outDir?: string;
   /**
@@ -133,6 +140,8 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     ...(opts.layers ? { layers: opts.layers } : {}),
     ...(opts.lossChunk !== undefined ? { lossChunk: opts.lossChunk } : {}),
     ...(opts.attention ? { attention: opts.attention } : {}),
+    ...(opts.gradAccum ? { gradAccum: opts.gradAccum } : {}),
+    ...(opts.maxGradNorm ? { maxGradNorm: opts.maxGradNorm } : {}),
   };
   const step = jit(makeGuardedTrainStep(c), { donate: 0, name: "lora_train_step" });
   const base = treeToDevice(weights as never);
@@ -162,7 +171,12 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     const n = first + losses.length + 1;
     const lr = opts.lr ? opts.lr(n) : opts.adamw.lr;
     const t0 = performance.now();
-    const batch = { tokens: array(b.tokens, { shape: b.shape }), labels: array(b.labels, { shape: b.shape }) };
+    const batch = {
+      tokens: array(b.tokens, { shape: b.shape }),
+      labels: array(b.labels, { shape: b.shape }),
+      ...(b.positions ? { positions: array(b.positions, { shape: b.shape }) } : {}),
+      ...(b.segmentIds ? { segmentIds: array(b.segmentIds, { shape: b.shape }) } : {}),
+    };
     const [after, loss, norm] = await step(state, base as never, batch, array(lr), key);
     state = after;
     const [value, gradNorm] = await Promise.all([loss.item(), norm.item()]);
