@@ -189,3 +189,21 @@ export function paddingStats(records: readonly TrainRecord[], seq: number, seed:
     packedPadding: packedRows === 0 ? 0 : 1 - tokens / (packedRows * seq),
   };
 }
+
+/**
+ * Every record once, in file order, as [batch, seq] batches for evaluation (unpacked: a row per record); the last
+ * batch is filled up with empty rows (labels all -100), which add nothing to the summed loss or the token count.
+ */
+export function evalBatches(records: readonly TrainRecord[], batch: number, seq: number, padId: number): HostBatch[] {
+  const out: HostBatch[] = [];
+  for (let i = 0; i < records.length; i += batch) {
+    const tokens = new Int32Array(batch * seq).fill(padId);
+    const labels = new Int32Array(batch * seq).fill(IGNORE);
+    records.slice(i, i + batch).forEach((r, b) => {
+      tokens.set(r.ids.subarray(0, seq), b * seq);
+      labels.set(r.labels.subarray(0, seq), b * seq);
+    });
+    out.push({ tokens, labels, shape: [batch, seq] });
+  }
+  return out;
+}

@@ -18,6 +18,7 @@ import { treeFromDevice, treeToDevice } from "../host/transfer.ts";
 import type { AdamWConfig } from "./adamw.ts";
 import { baseHostDType, type PrecisionPolicy } from "./precision.ts";
 import { initTrainState, makeGuardedTrainStep, type StepConfig, type TrainState } from "./step.ts";
+import { Evaluator, type EvalResult } from "./evaluate.ts";
 
 /** One batch on the host: token ids and labels (-100 = no loss), both row-major [batch, seq]. */
 export interface HostBatch {
@@ -41,6 +42,8 @@ export interface StepInfo {
   gradNorm: number;
   /** The loss or the gradient norm was NaN or Inf, so the program left the adapter and optimizer state as they were. */
   nonfinite: boolean;
+  /** The eval loss after this step's update, on steps TrainOptions.evaluate chose. */
+  eval?: EvalResult;
 }
 
 /** AdamW moments and the steps already taken, to continue a run (see checkpoint.ts). */
@@ -90,6 +93,8 @@ export interface TrainOptions {
   gradAccum?: number;
   /** Global gradient-norm clipping (StepConfig.maxGradNorm); default none. */
   maxGradNorm?: number;
+  /** Evaluate the adapter on `batches` after the steps `at` picks (one compiled eval program); see StepInfo.eval. */
+  evaluate?: { batches: readonly HostBatch[]; at: (step: number) => boolean };
   /** Where to write the trained adapter (adapter_config.json + adapter_model.safetensors). */
   outDir?: string;
   /**
@@ -144,6 +149,7 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     ...(opts.maxGradNorm ? { maxGradNorm: opts.maxGradNorm } : {}),
   };
   const step = jit(makeGuardedTrainStep(c), { donate: 0, name: "lora_train_step" });
+  const evaluator = opts.evaluate ? new Evaluator(c, layout) : undefined;
   const base = treeToDevice(weights as never);
   const init = initTrainState(lora);
   if (opts.optimizer)
@@ -190,6 +196,8 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
       gradNorm,
       nonfinite: !Number.isFinite(value) || !Number.isFinite(gradNorm),
     };
+    if (evaluator && opts.evaluate!.at(n) && !(info.nonfinite && (opts.onNonfinite ?? "stop") === "stop"))
+      info.eval = await evaluator.run(base as never, current.lora as never, opts.evaluate!.batches);
     await opts.onStep?.(info, {
       snapshot: async () => (await treeFromDevice(current)) as unknown as TrainState<HostTensor>,
     });

@@ -6,7 +6,7 @@ import { EXIT, TesseraError } from "../errors.ts";
 import type { HostTensor } from "../formats/host_tensor.ts";
 import { linearFeatures, LLAMA_LINEARS, type LlamaConfig } from "../formats/hf_config.ts";
 import { ADAPTER_CONFIG_FILE, loadAdapter, makeLoraConfig } from "../formats/peft.ts";
-import { prepareRecords } from "../data/batches.ts";
+import { paddingStats, prepareRecords, type PaddingStats } from "../data/batches.ts";
 import { loadJsonl } from "../data/jsonl.ts";
 import type { TrainRecord } from "../data/records.ts";
 import { keyValueTask, MIN_SEQ } from "../data/synthetic.ts";
@@ -20,6 +20,7 @@ import { isModelName, resolveModel as resolveModelSource } from "../formats/mode
 import { listCheckpoints, loadCheckpoint, readTrainerState, type TrainerState } from "./checkpoint.ts";
 import { DEFAULTS, flagName, parseRopeScalingOption, RUN_FIELDS, type RunField, type TrainConfig } from "./config.ts";
 import { builtinBaseWeights, type OptimizerState } from "./loop.ts";
+import { mulberry32 } from "../host/random.ts";
 import { defaultLossChunk } from "./loss.ts";
 import { baseHostDType, type PrecisionPolicy, precisionPolicy } from "./precision.ts";
 
@@ -64,6 +65,19 @@ export interface ResolvedData {
   sha256: string | null;
   /** What trainer_state.json names as the data's origin. */
   source: string;
+  line: string;
+  /** Padding of one epoch of the training records, one per row and packed. */
+  padding: PaddingStats;
+  /** The start line on padding: its share with and without packing. */
+  paddingLine: string;
+  /** Held-out records for the eval loss (--eval-data or --eval-split), fitted to seq; null without either. */
+  eval: EvalData | null;
+}
+
+export interface EvalData {
+  records: TrainRecord[];
+  /** Loss tokens over all of them: the eval loss is their mean NLL. */
+  lossTokens: number;
   line: string;
 }
 
@@ -168,6 +182,10 @@ export function runRecord(r: TrainConfig): Record<string, string | number | bool
     precision: r.precision,
     seed: r.seed,
     padId: r.padId,
+    pack: r.pack,
+    gradAccum: r.gradAccum,
+    maxGradNorm: r.maxGradNorm,
+    evalSplit: r.evalSplit,
   };
   return Object.fromEntries(RUN_FIELDS.map((k) => [flagName(k).slice(2), v[k]]));
 }
@@ -178,8 +196,10 @@ const canonicalTargets = (t: readonly string[]) => LLAMA_LINEARS.filter((m) => t
  * On resume the checkpoint's options are the run's options; one given again must agree (a different rank or
  * data set cannot continue the same run). steps, saveEvery and logEvery may change.
  */
-function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: TrainerState, file: string): TrainConfig {
+function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, trainer: TrainerState, file: string): TrainConfig {
   const now = runRecord(r);
+  // Checkpoints from before these options existed ran with what is now their value of "off".
+  const saved = { ...trainer, options: { ...PRE_OPTION_VALUES, ...trainer.options } };
   for (const field of RUN_FIELDS) {
     if (!given.has(field)) continue;
     const k = flagName(field).slice(2);
@@ -213,14 +233,26 @@ function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: Trainer
     precision: s.precision === "bf16" ? "bf16" : s.precision === "f32" ? "f32" : null,
     seed: num("seed"),
     padId: num("pad-id"),
+    pack: s.pack === true,
+    gradAccum: num("grad-accum"),
+    maxGradNorm: num("max-grad-norm"),
+    evalSplit: s["eval-split"] === null ? null : num("eval-split"),
   };
 }
+
+/** What a run recorded before --pack, --grad-accum, --max-grad-norm and --eval-split existed did: none of them. */
+const PRE_OPTION_VALUES: Record<string, string | number | boolean | null> = {
+  pack: false,
+  "grad-accum": 1,
+  "max-grad-norm": 0,
+  "eval-split": null,
+};
 
 /**
  * The base model: --model's model name (fetched on first use), GGUF file or Hugging Face checkpoint folder, or the
  * built-in tiny Llama with seeded random weights. `note` receives fetch progress.
  */
-async function resolveModel(run: TrainConfig, note: (message: string) => void): Promise<ResolvedModel> {
+export async function resolveModel(run: TrainConfig, note: (message: string) => void): Promise<ResolvedModel> {
   return withRopeScaling(run, await loadModel(run, note));
 }
 
@@ -378,23 +410,97 @@ async function loadData(
       );
     }
   }
-  return { ...raw, records: prepared.records, line };
+  const padding = paddingStats(prepared.records, seq, run.seed);
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const unpacked = `${pct(padding.padding)} padding unpacked (${fmtInt(padding.rows)} rows of ${seq})`;
+  const packed = `${pct(padding.packedPadding)} packed (${fmtInt(padding.packedRows)} rows)`;
+  const paddingLine = run.pack ? `--pack: ${packed}; ${unpacked}` : `${unpacked}; ${packed} with --pack`;
+  const evalData = await loadEvalData(run, raw.heldOut, seq, model);
+  return { ...raw, records: prepared.records, line, padding, paddingLine, eval: evalData };
 }
 
-/** The records as read (--data's JSONL file, or the built-in key-value task) and seq (--seq, or fitted to them). */
-async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<ResolvedData> {
+/** --eval-data's records, or those --eval-split held out, fitted to seq like the training records. */
+async function loadEvalData(
+  run: TrainConfig,
+  heldOut: TrainRecord[] | null,
+  seq: number,
+  model: ResolvedModel,
+): Promise<EvalData | null> {
+  let records: TrainRecord[], what: string;
+  if (run.evalData !== null) {
+    records = (await readDataFile(run.evalData, model)).records;
+    what = displayPath(run.evalData);
+  } else if (heldOut !== null) {
+    records = heldOut;
+    what = `held out of ${displayPath(run.data!)} (--eval-split ${run.evalSplit}, seed ${run.seed})`;
+  } else return null;
+  const prepared = prepareRecords(records, seq);
+  if (prepared.records.length === 0) throw fail(`${what}: no eval record has a label to score within --seq ${seq}`);
+  const when =
+    run.evalEvery === 0
+      ? "never (--eval-every 0)"
+      : run.evalEvery === null
+        ? "after the last step"
+        : `every ${run.evalEvery} steps and after the last`;
+  const cut = prepared.truncated > 0 ? `, ${prepared.truncated} cut to --seq ${seq}` : "";
+  const line = `${what}: ${fmtInt(prepared.records.length)} records, ${fmtInt(prepared.lossTokens)} loss tokens${cut}; evaluated ${when}`;
+  return { records: prepared.records, lossTokens: prepared.lossTokens, line };
+}
+
+/**
+ * A data file's records: the one function every command reads --data / --eval-data through (token-id JSONL
+ * today; text formats plug in here), checked against the model's vocabulary.
+ */
+export async function readDataFile(
+  file: string,
+  model: Pick<ResolvedModel, "llama">,
+): Promise<{ records: TrainRecord[]; sha256: string }> {
+  return loadJsonl(file, { vocabSize: model.llama.vocabSize });
+}
+
+/**
+ * The indices --eval-split holds out of n records: a seeded share (at least one record, and at least one left
+ * to train on), the same for the same seed and data, so a resumed run holds out the same records.
+ */
+export function heldOutIndices(n: number, share: number, seed: number): Set<number> {
+  const k = Math.min(n - 1, Math.max(1, Math.round(n * share)));
+  const rand = mulberry32((Math.imul(seed, 0x2545f491) ^ 0x5bd1e995) >>> 0);
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return new Set(order.slice(0, k));
+}
+
+type RawData = Omit<ResolvedData, "padding" | "paddingLine" | "eval"> & { heldOut: TrainRecord[] | null };
+
+/** The records as read (--data's file, or the built-in key-value task) and seq (--seq, or fitted to them). */
+async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<RawData> {
   const { llama, builtin } = model;
   // The longest --seq the model's RoPE covers: max_position_embeddings, or what the scaling stretches it to.
   const maxSeq = ropeContext(llama);
   if (run.data !== null) {
-    const loaded = await loadJsonl(run.data, { vocabSize: llama.vocabSize });
+    const loaded = await readDataFile(run.data, model);
     const longest = loaded.records.reduce((m, r) => Math.max(m, r.ids.length), 0);
+    let records = loaded.records;
+    let heldOut: TrainRecord[] | null = null;
+    let split = "";
+    if (run.evalSplit !== null) {
+      if (records.length < 2)
+        throw badOption(`--eval-split needs at least 2 records in ${displayPath(run.data)}; it has ${records.length}`);
+      const out = heldOutIndices(records.length, run.evalSplit, run.seed);
+      heldOut = records.filter((_, i) => out.has(i));
+      records = records.filter((_, i) => !out.has(i));
+      split = ` (${fmtInt(heldOut.length)} held out for eval)`;
+    }
     return {
-      records: loaded.records,
+      records,
+      heldOut,
       seq: run.seq ?? Math.min(maxSeq, Math.ceil(longest / 8) * 8),
       sha256: loaded.sha256,
       source: resolve(run.data),
-      line: `${displayPath(run.data)}: ${fmtInt(loaded.records.length)} records`,
+      line: `${displayPath(run.data)}: ${fmtInt(loaded.records.length)} records${split}`,
     };
   }
   const seq = run.seq ?? Math.min(maxSeq, builtin ? DEFAULTS.builtin.seq : DEFAULTS.checkpoint.seq);
@@ -403,6 +509,7 @@ async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<Reso
   const task = keyValueTask({ vocabSize: llama.vocabSize, seq, records: SYNTHETIC_RECORDS, seed: run.seed });
   return {
     records: task.records,
+    heldOut: null,
     seq,
     sha256: null,
     source: `synthetic key-value lookup, seed ${run.seed}`,

@@ -94,8 +94,26 @@ export function loraNll(
   training = false,
   key?: Tensor,
 ): NllSum {
+  return modelNll(c, { weights: lora, layout: c.layout }, base, batch, training, key);
+}
+
+/** What the forward pass and loss need of a StepConfig (evaluation has no optimizer and maybe no adapter). */
+export type NllConfig = Pick<
+  StepConfig,
+  "llama" | "policy" | "layers" | "lossChunk" | "remat" | "attention" | "attentionBlock"
+>;
+
+/** Summed NLL and loss-token count of the base model, with the adapter `lora` when given. */
+export function modelNll(
+  c: NllConfig,
+  lora: ForwardOpts["lora"],
+  base: LlamaWeights,
+  batch: Batch,
+  training = false,
+  key?: Tensor,
+): NllSum {
   const opts: ForwardOpts = {
-    lora: { weights: lora, layout: c.layout },
+    ...(lora ? { lora } : {}),
     compute: c.policy.compute,
     layers: c.layers ?? defaultLayerLoop(c.llama),
     ...(c.attention ? { attention: c.attention } : {}),
