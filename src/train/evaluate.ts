@@ -55,7 +55,12 @@ export class Evaluator {
     let sum = 0,
       tokens = 0;
     for (const b of batches) {
-      const batch = { tokens: array(b.tokens, { shape: b.shape }), labels: array(b.labels, { shape: b.shape }) };
+      const batch = {
+        tokens: array(b.tokens, { shape: b.shape }),
+        labels: array(b.labels, { shape: b.shape }),
+        ...(b.positions ? { positions: array(b.positions, { shape: b.shape }) } : {}),
+        ...(b.segmentIds ? { segmentIds: array(b.segmentIds, { shape: b.shape }) } : {}),
+      };
       const [s, n] = (this.layout && lora
         ? await this.withLora(lora as never, base as never, batch as never)
         : await this.baseOnly(base as never, batch as never)) as unknown as [DeviceArray, DeviceArray];
