@@ -142,6 +142,10 @@ export const TrainConfigSchema = z
     message: "--eval-data and --eval-split are alternatives: give one",
     path: ["evalSplit"],
   })
+  .refine((r) => !(r.evalEvery !== null && r.evalData === null && r.evalSplit === null), {
+    message: "--eval-every needs eval data: give --eval-data FILE or --eval-split SHARE",
+    path: ["evalEvery"],
+  })
   .refine((r) => !(r.evalSplit !== null && r.data === null), {
     message: "--eval-split holds out a share of --data: give --data too (or --eval-data)",
     path: ["evalSplit"],

@@ -200,6 +200,7 @@ describe("--config files and the new flags' checks (in process)", () => {
     expect(String(await err({ "eval-split": "0.1" }))).toMatch(/--eval-split holds out a share of --data/);
     expect(String(await err({ data, "eval-split": "1.5" }))).toMatch(/--eval-split must be a share between 0 and 1/);
     expect(String(await err({ data, "eval-split": "0.1", "eval-data": data }))).toMatch(/alternatives/);
+    expect(String(await err({ "eval-every": "5" }))).toMatch(/--eval-every needs eval data/);
     expect(String(await err({ "grad-accum": "0" }))).toMatch(/--grad-accum must be an integer >= 1/);
     expect(String(await err({ "max-grad-norm": "-1" }))).toMatch(/--max-grad-norm must be a number >= 0/);
   });
