@@ -147,8 +147,6 @@ type Emit = (e: TrainEvent) => void;
 
 /** --out as the run writes it. */
 interface RunOutputs {
-  /** Records the data stream has handed out so far (its position, for checkpoints). */
-  examplesSeen: () => number;
   metricsFile: string;
   /** --overwrite: removes the earlier run, once; deferred until this run has taken a step or writes its results. */
   replaceEarlierRun: () => Promise<void>;
@@ -162,7 +160,7 @@ interface Running {
   out: RunOutputs;
   emit: Emit;
   signal: AbortSignal | undefined;
-  /** The training batches; read lazily, one step ahead of nothing, so its position is the last step's. */
+  /** The training batches, each drawn just before its step: between steps, its position is the last step's. */
   stream: BatchStream;
 }
 
@@ -260,7 +258,7 @@ async function openOutputs(plan: RunPlan, lock: OutDir, emit: Emit, examplesSeen
       throw fsError(e, checkpointDir(outDir, step), "write the checkpoint");
     }
   };
-  return { examplesSeen, metricsFile, replaceEarlierRun, save };
+  return { metricsFile, replaceEarlierRun, save };
 }
 
 /** trainer_state.json at `step`: where the data stream stands, and the options a resume reads back. */
