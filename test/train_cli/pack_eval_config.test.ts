@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UsageError } from "../../src/cli/args.ts";
 import { withFlags } from "../../src/cli/train.ts";
+import { evalCommand } from "../../src/cli/eval.ts";
+import { TesseraError } from "../../src/errors.ts";
 import { loadRunConfigFile } from "../../src/train/config_file.ts";
 import { heldOutIndices } from "../../src/train/plan.ts";
 import { BIN, ROOT, trainHere, trainProcess as train } from "./helpers.ts";
@@ -212,5 +214,21 @@ describe("--config files and the new flags' checks (in process)", () => {
     expect([...heldOutIndices(100, 0.05, 4)]).not.toEqual([...a]);
     expect(heldOutIndices(2, 0.01, 0).size).toBe(1);
     expect(heldOutIndices(2, 0.99, 0).size).toBe(1);
+  });
+});
+
+describe("tessera eval's checks (in process)", () => {
+  it("a bad --batch or --seq is a usage error; a missing or malformed data file exits 1 naming it", async () => {
+    const run = (o: Record<string, string>) =>
+      evalCommand({ positionals: [], options: new Map(Object.entries(o)), help: false }).catch((e: unknown) => e);
+    expect(await run({ data, batch: "0" })).toBeInstanceOf(UsageError);
+    expect(String(await run({ data, seq: "x" }))).toMatch(/--seq must be an integer >= 2; got 'x'/);
+    const missing = await run({ data: join(tmp, "nope.jsonl") });
+    expect(missing).toBeInstanceOf(TesseraError);
+    expect((missing as TesseraError).exitCode).toBe(1);
+    expect(String(missing)).toMatch(/nope\.jsonl/);
+    const broken = join(tmp, "broken.jsonl");
+    await writeFile(broken, `${lines[0]}\n{"prompt_ids": [1, 2], "answer_ids": "x"}\n`);
+    expect(String(await run({ data: broken }))).toMatch(/broken\.jsonl:2: .*answer_ids/);
   });
 });
