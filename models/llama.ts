@@ -13,7 +13,7 @@ import {
   type LlamaLinear,
 } from "../src/formats/hf_config.ts";
 import { loraDelta, type LoraLayout, type LoraWeights } from "./lora.ts";
-import { ropeTables } from "./rope.ts";
+import { ropeTables, ropeTablesAt } from "./rope.ts";
 import { matmulF32Acc } from "./stable.ts";
 import {
   type AttentionImpl,
@@ -144,11 +144,12 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
 
 /**
  * HF's apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, with rotate_half(x) = [-x2, x1] over the head dim.
- * `x` is [B, S, ..., D]; cos/sin are [S, D] already in x's dtype.
+ * `x` is [B, S, ..., D]; cos/sin are [S, D] (positions 0..S-1) or [B, S, D] (per-row positions), in x's dtype.
  */
 export function applyRope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   const D = x.shape[x.ndim - 1]!;
-  const shape = [1, x.shape[1]!, ...Array.from({ length: x.ndim - 3 }, () => 1), D];
+  const rows = cos.ndim === 3 ? x.shape[0]! : 1;
+  const shape = [rows, x.shape[1]!, ...Array.from({ length: x.ndim - 3 }, () => 1), D];
   const [x1, x2] = tx.split(x, 2, -1);
   const rotated = tx.concatenate([x2!.neg(), x1!], -1);
   return x.mul(cos.reshape(shape)).add(rotated.mul(sin.reshape(shape)));
@@ -182,6 +183,7 @@ export function attention(
   rope: [Tensor, Tensor],
   impl: LlamaAttention,
   ads: LayerAdapters,
+  segmentIds?: Tensor,
 ): Tensor {
   const [B, S] = [x.shape[0]!, x.shape[1]!];
   const D = cfg.headDim,
@@ -190,10 +192,11 @@ export function attention(
   const q = applyRope(linear(x, w.q, ads.q).reshape([B, S, cfg.numHeads, D]), cos, sin);
   const k = applyRope(linear(x, w.k, ads.k).reshape([B, S, Hkv, D]), cos, sin);
   const v = linear(x, w.v, ads.v).reshape([B, S, Hkv, D]);
+  const seg = segmentIds ? { segmentIds } : {};
   const o =
     impl.kind === "blockwise"
-      ? blockwiseAttention(q, k, v, { causal: true, blockQ: impl.block, blockK: impl.block })
-      : plainAttention(q, k, v, { causal: true });
+      ? blockwiseAttention(q, k, v, { causal: true, blockQ: impl.block, blockK: impl.block, ...seg })
+      : plainAttention(q, k, v, { causal: true, ...seg });
   return linear(o.reshape([B, S, cfg.numHeads * D]), w.o, ads.o);
 }
 
@@ -255,14 +258,36 @@ export interface ForwardOpts {
   attention?: AttentionImpl;
   /** Query and key block size of "blockwise" (default 128, capped at S). */
   attentionBlock?: number;
+  /**
+   * RoPE position of each token, [B, S] s32 (default 0..S-1 in every row): packed rows restart it at each record,
+   * so a record sees the positions it would alone.
+   */
+  positions?: Tensor;
+  /**
+   * [B, S] s32: a token attends only to earlier tokens of the same segment (packed rows: one id per record), in
+   * both attention kernels. Default: one segment per row.
+   */
+  segmentIds?: Tensor;
 }
 
 /** The final hidden states [B, S, E] (after the last RMSNorm) for tokens [B, S]. */
 export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, opts: ForwardOpts = {}): Tensor {
-  const S = tokens.shape[1]!;
+  const [B, S] = [tokens.shape[0]!, tokens.shape[1]!];
   const cdt = opts.compute ?? w.embed.dtype;
   const cast = (t: Tensor) => t.astype(cdt);
-  const [cos32, sin32] = ropeTables(cfg, S);
+  for (const [name, t] of [
+    ["positions", opts.positions],
+    ["segmentIds", opts.segmentIds],
+  ] as const) {
+    if (t && (t.dtype !== "s32" || t.shape.join() !== `${B},${S}`))
+      throw new TesseraError(
+        `llamaHidden: ${name} must be s32[${B},${S}] like the tokens; got ${t.dtype}[${t.shape.join(",")}]`,
+        {
+          code: "ERR_CONFIG",
+        },
+      );
+  }
+  const [cos32, sin32] = opts.positions ? ropeTablesAt(cfg, S, opts.positions) : ropeTables(cfg, S);
   const rope: [Tensor, Tensor] = [cast(cos32), cast(sin32)];
   const attn = resolveAttention(opts, S);
   const lora = opts.lora;
@@ -295,7 +320,7 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
         ...(key ? { key } : {}),
       };
     }
-    const a = h.add(attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, attn, ads));
+    const a = h.add(attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, attn, ads, opts.segmentIds));
     const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads));
     return [out, null];
   };

@@ -185,3 +185,20 @@ export function ropeTables(cfg: LlamaConfig, seq: number): [Tensor, Tensor] {
   const scale = f32(p.attentionScaling);
   return [ang.cos().mul(scale), ang.sin().mul(scale)];
 }
+
+/**
+ * ropeTables at explicit positions [B, S] (s32), e.g. restarting at each record of a packed row: cos and sin
+ * [B, S, D], each row equal to the table's row at that position (the angle is the same f32 product either way),
+ * so positions 0..S-1 reproduce ropeTables exactly. `seq` is the sequence length the parameters are for.
+ */
+export function ropeTablesAt(cfg: LlamaConfig, seq: number, positions: Tensor): [Tensor, Tensor] {
+  const p = ropeParameters(cfg, seq);
+  const half = cfg.headDim / 2;
+  const [B, S] = [positions.shape[0]!, positions.shape[1]!];
+  const pos = positions.astype("f32").reshape([B, S, 1]);
+  const freqs = pos.mul(tx.constant(p.invFreq).reshape([1, 1, half]));
+  const ang = tx.concatenate([freqs, freqs], -1);
+  if (p.attentionScaling === 1) return [ang.cos(), ang.sin()];
+  const scale = f32(p.attentionScaling);
+  return [ang.cos().mul(scale), ang.sin().mul(scale)];
+}

@@ -162,6 +162,45 @@ export const COMMANDS: readonly Command[] = [
         description:
           "plain (scores [S, S] materialized) or blockwise (flash attention, memory O(S x block)); cudnn is refused on CPU (default plain up to --seq 1024, blockwise above)",
       },
+      {
+        name: "pack",
+        description:
+          "pack several records into each row: no attention or loss across records, positions restart at each (fewer padded tokens)",
+      },
+      {
+        name: "grad-accum",
+        value: "<n>",
+        description:
+          "accumulate n micro-batches of --batch rows per optimizer step, inside one compiled step (default 1)",
+      },
+      {
+        name: "max-grad-norm",
+        value: "<x>",
+        description:
+          "clip the global gradient norm to x before each update, 0 for no clipping (default 1.0, as HF's Trainer)",
+      },
+      {
+        name: "eval-data",
+        value: "<file>",
+        description: "held-out records for the eval loss (same formats as --data)",
+      },
+      {
+        name: "eval-split",
+        value: "<share>",
+        description: "hold out this share of --data (seeded by --seed) for the eval loss, e.g. 0.05",
+      },
+      {
+        name: "eval-every",
+        value: "<n>",
+        description:
+          "eval loss and perplexity every n steps and after the last, into metrics.jsonl (default: after the last step; 0 never)",
+      },
+      {
+        name: "config",
+        value: "<run.yaml|run.json>",
+        description:
+          "read options from a YAML or JSON file (the flags as keys, e.g. grad-accum: 4 or gradAccum: 4); flags given too override it",
+      },
     ],
     details: [
       "Writes --out/metrics.jsonl, --out/checkpoints/step-N, the final PEFT adapter in --out/adapter and the loss",
@@ -173,8 +212,55 @@ export const COMMANDS: readonly Command[] = [
       "  tessera train --model ./llama-2-7b-hf --data rag.jsonl --seq 2048 --batch 4 --steps 1000 --warmup 50",
       "  tessera train --model smollm2-135m-instruct --data chats.jsonl --steps 200",
       "  tessera train --resume --steps 200",
+      "  tessera train --config run.yaml --steps 500",
     ].join("\n"),
     run: async (args) => (await import("./train.ts")).trainCommand(args),
+  },
+  {
+    name: "eval",
+    summary:
+      "The loss (mean over every loss token) and perplexity of a model, with or without an adapter, on a data set.",
+    positionals: [],
+    options: [
+      {
+        name: "model",
+        value: "<model>",
+        description:
+          "a Hugging Face Llama checkpoint folder, a llama .gguf file, or a model name (smollm2-135m-instruct); default: the built-in tiny Llama",
+      },
+      {
+        name: "adapter",
+        value: "<dir>",
+        description: "a PEFT LoRA adapter to evaluate (default: the base model alone)",
+      },
+      {
+        name: "data",
+        value: "<file>",
+        required: true,
+        description: "records to score (the formats train --data reads)",
+      },
+      {
+        name: "seq",
+        value: "<n>",
+        description:
+          "sequence length; longer records are cut as in training (default: the longest record, capped by the model)",
+      },
+      { name: "batch", value: "<n>", description: "records per forward pass (default 8)" },
+      {
+        name: "precision",
+        value: "<p>",
+        choices: ["f32", "bf16"],
+        description: "weights and activations (default f32, so the numbers compare with transformers' f32)",
+      },
+      { name: "json", description: 'print {"loss": ..., "perplexity": ..., "tokens": ...}' },
+    ],
+    details: [
+      "tokens is the number of tokens that took a loss (labels other than -100, after the shift).",
+      "Examples:",
+      "  tessera eval --model smollm2-135m-instruct --data held_out.jsonl",
+      "  tessera eval --model smollm2-135m-instruct --adapter tessera-out/adapter --data held_out.jsonl --json",
+    ].join("\n"),
+    run: async (args) => (await import("./eval.ts")).evalCommand(args),
   },
   {
     name: "fetch",

@@ -5,6 +5,7 @@ import { EXIT, TesseraError } from "../errors.ts";
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from "../formats/peft.ts";
 import { LLAMA_LINEARS, type LlamaLinear } from "../formats/hf_config.ts";
 import { DEFAULTS, type TrainConfigInput } from "../train/config.ts";
+import { loadRunConfigFile } from "../train/config_file.ts";
 import { train, type TrainEvent, type TrainRunResult } from "../train/run.ts";
 import { ATTENTION_IMPLS } from "../../models/attention.ts";
 import { readMetrics } from "../plot/metrics.ts";
@@ -91,7 +92,15 @@ export function configFromFlags(o: ReadonlyMap<string, string>): TrainConfigInpu
     lossChunk: num("loss-chunk", "int", 0),
     onNonfinite: choice("on-nonfinite", ["stop", "skip"] as const, "stop or skip"),
     attention: choice("attention", ATTENTION_IMPLS, "plain, blockwise or cudnn"),
+    pack: o.has("pack") || undefined,
+    gradAccum: num("grad-accum", "int", 1),
+    maxGradNorm: num("max-grad-norm", "float", 0),
+    evalData: get("eval-data"),
+    evalSplit: get("eval-split") === undefined ? undefined : parseNumber("eval-split", get("eval-split")!, "float", 0),
+    evalEvery: num("eval-every", "int", 0),
   };
+  if (typeof cfg.evalSplit === "number" && !(cfg.evalSplit > 0 && cfg.evalSplit < 1))
+    usage(`--eval-split must be a share between 0 and 1 (e.g. 0.05); got '${get("eval-split")}'`);
   if (cfg.resume && cfg.overwrite)
     usage(
       "--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it",
@@ -99,16 +108,25 @@ export function configFromFlags(o: ReadonlyMap<string, string>): TrainConfigInpu
   return cfg;
 }
 
+/** The config file's options with the flags typed on the command line on top. */
+export function withFlags(fromFile: TrainConfigInput, flags: TrainConfigInput): TrainConfigInput {
+  const given = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined));
+  return { ...fromFile, ...given };
+}
+
 const fmtLr = (x: number) => x.toExponential(2);
 const fmtSec = (s: number) =>
   s < 100 ? `${s.toFixed(1)}s` : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
+const fmtPpl = (x: number) => (x >= 1e4 ? x.toExponential(3) : x.toFixed(3));
 const fmtRate = (x: number) =>
   x >= 1e6 ? `${(x / 1e6).toFixed(2)}M` : x >= 1e3 ? `${(x / 1e3).toFixed(1)}k` : x.toFixed(0);
 
 /** `tessera train`. Returns the exit code: 0 done, 1 bad input or a failed run, 2 usage, 130 interrupted (checkpoint saved). */
 export async function trainCommand(args: ParsedArgs, io: Io = defaultIo()): Promise<number> {
-  const config = configFromFlags(args.options);
+  const flags = configFromFlags(args.options);
   try {
+    const file = args.options.get("config");
+    const config = file === undefined ? flags : withFlags(await loadRunConfigFile(file), flags);
     return await runAndPrint(config, io);
   } catch (e) {
     if (e instanceof TesseraError && e.exitCode === EXIT.usage) throw new UsageError(e.message, "train");
@@ -218,7 +236,9 @@ class ProgressPrinter {
         `model    ${e.model}`,
         `adapter  ${e.adapter}`,
         `data     ${e.data}`,
-        `train    ${e.steps} steps (batch ${e.batch} x seq ${e.seq}), AdamW lr ${e.lr} (${warm}), weight decay ${e.weightDecay}, ${e.precision}, seed ${e.seed}, attention ${e.attention}${e.lossChunk === null ? "" : `, loss in chunks of ${e.lossChunk} positions`}`,
+        `train    ${e.steps} steps (batch ${e.batch}${e.gradAccum > 1 ? ` x ${e.gradAccum} accumulated` : ""} x seq ${e.seq}${e.pack ? ", packed" : ""}), AdamW lr ${e.lr} (${warm}), weight decay ${e.weightDecay}, ${e.maxGradNorm > 0 ? `grad norm clipped to ${e.maxGradNorm}` : "no clipping"}, ${e.precision}, seed ${e.seed}, attention ${e.attention}${e.lossChunk === null ? "" : `, loss in chunks of ${e.lossChunk} positions`}`,
+        `padding  ${e.padding}`,
+        ...(e.eval === null ? [] : [`eval     ${e.eval}`]),
         `output   ${displayPath(e.out)}`,
         "",
       ].join("\n"),
@@ -248,9 +268,14 @@ class ProgressPrinter {
       );
       this.window = { loss: 0, steps: 0, seconds: 0, timedSteps: 0 };
     }
+    if (e.eval) {
+      this.print(
+        `eval ${String(e.step).padStart(this.w)}/${e.steps}  loss ${e.eval.loss.toFixed(4)}  perplexity ${fmtPpl(e.eval.perplexity)}  (${e.eval.tokens.toLocaleString("en-US")} tokens)\n`,
+      );
+    }
     if (!this.io.tty) return;
     // The bar is redrawn at most 10 times a second (and after every progress line, which erased it); terminals only.
-    if (e.log || performance.now() - this.drawn > 100 || e.step === e.steps) {
+    if (e.log || e.eval || performance.now() - this.drawn > 100 || e.step === e.steps) {
       this.io.out(
         `\r\x1b[2K${progressBar({
           step: e.step,

@@ -61,6 +61,11 @@ export interface BatchStreamOptions {
   seed: number;
   /** Examples already consumed (resuming): the stream continues exactly where that run stopped. */
   start?: number;
+  /**
+   * Pack records into full rows (see BatchStream): batches then carry positions and segment ids, and a batch
+   * holds as many records as fit in its rows, so `examplesSeen` advances by a varying count.
+   */
+  pack?: boolean;
 }
 
 /**
@@ -69,6 +74,13 @@ export interface BatchStreamOptions {
  * Rows are right-padded with `padId` and label -100, which a causal model never sees from the real tokens.
  * Everything is a function of (seed, examples consumed), so a resumed stream yields the batches the original
  * would have.
+ *
+ * Packed (`pack`): each row takes the next records in that same order for as long as the next one fits (a record
+ * that does not fit starts the next row; records are never split), then is right-padded. Each record gets its own
+ * segment id (1, 2, ... within a row; padding is 0), so attention never crosses a record; positions restart at 0
+ * at each record, so RoPE sees what it would unpacked; and a record's first label is -100, so its first token is
+ * not predicted from the previous record's last one. Those first labels are never scored unpacked either (the
+ * loss shifts them away), so a packed batch takes the loss on exactly the same tokens as the records unpacked.
  */
 export class BatchStream implements Iterable<HostBatch> {
   private seen: number;
@@ -88,17 +100,23 @@ export class BatchStream implements Iterable<HostBatch> {
     return { examplesSeen: this.seen, epoch: Math.floor(this.seen / n), index: this.seen % n };
   }
 
+  /** The record the stream hands out next (not consumed). */
+  private peek(): TrainRecord {
+    const { epoch, index } = this.position();
+    if (epoch !== this.orderEpoch) {
+      this.order = epochOrder(this.records.length, this.opts.seed, epoch);
+      this.orderEpoch = epoch;
+    }
+    return this.records[this.order[index]!]!;
+  }
+
   next(): HostBatch {
     const { batch: B, seq: S, padId } = this.opts;
     const tokens = new Int32Array(B * S).fill(padId);
     const labels = new Int32Array(B * S).fill(IGNORE);
+    if (this.opts.pack) return this.nextPacked(tokens, labels);
     for (let b = 0; b < B; b++) {
-      const { epoch, index } = this.position();
-      if (epoch !== this.orderEpoch) {
-        this.order = epochOrder(this.records.length, this.opts.seed, epoch);
-        this.orderEpoch = epoch;
-      }
-      const r = this.records[this.order[index]!]!;
+      const r = this.peek();
       tokens.set(r.ids.subarray(0, S), b * S);
       labels.set(r.labels.subarray(0, S), b * S);
       this.seen++;
@@ -106,7 +124,86 @@ export class BatchStream implements Iterable<HostBatch> {
     return { tokens, labels, shape: [B, S] };
   }
 
+  private nextPacked(tokens: Int32Array, labels: Int32Array): HostBatch {
+    const { batch: B, seq: S } = this.opts;
+    const positions = new Int32Array(B * S);
+    const segmentIds = new Int32Array(B * S);
+    for (let b = 0; b < B; b++) {
+      let at = 0;
+      for (let segment = 1; ; segment++) {
+        const r = this.peek();
+        const n = Math.min(r.ids.length, S);
+        // A row always takes at least one record, so fitted records (at most S tokens) always move the stream on.
+        if (at > 0 && at + n > S) break;
+        const o = b * S + at;
+        tokens.set(r.ids.subarray(0, n), o);
+        labels.set(r.labels.subarray(0, n), o);
+        labels[o] = IGNORE;
+        for (let i = 0; i < n; i++) positions[o + i] = i;
+        segmentIds.fill(segment, o, o + n);
+        at += n;
+        this.seen++;
+        if (at === S) break;
+      }
+    }
+    return { tokens, labels, positions, segmentIds, shape: [B, S] };
+  }
+
   *[Symbol.iterator](): Iterator<HostBatch> {
     for (;;) yield this.next();
   }
+}
+
+/** How much of the rows is padding: unpacked (a row per record) and packed as BatchStream packs one epoch. */
+export interface PaddingStats {
+  tokens: number;
+  /** Rows of one epoch and their padding share, one record per row. */
+  rows: number;
+  padding: number;
+  /** The same for packed rows (epoch 0's order). */
+  packedRows: number;
+  packedPadding: number;
+}
+
+/** Padding of one epoch of fitted records at `seq`, without and with packing (records in epoch 0's order for `seed`). */
+export function paddingStats(records: readonly TrainRecord[], seq: number, seed: number): PaddingStats {
+  const order = epochOrder(records.length, seed, 0);
+  let tokens = 0,
+    packedRows = 0,
+    at = seq;
+  for (const i of order) {
+    const n = Math.min(records[i]!.ids.length, seq);
+    tokens += n;
+    if (at + n > seq) {
+      packedRows++;
+      at = 0;
+    }
+    at += n;
+  }
+  const rows = records.length;
+  return {
+    tokens,
+    rows,
+    padding: rows === 0 ? 0 : 1 - tokens / (rows * seq),
+    packedRows,
+    packedPadding: packedRows === 0 ? 0 : 1 - tokens / (packedRows * seq),
+  };
+}
+
+/**
+ * Every record once, in file order, as [batch, seq] batches for evaluation (unpacked: a row per record); the last
+ * batch is filled up with empty rows (labels all -100), which add nothing to the summed loss or the token count.
+ */
+export function evalBatches(records: readonly TrainRecord[], batch: number, seq: number, padId: number): HostBatch[] {
+  const out: HostBatch[] = [];
+  for (let i = 0; i < records.length; i += batch) {
+    const tokens = new Int32Array(batch * seq).fill(padId);
+    const labels = new Int32Array(batch * seq).fill(IGNORE);
+    records.slice(i, i + batch).forEach((r, b) => {
+      tokens.set(r.ids.subarray(0, seq), b * seq);
+      labels.set(r.labels.subarray(0, seq), b * seq);
+    });
+    out.push({ tokens, labels, shape: [batch, seq] });
+  }
+  return out;
 }

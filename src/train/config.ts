@@ -26,6 +26,8 @@ export const DEFAULTS = {
     saveEvery: 100,
     logEvery: 10,
     padId: 0,
+    gradAccum: 1,
+    maxGradNorm: 1,
   },
 } as const;
 
@@ -124,8 +126,35 @@ export const TrainConfigSchema = z
      * Not a run field: a resumed run may switch it (the two agree to float rounding).
      */
     attention: z.enum(["plain", "blockwise", "cudnn"]).nullable().default(null),
+    /**
+     * Pack several records into each row (no attention across records, positions restarting at each, no loss across
+     * a boundary): fewer padded tokens per step; the loss of a batch is unchanged.
+     */
+    pack: z.boolean().default(false),
+    /** Micro-batches of --batch rows accumulated into one optimizer step (one compiled program scans over them). */
+    gradAccum: int(1).default(c.gradAccum),
+    /** Clip the global gradient norm to this before each update (HF Trainer's max_grad_norm); 0 turns it off. */
+    maxGradNorm: z.number().min(0).default(c.maxGradNorm),
+    /** Held-out data for the eval loss (same formats as data). */
+    evalData: z.string().min(1).nullable().default(null),
+    /** Hold out this share of data (seeded by seed) for the eval loss, instead of evalData. */
+    evalSplit: z.number().gt(0).lt(1).nullable().default(null),
+    /** Evaluate every n steps (and after the last); null: after the last step only; 0: never. */
+    evalEvery: int(0).nullable().default(null),
   })
-  .strict();
+  .strict()
+  .refine((r) => !(r.evalData !== null && r.evalSplit !== null), {
+    message: "--eval-data and --eval-split are alternatives: give one",
+    path: ["evalSplit"],
+  })
+  .refine((r) => !(r.evalEvery !== null && r.evalData === null && r.evalSplit === null), {
+    message: "--eval-every needs eval data: give --eval-data FILE or --eval-split SHARE",
+    path: ["evalEvery"],
+  })
+  .refine((r) => !(r.evalSplit !== null && r.data === null), {
+    message: "--eval-split holds out a share of --data: give --data too (or --eval-data)",
+    path: ["evalSplit"],
+  });
 
 /** A run as given (every field optional). */
 export type TrainConfigInput = z.input<typeof TrainConfigSchema>;
@@ -152,6 +181,10 @@ export const RUN_FIELDS = [
   "precision",
   "seed",
   "padId",
+  "pack",
+  "gradAccum",
+  "maxGradNorm",
+  "evalSplit",
 ] as const;
 export type RunField = (typeof RUN_FIELDS)[number];
 

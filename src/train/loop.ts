@@ -18,11 +18,15 @@ import { treeFromDevice, treeToDevice } from "../host/transfer.ts";
 import type { AdamWConfig } from "./adamw.ts";
 import { baseHostDType, type PrecisionPolicy } from "./precision.ts";
 import { initTrainState, makeGuardedTrainStep, type StepConfig, type TrainState } from "./step.ts";
+import { Evaluator, type EvalResult } from "./evaluate.ts";
 
 /** One batch on the host: token ids and labels (-100 = no loss), both row-major [batch, seq]. */
 export interface HostBatch {
   tokens: Int32Array;
   labels: Int32Array;
+  /** Packed rows: RoPE positions and segment ids (see BatchStream), [batch, seq] too. */
+  positions?: Int32Array;
+  segmentIds?: Int32Array;
   shape: [number, number];
 }
 
@@ -38,6 +42,8 @@ export interface StepInfo {
   gradNorm: number;
   /** The loss or the gradient norm was NaN or Inf, so the program left the adapter and optimizer state as they were. */
   nonfinite: boolean;
+  /** The eval loss after this step's update, on steps TrainOptions.evaluate chose. */
+  eval?: EvalResult;
 }
 
 /** AdamW moments and the steps already taken, to continue a run (see checkpoint.ts). */
@@ -83,6 +89,12 @@ export interface TrainOptions {
   lossChunk?: number;
   /** Attention kernel of the step (see StepConfig.attention). */
   attention?: AttentionImpl;
+  /** Micro-batches per step (StepConfig.gradAccum): each batch's rows are that many micro-batches. Default 1. */
+  gradAccum?: number;
+  /** Global gradient-norm clipping (StepConfig.maxGradNorm); default none. */
+  maxGradNorm?: number;
+  /** Evaluate the adapter on `batches` after the steps `at` picks (one compiled eval program); see StepInfo.eval. */
+  evaluate?: { batches: readonly HostBatch[]; at: (step: number) => boolean };
   /** Where to write the trained adapter (adapter_config.json + adapter_model.safetensors). */
   outDir?: string;
   /**
@@ -133,8 +145,11 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     ...(opts.layers ? { layers: opts.layers } : {}),
     ...(opts.lossChunk !== undefined ? { lossChunk: opts.lossChunk } : {}),
     ...(opts.attention ? { attention: opts.attention } : {}),
+    ...(opts.gradAccum ? { gradAccum: opts.gradAccum } : {}),
+    ...(opts.maxGradNorm ? { maxGradNorm: opts.maxGradNorm } : {}),
   };
   const step = jit(makeGuardedTrainStep(c), { donate: 0, name: "lora_train_step" });
+  const evaluator = opts.evaluate ? new Evaluator(c, layout) : undefined;
   const base = treeToDevice(weights as never);
   const init = initTrainState(lora);
   if (opts.optimizer)
@@ -162,7 +177,12 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     const n = first + losses.length + 1;
     const lr = opts.lr ? opts.lr(n) : opts.adamw.lr;
     const t0 = performance.now();
-    const batch = { tokens: array(b.tokens, { shape: b.shape }), labels: array(b.labels, { shape: b.shape }) };
+    const batch = {
+      tokens: array(b.tokens, { shape: b.shape }),
+      labels: array(b.labels, { shape: b.shape }),
+      ...(b.positions ? { positions: array(b.positions, { shape: b.shape }) } : {}),
+      ...(b.segmentIds ? { segmentIds: array(b.segmentIds, { shape: b.shape }) } : {}),
+    };
     const [after, loss, norm] = await step(state, base as never, batch, array(lr), key);
     state = after;
     const [value, gradNorm] = await Promise.all([loss.item(), norm.item()]);
@@ -176,6 +196,8 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
       gradNorm,
       nonfinite: !Number.isFinite(value) || !Number.isFinite(gradNorm),
     };
+    if (evaluator && opts.evaluate!.at(n) && !(info.nonfinite && (opts.onNonfinite ?? "stop") === "stop"))
+      info.eval = await evaluator.run(base as never, current.lora as never, opts.evaluate!.batches);
     await opts.onStep?.(info, {
       snapshot: async () => (await treeFromDevice(current)) as unknown as TrainState<HostTensor>,
     });

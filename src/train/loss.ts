@@ -12,10 +12,30 @@ export const IGNORE_INDEX = -100;
  * labels are [B, S] integers.
  */
 export function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
+  const { sum, count } = causalLmNll(logits, labels);
+  return sum.div(count);
+}
+
+/** The sum and count (f32 rank-0) behind causalLmLoss: gradient accumulation and evaluation add them up over batches. */
+export interface NllSum {
+  sum: Tensor;
+  count: Tensor;
+}
+
+/** causalLmLoss before the division: the summed NLL of the shifted labels and how many tokens took a loss. */
+export function causalLmNll(logits: Tensor, labels: Tensor): NllSum {
+  return tokenNll(logits.astype("f32"), shiftedLabels(labels));
+}
+
+/** Labels [B, S] moved one left (position t is scored on labels[t + 1]), the last position ignored. */
+function shiftedLabels(labels: Tensor): Tensor {
   const [B, S] = [labels.shape[0]!, labels.shape[1]!];
-  const lg = logits.astype("f32");
-  const next = tx.concatenate([labels.slice(null, [1, S]), tx.full([B, 1], IGNORE_INDEX, labels.dtype)], 1);
-  return meanTokenNll(lg, next);
+  return tx.concatenate([labels.slice(null, [1, S]), tx.full([B, 1], IGNORE_INDEX, labels.dtype)], 1);
+}
+
+/** How many tokens of `labels` [B, S] (unshifted) take a loss, as f32 rank-0: known before the forward pass. */
+export function lossTokenCount(labels: Tensor): Tensor {
+  return shiftedLabels(labels).ne(IGNORE_INDEX).astype("f32").sum();
 }
 
 /** Mean negative log-likelihood of `targets` [B, S] (already aligned with logits) over targets that are not -100. */
@@ -25,7 +45,7 @@ export function meanTokenNll(logits: Tensor, targets: Tensor): Tensor {
 }
 
 /** The sum of -log p(target) over targets that are not -100, and their count (both f32 rank-0). */
-function tokenNll(logits: Tensor, targets: Tensor): { sum: Tensor; count: Tensor } {
+function tokenNll(logits: Tensor, targets: Tensor): NllSum {
   const valid = targets.ne(IGNORE_INDEX);
   const safe = tx.where(valid, targets, 0);
   const lse = tx.nn.logsumexp(logits, -1);
@@ -47,6 +67,12 @@ export interface ChunkOpts {
  * the final (normed) hidden state, `headWeight` [E, V] (cast to hidden's dtype), labels [B, S] unshifted.
  */
 export function chunkedCausalLmLoss(hidden: Tensor, headWeight: Tensor, labels: Tensor, opts: ChunkOpts): Tensor {
+  const { sum, count } = chunkedCausalLmNll(hidden, headWeight, labels, opts);
+  return sum.div(count);
+}
+
+/** chunkedCausalLmLoss before the division (see causalLmNll). */
+export function chunkedCausalLmNll(hidden: Tensor, headWeight: Tensor, labels: Tensor, opts: ChunkOpts): NllSum {
   const [B, S, E] = [hidden.shape[0]!, hidden.shape[1]!, hidden.shape[2]!];
   const { chunk } = opts;
   if (!Number.isInteger(chunk) || chunk < 1)
@@ -57,7 +83,7 @@ export function chunkedCausalLmLoss(hidden: Tensor, headWeight: Tensor, labels: 
   const c = Math.min(chunk, S);
   const n = Math.ceil(S / c);
   const padded = n * c - S;
-  const next = tx.concatenate([labels.slice(null, [1, S]), tx.full([B, 1], IGNORE_INDEX, labels.dtype)], 1);
+  const next = shiftedLabels(labels);
   // Padded positions get label -100, so they count neither in the sum nor in the count.
   const h =
     padded > 0
@@ -92,7 +118,7 @@ export function chunkedCausalLmLoss(hidden: Tensor, headWeight: Tensor, labels: 
     [zero, zero] as [Tensor, Tensor],
     { h: hs, y: ys },
   );
-  return sum.div(count);
+  return { sum, count };
 }
 
 /** Above this many bytes of f32 logits [B, S, V], the training step computes the loss in chunks by default. */

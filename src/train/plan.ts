@@ -7,9 +7,9 @@ import { fsError } from "../host/fs_errors.ts";
 import type { HostTensor } from "../formats/host_tensor.ts";
 import { linearFeatures, LLAMA_LINEARS, type LlamaConfig } from "../formats/hf_config.ts";
 import { ADAPTER_CONFIG_FILE, loadAdapter, makeLoraConfig } from "../formats/peft.ts";
-import { prepareRecords } from "../data/batches.ts";
+import { paddingStats, prepareRecords, type PaddingStats } from "../data/batches.ts";
 import { DATA_CACHE_DIR } from "../data/cache.ts";
-import { type DataFileContext, describeKinds, loadDataFile } from "../data/load.ts";
+import { type DataFileContext, describeKinds, type LoadedDataFile, loadDataFile } from "../data/load.ts";
 import { DEFAULT_RAG_TEMPLATE } from "../data/text_records.ts";
 import { Tokenizer } from "../text/tokenizer.ts";
 import type { TrainRecord } from "../data/records.ts";
@@ -24,6 +24,7 @@ import { isModelName, type ModelSource, resolveModel as resolveModelSource } fro
 import { listCheckpoints, loadCheckpoint, readTrainerState, type TrainerState } from "./checkpoint.ts";
 import { DEFAULTS, flagName, parseRopeScalingOption, RUN_FIELDS, type RunField, type TrainConfig } from "./config.ts";
 import { builtinBaseWeights, type OptimizerState } from "./loop.ts";
+import { mulberry32 } from "../host/random.ts";
 import { defaultLossChunk } from "./loss.ts";
 import { baseHostDType, type PrecisionPolicy, precisionPolicy } from "./precision.ts";
 
@@ -73,6 +74,19 @@ export interface ResolvedData {
   line: string;
   /** Writes the tokenized records' cache into --out (text data tokenized by this run); called once --out is written. */
   saveCache?: () => Promise<string | undefined>;
+  /** Padding of one epoch of the training records, one per row and packed. */
+  padding: PaddingStats;
+  /** The start line on padding: its share with and without packing. */
+  paddingLine: string;
+  /** Held-out records for the eval loss (--eval-data or --eval-split), fitted to seq; null without either. */
+  eval: EvalData | null;
+}
+
+export interface EvalData {
+  records: TrainRecord[];
+  /** Loss tokens over all of them: the eval loss is their mean NLL. */
+  lossTokens: number;
+  line: string;
 }
 
 /** Everything a run needs once read and checked; `run` holds a resumed run's own options. */
@@ -177,6 +191,10 @@ export function runRecord(r: TrainConfig): Record<string, string | number | bool
     precision: r.precision,
     seed: r.seed,
     padId: r.padId,
+    pack: r.pack,
+    gradAccum: r.gradAccum,
+    maxGradNorm: r.maxGradNorm,
+    evalSplit: r.evalSplit,
   };
   return Object.fromEntries(RUN_FIELDS.map((k) => [flagName(k).slice(2), v[k]]));
 }
@@ -187,8 +205,10 @@ const canonicalTargets = (t: readonly string[]) => LLAMA_LINEARS.filter((m) => t
  * On resume the checkpoint's options are the run's options; one given again must agree (a different rank or
  * data set cannot continue the same run). steps, saveEvery and logEvery may change.
  */
-function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: TrainerState, file: string): TrainConfig {
+function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, trainer: TrainerState, file: string): TrainConfig {
   const now = runRecord(r);
+  // Checkpoints from before these options existed ran with what is now their value of "off".
+  const saved = { ...trainer, options: { ...PRE_OPTION_VALUES, ...trainer.options } };
   for (const field of RUN_FIELDS) {
     if (!given.has(field)) continue;
     const k = flagName(field).slice(2);
@@ -223,14 +243,26 @@ function mergeResumed(r: TrainConfig, given: ReadonlySet<string>, saved: Trainer
     precision: s.precision === "bf16" ? "bf16" : s.precision === "f32" ? "f32" : null,
     seed: num("seed"),
     padId: num("pad-id"),
+    pack: s.pack === true,
+    gradAccum: num("grad-accum"),
+    maxGradNorm: num("max-grad-norm"),
+    evalSplit: s["eval-split"] === null ? null : num("eval-split"),
   };
 }
+
+/** What a run recorded before --pack, --grad-accum, --max-grad-norm and --eval-split existed did: none of them. */
+const PRE_OPTION_VALUES: Record<string, string | number | boolean | null> = {
+  pack: false,
+  "grad-accum": 1,
+  "max-grad-norm": 0,
+  "eval-split": null,
+};
 
 /**
  * The base model: --model's model name (fetched on first use), GGUF file or Hugging Face checkpoint folder, or the
  * built-in tiny Llama with seeded random weights. `note` receives fetch progress.
  */
-async function resolveModel(run: TrainConfig, note: (message: string) => void): Promise<ResolvedModel> {
+export async function resolveModel(run: TrainConfig, note: (message: string) => void): Promise<ResolvedModel> {
   return withRopeScaling(run, await loadModel(run, note));
 }
 
@@ -388,7 +420,13 @@ async function loadData(
       );
     }
   }
-  return { ...raw, records: prepared.records, line };
+  const padding = paddingStats(prepared.records, seq, run.seed);
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const unpacked = `${pct(padding.padding)} padding unpacked (${fmtInt(padding.rows)} rows of ${seq})`;
+  const packed = `${pct(padding.packedPadding)} packed (${fmtInt(padding.packedRows)} rows)`;
+  const paddingLine = run.pack ? `--pack: ${packed}; ${unpacked}` : `${unpacked}; ${packed} with --pack`;
+  const evalData = await loadEvalData(run, raw.heldOut, seq, model);
+  return { ...raw, records: prepared.records, line, padding, paddingLine, eval: evalData };
 }
 
 /**
@@ -437,13 +475,73 @@ async function ragTemplate(file: string | null): Promise<string> {
   return text;
 }
 
-/** The records as read (--data's JSONL file, or the built-in key-value task) and seq (--seq, or fitted to them). */
-async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<ResolvedData> {
+/** --eval-data's records, or those --eval-split held out, fitted to seq like the training records. */
+async function loadEvalData(
+  run: TrainConfig,
+  heldOut: TrainRecord[] | null,
+  seq: number,
+  model: ResolvedModel,
+): Promise<EvalData | null> {
+  let records: TrainRecord[], what: string;
+  if (run.evalData !== null) {
+    records = (await readDataFile(run.evalData, run, model, { cache: false })).records;
+    what = displayPath(run.evalData);
+  } else if (heldOut !== null) {
+    records = heldOut;
+    what = `held out of ${displayPath(run.data!)} (--eval-split ${run.evalSplit}, seed ${run.seed})`;
+  } else return null;
+  const prepared = prepareRecords(records, seq);
+  if (prepared.records.length === 0) throw fail(`${what}: no eval record has a label to score within --seq ${seq}`);
+  const when =
+    run.evalEvery === 0
+      ? "never (--eval-every 0)"
+      : run.evalEvery === null
+        ? "after the last step"
+        : `every ${run.evalEvery} steps and after the last`;
+  const cut = prepared.truncated > 0 ? `, ${prepared.truncated} cut to --seq ${seq}` : "";
+  const line = `${what}: ${fmtInt(prepared.records.length)} records, ${fmtInt(prepared.lossTokens)} loss tokens${cut}; evaluated ${when}`;
+  return { records: prepared.records, lossTokens: prepared.lossTokens, line };
+}
+
+/**
+ * A data file's records (any format src/data/load.ts reads, tokenized with the model's tokenizer): the one
+ * function every command reads --data / --eval-data through. `cache: false` neither reads nor offers to write the
+ * tokenization cache in --out (a command that writes no --out).
+ */
+export async function readDataFile(
+  file: string,
+  run: TrainConfig,
+  model: ResolvedModel,
+  { cache = true }: { cache?: boolean } = {},
+): Promise<LoadedDataFile> {
+  const { cacheDir, ...ctx } = await dataFileContext(run, model);
+  return loadDataFile(file, cache ? { ...ctx, cacheDir } : ctx);
+}
+
+/**
+ * The indices --eval-split holds out of n records: a seeded share (at least one record, and at least one left
+ * to train on), the same for the same seed and data, so a resumed run holds out the same records.
+ */
+export function heldOutIndices(n: number, share: number, seed: number): Set<number> {
+  const k = Math.min(n - 1, Math.max(1, Math.round(n * share)));
+  const rand = mulberry32((Math.imul(seed, 0x2545f491) ^ 0x5bd1e995) >>> 0);
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return new Set(order.slice(0, k));
+}
+
+type RawData = Omit<ResolvedData, "padding" | "paddingLine" | "eval"> & { heldOut: TrainRecord[] | null };
+
+/** The records as read (--data's file, or the built-in key-value task) and seq (--seq, or fitted to them). */
+async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<RawData> {
   const { llama, builtin } = model;
   // The longest --seq the model's RoPE covers: max_position_embeddings, or what the scaling stretches it to.
   const maxSeq = ropeContext(llama);
   if (run.data !== null) {
-    const loaded = await loadDataFile(run.data, await dataFileContext(run, model));
+    const loaded = await readDataFile(run.data, run, model);
     const longest = loaded.records.reduce((m, r) => Math.max(m, r.ids.length), 0);
     // Which forms the file held, once it holds text (a token-id file's line stays as it always was).
     const kinds = Object.keys(loaded.kinds).some((k) => k !== "ids") ? ` (${describeKinds(loaded.kinds)})` : "";
@@ -453,12 +551,24 @@ async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<Reso
         : loaded.cache === "new"
           ? "; tokenized (cached in --out for the next run)"
           : "";
+    let records = loaded.records;
+    let heldOut: TrainRecord[] | null = null;
+    let split = "";
+    if (run.evalSplit !== null) {
+      if (records.length < 2)
+        throw badOption(`--eval-split needs at least 2 records in ${displayPath(run.data)}; it has ${records.length}`);
+      const out = heldOutIndices(records.length, run.evalSplit, run.seed);
+      heldOut = records.filter((_, i) => out.has(i));
+      records = records.filter((_, i) => !out.has(i));
+      split = ` (${fmtInt(heldOut.length)} held out for eval)`;
+    }
     return {
-      records: loaded.records,
+      records,
+      heldOut,
       seq: run.seq ?? Math.min(maxSeq, Math.ceil(longest / 8) * 8),
       sha256: loaded.sha256,
       source: resolve(run.data),
-      line: `${displayPath(run.data)}: ${fmtInt(loaded.records.length)} records${kinds}${tokenized}`,
+      line: `${displayPath(run.data)}: ${fmtInt(loaded.records.length)} records${kinds}${split}${tokenized}`,
       saveCache: loaded.saveCache,
     };
   }
@@ -468,6 +578,7 @@ async function readRecords(run: TrainConfig, model: ResolvedModel): Promise<Reso
   const task = keyValueTask({ vocabSize: llama.vocabSize, seq, records: SYNTHETIC_RECORDS, seed: run.seed });
   return {
     records: task.records,
+    heldOut: null,
     seq,
     sha256: null,
     source: `synthetic key-value lookup, seed ${run.seed}`,

@@ -6,13 +6,14 @@ import { TesseraError } from "../errors.ts";
 import { writeAll, writeFileAtomic } from "../formats/atomic.ts";
 import type { HostTensor } from "../formats/host_tensor.ts";
 import { saveAdapter } from "../formats/peft.ts";
-import { BatchStream } from "../data/batches.ts";
+import { BatchStream, evalBatches } from "../data/batches.ts";
 import { DATA_CACHE_DIR } from "../data/cache.ts";
 import { fsError } from "../host/fs_errors.ts";
 import { loraToAdapter } from "../../models/lora.ts";
 import { checkpointDir, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import { givenFields, parseTrainConfig, type TrainConfig, type TrainConfigInput } from "./config.ts";
-import { trainLoRA, type StepInfo, type TrainResult } from "./loop.ts";
+import { trainLoRA, type HostBatch, type StepInfo, type TrainResult } from "./loop.ts";
+import type { EvalResult } from "./evaluate.ts";
 import { clearRun, LOSS_PLOT_FILE, lockOutDir, type OutDir } from "./out_dir.ts";
 import { parseMetrics } from "../plot/metrics.ts";
 import { writeLossSvg } from "../plot/svg.ts";
@@ -48,6 +49,15 @@ export type TrainEvent =
       out: string;
       /** Sequence positions per chunk of the loss; null when the whole logits are computed at once. */
       lossChunk: number | null;
+      /** Micro-batches of `batch` rows per optimizer step. */
+      gradAccum: number;
+      /** Global gradient-norm clipping threshold; 0 when off. */
+      maxGradNorm: number;
+      pack: boolean;
+      /** The share of padding with and without packing, as a line. */
+      padding: string;
+      /** The eval data and when it is evaluated; null without eval data. */
+      eval: string | null;
     }
   | { type: "compiling" }
   | { type: "compiled"; seconds: number }
@@ -69,6 +79,8 @@ export type TrainEvent =
       /** NaN/Inf loss or gradients: the update was not applied (onNonfinite "skip"). */
       skipped: boolean;
       skippedSteps: number;
+      /** On eval steps: the eval loss after this step's update. */
+      eval?: EvalResult;
     }
   | { type: "checkpoint"; step: number; dir: string }
   | { type: "done"; result: TrainRunResult };
@@ -153,6 +165,8 @@ interface Running {
   out: RunOutputs;
   emit: Emit;
   signal: AbortSignal | undefined;
+  /** The training batches, each drawn just before its step: between steps, its position is the last step's. */
+  stream: BatchStream;
 }
 
 /** What the step handler keeps track of across steps, for the final checkpoint and the result. */
@@ -181,10 +195,20 @@ async function runLocked(
   checkOutDir(config, lock, emit);
   // ---- everything is read and checked before anything is written -------------------------------------------------
   const plan = await planRun(config, given, (message) => emit({ type: "note", message }));
+  const { run, data } = plan;
+  // A step takes gradAccum micro-batches of --batch rows; a packed row holds as many records as fit.
+  const stream = new BatchStream(data.records, {
+    batch: run.batch * run.gradAccum,
+    seq: data.seq,
+    padId: run.padId,
+    seed: run.seed,
+    start: plan.resumeFrom?.trainer.data.examplesSeen ?? 0,
+    pack: run.pack,
+  });
   // ---- from here on, --out is written ----------------------------------------------------------------------------
-  const out = await openOutputs(plan, lock, emit);
+  const out = await openOutputs(plan, lock, emit, () => stream.position().examplesSeen);
   emitStart(plan, emit);
-  const running: Running = { plan, out, emit, signal };
+  const running: Running = { plan, out, emit, signal, stream };
   const done = await runSteps(running);
   return await saveOutputs(running, done);
 }
@@ -211,7 +235,7 @@ function checkOutDir(run: TrainConfig, lock: OutDir, emit: Emit): void {
 }
 
 /** The first write: a resumed run drops the metrics of steps it redoes. */
-async function openOutputs(plan: RunPlan, lock: OutDir, emit: Emit): Promise<RunOutputs> {
+async function openOutputs(plan: RunPlan, lock: OutDir, emit: Emit, examplesSeen: () => number): Promise<RunOutputs> {
   const { run, model, adapter } = plan;
   const outDir = run.out;
   const metricsFile = join(outDir, "metrics.jsonl");
@@ -238,7 +262,7 @@ async function openOutputs(plan: RunPlan, lock: OutDir, emit: Emit): Promise<Run
     precision: model.precision,
   };
   const save = async (state: TrainState<HostTensor>, step: number, loss: number | null): Promise<string> => {
-    const trainer = trainerAt(plan, options, step, loss);
+    const trainer = trainerAt(plan, options, step, loss, examplesSeen());
     try {
       return await saveCheckpoint(outDir, { llama: model.llama, layout: adapter.layout, state, trainer });
     } catch (e) {
@@ -249,10 +273,15 @@ async function openOutputs(plan: RunPlan, lock: OutDir, emit: Emit): Promise<Run
 }
 
 /** trainer_state.json at `step`: where the data stream stands, and the options a resume reads back. */
-function trainerAt(plan: RunPlan, options: TrainerState["options"], step: number, loss: number | null): TrainerState {
-  const { run, data, start } = plan;
+function trainerAt(
+  plan: RunPlan,
+  options: TrainerState["options"],
+  step: number,
+  loss: number | null,
+  seen: number,
+): TrainerState {
+  const { run, data } = plan;
   const n = data.records.length;
-  const seen = (plan.resumeFrom?.trainer.data.examplesSeen ?? 0) + (step - start) * run.batch;
   return {
     format: "tessera-train-state",
     version: 1,
@@ -292,20 +321,18 @@ function emitStart(plan: RunPlan, emit: Emit): void {
     attention: plan.attention,
     out: run.out,
     lossChunk: plan.lossChunk ?? null,
+    gradAccum: run.gradAccum,
+    maxGradNorm: run.maxGradNorm,
+    pack: run.pack,
+    padding: plan.data.paddingLine,
+    eval: plan.data.eval?.line ?? null,
   });
 }
 
 /** The step loop; a non-finite step with onNonfinite "stop" ends the run with ERR_NONFINITE. */
 async function runSteps(running: Running): Promise<StepsDone> {
-  const { plan, emit, signal } = running;
+  const { plan, emit, signal, stream } = running;
   const { run, model, adapter, data, lr, start, todo } = plan;
-  const stream = new BatchStream(data.records, {
-    batch: run.batch,
-    seq: data.seq,
-    padId: run.padId,
-    seed: run.seed,
-    start: plan.resumeFrom?.trainer.data.examplesSeen ?? 0,
-  });
   const t0 = performance.now();
   const progress: Progress = {
     lastSaved: plan.resumeFrom ? start : -1,
@@ -328,6 +355,9 @@ async function runSteps(running: Running): Promise<StepsDone> {
     ...(plan.lossChunk !== undefined ? { lossChunk: plan.lossChunk } : {}),
     onNonfinite: run.onNonfinite,
     attention: plan.attention,
+    gradAccum: run.gradAccum,
+    maxGradNorm: run.maxGradNorm,
+    ...(data.eval ? { evaluate: { batches: evalSet(plan), at: (step: number) => evalDue(run, step) } } : {}),
     onStep: stepHandler(running, progress, t0),
   });
   if (result.nonfinite)
@@ -335,10 +365,21 @@ async function runSteps(running: Running): Promise<StepsDone> {
   return { result, progress, t0 };
 }
 
+/** The eval records as batches of --batch rows (unpacked: the mean over their tokens does not depend on it). */
+function evalSet(plan: RunPlan): HostBatch[] {
+  return evalBatches(plan.data.eval!.records, plan.run.batch, plan.data.seq, plan.run.padId);
+}
+
+/** --eval-every n: every n steps and after the last; left out: after the last only; 0: never. */
+function evalDue(run: TrainConfig, step: number): boolean {
+  if (run.evalEvery === 0) return false;
+  return step === run.steps || (run.evalEvery !== null && step % run.evalEvery === 0);
+}
+
 /** After each step: a metrics.jsonl line, a step event, and every saveEvery steps a checkpoint. */
 function stepHandler({ plan, out, emit, signal }: Running, progress: Progress, t0: number) {
   const { run, start } = plan;
-  const tokensPerStep = run.batch * plan.data.seq;
+  const tokensPerStep = run.batch * run.gradAccum * plan.data.seq;
   const stopMode = run.onNonfinite === "stop";
   return async (info: StepInfo, ctl: { snapshot: () => Promise<TrainState<HostTensor>> }) => {
     const elapsed = (performance.now() - t0) / 1000;
@@ -360,6 +401,7 @@ function stepHandler({ plan, out, emit, signal }: Running, progress: Progress, t
       elapsed_seconds: +elapsed.toFixed(3),
       ...(info.nonfinite ? { skipped: true } : {}),
       skipped_steps: skippedSteps,
+      ...(info.eval ? { eval_loss: info.eval.loss, eval_perplexity: info.eval.perplexity } : {}),
     };
     await appendFile(out.metricsFile, `${JSON.stringify(record)}\n`).catch((e) => {
       throw fsError(e, out.metricsFile, "append to");
@@ -380,6 +422,7 @@ function stepHandler({ plan, out, emit, signal }: Running, progress: Progress, t
       log,
       skipped: info.nonfinite,
       skippedSteps,
+      ...(info.eval ? { eval: info.eval } : {}),
     });
     if (run.saveEvery > 0 && info.step % run.saveEvery === 0 && info.step !== run.steps && !signal?.aborted) {
       const dir = await out.save(await ctl.snapshot(), info.step, progress.lastLoss);
