@@ -171,6 +171,13 @@ function carryFixpoint(
   }
 }
 
+/** b * n for every element of the batched index array `idx` (b its example), in idx's dtype. */
+function rowOffsets(ctx: BatchCtx, idx: Value, n: number): Value {
+  const t = idx.type;
+  const b = ctx.e.op("iota", [], { dtype: t.dtype, shape: t.shape, dim: 0 });
+  return ctx.e.mul(b, ctx.e.like(idx, n));
+}
+
 const scanRule: BatchRule<"scan"> = (ctx, op, ins) => {
   const { body, numConsts: nc, numCarry: nk } = op.params;
   const e = ctx.e;
@@ -368,16 +375,34 @@ export const BATCH_RULES: { readonly [N in OpName]: BatchRule<N> } = {
   gather: (ctx, op, ins) => {
     // Batched indices into a shared table are a gather as they stand: [B, ...idx] -> [B, ...idx, ...rest].
     if (!ins[0]!.b) return [batched(ctx.e.op("gather", [ins[0]!.v, ins[1]!.v], {}))];
-    return loopRule(ctx, op, ins);
+    // A batched table [B, N, ...rest]: one gather from the [B*N, ...rest] table, example b's rows offset by b*N.
+    // Indices are clamped first (as the op clamps), so that none reaches into another example's rows.
+    const e = ctx.e;
+    const n = op.inputs[0]!.type.shape[0]!;
+    const rest = op.inputs[0]!.type.shape.slice(1);
+    const idx = toBatched(ctx, ins[1]!);
+    const clamped = e.min(e.max(idx, e.like(idx, 0)), e.like(idx, n - 1));
+    const flat = e.reshape(ins[0]!.v, [ctx.size * n, ...rest]);
+    return [batched(e.op("gather", [flat, e.add(clamped, rowOffsets(ctx, idx, n))], {}))];
   },
   scatter_add: (ctx, op, ins) => {
     const [x, idx, upd] = ins as [BVal, BVal, BVal];
+    const e = ctx.e;
     if (!idx.b && !upd.b) {
       // Only the operand is batched: the same scattered rows are added to every example.
-      const s = ctx.e.op("scatter_add", [ctx.e.zeros(op.inputs[0]!.type), idx.v, upd.v], {});
-      return [batched(ctx.e.add(x.v, toBatched(ctx, { v: s, b: false })))];
+      const s = e.op("scatter_add", [e.zeros(op.inputs[0]!.type), idx.v, upd.v], {});
+      return [batched(e.add(x.v, toBatched(ctx, { v: s, b: false })))];
     }
-    return loopRule(ctx, op, ins);
+    // One scatter into the [B*N, ...rest] operand, example b's rows offset by b*N. An out-of-range index is
+    // dropped by the op; it is sent to row B*N (out of range of the whole) so it cannot land in another example.
+    const n = op.inputs[0]!.type.shape[0]!;
+    const rest = op.inputs[0]!.type.shape.slice(1);
+    const i = toBatched(ctx, idx);
+    const valid = e.noParams("and", [e.compare("ge", i, e.like(i, 0)), e.compare("lt", i, e.like(i, n))]);
+    const flatIdx = e.select(valid, e.add(i, rowOffsets(ctx, i, n)), e.like(i, ctx.size * n));
+    const flat = e.reshape(toBatched(ctx, x), [ctx.size * n, ...rest]);
+    const r = e.op("scatter_add", [flat, flatIdx, toBatched(ctx, upd)], {});
+    return [batched(e.reshape(r, [ctx.size, n, ...rest]))];
   },
   take_along_axis: allBatched((p) => ({ axis: p.axis + 1 })),
   dynamic_slice: (ctx, op, ins) => {
