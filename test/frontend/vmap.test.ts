@@ -53,9 +53,9 @@ function close(got: number[][], want: number[][], tol = 1e-5): void {
   expect(got.length).toBe(want.length);
   got.forEach((g, j) => {
     expect(g.length).toBe(want[j]!.length);
-    g.forEach((v, k) =>
-      expect(Math.abs(v - want[j]![k]!)).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(want[j]![k]!))),
-    );
+    g.forEach((v, k) => {
+      expect(Math.abs(v - want[j]![k]!)).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(want[j]![k]!)));
+    });
   });
 }
 
