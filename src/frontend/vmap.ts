@@ -94,7 +94,7 @@ export function vmap<A extends unknown[], R>(fn: (...args: A) => R, opts: VmapOp
 
     // Resolve each axis against its leaf's rank and find the one batch size.
     let size: number | undefined = opts.axisSize;
-    let sizeFrom: string | undefined = opts.axisSize === undefined ? undefined : "axisSize";
+    let sizeFrom: string | undefined = opts.axisSize === undefined ? undefined : `axisSize is ${opts.axisSize}`;
     const resolved = axes.map((ax, i) => {
       if (ax === null) return null;
       const t = tensors[i]!;
