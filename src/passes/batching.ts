@@ -62,36 +62,6 @@ function allBatched<N extends OpName>(params: (p: OpParams[N], size: number) => 
 /** Element-wise (and other shape-preserving) ops: operands brought to one batched type, params unchanged. */
 const elementwise = <N extends OpName>(): BatchRule<N> => allBatched<N>((p) => p);
 
-/**
- * The rule of last resort, always right: a `scan` over the batch axis that runs the unbatched op once per example
- * (batched operands are the scanned xs, the others its consts). Used where an op has no cheaper batched form
- * (a gather from a batched table, a dynamic slice at per-example offsets).
- */
-export function loopRule<N extends OpName>(ctx: BatchCtx, op: Op<N>, ins: readonly BVal[]): BVal[] {
-  const b = new GraphBuilder();
-  const consts = ins.flatMap((x, i) => (x.b ? [] : [i]));
-  const xs = ins.flatMap((x, i) => (x.b ? [i] : []));
-  const inner = new Map<number, Value>();
-  for (const i of consts) inner.set(i, b.input(ins[i]!.v.type));
-  for (const i of xs) inner.set(i, b.input(op.inputs[i]!.type));
-  const outs = b.add(
-    op.name,
-    ins.map((_, i) => inner.get(i)!),
-    op.params as never,
-    op.loc,
-  );
-  const body = b.build(outs);
-  return ctx.e
-    .ops("scan", [...consts.map((i) => ins[i]!.v), ...xs.map((i) => ins[i]!.v)], {
-      body,
-      length: ctx.size,
-      numConsts: consts.length,
-      numCarry: 0,
-      reverse: false,
-    })
-    .map(batched);
-}
-
 /** Batches a nested graph into the emitter's graph, as a function of its inputs' batched values. */
 export function batchInto(ctx: BatchCtx, g: Graph, ins: readonly BVal[], forceOut?: readonly boolean[]): BVal[] {
   if (ins.length !== g.inputs.length)
@@ -169,6 +139,14 @@ function carryFixpoint(
     if (next.every((c, i) => c === carry[i])) return carry;
     carry = next;
   }
+}
+
+/** A per-example start index clamped into [0, max] as dynamic slices clamp it: s32 [B]. */
+function clampedStart(ctx: BatchCtx, s: BVal, max: number): Value {
+  const e = ctx.e;
+  // Clamped in its own dtype first, so that a huge u32 start clamps to max as the op does, not wraps in s32.
+  const v = toBatched(ctx, s);
+  return e.convert(e.min(e.max(v, e.like(v, 0)), e.like(v, max)), "s32");
 }
 
 /** b * n for every element of the batched index array `idx` (b its example), in idx's dtype. */
@@ -335,9 +313,21 @@ export const BATCH_RULES: { readonly [N in OpName]: BatchRule<N> } = {
   slice: allBatched((p, n) => ({ start: [0, ...p.start], limit: [n, ...p.limit], stride: [1, ...p.stride] })),
   concatenate: allBatched((p) => ({ axis: p.axis + 1 })),
   pad: (ctx, op, ins) => {
-    if (ins[1]!.b) return loopRule(ctx, op, ins);
     const p = op.params;
-    return [batched(ctx.e.pad(ins[0]!.v, ins[1]!.v, [0, ...p.low], [0, ...p.high], [0, ...p.interior]))];
+    const e = ctx.e;
+    const [low, high, interior] = [
+      [0, ...p.low],
+      [0, ...p.high],
+      [0, ...p.interior],
+    ];
+    const x = toBatched(ctx, ins[0]!);
+    if (!ins[1]!.b) return [batched(e.pad(x, ins[1]!.v, low, high, interior))];
+    // A padding value per example: pad with any value, then select each example's value where a padded mask is false.
+    const t = op.inputs[0]!.type;
+    const padded = e.pad(x, e.scalar(t.dtype, 0), low, high, interior);
+    const mask = e.pad(e.full(tensorType("bool", t.shape), 1), e.scalar("bool", 0), p.low, p.high, p.interior);
+    const fill = e.broadcast(ins[1]!.v, padded.type.shape, [0]);
+    return [batched(e.select(toBatched(ctx, { v: mask, b: false }), padded, fill))];
   },
 
   reduce_sum: allBatched((p) => ({ axes: shift(p.axes) })),
@@ -406,16 +396,57 @@ export const BATCH_RULES: { readonly [N in OpName]: BatchRule<N> } = {
   },
   take_along_axis: allBatched((p) => ({ axis: p.axis + 1 })),
   dynamic_slice: (ctx, op, ins) => {
-    if (ins.slice(1).some((x) => x.b)) return loopRule(ctx, op, ins);
-    const zero = ctx.e.scalar(ins[1]?.v.type.dtype ?? "s32", 0);
+    const e = ctx.e;
+    if (ins.slice(1).some((x) => x.b)) {
+      // Per-example offsets: take the window one dim at a time, each a take_along_axis at start + iota.
+      let cur = toBatched(ctx, ins[0]!);
+      const dims = op.inputs[0]!.type.shape;
+      op.params.sizes.forEach((size, d) => {
+        const start = clampedStart(ctx, ins[1 + d]!, dims[d]! - size);
+        const idx = e.add(
+          e.broadcast(start, [ctx.size, size], [0]),
+          e.op("iota", [], { dtype: "s32", shape: [ctx.size, size], dim: 1 }),
+        );
+        const shape = cur.type.shape.map((n, k) => (k === d + 1 ? size : n));
+        cur = e.op("take_along_axis", [cur, e.broadcast(idx, shape, [0, d + 1])], { axis: d + 1 });
+      });
+      return [batched(cur)];
+    }
+    const zero = e.scalar(ins[1]?.v.type.dtype ?? "s32", 0);
     const sizes = [ctx.size, ...op.params.sizes];
-    return [batched(ctx.e.op("dynamic_slice", [ins[0]!.v, zero, ...ins.slice(1).map((x) => x.v)], { sizes }))];
+    return [batched(e.op("dynamic_slice", [ins[0]!.v, zero, ...ins.slice(1).map((x) => x.v)], { sizes }))];
   },
   dynamic_update_slice: (ctx, op, ins) => {
-    if (ins.slice(2).some((x) => x.b)) return loopRule(ctx, op, ins);
-    const zero = ctx.e.scalar(ins[2]?.v.type.dtype ?? "s32", 0);
-    const [x, u] = [toBatched(ctx, ins[0]!), toBatched(ctx, ins[1]!)];
-    return [batched(ctx.e.op("dynamic_update_slice", [x, u, zero, ...ins.slice(2).map((s) => s.v)], {}))];
+    const e = ctx.e;
+    const x = toBatched(ctx, ins[0]!);
+    const u = toBatched(ctx, ins[1]!);
+    if (ins.slice(2).some((s) => s.b)) {
+      // Per-example offsets: the update spread over the operand's shape (each dim a take_along_axis at
+      // position - start, clamped) and a mask of the window, then a select.
+      const dims = op.inputs[0]!.type.shape;
+      const ushape = op.inputs[1]!.type.shape;
+      let spread = u;
+      let mask: Value | undefined;
+      dims.forEach((n, d) => {
+        const start = clampedStart(ctx, ins[2 + d]!, n - ushape[d]!);
+        const rel = e.sub(
+          e.op("iota", [], { dtype: "s32", shape: [ctx.size, n], dim: 1 }),
+          e.broadcast(start, [ctx.size, n], [0]),
+        );
+        const inside = e.noParams("and", [
+          e.compare("ge", rel, e.like(rel, 0)),
+          e.compare("lt", rel, e.like(rel, ushape[d]!)),
+        ]);
+        const at = e.min(e.max(rel, e.like(rel, 0)), e.like(rel, Math.max(ushape[d]! - 1, 0)));
+        const shape = spread.type.shape.map((m, k) => (k === d + 1 ? n : m));
+        spread = e.op("take_along_axis", [spread, e.broadcast(at, shape, [0, d + 1])], { axis: d + 1 });
+        const m = e.broadcast(inside, x.type.shape, [0, d + 1]);
+        mask = mask ? e.noParams("and", [mask, m]) : m;
+      });
+      return [batched(mask ? e.select(mask, spread, x) : spread)];
+    }
+    const zero = e.scalar(ins[2]?.v.type.dtype ?? "s32", 0);
+    return [batched(e.op("dynamic_update_slice", [x, u, zero, ...ins.slice(2).map((s) => s.v)], {}))];
   },
 
   scan: scanRule,
