@@ -259,6 +259,22 @@ describe("vmap", () => {
     checkGrad(g, [w, xs]);
   });
 
+  it("per-example gradients of an embedding table (a batched scatter into a shared table) equal a loop of grad", () => {
+    const table = rand(6, 3);
+    const ids = host("s32", [4, 2], [0, 5, 2, 2, 5, 1, 3, 0]);
+    const loss = (t: T, i: T) => tx.tanh(tx.nn.embedding(t, i)).sum();
+    const got = run((t: T, i: T) => vmap(grad(loss), { inAxes: [null, 0] })(t, i), [table, ids]);
+    close(got, loop(grad(loss), [table, ids], [null, 0], 4));
+  });
+
+  it("axisSize gives the batch size when nothing is mapped; it must agree with the mapped axes", () => {
+    const w = rand(3);
+    const [got] = run((w: T) => vmap((w: T) => w.mul(2), { inAxes: null, axisSize: 2 })(w), [w]);
+    close([got!], [[...w.data, ...w.data].map((v) => v * 2)]);
+    const e = caught(() => trace((x: T) => vmap((u: T) => u, { axisSize: 4 })(x), [spec("f32", [3])]));
+    expect(e.message).toContain("vmap: mapped axes differ in size: axisSize is 4, but argument u has size 3 on axis 0");
+  });
+
   it("customVjp inside vmap: forward runs fn, grad of the batched function uses bwd", () => {
     const xs = rand(3, 4);
     // bwd deliberately returns 3 * ct (not the true derivative 2x) so that using it is visible.
