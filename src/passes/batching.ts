@@ -117,26 +117,24 @@ export function batchGraph(
   return { graph: b.build(outs.map((o) => o.v)), outB: outs.map((o) => o.b) };
 }
 
-/** A graph's outputs' batched flags for given input flags (a dry run into a scratch builder). */
-function outFlags(g: Graph, inB: readonly boolean[], size: number): boolean[] {
-  return batchGraph(g, inB, size).outB;
-}
-
 /**
- * The carries of a loop are batched where their initial value is, or where the body makes them so (a batched
- * const or x mixed in): iterate to the fixed point, as JAX does.
+ * A loop body batched with its carries batched where their initial value is, or where the body makes them so (a
+ * batched const or x mixed in): iterated to the fixed point, as JAX does. Carry outputs are forced to the carry
+ * flags; the other outputs (a scan's ys) are batched as they come. The graph of the last round is the result.
  */
-function carryFixpoint(
+function loopBody(
   body: Graph,
   lead: readonly boolean[],
-  carry: boolean[],
+  init: readonly boolean[],
   tail: readonly boolean[],
   size: number,
-) {
+): { graph: Graph; carry: boolean[]; rest: boolean[] } {
+  let carry = [...init];
   for (;;) {
-    const out = outFlags(body, [...lead, ...carry, ...tail], size);
-    const next = carry.map((c, i) => c || out[i]!);
-    if (next.every((c, i) => c === carry[i])) return carry;
+    const force = body.outputs.map((_, i) => i < carry.length && carry[i]!);
+    const { graph, outB } = batchGraph(body, [...lead, ...carry, ...tail], size, force);
+    const next = carry.map((c, i) => c || outB[i]!);
+    if (next.every((c, i) => c === carry[i])) return { graph, carry, rest: outB.slice(carry.length) };
     carry = next;
   }
 }
@@ -161,15 +159,17 @@ const scanRule: BatchRule<"scan"> = (ctx, op, ins) => {
   const e = ctx.e;
   const constB = ins.slice(0, nc).map((x) => x.b);
   const xsB = ins.slice(nc + nk).map((x) => x.b);
-  const carryB = carryFixpoint(
+  const {
+    graph,
+    carry: carryB,
+    rest: ys0,
+  } = loopBody(
     body,
     constB,
     ins.slice(nc, nc + nk).map((x) => x.b),
     xsB,
     ctx.size,
   );
-  const ys0 = outFlags(body, [...constB, ...carryB, ...xsB], ctx.size).slice(nk);
-  const { graph } = batchGraph(body, [...constB, ...carryB, ...xsB], ctx.size, [...carryB, ...ys0]);
   const inputs = [
     ...ins.slice(0, nc).map((x) => x.v),
     ...ins.slice(nc, nc + nk).map((x, i) => (carryB[i] ? toBatched(ctx, x) : x.v)),
@@ -216,9 +216,12 @@ const condRule: BatchRule<"cond"> = (ctx, op, ins) => {
     });
   }
   const inB = operands.map((x) => x.b);
-  const flags = branches.map((g) => outFlags(g, inB, ctx.size));
-  const union = flags[0]!.map((_, j) => flags.some((f) => f[j]));
-  const graphs = branches.map((g) => batchGraph(g, inB, ctx.size, union).graph);
+  const first = branches.map((g) => batchGraph(g, inB, ctx.size));
+  const union = first[0]!.outB.map((_, j) => first.some((f) => f.outB[j]));
+  // A branch whose outputs are batched exactly where the union is keeps its graph; the others are redone, forced.
+  const graphs = branches.map((g, k) =>
+    first[k]!.outB.every((b, j) => b === union[j]) ? first[k]!.graph : batchGraph(g, inB, ctx.size, union).graph,
+  );
   const outs = e.ops("cond", [index.v, ...operands.map((x) => x.v)], { branches: Object.freeze(graphs) });
   return outs.map((v, j) => ({ v, b: union[j]! }));
 };
@@ -227,22 +230,23 @@ const whileRule: BatchRule<"while"> = (ctx, op, ins) => {
   const { cond, body, numConsts: nc } = op.params;
   const e = ctx.e;
   const constB = ins.slice(0, nc).map((x) => x.b);
-  let carryB = carryFixpoint(
+  const loop = loopBody(
     body,
     constB,
     ins.slice(nc).map((x) => x.b),
     [],
     ctx.size,
   );
-  const predB = outFlags(cond, [...constB, ...carryB], ctx.size)[0]!;
-  if (!predB) {
-    const c = batchGraph(cond, [...constB, ...carryB], ctx.size).graph;
-    const bd = batchGraph(body, [...constB, ...carryB], ctx.size, carryB).graph;
+  let carryB = loop.carry;
+  const c = batchGraph(cond, [...constB, ...carryB], ctx.size);
+  if (!c.outB[0]) {
     const inputs = [
       ...ins.slice(0, nc).map((x) => x.v),
       ...ins.slice(nc).map((x, i) => (carryB[i] ? toBatched(ctx, x) : x.v)),
     ];
-    return e.ops("while", inputs, { ...op.params, cond: c, body: bd }).map((v, i) => ({ v, b: carryB[i]! }));
+    return e
+      .ops("while", inputs, { ...op.params, cond: c.graph, body: loop.graph })
+      .map((v, i) => ({ v, b: carryB[i]! }));
   }
   // A per-example predicate: loop while any example's holds; an example whose predicate is false keeps its carry.
   carryB = carryB.map(() => true);
