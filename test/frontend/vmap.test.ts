@@ -1,4 +1,7 @@
 // tx.vmap against a loop over examples: inAxes/outAxes, trees, control flow, grad of vmap, vmap of grad, jit, misuse.
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { array, grad, jit, random, spec, trace, tx, TraceError, vmap } from "./api.ts";
 import { interpret, type HostArray } from "../../src/ir/interpret.ts";
@@ -310,6 +313,19 @@ describe("vmap", () => {
     );
     close([Array.from(interpret(graph, [w1, w2, xs])[0]!.data)], [Array.from(await out.toArray())], 1e-5);
   });
+});
+
+it("examples/vmap.ts prints what the README shows", async () => {
+  const root = fileURLToPath(new URL("../../", import.meta.url));
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ["--import", "tsx", "examples/vmap.ts"], { cwd: root }, (err, out) =>
+      err ? reject(err) : resolve(out),
+    );
+  });
+  const readme = readFileSync(`${root}README.md`, "utf8");
+  const block = /\$ npx tsx examples\/vmap\.ts\n([^`]*)```/.exec(readme);
+  expect(block).not.toBeNull();
+  expect(stdout).toBe(block![1]);
 });
 
 describe("vmap misuse: a TraceError at the user's line naming the argument and axis", () => {
