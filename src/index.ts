@@ -15,6 +15,7 @@
 //   jit(fn, { donate })           compiles through XLA; call with DeviceArrays -> Promise of the output tree;
 //                                 jit(fn).lower(...specs) -> { graph, stablehlo } without running
 //   valueAndGrad(fn, { wrt, hasAux }), grad(...)   traceable (inside jit), nestable; outside a trace they jit
+//   vmap(fn, { inAxes, outAxes })                  jax.vmap: batching rules for every op; composes with grad and jit
 //   scan(f, init, xs, { length, reverse })         one IR scan op; closed-over tensors become loop constants
 //   cond(pred, trueFn, falseFn, ...ops), switchCase(i, branches, ...ops) (= tx.switch), whileLoop(condFn, bodyFn,
 //   init), foriLoop(lo, hi, body, init), stopGradient(x), customVjp(fn, { fwd, bwd })   as JAX's lax / custom_vjp

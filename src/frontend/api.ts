@@ -5,6 +5,7 @@ export { TraceError } from "./errors.ts";
 export { setLocationCapture } from "./loc.ts";
 export { spec, TensorSpec, trace, evalShape, entry, type Entry, type Traced } from "./trace.ts";
 export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
+export { vmap, type VmapOpts, type AxisSpec } from "./vmap.ts";
 export { scan, optimizationBarrier, type ScanOpts } from "./control.ts";
 export {
   cond,
