@@ -29,6 +29,8 @@ export interface SamplerInputs<T = Tensor> {
   topK: T;
   topP: T;
   key: T;
+  /** Which batch of a run this is (s32): folded into the key, so that batches draw independent noise. */
+  stream: T;
 }
 
 /**
@@ -172,7 +174,7 @@ export function prefillProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DT
     const out = decoderLayers(cfg, w, h0, cache, rope, { positions, slot: 0, mask, local: true });
     const last = out.h.slice([0, B], [P - 1, P]).reshape([B, out.h.shape[2]!]);
     const logits = headLogits(w, last, cfg.rmsNormEps);
-    const next = sampleNext(logits, samp, mode, tx.random.foldIn(samp.key, 0));
+    const next = sampleNext(logits, samp, mode, tx.random.foldIn(tx.random.foldIn(samp.key, samp.stream), 0));
     return { cache: out.cache, logits, next };
   };
 }
@@ -200,9 +202,22 @@ export function stepProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DType
     const out = decoderLayers(cfg, w, h0, cache, rope, { positions, slot, mask, local: false });
     const logits = headLogits(w, out.h.reshape([B, out.h.shape[2]!]), cfg.rmsNormEps);
     // The n-th new token draws with key fold_in(seed key, n), whatever the prompt bucket.
-    const next = sampleNext(logits, samp, mode, tx.random.foldIn(samp.key, slot.sub(promptLen - 1)));
+    const next = sampleNext(
+      logits,
+      samp,
+      mode,
+      tx.random.foldIn(tx.random.foldIn(samp.key, samp.stream), slot.sub(promptLen - 1)),
+    );
     return { cache: out.cache, logits, next };
   };
+}
+
+/**
+ * Rows the programs compute: at least 2. XLA's CPU backend emits a product with one row (a matrix-vector product) as
+ * a plain loop fusion, 3x slower than the GEMM it calls for two rows, which read the weights once all the same.
+ */
+function deviceRows(batch: number): number {
+  return Math.max(batch, 2);
 }
 
 export interface DecoderShape {
@@ -243,6 +258,8 @@ export interface GenerateOptions {
   eosIds: readonly number[];
   /** Called after every step with the new token of each row still running (undefined for finished rows). */
   onTokens?: (tokens: (number | undefined)[]) => void;
+  /** The batch's index in a run (default 0): sampled batches with different indices draw independently. */
+  stream?: number;
   /** Called with each step's logits [B, V] (tests compare them with a full forward pass). */
   onLogits?: (logits: Float32Array, step: number) => void;
 }
@@ -264,7 +281,7 @@ export class LlamaDecoder {
   private cache: KvCache<DeviceArray>;
   private readonly prefillFn;
   private readonly stepFn;
-  private readonly sampler: SamplerInputs<DeviceArray>;
+  private readonly sampler: Omit<SamplerInputs<DeviceArray>, "stream">;
   private readonly mode: SamplingMode;
 
   constructor(
@@ -273,7 +290,8 @@ export class LlamaDecoder {
     readonly shape: DecoderShape,
     readonly sampling: SamplingOptions = GREEDY,
   ) {
-    const { batch: B, promptLen: P, maxLen: T } = shape;
+    const { promptLen: P, maxLen: T } = shape;
+    const B = deviceRows(shape.batch);
     if (!(P >= 1 && T > P))
       throw new TesseraError(`decoder shape: need 1 <= promptLen < maxLen, got ${P} and ${T}`, {
         code: "ERR_CONFIG",
@@ -307,6 +325,19 @@ export class LlamaDecoder {
     return this.prefillFn.cacheSize + this.stepFn.cacheSize;
   }
 
+  /** Compiles both programs now (otherwise the first call does), so that generate's timings are the run alone. */
+  async compile(): Promise<void> {
+    const B = deviceRows(this.shape.batch);
+    const P = this.shape.promptLen;
+    const s32 = (shape: number[]) => tx.spec("s32", shape);
+    const rope = { invFreq: tx.spec("f32", [this.cfg.headDim / 2]), scale: tx.spec("f32", []) };
+    const samp = { ...this.sampler, stream: s32([]) };
+    const prefill = this.prefillFn.compile as unknown as (...a: unknown[]) => Promise<unknown>;
+    const step = this.stepFn.compile as unknown as (...a: unknown[]) => Promise<unknown>;
+    await prefill(this.weights, this.cache, s32([B, P]), s32([B]), rope, samp);
+    await step(this.weights, this.cache, s32([B]), s32([]), s32([B]), rope, samp);
+  }
+
   /** RoPE frequencies for a forward pass whose longest row reaches `seqLen` tokens (dynamic NTK depends on it). */
   private rope(seqLen: number): RopeInputs<DeviceArray> {
     const p = ropeParameters(this.cfg, seqLen);
@@ -321,9 +352,10 @@ export class LlamaDecoder {
     prompts: readonly (readonly number[])[],
     opts: GenerateOptions,
   ): Promise<{ rows: GeneratedRow[]; stats: GenerateStats }> {
-    const { batch: B, promptLen: P, maxLen: T } = this.shape;
-    if (prompts.length === 0 || prompts.length > B)
-      throw new Error(`LlamaDecoder.generate: 1 to ${B} prompts per call, got ${prompts.length}`);
+    const { promptLen: P, maxLen: T } = this.shape;
+    if (prompts.length === 0 || prompts.length > this.shape.batch)
+      throw new Error(`LlamaDecoder.generate: 1 to ${this.shape.batch} prompts per call, got ${prompts.length}`);
+    const B = deviceRows(this.shape.batch);
     const tokens = new Int32Array(B * P);
     const pad = new Int32Array(B);
     for (let b = 0; b < B; b++) {
@@ -341,6 +373,7 @@ export class LlamaDecoder {
     const maxNew = Math.min(opts.maxNewTokens, T - P + 1);
     const longest = Math.max(...prompts.map((p) => p.length));
     const padDev = array(pad, { shape: [B] });
+    const sampler = { ...this.sampler, stream: array(new Int32Array([opts.stream ?? 0]), { shape: [] }) };
 
     const t0 = performance.now();
     let out = await this.prefillFn(
@@ -349,7 +382,7 @@ export class LlamaDecoder {
       array(tokens, { shape: [B, P] }),
       padDev,
       this.rope(longest),
-      this.sampler,
+      sampler,
     );
     this.cache = out.cache;
     let steps = 0;
@@ -385,7 +418,7 @@ export class LlamaDecoder {
         array(new Int32Array([slot]), { shape: [] }),
         padDev,
         this.rope(longest + steps + 1),
-        this.sampler,
+        sampler,
       );
       this.cache = out.cache;
       steps++;
