@@ -313,9 +313,9 @@ export class LlamaDecoder {
     this.prefillFn = jit(prefillProgram(cfg, this.mode, this.compute), { donate: 1 });
     this.stepFn = jit(stepProgram(cfg, this.mode, this.compute, P), { donate: 1 });
     this.sampler = {
-      temperature: array(new Float32Array([sampling.temperature || 1])),
-      topK: array(new Int32Array([Math.min(sampling.topK, cfg.vocabSize)])),
-      topP: array(new Float32Array([sampling.topP])),
+      temperature: array(new Float32Array([sampling.temperature || 1]), { shape: [] }),
+      topK: array(new Int32Array([Math.min(sampling.topK, cfg.vocabSize)]), { shape: [] }),
+      topP: array(new Float32Array([sampling.topP]), { shape: [] }),
       key: tx.random.keyArray(sampling.seed),
     };
   }
@@ -341,7 +341,7 @@ export class LlamaDecoder {
   /** RoPE frequencies for a forward pass whose longest row reaches `seqLen` tokens (dynamic NTK depends on it). */
   private rope(seqLen: number): RopeInputs<DeviceArray> {
     const p = ropeParameters(this.cfg, seqLen);
-    return { invFreq: array(p.invFreq), scale: array(new Float32Array([p.attentionScaling])) };
+    return { invFreq: array(p.invFreq), scale: array(new Float32Array([p.attentionScaling]), { shape: [] }) };
   }
 
   /**
