@@ -37,7 +37,9 @@ function run(
 ): Float32Array[] {
   const V = rows[0]!.length;
   const flat = new Float32Array(rows.length * V);
-  rows.forEach((r, i) => flat.set(r, i * V));
+  rows.forEach((r, i) => {
+    flat.set(r, i * V);
+  });
   const xs = xDtype === "s32" ? fromFloat32(new Float32Array([x]), [], "I32") : fromFloat32(new Float32Array([x]), []);
   const out = interpretOnHost(f, [fromFloat32(flat, [rows.length, V]) as HostArg, xs as HostArg]);
   const v = toFloat32(out as HostTensor);
@@ -55,14 +57,14 @@ describe("sampling warpers", () => {
 
   it.each([1, 2, 5, 17, 63, 64])("top-k %i keeps exactly what HF's TopKLogitsWarper keeps", (k) => {
     const got = run((s, kk) => topKFilter(s, kk), rows, k, "s32");
-    rows.forEach((r, i) => expect(Array.from(got[i]!)).toEqual(Array.from(refTopK(r, k))));
+    for (const [i, r] of rows.entries()) expect(Array.from(got[i]!)).toEqual(Array.from(refTopK(r, k)));
   });
 
   it.each([0.05, 0.3, 0.5, 0.9, 0.99, 1])("top-p %f keeps what HF's TopPLogitsWarper keeps", (p) => {
     // Distinct values here: with ties at the cut HF keeps part of a tie by sort order, a sort-free filter all of it.
     const distinct = rows.map((r) => r.map((x, j) => x + j * 1e-3));
     const got = run((s, pp) => topPFilter(s, pp), distinct, p, "f32");
-    distinct.forEach((r, i) => expect(Array.from(got[i]!)).toEqual(Array.from(refTopP(r, p))));
+    for (const [i, r] of distinct.entries()) expect(Array.from(got[i]!)).toEqual(Array.from(refTopP(r, p)));
   });
 
   it("top-k then top-p (HF's order) is exact past the -inf entries top-k leaves", () => {
