@@ -323,6 +323,73 @@ export const COMMANDS: readonly Command[] = [
     run: async (args) => (await import("./plot.ts")).plotCommand(args),
   },
   {
+    name: "generate",
+    summary:
+      "Generate text with a model (and a LoRA adapter): a prompt, a chat turn, or a JSONL file of them, batched.",
+    positionals: [],
+    options: [
+      {
+        name: "model",
+        value: "<model>",
+        required: true,
+        description:
+          "a model name (smollm2-135m-instruct, fetched on first use), a .gguf file, or a Hugging Face checkpoint folder",
+      },
+      { name: "adapter", value: "<dir>", description: "a PEFT LoRA adapter folder, merged into the weights on load" },
+      {
+        name: "prompt",
+        value: "<text>",
+        description: "a plain text prompt (tokenized as the model adds special tokens)",
+      },
+      {
+        name: "chat",
+        value: "<text>",
+        description: "a user message, rendered with the model's chat template and its generation prompt",
+      },
+      { name: "system", value: "<text>", description: "with --chat: a system message before it" },
+      {
+        name: "file",
+        value: "<file.jsonl>",
+        description: 'one {"prompt": "..."} or {"messages": [{"role","content"}...]} per line; answers in input order',
+      },
+      { name: "max-new-tokens", value: "<n>", description: "new tokens per prompt at most (default 256)" },
+      {
+        name: "temperature",
+        value: "<t>",
+        description:
+          "0 is greedy; above 0 samples from softmax(logits / t) (default: the model's generation_config.json, else 0)",
+      },
+      { name: "top-k", value: "<k>", description: "sample among the k most likely tokens only (default 0: off)" },
+      {
+        name: "top-p",
+        value: "<p>",
+        description: "sample among the most likely tokens whose probability reaches p (default 1: off)",
+      },
+      { name: "seed", value: "<n>", description: "sampling seed (default 0): the same seed gives the same text" },
+      { name: "batch-size", value: "<n>", description: "prompts decoded together with --file (default 8)" },
+      {
+        name: "precision",
+        value: "<dtype>",
+        choices: ["f32", "bf16"],
+        description: "weights, activations and KV cache in f32 (a GGUF is dequantized to f32) or bf16 (default f32)",
+      },
+      {
+        name: "json",
+        description:
+          'print one JSON line per prompt, {"prompt_ids", "output_ids", "text"} (special tokens kept), and nothing else',
+      },
+    ],
+    details: [
+      "Stops at the model's EOS tokens (kept in output_ids) or after --max-new-tokens. One prompt streams its text as it",
+      "is generated; statistics go to stderr. Two programs are compiled per run (prefill and one decode step).",
+      "Examples:",
+      '  tessera generate --model smollm2-135m-instruct --chat "What is the capital of France?"',
+      '  tessera generate --model smollm2-135m-instruct --adapter tessera-out/adapter --chat "..." --temperature 0.7 --top-p 0.9',
+      "  tessera generate --model ./Llama-2-7b-hf --file prompts.jsonl --json --max-new-tokens 64",
+    ].join("\n"),
+    run: async (args) => (await import("./generate.ts")).generateCommand(args),
+  },
+  {
     name: "export",
     summary:
       "Write a Llama as a Hugging Face checkpoint (safetensors, config, tokenizer), optionally with a LoRA adapter merged in.",

@@ -1,4 +1,4 @@
-// Counter-based RNG: Threefry-2x32 from u32 IR ops, JAX-style keys (u32[2]), split/foldIn, uniform/normal/bernoulli/dropout.
+// Counter-based RNG: Threefry-2x32 from u32 IR ops, JAX-style keys (u32[2]), split/foldIn, uniform/normal/bernoulli/dropout/gumbel/categorical.
 import { isFloat, numel, type DType } from "../ir/types.ts";
 import { Tensor, type TensorLike } from "./core.ts";
 import { TraceError } from "./errors.ts";
@@ -25,6 +25,7 @@ import {
 } from "./ops/elementwise.ts";
 import { constant, iota } from "./ops/creation.ts";
 import { reshape, slice, stack } from "./ops/shape.ts";
+import { argmax } from "./ops/reduce.ts";
 import { atUserLoc } from "./loc.ts";
 import { array, type DeviceArray } from "./array.ts";
 
@@ -208,5 +209,29 @@ export function dropout(x: Tensor, rate: number, key: Tensor): Tensor {
     if (rate === 1) return full(x.shape, 0, x.dtype);
     const keep = bernoulli(key, 1 - rate, x.shape);
     return where(keep, div(x, 1 - rate), 0);
+  });
+}
+
+/** Standard Gumbel samples, -log(-log(u)) with u uniform in [tiny, 1) as JAX draws them (finite everywhere). */
+export function gumbel(key: Tensor, shape: readonly number[], opts: { dtype?: DType } = {}): Tensor {
+  return atUserLoc(() => {
+    const dtype = opts.dtype ?? "f32";
+    if (!isFloat(dtype)) throw new TraceError("random.gumbel", `dtype must be a float, got ${dtype}`);
+    const u = uniform(key, shape, { minval: 1.1754943508222875e-38, maxval: 1 });
+    return astype(neg(log(neg(log(u)))), dtype);
+  });
+}
+
+/**
+ * Indices (s32) drawn from the categorical distribution softmax(logits) along `axis` (default last), one per slice:
+ * the Gumbel-max trick, argmax(logits + gumbel), as jax.random.categorical. Logits of -inf are never drawn.
+ */
+export function categorical(key: Tensor, logits: Tensor, axis = -1): Tensor {
+  return atUserLoc(() => {
+    checkKey("random.categorical", key);
+    if (!isFloat(logits.dtype))
+      throw new TraceError("random.categorical", `logits must be floats, got ${logits.dtype}`, [logits.type]);
+    const noisy = add(astype(logits, "f32"), gumbel(key, logits.shape));
+    return argmax(noisy, axis);
   });
 }

@@ -94,6 +94,39 @@ describe("keys and draws", () => {
     expect(Math.abs(drop!.reduce((p, q) => p + q) / n - 1)).toBeLessThan(0.06);
   });
 
+  it("categorical draws each class with probability softmax(logits), never a -inf one, and is seeded", () => {
+    const n = 8192;
+    const logits = [Math.log(0.5), Math.log(0.3), -Infinity, Math.log(0.2)];
+    const [draws, again, other] = run(() => {
+      const l = tx.broadcastTo(constant(new Float32Array(logits)), [n, 4]);
+      return [
+        random.categorical(random.key(11), l),
+        random.categorical(random.key(11), l),
+        random.categorical(random.key(12), l),
+      ];
+    }, []);
+    const counts = [0, 0, 0, 0];
+    for (const d of draws!) counts[d]!++;
+    expect(counts[2]).toBe(0);
+    // Chi-squared with 2 degrees of freedom: 13.8 is the 0.1% tail.
+    const want = [0.5, 0.3, 0, 0.2];
+    const chi = [0, 1, 3].reduce((p, k) => p + (counts[k]! - n * want[k]!) ** 2 / (n * want[k]!), 0);
+    expect(chi).toBeLessThan(13.8);
+    expect(again).toEqual(draws);
+    expect(other).not.toEqual(draws);
+    // Along another axis: one draw per column.
+    const [cols] = run(() => random.categorical(random.key(1), tx.zeros([5, 3]), 0), []);
+    expect(cols).toHaveLength(3);
+    expect(cols!.every((c) => c >= 0 && c < 5)).toBe(true);
+  });
+
+  it("gumbel samples have the standard Gumbel mean (Euler's 0.5772) and are finite", () => {
+    const n = 8192;
+    const [g] = run(() => random.gumbel(random.key(2), [n]), []);
+    expect(g!.every(Number.isFinite)).toBe(true);
+    expect(Math.abs(g!.reduce((p, q) => p + q) / n - 0.5772)).toBeLessThan(0.05);
+  });
+
   it("rejects things that are not keys", () => {
     expect(() => run(() => random.uniform(tx.zeros([2]), [3]), [])).toThrow(
       /random.bits: expects a key: a u32\[2\] tensor/,
