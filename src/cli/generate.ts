@@ -5,6 +5,8 @@ import { jit, type DeviceArray } from "tessera";
 import { UsageError, type ParsedArgs } from "./args.ts";
 import { EXIT, TesseraError } from "../errors.ts";
 import { DataError } from "../data/records.ts";
+import { DEFAULT_RAG_TEMPLATE, PLAIN_RAG_ANSWER_CUE, renderRag } from "../data/text_records.ts";
+import { readRagTemplate } from "../train/plan.ts";
 import { resolveModel, type ModelSource } from "../formats/model_fetch.ts";
 import { loadAdapter } from "../formats/peft.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
@@ -124,8 +126,31 @@ export function chatIds(tokenizer: Tokenizer, messages: readonly ChatMessage[]):
   });
 }
 
-/** `--file`: one {"prompt": string} or {"messages": [{role, content}...]} per line; blank lines are skipped. */
-export async function readPromptFile(file: string, tokenizer: Tokenizer): Promise<PromptItem[]> {
+/**
+ * The prompt of a RAG record {"question", "contexts"} exactly as `tessera train` renders it before the answer: the
+ * RAG template as one user turn of the chat template (with the generation prompt), or without a chat template the
+ * template's text and the plain answer cue. So a model trained on RAG records is asked the way it was taught.
+ */
+export function ragIds(
+  tokenizer: Tokenizer,
+  template: string,
+  question: string,
+  contexts: readonly string[],
+): number[] {
+  const user = renderRag(template, contexts, question);
+  if (tokenizer.chatTemplate !== undefined) return chatIds(tokenizer, [{ role: "user", content: user }]);
+  return tokenizer.encode(user + PLAIN_RAG_ANSWER_CUE);
+}
+
+/**
+ * `--file`: one {"prompt": string}, {"messages": [{role, content}...]} or RAG {"question", "contexts"} per line
+ * (an "answer" field, as in training data, is ignored); blank lines are skipped.
+ */
+export async function readPromptFile(
+  file: string,
+  tokenizer: Tokenizer,
+  ragTemplate: string = DEFAULT_RAG_TEMPLATE,
+): Promise<PromptItem[]> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -144,7 +169,11 @@ export async function readPromptFile(file: string, tokenizer: Tokenizer): Promis
       throw new DataError(`not valid JSON: ${(e as Error).message}`, file, line);
     }
     if (typeof rec !== "object" || rec === null || Array.isArray(rec))
-      throw new DataError('expected an object with "prompt" (a string) or "messages" (an array)', file, line);
+      throw new DataError(
+        'expected an object with "prompt" (a string), "messages" (an array) or "question" and "contexts" (RAG)',
+        file,
+        line,
+      );
     const r = rec as Record<string, unknown>;
     if ("prompt" in r) {
       if (typeof r.prompt !== "string") throw new DataError('field "prompt": expected a string', file, line);
@@ -162,7 +191,13 @@ export async function readPromptFile(file: string, tokenizer: Tokenizer): Promis
           throw new DataError(`field "messages[${k}]": expected {"role": string, "content": string}`, file, line);
       });
       items.push({ ids: chatIds(tokenizer, r.messages as ChatMessage[]), where: `${file}:${line}` });
-    } else throw new DataError('expected a "prompt" or a "messages" field', file, line);
+    } else if ("question" in r) {
+      if (typeof r.question !== "string") throw new DataError('field "question": expected a string', file, line);
+      const contexts = typeof r.contexts === "string" ? [r.contexts] : r.contexts;
+      if (!Array.isArray(contexts) || !contexts.every((c) => typeof c === "string"))
+        throw new DataError('field "contexts": expected an array of strings', file, line);
+      items.push({ ids: ragIds(tokenizer, ragTemplate, r.question, contexts), where: `${file}:${line}` });
+    } else throw new DataError('expected a "prompt", "messages" or "question" (with "contexts") field', file, line);
   }
   if (items.length === 0) throw new DataError("no prompts (the file is empty)", file);
   return items;
@@ -292,6 +327,7 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
   const given = ["prompt", "chat", "file"].filter((k) => o.has(k));
   if (given.length !== 1) throw new UsageError("give exactly one of --prompt, --chat and --file", "generate");
   if (o.has("system") && !o.has("chat")) throw new UsageError("--system goes with --chat", "generate");
+  if (o.has("rag-template") && !o.has("file")) throw new UsageError("--rag-template goes with --file", "generate");
   const maxNewTokens =
     numberOption(args, "max-new-tokens", (v) => Number.isInteger(v) && v >= 1, "an integer >= 1") ?? 256;
   const batch = numberOption(args, "batch-size", (v) => Number.isInteger(v) && v >= 1, "an integer >= 1") ?? 8;
@@ -307,8 +343,10 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
   const sampling = samplingFromArgs(args, g.defaults);
 
   let prompts: PromptItem[];
-  if (o.has("file")) prompts = await readPromptFile(o.get("file")!, g.tokenizer);
-  else if (o.has("chat")) {
+  if (o.has("file")) {
+    const template = await readRagTemplate(o.get("rag-template") ?? null);
+    prompts = await readPromptFile(o.get("file")!, g.tokenizer, template);
+  } else if (o.has("chat")) {
     const messages: ChatMessage[] = [];
     if (o.has("system")) messages.push({ role: "system", content: o.get("system")! });
     messages.push({ role: "user", content: o.get("chat")! });

@@ -350,7 +350,13 @@ export const COMMANDS: readonly Command[] = [
       {
         name: "file",
         value: "<file.jsonl>",
-        description: 'one {"prompt": "..."} or {"messages": [{"role","content"}...]} per line; answers in input order',
+        description:
+          'one {"prompt": "..."}, {"messages": [{"role","content"}...]} or RAG {"question", "contexts"} per line; answers in input order',
+      },
+      {
+        name: "rag-template",
+        value: "<file>",
+        description: "with --file: the RAG prompt template for {question, contexts} records, as tessera train's",
       },
       { name: "max-new-tokens", value: "<n>", description: "new tokens per prompt at most (default 256)" },
       {

@@ -438,7 +438,7 @@ export async function dataFileContext(run: TrainConfig, model: ResolvedModel): P
   return {
     vocabSize: model.llama.vocabSize,
     tokenizer: await modelTokenizer(model),
-    ragTemplate: await ragTemplate(run.ragTemplate),
+    ragTemplate: await readRagTemplate(run.ragTemplate),
     cacheDir: join(run.out, DATA_CACHE_DIR),
   };
 }
@@ -459,7 +459,7 @@ async function modelTokenizer(model: ResolvedModel): Promise<Tokenizer | { missi
 }
 
 /** --rag-template's text (it must hold {question} and {contexts}), or the default. */
-async function ragTemplate(file: string | null): Promise<string> {
+export async function readRagTemplate(file: string | null): Promise<string> {
   if (file === null) return DEFAULT_RAG_TEMPLATE;
   let text: string;
   try {
