@@ -36,7 +36,17 @@ export * as nn from "./nn.ts";
 export * as tree from "./tree_ns.ts";
 export * as optim from "./optim.ts";
 export { dropout } from "./random.ts";
-export { jit, type JitOpts, type Jitted, type Lowered, type Concrete, type Abstract } from "./jit.ts";
+export {
+  jit,
+  disableJit,
+  isJitDisabled,
+  type JitOpts,
+  type Jitted,
+  type Lowered,
+  type Concrete,
+  type ConcreteArg,
+  type Abstract,
+} from "./jit.ts";
 export { array, DeviceArray, type ArrayOpts, type ReadArray } from "./array.ts";
 export { mesh, P, DeviceMesh, PartitionSpec, type DimSpec } from "./mesh.ts";
 export { shard } from "./shard.ts";
