@@ -93,25 +93,15 @@ function launch(
   return prog.ready.runNow(now);
 }
 
-// Scalars recur (`x.mul(2)` in a loop): their device copies are kept, a few hundred at most.
-const scalars = new Map<string, DeviceArray>();
-
-/** A constant needs no program: its values go up from the host. */
+/**
+ * A constant needs no program: its values go up from the host. (Not shared between calls: `zerosLike(p)` twice
+ * must give two arrays, since donating one to a jit must not invalidate the other.)
+ */
 function constantArray(params: OpParams["constant"]): DeviceArray {
   const { dtype, shape, value } = params;
   const n = numel(shape);
-  const scalarKey = n === 1 && value.length === 1 ? `${dtype}|${shape.join(",")}|${value[0]}` : undefined;
-  if (scalarKey !== undefined) {
-    const have = scalars.get(scalarKey);
-    if (have && !have.disposed) return have;
-  }
   const values = value.length === n ? value : Array.from({ length: n }, () => value[0] ?? 0);
-  const a = array(values, { dtype, shape });
-  if (scalarKey !== undefined) {
-    if (scalars.size >= 256) scalars.clear();
-    scalars.set(scalarKey, a);
-  }
-  return a;
+  return array(values, { dtype, shape });
 }
 
 function eagerBind<N extends OpName>(name: N, inputs: readonly Tensor[], params: OpParams[N]): Tensor[] {
