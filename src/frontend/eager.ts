@@ -6,8 +6,11 @@ import { GraphBuilder } from "../ir/graph.ts";
 import type { OpName, OpParams } from "../ir/ops.ts";
 import { formatType, numel, type TensorType } from "../ir/types.ts";
 import { array, defaultClient, DeviceArray } from "./array.ts";
-import { setEagerBind, type Tensor } from "./core.ts";
+import { currentTrace, setEagerBind, type Tensor } from "./core.ts";
+import { emitProgram, lowerProgram } from "./lowering.ts";
 import { opLoc } from "./loc.ts";
+import { spec, trace } from "./trace.ts";
+import { flatten, unflatten, type Tree } from "./tree.ts";
 
 interface OpProgram {
   readonly outTypes: readonly TensorType[];
@@ -121,3 +124,47 @@ function eagerBind<N extends OpName>(name: N, inputs: readonly Tensor[], params:
 }
 
 setEagerBind(eagerBind);
+
+/**
+ * Calls a transform that needs a trace (cond, whileLoop, scan...) on device arrays outside any trace, as JAX runs
+ * lax.cond eagerly: the call is traced with the arrays as inputs (everything else in `args` is passed as is),
+ * compiled once per program text (the shared compilation cache), and run; the result's leaves are device arrays.
+ */
+export function callTraced<R>(op: string, fn: (...args: never[]) => R, args: readonly unknown[]): R {
+  const { leaves, def } = flatten<unknown>(args as Tree<unknown>, (x) => x instanceof DeviceArray);
+  const arrays = leaves.filter((l): l is DeviceArray => l instanceof DeviceArray);
+  const wrapper = (...ins: Tensor[]): R => {
+    let k = 0;
+    const full = leaves.map((l) => (l instanceof DeviceArray ? ins[k++] : l));
+    return (fn as (...a: unknown[]) => R)(...(unflatten(def, full) as unknown[]));
+  };
+  const t = trace(
+    wrapper,
+    arrays.map((a) => spec(a.dtype, a.shape)),
+    arrays.map((_, i) => `arg${i}`),
+  );
+  const program = lowerProgram(t);
+  const text = emitProgram(program, `eager_${op}`);
+  const outs = defaultClient()
+    .then((c) => compileShared(c, text))
+    .then(async (exe) => exe.run(await Promise.all(arrays.map((a) => a.buffer(`eager ${op}`)))));
+  outs.catch(() => {});
+  const g = program.graph;
+  const results = g.outputs.map(
+    (v, k) =>
+      new DeviceArray(
+        v.type.dtype,
+        v.type.shape,
+        outs.then((o) => o[k]!),
+      ),
+  );
+  return unflatten(program.outTree, results) as R;
+}
+
+/** `fn` made callable outside a trace on device arrays (callTraced); inside a trace it is `fn` itself. */
+export function eagerable<F extends (...args: never[]) => unknown>(op: string, fn: F): F {
+  const wrapped = (...args: unknown[]) =>
+    currentTrace() ? (fn as unknown as (...a: unknown[]) => unknown)(...args) : callTraced(op, fn, args);
+  Object.defineProperty(wrapped, "name", { value: fn.name });
+  return wrapped as unknown as F;
+}

@@ -253,3 +253,33 @@ describe("static arguments", () => {
     expect(f.cacheSize).toBe(1);
   });
 });
+
+describe("eager control flow", () => {
+  it("cond, whileLoop, foriLoop, scan and customVjp run on device arrays outside a trace", async () => {
+    const x = array([1, 2, 3]);
+    const c = tx.cond(
+      x.sum().gt(5),
+      (v: T) => v.mul(10),
+      (v: T) => v.neg(),
+      x,
+    );
+    expect(c).toBeInstanceOf(DeviceArray);
+    expect(await vals(c)).toEqual([10, 20, 30]);
+    const [i, acc] = tx.whileLoop(
+      ([k]: [T, T]) => k.lt(4),
+      ([k, a]: [T, T]) => [k.add(1), a.mul(2)] as [T, T],
+      [array(0, { dtype: "s32" }), x] as [T, T],
+    );
+    expect(await vals(i)).toEqual([4]);
+    expect(await vals(acc)).toEqual([16, 32, 48]);
+    expect(await vals(tx.foriLoop(0, 3, (_k: T, a: T) => a.add(1), x))).toEqual([4, 5, 6]);
+    const [carry, ys] = tx.scan((cy: T, v: T) => [cy.add(v), cy.mul(v)], array(0), x);
+    expect(await vals(carry)).toEqual([6]);
+    expect(await vals(ys)).toEqual([0, 2, 9]);
+    const f = tx.customVjp((v: T) => v.square(), {
+      fwd: (v: T) => [v.square(), v],
+      bwd: (v: T, g: T) => [g.mul(v).mul(100)],
+    });
+    expect(await vals(f(x))).toEqual([1, 4, 9]);
+  });
+});
