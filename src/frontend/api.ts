@@ -8,8 +8,8 @@ export { TraceError } from "./errors.ts";
 export { setLocationCapture } from "./loc.ts";
 export { spec, TensorSpec, trace, evalShape, entry, type Entry, type Traced } from "./trace.ts";
 export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
-export { type ScanOpts } from "./control.ts";
-export { type CustomVjpRules } from "./control_flow.ts";
+export type { ScanOpts } from "./control.ts";
+export type { CustomVjpRules } from "./control_flow.ts";
 // The transforms that need a trace also run on device arrays outside one (eager.ts traces and compiles the call).
 export const scan: typeof ctl.scan = eagerable("scan", ctl.scan);
 export const optimizationBarrier: typeof ctl.optimizationBarrier = eagerable(

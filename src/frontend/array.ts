@@ -50,8 +50,14 @@ type EagerMethods = {
 
 /** A Tensor whose methods return device arrays: the instance type DeviceArray extends. */
 interface EagerTensor
-  extends Omit<Tensor, keyof TensorMethods | "toString" | "valueOf" | typeof Symbol.toPrimitive>,
+  extends Omit<
+      Tensor,
+      keyof TensorMethods | "toString" | "valueOf" | "toArray" | "item" | "data" | typeof Symbol.toPrimitive
+    >,
     EagerMethods {
+  toArray(): Promise<ReadArray>;
+  item(): Promise<number>;
+  data(): Promise<ReadArray>;
   toString(): string;
   valueOf(): never;
   [Symbol.toPrimitive](hint: string): never;
@@ -212,17 +218,17 @@ export class DeviceArray extends EagerTensorBase {
    * The values, row-major: Float32Array for f32/bf16/f16 (16-bit floats widened exactly), Int32Array for s32,
    * Uint32Array for u32, Uint8Array (0/1) for bool.
    */
-  async toArray(): Promise<ReadArray> {
+  override async toArray(): Promise<ReadArray> {
     return fromHost(this.dtype, await this.#rawHost("toArray"));
   }
 
   /** Same as `toArray()`. */
-  data(): Promise<ReadArray> {
+  override data(): Promise<ReadArray> {
     return this.toArray();
   }
 
   /** The single value of a one-element array (a loss). */
-  async item(): Promise<number> {
+  override async item(): Promise<number> {
     if (this.size !== 1) throw new TraceError("item", `${this} has ${this.size} elements, not 1`);
     return (await this.toArray())[0]!;
   }

@@ -172,6 +172,24 @@ export class Tensor {
   }
 
   /*
+   * As in JAX, where tracers and concrete arrays are one Array type: every tensor has the read-back methods, so
+   * results of ops on device arrays (typed Tensor) can be read; a DeviceArray (array.ts) implements them, and a
+   * traced tensor throws at the caller's line, having no value while its function is traced.
+   */
+  /** The values, row-major (a device array's; see DeviceArray.toArray). */
+  toArray(): Promise<Float32Array | Int32Array | Uint32Array | Uint8Array> {
+    throw noValueError(this, "toArray");
+  }
+  /** The single value of a one-element array. */
+  item(): Promise<number> {
+    throw noValueError(this, "item");
+  }
+  /** Same as `toArray()`. */
+  data(): Promise<Float32Array | Int32Array | Uint32Array | Uint8Array> {
+    throw noValueError(this, "data");
+  }
+
+  /*
    * A traced tensor has no value until the compiled function runs, so `if (x.sum() > 0)`, `+x` or `${x}` would
    * branch on, compute with or print nothing of it, silently (JS would compare NaN or a type name). Every implicit
    * conversion goes through Symbol.toPrimitive; valueOf throws too for explicit calls.
@@ -182,6 +200,14 @@ export class Tensor {
   valueOf(): never {
     throw coercionError(this, "number");
   }
+}
+
+function noValueError(t: Tensor, method: string): TraceError {
+  return new TraceError(
+    method,
+    `${t.toString()} is traced: it has no value while its function is traced (under jit, grad, scan...); return it from ` +
+      "the jitted function and read the result, or run op by op with disableJit",
+  );
 }
 
 function coercionError(t: Tensor, hint: string): TraceError {

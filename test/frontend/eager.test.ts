@@ -10,8 +10,8 @@ import { eagerCounters } from "../../src/frontend/eager.ts";
 import { array, DeviceArray, disableJit, grad, isJitDisabled, jit, random, spec, tx, valueAndGrad } from "./api.ts";
 
 type T = tx.Tensor;
-// Free functions are typed as returning Tensor (their methods on device arrays return DeviceArray); the value is one.
-const vals = async (a: T) => Array.from(await (a as DeviceArray).toArray());
+// Free functions are typed as returning Tensor, which has toArray (a DeviceArray's values; a tracer throws).
+const vals = async (a: T) => Array.from(await a.toArray());
 
 describe("eager execution", () => {
   it("ops and methods on device arrays run at once and return device arrays; numbers mix in", async () => {
@@ -85,6 +85,21 @@ describe("eager execution", () => {
     expect(await l.item()).toBe(121);
     expect(await vals(g)).toEqual([66, 88]);
     expect(await vals(await grad(f)(w, x))).toEqual([66, 88]);
+  });
+
+  it("reading a traced tensor's values throws at that line and says how to get them", () => {
+    let msg = "";
+    jit((v: T) => {
+      try {
+        v.toArray();
+      } catch (e) {
+        msg = (e as Error).message;
+      }
+      return v;
+    }).lower(spec("f32", [2]));
+    expect(msg).toMatch(
+      /^toArray: Tensor<f32\[2\]> is traced: it has no value while its function is traced \(under jit, grad, scan\.\.\.\); return it from the jitted function and read the result, or run op by op with disableJit/,
+    );
   });
 
   it("a device array used as a JS number says how to read it", () => {
