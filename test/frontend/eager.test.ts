@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, expectTypeOf, it, vi } from "vitest";
 import { onCompile, resolvePlugin } from "../../src/backend/runtime/index.ts";
 import { eagerCounters } from "../../src/frontend/eager.ts";
 import { array, DeviceArray, disableJit, grad, isJitDisabled, jit, random, spec, tx, valueAndGrad } from "./api.ts";
@@ -296,5 +296,22 @@ describe("eager control flow", () => {
       bwd: (v: T, g: T) => [g.mul(v).mul(100)],
     });
     expect(await vals(f(x))).toEqual([1, 4, 9]);
+  });
+});
+
+describe("typings of eager use (checked by tsc)", () => {
+  it("methods on device arrays are DeviceArrays; jit takes numbers and booleans; grad takes device arrays", async () => {
+    const a = array([1, 2]);
+    expectTypeOf(a.mul(2).sum()).toEqualTypeOf<DeviceArray>();
+    expectTypeOf(a.T).toEqualTypeOf<DeviceArray>();
+    expectTypeOf(tx.nn.relu(a).toArray).returns.resolves.toEqualTypeOf<
+      Float32Array | Int32Array | Uint32Array | Uint8Array
+    >();
+    const f = jit((x: T, s: T, n: number) => x.mul(s).add(n), { static: 2 });
+    const out = await f(a, 3, 4);
+    expectTypeOf(out).toEqualTypeOf<DeviceArray>();
+    expect(await vals(out)).toEqual([7, 10]);
+    const [l] = await valueAndGrad((w: T) => w.sum())(a);
+    expect(await l.item()).toBe(3);
   });
 });
