@@ -20,7 +20,9 @@
 //   cond(pred, trueFn, falseFn, ...ops), switchCase(i, branches, ...ops) (= tx.switch), whileLoop(condFn, bodyFn,
 //   init), foriLoop(lo, hi, body, init), stopGradient(x), customVjp(fn, { fwd, bwd })   as JAX's lax / custom_vjp
 //   optimizationBarrier(tree)
+//   jit(fn, { static: [i] }) hashes those arguments by value; disableJit(() => ...) runs jitted functions op by op
 // Data. array(values | TypedArray, { dtype, shape }) -> DeviceArray; await a.toArray() / a.item(); a.dispose().
+// Eager. Outside a trace, ops on DeviceArrays run at once (one cached program per op signature) -> DeviceArray.
 // Devices. jit(fn, { mesh: mesh({ data: 2, model: 4 }), in: [P("data", null), ...], out }) runs SPMD over a mesh;
 // shard(x, P(...)) pins an intermediate; array(data, { mesh, spec }) and put(a, mesh, spec) make sharded arrays
 // (docs/sharding.md).

@@ -1,4 +1,7 @@
 // Everything a model file uses, in one module: `import { tx } from "tessera"` or named imports.
+import * as ctl from "./control.ts";
+import * as cf from "./control_flow.ts";
+import { eagerable } from "./eager.ts";
 export * from "./numpy.ts";
 export { Tensor, type TensorLike, type SliceSpec } from "./core.ts";
 export { TraceError } from "./errors.ts";
@@ -6,17 +9,21 @@ export { setLocationCapture } from "./loc.ts";
 export { spec, TensorSpec, trace, evalShape, entry, type Entry, type Traced } from "./trace.ts";
 export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
 export { vmap, type VmapOpts, type AxisSpec } from "./vmap.ts";
-export { scan, optimizationBarrier, type ScanOpts } from "./control.ts";
-export {
-  cond,
-  switchCase,
-  switchCase as switch,
-  whileLoop,
-  foriLoop,
-  stopGradient,
-  customVjp,
-  type CustomVjpRules,
-} from "./control_flow.ts";
+export type { ScanOpts } from "./control.ts";
+export type { CustomVjpRules } from "./control_flow.ts";
+// The transforms that need a trace also run on device arrays outside one (eager.ts traces and compiles the call).
+export const scan: typeof ctl.scan = eagerable("scan", ctl.scan);
+export const optimizationBarrier: typeof ctl.optimizationBarrier = eagerable(
+  "optimizationBarrier",
+  ctl.optimizationBarrier,
+);
+export const cond: typeof cf.cond = eagerable("cond", cf.cond);
+export const switchCase: typeof cf.switchCase = eagerable("switch", cf.switchCase);
+export { switchCase as switch };
+export const whileLoop: typeof cf.whileLoop = eagerable("whileLoop", cf.whileLoop);
+export const foriLoop: typeof cf.foriLoop = eagerable("foriLoop", cf.foriLoop);
+export const stopGradient: typeof cf.stopGradient = eagerable("stopGradient", cf.stopGradient);
+export const customVjp: typeof cf.customVjp = (fn, rules) => eagerable("customVjp", cf.customVjp(fn, rules));
 export {
   checkpoint,
   checkpointName,
@@ -37,7 +44,17 @@ export * as nn from "./nn.ts";
 export * as tree from "./tree_ns.ts";
 export * as optim from "./optim.ts";
 export { dropout } from "./random.ts";
-export { jit, type JitOpts, type Jitted, type Lowered, type Concrete, type Abstract } from "./jit.ts";
+export {
+  jit,
+  disableJit,
+  isJitDisabled,
+  type JitOpts,
+  type Jitted,
+  type Lowered,
+  type Concrete,
+  type ConcreteArg,
+  type Abstract,
+} from "./jit.ts";
 export { array, DeviceArray, type ArrayOpts, type ReadArray } from "./array.ts";
 export { mesh, P, DeviceMesh, PartitionSpec, type DimSpec } from "./mesh.ts";
 export { shard } from "./shard.ts";

@@ -2,28 +2,81 @@
 import type { Client, Device, DeviceBuffer, HostArray as RuntimeHostArray } from "../backend/runtime/index.ts";
 import { getClient, ShardedBuffer } from "../backend/runtime/index.ts";
 import { checkSharding, sameSharding, ShardingError, type Mesh, type Sharding } from "../ir/sharding.ts";
+import { Value } from "../ir/graph.ts";
 import { tensorType } from "../ir/types.ts";
 import { PartitionSpec, specSharding, type DeviceMesh } from "./mesh.ts";
 import { bf16FromBits, bf16ToBits, f16FromBits, f16ToBits, roundBf16, roundF16 } from "../ir/float_bits.ts";
-import { formatType, isDType, numel, type DType, type Shape } from "../ir/types.ts";
+import { formatType, isDType, numel, type DType } from "../ir/types.ts";
+import { concreteTrace, Tensor, type Trace } from "./core.ts";
 import { TraceError } from "./errors.ts";
+import type { TensorMethods } from "./methods.ts";
 import { flattenNested, typedArrayDType, type HostData } from "./ops/creation.ts";
+
+let clientNow: Client | undefined;
+let clientNowPlugin: string | undefined;
 
 /** The PJRT client that `array` and `jit` use (the default plugin; $TESSERA_PJRT_PLUGIN chooses another). */
 export function defaultClient(): Promise<Client> {
-  return getClient();
+  const c = getClient();
+  const plugin = process.env.TESSERA_PJRT_PLUGIN;
+  if (!clientNow || clientNowPlugin !== plugin)
+    c.then(
+      (x) => {
+        clientNow = x;
+        clientNowPlugin = plugin;
+      },
+      () => {},
+    );
+  return c;
+}
+
+/** @internal The default client if it is already up, so uploads and eager ops need not wait a turn. */
+export function defaultClientNow(): Client | undefined {
+  // $TESSERA_PJRT_PLUGIN may change between calls (tests do): only the plugin's own client counts.
+  return clientNowPlugin === process.env.TESSERA_PJRT_PLUGIN ? clientNow : undefined;
 }
 
 /** The element type names that read back as plain JS numbers. */
 export type ReadArray = Float32Array | Int32Array | Uint32Array | Uint8Array;
 
+/** Tensor methods with DeviceArray results: what an op on device arrays returns outside a trace (eager.ts). */
+type EagerMethods = {
+  [K in Exclude<keyof TensorMethods, "T" | "mT" | typeof Symbol.iterator>]: TensorMethods[K] extends (
+    ...a: infer A
+  ) => Tensor
+    ? (...a: A) => DeviceArray
+    : TensorMethods[K];
+};
+
+/** A Tensor whose methods return device arrays: the instance type DeviceArray extends. */
+interface EagerTensor
+  extends Omit<
+      Tensor,
+      keyof TensorMethods | "toString" | "valueOf" | "toArray" | "item" | "data" | typeof Symbol.toPrimitive
+    >,
+    EagerMethods {
+  toArray(): Promise<ReadArray>;
+  item(): Promise<number>;
+  data(): Promise<ReadArray>;
+  toString(): string;
+  valueOf(): never;
+  [Symbol.toPrimitive](hint: string): never;
+  [Symbol.iterator](): Iterator<DeviceArray>;
+  readonly T: DeviceArray;
+  readonly mT: DeviceArray;
+}
+
+// The class is Tensor at run time (instanceof Tensor, every method installed by methods.ts); only the static
+// result types of the methods differ, since outside a trace they return device arrays.
+const EagerTensorBase = Tensor as unknown as new (trace: Trace, value: Value) => EagerTensor;
+
 /**
  * An array on a device: the inputs and outputs of `jit` functions. Outputs of one call feed the next without a
  * trip to the host; `await a.toArray()` reads the values back. A donated array (see `jit`'s `donate`) or a
- * disposed one can no longer be used.
+ * disposed one can no longer be used. It is a concrete Tensor: outside a trace every op and method runs on it
+ * at once (eager execution, see eager.ts) and returns DeviceArrays, whose buffers fill in the background.
  */
-export class DeviceArray {
-  readonly shape: Shape;
+export class DeviceArray extends EagerTensorBase {
   readonly #buffer: Promise<DeviceBuffer>;
   #resolved: DeviceBuffer | undefined;
   #disposed = false;
@@ -34,7 +87,7 @@ export class DeviceArray {
 
   /** @internal Use `array(...)` or the results of a jit function. */
   constructor(
-    readonly dtype: DType,
+    dtype: DType,
     shape: readonly number[],
     buffer:
       | Promise<DeviceBuffer>
@@ -42,7 +95,7 @@ export class DeviceArray {
       | ShardedBuffer
       | { sharded: Promise<ShardedBuffer>; mesh: Mesh; sharding: Sharding },
   ) {
-    this.shape = Object.freeze([...shape]);
+    super(concreteTrace, new Value(tensorType(dtype, Object.freeze([...shape]))));
     if (buffer instanceof ShardedBuffer || (typeof buffer === "object" && "sharded" in buffer)) {
       const sb = buffer instanceof ShardedBuffer ? Promise.resolve(buffer) : buffer.sharded;
       this.#layout =
@@ -70,12 +123,6 @@ export class DeviceArray {
     }
   }
 
-  get ndim(): number {
-    return this.shape.length;
-  }
-  get size(): number {
-    return numel(this.shape);
-  }
   /** True once disposed, or donated to a jit call that reused its memory. */
   get disposed(): boolean {
     if (this.#layout) return this.#disposed || (this.#shardedNow?.disposed ?? false);
@@ -131,8 +178,30 @@ export class DeviceArray {
     return [...ShardedBuffer.fromHost(client, host as never, this.dtype, this.shape, mesh, sharding, devices).shards];
   }
 
-  toString(): string {
+  override toString(): string {
     return `DeviceArray<${formatType(this)}>`;
+  }
+
+  /*
+   * The values live on the device and arrive asynchronously, so `if (a.sum() > 0)` cannot be answered here: say
+   * how to read them instead of comparing NaN. `${a}` prints the type.
+   */
+  override [Symbol.toPrimitive](hint: string): never {
+    if (hint === "string") return this.toString() as never;
+    throw new TraceError(
+      "DeviceArray",
+      `${this} was used as ${hint === "number" ? "a number" : "a primitive (== or +)"}; its values are on the device: ` +
+        "read them with `await a.item()` (one element) or `await a.toArray()`",
+    );
+  }
+  override valueOf(): never {
+    return this[Symbol.toPrimitive]("number");
+  }
+
+  /** @internal The buffer if it is already there and usable (the eager fast path), else undefined. */
+  bufferNow(): DeviceBuffer | undefined {
+    const b = this.#resolved;
+    return b && !this.#disposed && !b.disposed ? b : undefined;
   }
 
   /** @internal The device buffer, once the upload is done; throws if the array was disposed or donated. */
@@ -149,17 +218,17 @@ export class DeviceArray {
    * The values, row-major: Float32Array for f32/bf16/f16 (16-bit floats widened exactly), Int32Array for s32,
    * Uint32Array for u32, Uint8Array (0/1) for bool.
    */
-  async toArray(): Promise<ReadArray> {
+  override async toArray(): Promise<ReadArray> {
     return fromHost(this.dtype, await this.#rawHost("toArray"));
   }
 
   /** Same as `toArray()`. */
-  data(): Promise<ReadArray> {
+  override data(): Promise<ReadArray> {
     return this.toArray();
   }
 
   /** The single value of a one-element array (a loss). */
-  async item(): Promise<number> {
+  override async item(): Promise<number> {
     if (this.size !== 1) throw new TraceError("item", `${this} has ${this.size} elements, not 1`);
     return (await this.toArray())[0]!;
   }
@@ -304,6 +373,9 @@ export function array(data: HostData, opts: ArrayOpts = {}): DeviceArray {
     );
     return new DeviceArray(dtype, shape, { sharded: sb, mesh: m, sharding });
   }
+  const now = defaultClientNow();
+  if (now)
+    return new DeviceArray(dtype, shape, now.bufferFromHost(host as never, d, shape, undefined, { copy: !copied }));
   const buffer = defaultClient().then((c) => c.bufferFromHost(host as never, d, shape, undefined, { copy: !copied }));
   return new DeviceArray(dtype, shape, buffer);
 }

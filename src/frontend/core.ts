@@ -37,6 +37,12 @@ export class Trace {
   /** The value standing for `t` in this trace, capturing it from enclosing traces when needed. */
   lift(t: Tensor, op: string): Value {
     if (t.trace === this) return t.value;
+    if (t.trace === concreteTrace)
+      throw new TraceError(
+        op,
+        `operand ${t} is a device array used inside a traced function, which cannot read its values while ` +
+          "tracing; pass it to the function as an argument",
+      );
     if (!this.parent || !isAncestor(t.trace, this)) {
       const what = t.trace.label === "trace" ? "trace" : `${t.trace.label} trace`;
       const why = t.trace.isFinished
@@ -70,6 +76,18 @@ function isAncestor(a: Trace, b: Trace): boolean {
 
 const stack: Trace[] = [];
 
+/** The trace device arrays (concrete tensors, array.ts) belong to: never active, it records nothing. */
+export const concreteTrace = new Trace(undefined, "concrete");
+
+/** Runs one op on device arrays outside any trace (eager.ts registers it; core.ts cannot import the runtime). */
+export type EagerBind = <N extends OpName>(name: N, inputs: readonly Tensor[], params: OpParams[N]) => Tensor[];
+let eagerBind: EagerBind | undefined;
+
+/** @internal Installs the eager executor (eager.ts, loaded with the public API). */
+export function setEagerBind(fn: EagerBind): void {
+  eagerBind = fn;
+}
+
 /** The innermost active trace, or undefined outside every transform. */
 export function currentTrace(): Trace | undefined {
   return stack[stack.length - 1];
@@ -81,7 +99,8 @@ export function requireTrace(op: string): Trace {
   if (!t) {
     throw new TraceError(
       op,
-      "called outside of a trace: tensors exist only while a function runs under jit, trace, scan or valueAndGrad",
+      "called outside of a trace: tensors exist only while a function runs under jit, trace, scan or valueAndGrad " +
+        "(ops on device arrays run eagerly, but this one needs a trace: wrap the call in jit)",
     );
   }
   return t;
@@ -99,6 +118,9 @@ export function withTrace<T>(trace: Trace, fn: () => T): T {
 
 /** Records an IR op in the innermost trace, at the user's current source line. */
 export function bind<N extends OpName>(name: N, inputs: readonly Tensor[], params: OpParams[N]): Tensor[] {
+  // Outside every trace, ops on device arrays (and constants) run at once, as JAX's eager mode does.
+  if (stack.length === 0 && eagerBind && inputs.every((t) => t.trace === concreteTrace))
+    return eagerBind(name, inputs, params);
   const trace = requireTrace(name);
   const values = inputs.map((t) => trace.lift(t, name));
   return trace.builder.add(name, values, params, opLoc()).map((v) => new Tensor(trace, v));
@@ -150,6 +172,24 @@ export class Tensor {
   }
 
   /*
+   * As in JAX, where tracers and concrete arrays are one Array type: every tensor has the read-back methods, so
+   * results of ops on device arrays (typed Tensor) can be read; a DeviceArray (array.ts) implements them, and a
+   * traced tensor throws at the caller's line, having no value while its function is traced.
+   */
+  /** The values, row-major (a device array's; see DeviceArray.toArray). */
+  toArray(): Promise<Float32Array | Int32Array | Uint32Array | Uint8Array> {
+    throw noValueError(this, "toArray");
+  }
+  /** The single value of a one-element array. */
+  item(): Promise<number> {
+    throw noValueError(this, "item");
+  }
+  /** Same as `toArray()`. */
+  data(): Promise<Float32Array | Int32Array | Uint32Array | Uint8Array> {
+    throw noValueError(this, "data");
+  }
+
+  /*
    * A traced tensor has no value until the compiled function runs, so `if (x.sum() > 0)`, `+x` or `${x}` would
    * branch on, compute with or print nothing of it, silently (JS would compare NaN or a type name). Every implicit
    * conversion goes through Symbol.toPrimitive; valueOf throws too for explicit calls.
@@ -160,6 +200,14 @@ export class Tensor {
   valueOf(): never {
     throw coercionError(this, "number");
   }
+}
+
+function noValueError(t: Tensor, method: string): TraceError {
+  return new TraceError(
+    method,
+    `${t.toString()} is traced: it has no value while its function is traced (under jit, grad, scan...); return it from ` +
+      "the jitted function and read the result, or run op by op with disableJit",
+  );
 }
 
 function coercionError(t: Tensor, hint: string): TraceError {

@@ -1,5 +1,5 @@
 // jit: trace once per input signature, run the cleanup passes, emit StableHLO, compile with PJRT, cache, execute.
-import type { Executable } from "../backend/runtime/index.ts";
+import { compileShared, type Executable } from "../backend/runtime/index.ts";
 import { formatType, type DType, type SourceLoc } from "../ir/types.ts";
 import { array, defaultClient, DeviceArray, meshDevices } from "./array.ts";
 import { ShardedBuffer } from "../backend/runtime/index.ts";
@@ -11,7 +11,9 @@ import type { ShardingOpts } from "./spmd.ts";
 import { currentTrace, Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
 import { describe as describeValue } from "../errors.ts";
-import { paramNames, trace, type HasType, type Traced } from "./trace.ts";
+import { joinName, paramNames, trace, type HasType, type Traced } from "./trace.ts";
+import { isPlainObject } from "./tree.ts";
+import "./eager.ts";
 import { flatten, treeDefKey, unflatten, type Tree, type TreeDef } from "./tree.ts";
 
 export interface JitOpts {
@@ -30,10 +32,26 @@ export interface JitOpts {
   mesh?: DeviceMesh;
   in?: unknown;
   out?: unknown;
+  /**
+   * Positional arguments that are static (JAX's static_argnums): plain JS values (numbers, booleans, strings,
+   * null/undefined, arrays and plain objects of them) the function sees as themselves, hashed by value: each
+   * distinct value traces and compiles its own program. Functions, arrays on the device and class instances are
+   * refused (they have no value to hash).
+   */
+  static?: number | readonly number[];
 }
 
-/** Tensors in a traced signature become device arrays (or JS numbers, uploaded as f32 scalars) when called. */
+/** Tensors in a traced signature are device arrays in a call's results. */
 export type Concrete<T> = T extends Tensor ? DeviceArray : T extends object ? { [K in keyof T]: Concrete<T[K]> } : T;
+/**
+ * What a call may pass for a traced signature's arguments: a device array, or a JS number (uploaded as an f32
+ * scalar) or boolean (a bool scalar) for a Tensor; a static argument is passed as the value itself.
+ */
+export type ConcreteArg<T> = T extends Tensor
+  ? DeviceArray | number | boolean
+  : T extends object
+    ? { [K in keyof T]: ConcreteArg<T[K]> }
+    : T;
 /** Abstract stand-ins for `lower`: anything with dtype and shape (spec(...), a DeviceArray, a Tensor). */
 export type Abstract<T> = T extends Tensor ? HasType : T extends object ? { [K in keyof T]: Abstract<T[K]> } : T;
 
@@ -44,7 +62,7 @@ export interface Lowered extends Program {
 
 export interface Jitted<F extends (...args: never[]) => unknown> {
   /** With device arrays: compiles on the first call for this signature, then runs; resolves to the outputs. */
-  (...args: Concrete<Parameters<F>>): Promise<Concrete<ReturnType<F>>>;
+  (...args: ConcreteArg<Parameters<F>>): Promise<Concrete<ReturnType<F>>>;
   /** Inside a trace (another jit, grad, scan), the function is simply traced inline. */
   (...args: Parameters<F>): ReturnType<F>;
   /** Traces and lowers for abstract arguments, without compiling or running. */
@@ -72,10 +90,11 @@ function donatedArgs(donate: JitOpts["donate"]): number[] {
 function traceAnnotated(
   fn: (...args: never[]) => unknown,
   args: readonly unknown[],
+  names: readonly string[],
 ): { t: Traced; made: ShardAnnotation[] } {
   const mark = annotationMark();
   try {
-    const t = trace(fn, args);
+    const t = trace(fn, args, names);
     return { t, made: annotationsSince(mark) };
   } catch (e) {
     annotationsSince(mark);
@@ -88,33 +107,122 @@ function moduleName(fn: { readonly name: string }, opts: JitOpts): string {
   return n ? `jit_${n}` : "jit_main";
 }
 
+/** One traced signature, as the retrace warning compares them: each input leaf's name and type, each static value. */
+interface SignatureInfo {
+  readonly leaves: ReadonlyMap<string, string>;
+  readonly statics: ReadonlyMap<string, string>;
+  readonly structure: string;
+}
+
 /** What every signature of one jitted function shares, and its per-signature program cache. */
 interface JitState {
   readonly fn: (...args: never[]) => unknown;
   readonly cache: Map<string, Compiled>;
   readonly donate: readonly number[];
+  readonly statics: readonly number[];
   readonly name: string;
   readonly loc: SourceLoc | undefined;
   readonly spmdOpts: ShardingOpts | undefined;
+  /** Traces so far (one per signature), the last signature traced, and whether the retrace warning was given. */
+  traces: number;
+  last: SignatureInfo | undefined;
+  warned: boolean;
+  /** >0 while disableJit runs the function itself (a nested call of the same jit, e.g. grad's, then compiles). */
+  unjitted: number;
+}
+
+function staticArgs(opts: JitOpts): number[] {
+  const st = opts.static === undefined ? [] : typeof opts.static === "number" ? [opts.static] : [...opts.static];
+  for (const i of st)
+    if (!Number.isInteger(i) || i < 0)
+      throw new TraceError("jit", `static names argument ${String(i)}; give argument positions (0, 1, ...)`);
+  return st;
 }
 
 function jitState(fn: (...args: never[]) => unknown, opts: JitOpts): JitState {
+  const statics = staticArgs(opts);
+  const donate = donatedArgs(opts.donate);
+  const both = donate.filter((d) => statics.includes(d));
+  if (both.length)
+    throw new TraceError("jit", `argument ${both[0]} is both static and donated; a static argument has no buffer`);
   return {
     fn,
     cache: new Map<string, Compiled>(),
-    donate: donatedArgs(opts.donate),
+    donate,
+    statics,
     name: moduleName(fn, opts),
     // Captured at jit() time so sharding errors point at the user's jit call, not at whichever call compiled.
     loc: userLoc(),
     spmdOpts: opts.mesh ? { mesh: opts.mesh, in: opts.in, out: opts.out } : undefined,
+    traces: 0,
+    last: undefined,
+    warned: false,
+    unjitted: 0,
   };
 }
 
-function lowerArgs(st: JitState, args: readonly unknown[]): Lowered {
-  const { t, made } = traceAnnotated(st.fn, args);
-  const sharding = st.spmdOpts
-    ? { ...st.spmdOpts, made, loc: st.loc, argNames: paramNames(st.fn, args.length) }
-    : undefined;
+/**
+ * A static argument's value as a key: plain data by value (object keys sorted), anything else refused with the
+ * argument's name, since a function or an array on the device has no value the cache could compare.
+ */
+function staticKey(v: unknown, where: string): string {
+  const bad = (what: string): never => {
+    throw new TraceError(
+      "jit",
+      `static argument ${where} is ${what}, which cannot be hashed by value; static arguments must be numbers, ` +
+        "booleans, strings, null/undefined, or arrays and plain objects of them (pass arrays as ordinary arguments)",
+    );
+  };
+  if (v === null) return "null";
+  switch (typeof v) {
+    case "undefined":
+      return "undefined";
+    case "number":
+      return Object.is(v, -0) ? "-0" : String(v);
+    case "boolean":
+      return String(v);
+    case "string":
+      return JSON.stringify(v);
+    case "bigint":
+      return `${v}n`;
+    case "function":
+      return bad(`a function (${v.name || "anonymous"})`);
+    case "symbol":
+      return bad("a symbol");
+  }
+  if (Array.isArray(v)) return `[${v.map((x, i) => staticKey(x, `${where}[${i}]`)).join(",")}]`;
+  if (isPlainObject(v))
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${staticKey(v[k], `${where}.${k}`)}`)
+      .join(",")}}`;
+  return bad(
+    v instanceof Tensor ? `${v} (a ${v instanceof DeviceArray ? "device array" : "tensor"})` : describeValue(v),
+  );
+}
+
+/** The call's arguments with static positions emptied (null), and the static values' key. */
+function splitStatic(st: JitState, args: readonly unknown[]): { dynamic: unknown[]; key: string } {
+  if (!st.statics.length) return { dynamic: [...args], key: "" };
+  const names = paramNames(st.fn, args.length);
+  const parts: string[] = [];
+  for (const i of st.statics) {
+    if (i >= args.length)
+      throw new TraceError("jit", `static names argument ${i}, but ${st.name} got ${args.length} arguments`);
+    parts.push(`${i}=${staticKey(args[i], `${i} (${names[i]})`)}`);
+  }
+  return { dynamic: args.map((a, i) => (st.statics.includes(i) ? null : a)), key: parts.join(";") };
+}
+
+function lowerArgs(st: JitState, args: readonly unknown[], statics: readonly unknown[] = args): Lowered {
+  const names = paramNames(st.fn, args.length);
+  // Static positions hold null in `args` (an empty subtree); the function sees the values themselves.
+  const f = st.statics.length
+    ? (...a: unknown[]) =>
+        (st.fn as (...x: unknown[]) => unknown)(...a.map((x, i) => (st.statics.includes(i) ? statics[i] : x)))
+    : st.fn;
+  const { t, made } = traceAnnotated(f, args, names);
+  const sharding = st.spmdOpts ? { ...st.spmdOpts, made, loc: st.loc, argNames: names } : undefined;
   const program = lowerProgram(t, { donate: st.donate, ...(sharding ? { sharding } : {}) });
   return { ...program, stablehlo: emitProgram(program, st.name) };
 }
@@ -122,25 +230,105 @@ function lowerArgs(st: JitState, args: readonly unknown[]): Lowered {
 /** SPMD programs are compiled for the mesh's devices, partitioned by Shardy. */
 async function compileLowered(lowered: Lowered): Promise<Executable> {
   const c = await defaultClient();
-  if (!lowered.sharding) return c.compile(lowered.stablehlo);
+  if (!lowered.sharding) return compileShared(c, lowered.stablehlo);
   const devices = meshDevices(c, lowered.sharding.mesh);
-  return c.compile(lowered.stablehlo, {
+  return compileShared(c, lowered.stablehlo, {
     numPartitions: devices.length,
     deviceAssignment: devices.map((d) => d.id),
     useShardy: true,
   });
 }
 
+/** Retraces of one jitted function before it warns (once), as JAX's explain_cache_misses would explain them. */
+export const RETRACE_WARN_AFTER = 5;
+/** Traces of fresh jits made at one line before that warns (a jit created inside a loop). */
+const traceCountsAt = new Map<string, { jits: WeakSet<JitState>; count: number; warned: boolean }>();
+
+function signatureInfo(st: JitState, args: readonly unknown[], paths: readonly string[], types: readonly HasType[]) {
+  const names = paramNames(st.fn, args.length);
+  const named = (p: string) => {
+    const i = Number(/^\[(\d+)\]/.exec(p)?.[1] ?? 0);
+    return joinName(names[i] ?? `arg${i}`, p.replace(/^\[\d+\]\.?/, ""));
+  };
+  const leaves = new Map(paths.map((p, k) => [named(p), formatType(types[k]!)]));
+  const statics = new Map(
+    st.statics.map((i) => [`${names[i] ?? `arg${i}`} (static argument ${i})`, staticKey(args[i], String(i))]),
+  );
+  return { leaves, statics, structure: `${args.length} arguments` };
+}
+
+/** Why `now` missed the cache, compared with the signature traced before it. */
+function explainRetrace(before: SignatureInfo, now: SignatureInfo): string {
+  for (const [name, v] of now.statics) {
+    const was = before.statics.get(name);
+    if (was !== v) return `${name} changed from ${was} to ${v}`;
+  }
+  const changed: string[] = [];
+  for (const [name, t] of now.leaves) {
+    const was = before.leaves.get(name);
+    if (was === undefined) changed.push(`${name} (${t}) is new`);
+    else if (was !== t) changed.push(`${name} changed from ${was} to ${t}`);
+  }
+  for (const name of before.leaves.keys()) if (!now.leaves.has(name)) changed.push(`${name} is gone`);
+  if (changed.length)
+    return changed.slice(0, 3).join("; ") + (changed.length > 3 ? `; ${changed.length - 3} more` : "");
+  return "the argument tree's structure changed";
+}
+
+function warnRetrace(st: JitState, reason: string): void {
+  const at = st.loc ? ` (jit at ${st.loc.file}:${st.loc.line})` : "";
+  process.stderr.write(
+    `tessera: warning: ${st.name}${at} was traced ${st.traces} times: ${reason}. Each new argument shape, dtype or ` +
+      "static value traces and compiles again; pad to fixed shapes, or mark plain-value arguments static\n",
+  );
+}
+
+/** Counts a trace; warns once when one function keeps retracing, or one line keeps making fresh jits. */
+function noteTrace(st: JitState, sig: SignatureInfo): void {
+  st.traces++;
+  const before = st.last;
+  st.last = sig;
+  if (before && st.traces > RETRACE_WARN_AFTER && !st.warned) {
+    st.warned = true;
+    warnRetrace(st, `the last retrace was because ${explainRetrace(before, sig)}`);
+  }
+  if (!st.loc) return;
+  const where = `${st.loc.file}:${st.loc.line}:${st.loc.col}`;
+  let at = traceCountsAt.get(where);
+  if (!at) {
+    at = { jits: new WeakSet(), count: 0, warned: false };
+    traceCountsAt.set(where, at);
+  }
+  if (at.jits.has(st)) return;
+  at.jits.add(st);
+  at.count++;
+  if (at.count > RETRACE_WARN_AFTER && !at.warned) {
+    at.warned = true;
+    process.stderr.write(
+      `tessera: warning: jit at ${st.loc.file}:${st.loc.line} made ${at.count} separate jitted functions (${st.name}), ` +
+        "each traced anew (a jit inside a loop?); create the jitted function once and call it in the loop\n",
+    );
+  }
+}
+
 /** The cached program for a signature (tree structure plus leaf types), lowered and compiling on first use. */
-function compiledFor(st: JitState, def: TreeDef, types: readonly HasType[]): Compiled {
-  const key = `${treeDefKey(def)}|${types.map((a) => formatType(a)).join(",")}`;
+function compiledFor(
+  st: JitState,
+  args: readonly unknown[],
+  sk: string,
+  def: TreeDef,
+  paths: readonly string[],
+  types: readonly HasType[],
+): Compiled {
+  const key = `${sk}|${treeDefKey(def)}|${types.map((a) => formatType(a)).join(",")}`;
   let compiled = st.cache.get(key);
   if (!compiled) {
     const specs = unflatten(
       def,
       types.map((a) => ({ dtype: a.dtype, shape: a.shape })),
     ) as unknown[];
-    const lowered = lowerArgs(st, specs);
+    noteTrace(st, signatureInfo(st, args, paths, types));
+    const lowered = lowerArgs(st, specs, args);
     const exe = compileLowered(lowered);
     // A failed compile must not poison the signature: the next call retries.
     exe.catch(() => st.cache.delete(key));
@@ -160,7 +348,7 @@ function isSpecLike(x: unknown): boolean {
 }
 
 /** compile()'s arguments as a tree structure and leaf types, rejecting leaves that carry no type. */
-function abstractSignature(args: unknown[]): { def: TreeDef; types: HasType[] } {
+function abstractSignature(args: unknown[]): { def: TreeDef; paths: string[]; types: HasType[] } {
   const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>, isSpecLike);
   const types = leaves.map((l, i) => {
     const t = l as HasType;
@@ -171,22 +359,28 @@ function abstractSignature(args: unknown[]): { def: TreeDef; types: HasType[] } 
       );
     return t;
   });
-  return { def, types };
+  return { def, paths, types };
 }
 
 /** Compiles for abstract arguments (cached: a later call with arrays of these types reuses the program). */
 async function compileAbstract(st: JitState, args: unknown[]): Promise<{ lowered: Lowered; executable: Executable }> {
-  const { def, types } = abstractSignature(args);
-  const c = compiledFor(st, def, types);
+  const { dynamic, key } = splitStatic(st, args);
+  const { def, paths, types } = abstractSignature(dynamic);
+  const c = compiledFor(st, args, key, def, paths, types);
   return { lowered: c.lowered, executable: await c.exe };
 }
 
-/** A call's arguments as device arrays (JS numbers uploaded as scalars), with their paths for messages. */
+/** A JS number or boolean where an array goes: an f32 or bool scalar (Tessera has no weak types; see the README). */
+function scalarArray(leaf: number | boolean): DeviceArray {
+  return typeof leaf === "boolean" ? array(leaf, { dtype: "bool" }) : array(leaf);
+}
+
+/** A call's arguments as device arrays (JS numbers and booleans uploaded as scalars), with their paths for messages. */
 function deviceArgs(args: unknown[]): { arrays: DeviceArray[]; paths: string[]; def: TreeDef } {
   const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>);
   const arrays = leaves.map((leaf, i) => {
     if (leaf instanceof DeviceArray) return leaf;
-    if (typeof leaf === "number") return array(leaf);
+    if (typeof leaf === "number" || typeof leaf === "boolean") return scalarArray(leaf);
     if (leaf instanceof Tensor)
       throw new TraceError(
         "jit",
@@ -207,9 +401,10 @@ function checkDonation(st: JitState, argCount: number): void {
 }
 
 async function run(st: JitState, args: unknown[]): Promise<unknown> {
-  const { arrays, paths, def } = deviceArgs(args);
+  const { dynamic, key } = splitStatic(st, args);
+  const { arrays, paths, def } = deviceArgs(dynamic);
   checkDonation(st, args.length);
-  const compiled = compiledFor(st, def, arrays);
+  const compiled = compiledFor(st, args, key, def, paths, arrays);
   if (compiled.lowered.sharding) return runSharded(compiled, arrays, paths);
   return runSingle(compiled, arrays, paths);
 }
@@ -258,11 +453,72 @@ export function jit<F extends (...args: never[]) => unknown>(fn: F, opts: JitOpt
   const call = (...args: unknown[]): unknown => {
     // Nested in another transform: stay part of its trace instead of compiling separately.
     if (currentTrace()) return fn(...(args as Parameters<F>));
+    if (jitDisabled > 0 && st.unjitted === 0) return runUnjitted(st, args);
     return run(st, args);
   };
   const jitted = call as unknown as Jitted<F>;
-  Object.defineProperty(jitted, "lower", { value: (...args: unknown[]): Lowered => lowerArgs(st, args) });
+  Object.defineProperty(jitted, "lower", {
+    value: (...args: unknown[]): Lowered => {
+      const { dynamic } = splitStatic(st, args);
+      return lowerArgs(st, dynamic, args);
+    },
+  });
   Object.defineProperty(jitted, "compile", { value: (...args: unknown[]) => compileAbstract(st, args) });
   Object.defineProperty(jitted, "cacheSize", { get: () => st.cache.size });
   return jitted;
+}
+
+let jitDisabled = process.env.TESSERA_DISABLE_JIT === "1" ? 1 : 0;
+
+/**
+ * Runs jitted functions op by op on device arrays, for debugging (JAX's disable_jit): `disableJit(() => ...)` for
+ * a scope (an async scope lasts until its promise settles), `disableJit(true | false)` as a switch, or
+ * TESSERA_DISABLE_JIT=1. The function then sees device arrays, so values can be read (`await x.toArray()` in an
+ * async helper) and each op runs eagerly; calls still resolve to the outputs. Transforms that need a trace
+ * (valueAndGrad, grad) still compile.
+ */
+export function disableJit<T>(scope: () => T): T;
+export function disableJit(on: boolean): void;
+export function disableJit<T>(arg: (() => T) | boolean): T | undefined {
+  if (typeof arg === "boolean") {
+    jitDisabled = arg ? Math.max(jitDisabled, 1) : 0;
+    return undefined;
+  }
+  jitDisabled++;
+  let out: T;
+  try {
+    out = arg();
+  } catch (e) {
+    jitDisabled--;
+    throw e;
+  }
+  if (out instanceof Promise) {
+    return out.finally(() => {
+      jitDisabled--;
+    }) as T;
+  }
+  jitDisabled--;
+  return out;
+}
+
+/** Whether jitted functions currently run op by op (disableJit). */
+export function isJitDisabled(): boolean {
+  return jitDisabled > 0;
+}
+
+/** disableJit: the function itself on the call's device arrays (numbers and booleans as jit would upload them). */
+function runUnjitted(st: JitState, args: unknown[]): Promise<unknown> {
+  const { dynamic } = splitStatic(st, args);
+  const { arrays, def } = deviceArgs(dynamic);
+  checkDonation(st, args.length);
+  const given = unflatten(def, arrays) as unknown[];
+  const full = args.map((a, i) => (st.statics.includes(i) ? a : given[i]));
+  st.unjitted++;
+  try {
+    return Promise.resolve((st.fn as (...a: unknown[]) => unknown)(...full));
+  } catch (e) {
+    return Promise.reject(e);
+  } finally {
+    st.unjitted--;
+  }
 }

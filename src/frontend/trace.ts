@@ -142,9 +142,13 @@ export function outputLeaves(
  * Traces `fn` on abstract arguments: `trace(step, [paramSpecs, spec("s32", [8, 128])])`. Each leaf of `args`
  * becomes a graph input named by the parameter name and tree path; the result leaves are the graph outputs.
  */
-// biome-ignore lint/suspicious/noExplicitAny: fn is any user function, called with the tensors traced from `args` (checked at run time); unknown[] would reject typed parameters, never[] would not let it be called
-export function trace(fn: (...args: any[]) => unknown, args: readonly unknown[]): Traced {
-  const names = paramNames(fn, args.length);
+export function trace(
+  // biome-ignore lint/suspicious/noExplicitAny: fn is any user function, called with the tensors traced from `args` (checked at run time); unknown[] would reject typed parameters, never[] would not let it be called
+  fn: (...args: any[]) => unknown,
+  args: readonly unknown[],
+  /** Parameter names for the inputs (default: read from `fn`'s source), for wrappers such as jit's static args. */
+  names: readonly string[] = paramNames(fn, args.length),
+): Traced {
   const { leaves, paths, def: inTree } = flatten<unknown>(args as Tree<unknown>, isHasType);
   const t = new Trace(undefined, "trace");
   const inputs = leaves.map((leaf, i) => {

@@ -97,8 +97,20 @@ describe("trace-time errors", () => {
     expect(e.message).toMatch(/^add: operand f32\[2\] comes from a trace that has already finished/);
   });
 
-  it("ops outside any trace explain what to do", () => {
-    expect(caught(() => tx.zeros([2])).message).toMatch(/^constant: called outside of a trace/);
+  it("outside any trace, ops on device arrays run eagerly; transforms that need a trace say so", () => {
+    // tx.zeros outside a trace is a device array now (eager execution), as jnp.zeros is in JAX.
+    expect(tx.zeros([2])).toBeInstanceOf(tx.DeviceArray);
+    const msg = caught(() => tx.checkpoint((x: tx.Tensor) => x.exp())(tx.array([1]))).message;
+    expect(msg).toMatch(/^checkpoint: called outside of a trace/);
+    expect(msg).toContain("wrap the call in jit");
+  });
+
+  it("a device array used inside a trace names the array and says to pass it as an argument", () => {
+    const w = tx.array([1, 2]);
+    const e = caught(() => trace((b: tx.Tensor) => b.add(w), [spec("f32", [2])]));
+    expect(e.message).toMatch(
+      /^add: operand DeviceArray<f32\[2\]> is a device array used inside a traced function, which cannot read its values while tracing; pass it to the function as an argument/,
+    );
   });
 });
 

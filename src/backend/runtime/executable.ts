@@ -137,6 +137,17 @@ export class Executable {
     }
   }
 
+  /**
+   * `run` without the promise when it can: the outputs at once if the launch happened on the main thread (the
+   * common case), else a promise of them (queued behind earlier work). Eager dispatch uses it to hand the next op
+   * its inputs without a turn of the event loop. Throws (synchronously) what `run` would reject with.
+   */
+  runNow(args: readonly DeviceBuffer[], opts: ExecuteOptions = {}): DeviceBuffer[] | Promise<DeviceBuffer[]> {
+    if (this.devices.length !== 1) return this.run(args, opts);
+    const out = this.#launch([args], opts);
+    return out instanceof Promise ? out.then((o) => o[0]!) : out[0]!;
+  }
+
   // Checks the arguments, then launches on the main thread (returning the outputs) or queues on
   // the dispatcher thread (returning a promise of them).
   #launch(

@@ -1,6 +1,6 @@
 // On-disk cache of compiled executables: keyed by plugin build, platform, program text and compile options.
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Client } from "./client.ts";
 import { encodeCompileOptions, resolveCompileOptions, type CompileOptions } from "./compile_options.ts";
@@ -49,6 +49,8 @@ export function executableCacheKey(client: Client, program: string, opts: Compil
   return h.digest("hex");
 }
 
+let warnedUnwritable = false;
+
 /** Compiles `program`, or loads it from the on-disk cache when the same build compiled it before. */
 export async function compileCached(
   client: Client,
@@ -74,10 +76,122 @@ export async function compileCached(
   }
   const executable = await client.compile(program, opts);
   if (client.plugin.slots.PJRT_Executable_Serialize) {
-    mkdirSync(dir, { recursive: true });
+    // A cache that cannot be written (read-only home, full disk) costs the next process a compile, nothing more.
     const tmp = `${file}.tmp-${process.pid}`;
-    writeFileSync(tmp, executable.serialize());
-    renameSync(tmp, file);
+    try {
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(tmp, executable.serialize());
+      renameSync(tmp, file);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      if (!warnedUnwritable) {
+        warnedUnwritable = true;
+        process.stderr.write(`tessera: warning: executable cache ${dir} is not writable (${(e as Error).message})\n`);
+      }
+    }
   }
   return { executable, source: stale ? "stale" : "miss", key };
+}
+
+/** How programs were obtained in this process (jit, eager ops and `train` all compile through `compileShared`). */
+export interface CompileCounters {
+  /** Programs XLA compiled (misses of both caches, and stale disk entries). */
+  compiled: number;
+  /** Requests answered by an executable this process already had (same program, plugin and options). */
+  memoryHits: number;
+  /** Executables loaded from the on-disk cache instead of compiling. */
+  diskHits: number;
+  /** Milliseconds spent in XLA compiles, and in loading executables from disk. */
+  compileMs: number;
+  diskLoadMs: number;
+}
+
+export const compileCounters: CompileCounters = {
+  compiled: 0,
+  memoryHits: 0,
+  diskHits: 0,
+  compileMs: 0,
+  diskLoadMs: 0,
+};
+
+/** One compile request's outcome, for `onCompile` listeners and TESSERA_LOG_COMPILES=1. */
+export interface CompileEvent {
+  /** "memory": this process had it; "hit": loaded from disk; "miss"/"stale": compiled (and stored); "nocache": compiled, disk cache off. */
+  readonly source: "memory" | "hit" | "miss" | "stale" | "nocache";
+  readonly name: string;
+  readonly ms: number;
+  readonly key: string;
+}
+
+const listeners = new Set<(e: CompileEvent) => void>();
+
+/** Calls `fn` for every compile request (a debug hook, like jax_log_compiles); returns the unsubscribe function. */
+export function onCompile(fn: (e: CompileEvent) => void): () => void {
+  listeners.add(fn);
+  return () => listeners.delete(fn);
+}
+
+function emit(e: CompileEvent): void {
+  if (process.env.TESSERA_LOG_COMPILES === "1")
+    process.stderr.write(`tessera: compile ${e.name}: ${e.source} in ${e.ms.toFixed(1)} ms (${e.key.slice(0, 12)})\n`);
+  for (const l of listeners) l(e);
+}
+
+/** False when TESSERA_JIT_CACHE=0: executables are then neither read from nor written to disk. */
+export function persistentCacheEnabled(): boolean {
+  return process.env.TESSERA_JIT_CACHE !== "0";
+}
+
+// Per client: key -> executable. Programs are small next to their executables, and a process compiles a bounded set.
+const inProcess = new WeakMap<Client, Map<string, Promise<Executable>>>();
+
+function moduleNameOf(program: string): string {
+  return /module\s+@([\w.$-]+)/.exec(program)?.[1] ?? "main";
+}
+
+/**
+ * The executable for `program`, shared by everything that compiles in this process and across processes, as
+ * JAX's persistent compilation cache: a program whose text (constants and locations included), plugin build and
+ * compile options hash the same as one compiled before is reused from memory, else loaded from the on-disk
+ * cache (unless TESSERA_JIT_CACHE=0), else compiled and stored. A failed compile is not remembered.
+ */
+export function compileShared(client: Client, program: string, opts: CompileOptions = {}): Promise<Executable> {
+  const key = executableCacheKey(client, program, opts);
+  let perClient = inProcess.get(client);
+  if (!perClient) {
+    perClient = new Map();
+    inProcess.set(client, perClient);
+  }
+  const name = moduleNameOf(program);
+  const have = perClient.get(key);
+  if (have) {
+    compileCounters.memoryHits++;
+    emit({ source: "memory", name, ms: 0, key });
+    return have;
+  }
+  const started = performance.now();
+  const p = (async () => {
+    if (!persistentCacheEnabled()) {
+      const exe = await client.compile(program, opts);
+      const ms = performance.now() - started;
+      compileCounters.compiled++;
+      compileCounters.compileMs += ms;
+      emit({ source: "nocache", name, ms, key });
+      return exe;
+    }
+    const r = await compileCached(client, program, opts);
+    const ms = performance.now() - started;
+    if (r.source === "hit") {
+      compileCounters.diskHits++;
+      compileCounters.diskLoadMs += ms;
+    } else {
+      compileCounters.compiled++;
+      compileCounters.compileMs += ms;
+    }
+    emit({ source: r.source, name, ms, key });
+    return r.executable;
+  })();
+  perClient.set(key, p);
+  p.catch(() => perClient.delete(key));
+  return p;
 }

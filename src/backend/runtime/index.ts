@@ -22,7 +22,15 @@ export type { HloAlias, HloComputation, HloInstruction, HloModule, HloShape } fr
 export { nativeStats } from "./native.ts";
 export { DEFAULT_PLUGIN, PLUGINS, PLUGIN_ENV, cacheRoot, cachedPluginFiles, resolvePlugin } from "./plugins.ts";
 export type { PluginName, PluginSpec, ResolvedPlugin } from "./plugins.ts";
-export { compileCached, executableCacheDir, executableCacheKey } from "./executable_cache.ts";
-export type { CachedCompile } from "./executable_cache.ts";
+export {
+  compileCached,
+  compileCounters,
+  compileShared,
+  executableCacheDir,
+  executableCacheKey,
+  onCompile,
+  persistentCacheEnabled,
+} from "./executable_cache.ts";
+export type { CachedCompile, CompileCounters, CompileEvent } from "./executable_cache.ts";
 export { ShardedBuffer, collectiveTensors } from "./sharded.ts";
 export type { CollectiveTensor } from "./sharded.ts";
