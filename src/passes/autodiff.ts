@@ -557,7 +557,6 @@ function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonl
   const ny = body.outputs.length - nh;
   const residuals = ctx.residuals;
   if (!residuals) throw new Error("internal: scan vjp without saved carries");
-  const saved = residuals.slice(0, nh);
   // The body's checkpoint ops read the residuals the forward scan stacked for them (sliced per iteration).
   const presaved = new Map<AnyOp, Value[]>();
   const ckptIn: Value[] = [];
