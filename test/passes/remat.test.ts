@@ -301,6 +301,29 @@ describe("tx.checkpoint inside a scan body and under nested grad", () => {
         expect(relErr(got[i] as Float32Array, ref[i] as Float32Array), name).toBeLessThan(1e-6);
     }
   });
+
+  it("vmap of per-example gradients through a checkpoint (the op's batching rule) equals them without it", async () => {
+    // Per-example gradients of the block's loss wrt w1, over 3 examples of x.
+    const perExample = (policy: SavePolicy | undefined) => (xs: Tensor, w1: Tensor, w2: Tensor) =>
+      tx.vmap(
+        (x: Tensor) => tx.valueAndGrad(lossWith(policy), { wrt: [1] })(x.reshape([1, D]), w1, w2)[1][0] as Tensor,
+        {},
+      )(xs);
+    const g = tx.trace(perExample(P.nothingSaveable), [tx.spec("f32", [3, D]), specs[1]!, specs[2]!]).graph;
+    expect(count(g, "optimization_barrier")).toBe(1);
+    const rand = mulberry32(11);
+    const args = [
+      array(uniform(3 * D, 1, rand), { shape: [3, D] }),
+      array(uniform(D * H, 1, rand), { shape: [D, H] }),
+      array(uniform(H * O, 1, rand), { shape: [H, O] }),
+    ] as const;
+    const ref = await ((await jit(perExample(undefined))(...args)) as DeviceArrayLike).toArray();
+    expect(ref.length).toBe(3 * D * H);
+    for (const [name, policy] of POLICIES) {
+      const got = await ((await jit(perExample(policy))(...args)) as DeviceArrayLike).toArray();
+      expect(relErr(got, ref), name).toBeLessThan(1e-6);
+    }
+  });
 });
 
 type DeviceArrayLike = { toArray(): Promise<Float32Array> };
