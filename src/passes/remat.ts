@@ -1,4 +1,5 @@
 // Rematerialization policies (JAX's jax.checkpoint_policies) as data on the `checkpoint` op, and the pass that inlines checkpoint ops once autodiff is done.
+import { EXIT, TesseraError } from "../errors.ts";
 import { type AnyOp, type Graph, makeOp, mapSubgraphs, type Value } from "../ir/graph.ts";
 import type { Pass } from "./pass.ts";
 import { cloneGraph, makeGraph, sameList } from "./rewrite.ts";
@@ -43,6 +44,27 @@ export const checkpointPolicies = Object.freeze({
 
 export function isPolicyKind(s: string): s is PolicyKind {
   return (POLICY_KINDS as readonly string[]).includes(s);
+}
+
+/** A policy as text, as parsePolicy reads it: its kind, `saveOnlyTheseNames(a,b)` with its names. */
+export function policyText(p: SavePolicy): string {
+  return p.kind === "saveOnlyTheseNames" ? `${p.kind}(${p.names.join(",")})` : p.kind;
+}
+
+/** The policy policyText wrote (for flags and reports); throws a usage error naming the valid ones. */
+export function parsePolicy(text: string): SavePolicy {
+  const m = /^\s*([A-Za-z]+)\s*(?:\((.*)\))?\s*$/.exec(text);
+  const kind = m?.[1] ?? "";
+  const names = m?.[2]
+    ?.split(",")
+    .map((n) => n.trim())
+    .filter((n) => n !== "");
+  if (isPolicyKind(kind) && (kind === "saveOnlyTheseNames" ? names !== undefined : m?.[2] === undefined))
+    return policy(kind, names ?? []);
+  throw new TesseraError(
+    `unknown remat policy '${text}'; valid: ${POLICY_KINDS.map((k) => (k === "saveOnlyTheseNames" ? `${k}(name,...)` : k)).join(", ")}`,
+    { code: "ERR_USAGE", exitCode: EXIT.usage },
+  );
 }
 
 /**

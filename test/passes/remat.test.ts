@@ -5,7 +5,8 @@ import type { AnyOp, Graph, Op } from "../../src/ir/graph.ts";
 import { parse } from "../../src/ir/parse.ts";
 import { print } from "../../src/ir/print.ts";
 import { emitProgram, lowerProgram } from "../../src/frontend/lowering.ts";
-import type { SavePolicy } from "../../src/passes/remat.ts";
+import { parsePolicy, policyText, type SavePolicy } from "../../src/passes/remat.ts";
+import type { TesseraError } from "../../src/errors.ts";
 import { loraFromAdapter, loraSpecs, mulberry32, simpleLoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { estimateMemory } from "../../src/passes/memory_estimate.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
@@ -195,6 +196,20 @@ describe("tx.checkpoint: one IR op with a body and its policy", () => {
       expect(Math.abs((got[0] as number) - (ref[0] as number)), name).toBeLessThan(1e-6);
       for (let i = 1; i < 4; i++)
         expect(relErr(got[i] as Float32Array, ref[i] as Float32Array), name).toBeLessThan(1e-6);
+    }
+  });
+
+  it("policies as text round-trip (policyText, parsePolicy); an unknown one is a usage error listing the valid", () => {
+    for (const [, policy] of POLICIES) expect(parsePolicy(policyText(policy))).toEqual(policy);
+    expect(policyText(P.saveOnlyTheseNames("q", "k"))).toBe("saveOnlyTheseNames(q,k)");
+    expect(parsePolicy(" saveOnlyTheseNames( q , k ) ")).toEqual(P.saveOnlyTheseNames("q", "k"));
+    for (const bad of ["dots", "nothingSaveable(x)", "saveOnlyTheseNames", ""]) {
+      expect(() => parsePolicy(bad)).toThrow(/unknown remat policy .*valid: nothingSaveable, dotsSaveable/);
+      try {
+        parsePolicy(bad);
+      } catch (e) {
+        expect((e as TesseraError).exitCode).toBe(2);
+      }
     }
   });
 
