@@ -248,7 +248,9 @@ export interface ForwardOpts {
   layers?: "scan" | "unroll";
   /**
    * Rematerialize each layer in the backward pass (tx.checkpoint with this policy): only what the policy saves
-   * is kept from the forward pass. Matters for unrolled layers; a scanned layer is already recomputed whole.
+   * is kept from the forward pass. Unrolled, nothingSaveable keeps one hidden state per layer instead of every
+   * activation. Scanned, the backward scan already recomputes each layer from its saved carry (nothingSaveable's
+   * memory); a policy that saves (dotsSaveable, names) stacks those values per layer and skips recomputing them.
    */
   remat?: tx.SavePolicy;
   /**

@@ -36,7 +36,7 @@ interface Traced {
   readonly raw: unknown;
 }
 
-function traceBody(
+export function traceBody(
   parent: Trace,
   op: string,
   inputTypes: readonly TensorType[],
@@ -56,7 +56,7 @@ function traceBody(
  * in first-capture order). A body that did not use one gets an unused input for it. `lead` is how many of each
  * graph's inputs come before the captures; captures are moved to `at` (0: first, as consts; lead: last).
  */
-function unifyCaptures(bodies: readonly Traced[], lead: readonly number[], at: "first" | "last") {
+export function unifyCaptures(bodies: readonly Traced[], lead: readonly number[], at: "first" | "last") {
   const outer: Value[] = [];
   for (const b of bodies) for (const v of b.trace.capturedOuter) if (!outer.includes(v)) outer.push(v);
   const graphs = bodies.map((b, k) => {

@@ -98,6 +98,8 @@ export const COST_RULES: { [N in OpName]: CostRule<N> } = {
     return cost(c.flops + b.flops, c.transcendentals + b.transcendentals, c.bytes + b.bytes);
   },
   custom_vjp: (op) => graphCost(op.params.body).total,
+  checkpoint: (op) => graphCost(op.params.body).total,
+  checkpoint_name: free,
 };
 
 export function opCost(op: AnyOp): OpCost {

@@ -134,6 +134,8 @@ export function subgraphs(op: AnyOp): Graph[] {
       return [op.params.body, op.params.cond];
     case "custom_vjp":
       return [op.params.body, op.params.bwd, op.params.fwd];
+    case "checkpoint":
+      return [op.params.body];
     default:
       return [];
   }
@@ -165,6 +167,10 @@ export function mapSubgraphs(op: AnyOp, f: (g: Graph) => Graph): AnyOp {
       const next = { ...op.params, body: f(body), fwd: f(fwd), bwd: f(bwd) };
       if (next.body === body && next.fwd === fwd && next.bwd === bwd) return op;
       return makeOp("custom_vjp", op.inputs, next, op.outputs, op.loc);
+    }
+    case "checkpoint": {
+      const body = f(op.params.body);
+      return body === op.params.body ? op : makeOp("checkpoint", op.inputs, { ...op.params, body }, op.outputs, op.loc);
     }
     default:
       return op;

@@ -400,6 +400,14 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     });
     return carries;
   },
+  checkpoint: (inputs, { body }) => {
+    graphTakes(body, inputs, "body");
+    return body.outputs.map((v) => v.type);
+  },
+  checkpoint_name: (inputs) => {
+    arity(inputs, 1);
+    return [inputs[0]!];
+  },
   custom_vjp: (inputs, { body, fwd, bwd, numConsts }) => {
     if (numConsts < 0 || numConsts > inputs.length)
       fail(`numConsts ${numConsts} is out of range for ${inputs.length} operands`);

@@ -495,6 +495,8 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
     return carries;
   },
   custom_vjp: (op, args) => run(op.params.body, args),
+  checkpoint: (op, args) => run(op.params.body, args),
+  checkpoint_name: (_op, args) => [args[0]!],
 };
 
 /** The oracle runs small test programs: a while loop past this many iterations is taken for a runaway. */

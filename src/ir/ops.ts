@@ -16,10 +16,20 @@ export {
 export type CompareDir = "eq" | "ne" | "lt" | "le" | "gt" | "ge";
 
 /**
- * int: integer; ints: integer array; numbers: any float64 array (constant values); graph: a nested Graph; graphs: a
- * non-empty list of nested Graphs (the branches of a cond).
+ * int: integer; ints: integer array; numbers: any float64 array (constant values); string(s): text (a checkpoint
+ * policy, a value's name); graph: a nested Graph; graphs: a non-empty list of nested Graphs (the branches of a cond).
  */
-export type ParamKind = "int" | "ints" | "numbers" | "dtype" | "dir" | "bool" | "graph" | "graphs";
+export type ParamKind =
+  | "int"
+  | "ints"
+  | "numbers"
+  | "dtype"
+  | "dir"
+  | "bool"
+  | "string"
+  | "strings"
+  | "graph"
+  | "graphs";
 
 /** The TypeScript type of a param of each kind. */
 interface KindType {
@@ -29,6 +39,8 @@ interface KindType {
   dtype: DType;
   dir: CompareDir;
   bool: boolean;
+  string: string;
+  strings: readonly string[];
   graph: Graph;
   graphs: readonly Graph[];
 }
@@ -113,6 +125,15 @@ export const OP_SCHEMA = {
    * output) -> one cotangent per operand. Autodiff replaces it by fwd and bwd; the emitter inlines body.
    */
   custom_vjp: { body: "graph", fwd: "graph", bwd: "graph", numConsts: "int" },
+  /**
+   * Rematerialization (JAX's jax.checkpoint / remat): runs `body` (operands -> results). Differentiating it keeps
+   * from the forward pass only the operands and what `policy` saves of the body's top-level ops (`nothingSaveable`,
+   * `dotsSaveable`, `dotsWithNoBatchDimsSaveable`, `saveOnlyTheseNames` with `names`, `everythingSaveable`); the
+   * backward pass recomputes the rest behind an optimization_barrier. Without autodiff it is its body, inlined.
+   */
+  checkpoint: { body: "graph", policy: "string", names: "strings" },
+  /** Identity that names its operand for a `saveOnlyTheseNames` policy (JAX's checkpoint_name). */
+  checkpoint_name: { name: "string" },
 } as const satisfies Record<string, Readonly<Record<string, ParamKind>>>;
 
 type Schema = typeof OP_SCHEMA;

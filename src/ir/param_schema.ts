@@ -33,6 +33,10 @@ export function valueHasKind(v: unknown, kind: ParamKind): boolean {
       return typeof v === "string" && DIRS.includes(v);
     case "bool":
       return typeof v === "boolean";
+    case "string":
+      return typeof v === "string";
+    case "strings":
+      return Array.isArray(v) && v.every((x) => typeof x === "string");
     case "graph":
       return isGraphLike(v);
     case "graphs":
@@ -64,6 +68,8 @@ const KIND_WORDS: Record<ParamKind, string> = {
   dtype: "a dtype",
   dir: "one of eq, ne, lt, le, gt, ge",
   bool: "true or false",
+  string: "a string",
+  strings: "an array of strings",
   graph: "a graph",
   graphs: "a non-empty list of graphs",
 };

@@ -362,6 +362,9 @@ export const FACTOR_RULES: { [N in OpName]: FactorRule<N> } = {
   cond: opaque,
   while: opaque,
   custom_vjp: opaque,
+  // The lowering inlines checkpoint ops before propagation (passes/remat.ts); a graph that still has one is opaque.
+  checkpoint: opaque,
+  checkpoint_name: e,
 };
 
 /** The factors of one op. */

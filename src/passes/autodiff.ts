@@ -5,7 +5,7 @@ import type { OpName } from "../ir/ops.ts";
 import { formatLoc, formatType, isFloat, range, sameType, type SourceLoc } from "../ir/types.ts";
 import { Emitter } from "./emitter.ts";
 import type { Pass } from "./pass.ts";
-import { regionOf, type RematRegion } from "./remat.ts";
+import { savedOps } from "./remat.ts";
 import { cloneGraph, makeGraph } from "./rewrite.ts";
 import { VJP_RULES, carriesNoGradient, stackedType, type Ct, type VjpCtx, type VjpRule } from "./vjp_rules.ts";
 
@@ -129,6 +129,11 @@ function outputActivity(op: AnyOp, inActive: readonly boolean[]): readonly boole
       return whileActivity(op, inActive);
     case "custom_vjp":
       return op.outputs.map(() => inActive.some((a) => a));
+    case "checkpoint": {
+      const { body } = op.params;
+      const active = forwardActivity(body, new Set(body.inputs.filter((_, i) => inActive[i])));
+      return body.outputs.map((v) => active.has(v));
+    }
     default: {
       // Bit reinterpretation, and ops with integer or bool results: no gradient flows through them.
       if (carriesNoGradient(op.name)) return op.outputs.map(() => false);
@@ -208,6 +213,7 @@ const RULES: { [N in OpName]: VjpRule<N> } = {
     );
   },
   custom_vjp: customVjpRule,
+  checkpoint: checkpointVjp,
 };
 
 /**
@@ -215,14 +221,19 @@ const RULES: { [N in OpName]: VjpRule<N> } = {
  * carries) and then the backward ops; returns the cotangent of each `want` value (zeros where none flows).
  * `seeds` gives the cotangents flowing into values of `g` (summed when a value has several); its values
  * must be available in `b`'s scope. Gradients flow only through float values that depend on `activeInputs`.
+ * `given` ops of `g` are not emitted: their results are already in scope (a checkpoint's saved values).
+ * `presaved` checkpoint ops of `g` take their policy's residuals from there (a scan's forward pass stacked them).
  */
 function backprop(
   b: GraphBuilder,
-  g: Graph,
+  traced: Graph,
   activeInputs: ReadonlySet<Value>,
   seeds: ReadonlyMap<Value, readonly Value[]>,
   want: readonly Value[],
+  given: ReadonlySet<AnyOp> = new Set(),
+  presaved: ReadonlyMap<AnyOp, readonly Value[]> = new Map(),
 ): Value[] {
+  const g = inlineEverythingSaveable(traced);
   const active = forwardActivity(g, activeInputs);
   // Backward reachability: a value needs a cotangent if it is active and feeds a seeded value.
   const useful = new Set([...seeds.keys()].filter((v) => active.has(v)));
@@ -240,7 +251,16 @@ function backprop(
 
   const residuals = new Map<AnyOp, Value[]>();
   for (const op of g.ops) {
-    if (op.name === "scan" && differentiated.has(op)) {
+    if (given.has(op)) continue;
+    const pre = presaved.get(op);
+    if (pre) {
+      b.push(op);
+      residuals.set(op, [...pre]);
+    } else if (op.name === "checkpoint" && differentiated.has(op)) {
+      const saved = forwardSaving(op);
+      b.push(saved.op);
+      residuals.set(op, saved.residuals);
+    } else if (op.name === "scan" && differentiated.has(op)) {
       const saved = saveCarries(op);
       b.push(saved.op);
       residuals.set(op, saved.stacked);
@@ -258,8 +278,6 @@ function backprop(
   for (const [v, list] of seeds) {
     if (active.has(v)) for (const ct of list) accumulate(e, cts, v, ct);
   }
-  // Checkpointed regions: recomputed once, when the backward pass first reaches one of their ops.
-  const recomputed = new Map<RematRegion, Map<AnyOp, AnyOp>>();
   for (let k = g.ops.length - 1; k >= 0; k--) {
     const op = g.ops[k]!;
     if (!differentiated.has(op)) continue;
@@ -268,18 +286,7 @@ function backprop(
     e.loc = op.loc;
     const needs = op.inputs.map((v) => active.has(v));
     const ctx: VjpCtx = { e, residuals: residuals.get(op) };
-    // A checkpointed op's rule reads the recomputed copy's operands and results instead of the forward's.
-    const region = regionOf(op);
-    let ruleOp: AnyOp = op;
-    if (region) {
-      let clones = recomputed.get(region);
-      if (!clones) {
-        clones = recompute(e, region);
-        recomputed.set(region, clones);
-      }
-      ruleOp = clones.get(op)!;
-    }
-    const inCts = (RULES[op.name] as VjpRule<OpName>)(ctx, ruleOp, outCts, needs);
+    const inCts = (RULES[op.name] as VjpRule<OpName>)(ctx, op, outCts, needs);
     op.inputs.forEach((v, i) => {
       const ct = inCts[i];
       if (!needs[i]) return;
@@ -297,50 +304,103 @@ function backprop(
 }
 
 /**
- * Emits the recomputation of a checkpointed region for the backward pass and returns each region op's copy. The
- * backward reads from the forward only the region's inputs and the results its policy saves, and reads them
- * through one optimization_barrier: the recomputed ops then have other operands than the forward's, so neither
- * our CSE nor XLA's can merge them back into the forward ops (which would keep every activation alive, as JAX
- * notes for jax.checkpoint). Saved ops are not recomputed: their copies stand for the barrier's results.
+ * The forward pass of a differentiated checkpoint: the same op, its body also returning the results its policy
+ * saves (the residuals, in savedOps order). Everything else the body computes dies inside it. It stays a
+ * checkpoint op so that an outer grad (nested differentiation) rematerializes it in turn.
  */
-function recompute(e: Emitter, region: RematRegion): Map<AnyOp, AnyOp> {
-  const produced = new Set(region.ops.flatMap((o) => o.outputs));
-  const external: Value[] = [];
-  const seen = new Set<Value>();
-  for (const o of region.ops) {
-    for (const v of o.inputs) {
-      if (produced.has(v) || seen.has(v)) continue;
-      seen.add(v);
-      external.push(v);
-    }
-  }
-  const savedOps = new Set(region.ops.filter((o) => region.saveable(o)));
-  const residuals = [...external, ...[...savedOps].flatMap((o) => o.outputs)];
-  const through = residuals.length > 0 ? e.ops("optimization_barrier", residuals, {}) : [];
-  const map = new Map<Value, Value>(residuals.map((v, i) => [v, through[i]!]));
-  const clones = new Map<AnyOp, AnyOp>();
-  for (const o of region.ops) {
-    const inputs = o.inputs.map((v) => map.get(v)!);
-    if (savedOps.has(o)) {
-      clones.set(
-        o,
-        makeOp(
-          o.name,
-          inputs,
-          o.params as never,
-          o.outputs.map((v) => map.get(v)!),
-          o.loc,
-        ),
+function forwardSaving(op: Op<"checkpoint">): { op: AnyOp; residuals: Value[] } {
+  const kept = savedOps(op).flatMap((o) => o.outputs);
+  if (kept.length === 0) return { op, residuals: [] };
+  const { body } = op.params;
+  const outNames = body.outputNames ? [...body.outputNames, ...kept.map(() => "")] : undefined;
+  const saving = makeGraph(body.inputs, body.ops, [...body.outputs, ...kept], body.inputNames, outNames);
+  const residuals = kept.map((v) => new Value(v.type));
+  return {
+    op: makeOp("checkpoint", op.inputs, { ...op.params, body: saving }, [...op.outputs, ...residuals], op.loc),
+    residuals,
+  };
+}
+
+/**
+ * checkpoint (JAX's remat): the backward pass reads from the forward only the op's operands and the residuals its
+ * policy saved, through one optimization_barrier, recomputes the body's other ops from them and differentiates
+ * that copy. The recomputed ops have other operands than the forward's (the barrier's results), so neither our
+ * CSE nor XLA's can merge them back into the forward ops (which would keep every activation alive, as JAX notes
+ * for jax.checkpoint). Saved ops are not recomputed: their copies stand for the barrier's results.
+ */
+function checkpointVjp(
+  ctx: VjpCtx,
+  op: Op<"checkpoint">,
+  cts: readonly Ct[],
+  needs: readonly boolean[],
+): readonly Ct[] {
+  const { e } = ctx;
+  const { body } = op.params;
+  const keep = savedOps(op);
+  const kept = keep.flatMap((o) => o.outputs);
+  const residuals = ctx.residuals ?? [];
+  if (residuals.length !== kept.length) throw new Error("internal: checkpoint vjp without its saved values");
+  const fromForward = [...op.inputs, ...residuals];
+  const through = fromForward.length > 0 ? e.ops("optimization_barrier", fromForward, {}) : [];
+  const env = new Map<Value, Value>();
+  body.inputs.forEach((v, i) => {
+    env.set(v, through[i]!);
+  });
+  kept.forEach((v, k) => {
+    env.set(v, through[op.inputs.length + k]!);
+  });
+  const keepSet = new Set(keep);
+  const given = new Set<AnyOp>();
+  const ops = body.ops.map((o) => {
+    const inputs = o.inputs.map((v) => env.get(v) ?? v);
+    const params = mapSubgraphs(o, cloneGraph).params as never;
+    if (keepSet.has(o)) {
+      const copy = makeOp(
+        o.name,
+        inputs,
+        params,
+        o.outputs.map((v) => env.get(v)!),
+        o.loc,
       );
-      continue;
+      given.add(copy);
+      return copy;
     }
-    const outputs = o.outputs.map((v) => new Value(v.type));
-    const clone = makeOp(o.name, inputs, o.params as never, outputs, o.loc);
-    e.b.push(clone);
-    for (const [i, v] of o.outputs.entries()) map.set(v, outputs[i]!);
-    clones.set(o, clone);
+    const outputs = o.outputs.map((v) => {
+      const fresh = new Value(v.type);
+      env.set(v, fresh);
+      return fresh;
+    });
+    return makeOp(o.name, inputs, params, outputs, o.loc);
+  });
+  const ins = through.slice(0, op.inputs.length);
+  const copy = makeGraph(
+    ins,
+    ops,
+    body.outputs.map((v) => env.get(v) ?? v),
+  );
+  const seeds = new Map<Value, Value[]>();
+  copy.outputs.forEach((v, j) => {
+    const ct = cts[j];
+    if (ct) addSeed(seeds, v, ct);
+  });
+  const grads = backprop(e.b, copy, new Set(ins.filter((_, i) => needs[i])), seeds, ins, given);
+  return grads.map((g, i) => (needs[i] ? g : undefined));
+}
+
+/**
+ * `g` with its top-level everythingSaveable checkpoints inlined: saving everything is differentiating the body as
+ * if there were no checkpoint. The inlined ops define the checkpoint's own result values, so seeds and later ops
+ * still find them.
+ */
+function inlineEverythingSaveable(g: Graph): Graph {
+  if (!g.ops.some((o) => o.name === "checkpoint" && o.params.policy === "everythingSaveable")) return g;
+  const b = new GraphBuilder();
+  for (const op of g.ops) {
+    if (op.name === "checkpoint" && op.params.policy === "everythingSaveable")
+      inlineInto(b, cloneGraph(op.params.body), op.inputs, op.outputs, op.loc);
+    else b.push(op);
   }
-  return clones;
+  return makeGraph(g.inputs, b.build([]).ops, g.outputs, g.inputNames, g.outputNames);
 }
 
 /** Fan-out: a value used several times gets the sum of its uses' cotangents. */
@@ -449,13 +509,34 @@ function condVjp(ctx: VjpCtx, op: Op<"cond">, cts: readonly Ct[], needs: readonl
   return result;
 }
 
-/** The same scan with the carries entering each iteration appended to its ys: the backward scan's residuals. */
+/** The top-level checkpoint ops of a scan body whose policy saves something: the scan stacks those residuals. */
+function savingCheckpoints(body: Graph): number[] {
+  return range(body.ops.length).filter((k) => {
+    const o = body.ops[k]!;
+    return o.name === "checkpoint" && o.params.policy !== "everythingSaveable" && savedOps(o).length > 0;
+  });
+}
+
+/**
+ * The same scan with the carries entering each iteration appended to its ys, then the residuals the body's
+ * checkpoint ops save (their policies', stacked per iteration, as JAX's scan saves a remat body's residuals):
+ * the backward scan's inputs. Everything else the body computes is recomputed by the backward scan.
+ */
 function saveCarries(op: Op<"scan">): { op: AnyOp; stacked: Value[] } {
-  const { body, numConsts: nc, numCarry: nh, length } = op.params;
+  const { body: original, numConsts: nc, numCarry: nh, length } = op.params;
+  const ops = [...original.ops];
+  const kept: Value[] = [];
+  for (const k of savingCheckpoints(original)) {
+    const saving = forwardSaving(original.ops[k] as Op<"checkpoint">);
+    ops[k] = saving.op;
+    kept.push(...saving.residuals);
+  }
+  const body = makeGraph(original.inputs, ops, original.outputs, original.inputNames, original.outputNames);
   const carriesIn = body.inputs.slice(nc, nc + nh);
-  const outNames = body.outputNames ? [...body.outputNames, ...carriesIn.map(() => "")] : undefined;
-  const saving = makeGraph(body.inputs, body.ops, [...body.outputs, ...carriesIn], body.inputNames, outNames);
-  const stacked = carriesIn.map((v) => new Value(stackedType(v.type, length)));
+  const extra = [...carriesIn, ...kept];
+  const outNames = body.outputNames ? [...body.outputNames, ...extra.map(() => "")] : undefined;
+  const saving = makeGraph(body.inputs, body.ops, [...body.outputs, ...extra], body.inputNames, outNames);
+  const stacked = extra.map((v) => new Value(stackedType(v.type, length)));
   return {
     op: makeOp("scan", op.inputs, { ...op.params, body: saving }, [...op.outputs, ...stacked], op.loc),
     stacked,
@@ -474,8 +555,20 @@ function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonl
   const body = cloneGraph(op.params.body);
   const nx = op.inputs.length - nc - nh;
   const ny = body.outputs.length - nh;
-  const saved = ctx.residuals;
-  if (!saved) throw new Error("internal: scan vjp without saved carries");
+  const residuals = ctx.residuals;
+  if (!residuals) throw new Error("internal: scan vjp without saved carries");
+  // The body's checkpoint ops read the residuals the forward scan stacked for them (sliced per iteration).
+  const presaved = new Map<AnyOp, Value[]>();
+  const ckptIn: Value[] = [];
+  for (const k of savingCheckpoints(body)) {
+    const o = body.ops[k]! as Op<"checkpoint">;
+    const vals = savedOps(o)
+      .flatMap((s) => s.outputs)
+      .map((v) => new Value(v.type));
+    presaved.set(o, vals);
+    ckptIn.push(...vals);
+  }
+  if (residuals.length !== nh + ckptIn.length) throw new Error("internal: scan vjp residual count");
   const activeCarry = scanActivity(op, needs).carries;
 
   const hIdx = range(nh).filter((i) => activeCarry[i]);
@@ -509,13 +602,13 @@ function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonl
     ...cIdx.map((k) => bodyConsts[k]!),
     ...xIdx.map((j) => bodyXs[j]!),
   ];
-  const grads = backprop(bb, body, activeIn, seeds, want);
+  const grads = backprop(bb, body, activeIn, seeds, want, new Set(), presaved);
   const be = new Emitter(bb, op.loc);
   const ctCarryOut = grads.slice(0, hIdx.length);
   const accOut = grads.slice(hIdx.length, hIdx.length + cIdx.length).map((g, n) => be.add(accIn[n]!, g));
   const ctXOut = grads.slice(hIdx.length + cIdx.length);
   const backBody = makeGraph(
-    [...bodyConsts, ...ctCarryIn, ...accIn, ...bodyXs, ...bodyCarries, ...ctYIn],
+    [...bodyConsts, ...ctCarryIn, ...accIn, ...bodyXs, ...bodyCarries, ...ckptIn, ...ctYIn],
     bb.build([]).ops,
     [...ctCarryOut, ...accOut, ...ctXOut],
   );
@@ -527,7 +620,7 @@ function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonl
       ...hIdx.map((i) => cts[i] ?? e.zeros(op.outputs[i]!.type)),
       ...cIdx.map((k) => e.zeros(op.inputs[k]!.type)),
       ...op.inputs.slice(nc + nh),
-      ...saved,
+      ...residuals,
       ...yIdx.map((j) => cts[nh + j]!),
     ],
     { body: backBody, length, numConsts: nc, numCarry: hIdx.length + cIdx.length, reverse: !reverse },

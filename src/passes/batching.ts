@@ -288,6 +288,22 @@ const customVjpRule: BatchRule<"custom_vjp"> = (ctx, op, ins) => {
   return ctx.e.ops("custom_vjp", inputs, { ...op.params, body: bodyG, fwd: fwdG, bwd: bwdG }).map(batched);
 };
 
+/** The body batched as its operands are; results batched as the body makes them (the policy is unchanged). */
+const checkpointRule: BatchRule<"checkpoint"> = (ctx, op, ins) => {
+  const { graph, outB } = batchGraph(
+    op.params.body,
+    ins.map((x) => x.b),
+    ctx.size,
+  );
+  return ctx.e
+    .ops(
+      "checkpoint",
+      ins.map((x) => x.v),
+      { ...op.params, body: graph },
+    )
+    .map((v, i) => ({ v, b: outB[i]! }));
+};
+
 /** Ops that pass each operand through: results batched as their operands are. */
 const passThrough =
   <N extends OpName>(): BatchRule<N> =>
@@ -459,4 +475,6 @@ export const BATCH_RULES: { readonly [N in OpName]: BatchRule<N> } = {
   cond: condRule,
   while: whileRule,
   custom_vjp: customVjpRule,
+  checkpoint: checkpointRule,
+  checkpoint_name: passThrough(),
 };

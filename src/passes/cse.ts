@@ -71,6 +71,8 @@ function keyedParams(op: AnyOp): unknown {
       return { branches: op.params.branches.map(graphKey) };
     case "while":
       return { ...op.params, cond: graphKey(op.params.cond), body: graphKey(op.params.body) };
+    case "checkpoint":
+      return { ...op.params, body: graphKey(op.params.body) };
     case "custom_vjp":
       return {
         ...op.params,

@@ -1,4 +1,4 @@
-// Dead code elimination: drops ops whose results are unused, unused ys, consts and xs of scans, results and operands of conds (recursively).
+// Dead code elimination: drops ops whose results are unused, unused ys, consts and xs of scans, results and operands of conds and checkpoints (recursively).
 import { makeOp, type AnyOp, type Graph, type Op, type Value } from "../ir/graph.ts";
 import type { Pass } from "./pass.ts";
 import { range } from "../ir/types.ts";
@@ -19,7 +19,13 @@ export function dce(g: Graph): Graph {
     const op = g.ops[k]!;
     if (!op.outputs.some((v) => live.has(v))) continue;
     const pruned =
-      op.name === "scan" ? pruneScan(op, live) : op.name === "cond" ? pruneCond(op, live) : mapBody(op, dce);
+      op.name === "scan"
+        ? pruneScan(op, live)
+        : op.name === "cond"
+          ? pruneCond(op, live)
+          : op.name === "checkpoint"
+            ? pruneCheckpoint(op, live)
+            : mapBody(op, dce);
     kept.push(pruned);
     pruned.inputs.forEach((v) => {
       live.add(v);
@@ -74,6 +80,41 @@ function pruneScan(op: Op<"scan">, live: ReadonlySet<Value>): AnyOp {
     inIdx.map((i) => op.inputs[i]!),
     { ...op.params, body: newBody, numConsts: keepC.length },
     outIdx.map((i) => op.outputs[i]!),
+    op.loc,
+  );
+}
+
+/** A checkpoint without the results nobody reads (saved values autodiff did not use), its dead ops and unread operands. */
+function pruneCheckpoint(op: Op<"checkpoint">, live: ReadonlySet<Value>): AnyOp {
+  const { body } = op.params;
+  const keepOut = range(op.outputs.length).filter((j) => live.has(op.outputs[j]!));
+  const trimmed = dce(
+    keepOut.length === body.outputs.length
+      ? body
+      : makeGraph(
+          body.inputs,
+          body.ops,
+          keepOut.map((j) => body.outputs[j]!),
+          body.inputNames,
+          pickNames(body.outputNames, keepOut),
+        ),
+  );
+  const read = new Set<Value>(trimmed.outputs);
+  for (const o of trimmed.ops) for (const v of o.inputs) read.add(v);
+  const keepIn = range(op.inputs.length).filter((i) => read.has(body.inputs[i]!));
+  if (keepIn.length === op.inputs.length && trimmed === body) return op;
+  const newBody = makeGraph(
+    keepIn.map((i) => body.inputs[i]!),
+    trimmed.ops,
+    trimmed.outputs,
+    pickNames(body.inputNames, keepIn),
+    trimmed.outputNames,
+  );
+  return makeOp(
+    "checkpoint",
+    keepIn.map((i) => op.inputs[i]!),
+    { ...op.params, body: newBody },
+    keepOut.map((j) => op.outputs[j]!),
     op.loc,
   );
 }

@@ -5,6 +5,7 @@ import { constantFoldPass } from "./constant_fold.ts";
 import { csePass } from "./cse.ts";
 import { dcePass } from "./dce.ts";
 import type { Pass } from "./pass.ts";
+import { inlineCheckpointsPass } from "./remat.ts";
 import { simplifyPass } from "./simplify.ts";
 
 /** The cleanup passes, in the order they run after autodiff (and on any traced graph). */
@@ -16,8 +17,10 @@ export const CLEANUP_PIPELINE: readonly Pass[] = Object.freeze([
   simplifyPass,
   // Duplicates: autodiff and the frontend emit the same constants and broadcasts once per use.
   csePass,
-  // Last: drop whatever the passes above bypassed or merged away.
+  // Drop whatever the passes above bypassed or merged away.
   dcePass,
+  // Autodiff is done: a checkpoint op is its body from here on (its recomputation already reads barriers).
+  inlineCheckpointsPass,
 ]);
 
 /** Every pass name the pipeline knows, in pipeline order (autodiff runs first when gradients are asked for). */

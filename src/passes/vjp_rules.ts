@@ -203,7 +203,7 @@ export const ELEMENTWISE_VJP: { [N in ElementwiseOp]: VjpRule<N> } = {
 };
 
 /** Ops with nested graphs: their rules need the whole autodiff machinery and live in autodiff.ts. */
-export type BodyOpName = "scan" | "cond" | "while" | "custom_vjp";
+export type BodyOpName = "scan" | "cond" | "while" | "custom_vjp" | "checkpoint";
 
 /** Every op except those with bodies (BodyOpName). */
 export const VJP_RULES: { [N in Exclude<OpName, BodyOpName>]: VjpRule<N> } = {
@@ -372,6 +372,8 @@ export const VJP_RULES: { [N in Exclude<OpName, BodyOpName>]: VjpRule<N> } = {
   },
   // JAX's stop_gradient: the value passes, its cotangent does not (autodiff also treats its result as inactive).
   stop_gradient: none,
+  // A name for the remat policy: the identity.
+  checkpoint_name: (_ctx, _op, cts) => [cts[0]],
 };
 
 /** Whether `name`'s results never carry a gradient (its VJP is `none`), whatever its operands. */

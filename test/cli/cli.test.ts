@@ -116,7 +116,7 @@ describe("compile", () => {
       );
       const dumped = readFileSync(dump, "utf8");
       const headers = [...dumped.matchAll(/^\/\/ -----\/\/ IR Dump After (\S+) \/\/----- \/\/$/gm)].map((m) => m[1]);
-      expect(headers).toEqual(["constant-fold", "simplify", "cse", "dce"]);
+      expect(headers).toEqual(["constant-fold", "simplify", "cse", "dce", "inline-checkpoints"]);
       // Dumps carry the user's locations: the matmul is on line 5, column 14 of the fixture.
       expect(dumped).toContain(
         `dot_general %2, %1 {lhsBatch=[], lhsContract=[1], outDtype=f32, rhsBatch=[], rhsContract=[0]} loc("${FIX}/matmul.ts":5:14)`,

@@ -252,6 +252,7 @@ class Gen {
     [0.7, () => this.cond()],
     [0.4, () => this.whileLoop()],
     [0.5, () => this.customVjp()],
+    [0.5, () => this.checkpoint()],
   ];
 
   step(): void {
@@ -678,6 +679,32 @@ class Gen {
     const scale = this.add("convert", [acc!], { dtype: x.type.dtype })[0]!;
     const b = this.add("broadcast_in_dim", [scale], { shape: x.type.shape, dims: [] })[0]!;
     this.op("mul", [this.tame(x), b], {}, TAME * 10);
+    return true;
+  }
+
+  /**
+   * A checkpoint (any policy) over a few random ops of x, their last result named "h" and squashed by tanh: the
+   * gradient checks then cover its rematerialized backward pass (what is saved, what is recomputed).
+   */
+  checkpoint(): boolean {
+    const x = this.operand();
+    if (!x) return false;
+    const inner = new Gen(Math.floor(this.r() * 2 ** 32), { ...this.opts, scan: false }, true);
+    inner.input(x.type, this.bnd(x));
+    for (let i = inner.int(1, 3); i > 0; i--) inner.step();
+    const last = inner.pool[inner.pool.length - 1]!;
+    const named = inner.op("checkpoint_name", [last], { name: "h" }, inner.bnd(last));
+    const body = inner.b.build([inner.op("tanh", [named], {}, 1)]);
+    const policy = this.pick([
+      "nothingSaveable",
+      "dotsSaveable",
+      "dotsWithNoBatchDimsSaveable",
+      "saveOnlyTheseNames",
+      "everythingSaveable",
+    ] as const);
+    const [out] = this.add("checkpoint", [x], { body, policy, names: ["h"] });
+    this.pool.push(out!);
+    this.bound.set(out!, 1);
     return true;
   }
 

@@ -25,7 +25,7 @@ function expectSameResults(a: HostArray[], b: HostArray[]): void {
 function opsIn(g: Graph, into: Set<OpName>): Set<OpName> {
   for (const op of g.ops) {
     into.add(op.name);
-    if (op.name === "scan") opsIn(op.params.body, into);
+    if (op.name === "scan" || op.name === "checkpoint") opsIn(op.params.body, into);
   }
   return into;
 }

@@ -208,6 +208,20 @@ const CASES: { readonly [N in OpName]: readonly Case[] } = {
       },
     },
   ],
+  checkpoint: [
+    {
+      // A body mixing both operands, a named value and a result that is one operand passed through.
+      ins: [f32(3), f32(3)],
+      build: (b, xs) => {
+        const body = sub([F3, F3], (g, [x, y]) => [
+          g.add1("tanh", [g.add1("checkpoint_name", [g.add1("mul", [x!, y!], {})], { name: "h" })], {}),
+          y!,
+        ]);
+        return b.add("checkpoint", xs, { body, policy: "saveOnlyTheseNames", names: ["h"] });
+      },
+    },
+  ],
+  checkpoint_name: [{ ins: [f32(3)], build: (b, xs) => b.add("checkpoint_name", xs, { name: "h" }) }],
 };
 
 const B = 3;

@@ -28,9 +28,11 @@ const sumOfSquares = ir`
 
 describe("pipeline", () => {
   it("lists the passes in order; autodiff comes first when wrt is given", () => {
-    expect(PASS_NAMES).toEqual(["autodiff", "constant-fold", "simplify", "cse", "dce"]);
-    expect(pipelineText(CLEANUP_PIPELINE)).toBe("constant-fold,simplify,cse,dce");
-    expect(pipelineText(defaultPipeline({ wrt: [0] }))).toBe("autodiff,constant-fold,simplify,cse,dce");
+    expect(PASS_NAMES).toEqual(["autodiff", "constant-fold", "simplify", "cse", "dce", "inline-checkpoints"]);
+    expect(pipelineText(CLEANUP_PIPELINE)).toBe("constant-fold,simplify,cse,dce,inline-checkpoints");
+    expect(pipelineText(defaultPipeline({ wrt: [0] }))).toBe(
+      "autodiff,constant-fold,simplify,cse,dce,inline-checkpoints",
+    );
   });
 
   it("builds a pipeline from its textual form", () => {
@@ -39,7 +41,7 @@ describe("pipeline", () => {
   });
 
   it("rejects unknown pass names, listing the valid ones", () => {
-    const valid = "valid passes are: autodiff, constant-fold, simplify, cse, dce";
+    const valid = "valid passes are: autodiff, constant-fold, simplify, cse, dce, inline-checkpoints";
     expect(() => pipelineByName("simplify,fold")).toThrow(`unknown pass 'fold'; ${valid}`);
     expect(() => checkPassName("dead-code")).toThrow(`unknown pass 'dead-code'; ${valid}`);
     expect(() => checkPassName("cse")).not.toThrow();
@@ -88,13 +90,13 @@ describe("runPasses", () => {
     expect(dumps[0]![1]).toContain("constant"); // simplify bypasses; DCE has not run yet
     dumps.length = 0;
     const out = runPasses(g, CLEANUP_PIPELINE, { dumpAfter: "all", dump });
-    expect(dumps.map(([n]) => n)).toEqual(["constant-fold", "simplify", "cse", "dce"]);
+    expect(dumps.map(([n]) => n)).toEqual(["constant-fold", "simplify", "cse", "dce", "inline-checkpoints"]);
     expect(dumps[3]![1]).toBe(print(out));
   });
 
   it("rejects a dump-after name that is not in the pipeline", () => {
     expect(() => runPasses(parse(sumOfSquares), CLEANUP_PIPELINE, { dumpAfter: ["autodiff"] })).toThrow(
-      "cannot dump after 'autodiff': it is not in the pipeline (constant-fold, simplify, cse, dce)",
+      "cannot dump after 'autodiff': it is not in the pipeline (constant-fold, simplify, cse, dce, inline-checkpoints)",
     );
   });
 

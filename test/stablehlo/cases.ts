@@ -321,6 +321,13 @@ function controlCase(dt: FloatDType): ExecCase {
     }),
   );
   c.out(...b.add("optimization_barrier", [W, zero], {}));
+  // A checkpoint left in the graph (no inline pass) is its body, inlined; a named value is its operand.
+  const cb = new GraphBuilder();
+  const [cw, ch] = [cb.input(tensorType(dt, [3])), cb.input(tensorType(dt, [3]))];
+  const named = cb.add1("checkpoint_name", [cb.add1("mul", [cw, ch], {})], { name: "h" });
+  const ckpt = cb.build([cb.add1("tanh", [named], {}), ch]);
+  c.out(...b.add("checkpoint", [W, H], { body: ckpt, policy: "saveOnlyTheseNames", names: ["h"] }));
+  c.out(b.add1("checkpoint_name", [W], { name: "w" }));
   return c.done(`scan ${dt}`, dt === "f32" ? { rtol: 1e-5, atol: 1e-5 } : { rtol: 5e-2, atol: 5e-2 });
 }
 

@@ -463,4 +463,12 @@ export const RULES: { [N in OpName]: LowerRule<N> } = {
       op.params.body,
       op.inputs.map((v) => e.ref(v)),
     ),
+  // After autodiff a checkpoint is its body (the lowering inlines them before; kept for custom pass lists).
+  checkpoint: (e, op) =>
+    inline(
+      e,
+      op.params.body,
+      op.inputs.map((v) => e.ref(v)),
+    ),
+  checkpoint_name: (e, op) => [e.ref(op.inputs[0]!)],
 };
