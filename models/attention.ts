@@ -1,10 +1,11 @@
 // Scaled dot-product attention kernels in the DSL: plain (materialized scores) and blockwise (flash: online softmax over scans).
 import { tx, type Tensor } from "tessera";
 import { TraceError } from "../src/frontend/errors.ts";
+import { bind } from "../src/frontend/core.ts";
 
 /**
  * How attention runs: "plain" materializes every [S, S] score matrix; "blockwise" streams key blocks through an
- * online softmax (memory O(S·block)); "cudnn" names a fused GPU kernel that Tessera cannot emit yet (refused).
+ * online softmax (memory O(S·block)); "cudnn" is XLA's cuDNN flash-attention custom call (CUDA backends only).
  */
 export type AttentionImpl = "plain" | "blockwise" | "cudnn";
 export const ATTENTION_IMPLS: readonly AttentionImpl[] = ["plain", "blockwise", "cudnn"];
@@ -420,4 +421,37 @@ function flashBackward(
     keys(fin.dk),
     keys(fin.dv),
   ];
+}
+
+/**
+ * cuDNN flash attention (CUDA only): the custom calls `__cudnn$fmhaSoftmax` and `__cudnn$fmhaSoftmaxBackward`
+ * exactly as JAX lowers jax.nn.dot_product_attention(q, k, v, is_causal, implementation="cudnn") for the cuda
+ * platform, q [B, S, Hq, D] and k, v [B, S, Hkv, D] (GQA as in plainAttention) in bf16 or f16, scale 1/sqrt(D).
+ * A customVjp: the forward (with its softmax stats when differentiated) is one custom call, its VJP the backward
+ * custom call on (q, k, v, stats, dO, O). No backend but XLA's CUDA one runs it; segment ids are refused (cuDNN
+ * would need them as sequence offsets).
+ */
+export function cudnnAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOpts): Tensor {
+  const op = "cudnnAttention";
+  const { D } = checkInputs(op, q, k, v, opts.segmentIds);
+  if (opts.segmentIds)
+    throw new TraceError(op, "segment ids (packed sequences) are not supported: use blockwise or plain attention");
+  if (q.dtype !== "bf16" && q.dtype !== "f16")
+    throw new TraceError(op, `cuDNN flash attention takes bf16 or f16 q, k and v, got ${q.dtype}`, [q.type]);
+  const params = { scale: [1 / Math.sqrt(D)], causal: opts.causal };
+  // [B, N, T, H] -> [B, T, N, H]: free, the custom call lays its results out as BTNH.
+  const btnh = (x: Tensor) => x.transpose([0, 2, 1, 3]);
+  const attend = tx.customVjp(
+    (q: Tensor, k: Tensor, v: Tensor) => btnh(bind("cudnn_fmha", [q, k, v], { ...params, stats: false })[0]!),
+    {
+      fwd: (q: Tensor, k: Tensor, v: Tensor) => {
+        const [o, stats] = bind("cudnn_fmha", [q, k, v], { ...params, stats: true }) as [Tensor, Tensor];
+        const out = btnh(o);
+        return [out, { q, k, v, stats, out }];
+      },
+      bwd: (r, dOut: Tensor) =>
+        bind("cudnn_fmha_bwd", [r.q, r.k, r.v, r.stats, dOut.astype(r.q.dtype), r.out], params).map(btnh),
+    },
+  );
+  return attend(q, k, v);
 }

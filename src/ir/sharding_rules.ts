@@ -362,6 +362,9 @@ export const FACTOR_RULES: { [N in OpName]: FactorRule<N> } = {
   cond: opaque,
   while: opaque,
   custom_vjp: opaque,
+  // XLA has no partitioning rule for the cuDNN custom call (JAX shards it by hand): replicated.
+  cudnn_fmha: opaque,
+  cudnn_fmha_bwd: opaque,
 };
 
 /** The factors of one op. */

@@ -288,6 +288,25 @@ const customVjpRule: BatchRule<"custom_vjp"> = (ctx, op, ins) => {
   return ctx.e.ops("custom_vjp", inputs, { ...op.params, body: bodyG, fwd: fwdG, bwd: bwdG }).map(batched);
 };
 
+/**
+ * cuDNN attention is batched over its leading batch axis already: the vmapped axis folds into it (a reshape of
+ * every operand to [V·B, ...]), the op runs once, and the results unfold.
+ */
+const foldIntoBatch =
+  <N extends "cudnn_fmha" | "cudnn_fmha_bwd">(): BatchRule<N> =>
+  (ctx, op, ins) =>
+    ctx.e
+      .ops(
+        op.name,
+        ins.map((x) => {
+          const v = toBatched(ctx, x);
+          const [V, B, ...rest] = v.type.shape;
+          return ctx.e.reshape(v, [V! * B!, ...rest]);
+        }),
+        op.params,
+      )
+      .map((v) => batched(ctx.e.reshape(v, [ctx.size, v.type.shape[0]! / ctx.size, ...v.type.shape.slice(1)])));
+
 /** Ops that pass each operand through: results batched as their operands are. */
 const passThrough =
   <N extends OpName>(): BatchRule<N> =>
@@ -459,4 +478,6 @@ export const BATCH_RULES: { readonly [N in OpName]: BatchRule<N> } = {
   cond: condRule,
   while: whileRule,
   custom_vjp: customVjpRule,
+  cudnn_fmha: foldIntoBatch(),
+  cudnn_fmha_bwd: foldIntoBatch(),
 };

@@ -88,6 +88,8 @@ const FUSION: { readonly [N in OpName]: FusionRole } = {
   cond: "none",
   while: "none",
   custom_vjp: "none",
+  cudnn_fmha: "none",
+  cudnn_fmha_bwd: "none",
 };
 const FUSIBLE = new Set(OP_NAMES.filter((n) => FUSION[n] === "producer"));
 const FUSING_USER = new Set(OP_NAMES.filter((n) => FUSION[n] !== "none"));
