@@ -258,7 +258,7 @@ describe("Llama with blockwise attention", () => {
     expect(Math.max(...want.slice(2).map((g) => Math.max(...g.map(Math.abs))))).toBeGreaterThan(1e-3);
   });
 
-  it("picks plain up to 1024 tokens and blockwise beyond; an explicit choice wins; cudnn is refused", () => {
+  it("picks plain up to 1024 tokens and blockwise beyond; an explicit choice wins; cudnn traces to the custom calls", () => {
     expect([defaultAttention(PLAIN_MAX_SEQ), defaultAttention(PLAIN_MAX_SEQ + 1)]).toEqual(["plain", "blockwise"]);
     expect(resolveAttention({}, 2048)).toEqual({ kind: "blockwise", block: 128 });
     expect(resolveAttention({ attention: "plain" }, 2048)).toEqual({ kind: "plain" });
@@ -266,8 +266,25 @@ describe("Llama with blockwise attention", () => {
       kind: "blockwise",
       block: 16,
     });
-    expect(() => resolveAttention({ attention: "cudnn" }, 64)).toThrow(TesseraError);
-    expect(() => resolveAttention({ attention: "cudnn" }, 64)).toThrow(/cuDNN/);
+    expect(resolveAttention({ attention: "cudnn" }, 64)).toEqual({ kind: "cudnn" });
+    // in bf16 every layer's attention is one cudnn_fmha (inside the custom_vjp); f32 is refused by name
+    const cudnnOps = (dtype: "bf16" | "f32") => {
+      const { graph } = tx.trace(
+        (w: LlamaWeights, ids: Tensor) => llamaLogits(cfg, w, ids, { layers: "unroll", attention: "cudnn" }),
+        [llamaSpecs(cfg, dtype), tx.spec("s32", [1, 64])],
+      );
+      let n = 0;
+      const walk = (g: typeof graph) => {
+        for (const op of g.ops) {
+          if (op.name === "cudnn_fmha") n++;
+          if (op.name === "custom_vjp") walk(op.params.body);
+        }
+      };
+      walk(graph);
+      return n;
+    };
+    expect(cudnnOps("bf16")).toBe(cfg.numLayers);
+    expect(() => cudnnOps("f32")).toThrow(/cudnnAttention: cuDNN flash attention takes bf16 or f16/);
     expect(() => resolveAttention({ attention: "blockwise", attentionBlock: 0 }, 64)).toThrow(/attentionBlock/);
     const scans = (seq: number) => {
       const { graph } = tx.trace(
