@@ -1,6 +1,7 @@
 // Blockwise (flash) attention against plain attention on PJRT CPU: values and dq/dk/dv, odd lengths, ragged blocks, GQA, segments.
 import { describe, expect, it } from "vitest";
-import { tx, type Tensor } from "tessera";
+import { jit, tx, type Tensor } from "tessera";
+import { getClient } from "../../src/backend/runtime/index.ts";
 import { fromFloat32, fromTypedArray, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { interpretOnHost, pjrtOnHost } from "../../src/parity/execute.ts";
 import { mulberry32 } from "../../models/lora.ts";
@@ -163,6 +164,25 @@ describe("blockwiseAttention", () => {
     expect(p4 / p1).toBeGreaterThan(14);
     expect(b4 / b1).toBeLessThan(5);
     expect(b4).toBeLessThan(p4 / 10);
+  });
+
+  it("XLA's compiled dq/dk/dv program at S=4096 holds one q-sized temporary (the saved output), not dO∘O or copies", async () => {
+    const S = 4096;
+    const f = (q: Tensor, k: Tensor, v: Tensor, w: Tensor) =>
+      tx.grad(
+        (q: Tensor, k: Tensor, v: Tensor) =>
+          blockwiseAttention(q, k, v, { causal: true, blockQ: 128, blockK: 128 }).mul(w).sum(),
+        { wrt: [0, 1, 2] },
+      )(q, k, v);
+    const [q, kv] = [tx.spec("f32", [1, S, 32, 128]), tx.spec("f32", [1, S, 8, 128])];
+    const client = await getClient();
+    const exe = await client.compile(jit(f).lower(q, kv, kv, q).stablehlo, { device: client.devices[0]!.id });
+    const MiB = 2 ** 20;
+    const temp = exe.memoryStats!.tempBytes / MiB;
+    console.log(`XLA CPU temp bytes of blockwise dq/dk/dv at S=${S}: ${temp.toFixed(1)} MiB (q is 64 MiB)`);
+    // the saved output (64 MiB, reused for dq's accumulator) plus a few [B, Hkv, 128, G, 128] blocks
+    expect(temp).toBeGreaterThanOrEqual(64);
+    expect(temp).toBeLessThan(80);
   });
 
   it("causal attention skips the key blocks above the diagonal: about half the FLOPs of non-causal at S=4096", () => {
