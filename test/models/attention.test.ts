@@ -110,6 +110,31 @@ describe("blockwiseAttention", () => {
     console.log(`case ${i} ${JSON.stringify(c)}: max |blockwise - plain| ${worst.toExponential(2)}`);
   });
 
+  it("in bf16 (the training default) value and dq/dk/dv stay within bf16 rounding of plain attention in f32", async () => {
+    const c: Case = { S: 33, Hq: 8, Hkv: 2, blockQ: 8, blockK: 16, causal: true, segments: true };
+    const x = inputs(c, 21);
+    const run = (attn: typeof plainAttention, dtype: "bf16" | "f32") =>
+      pjrtOnHost(
+        withGrads((q, k, v, seg) =>
+          attn(q.astype(dtype), k.astype(dtype), v.astype(dtype), {
+            causal: true,
+            segmentIds: seg,
+            blockQ: c.blockQ,
+            blockK: c.blockK,
+          } as BlockwiseOpts).astype("f32"),
+        ),
+        [x.q, x.k, x.v, x.seg, x.w],
+      ) as Promise<HostTensor[]>;
+    const want = await run(plainAttention, "f32");
+    const got = await run(blockwiseAttention, "bf16");
+    ["out", "dq", "dk", "dv"].forEach((name, i) => {
+      const [a, b] = [toFloat32(got[i]!), toFloat32(want[i]!)];
+      const scale = Math.max(...b.map(Math.abs));
+      // 8 significant bits: inputs, P and dS are rounded to bf16 before their matmuls
+      expect(maxAbsDiff(a, b), name).toBeLessThanOrEqual(scale * 2 ** -5);
+    });
+  });
+
   it("the reference interpreter agrees with plain attention too (float64 kernels, S=7, GQA 2)", () => {
     const c = CASES[1]!;
     const x = inputs(c, 3);
