@@ -135,6 +135,29 @@ describe("blockwiseAttention", () => {
     });
   });
 
+  it("grad of grad: an outer gradient through flash attention's backward equals plain attention's", async () => {
+    const c: Case = { S: 13, Hq: 4, Hkv: 2, blockQ: 4, blockK: 6, causal: true, segments: true };
+    const x = inputs(c, 33);
+    const second = (attn: typeof plainAttention) => (q: Tensor, k: Tensor, v: Tensor, seg: Tensor, w: Tensor) => {
+      const o = { causal: true, segmentIds: seg, blockQ: c.blockQ, blockK: c.blockK };
+      // d/d(q, k, v) of sum(dq ∘ w'), dq the gradient of sum(out ∘ w): a Hessian-vector product
+      const dq = (q: Tensor, k: Tensor, v: Tensor) =>
+        tx.grad((q: Tensor) => attn(q, k, v, o).mul(w).sum())(q) as unknown as Tensor;
+      const [, g] = tx.valueAndGrad((q: Tensor, k: Tensor, v: Tensor) => dq(q, k, v).mul(w).sum(), {
+        wrt: [0, 1, 2],
+      })(q, k, v);
+      return g as Tensor[];
+    };
+    const args = [x.q, x.k, x.v, x.seg, x.w];
+    const want = (await pjrtOnHost(second(plainAttention), args)) as HostTensor[];
+    const got = (await pjrtOnHost(second(blockwiseAttention), args)) as HostTensor[];
+    ["d2q", "d2k", "d2v"].forEach((name, i) => {
+      const [a, b] = [toFloat32(got[i]!), toFloat32(want[i]!)];
+      expect(Math.max(...b.map(Math.abs)), name).toBeGreaterThan(1e-3);
+      expect(maxAbsDiff(a, b), name).toBeLessThanOrEqual(1e-4);
+    });
+  });
+
   it("the reference interpreter agrees with plain attention too (float64 kernels, S=7, GQA 2)", () => {
     const c = CASES[1]!;
     const x = inputs(c, 3);
