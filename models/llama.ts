@@ -18,6 +18,7 @@ import { matmulF32Acc } from "./stable.ts";
 import {
   type AttentionImpl,
   blockwiseAttention,
+  cudnnAttention,
   DEFAULT_BLOCK,
   defaultAttention,
   plainAttention,
@@ -196,22 +197,22 @@ export function attention(
   const o =
     impl.kind === "blockwise"
       ? blockwiseAttention(q, k, v, { causal: true, blockQ: impl.block, blockK: impl.block, ...seg })
-      : plainAttention(q, k, v, { causal: true, ...seg });
+      : impl.kind === "cudnn"
+        ? cudnnAttention(q, k, v, { causal: true, ...seg })
+        : plainAttention(q, k, v, { causal: true, ...seg });
   return linear(o.reshape([B, S, cfg.numHeads * D]), w.o, ads.o);
 }
 
 /** The attention kernel of every layer, resolved from ForwardOpts. */
-export type LlamaAttention = { kind: "plain" } | { kind: "blockwise"; block: number };
+export type LlamaAttention = { kind: "plain" } | { kind: "cudnn" } | { kind: "blockwise"; block: number };
 
-/** ForwardOpts.attention resolved for sequence length `seq`; "cudnn" is refused (no fused kernel in the IR yet). */
+/**
+ * ForwardOpts.attention resolved for sequence length `seq`. "cudnn" traces to XLA's cuDNN custom calls, which only
+ * a CUDA backend compiles (train refuses it on others before anything runs; see src/train/plan.ts).
+ */
 export function resolveAttention(opts: Pick<ForwardOpts, "attention" | "attentionBlock">, seq: number): LlamaAttention {
   const kind = opts.attention ?? defaultAttention(seq);
-  if (kind === "cudnn")
-    throw new TesseraError(
-      'attention "cudnn": Tessera has no cuDNN fused-attention lowering yet (it traces to StableHLO for any PJRT backend); use "plain" or "blockwise"',
-      { code: "ERR_CONFIG", exitCode: EXIT.usage },
-    );
-  if (kind === "plain") return { kind };
+  if (kind === "plain" || kind === "cudnn") return { kind };
   const block = opts.attentionBlock ?? DEFAULT_BLOCK;
   if (!(Number.isInteger(block) && block >= 1))
     throw new TesseraError(`attentionBlock must be a positive integer, got ${block}`, {

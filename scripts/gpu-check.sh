@@ -5,6 +5,9 @@
 #                                          node_modules, the built addon and pjrt_c_api.h, all packed
 #   there: bash scripts/gpu-check.sh run   through the device tool, with carry [".device"]; the log
 #                                          comes back as $OUT/gpu-check.log
+#   there: bash scripts/gpu-check.sh cudnn only test/runtime/cudnn_attention.test.ts: cuDNN flash attention
+#                                          (the __cudnn$fmhaSoftmax custom calls) against plain and
+#                                          blockwise attention, value and dq/dk/dv, max errors printed
 #   here:  scripts/gpu-check.sh dry-run    'run' in a scratch copy of the repo on this machine, with
 #                                          the CPU plugin in place of the CUDA one: checks the script
 #                                          and the carried bundle, not the GPU
@@ -157,6 +160,11 @@ case "${1:-}" in
     unpack
     if [[ "${2:-}" == "--cpu" ]]; then say "CPU mode: no CUDA environment"; else cuda_env; fi
     run_tests
+    ;;
+  cudnn)
+    unpack
+    cuda_env
+    GPU_CHECK_TESTS=test/runtime/cudnn_attention.test.ts run_tests
     ;;
   dry-run) dry_run ;;
   *) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 2 ;;

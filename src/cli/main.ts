@@ -160,7 +160,7 @@ export const COMMANDS: readonly Command[] = [
         value: "<kernel>",
         choices: ["plain", "blockwise", "cudnn"],
         description:
-          "plain (scores [S, S] materialized) or blockwise (flash attention, memory O(S x block)); cudnn is refused on CPU (default plain up to --seq 1024, blockwise above)",
+          "plain (scores [S, S] materialized) or blockwise (flash attention, memory O(S x block)); cudnn (XLA's cuDNN flash attention, CUDA backends only; refused on others) (default plain up to --seq 1024, blockwise above)",
       },
       {
         name: "pack",

@@ -2,6 +2,7 @@
 import { subgraphs, type AnyOp, type Graph, type Op, type Value } from "./graph.ts";
 import { OP_NAMES, type OpName } from "./ops.ts";
 import { ELEMENTWISE, forEachElementwise } from "./elementwise.ts";
+import { fmhaDims, fmhaFlops } from "./cudnn_fmha.ts";
 import { bitWidth, numel, type TensorType } from "./types.ts";
 
 /**
@@ -42,6 +43,14 @@ const movement: CostRule<OpName> = (op) => cost(0, 0, streamBytes(op as AnyOp));
 const free: CostRule<OpName> = () => cost(0, 0, 0);
 /** A reduction adds (or compares) each input element into the result once. */
 const reduction: CostRule<OpName> = (op) => cost(inElems(op.inputs[0]), 0, streamBytes(op as AnyOp));
+
+/** A fused attention reads its operands and writes its results once; its score blocks stay on chip. */
+function fmhaCost(op: AnyOp, backward: boolean): OpCost {
+  const d = fmhaDims(op.inputs[0]!.type, op.inputs[1]!.type, op.inputs[2]!.type);
+  if (typeof d === "string") throw new Error(`internal: ${op.name}: ${d}`);
+  // one exp per score, recomputed in the backward
+  return cost(fmhaFlops(d, backward), d.B * d.N * d.T * d.S, streamBytes(op));
+}
 
 /** One rule per op: a new op in OpParams fails to compile here until its cost is stated. */
 export const COST_RULES: { [N in OpName]: CostRule<N> } = {
@@ -100,6 +109,8 @@ export const COST_RULES: { [N in OpName]: CostRule<N> } = {
   custom_vjp: (op) => graphCost(op.params.body).total,
   checkpoint: (op) => graphCost(op.params.body).total,
   checkpoint_name: free,
+  cudnn_fmha: (op) => fmhaCost(op, false),
+  cudnn_fmha_bwd: (op) => fmhaCost(op, true),
 };
 
 export function opCost(op: AnyOp): OpCost {

@@ -3,6 +3,7 @@ import { RuleError } from "./errors.ts";
 import { describeElementwise, forEachElementwise, type DTypeClass, type ElementwiseOp } from "./elementwise.ts";
 import type { OpName, OpParams } from "./ops.ts";
 import type { Graph } from "./graph.ts";
+import { fmhaBwdResultTypes, fmhaDims, fmhaResultTypes } from "./cudnn_fmha.ts";
 import {
   bitWidth,
   checkShape as checkShapeOf,
@@ -100,6 +101,13 @@ function scalarIndices(inputs: readonly TensorType[], from: number, rank: number
     if (t.shape.length !== 0 || !isInteger(t.dtype))
       fail(`start index ${i - from} must be a rank-0 integer, got ${formatType(t)}`);
   }
+}
+
+/** q, k, v of a cuDNN attention op: their dims, or the rule's error. */
+function fmhaInputs(inputs: readonly TensorType[]) {
+  const d = fmhaDims(inputs[0]!, inputs[1]!, inputs[2]!);
+  if (typeof d === "string") fail(d);
+  return d;
 }
 
 const RULES: { [N in OpName]: TypeRule<N> } = {
@@ -430,6 +438,25 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
         fail(`bwd cotangent ${i} is ${formatType(v.type)}, operand ${i} is ${formatType(operands[i]!)}`);
     });
     return outs;
+  },
+  cudnn_fmha: (inputs, { scale, stats }) => {
+    arity(inputs, 3);
+    if (scale.length !== 1) fail(`scale must hold one number, got ${scale.length}`);
+    return fmhaResultTypes(inputs[0]!, fmhaInputs(inputs), stats);
+  },
+  cudnn_fmha_bwd: (inputs, { scale }) => {
+    arity(inputs, 6);
+    if (scale.length !== 1) fail(`scale must hold one number, got ${scale.length}`);
+    const d = fmhaInputs(inputs);
+    const [q, , , stats, dO, o] = inputs as TensorType[];
+    if (formatType(stats!) !== `f32[${d.B},${d.N},${d.T}]`)
+      fail(`stats must be f32[${d.B},${d.N},${d.T}], got ${formatType(stats!)}`);
+    for (const [name, t] of [
+      ["dO", dO!],
+      ["O", o!],
+    ] as const)
+      if (!sameType(t, q!)) fail(`${name} must be ${formatType(q!)} like q, got ${formatType(t)}`);
+    return fmhaBwdResultTypes(q!, d);
   },
 };
 

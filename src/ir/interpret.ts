@@ -9,6 +9,7 @@ import { EXIT, TesseraError } from "../errors.ts";
 import type { Graph, Op, Value } from "./graph.ts";
 import type { CompareDir, OpName } from "./ops.ts";
 import { describeElementwise, forEachElementwise, maxOf, minOf, type ElementwiseOp } from "./elementwise.ts";
+import { fmhaBackward, fmhaDims, fmhaForward } from "./cudnn_fmha.ts";
 import { formatType, numel, sameType, tensorType, type DType, type Shape, type TensorType } from "./types.ts";
 import {
   bf16FromBits,
@@ -232,6 +233,18 @@ function elementwise(name: ElementwiseOp): Kernel<ElementwiseOp> {
   const pick = (dt: DType) => (isInt(dt) ? d.int : dt === "bool" ? d.bool : undefined) ?? d.kernel;
   if (d.arity === 1) return (op, [x]) => map1(op, x!, pick(x!.type.dtype) as (a: number) => number);
   return (op, [x, y]) => map2(op, x!, y!, pick(x!.type.dtype));
+}
+
+/** dims of a cuDNN attention op's q, k, v (checked by its type rule). */
+function fmhaOf(op: Op): Exclude<ReturnType<typeof fmhaDims>, string> {
+  const d = fmhaDims(op.inputs[0]!.type, op.inputs[1]!.type, op.inputs[2]!.type);
+  if (typeof d === "string") throw new InterpretError(`${op.name}: ${d}`);
+  return d;
+}
+
+/** A result array rounded into the op's i-th result type. */
+function rounded(op: Op, i: number, values: Float64Array): HostArray {
+  return hostArray(outType(op, i).dtype, outType(op, i).shape, values);
 }
 
 const KERNELS: { [N in OpName]: Kernel<N> } = {
@@ -497,6 +510,14 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
   custom_vjp: (op, args) => run(op.params.body, args),
   checkpoint: (op, args) => run(op.params.body, args),
   checkpoint_name: (_op, args) => [args[0]!],
+  cudnn_fmha: (op, [q, k, v]) => {
+    const { out, stats } = fmhaForward(q!.data, k!.data, v!.data, fmhaOf(op), op.params);
+    return op.params.stats ? [rounded(op, 0, out), rounded(op, 1, stats)] : [rounded(op, 0, out)];
+  },
+  cudnn_fmha_bwd: (op, [q, k, v, stats, dO, o]) => {
+    const g = fmhaBackward(q!.data, k!.data, v!.data, stats!.data, dO!.data, o!.data, fmhaOf(op), op.params);
+    return [rounded(op, 0, g.dq), rounded(op, 1, g.dk), rounded(op, 2, g.dv)];
+  },
 };
 
 /** The oracle runs small test programs: a while loop past this many iterations is taken for a runaway. */

@@ -134,6 +134,12 @@ export const OP_SCHEMA = {
   checkpoint: { body: "graph", policy: "string", names: "strings" },
   /** Identity that names its operand for a `saveOnlyTheseNames` policy (JAX's checkpoint_name). */
   checkpoint_name: { name: "string" },
+
+  // cuDNN fused attention (GPU only; layouts and semantics in cudnn_fmha.ts). `scale` holds one number.
+  /** inputs: q [B, T, N, H], k, v [B, S, K, H]. outputs: out [B, N, T, H], then (if `stats`) stats f32[B, N, T]. */
+  cudnn_fmha: { scale: "numbers", causal: "bool", stats: "bool" },
+  /** inputs: q, k, v, stats, dO and O [B, T, N, H]. outputs: dq [B, N, T, H], dk and dv [B, K, S, H]. */
+  cudnn_fmha_bwd: { scale: "numbers", causal: "bool" },
 } as const satisfies Record<string, Readonly<Record<string, ParamKind>>>;
 
 type Schema = typeof OP_SCHEMA;

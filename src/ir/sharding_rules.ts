@@ -365,6 +365,9 @@ export const FACTOR_RULES: { [N in OpName]: FactorRule<N> } = {
   // The lowering inlines checkpoint ops before propagation (passes/remat.ts); a graph that still has one is opaque.
   checkpoint: opaque,
   checkpoint_name: e,
+  // XLA has no partitioning rule for the cuDNN custom call (JAX shards it by hand): replicated.
+  cudnn_fmha: opaque,
+  cudnn_fmha_bwd: opaque,
 };
 
 /** The factors of one op. */

@@ -303,6 +303,24 @@ const checkpointRule: BatchRule<"checkpoint"> = (ctx, op, ins) => {
     )
     .map((v, i) => ({ v, b: outB[i]! }));
 };
+/**
+ * cuDNN attention is batched over its leading batch axis already: the vmapped axis folds into it (a reshape of
+ * every operand to [V·B, ...]), the op runs once, and the results unfold.
+ */
+const foldIntoBatch =
+  <N extends "cudnn_fmha" | "cudnn_fmha_bwd">(): BatchRule<N> =>
+  (ctx, op, ins) =>
+    ctx.e
+      .ops(
+        op.name,
+        ins.map((x) => {
+          const v = toBatched(ctx, x);
+          const [V, B, ...rest] = v.type.shape;
+          return ctx.e.reshape(v, [V! * B!, ...rest]);
+        }),
+        op.params,
+      )
+      .map((v) => batched(ctx.e.reshape(v, [ctx.size, v.type.shape[0]! / ctx.size, ...v.type.shape.slice(1)])));
 
 /** Ops that pass each operand through: results batched as their operands are. */
 const passThrough =
@@ -477,4 +495,6 @@ export const BATCH_RULES: { readonly [N in OpName]: BatchRule<N> } = {
   custom_vjp: customVjpRule,
   checkpoint: checkpointRule,
   checkpoint_name: passThrough(),
+  cudnn_fmha: foldIntoBatch(),
+  cudnn_fmha_bwd: foldIntoBatch(),
 };

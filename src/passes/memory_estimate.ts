@@ -90,6 +90,8 @@ const FUSION: { readonly [N in OpName]: FusionRole } = {
   custom_vjp: "none",
   checkpoint: "none",
   checkpoint_name: "producer",
+  cudnn_fmha: "none",
+  cudnn_fmha_bwd: "none",
 };
 const FUSIBLE = new Set(OP_NAMES.filter((n) => FUSION[n] === "producer"));
 const FUSING_USER = new Set(OP_NAMES.filter((n) => FUSION[n] !== "none"));

@@ -3,6 +3,7 @@ import type { Op, Value } from "../ir/graph.ts";
 import type { ElementwiseOp, OpName } from "../ir/ops.ts";
 import { range, tensorType, type TensorType } from "../ir/types.ts";
 import type { Emitter } from "./emitter.ts";
+import { TesseraError } from "../errors.ts";
 
 /** A cotangent, or undefined where none flows (a zero that is never materialized). */
 export type Ct = Value | undefined;
@@ -24,6 +25,14 @@ export type VjpRule<N extends OpName> = (
   cts: readonly Ct[],
   needs: readonly boolean[],
 ) => readonly Ct[];
+
+/** The raw cuDNN attention ops have no VJP of their own: models/attention.ts wraps them in a customVjp. */
+function fmhaNotDifferentiable(_ctx: VjpCtx, op: Op<"cudnn_fmha" | "cudnn_fmha_bwd">): readonly Ct[] {
+  throw new TesseraError(
+    `${op.name} is differentiated through cudnnAttention (models/attention.ts), whose backward is cudnn_fmha_bwd; the raw op has no VJP`,
+    { code: "ERR_AUTODIFF" },
+  );
+}
 
 /** Ops whose outputs carry no gradient: integer/bool results, bit reinterpretation, sources. */
 const none = (): readonly Ct[] => [];
@@ -374,6 +383,9 @@ export const VJP_RULES: { [N in Exclude<OpName, BodyOpName>]: VjpRule<N> } = {
   stop_gradient: none,
   // A name for the remat policy: the identity.
   checkpoint_name: (_ctx, _op, cts) => [cts[0]],
+  // Differentiated only through cudnnAttention's customVjp, whose bwd is the backward custom call.
+  cudnn_fmha: fmhaNotDifferentiable,
+  cudnn_fmha_bwd: fmhaNotDifferentiable,
 };
 
 /** Whether `name`'s results never carry a gradient (its VJP is `none`), whatever its operands. */

@@ -15,7 +15,7 @@ import { Tokenizer } from "../text/tokenizer.ts";
 import type { TrainRecord } from "../data/records.ts";
 import { keyValueTask, MIN_SEQ } from "../data/synthetic.ts";
 import { LLAMA_TINY, type LlamaWeights } from "../../models/llama.ts";
-import { defaultAttention } from "../../models/attention.ts";
+import { defaultAttention, type AttentionImpl } from "../../models/attention.ts";
 import { defaultClient } from "../frontend/array.ts";
 import { ropeContext, ropeScalingFromOption } from "../../models/rope.ts";
 import { initLora, loraFromAdapter, loraLayout, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
@@ -103,7 +103,7 @@ export interface RunPlan {
   /** Sequence positions per chunk of the loss; undefined when the whole logits are computed at once. */
   lossChunk: number | undefined;
   /** The attention kernel every step runs (--attention, or the default for the sequence length). */
-  attention: "plain" | "blockwise";
+  attention: AttentionImpl;
 }
 
 export const fmtInt = (n: number) => n.toLocaleString("en-US");
@@ -148,14 +148,15 @@ export async function planRun(
   };
 }
 
-/** --attention, or the default for seq; cudnn is refused before anything is written. */
-async function attentionKernel(run: TrainConfig, seq: number): Promise<"plain" | "blockwise"> {
+/** --attention, or the default for seq; cudnn off a CUDA backend is refused before anything is written. */
+async function attentionKernel(run: TrainConfig, seq: number): Promise<AttentionImpl> {
   if (run.attention === "cudnn") {
-    // cuDNN's fused attention exists only on the CUDA backend, and Tessera has no lowering to it yet.
+    // The __cudnn$fmhaSoftmax custom calls exist only in XLA's CUDA backend.
     const client = await defaultClient();
-    throw badOption(
-      `--attention cudnn needs cuDNN on a CUDA backend, but this run's backend is PJRT ${client.platformName} (${client.platform}); and Tessera has no cuDNN lowering yet: use --attention plain or blockwise`,
-    );
+    if (client.platform !== "cuda")
+      throw badOption(
+        `--attention cudnn needs cuDNN on a CUDA backend, but this run's backend is PJRT ${client.platformName} (${client.platform}): use --attention plain or blockwise`,
+      );
   }
   return run.attention ?? defaultAttention(seq);
 }

@@ -20,6 +20,7 @@ import { writeLossSvg } from "../plot/svg.ts";
 import { planRun, runRecord, type RunPlan } from "./plan.ts";
 import { lrAt } from "./schedule.ts";
 import type { TrainState } from "./step.ts";
+import type { AttentionImpl } from "../../models/attention.ts";
 
 export { BUILTIN_MODEL_SEED, SYNTHETIC_RECORDS } from "./plan.ts";
 
@@ -45,7 +46,7 @@ export type TrainEvent =
       precision: "f32" | "bf16";
       seed: number;
       /** The attention kernel every step runs (--attention, or the default for --seq). */
-      attention: "plain" | "blockwise";
+      attention: AttentionImpl;
       out: string;
       /** Sequence positions per chunk of the loss; null when the whole logits are computed at once. */
       lossChunk: number | null;

@@ -1,12 +1,15 @@
 // Blockwise (flash) attention against plain attention on PJRT CPU: values and dq/dk/dv, odd lengths, ragged blocks, GQA, segments.
 import { describe, expect, it } from "vitest";
-import { tx, type Tensor } from "tessera";
+import { jit, tx, type Tensor } from "tessera";
+import { getClient } from "../../src/backend/runtime/index.ts";
 import { fromFloat32, fromTypedArray, toFloat32, type HostTensor } from "../../src/formats/host_tensor.ts";
 import { interpretOnHost, pjrtOnHost } from "../../src/parity/execute.ts";
 import { mulberry32 } from "../../models/lora.ts";
-import { blockwiseAttention, plainAttention, type BlockwiseOpts } from "../../models/attention.ts";
+import { blockPairs, blockwiseAttention, plainAttention, type BlockwiseOpts } from "../../models/attention.ts";
 import { TesseraError } from "../../src/errors.ts";
 import { estimateMemory } from "../../src/passes/memory_estimate.ts";
+import { subgraphs } from "../../src/ir/graph.ts";
+import { graphCost } from "../../src/ir/cost.ts";
 import { runPasses } from "../../src/passes/manager.ts";
 import { CLEANUP_PIPELINE } from "../../src/passes/pipeline.ts";
 import { i32, uniform, batch, randomAdapter } from "./helpers.ts";
@@ -107,6 +110,54 @@ describe("blockwiseAttention", () => {
     console.log(`case ${i} ${JSON.stringify(c)}: max |blockwise - plain| ${worst.toExponential(2)}`);
   });
 
+  it("in bf16 (the training default) value and dq/dk/dv stay within bf16 rounding of plain attention in f32", async () => {
+    const c: Case = { S: 33, Hq: 8, Hkv: 2, blockQ: 8, blockK: 16, causal: true, segments: true };
+    const x = inputs(c, 21);
+    const run = (attn: typeof plainAttention, dtype: "bf16" | "f32") =>
+      pjrtOnHost(
+        withGrads((q, k, v, seg) =>
+          attn(q.astype(dtype), k.astype(dtype), v.astype(dtype), {
+            causal: true,
+            segmentIds: seg,
+            blockQ: c.blockQ,
+            blockK: c.blockK,
+          } as BlockwiseOpts).astype("f32"),
+        ),
+        [x.q, x.k, x.v, x.seg, x.w],
+      ) as Promise<HostTensor[]>;
+    const want = await run(plainAttention, "f32");
+    const got = await run(blockwiseAttention, "bf16");
+    ["out", "dq", "dk", "dv"].forEach((name, i) => {
+      const [a, b] = [toFloat32(got[i]!), toFloat32(want[i]!)];
+      const scale = Math.max(...b.map(Math.abs));
+      // 8 significant bits: inputs, P and dS are rounded to bf16 before their matmuls
+      expect(maxAbsDiff(a, b), name).toBeLessThanOrEqual(scale * 2 ** -5);
+    });
+  });
+
+  it("grad of grad: an outer gradient through flash attention's backward equals plain attention's", async () => {
+    const c: Case = { S: 13, Hq: 4, Hkv: 2, blockQ: 4, blockK: 6, causal: true, segments: true };
+    const x = inputs(c, 33);
+    const second = (attn: typeof plainAttention) => (q: Tensor, k: Tensor, v: Tensor, seg: Tensor, w: Tensor) => {
+      const o = { causal: true, segmentIds: seg, blockQ: c.blockQ, blockK: c.blockK };
+      // d/d(q, k, v) of sum(dq ∘ w'), dq the gradient of sum(out ∘ w): a Hessian-vector product
+      const dq = (q: Tensor, k: Tensor, v: Tensor) =>
+        tx.grad((q: Tensor) => attn(q, k, v, o).mul(w).sum())(q) as unknown as Tensor;
+      const [, g] = tx.valueAndGrad((q: Tensor, k: Tensor, v: Tensor) => dq(q, k, v).mul(w).sum(), {
+        wrt: [0, 1, 2],
+      })(q, k, v);
+      return g as Tensor[];
+    };
+    const args = [x.q, x.k, x.v, x.seg, x.w];
+    const want = (await pjrtOnHost(second(plainAttention), args)) as HostTensor[];
+    const got = (await pjrtOnHost(second(blockwiseAttention), args)) as HostTensor[];
+    ["d2q", "d2k", "d2v"].forEach((name, i) => {
+      const [a, b] = [toFloat32(got[i]!), toFloat32(want[i]!)];
+      expect(Math.max(...b.map(Math.abs)), name).toBeGreaterThan(1e-3);
+      expect(maxAbsDiff(a, b), name).toBeLessThanOrEqual(1e-4);
+    });
+  });
+
   it("the reference interpreter agrees with plain attention too (float64 kernels, S=7, GQA 2)", () => {
     const c = CASES[1]!;
     const x = inputs(c, 3);
@@ -131,8 +182,7 @@ describe("blockwiseAttention", () => {
     const walk = (g: typeof graph) => {
       for (const op of g.ops) {
         for (const out of op.outputs) sizes.push(out.type.shape.reduce((a, b) => a * b, 1));
-        const body = (op.params as { body?: typeof graph }).body;
-        if (body) walk(body);
+        for (const g of subgraphs(op)) walk(g);
       }
     };
     walk(graph);
@@ -162,6 +212,69 @@ describe("blockwiseAttention", () => {
     expect(p4 / p1).toBeGreaterThan(14);
     expect(b4 / b1).toBeLessThan(5);
     expect(b4).toBeLessThan(p4 / 10);
+  });
+
+  it("XLA's compiled dq/dk/dv program at S=4096 holds one q-sized temporary (the saved output), not dO∘O or copies", async () => {
+    const S = 4096;
+    const f = (q: Tensor, k: Tensor, v: Tensor, w: Tensor) =>
+      tx.grad(
+        (q: Tensor, k: Tensor, v: Tensor) =>
+          blockwiseAttention(q, k, v, { causal: true, blockQ: 128, blockK: 128 }).mul(w).sum(),
+        { wrt: [0, 1, 2] },
+      )(q, k, v);
+    const [q, kv] = [tx.spec("f32", [1, S, 32, 128]), tx.spec("f32", [1, S, 8, 128])];
+    const client = await getClient();
+    const exe = await client.compile(jit(f).lower(q, kv, kv, q).stablehlo, { device: client.devices[0]!.id });
+    const MiB = 2 ** 20;
+    const temp = exe.memoryStats!.tempBytes / MiB;
+    console.log(`XLA CPU temp bytes of blockwise dq/dk/dv at S=${S}: ${temp.toFixed(1)} MiB (q is 64 MiB)`);
+    // the saved output (64 MiB, reused for dq's accumulator) plus a few [B, Hkv, 128, G, 128] blocks
+    expect(temp).toBeGreaterThanOrEqual(64);
+    expect(temp).toBeLessThan(80);
+  });
+
+  it("causal attention skips the key blocks above the diagonal: about half the FLOPs of non-causal at S=4096", () => {
+    // graphCost counts a scan's body once per step: the trip count is the number of live block pairs
+    const flops = (causal: boolean, grad: boolean) => {
+      const attn = (q: Tensor, k: Tensor, v: Tensor) =>
+        blockwiseAttention(q, k, v, { causal, blockQ: 128, blockK: 128 });
+      const f = grad
+        ? (q: Tensor, k: Tensor, v: Tensor, w: Tensor) =>
+            tx.valueAndGrad((q: Tensor, k: Tensor, v: Tensor) => attn(q, k, v).mul(w).sum(), { wrt: [0, 1, 2] })(
+              q,
+              k,
+              v,
+            )
+        : (q: Tensor, k: Tensor, v: Tensor, _w: Tensor) => attn(q, k, v);
+      const [q, kv] = [tx.spec("f32", [1, 4096, 32, 128]), tx.spec("f32", [1, 4096, 8, 128])];
+      return graphCost(runPasses(tx.trace(f, [q, kv, kv, q]).graph, CLEANUP_PIPELINE)).total.flops;
+    };
+    const GF = 1e9;
+    const [fc, fn, gc, gn] = [flops(true, false), flops(false, false), flops(true, true), flops(false, true)];
+    console.log(
+      `S=4096 GFLOPs: forward causal ${(fc / GF).toFixed(1)} vs full ${(fn / GF).toFixed(1)}; fwd+bwd causal ${(gc / GF).toFixed(1)} vs full ${(gn / GF).toFixed(1)}`,
+    );
+    // 32 query blocks: 528 live pairs of 1024, plus the O(S) work outside the scans
+    expect(fc / fn).toBeGreaterThan(0.5);
+    expect(fc / fn).toBeLessThan(0.53);
+    expect(gc / gn).toBeGreaterThan(0.5);
+    expect(gc / gn).toBeLessThan(0.53);
+    // the four score-sized matmuls of FlashAttention-2's backward (QKᵀ, dO·Vᵀ, dS·K, dSᵀQ) plus PᵀdO: 5 vs forward's 2
+    const matmul = 2 * 2 * 4096 * 4096 * 32 * 128;
+    expect(fn).toBeGreaterThan(matmul);
+    expect(gn).toBeLessThan(1.1 * (7 / 2) * matmul);
+  });
+
+  it("blockPairs: every live pair once, grouped by query block (forward) or key block (backward)", () => {
+    const key = (p: { i: number[]; j: number[] }) => p.i.map((i, n) => `${i},${p.j[n]}`);
+    // S=13 in query blocks of 5 (rows 0-4, 5-9, 10-14) and key blocks of 4 (keys 0-3, 4-7, 8-11, 12-15)
+    const fwd = blockPairs(3, 4, 5, 4, true, true);
+    expect(key(fwd)).toEqual(["0,0", "0,1", "1,0", "1,1", "1,2", "2,0", "2,1", "2,2", "2,3"]);
+    expect(fwd.first).toEqual([true, false, true, false, false, true, false, false, false]);
+    const bwd = blockPairs(3, 4, 5, 4, true, false);
+    expect(key(bwd)).toEqual(["0,0", "1,0", "2,0", "0,1", "1,1", "2,1", "1,2", "2,2", "2,3"]);
+    expect(bwd.first).toEqual([true, false, false, true, false, false, true, false, true]);
+    expect(blockPairs(3, 4, 5, 4, false, true).i.length).toBe(12);
   });
 
   it("rejects bad shapes and block sizes with a TesseraError naming the op", () => {
@@ -213,7 +326,7 @@ describe("Llama with blockwise attention", () => {
     expect(Math.max(...want.slice(2).map((g) => Math.max(...g.map(Math.abs))))).toBeGreaterThan(1e-3);
   });
 
-  it("picks plain up to 1024 tokens and blockwise beyond; an explicit choice wins; cudnn is refused", () => {
+  it("picks plain up to 1024 tokens and blockwise beyond; an explicit choice wins; cudnn traces to the custom calls", () => {
     expect([defaultAttention(PLAIN_MAX_SEQ), defaultAttention(PLAIN_MAX_SEQ + 1)]).toEqual(["plain", "blockwise"]);
     expect(resolveAttention({}, 2048)).toEqual({ kind: "blockwise", block: 128 });
     expect(resolveAttention({ attention: "plain" }, 2048)).toEqual({ kind: "plain" });
@@ -221,19 +334,36 @@ describe("Llama with blockwise attention", () => {
       kind: "blockwise",
       block: 16,
     });
-    expect(() => resolveAttention({ attention: "cudnn" }, 64)).toThrow(TesseraError);
-    expect(() => resolveAttention({ attention: "cudnn" }, 64)).toThrow(/cuDNN/);
+    expect(resolveAttention({ attention: "cudnn" }, 64)).toEqual({ kind: "cudnn" });
+    // in bf16 every layer's attention is one cudnn_fmha (inside the custom_vjp); f32 is refused by name
+    const cudnnOps = (dtype: "bf16" | "f32") => {
+      const { graph } = tx.trace(
+        (w: LlamaWeights, ids: Tensor) => llamaLogits(cfg, w, ids, { layers: "unroll", attention: "cudnn" }),
+        [llamaSpecs(cfg, dtype), tx.spec("s32", [1, 64])],
+      );
+      let n = 0;
+      const walk = (g: typeof graph) => {
+        for (const op of g.ops) {
+          if (op.name === "cudnn_fmha") n++;
+          if (op.name === "custom_vjp") walk(op.params.body);
+        }
+      };
+      walk(graph);
+      return n;
+    };
+    expect(cudnnOps("bf16")).toBe(cfg.numLayers);
+    expect(() => cudnnOps("f32")).toThrow(/cudnnAttention: cuDNN flash attention takes bf16 or f16/);
     expect(() => resolveAttention({ attention: "blockwise", attentionBlock: 0 }, 64)).toThrow(/attentionBlock/);
-    // traced at 1100 tokens the default runs two nested scans per layer; at 64, none
     const scans = (seq: number) => {
       const { graph } = tx.trace(
         (w: LlamaWeights, ids: Tensor) => llamaLogits(cfg, w, ids, { layers: "unroll" }),
         [llamaSpecs(cfg, "f32"), tx.spec("s32", [1, seq])],
       );
-      return graph.ops.filter((op) => op.name === "scan").length;
+      return graph.ops.filter((op) => op.name === "custom_vjp").length;
     };
+    // traced at 1100 tokens the default runs flash attention (a custom_vjp around its scans) per layer; at 64, none
     expect([scans(64), scans(1100)]).toEqual([0, cfg.numLayers]);
-    // StepConfig.attention reaches the model: the training loss traced with "blockwise" at 64 tokens has the scans
+    // StepConfig.attention reaches the model: the training loss traced with "blockwise" at 64 tokens has its scans
     const c: StepConfig = { llama: cfg, layout: lora.layout, policy: F32, adamw: ADAMW_DEFAULTS, layers: "unroll" };
     const lossScans = (attention?: "blockwise") => {
       const { graph } = tx.trace(
@@ -241,7 +371,7 @@ describe("Llama with blockwise attention", () => {
           loraLoss({ ...c, ...(attention ? { attention } : {}) }, l, w, { tokens: t, labels: t }),
         [llamaSpecs(cfg, "f32"), loraSpecs(lora.layout, cfg), tx.spec("s32", [1, 64])],
       );
-      return graph.ops.filter((op) => op.name === "scan").length;
+      return graph.ops.filter((op) => op.name === "custom_vjp").length;
     };
     expect([lossScans(), lossScans("blockwise")]).toEqual([0, cfg.numLayers]);
   });

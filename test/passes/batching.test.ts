@@ -23,6 +23,7 @@ interface Case {
 const f32 = (...shape: number[]): In => ({ t: tensorType("f32", shape) });
 const pos = (...shape: number[]): In => ({ t: tensorType("f32", shape), lo: 0.5, hi: 2 });
 const ints = (lo: number, hi: number, ...shape: number[]): In => ({ t: tensorType("s32", shape), lo, hi });
+const bf16 = (...shape: number[]): In => ({ t: tensorType("bf16", shape), lo: -2, hi: 2 });
 const bools = (...shape: number[]): In => ({ t: tensorType("bool", shape), lo: 0, hi: 1 });
 
 function values(r: () => number, x: In): HostArray {
@@ -222,6 +223,19 @@ const CASES: { readonly [N in OpName]: readonly Case[] } = {
     },
   ],
   checkpoint_name: [{ ins: [f32(3)], build: (b, xs) => b.add("checkpoint_name", xs, { name: "h" }) }],
+  // q [B=2, T=3, N=4, H=2] over 2 KV heads (GQA 2); the batched op folds the vmapped axis into B.
+  cudnn_fmha: [
+    {
+      ins: [bf16(2, 3, 4, 2), bf16(2, 3, 2, 2), bf16(2, 3, 2, 2)],
+      build: (b, xs) => b.add("cudnn_fmha", xs, { scale: [0.5], causal: true, stats: true }),
+    },
+  ],
+  cudnn_fmha_bwd: [
+    {
+      ins: [bf16(2, 3, 4, 2), bf16(2, 3, 2, 2), bf16(2, 3, 2, 2), f32(2, 4, 3), bf16(2, 3, 4, 2), bf16(2, 3, 4, 2)],
+      build: (b, xs) => b.add("cudnn_fmha_bwd", xs, { scale: [0.5], causal: false }),
+    },
+  ],
 };
 
 const B = 3;

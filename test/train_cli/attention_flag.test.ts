@@ -51,10 +51,9 @@ describe("--attention", () => {
     expect(started).toEqual(["plain", "blockwise", "plain"]);
     expect(block.losses).toHaveLength(3);
     for (const [i, l] of block.losses.entries()) expect(Math.abs(l - plain.losses[i]!)).toBeLessThanOrEqual(1e-5);
-    // the runs really trained (the loss moved), and really ran different kernels: the losses differ in the
-    // last bits (the blockwise kernel divides by the softmax sum after the value product, plain before it)
+    // the runs really trained (the loss moved); which kernel each ran is what `started` shows (at 24 tokens flash
+    // attention is one block pair, and its losses may equal plain's to the bit)
     expect(plain.losses[2]).not.toBe(plain.losses[0]);
-    expect(block.losses).not.toEqual(plain.losses);
   });
 
   it("cudnn on the CPU backend is a usage error naming the backend, and writes nothing", async () => {

@@ -5,6 +5,7 @@ import { ELEMENTWISE, forEachElementwise, type ElementwiseOp } from "../../ir/el
 import { isFloat, range, tensorType, type DType, type Shape, type TensorType } from "../../ir/types.ts";
 import type { FuncEmitter } from "./emitter.ts";
 import { denseLiteral, dimsText, tensorTypeText as ty } from "./text.ts";
+import { fmhaBackendConfig, fmhaDims } from "../../ir/cudnn_fmha.ts";
 
 /** Prints `op` into the emitter and returns one StableHLO value reference per IR result. */
 export type LowerRule<N extends OpName> = (e: FuncEmitter, op: Op<N>) => string[];
@@ -275,6 +276,45 @@ const whileLoop: LowerRule<"while"> = (e, op) => {
   return refs.slice(nc);
 };
 
+/** A row-major (operand) or XLA-layout (result) minor-to-major list as the custom call's layout attribute. */
+const layoutAttr = (m: readonly number[]) =>
+  `dense<${m.length === 1 ? m[0] : `[${m.join(", ")}]`}> : tensor<${m.length}xindex>`;
+
+/**
+ * The cuDNN flash-attention custom call as JAX lowers jax.nn.dot_product_attention(..., implementation="cudnn")
+ * for the cuda platform (api_version 2, a Python-json backend_config, explicit layouts): operands row-major,
+ * BNTH results laid out as BTNH ({3,1,2,0}, so the transposes after it are free), and a u8[0] workspace result
+ * that the IR op leaves out.
+ */
+function fmhaCall(
+  e: FuncEmitter,
+  op: Op<"cudnn_fmha" | "cudnn_fmha_bwd">,
+  target: string,
+  backward: boolean,
+): string[] {
+  const [q, k, v] = op.inputs as [Value, Value, Value];
+  const d = fmhaDims(q.type, k.type, v.type);
+  if (typeof d === "string") throw new Error(`internal: ${op.name}: ${d}`);
+  const config = fmhaBackendConfig(q.type, d, op.params, backward).replace(/[\\"]/g, (c) =>
+    c === '"' ? "\\22" : "\\5C",
+  );
+  const rowMajor = (t: Value) => Array.from({ length: t.type.shape.length }, (_, i) => t.type.shape.length - 1 - i);
+  const resultLayout = (t: Value) => (t.type.shape.length === 4 ? [3, 1, 2, 0] : rowMajor(t));
+  const operands = op.inputs.map((x) => e.ref(x)).join(", ");
+  const attrs = [
+    "api_version = 2 : i32",
+    `backend_config = "${config}"`,
+    `operand_layouts = [${op.inputs.map((x) => layoutAttr(rowMajor(x))).join(", ")}]`,
+    `result_layouts = [${[...op.outputs.map((x) => layoutAttr(resultLayout(x))), layoutAttr([0])].join(", ")}]`,
+  ];
+  const types = `(${op.inputs.map(T).join(", ")}) -> (${[...op.outputs.map(T), "tensor<0xui8>"].join(", ")})`;
+  const refs = e.op(
+    op.outputs.length + 1,
+    `stablehlo.custom_call @${target}(${operands}) {${attrs.join(", ")}} : ${types}`,
+  );
+  return refs.slice(0, op.outputs.length);
+}
+
 export const RULES: { [N in OpName]: LowerRule<N> } = {
   ...forEachElementwise(elementwise),
 
@@ -471,4 +511,6 @@ export const RULES: { [N in OpName]: LowerRule<N> } = {
       op.inputs.map((v) => e.ref(v)),
     ),
   checkpoint_name: (e, op) => [e.ref(op.inputs[0]!)],
+  cudnn_fmha: (e, op) => fmhaCall(e, op, "__cudnn$fmhaSoftmax", false),
+  cudnn_fmha_bwd: (e, op) => fmhaCall(e, op, "__cudnn$fmhaSoftmaxBackward", true),
 };
