@@ -54,8 +54,16 @@ export function parseSize(text: string, option = "--memory-budget"): number {
   return bytes;
 }
 
-/** `14.58 GiB`: the unit people give budgets in. */
-export const gib = (n: number): string => `${(n / 2 ** 30).toFixed(2)} GiB`;
+/** `14.58 GiB`, `3.37 MiB`: two decimals in the largest binary unit the size reaches. */
+export function gib(n: number): string {
+  for (const [unit, size] of [
+    ["GiB", 2 ** 30],
+    ["MiB", 2 ** 20],
+    ["KiB", 2 ** 10],
+  ] as const)
+    if (n >= size) return `${(n / size).toFixed(2)} ${unit}`;
+  return `${n} B`;
+}
 
 /** What is trained and on what: the shapes a step is compiled from (no weights, no data). */
 export interface StepShape {
@@ -288,6 +296,8 @@ function explain(shape: StepShape, chosen: Estimate, all: readonly Estimate[], b
           ? `${label} ${show(c[field])}: as fast as ${show(next.candidate[field])} by the cost model (${ratio}x, within ${TIE * 100}%) and smaller (${gib(chosen.gpuPeakBytes)} vs ${gib(next.gpuPeakBytes)})`
           : `${label} ${show(c[field])}: the fastest ${within} (${show(next.candidate[field])}: cost ${ratio}x, ${gib(next.gpuPeakBytes)})`,
       );
+    } else {
+      lines.push(`${label} ${show(c[field])}: no alternative applies or lowers with the rest of this plan`);
     }
   };
   if (layerLoop(shape.llama) === "scan")
