@@ -217,6 +217,12 @@ export const COMMANDS: readonly Command[] = [
           "plain (scores [S, S] materialized) or blockwise (flash attention, memory O(S x block)); cudnn is refused on CPU (default plain up to --seq 1024, blockwise above)",
       },
       {
+        name: "memory-budget",
+        value: "<size>",
+        description:
+          "bytes per device the step must fit (16GiB, 512MiB, 16GB): chooses remat, attention and loss chunking as `tessera plan` does, keeping an explicit --attention or --loss-chunk; exit 1 when nothing fits (default: on a GPU its memory less a margin; on CPU none)",
+      },
+      {
         name: "pack",
         description:
           "pack several records into each row: no attention or loss across records, positions restart at each (fewer padded tokens)",

@@ -79,6 +79,10 @@ export interface StepShape {
   cuda?: boolean;
   /** Packed rows (positions and segment ids as inputs). */
   packed?: boolean;
+  /** Micro-batches of `batch` rows per step (StepConfig.gradAccum); default 1. */
+  gradAccum?: number;
+  /** Choices the user made (--attention, --loss-chunk): the search keeps them and chooses the rest. */
+  fixed?: Partial<Candidate>;
 }
 
 export interface Candidate {
@@ -129,12 +133,20 @@ export function lossChunkChoices(batch: number, seq: number, vocab: number): (nu
 
 export function candidates(shape: StepShape): Candidate[] {
   const kinds: Candidate["attention"][] = shape.cuda ? ["plain", "blockwise", "cudnn"] : ["plain", "blockwise"];
+  const chunks = lossChunkChoices(shape.batch * (shape.gradAccum ?? 1), shape.seq, shape.llama.vocabSize);
+  // A chunk the user gave is tried even when it is none of the search's own.
+  const given = shape.fixed?.lossChunk;
+  if (given !== undefined && !chunks.includes(given)) chunks.push(given);
   const out: Candidate[] = [];
   for (const remat of rematChoices(shape.llama))
-    for (const attention of kinds)
-      for (const lossChunk of lossChunkChoices(shape.batch, shape.seq, shape.llama.vocabSize))
-        out.push({ remat, attention, lossChunk });
-  return out;
+    for (const attention of kinds) for (const lossChunk of chunks) out.push({ remat, attention, lossChunk });
+  const f = shape.fixed ?? {};
+  return out.filter(
+    (c) =>
+      (f.attention === undefined || c.attention === f.attention) &&
+      (!("lossChunk" in f) || c.lossChunk === f.lossChunk) &&
+      (f.remat === undefined || c.remat === f.remat),
+  );
 }
 
 export function stepConfig(shape: StepShape, c: Candidate, cpuCompile = false): StepConfig {
@@ -147,6 +159,7 @@ export function stepConfig(shape: StepShape, c: Candidate, cpuCompile = false): 
     policy: shape.policy,
     adamw: { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 },
     maxGradNorm: 1,
+    ...(shape.gradAccum && shape.gradAccum > 1 ? { gradAccum: shape.gradAccum } : {}),
     ...(remat ? { remat } : {}),
     attention,
     ...(c.lossChunk !== undefined ? { lossChunk: c.lossChunk } : {}),
@@ -243,6 +256,16 @@ export const smallestOf = (all: readonly Estimate[]): Estimate =>
   all.reduce((a, b) => (b.gpuPeakBytes < a.gpuPeakBytes ? b : a));
 
 /** searchBudget over estimates already made. */
+/**
+ * The budget `train` uses on a GPU when none is given: the device's memory limit (PJRT's memory stats) less a
+ * margin for the runtime's own allocations and fragmentation: 10%, at least 1 GiB. Undefined on a CPU (no limit
+ * worth planning for) or when the plugin reports no limit.
+ */
+export function deviceBudget(platform: string, bytesLimit: number | undefined): number | undefined {
+  if (platform === "cpu" || !bytesLimit) return undefined;
+  return Math.max(0, bytesLimit - Math.max(2 ** 30, 0.1 * bytesLimit));
+}
+
 export function chooseWithin(shape: StepShape, all: Estimates, budget: number | undefined): BudgetChoice {
   const { estimates, skipped } = all;
   const fitting = estimates.filter((e) => budget === undefined || e.gpuPeakBytes <= budget);
