@@ -90,6 +90,8 @@ export interface Candidate {
   attention: "plain" | "blockwise" | "cudnn";
   /** Positions per loss chunk; undefined computes the whole [B, S, V] logits. */
   lossChunk: number | undefined;
+  /** Positions per MLP chunk (ForwardOpts.mlpChunk); undefined runs the MLP over the whole sequence. */
+  mlpChunk?: number | undefined;
 }
 
 export interface Estimate {
@@ -131,6 +133,11 @@ export function lossChunkChoices(batch: number, seq: number, vocab: number): (nu
   return out;
 }
 
+/** MLP chunks to try: the whole sequence, then 4096 and 1024 positions where they divide it. */
+export function mlpChunkChoices(seq: number): (number | undefined)[] {
+  return [undefined, ...[4096, 1024].filter((c) => c < seq && seq % c === 0)];
+}
+
 export function candidates(shape: StepShape): Candidate[] {
   const kinds: Candidate["attention"][] = shape.cuda ? ["plain", "blockwise", "cudnn"] : ["plain", "blockwise"];
   const chunks = lossChunkChoices(shape.batch * (shape.gradAccum ?? 1), shape.seq, shape.llama.vocabSize);
@@ -139,7 +146,10 @@ export function candidates(shape: StepShape): Candidate[] {
   if (given !== undefined && !chunks.includes(given)) chunks.push(given);
   const out: Candidate[] = [];
   for (const remat of rematChoices(shape.llama))
-    for (const attention of kinds) for (const lossChunk of chunks) out.push({ remat, attention, lossChunk });
+    for (const attention of kinds)
+      for (const lossChunk of chunks)
+        for (const mlpChunk of mlpChunkChoices(shape.seq))
+          out.push({ remat, attention, lossChunk, ...(mlpChunk !== undefined ? { mlpChunk } : {}) });
   const f = shape.fixed ?? {};
   return out.filter(
     (c) =>
@@ -163,6 +173,7 @@ export function stepConfig(shape: StepShape, c: Candidate, cpuCompile = false): 
     ...(remat ? { remat } : {}),
     attention,
     ...(c.lossChunk !== undefined ? { lossChunk: c.lossChunk } : {}),
+    ...(c.mlpChunk !== undefined ? { mlpChunk: c.mlpChunk } : {}),
   };
 }
 
@@ -218,7 +229,7 @@ export interface BudgetChoice {
 }
 
 export const describeCandidate = (c: Candidate): string =>
-  `remat ${c.remat}, attention ${c.attention}, loss ${c.lossChunk === undefined ? "whole" : `in chunks of ${c.lossChunk}`}`;
+  `remat ${c.remat}, attention ${c.attention}, loss ${c.lossChunk === undefined ? "whole" : `in chunks of ${c.lossChunk}`}${c.mlpChunk === undefined ? "" : `, MLP in chunks of ${c.mlpChunk}`}`;
 
 /**
  * Estimates every candidate and picks, among those whose GPU estimate fits `budget` (every one without a budget),
@@ -301,7 +312,7 @@ function explain(shape: StepShape, chosen: Estimate, all: readonly Estimate[], b
         e.candidate[field] !== c[field] &&
         same(
           e,
-          (["remat", "attention", "lossChunk"] as const).filter((f) => f !== field),
+          (["remat", "attention", "lossChunk", "mlpChunk"] as const).filter((f) => f !== field),
         ),
     );
     const faster = others.filter((e) => e.costSeconds < chosen.costSeconds * (1 - TIE));
@@ -330,5 +341,7 @@ function explain(shape: StepShape, chosen: Estimate, all: readonly Estimate[], b
   else part("remat", "remat", (v) => String(v));
   part("attention", "attention", (v) => String(v));
   part("lossChunk", "loss", (v) => (v === undefined ? "whole" : `chunks of ${v}`));
+  if (mlpChunkChoices(shape.seq).length > 1)
+    part("mlpChunk", "MLP", (v) => (v === undefined ? "whole sequence" : `chunks of ${v}`));
   return lines;
 }

@@ -92,6 +92,8 @@ export interface TrainOptions {
   attention?: AttentionImpl;
   /** Rematerialize each layer with this tx.checkpoint policy (StepConfig.remat). */
   remat?: SavePolicy;
+  /** Positions per MLP chunk (StepConfig.mlpChunk). */
+  mlpChunk?: number;
   /** Micro-batches per step (StepConfig.gradAccum): each batch's rows are that many micro-batches. Default 1. */
   gradAccum?: number;
   /** Global gradient-norm clipping (StepConfig.maxGradNorm); default none. */
@@ -149,6 +151,7 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     ...(opts.lossChunk !== undefined ? { lossChunk: opts.lossChunk } : {}),
     ...(opts.attention ? { attention: opts.attention } : {}),
     ...(opts.remat ? { remat: opts.remat } : {}),
+    ...(opts.mlpChunk ? { mlpChunk: opts.mlpChunk } : {}),
     ...(opts.gradAccum ? { gradAccum: opts.gradAccum } : {}),
     ...(opts.maxGradNorm ? { maxGradNorm: opts.maxGradNorm } : {}),
   };

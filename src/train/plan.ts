@@ -122,6 +122,8 @@ export interface RunPlan {
 export interface MemoryChoice {
   /** The per-layer remat policy; undefined keeps every activation (or the scan's own recomputation). */
   remat: SavePolicy | undefined;
+  /** Positions per MLP chunk (ForwardOpts.mlpChunk); undefined: the whole sequence. */
+  mlpChunk: number | undefined;
   /** What was chosen within which budget, and the estimate: the run's start line. */
   line: string;
 }
@@ -171,7 +173,7 @@ export async function planRun(
     todo: Math.max(0, run.steps - start),
     lossChunk: chunk,
     attention,
-    memory: memory ? { remat: memory.remat, line: memory.line } : undefined,
+    memory: memory ? { remat: memory.remat, mlpChunk: memory.mlpChunk, line: memory.line } : undefined,
   };
 }
 
@@ -219,6 +221,7 @@ async function memoryChoice(
     remat: layerLoop(model.llama) === "scan" ? undefined : rematPolicy(c.remat),
     attention: c.attention === "cudnn" ? "blockwise" : c.attention,
     lossChunk: c.lossChunk,
+    mlpChunk: c.mlpChunk,
     line: `${describeCandidate(c)}: ${gib(choice.chosen.gpuPeakBytes)} estimated per device within ${gib(budget)} (${source})${kept}; ${choice.reasons.join("; ")}`,
   };
 }

@@ -359,6 +359,7 @@ async function runSteps(running: Running): Promise<StepsDone> {
     onNonfinite: run.onNonfinite,
     attention: plan.attention,
     ...(plan.memory?.remat ? { remat: plan.memory.remat } : {}),
+    ...(plan.memory?.mlpChunk ? { mlpChunk: plan.memory.mlpChunk } : {}),
     gradAccum: run.gradAccum,
     maxGradNorm: run.maxGradNorm,
     ...(data.eval ? { evaluate: { batches: evalSet(plan), at: (step: number) => evalDue(run, step) } } : {}),
