@@ -56,6 +56,12 @@ export const COMMANDS: readonly Command[] = [
           "lay the entry out over a device mesh: each value's sharding and why, the collectives, memory per device",
       },
       {
+        name: "memory-budget",
+        value: "<size>",
+        description:
+          "also print the entry's memory per device (GPU and CPU estimates, where it peaks) against this budget: 16GiB, 512MiB, 16GB",
+      },
+      {
         name: "mesh",
         value: "<axes>",
         description: "the mesh for --shardings, e.g. data=2,model=4 (default: the entry's own mesh)",

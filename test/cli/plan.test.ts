@@ -134,6 +134,21 @@ describe("tessera plan", () => {
     expect(unknown.stderr).toContain("'llama-9-1b' is not a preset");
   });
 
+  it("inspect --memory-budget reports an entry's estimate against the budget, and a bad size is a usage error", async () => {
+    const [big, small, bad] = await Promise.all([
+      tessera(["inspect", "examples/mlp.ts", "--entry", "trainStep", "--memory-budget", "1MiB"]),
+      tessera(["inspect", "examples/mlp.ts", "--entry", "trainStep", "--memory-budget", "1KiB"]),
+      tessera(["inspect", "examples/mlp.ts", "--entry", "trainStep", "--memory-budget", "lots"]),
+    ]);
+    expect(big.code).toBe(0);
+    expect(big.stdout).toMatch(
+      /\nmemory budget 1\.00 MiB: fits \((\d+\.\d\d KiB) per device estimated on a GPU, \1 on XLA's CPU backend; temporaries peak at \w+ examples\/mlp\.ts:\d+:\d+\)\n$/,
+    );
+    expect(small.stdout).toMatch(/\nmemory budget 1\.00 KiB: does NOT fit \(/);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--memory-budget must be a size");
+  });
+
   it("says when --seq needs RoPE scaling, and plans it anyway", async () => {
     const r = await tessera(["plan", "--model", "tiny", "--seq", "128"]);
     expect(r.code).toBe(0);
