@@ -263,9 +263,10 @@ export interface ForwardOpts {
   layers?: "scan" | "unroll";
   /**
    * Rematerialize each layer in the backward pass (tx.checkpoint with this policy): only what the policy saves
-   * is kept from the forward pass. Matters for unrolled layers; a scanned layer is already recomputed whole.
+   * is kept from the forward pass. Matters for unrolled layers; a scanned layer is already recomputed whole. An
+   * array gives each layer its own policy (undefined: none); scanned layers have one body, so it must be uniform.
    */
-  remat?: tx.SavePolicy;
+  remat?: tx.SavePolicy | readonly (tx.SavePolicy | undefined)[];
   /**
    * The attention kernel: "plain" materializes [B, H, S, S] scores (HF eager numerics), "blockwise" is flash
    * attention (memory O(S·block)); default defaultAttention(S): plain up to 1024 tokens, blockwise beyond.
@@ -345,13 +346,27 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
     const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads, dropoutOn ? undefined : opts.mlpChunk));
     return [out, null];
   };
-  const run = opts.remat ? tx.checkpoint(layer, { policy: opts.remat }) : layer;
+  const perLayer = Array.isArray(opts.remat) ? (opts.remat as readonly (tx.SavePolicy | undefined)[]) : undefined;
+  if (perLayer && perLayer.length !== cfg.numLayers)
+    throw new TesseraError(`remat: ${perLayer.length} policies for ${cfg.numLayers} layers`, { code: "ERR_CONFIG" });
+  const policyAt = (i: number) => (perLayer ? perLayer[i] : (opts.remat as tx.SavePolicy | undefined));
+  const runAt = (i: number) => {
+    const p = policyAt(i);
+    return p ? tx.checkpoint(layer, { policy: p }) : layer;
+  };
   let h = h0;
   if (opts.layers === "unroll") {
     for (let i = 0; i < cfg.numLayers; i++)
-      h = run(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
+      h = runAt(i)(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
   } else {
-    [h] = tx.scan(run, h0, xs);
+    if (perLayer?.some((p) => p !== perLayer[0]))
+      throw new TesseraError(
+        "remat: scanned layers share one body, so one policy for all of them (or layers: unroll)",
+        {
+          code: "ERR_CONFIG",
+        },
+      );
+    [h] = tx.scan(runAt(0), h0, xs);
   }
   return rmsNorm(h, cast(w.norm), cfg.rmsNormEps);
 }

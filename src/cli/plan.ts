@@ -178,7 +178,7 @@ export async function planCommandResult(args: ParsedArgs): Promise<PlanResult> {
     model,
     seq,
     batch,
-    remat: c.candidate.remat,
+    remat: typeof c.candidate.remat === "string" ? c.candidate.remat : [...c.candidate.remat],
     attention: c.candidate.attention,
     fits,
     estimate: { gpu_peak_bytes: c.gpuPeakBytes, cpu_peak_bytes: c.cpuPeakBytes },

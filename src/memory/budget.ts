@@ -16,8 +16,29 @@ import { defaultLossChunk } from "../train/loss.ts";
 export const REMAT_NAMES = ["none", "dotsSaveable", "dotsWithNoBatchDimsSaveable", "nothingSaveable"] as const;
 export type RematName = (typeof REMAT_NAMES)[number];
 
+/** One policy for every layer, or one per layer (unrolled layers only). */
+export type RematChoice = RematName | readonly RematName[];
+
 export function rematPolicy(name: RematName): SavePolicy | undefined {
   return name === "none" ? undefined : checkpointPolicies[name];
+}
+
+/** StepConfig.remat for a choice: a policy, or one per layer. */
+export function rematPolicies(r: RematChoice): SavePolicy | readonly (SavePolicy | undefined)[] | undefined {
+  return typeof r === "string" ? rematPolicy(r) : r.map(rematPolicy);
+}
+
+/** `nothingSaveable`, or `nothingSaveable on layers 0-2, none on 3-7` for a per-layer choice. */
+export function rematText(r: RematChoice): string {
+  if (typeof r === "string") return r;
+  const runs: string[] = [];
+  let start = 0;
+  for (let i = 1; i <= r.length; i++) {
+    if (i < r.length && r[i] === r[start]) continue;
+    runs.push(`${r[start]} on layer${i - 1 > start ? `s ${start}-${i - 1}` : ` ${start}`}`);
+    start = i;
+  }
+  return runs.join(", ");
 }
 
 /**
@@ -86,7 +107,7 @@ export interface StepShape {
 }
 
 export interface Candidate {
-  remat: RematName;
+  remat: RematChoice;
   attention: "plain" | "blockwise" | "cudnn";
   /** Positions per loss chunk; undefined computes the whole [B, S, V] logits. */
   lossChunk: number | undefined;
@@ -113,9 +134,18 @@ export function layerLoop(llama: LlamaConfig): "scan" | "unroll" {
   return defaultLayerLoop(llama);
 }
 
-/** The remat names worth trying: with scanned layers only nothingSaveable (what the backward scan does anyway). */
-export function rematChoices(llama: LlamaConfig): readonly RematName[] {
-  return layerLoop(llama) === "scan" ? ["nothingSaveable"] : REMAT_NAMES;
+/**
+ * The remat choices worth trying. Scanned layers: only nothingSaveable (what the backward scan does anyway; one body,
+ * one policy). Unrolled layers: each policy for every layer, and per-layer mixes of none with each policy (the first
+ * k layers rematerialized, the rest keeping their activations; k = 1..L-1), which land between the uniform ones.
+ */
+export function rematChoices(llama: LlamaConfig): readonly RematChoice[] {
+  if (layerLoop(llama) === "scan") return ["nothingSaveable"];
+  const out: RematChoice[] = [...REMAT_NAMES];
+  const L = llama.numLayers;
+  for (const p of REMAT_NAMES.slice(1))
+    for (let k = 1; k < L; k++) out.push(Array.from({ length: L }, (_, i) => (i < k ? p : "none")));
+  return out;
 }
 
 /** Loss chunks to try: whole logits, then chunks holding at most 256, 64 and 16 MiB of f32 logits. */
@@ -155,12 +185,12 @@ export function candidates(shape: StepShape): Candidate[] {
     (c) =>
       (f.attention === undefined || c.attention === f.attention) &&
       (!("lossChunk" in f) || c.lossChunk === f.lossChunk) &&
-      (f.remat === undefined || c.remat === f.remat),
+      (f.remat === undefined || same(c.remat, f.remat)),
   );
 }
 
 export function stepConfig(shape: StepShape, c: Candidate, cpuCompile = false): StepConfig {
-  const remat = layerLoop(shape.llama) === "scan" ? undefined : rematPolicy(c.remat);
+  const remat = layerLoop(shape.llama) === "scan" ? undefined : rematPolicies(c.remat);
   // XLA's CPU backend has no cuDNN: a CPU compile of a cudnn plan uses blockwise attention in its place.
   const attention = c.attention === "cudnn" && cpuCompile ? "blockwise" : c.attention;
   return {
@@ -228,8 +258,11 @@ export interface BudgetChoice {
   reasons: string[];
 }
 
+/** Equal choices (per-layer arrays by value). */
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+
 export const describeCandidate = (c: Candidate): string =>
-  `remat ${c.remat}, attention ${c.attention}, loss ${c.lossChunk === undefined ? "whole" : `in chunks of ${c.lossChunk}`}${c.mlpChunk === undefined ? "" : `, MLP in chunks of ${c.mlpChunk}`}`;
+  `remat ${rematText(c.remat)}, attention ${c.attention}, loss ${c.lossChunk === undefined ? "whole" : `in chunks of ${c.lossChunk}`}${c.mlpChunk === undefined ? "" : `, MLP in chunks of ${c.mlpChunk}`}`;
 
 /**
  * Estimates every candidate and picks, among those whose GPU estimate fits `budget` (every one without a budget),
@@ -305,12 +338,12 @@ function explain(shape: StepShape, chosen: Estimate, all: readonly Estimate[], b
   const c = chosen.candidate;
   const within = budget === undefined ? "with no budget" : `within ${gib(budget)}`;
   const lines: string[] = [];
-  const same = (e: Estimate, keep: (keyof Candidate)[]) => keep.every((f) => e.candidate[f] === c[f]);
+  const sameAs = (e: Estimate, keep: (keyof Candidate)[]) => keep.every((f) => same(e.candidate[f], c[f]));
   const part = (field: keyof Candidate, label: string, show: (v: Candidate[keyof Candidate]) => string) => {
     const others = all.filter(
       (e) =>
-        e.candidate[field] !== c[field] &&
-        same(
+        !same(e.candidate[field], c[field]) &&
+        sameAs(
           e,
           (["remat", "attention", "lossChunk", "mlpChunk"] as const).filter((f) => f !== field),
         ),
@@ -338,7 +371,7 @@ function explain(shape: StepShape, chosen: Estimate, all: readonly Estimate[], b
     lines.push(
       `remat nothingSaveable: ${shape.llama.numLayers} layers run as one scan, whose backward pass recomputes each layer from its input (one policy for every layer)`,
     );
-  else part("remat", "remat", (v) => String(v));
+  else part("remat", "remat", (v) => rematText(v as RematChoice));
   part("attention", "attention", (v) => String(v));
   part("lossChunk", "loss", (v) => (v === undefined ? "whole" : `chunks of ${v}`));
   if (mlpChunkChoices(shape.seq).length > 1)

@@ -91,7 +91,7 @@ export interface TrainOptions {
   /** Attention kernel of the step (see StepConfig.attention). */
   attention?: AttentionImpl;
   /** Rematerialize each layer with this tx.checkpoint policy (StepConfig.remat). */
-  remat?: SavePolicy;
+  remat?: SavePolicy | readonly (SavePolicy | undefined)[];
   /** Positions per MLP chunk (StepConfig.mlpChunk). */
   mlpChunk?: number;
   /** Micro-batches per step (StepConfig.gradAccum): each batch's rows are that many micro-batches. Default 1. */

@@ -34,7 +34,7 @@ import {
   gib,
   layerLoop,
   parseSize,
-  rematPolicy,
+  rematPolicies,
   searchBudget,
 } from "../memory/budget.ts";
 import { baseHostDType, type PrecisionPolicy, precisionPolicy } from "./precision.ts";
@@ -120,8 +120,8 @@ export interface RunPlan {
 }
 
 export interface MemoryChoice {
-  /** The per-layer remat policy; undefined keeps every activation (or the scan's own recomputation). */
-  remat: SavePolicy | undefined;
+  /** The remat policy, or one per layer; undefined keeps every activation (or the scan's own recomputation). */
+  remat: SavePolicy | readonly (SavePolicy | undefined)[] | undefined;
   /** Positions per MLP chunk (ForwardOpts.mlpChunk); undefined: the whole sequence. */
   mlpChunk: number | undefined;
   /** What was chosen within which budget, and the estimate: the run's start line. */
@@ -218,7 +218,7 @@ async function memoryChoice(
   const c = choice.chosen.candidate;
   const kept = Object.keys(fixed).length ? ` (kept: ${Object.keys(fixed).join(", ")})` : "";
   return {
-    remat: layerLoop(model.llama) === "scan" ? undefined : rematPolicy(c.remat),
+    remat: layerLoop(model.llama) === "scan" ? undefined : rematPolicies(c.remat),
     attention: c.attention === "cudnn" ? "blockwise" : c.attention,
     lossChunk: c.lossChunk,
     mlpChunk: c.mlpChunk,

@@ -42,7 +42,7 @@ export interface StepConfig {
    */
   lossChunk?: number | undefined;
   /** Rematerialize each layer with this tx.checkpoint policy (see ForwardOpts.remat); default: keep activations. */
-  remat?: SavePolicy | undefined;
+  remat?: SavePolicy | readonly (SavePolicy | undefined)[] | undefined;
   /** Attention kernel (see ForwardOpts.attention); default: by sequence length (defaultAttention). */
   attention?: AttentionImpl;
   /** Block size of blockwise attention (ForwardOpts.attentionBlock); default 128. */

@@ -106,6 +106,31 @@ describe("tessera plan", () => {
     expect(Math.abs(est.cpu_peak_bytes / xla - 1)).toBeLessThanOrEqual(0.15);
   });
 
+  it("--json's remat is an array with one name per layer when the unrolled layers' policies differ", async () => {
+    const r = await tessera([
+      "plan",
+      "--model",
+      "tiny",
+      "--seq",
+      "64",
+      "--batch",
+      "8",
+      "--rank",
+      "8",
+      "--targets",
+      "q,k,v,o,gate,up,down",
+      "--precision",
+      "f32",
+      "--memory-budget",
+      "2.8MiB",
+      "--json",
+    ]);
+    expect(r.code).toBe(0);
+    const j = checkLine(r.stdout);
+    expect(j.remat).toEqual(["nothingSaveable", "none"]);
+    expect((j.estimate as { gpu_peak_bytes: number }).gpu_peak_bytes).toBeLessThanOrEqual(2.8 * 2 ** 20);
+  });
+
   it("a budget too small: exit 1, fits false, and the cause on stderr; the text form says it too", async () => {
     const [json, text] = await Promise.all([
       tessera(["plan", "--model", "tiny", "--seq", "64", "--memory-budget", "100KiB", "--json"]),

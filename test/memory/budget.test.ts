@@ -97,6 +97,23 @@ describe("searchBudget", () => {
     });
   }
 
+  it("unrolled layers: a per-layer mix of policies lands between the uniform ones and is chosen when it fits best", () => {
+    const all = estimateAll(tiny);
+    const uniform = (name: string) =>
+      all.estimates.find((e) => e.candidate.remat === name && e.candidate.attention === "plain")!;
+    const mixed = all.estimates.filter((e) => Array.isArray(e.candidate.remat) && e.candidate.attention === "plain");
+    expect(mixed.length).toBe(3 * (LLAMA_TINY.numLayers - 1));
+    const mix = mixed.find((e) => (e.candidate.remat as string[])[0] === "nothingSaveable")!;
+    expect(mix.candidate.remat).toEqual(["nothingSaveable", "none"]);
+    expect(mix.gpuPeakBytes).toBeLessThan(uniform("none").gpuPeakBytes);
+    expect(mix.gpuPeakBytes).toBeGreaterThan(uniform("nothingSaveable").gpuPeakBytes);
+    expect(mix.costSeconds).toBeLessThan(uniform("nothingSaveable").costSeconds);
+    // A budget just above the mix: the mix wins over rematerializing every layer, being cheaper.
+    const r = chooseWithin(tiny, all, mix.gpuPeakBytes);
+    expect(Array.isArray(r.chosen.candidate.remat)).toBe(true);
+    expect(r.reasons[0]).toMatch(/^remat \w+ on layer 0, none on layer 1: none would be faster but needs/);
+  });
+
   it("Llama-2-7B at 4096 in 16 GiB: blockwise attention, because plain needs more than the budget", () => {
     const r = searchBudget(seven, 16 * GiB);
     expect(r.chosen.candidate.attention).toBe("blockwise");
