@@ -223,10 +223,25 @@ export function resolveAttention(opts: Pick<ForwardOpts, "attention" | "attentio
 }
 
 /** SwiGLU: down(silu(gate(x)) * up(x)), the activation computed in f32 as torch does inside its bf16 kernel. */
-export function mlp(x: Tensor, w: LayerView, ads: LayerAdapters): Tensor {
+export function mlp(x: Tensor, w: LayerView, ads: LayerAdapters, chunk?: number): Tensor {
+  const S = x.shape[1]!;
+  if (chunk !== undefined && chunk < S && S % chunk === 0) return chunkedMlp(x, w, ads, chunk);
   const g = linear(x, w.gate, ads.gate).astype("f32");
   const act = g.mul(g.sigmoid()).astype(x.dtype);
   return linear(act.mul(linear(x, w.up, ads.up)), w.down, ads.down);
+}
+
+/**
+ * The MLP over `chunk` positions at a time (a scan over sequence chunks): each position's MLP is independent, so the
+ * result is the same, but the [B, S, intermediate] activations of one chunk exist at a time, in the forward and the
+ * backward pass. Not with LoRA dropout (its masks are drawn over the whole sequence).
+ */
+function chunkedMlp(x: Tensor, w: LayerView, ads: LayerAdapters, chunk: number): Tensor {
+  const [B, S, E] = x.shape as [number, number, number];
+  const n = S / chunk;
+  const xs = x.reshape([B, n, chunk, E]).transpose([1, 0, 2, 3]);
+  const [, ys] = tx.scan((c: Tensor, xc: Tensor): [Tensor, Tensor] => [c, mlp(xc, w, ads)], tx.zeros([], "f32"), xs);
+  return ys.transpose([1, 0, 2, 3]).reshape([B, S, E]);
 }
 
 /** One layer's slice of the stacked weights (no leading L axis). */
@@ -251,9 +266,10 @@ export interface ForwardOpts {
    * Rematerialize each layer in the backward pass (tx.checkpoint with this policy): only what the policy saves
    * is kept from the forward pass. Unrolled, nothingSaveable keeps one hidden state per layer instead of every
    * activation. Scanned, the backward scan already recomputes each layer from its saved carry (nothingSaveable's
-   * memory); a policy that saves (dotsSaveable, names) stacks those values per layer and skips recomputing them.
+   * memory); a policy that saves (dotsSaveable, names) stacks those values per layer and skips recomputing them. An
+   * array gives each layer its own policy (undefined: none); scanned layers have one body, so it must be uniform.
    */
-  remat?: tx.SavePolicy;
+  remat?: tx.SavePolicy | readonly (tx.SavePolicy | undefined)[];
   /**
    * The attention kernel: "plain" materializes [B, H, S, S] scores (HF eager numerics), "blockwise" is flash
    * attention (memory O(S·block)); default defaultAttention(S): plain up to 1024 tokens, blockwise beyond.
@@ -261,6 +277,12 @@ export interface ForwardOpts {
   attention?: AttentionImpl;
   /** Query and key block size of "blockwise" (default 128, capped at S). */
   attentionBlock?: number;
+  /**
+   * Run each layer's MLP over this many positions at a time (a scan over sequence chunks; must divide S), so its
+   * [B, S, intermediate] activations exist one chunk at a time; same result. Default: the whole sequence. Ignored
+   * with LoRA dropout in training.
+   */
+  mlpChunk?: number;
   /**
    * RoPE position of each token, [B, S] s32 (default 0..S-1 in every row): packed rows restart it at each record,
    * so a record sees the positions it would alone.
@@ -324,16 +346,30 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
       };
     }
     const a = h.add(attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, attn, ads, opts.segmentIds));
-    const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads));
+    const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads, dropoutOn ? undefined : opts.mlpChunk));
     return [out, null];
   };
-  const run = opts.remat ? tx.checkpoint(layer, { policy: opts.remat }) : layer;
+  const perLayer = Array.isArray(opts.remat) ? (opts.remat as readonly (tx.SavePolicy | undefined)[]) : undefined;
+  if (perLayer && perLayer.length !== cfg.numLayers)
+    throw new TesseraError(`remat: ${perLayer.length} policies for ${cfg.numLayers} layers`, { code: "ERR_CONFIG" });
+  const policyAt = (i: number) => (perLayer ? perLayer[i] : (opts.remat as tx.SavePolicy | undefined));
+  const runAt = (i: number) => {
+    const p = policyAt(i);
+    return p ? tx.checkpoint(layer, { policy: p }) : layer;
+  };
   let h = h0;
   if (opts.layers === "unroll") {
     for (let i = 0; i < cfg.numLayers; i++)
-      h = run(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
+      h = runAt(i)(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
   } else {
-    [h] = tx.scan(run, h0, xs);
+    if (perLayer?.some((p) => p !== perLayer[0]))
+      throw new TesseraError(
+        "remat: scanned layers share one body, so one policy for all of them (or layers: unroll)",
+        {
+          code: "ERR_CONFIG",
+        },
+      );
+    [h] = tx.scan(runAt(0), h0, xs);
   }
   return rmsNorm(h, cast(w.norm), cfg.rmsNormEps);
 }

@@ -9,6 +9,9 @@ import { CliError, displayPath, formatUserError } from "./diagnostics.ts";
 import { isUserFile } from "./load.ts";
 import { summarize } from "./summary.ts";
 import { parseMeshText, shardingReport } from "./sharding_report.ts";
+import { estimateMemory, shardedBytes } from "../passes/memory_estimate.ts";
+import { formatLoc } from "../ir/types.ts";
+import { gib, parseSize } from "../memory/budget.ts";
 
 /** The mesh and specs for --shardings: `--mesh`, else the entry's own mesh; its `shardings` give the specs. */
 function shardingFor(loaded: LoadedEntry, meshText: string | undefined): ShardingOpts {
@@ -53,8 +56,27 @@ export async function inspectCommand(args: ParsedArgs): Promise<number> {
   const report = c.sharding
     ? `\n${shardingReport(c.sharding.plan, { donate: c.donate, dropped: c.sharding.dropped })}`
     : "";
+  const budgetText = args.options.get("memory-budget");
+  const budget = budgetText === undefined ? undefined : budgetLine(c, parseSize(budgetText));
   process.stdout.write(
-    `${header}\n${print(c.graph, { locs: args.options.has("locs") }).trimEnd()}\n\n${summarize(c.graph, { top })}${report}`,
+    `${header}\n${print(c.graph, { locs: args.options.has("locs") }).trimEnd()}\n\n${summarize(c.graph, { top })}${report}${budget ?? ""}`,
   );
   return EXIT.ok;
+}
+
+/**
+ * The entry's memory per device against a budget: the estimate `tessera plan` compares (16-bit values as a GPU
+ * holds them), the CPU backend's, and where the temporaries peak. For the Llama training step, `tessera plan
+ * --memory-budget` searches remat, attention and chunking; an entry's own code fixes those, so this reports.
+ */
+function budgetLine(c: ReturnType<typeof lowerEntry>, budget: number): string {
+  const plan = c.sharding?.plan;
+  const base = { donate: c.donate, ...(plan ? { bytes: shardedBytes(plan) } : {}) };
+  const gpu = estimateMemory(c.graph, base);
+  const cpu = estimateMemory(c.graph, { ...base, cpuUpcast16: true });
+  const at = gpu.peakOp
+    ? `; temporaries peak at ${gpu.peakOp.name}${gpu.peakLoc ? ` ${formatLoc(gpu.peakLoc)}` : ""}`
+    : "";
+  const verdict = gpu.total <= budget ? "fits" : "does NOT fit";
+  return `\nmemory budget ${gib(budget)}: ${verdict} (${gib(gpu.total)} per device estimated on a GPU, ${gib(cpu.total)} on XLA's CPU backend${at})\n`;
 }

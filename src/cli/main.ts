@@ -56,6 +56,12 @@ export const COMMANDS: readonly Command[] = [
           "lay the entry out over a device mesh: each value's sharding and why, the collectives, memory per device",
       },
       {
+        name: "memory-budget",
+        value: "<size>",
+        description:
+          "also print the entry's memory per device (GPU and CPU estimates, where it peaks) against this budget: 16GiB, 512MiB, 16GB",
+      },
+      {
         name: "mesh",
         value: "<axes>",
         description: "the mesh for --shardings, e.g. data=2,model=4 (default: the entry's own mesh)",
@@ -64,6 +70,60 @@ export const COMMANDS: readonly Command[] = [
     details:
       "Examples:\n  tessera inspect examples/mlp.ts --entry forward\n  tessera inspect model.ts --entry trainStep --shardings --mesh data=2,model=4",
     run: async (args) => (await import("./inspect.ts")).inspectCommand(args),
+  },
+  {
+    name: "plan",
+    summary:
+      "Memory per device of a LoRA training step, compiled from shapes alone (no weights, no data); with a budget, the remat, attention and loss chunking that fit.",
+    positionals: [],
+    options: [
+      {
+        name: "model",
+        value: "<model>",
+        required: true,
+        description:
+          "a preset (llama-2-7b, llama-2-13b, llama-2-70b, or llama2-7b...; tiny), a model name (smollm2-135m-instruct), an HF folder or a .gguf: only its config is read",
+      },
+      {
+        name: "seq",
+        value: "<n>",
+        description: "sequence length (default 4096); beyond the model's context it is planned anyway",
+      },
+      { name: "batch", value: "<n>", description: "sequences per step (default 1)" },
+      {
+        name: "targets",
+        value: "<list>",
+        description: "projections to adapt, any of q,k,v,o,gate,up,down (default q,v)",
+      },
+      { name: "rank", value: "<r>", description: "LoRA rank (default 16)" },
+      {
+        name: "precision",
+        value: "<p>",
+        choices: ["bf16", "f32"],
+        description: "frozen weights and compute (default bf16)",
+      },
+      {
+        name: "mesh",
+        value: "<axes>",
+        description: "devices as named axes, e.g. model=4 (Megatron) or data=2,model=4",
+      },
+      {
+        name: "memory-budget",
+        value: "<size>",
+        description:
+          "bytes per device the step must fit, e.g. 16GiB, 512MiB (powers of two) or 16GB (powers of ten); exit 1 when nothing fits",
+      },
+      {
+        name: "json",
+        description: "print one JSON line (model, seq, batch, remat, attention, fits, estimate, xla_cpu)",
+      },
+    ],
+    details: [
+      "Examples:",
+      "  tessera plan --model llama-2-7b --seq 4096 --memory-budget 16GiB",
+      "  tessera plan --model llama-2-7b --seq 16384 --batch 1 --targets q,v --rank 16 --precision bf16 --json",
+    ].join("\n"),
+    run: async (args) => (await import("./plan.ts")).planCommand(args),
   },
   {
     name: "train",
@@ -161,6 +221,12 @@ export const COMMANDS: readonly Command[] = [
         choices: ["plain", "blockwise", "cudnn"],
         description:
           "plain (scores [S, S] materialized) or blockwise (flash attention, memory O(S x block)); cudnn (XLA's cuDNN flash attention, CUDA backends only; refused on others) (default plain up to --seq 1024, blockwise above)",
+      },
+      {
+        name: "memory-budget",
+        value: "<size>",
+        description:
+          "bytes per device the step must fit (16GiB, 512MiB, 16GB): chooses remat, attention and loss chunking as `tessera plan` does, keeping an explicit --attention or --loss-chunk; exit 1 when nothing fits (default: on a GPU its memory less a margin; on CPU none)",
       },
       {
         name: "pack",

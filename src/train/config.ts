@@ -127,6 +127,12 @@ export const TrainConfigSchema = z
      */
     attention: z.enum(["plain", "blockwise", "cudnn"]).nullable().default(null),
     /**
+     * Bytes per device the step must fit ("16GiB", "16GB", or a number): the remat policy, attention kernel and loss
+     * chunking are chosen by the memory-budget search (src/memory/budget.ts); an explicit attention or lossChunk is
+     * kept and the rest chosen around it. null: on a GPU the device's memory less a margin, on a CPU today's defaults.
+     */
+    memoryBudget: z.union([z.string(), z.number().positive()]).nullable().default(null),
+    /**
      * Pack several records into each row (no attention across records, positions restarting at each, no loss across
      * a boundary): fewer padded tokens per step; the loss of a batch is unchanged.
      */

@@ -12,6 +12,7 @@ import {
 } from "../../models/lora.ts";
 import type { LlamaWeights } from "../../models/llama.ts";
 import type { AttentionImpl } from "../../models/attention.ts";
+import type { SavePolicy } from "../passes/remat.ts";
 import { loadLlamaWeights, randomLlamaWeights, type RandomPart } from "../../models/weights.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
 import { treeFromDevice, treeToDevice } from "../host/transfer.ts";
@@ -89,6 +90,10 @@ export interface TrainOptions {
   lossChunk?: number;
   /** Attention kernel of the step (see StepConfig.attention). */
   attention?: AttentionImpl;
+  /** Rematerialize each layer with this tx.checkpoint policy (StepConfig.remat). */
+  remat?: SavePolicy | readonly (SavePolicy | undefined)[];
+  /** Positions per MLP chunk (StepConfig.mlpChunk). */
+  mlpChunk?: number;
   /** Micro-batches per step (StepConfig.gradAccum): each batch's rows are that many micro-batches. Default 1. */
   gradAccum?: number;
   /** Global gradient-norm clipping (StepConfig.maxGradNorm); default none. */
@@ -145,6 +150,8 @@ export async function trainLoRA(opts: TrainOptions): Promise<TrainResult> {
     ...(opts.layers ? { layers: opts.layers } : {}),
     ...(opts.lossChunk !== undefined ? { lossChunk: opts.lossChunk } : {}),
     ...(opts.attention ? { attention: opts.attention } : {}),
+    ...(opts.remat ? { remat: opts.remat } : {}),
+    ...(opts.mlpChunk ? { mlpChunk: opts.mlpChunk } : {}),
     ...(opts.gradAccum ? { gradAccum: opts.gradAccum } : {}),
     ...(opts.maxGradNorm ? { maxGradNorm: opts.maxGradNorm } : {}),
   };

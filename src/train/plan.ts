@@ -26,6 +26,17 @@ import { DEFAULTS, flagName, parseRopeScalingOption, RUN_FIELDS, type RunField, 
 import { builtinBaseWeights, type OptimizerState } from "./loop.ts";
 import { mulberry32 } from "../host/random.ts";
 import { defaultLossChunk } from "./loss.ts";
+import type { SavePolicy } from "../passes/remat.ts";
+import {
+  type Candidate,
+  describeCandidate,
+  deviceBudget,
+  gib,
+  layerLoop,
+  parseSize,
+  rematPolicies,
+  searchBudget,
+} from "../memory/budget.ts";
 import { baseHostDType, type PrecisionPolicy, precisionPolicy } from "./precision.ts";
 
 /** Seed of the built-in tiny model's random weights: fixed, so every run (and --seed) trains the same base. */
@@ -104,6 +115,17 @@ export interface RunPlan {
   lossChunk: number | undefined;
   /** The attention kernel every step runs (--attention, or the default for the sequence length). */
   attention: AttentionImpl;
+  /** With a memory budget (--memory-budget, or a GPU's memory): the search's choice, already in lossChunk/attention. */
+  memory: MemoryChoice | undefined;
+}
+
+export interface MemoryChoice {
+  /** The remat policy, or one per layer; undefined keeps every activation (or the scan's own recomputation). */
+  remat: SavePolicy | readonly (SavePolicy | undefined)[] | undefined;
+  /** Positions per MLP chunk (ForwardOpts.mlpChunk); undefined: the whole sequence. */
+  mlpChunk: number | undefined;
+  /** What was chosen within which budget, and the estimate: the run's start line. */
+  line: string;
 }
 
 export const fmtInt = (n: number) => n.toLocaleString("en-US");
@@ -133,7 +155,13 @@ export async function planRun(
       : run.lossChunk === 0
         ? undefined
         : Math.min(run.lossChunk, data.seq);
-  const attention = await attentionKernel(run, data.seq);
+  let attention = await attentionKernel(run, data.seq);
+  let chunk = lossChunk;
+  const memory = await memoryChoice(run, model, adapter, data.seq);
+  if (memory) {
+    attention = memory.attention;
+    chunk = memory.lossChunk;
+  }
   return {
     run,
     resumeFrom,
@@ -143,8 +171,58 @@ export async function planRun(
     lr,
     start,
     todo: Math.max(0, run.steps - start),
-    lossChunk,
+    lossChunk: chunk,
     attention,
+    memory: memory ? { remat: memory.remat, mlpChunk: memory.mlpChunk, line: memory.line } : undefined,
+  };
+}
+
+/**
+ * --memory-budget (or, on a GPU, the device's memory less a margin) through the budget search; an explicit
+ * --attention or --loss-chunk is kept and the rest chosen around it. Nothing fitting is an error before anything
+ * is written. Undefined on a CPU without a budget: today's defaults.
+ */
+async function memoryChoice(
+  run: TrainConfig,
+  model: ResolvedModel,
+  adapter: ResolvedAdapter,
+  seq: number,
+): Promise<(MemoryChoice & { attention: "plain" | "blockwise"; lossChunk: number | undefined }) | undefined> {
+  let budget: number | undefined;
+  let source: string;
+  if (run.memoryBudget !== null) {
+    budget = typeof run.memoryBudget === "number" ? run.memoryBudget : parseSize(run.memoryBudget);
+    source = "--memory-budget";
+  } else {
+    const client = await defaultClient();
+    budget = deviceBudget(client.platform, client.memoryStats()?.bytesLimit);
+    source = `the ${client.platformName} device's memory less a margin`;
+  }
+  if (budget === undefined) return undefined;
+  const fixed: Partial<Candidate> = {};
+  if (run.attention === "plain" || run.attention === "blockwise") fixed.attention = run.attention;
+  if (run.lossChunk !== null) fixed.lossChunk = run.lossChunk === 0 ? undefined : Math.min(run.lossChunk, seq);
+  const choice = searchBudget(
+    {
+      llama: model.llama,
+      layout: adapter.layout,
+      policy: model.policy,
+      seq,
+      batch: run.batch,
+      gradAccum: run.gradAccum,
+      packed: run.pack,
+      fixed,
+    },
+    budget,
+  );
+  const c = choice.chosen.candidate;
+  const kept = Object.keys(fixed).length ? ` (kept: ${Object.keys(fixed).join(", ")})` : "";
+  return {
+    remat: layerLoop(model.llama) === "scan" ? undefined : rematPolicies(c.remat),
+    attention: c.attention === "cudnn" ? "blockwise" : c.attention,
+    lossChunk: c.lossChunk,
+    mlpChunk: c.mlpChunk,
+    line: `${describeCandidate(c)}: ${gib(choice.chosen.gpuPeakBytes)} estimated per device within ${gib(budget)} (${source})${kept}; ${choice.reasons.join("; ")}`,
   };
 }
 

@@ -50,6 +50,8 @@ export type TrainEvent =
       out: string;
       /** Sequence positions per chunk of the loss; null when the whole logits are computed at once. */
       lossChunk: number | null;
+      /** The memory-budget search's choice as a line (null without a budget). */
+      memory: string | null;
       /** Micro-batches of `batch` rows per optimizer step. */
       gradAccum: number;
       /** Global gradient-norm clipping threshold; 0 when off. */
@@ -322,6 +324,7 @@ function emitStart(plan: RunPlan, emit: Emit): void {
     attention: plan.attention,
     out: run.out,
     lossChunk: plan.lossChunk ?? null,
+    memory: plan.memory?.line ?? null,
     gradAccum: run.gradAccum,
     maxGradNorm: run.maxGradNorm,
     pack: run.pack,
@@ -356,6 +359,8 @@ async function runSteps(running: Running): Promise<StepsDone> {
     ...(plan.lossChunk !== undefined ? { lossChunk: plan.lossChunk } : {}),
     onNonfinite: run.onNonfinite,
     attention: plan.attention,
+    ...(plan.memory?.remat ? { remat: plan.memory.remat } : {}),
+    ...(plan.memory?.mlpChunk ? { mlpChunk: plan.memory.mlpChunk } : {}),
     gradAccum: run.gradAccum,
     maxGradNorm: run.maxGradNorm,
     ...(data.eval ? { evaluate: { batches: evalSet(plan), at: (step: number) => evalDue(run, step) } } : {}),

@@ -42,11 +42,13 @@ export interface StepConfig {
    */
   lossChunk?: number | undefined;
   /** Rematerialize each layer with this tx.checkpoint policy (see ForwardOpts.remat); default: keep activations. */
-  remat?: SavePolicy | undefined;
+  remat?: SavePolicy | readonly (SavePolicy | undefined)[] | undefined;
   /** Attention kernel (see ForwardOpts.attention); default: by sequence length (defaultAttention). */
   attention?: AttentionImpl;
   /** Block size of blockwise attention (ForwardOpts.attentionBlock); default 128. */
   attentionBlock?: number;
+  /** Positions per MLP chunk (ForwardOpts.mlpChunk); default the whole sequence. */
+  mlpChunk?: number | undefined;
   /**
    * Gradient accumulation: the batch's rows are this many micro-batches, run one after another by a scan inside
    * the step (activations of one micro-batch at a time); the update equals one step on all the rows. Default 1.
@@ -100,7 +102,7 @@ export function loraNll(
 /** What the forward pass and loss need of a StepConfig (evaluation has no optimizer and maybe no adapter). */
 export type NllConfig = Pick<
   StepConfig,
-  "llama" | "policy" | "layers" | "lossChunk" | "remat" | "attention" | "attentionBlock"
+  "llama" | "policy" | "layers" | "lossChunk" | "remat" | "attention" | "attentionBlock" | "mlpChunk"
 >;
 
 /** Summed NLL and loss-token count of the base model, with the adapter `lora` when given. */
@@ -118,6 +120,7 @@ export function modelNll(
     layers: c.layers ?? defaultLayerLoop(c.llama),
     ...(c.attention ? { attention: c.attention } : {}),
     ...(c.attentionBlock ? { attentionBlock: c.attentionBlock } : {}),
+    ...(c.mlpChunk ? { mlpChunk: c.mlpChunk } : {}),
     training,
     ...(key ? { key } : {}),
     ...(c.remat ? { remat: c.remat } : {}),
