@@ -6,7 +6,8 @@
 // fixed per process: $TESSERA_PJRT_PLUGIN); the peer (bench/hf_lora_cpu.py: SDPA attention, torch AdamW) in a fresh
 // Python process, from ~/.cache/tessera/bench-venv (torch, transformers, peft pip-installed on first use). Each
 // side: median of BENCH_STEPS (default 5) steps after 2 warm-ups; rounds (BENCH_ROUNDS, default 1) alternate the
-// sides and each keeps its best, so a busy machine slows both alike.
+// sides and each keeps its best, so a busy machine slows both alike. BENCH_PLUGINS, BENCH_LAYERS, BENCH_SEQ and
+// BENCH_LOOP=unroll change the run, for profiling.
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
@@ -31,6 +32,8 @@ const SEQ = Number(process.env.BENCH_SEQ ?? 256);
 const R = 16;
 const ALPHA = 32;
 const TARGETS: LlamaLinear[] = ["q", "k", "v", "o", "gate", "up", "down"];
+/** The layer loop: "scan" as `tessera train` runs 30 layers; "unroll" (slow to compile) to see what the scan costs. */
+const LOOP = process.env.BENCH_LOOP === "unroll" ? "unroll" : "scan";
 const HF_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 /** SmolLM2-135M's config.json, as the fixture's GGUF metadata gives it. */
@@ -74,7 +77,7 @@ async function tessera(): Promise<Result> {
     llama,
     layout,
     policy: F32,
-    layers: "scan",
+    layers: LOOP,
     adamw: { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 },
     lossChunk: defaultLossChunk(BATCH, SEQ, llama.vocabSize),
   };
@@ -170,7 +173,7 @@ async function main(): Promise<void> {
   const hf = theirs.length ? best(theirs) : undefined;
   const tokens = BATCH * SEQ;
   console.log(
-    `\ntrain_text: LoRA step at SmolLM2-135M's shape (${llama.numLayers} layers scanned, hidden ${llama.hiddenSize}, GQA ${llama.numHeads}/${llama.numKvHeads}, MLP ${llama.intermediateSize}, vocab ${llama.vocabSize}, tied), r=${R} alpha=${ALPHA} on all seven, f32, batch ${BATCH}, seq ${SEQ}, CPU; best of ${ROUNDS} round(s) of median-of-${STEPS}`,
+    `\ntrain_text: LoRA step at SmolLM2-135M's shape (${llama.numLayers} layers ${LOOP === "scan" ? "scanned" : "unrolled"}, hidden ${llama.hiddenSize}, GQA ${llama.numHeads}/${llama.numKvHeads}, MLP ${llama.intermediateSize}, vocab ${llama.vocabSize}, tied), r=${R} alpha=${ALPHA} on all seven, f32, batch ${BATCH}, seq ${SEQ}, CPU; best of ${ROUNDS} round(s) of median-of-${STEPS}`,
   );
   if (hf?.versions)
     console.log(
