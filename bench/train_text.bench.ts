@@ -8,6 +8,7 @@
 // side: median of BENCH_STEPS (default 5) steps after 2 warm-ups; rounds (BENCH_ROUNDS, default 1) alternate the
 // sides and each keeps its best, so a busy machine slows both alike. BENCH_PLUGINS, BENCH_LAYERS, BENCH_SEQ and
 // BENCH_LOOP=unroll change the run, for profiling.
+import { availableParallelism, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
@@ -169,6 +170,13 @@ async function main(): Promise<void> {
     }
     console.log(`bench: round ${round}/${ROUNDS}: ${line.join(", ")}`);
   }
+  // torch's OpenMP threads lose far more than XLA's pool when other processes share the cores, so a busy machine
+  // flatters Tessera: say so beside the figures rather than let the ratio stand alone.
+  const load = loadavg()[0]!;
+  if (load > availableParallelism())
+    console.log(
+      `bench: WARNING: load average ${load.toFixed(1)} on ${availableParallelism()} cores; other processes distort these figures (torch's most)`,
+    );
   const best = (xs: Result[]) => xs.reduce((a, b) => (b.stepS < a.stepS ? b : a));
   const hf = theirs.length ? best(theirs) : undefined;
   const tokens = BATCH * SEQ;
