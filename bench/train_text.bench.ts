@@ -151,6 +151,7 @@ function peer(py: string): Promise<Result> {
 }
 
 async function main(): Promise<void> {
+  const startLoad = loadavg()[0]!;
   const py = await benchPython(
     "transformers + PEFT",
     ["torch", "transformers", "peft"],
@@ -171,11 +172,12 @@ async function main(): Promise<void> {
     console.log(`bench: round ${round}/${ROUNDS}: ${line.join(", ")}`);
   }
   // torch's OpenMP threads lose far more than XLA's pool when other processes share the cores, so a busy machine
-  // flatters Tessera: say so beside the figures rather than let the ratio stand alone.
-  const load = loadavg()[0]!;
-  if (load > availableParallelism())
+  // flatters Tessera: say so beside the figures rather than let the ratio stand alone. Sampled before the run
+  // (this bench's own processes would count otherwise) and after it.
+  const loads = [startLoad, loadavg()[0]!];
+  if (Math.max(...loads) > availableParallelism() + 1)
     console.log(
-      `bench: WARNING: load average ${load.toFixed(1)} on ${availableParallelism()} cores; other processes distort these figures (torch's most)`,
+      `bench: WARNING: load average ${loads.map((l) => l.toFixed(1)).join(" before, ")} after, on ${availableParallelism()} cores: other processes distort these figures (torch's most)`,
     );
   const best = (xs: Result[]) => xs.reduce((a, b) => (b.stepS < a.stepS ? b : a));
   const hf = theirs.length ? best(theirs) : undefined;
