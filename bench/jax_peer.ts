@@ -1,36 +1,7 @@
-// The JAX peer's Python: a virtual environment outside the repo (~/.cache/tessera/bench-venv), made on first use.
-import { existsSync } from "node:fs";
-import { join } from "node:path";
-import { execa } from "execa";
-import { findPythonWithPip } from "../src/backend/runtime/plugin_fetch.ts";
-import { cacheRoot } from "../src/backend/runtime/plugins.ts";
+// The JAX peer's Python: the bench venv (bench_venv.ts) with jax and optax.
+import { benchPython } from "./bench_venv.ts";
 
-/**
- * The venv's python with jax and optax importable, installing them with pip on first use; undefined (with a
- * message) where Python, pip or PyPI is unavailable, so a benchmark can still print Tessera's own figures.
- */
-export async function jaxPython(): Promise<string | undefined> {
-  const venv = join(cacheRoot(), "bench-venv");
-  const py = join(venv, "bin", "python");
-  const ready = async () => existsSync(py) && !(await execa(py, ["-c", "import jax, optax"], { reject: false })).failed;
-  if (await ready()) return py;
-  try {
-    if (!existsSync(py)) {
-      const base = await findPythonWithPip();
-      console.log(`bench: creating ${venv} for the JAX peer (first run only)`);
-      const mk = await execa(base, ["-m", "venv", venv], { reject: false, all: true });
-      if (mk.failed) throw new Error(`python -m venv failed: ${mk.all}`);
-    }
-    console.log(`bench: installing jax and optax into ${venv} with pip (first run only)`);
-    const pip = await execa(py, ["-m", "pip", "install", "--disable-pip-version-check", "-q", "jax", "optax"], {
-      reject: false,
-      all: true,
-    });
-    if (pip.failed)
-      throw new Error(`pip install jax optax failed: ${String(pip.all).split("\n").slice(-5).join("\n")}`);
-    return py;
-  } catch (e) {
-    console.log(`bench: JAX unavailable (${(e as Error).message}); printing Tessera's figures alone`);
-    return undefined;
-  }
+/** The bench venv's python with jax and optax importable (installed on first use); undefined where unavailable. */
+export function jaxPython(): Promise<string | undefined> {
+  return benchPython("JAX", ["jax", "optax"], ["jax", "optax"]);
 }

@@ -2,6 +2,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import * as hfTokenizers from "@huggingface/tokenizers";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { TesseraError } from "../errors.ts";
 import { GgufFile, type GgufValue } from "../formats/gguf.ts";
@@ -120,6 +121,7 @@ export class Tokenizer {
     } catch (e) {
       throw new TokenizerError(`${source}: @huggingface/tokenizers cannot load this tokenizer: ${String(e)}`, e);
     }
+    rustByteFallback(this.hf.decoder);
     this.bosToken = tokenText(config.bos_token);
     this.eosToken = tokenText(config.eos_token);
     this.padToken = tokenText(config.pad_token);
@@ -153,11 +155,16 @@ export class Tokenizer {
   static async fromGguf(path: string): Promise<Tokenizer> {
     const g = await GgufFile.open(path);
     try {
-      const { json, config, template } = ggufTokenizerJson(path, (k) => g.get(k));
-      return new Tokenizer(path, json, config, template);
+      return Tokenizer.fromGgufMetadata(path, (k) => g.get(k));
     } finally {
       await g.close();
     }
+  }
+
+  /** From GGUF metadata already read (`get` answers a key); `path` names it in messages. */
+  static fromGgufMetadata(path: string, get: (key: string) => GgufValue | undefined): Tokenizer {
+    const { json, config, template } = ggufTokenizerJson(path, get);
+    return new Tokenizer(path, json, config, template);
   }
 
   /** The tokenizer of what `--model` resolved to. */
@@ -204,6 +211,45 @@ export class Tokenizer {
   }
 }
 
+/** The decoder classes @huggingface/tokenizers exports at run time (its .d.ts re-exports do not resolve under NodeNext). */
+const { ByteFallbackDecoder, SequenceDecoder } = hfTokenizers as unknown as {
+  ByteFallbackDecoder: new (...a: never[]) => { decode_chain(tokens: string[]): string[] };
+  SequenceDecoder: new (...a: never[]) => { decoders: unknown[] };
+};
+
+/**
+ * Makes the ByteFallback decoders in `decoder` decode as the Rust tokenizers (and so transformers) do: a run of
+ * byte tokens that is not valid UTF-8 becomes one U+FFFD per token. @huggingface/tokenizers 0.2 decodes such a run
+ * with a lossy TextDecoder instead, which keeps its valid bytes (`<0x5E><0xC2>` gives "^\uFFFD", not "\uFFFD\uFFFD").
+ */
+function rustByteFallback(decoder: unknown): void {
+  if (decoder instanceof SequenceDecoder) for (const d of decoder.decoders) rustByteFallback(d);
+  if (!(decoder instanceof ByteFallbackDecoder)) return;
+  const utf8 = new TextDecoder("utf-8", { fatal: true });
+  decoder.decode_chain = (tokens: string[]): string[] => {
+    const out: string[] = [];
+    let bytes: number[] = [];
+    const flush = () => {
+      if (bytes.length === 0) return;
+      try {
+        out.push(utf8.decode(Uint8Array.from(bytes)));
+      } catch {
+        for (const _ of bytes) out.push("\uFFFD");
+      }
+      bytes = [];
+    };
+    for (const token of tokens) {
+      const byte = /^<0x[0-9A-Fa-f]{2}>$/.test(token) ? Number.parseInt(token.slice(3, 5), 16) : undefined;
+      if (byte === undefined) {
+        flush();
+        out.push(token);
+      } else bytes.push(byte);
+    }
+    flush();
+    return out;
+  };
+}
+
 async function readJson(path: string, required: boolean): Promise<unknown> {
   let text: string;
   try {
@@ -246,13 +292,8 @@ export function withAddedSpecials(json: Record<string, unknown>, config: Tokeniz
 
 type GgufGet = (key: string) => GgufValue | undefined;
 
-/** The pre-tokenizer splits for a GGUF's tokenizer, which must be byte-level BPE with a known `pre`. */
+/** The pre-tokenizer splits for a byte-level GGUF tokenizer, which must have a known `pre`. */
 function ggufSplits(path: string, get: GgufGet): readonly string[] {
-  const kind = get("tokenizer.ggml.model");
-  if (kind !== "gpt2")
-    throw new TokenizerError(
-      `${path}: tokenizer.ggml.model is ${JSON.stringify(kind)}; Tessera builds only byte-level BPE tokenizers ("gpt2") from a GGUF`,
-    );
   const pre = get("tokenizer.ggml.pre") ?? "default";
   const splits = typeof pre === "string" ? PRE_SPLITS[pre] : undefined;
   if (!splits)
@@ -262,11 +303,15 @@ function ggufSplits(path: string, get: GgufGet): readonly string[] {
   return splits;
 }
 
-function ggufVocabulary(path: string, get: GgufGet): { tokens: string[]; merges: string[]; tokenType: number[] } {
+function ggufVocabulary(
+  path: string,
+  get: GgufGet,
+): { tokens: string[]; merges: string[] | undefined; tokenType: number[] } {
   const tokens = get("tokenizer.ggml.tokens");
+  if (!isStrings(tokens)) throw new TokenizerError(`${path}: tokenizer.ggml.tokens must be an array of strings`);
   const merges = get("tokenizer.ggml.merges");
-  if (!isStrings(tokens) || !isStrings(merges))
-    throw new TokenizerError(`${path}: tokenizer.ggml.tokens and tokenizer.ggml.merges must be arrays of strings`);
+  if (merges !== undefined && !isStrings(merges))
+    throw new TokenizerError(`${path}: tokenizer.ggml.merges must be an array of strings`);
   const types = get("tokenizer.ggml.token_type");
   const tokenType = Array.isArray(types) ? types.map(Number) : [];
   return { tokens, merges, tokenType };
@@ -365,7 +410,12 @@ function byteLevelBpeJson(
   };
 }
 
-function ggufTokenizerConfig(path: string, get: GgufGet, tokens: readonly string[]): TokenizerConfig {
+function ggufTokenizerConfig(
+  path: string,
+  get: GgufGet,
+  tokens: readonly string[],
+  addBosDefault: boolean,
+): TokenizerConfig {
   const idToken = (key: string): string | undefined => {
     const id = get(`tokenizer.ggml.${key}`);
     if (id === undefined) return undefined;
@@ -382,8 +432,8 @@ function ggufTokenizerConfig(path: string, get: GgufGet, tokens: readonly string
     eos_token: idToken("eos_token_id"),
     pad_token: idToken("padding_token_id"),
     unk_token: idToken("unknown_token_id"),
-    // Absent means false: llama.cpp's default for byte-level vocabularies, and what transformers' converter does.
-    add_bos_token: flag("add_bos_token") ?? false,
+    // Absent, the vocabulary kind decides, as in llama.cpp and transformers: on for SentencePiece, off for byte-level.
+    add_bos_token: flag("add_bos_token") ?? addBosDefault,
     add_eos_token: flag("add_eos_token") ?? false,
   };
 }
@@ -393,15 +443,174 @@ export function ggufTokenizerJson(
   path: string,
   get: GgufGet,
 ): { json: Record<string, unknown>; config: TokenizerConfig; template: string | undefined } {
-  const splits = ggufSplits(path, get);
-  const { tokens, merges, tokenType } = ggufVocabulary(path, get);
-  const { vocab, isSpelled } = byteLevelVocab(tokens);
-  const added = ggufAddedTokens(tokens, tokenType, isSpelled);
-  const json = byteLevelBpeJson(added, splitPreTokenizer(splits), vocab, merges);
-  const config = ggufTokenizerConfig(path, get, tokens);
+  const kind = get("tokenizer.ggml.model");
   const template = get("tokenizer.chat_template");
+  const { tokens, merges, tokenType } = ggufVocabulary(path, get);
+  let json: Record<string, unknown>;
+  let config: TokenizerConfig;
+  if (kind === "gpt2") {
+    const splits = ggufSplits(path, get);
+    if (merges === undefined)
+      throw new TokenizerError(`${path}: a byte-level ("gpt2") vocabulary needs tokenizer.ggml.merges`);
+    const { vocab, isSpelled } = byteLevelVocab(tokens);
+    const added = ggufAddedTokens(tokens, tokenType, isSpelled);
+    json = byteLevelBpeJson(added, splitPreTokenizer(splits), vocab, merges);
+    config = ggufTokenizerConfig(path, get, tokens, false);
+  } else if (kind === "llama") {
+    const arch = get("general.architecture");
+    if (typeof arch === "string" && SPM_OTHER_BUILDERS.has(arch))
+      throw new TokenizerError(
+        `${path}: a SentencePiece vocabulary of architecture ${JSON.stringify(arch)} is spelled and split differently from Llama's; Tessera builds only the Llama kind`,
+      );
+    config = ggufTokenizerConfig(path, get, tokens, true);
+    const scores = get("tokenizer.ggml.scores");
+    const spmMerges =
+      merges ?? (Array.isArray(scores) ? mergesFromScores(path, tokens, scores.map(Number)) : undefined);
+    if (spmMerges === undefined)
+      throw new TokenizerError(
+        `${path}: a SentencePiece ("llama") vocabulary needs tokenizer.ggml.merges or tokenizer.ggml.scores`,
+      );
+    json = sentencePieceBpeJson(spmAddedTokens(tokens, tokenType, config), tokens, spmMerges);
+  } else {
+    throw new TokenizerError(
+      `${path}: tokenizer.ggml.model is ${JSON.stringify(kind)}; Tessera builds byte-level BPE ("gpt2") and SentencePiece BPE ("llama") tokenizers from a GGUF`,
+    );
+  }
   return { json, config, template: typeof template === "string" ? template : undefined };
 }
+
+/**
+ * Architectures whose SentencePiece vocabulary transformers builds with its own rules (Gemma respells whitespace
+ * tokens and orders merges by position; Phi-3 prepends the space in a normalizer): refused rather than misbuilt.
+ */
+const SPM_OTHER_BUILDERS: ReadonlySet<string> = new Set(["gemma", "gemma2", "gemma3", "phi3"]);
+
+/**
+ * The merges a SentencePiece vocabulary implies, as transformers' `generate_merges(vocab, scores)` derives them
+ * for a GGUF that lists none (llama.cpp writes scores only): every split of a token into two vocabulary pieces,
+ * best score first, then the longer left piece, then the longer right; ties keep token order, and within a token
+ * the splits go by the pieces' ids. A merge's rank is what BPE applies, so any other order tokenizes differently.
+ */
+export function mergesFromScores(
+  path: string,
+  tokens: readonly string[],
+  scores: readonly number[],
+): [string, string][] {
+  if (scores.length !== tokens.length)
+    throw new TokenizerError(`${path}: tokenizer.ggml.scores has ${scores.length} entries for ${tokens.length} tokens`);
+  // Python dict semantics: a repeated token keeps its first position, its last id and its last score.
+  const vocab = new Map<string, number>();
+  const score = new Map<string, number>();
+  tokens.forEach((t, i) => {
+    vocab.set(t, i);
+    score.set(t, scores[i] ?? 0);
+  });
+  const merges: { left: string; right: string; score: number; leftLen: number; rightLen: number }[] = [];
+  for (const [token, s] of score) {
+    const chars = Array.from(token);
+    const local: { left: string; right: string; leftId: number; rightId: number }[] = [];
+    for (let i = 1; i < chars.length; i++) {
+      const left = chars.slice(0, i).join("");
+      const right = chars.slice(i).join("");
+      const leftId = vocab.get(left);
+      const rightId = vocab.get(right);
+      if (leftId !== undefined && rightId !== undefined) local.push({ left, right, leftId, rightId });
+    }
+    local.sort((a, b) => a.leftId - b.leftId || a.rightId - b.rightId);
+    for (const m of local)
+      merges.push({
+        left: m.left,
+        right: m.right,
+        score: s,
+        leftLen: codePoints(m.left),
+        rightLen: codePoints(m.right),
+      });
+  }
+  // Array.prototype.sort is stable, as Python's sorted(reverse=True) is for equal keys.
+  merges.sort((a, b) => b.score - a.score || b.leftLen - a.leftLen || b.rightLen - a.rightLen);
+  return merges.map((m) => [m.left, m.right]);
+}
+
+/** Length in code points, as Python's len() counts a str. */
+function codePoints(s: string): number {
+  return Array.from(s).length;
+}
+
+/**
+ * Added tokens of a SentencePiece vocabulary, as transformers' LlamaTokenizer ends up with them: its bos/eos/unk/pad
+ * tokens and every control token special; user-defined ones matched whole but not special. Byte and unused
+ * tokens stay in the model's vocabulary.
+ */
+function spmAddedTokens(
+  tokens: readonly string[],
+  tokenType: readonly number[],
+  config: TokenizerConfig,
+): AddedTokenJson[] {
+  const specials = new Set(
+    [config.bos_token, config.eos_token, config.unk_token, config.pad_token]
+      .map(tokenText)
+      .filter((t) => t !== undefined),
+  );
+  const added: AddedTokenJson[] = [];
+  tokens.forEach((t, i) => {
+    const type = tokenType[i];
+    const special = specials.has(t) || type === TOKEN_TYPE_CONTROL;
+    if (special || type === TOKEN_TYPE_USER_DEFINED)
+      added.push({ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special });
+  });
+  return added;
+}
+
+/**
+ * The tokenizer.json of transformers' LlamaTokenizer over a GGUF vocabulary: BPE with byte fallback (`<0x0A>`..)
+ * and fused unknowns over the tokens as spelled, no normalizer, a Metaspace pre-tokenizer (spaces become ▁, one ▁
+ * put in front of the text's first piece only, as Llama-2's non-legacy tokenizer does), and the decoder that
+ * undoes both and strips the one leading space.
+ */
+function sentencePieceBpeJson(
+  added: AddedTokenJson[],
+  tokens: readonly string[],
+  merges: readonly (string | [string, string])[],
+): Record<string, unknown> {
+  const vocab: Record<string, number> = {};
+  tokens.forEach((t, i) => {
+    vocab[t] = i;
+  });
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: null,
+    pre_tokenizer: { type: "Metaspace", replacement: SPM_SPACE, prepend_scheme: "first", split: false },
+    post_processor: null,
+    decoder: {
+      type: "Sequence",
+      decoders: [
+        { type: "Replace", pattern: { String: SPM_SPACE }, content: " " },
+        { type: "ByteFallback" },
+        { type: "Fuse" },
+        { type: "Strip", content: " ", start: 1, stop: 0 },
+      ],
+    },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab,
+      // The pair form: a SentencePiece piece may itself hold a space, which "a b" strings cannot carry.
+      merges: merges.map((m) => (typeof m === "string" ? m.split(" ") : m)),
+    },
+  };
+}
+
+/** SentencePiece's visible space, U+2581. */
+const SPM_SPACE = "\u2581";
 
 function isStrings(v: GgufValue | undefined): v is string[] {
   return Array.isArray(v) && v.every((x) => typeof x === "string");

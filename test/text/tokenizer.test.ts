@@ -163,9 +163,15 @@ describe("GGUF tokenizer metadata Tessera cannot build", () => {
       ...over,
     })[k] as never;
 
-  it("a sentencepiece ('llama') tokenizer is refused by name", () => {
-    expect(() => ggufTokenizerJson("m.gguf", meta({ "tokenizer.ggml.model": "llama" }))).toThrow(
-      /m\.gguf: tokenizer\.ggml\.model is "llama"/,
+  it("a tokenizer kind other than gpt2 and llama (a unigram 't5' one) is refused by name", () => {
+    expect(() => ggufTokenizerJson("m.gguf", meta({ "tokenizer.ggml.model": "t5" }))).toThrow(
+      /m\.gguf: tokenizer\.ggml\.model is "t5"; Tessera builds byte-level BPE \("gpt2"\) and SentencePiece BPE \("llama"\)/,
+    );
+  });
+
+  it("a byte-level vocabulary without merges is refused", () => {
+    expect(() => ggufTokenizerJson("m.gguf", meta({ "tokenizer.ggml.merges": undefined }))).toThrow(
+      /byte-level \("gpt2"\) vocabulary needs tokenizer\.ggml\.merges/,
     );
   });
 
