@@ -7,7 +7,8 @@
 // Python process, from ~/.cache/tessera/bench-venv (torch, transformers, peft pip-installed on first use). Each
 // side: median of BENCH_STEPS (default 5) steps after 2 warm-ups; rounds (BENCH_ROUNDS, default 1) alternate the
 // sides and each keeps its best, so a busy machine slows both alike. BENCH_PLUGINS, BENCH_LAYERS, BENCH_SEQ and
-// BENCH_LOOP=unroll change the run, for profiling.
+// BENCH_LOOP=unroll and BENCH_REMAT=<policy> (the layer's tx.checkpoint policy, e.g. dotsSaveable) change the run,
+// for profiling.
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,6 +24,7 @@ import { initTrainState, makeGuardedTrainStep, type StepConfig, type TrainState 
 import { defaultLossChunk } from "../src/train/loss.ts";
 import { F32 } from "../src/train/precision.ts";
 import { treeToDevice } from "../src/host/transfer.ts";
+import { parsePolicy } from "../src/passes/remat.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
@@ -81,6 +83,7 @@ async function tessera(): Promise<Result> {
     layers: LOOP,
     adamw: { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 },
     lossChunk: defaultLossChunk(BATCH, SEQ, llama.vocabSize),
+    ...(process.env.BENCH_REMAT ? { remat: parsePolicy(process.env.BENCH_REMAT) } : {}),
   };
   const base = treeToDevice(randomLlamaWeights(llama, { dtype: "F32", seed: 0 }) as never);
   let state = treeToDevice<TrainState<DeviceArray>>(initTrainState(initLora(layout, llama, 0)) as never);
