@@ -92,6 +92,11 @@ export const COST_RULES: { [N in OpName]: CostRule<N> } = {
     const n = op.params.length;
     return cost(n * body.flops, n * body.transcendentals, n * body.bytes);
   },
+  // A comparison sort: about log2(n) compare-and-swap passes over every element along the sorted dimension.
+  sort: (op) => {
+    const n = op.inputs[0]!.type.shape[op.params.dimension]!;
+    return cost(outElems(op) * Math.max(1, Math.ceil(Math.log2(n))), 0, streamBytes(op));
+  },
   optimization_barrier: free,
   stop_gradient: free,
   // The most expensive branch: what a step costs at worst.

@@ -364,6 +364,17 @@ const RULES: { [N in OpName]: TypeRule<N> } = {
     const ys = body.outputs.slice(numCarry).map((v) => tensorType(v.type.dtype, [length, ...v.type.shape]));
     return [...carries, ...ys];
   },
+  sort: (inputs, { dimension }) => {
+    if (inputs.length < 1) fail(`needs at least one operand`);
+    const t = inputs[0]!;
+    if (dimension < 0 || dimension >= t.shape.length)
+      fail(`dimension ${dimension} is out of range for rank ${t.shape.length}`);
+    inputs.forEach((u, i) => {
+      if (!sameShape(u.shape, t.shape))
+        fail(`operand ${i} is ${formatType(u)}, expected the shape of ${formatType(t)}`);
+    });
+    return [...inputs];
+  },
   optimization_barrier: (inputs) => [...inputs],
   stop_gradient: (inputs) => {
     arity(inputs, 1);

@@ -10,7 +10,7 @@ import type { Graph, Op, Value } from "./graph.ts";
 import type { CompareDir, OpName } from "./ops.ts";
 import { describeElementwise, forEachElementwise, maxOf, minOf, type ElementwiseOp } from "./elementwise.ts";
 import { fmhaBackward, fmhaDims, fmhaForward } from "./cudnn_fmha.ts";
-import { formatType, numel, sameType, tensorType, type DType, type Shape, type TensorType } from "./types.ts";
+import { formatType, isFloat, numel, sameType, tensorType, type DType, type Shape, type TensorType } from "./types.ts";
 import {
   bf16FromBits,
   bf16ToBits,
@@ -202,6 +202,18 @@ function fromBits(d: DType): (b: number) => number {
     case "bool":
       return (b) => (b !== 0 ? 1 : 0);
   }
+}
+
+/** StableHLO's TOTALORDER for floats (-0 < +0, NaN after +inf; the interpreter's NaNs are positive). */
+function totalOrder(d: DType): (a: number, b: number) => number {
+  if (!isFloat(d)) return (a, b) => a - b;
+  return (a, b) => {
+    const an = Number.isNaN(a),
+      bn = Number.isNaN(b);
+    if (an || bn) return an === bn ? 0 : an ? 1 : -1;
+    if (a === b) return a === 0 ? (Object.is(b, -0) ? 1 : 0) - (Object.is(a, -0) ? 1 : 0) : 0;
+    return a < b ? -1 : 1;
+  };
 }
 
 type ReduceOp = "reduce_sum" | "reduce_max" | "reduce_min";
@@ -486,6 +498,32 @@ const KERNELS: { [N in OpName]: Kernel<N> } = {
       ...carries.map((c, j) => ({ type: outType(op, j), data: c.data })),
       ...yTypes.map((t, j) => ({ type: t, data: ys[j]! })),
     ];
+  },
+  sort: (op, args) => {
+    const { dimension, descending } = op.params;
+    const key = args[0]!;
+    const shape = key.type.shape;
+    const n = shape[dimension]!;
+    const st = stridesOf(shape)[dimension]!;
+    const outs = args.map((a) => new Float64Array(a.data.length));
+    const order = totalOrder(key.type.dtype);
+    // Every line along `dimension` starts at an offset whose index there is 0; sort each line's positions by key.
+    walk(
+      shape.map((d, i) => (i === dimension ? 1 : d)),
+      0,
+      stridesOf(shape),
+      (_i, p) => {
+        const pos = Array.from({ length: n }, (_, j) => p + j * st);
+        // Array.prototype.sort is stable, so equal keys keep their order (stable or not, this is a valid result).
+        pos.sort((a, b) => (descending ? -1 : 1) * order(key.data[a]!, key.data[b]!));
+        pos.forEach((q, j) => {
+          args.forEach((a, k) => {
+            outs[k]![p + j * st] = a.data[q]!;
+          });
+        });
+      },
+    );
+    return outs.map((data, k) => ({ type: outType(op, k), data }));
   },
   optimization_barrier: (_op, args) => [...args],
   stop_gradient: (_op, args) => [args[0]!],

@@ -96,6 +96,13 @@ export const OP_SCHEMA = {
   /** inputs: operand, update, then one rank-0 integer start index per dim (clamped). */
   dynamic_update_slice: NONE,
 
+  /**
+   * Sorts its operands (all one shape) together along `dimension`, ordered by the first: floats in total order
+   * (-NaN < -inf < ... < -0 < +0 < ... < inf < NaN), `descending` reverses it; `stable` keeps equal keys in operand
+   * order. One result per operand. Sorting a value with an s32 iota gives argsort.
+   */
+  sort: { dimension: "int", descending: "bool", stable: "bool" },
+
   // Control and scheduling.
   /**
    * A loop over the leading axis of the `xs`. inputs: consts (numConsts), carries (numCarry), xs (stacked on

@@ -313,6 +313,17 @@ const scan: FactorRule<"scan"> = (op) => {
   return r.build(operands, results);
 };
 
+/** Every operand and result shares one factor per dim; the sorted dim must stay whole (XLA's need_replication). */
+const sort: FactorRule<"sort"> = (op) => {
+  const r = new Rule();
+  const shape = op.inputs[0]!.type.shape;
+  const fs = shape.map((n, d) => [r.f(n, d === op.params.dimension ? "replicate" : "pass", `dim ${d}`)]);
+  return r.build(
+    op.inputs.map(() => fs),
+    op.outputs.map(() => fs),
+  );
+};
+
 /** Operand i and result i are the same value. */
 const barrier: FactorRule<"optimization_barrier"> = (op) => {
   const r = new Rule();
@@ -357,6 +368,7 @@ export const FACTOR_RULES: { [N in OpName]: FactorRule<N> } = {
   dynamic_slice: dynamicSlice,
   dynamic_update_slice: dynamicUpdateSlice,
   scan,
+  sort,
   optimization_barrier: barrier,
   stop_gradient: e,
   cond: opaque,

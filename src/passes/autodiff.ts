@@ -120,6 +120,7 @@ function forwardActivity(g: Graph, activeInputs: ReadonlySet<Value>): Set<Value>
 function outputActivity(op: AnyOp, inActive: readonly boolean[]): readonly boolean[] {
   switch (op.name) {
     case "optimization_barrier":
+    case "sort":
       return inActive;
     case "scan":
       return scanActivity(op, inActive).outputs;

@@ -488,6 +488,7 @@ export const BATCH_RULES: { readonly [N in OpName]: BatchRule<N> } = {
   },
 
   scan: scanRule,
+  sort: allBatched((p) => ({ ...p, dimension: p.dimension + 1 })),
   optimization_barrier: passThrough(),
   stop_gradient: passThrough(),
   cond: condRule,

@@ -83,6 +83,7 @@ const FUSION: { readonly [N in OpName]: FusionRole } = {
   dynamic_slice: "none",
   dynamic_update_slice: "none",
   scan: "none",
+  sort: "none",
   optimization_barrier: "none",
   stop_gradient: "producer",
   cond: "none",

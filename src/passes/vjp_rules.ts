@@ -368,6 +368,23 @@ export const VJP_RULES: { [N in Exclude<OpName, BodyOpName>]: VjpRule<N> } = {
     return [ctOperand, ctUpdate, ...starts.map(() => undefined)];
   }),
 
+  // A permutation along `dimension`, as JAX's sort JVP: sort an iota with the key (the same order the forward
+  // took), invert that permutation by sorting it with another iota, and gather each cotangent back through it.
+  sort: (ctx, op, cts, needs) => {
+    const { e } = ctx;
+    const key = op.inputs[0]!;
+    const { dimension, descending, stable } = op.params;
+    const shape = key.type.shape;
+    const positions = () => e.op("iota", [], { dtype: "s32", shape, dim: dimension });
+    const perm = e.ops("sort", [key, positions()], { dimension, descending, stable })[1]!;
+    const inverse = e.ops("sort", [perm, positions()], { dimension, descending: false, stable: false })[1]!;
+    return op.inputs.map((x, i) => {
+      if (!needs[i]) return undefined;
+      const ct = cts[i];
+      if (ct === undefined) return e.zeros(x.type);
+      return e.op("take_along_axis", [ct, inverse], { axis: dimension });
+    });
+  },
   // Identity: cotangents go back through a barrier of their own, keeping the backward schedule pinned as well.
   optimization_barrier: (ctx, op, cts, needs) => {
     const idx = range(op.inputs.length).filter((i) => needs[i]);

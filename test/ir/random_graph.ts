@@ -247,6 +247,7 @@ class Gen {
     [1, () => this.takeAlongAxis()],
     [1, () => this.dynamicSlices()],
     [0.5, () => this.barrier()],
+    [0.5, () => this.sort()],
     [0.7, () => this.scan()],
     [0.4, () => this.stopGradient()],
     [0.7, () => this.cond()],
@@ -568,6 +569,20 @@ class Gen {
     const upd = this.partner(x);
     const small = this.add("slice", [upd], { start: sizes.map(() => 0), limit: sizes, stride: sizes.map(() => 1) })[0]!;
     this.op("dynamic_update_slice", [x, small, ...starts()], {}, Math.max(this.bnd(x), this.bnd(upd)));
+    return true;
+  }
+
+  /** A sort along a random dim, sometimes carrying a same-shaped partner (the values follow the key's order). */
+  sort(): boolean {
+    const x = this.operand((v) => v.type.shape.length >= 1);
+    if (!x) return false;
+    const ins = this.chance(0.5) ? [x] : [x, this.partner(x)];
+    const params = { dimension: this.int(0, x.type.shape.length - 1), descending: this.chance(0.5), stable: true };
+    const outs = this.add("sort", ins, params);
+    outs.forEach((o, i) => {
+      this.pool.push(o);
+      this.bound.set(o, this.bnd(ins[i]!));
+    });
     return true;
   }
 

@@ -160,6 +160,14 @@ const CASES: { readonly [N in OpName]: readonly Case[] } = {
       },
     },
   ],
+  sort: [
+    { ins: [f32(3, 4)], build: (b, xs) => b.add("sort", xs, { dimension: 1, descending: false, stable: true }) },
+    // Ties (few distinct ints) and a second operand carried along: the stable order must survive batching.
+    {
+      ins: [ints(0, 2, 4, 3), f32(4, 3)],
+      build: (b, xs) => b.add("sort", xs, { dimension: 0, descending: true, stable: true }),
+    },
+  ],
   optimization_barrier: [{ ins: [f32(3), ints(0, 3, 2)], build: (b, xs) => b.add("optimization_barrier", xs, {}) }],
   stop_gradient: [{ ins: [f32(3)], build: (b, xs) => b.add("stop_gradient", xs, {}) }],
   cond: [

@@ -487,6 +487,30 @@ export const RULES: { [N in OpName]: LowerRule<N> } = {
   },
 
   scan,
+  sort: (e, op) => {
+    // The comparator sees one (lhs, rhs) pair of rank-0 values per operand and orders by the first operand only;
+    // TOTALORDER puts NaNs last for floats, as jnp.sort does.
+    const key = op.inputs[0]!;
+    const kt = tensorType(key.type.dtype, []);
+    const scalarTypes = op.inputs.map((v) => ty(tensorType(v.type.dtype, [])));
+    const { lhs, refs } = e.results(op.inputs.length);
+    const args = op.inputs.flatMap(() => [e.blockArg(), e.blockArg()]);
+    const { dimension, descending, stable } = op.params;
+    const operands = op.inputs.map((v) => e.ref(v)).join(", ");
+    e.line(`${lhs} = "stablehlo.sort"(${operands}) <{dimension = ${dimension} : i64, is_stable = ${stable}}> ({`);
+    e.line(`^bb0(${args.map((a, i) => `${a}: ${scalarTypes[i >> 1]}`).join(", ")}):`);
+    e.indented(() => {
+      const type = isFloat(kt.dtype) ? "TOTALORDER" : compareType(kt.dtype);
+      const less = e.results(1).lhs;
+      e.line(
+        `${less} = stablehlo.compare ${descending ? "GT" : "LT"}, ${args[0]}, ${args[1]}, ${type} : (${ty(kt)}, ${ty(kt)}) -> tensor<i1>`,
+      );
+      e.line(`stablehlo.return ${less} : tensor<i1>`);
+    });
+    const types = op.inputs.map(T).join(", ");
+    e.line(`}) : (${types}) -> (${types})${e.locSuffix()}`);
+    return refs;
+  },
   optimization_barrier: (e, op) => {
     if (op.inputs.length === 0) return [];
     const refs = op.inputs.map((v) => e.ref(v)).join(", ");
