@@ -8,6 +8,8 @@ import * as sh from "./ops/shape.ts";
 import * as rd from "./ops/reduce.ts";
 import * as la from "./ops/linalg.ts";
 import * as ix from "./ops/indexing.ts";
+import * as cu from "./ops/cumulative.ts";
+import * as so from "./ops/sort.ts";
 import type * as numpy from "./numpy.ts";
 
 /** Fails to compile when a unary op's tx function (UNARY_API in ops/elementwise.ts) is not exported by numpy.ts. */
@@ -56,6 +58,13 @@ export interface TensorMethods extends el.UnaryMethods {
   min(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor;
 
   argmax(axis?: number, opts?: rd.ReduceOpts): Tensor;
+  argmin(axis?: number, opts?: rd.ReduceOpts): Tensor;
+  var(axis?: number | readonly number[], opts?: rd.VarOpts): Tensor;
+  std(axis?: number | readonly number[], opts?: rd.VarOpts): Tensor;
+  cumsum(axis: number): Tensor;
+  cumprod(axis: number): Tensor;
+  sort(axis?: number): Tensor;
+  argsort(axis?: number): Tensor;
   logsumexp(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor;
   softmax(axis?: number): Tensor;
   logSoftmax(axis?: number): Tensor;
@@ -173,6 +182,27 @@ const METHODS: NonUnary & ThisType<Tensor> = {
 
   argmax(axis = -1, opts) {
     return rd.argmax(this, axis, opts);
+  },
+  argmin(axis = -1, opts) {
+    return rd.argmin(this, axis, opts);
+  },
+  var(axis, opts) {
+    return rd.variance(this, axis, opts);
+  },
+  std(axis, opts) {
+    return rd.std(this, axis, opts);
+  },
+  cumsum(axis) {
+    return cu.cumsum(this, axis);
+  },
+  cumprod(axis) {
+    return cu.cumprod(this, axis);
+  },
+  sort(axis = -1) {
+    return so.sort(this, axis);
+  },
+  argsort(axis = -1) {
+    return so.argsort(this, axis);
   },
   logsumexp(axis, opts) {
     return rd.logsumexp(this, axis, opts);

@@ -78,7 +78,24 @@ export {
   type HostData,
   type NestedNumbers,
 } from "./ops/creation.ts";
-export { sum, mean, max, min, argmax, logsumexp, softmax, logSoftmax, type ReduceOpts } from "./ops/reduce.ts";
+export {
+  sum,
+  mean,
+  max,
+  min,
+  argmax,
+  argmin,
+  variance,
+  variance as var,
+  std,
+  logsumexp,
+  softmax,
+  logSoftmax,
+  type ReduceOpts,
+  type VarOpts,
+} from "./ops/reduce.ts";
+export { tril, triu, cumsum, cumprod } from "./ops/cumulative.ts";
+export { sort, argsort, topK } from "./ops/sort.ts";
 export { matmul, einsum, dotGeneral, type DotDims } from "./ops/linalg.ts";
 export {
   take,

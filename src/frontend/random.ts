@@ -1,4 +1,4 @@
-// Counter-based RNG: Threefry-2x32 from u32 IR ops, JAX-style keys (u32[2]), split/foldIn, uniform/normal/bernoulli/dropout/gumbel/categorical.
+// Counter-based RNG: Threefry-2x32 from u32 IR ops, JAX-style keys (u32[2]), split/foldIn, uniform/normal/bernoulli/dropout/gumbel/categorical/randint/permutation/choice.
 import { isFloat, numel, type DType } from "../ir/types.ts";
 import { Tensor, type TensorLike } from "./core.ts";
 import { TraceError } from "./errors.ts";
@@ -25,7 +25,11 @@ import {
 } from "./ops/elementwise.ts";
 import { constant, iota } from "./ops/creation.ts";
 import { reshape, slice, stack } from "./ops/shape.ts";
-import { argmax } from "./ops/reduce.ts";
+import { argmax, sum } from "./ops/reduce.ts";
+import { cumsum } from "./ops/cumulative.ts";
+import { argsort, topK } from "./ops/sort.ts";
+import { take } from "./ops/indexing.ts";
+import { gt, le, minimum, remainder } from "./ops/elementwise.ts";
 import { atUserLoc } from "./loc.ts";
 import { array, type DeviceArray } from "./array.ts";
 
@@ -233,5 +237,115 @@ export function categorical(key: Tensor, logits: Tensor, axis = -1): Tensor {
       throw new TraceError("random.categorical", `logits must be floats, got ${logits.dtype}`, [logits.type]);
     const noisy = add(astype(logits, "f32"), gumbel(key, logits.shape));
     return argmax(noisy, axis);
+  });
+}
+
+function rank0Int(op: string, v: TensorLike, what: string): Tensor {
+  if (typeof v === "number") {
+    if (!Number.isSafeInteger(v) || v < -(2 ** 31) || v >= 2 ** 31)
+      throw new TraceError(op, `${what} ${v} must be an s32 integer`);
+    return full([], v, "s32");
+  }
+  if (v.dtype !== "s32" || v.ndim !== 0) throw new TraceError(op, `${what} must be a rank-0 s32`, [v.type]);
+  return v;
+}
+
+/**
+ * s32 integers uniform in [minval, maxval) (jax.random.randint, same algorithm: two 32-bit draws combined modulo
+ * the span, so spans near 2^32 stay nearly unbiased). maxval <= minval gives minval, as JAX.
+ */
+export function randint(key: Tensor, shape: readonly number[], minval: TensorLike, maxval: TensorLike): Tensor {
+  return atUserLoc(() => {
+    checkKey("random.randint", key);
+    const lo = rank0Int("random.randint", minval, "minval");
+    const hi = rank0Int("random.randint", maxval, "maxval");
+    const [k1, k2] = split(key);
+    const higher = bits(k1!, shape);
+    const lower = bits(k2!, shape);
+    // The span in u32 (s32 subtraction wraps, so [-2^31, 2^31) has span 2^32 - 1 + 1 folded correctly), 1 if empty.
+    const span = where(gt(hi, lo), bitcast(sub(hi, lo), "u32"), full([], 1, "u32"));
+    // 2^32 mod span, as (2^16 mod span)^2 mod span so nothing overflows.
+    let multiplier = remainder(full([], 2 ** 16, "u32"), span);
+    multiplier = remainder(mul(multiplier, multiplier), span);
+    const offset = remainder(add(mul(remainder(higher, span), multiplier), remainder(lower, span)), span);
+    return add(lo, bitcast(offset, "s32"));
+  });
+}
+
+/** Rounds of sorting by fresh 32-bit keys that make a collision (which would bias the order) unlikely, as JAX's _shuffle. */
+function shuffleRounds(n: number): number {
+  return Math.max(1, Math.ceil((3 * Math.log(Math.max(1, n))) / Math.log(2 ** 32)));
+}
+
+/**
+ * A random permutation (jax.random.permutation): of arange(n) for a number, or of `x`'s rows (axis 0) for a tensor.
+ * Sorts by random u32 keys, in as many rounds as JAX takes.
+ */
+export function permutation(key: Tensor, x: number | Tensor): Tensor {
+  return atUserLoc(() => {
+    checkKey("random.permutation", key);
+    if (typeof x === "number") {
+      if (!Number.isSafeInteger(x) || x < 0)
+        throw new TraceError("random.permutation", `n ${x} must be an integer >= 0`);
+      let perm = iota([x], 0, "s32");
+      let k = key;
+      for (let r = 0; r < shuffleRounds(x); r++) {
+        const [next, sub_] = split(k);
+        k = next!;
+        perm = take(perm, argsort(bits(sub_!, [x])), 0);
+      }
+      return perm;
+    }
+    if (!(x instanceof Tensor) || x.ndim === 0)
+      throw new TraceError(
+        "random.permutation",
+        "x must be a number or a tensor of rank >= 1",
+        x instanceof Tensor ? [x.type] : [],
+      );
+    return take(x, permutation(key, x.shape[0]!), 0);
+  });
+}
+
+export interface ChoiceOpts {
+  /** Draw with replacement (default true, as JAX). */
+  replace?: boolean;
+  /** Probabilities of each of the n entries (f32[n], summing to 1); uniform when absent. */
+  p?: Tensor;
+}
+
+/**
+ * `shape` draws from arange(n) (a number) or from the rows of `a` (jax.random.choice): with replacement, uniform
+ * (randint) or by inverting p's CDF; without, a prefix of a permutation or, with p, the Gumbel top-k.
+ */
+export function choice(key: Tensor, a: number | Tensor, shape: readonly number[] = [], opts: ChoiceOpts = {}): Tensor {
+  return atUserLoc(() => {
+    checkKey("random.choice", key);
+    const op = "random.choice";
+    if (a instanceof Tensor && a.ndim === 0) throw new TraceError(op, "a must have rank >= 1", [a.type]);
+    const n = typeof a === "number" ? a : a.shape[0]!;
+    if (!Number.isSafeInteger(n) || n < 0) throw new TraceError(op, `n ${n} must be an integer >= 0`);
+    const count = numel(shape);
+    const replace = opts.replace ?? true;
+    const p = opts.p;
+    if (p !== undefined && (!(p instanceof Tensor) || !isFloat(p.dtype) || p.ndim !== 1 || p.shape[0] !== n))
+      throw new TraceError(op, `p must be a float tensor of shape [${n}]`, p instanceof Tensor ? [p.type] : []);
+    if (n === 0 && count > 0) throw new TraceError(op, "cannot take a non-empty sample from an empty population");
+    if (!replace && count > n)
+      throw new TraceError(op, `cannot take a sample of ${count} > ${n} without replacement (replace: false)`);
+    let idx: Tensor;
+    if (replace && p === undefined) idx = randint(key, shape, 0, n);
+    else if (replace) {
+      // Inverse CDF: the index of the first cumulative probability above u * total.
+      const cdf = cumsum(astype(p!, "f32"), 0);
+      const total = slice(cdf, n - 1);
+      const u = mul(uniform(key, [count]), total);
+      const below = le(reshape(cdf, [1, n]), reshape(u, [count, 1]));
+      idx = reshape(minimum(sum(astype(below, "s32"), 1), n - 1), shape);
+    } else if (p === undefined) idx = reshape(slice(permutation(key, n), [0, count]), shape);
+    else {
+      const noisy = add(log(astype(p, "f32")), gumbel(key, [n]));
+      idx = reshape(topK(noisy, count)[1], shape);
+    }
+    return typeof a === "number" ? idx : take(a, idx, 0);
   });
 }

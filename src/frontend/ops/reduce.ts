@@ -1,7 +1,7 @@
-// Reductions with axis/keepdims (sum, mean, max, min, argmax) and the numerically stable logsumexp/softmax family.
+// Reductions with axis/keepdims (sum, mean, max, min, argmax, argmin, var, std) and the numerically stable logsumexp/softmax family.
 import { isFloat, type DType } from "../../ir/types.ts";
 import { bind1, type Tensor } from "../core.ts";
-import { add, astype, div, exp, full, log, lt, abs, sub, where, eq } from "./elementwise.ts";
+import { add, astype, div, exp, full, log, lt, abs, mul, sqrt, sub, where, eq } from "./elementwise.ts";
 import { normAxes, normAxis, reshape } from "./shape.ts";
 import { iota } from "./creation.ts";
 import { TraceError } from "../errors.ts";
@@ -82,6 +82,41 @@ export function argmax(x: Tensor, axis = -1, opts: ReduceOpts = {}): Tensor {
     const first = min(where(eq(x, m), idx, x.shape[a]!), a);
     return keep(x, first, [a], opts.keepdims);
   });
+}
+
+/** Index (s32) of the first minimum along one axis (jnp.argmin). */
+export function argmin(x: Tensor, axis = -1, opts: ReduceOpts = {}): Tensor {
+  return atUserLoc(() => {
+    const a = normAxis("argmin", axis, x.ndim, x);
+    const m = min(x, a, { keepdims: true });
+    const idx = iota(x.shape, a, "s32");
+    const first = min(where(eq(x, m), idx, x.shape[a]!), a);
+    return keep(x, first, [a], opts.keepdims);
+  });
+}
+
+export interface VarOpts extends ReduceOpts {
+  /** Delta degrees of freedom: the divisor is N - ddof (0: population variance, as jnp.var's default). */
+  ddof?: number;
+}
+
+/** Variance over `axis` (default: all axes), mean((x - mean(x))^2) * N / (N - ddof); integer inputs give f32. */
+export function variance(x: Tensor, axis?: Axes, opts: VarOpts = {}): Tensor {
+  return atUserLoc(() => {
+    if (!isFloat(x.dtype)) return variance(astype(x, "f32"), axis, opts);
+    const axes = normAxes("var", axis, x.ndim, x);
+    const n = axes.reduce((p, a) => p * x.shape[a]!, 1);
+    const ddof = opts.ddof ?? 0;
+    const d = sub(x, mean(x, axes, { keepdims: true }));
+    const ss = sum(mul(d, d), axes, { keepdims: opts.keepdims });
+    // n - ddof <= 0 gives inf/NaN, as numpy does.
+    return div(ss, n - ddof);
+  });
+}
+
+/** Standard deviation: sqrt(var(x, axis, { ddof })) (jnp.std). */
+export function std(x: Tensor, axis?: Axes, opts: VarOpts = {}): Tensor {
+  return atUserLoc(() => sqrt(variance(x, axis, opts)));
 }
 
 /**
