@@ -32,10 +32,14 @@
 // f32/bf16/int mixing: use astype); a JS number adopts the tensor operand's dtype; numbers alone are f32. As in
 // numpy, integer div and mean are f32 (floorDiv and remainder stay integer).
 // Shapes broadcast as in numpy. bf16/f16 sums and means accumulate in f32.
+// jnp's tril/triu(x, k), cumsum/cumprod(x, axis), argmin, var/std(x, axis, { ddof }) (`var` is also exported as
+// `variance`, since `import { var }` is not valid JS), sort/argsort(x, axis, { descending, stable }) and lax's
+// topK(x, k) -> [values, indices]; sort, argsort and topK are one `sort` IR op (stablehlo.sort).
 // nn.* (JAX's jax.nn: relu, gelu, softmax, layerNorm, rmsNorm, crossEntropy, initializers...); tree.* (jax.tree);
 // evalShape(fn, ...specs) -> output spec tree, by tracing only.
 // RNG (random.*). Threefry-2x32 keys (u32[2]): key(seed) in a trace, keyArray(seed) on the host; split, foldIn,
-// bits, uniform, normal (Box-Muller), bernoulli, and dropout(x, rate, key).
+// bits, uniform, normal (Box-Muller), bernoulli, dropout(x, rate, key), gumbel, categorical, randint(key, shape,
+// minval, maxval), permutation(key, n | x) and choice(key, n | a, shape, { replace, p }).
 export * from "./frontend/api.ts";
 export * as tx from "./frontend/api.ts";
 // Training lives in its own entry point, `tessera/train` (src/train/index.ts): the model files import this one, and

@@ -139,6 +139,24 @@ describe("on PJRT CPU", () => {
   });
 });
 
+describe("eagerly, on device arrays", () => {
+  it("run at once as methods and functions, random ops included", async () => {
+    const vals = async (a: T) => Array.from(await a.toArray());
+    const x = array([3, -1, 2, 0.5]);
+    expect(await vals(x.sort())).toEqual([-1, 0.5, 2, 3]);
+    expect(await vals(x.argsort())).toEqual([1, 3, 2, 0]);
+    expect(await vals(x.cumsum(0))).toEqual([3, 2, 4, 4.5]);
+    expect(await vals(x.argmin())).toEqual([1]);
+    const [v, i] = tx.topK(x, 2);
+    expect([await vals(v!), await vals(i!)]).toEqual([
+      [3, 2],
+      [0, 2],
+    ]);
+    const p = await vals(random.permutation(random.keyArray(0), 6));
+    expect([...p].sort()).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+});
+
 describe("gradients against finite differences", () => {
   const cases: [string, (x: T) => T][] = [
     ["cumsum", (x) => x.cumsum(1)],

@@ -331,6 +331,28 @@ describe("every op's lowering", () => {
     );
   });
 
+  it("sort: one stablehlo.sort over all operands, the comparator ordering by the first (TOTALORDER for floats)", () => {
+    const text = emitBody((b) => {
+      const x = b.input(tt("f32", [2, 5]));
+      const i = b.input(tt("s32", [2, 5]));
+      return b.add("sort", [x, i], { dimension: 1, descending: true, stable: true });
+    });
+    expect(text).toBe(
+      [
+        `%0:2 = "stablehlo.sort"(%arg0, %arg1) <{dimension = 1 : i64, is_stable = true}> ({`,
+        `^bb0(%it1: tensor<f32>, %it2: tensor<f32>, %it3: tensor<i32>, %it4: tensor<i32>):`,
+        `  %5 = stablehlo.compare GT, %it1, %it2, TOTALORDER : (tensor<f32>, tensor<f32>) -> tensor<i1>`,
+        `  stablehlo.return %5 : tensor<i1>`,
+        `}) : (tensor<2x5xf32>, tensor<2x5xi32>) -> (tensor<2x5xf32>, tensor<2x5xi32>)`,
+      ].join("\n"),
+    );
+    const ints = emitBody((b) =>
+      b.add("sort", [b.input(tt("u32", [3]))], { dimension: 0, descending: false, stable: false }),
+    );
+    expect(ints).toContain("is_stable = false");
+    expect(ints).toContain("stablehlo.compare LT, %it1, %it2, UNSIGNED");
+  });
+
   it("dynamic_slice and dynamic_update_slice; mixed index types become i32", () => {
     const text = emitBody((b) => {
       const x = b.input(tt("f32", [8, 16]));
