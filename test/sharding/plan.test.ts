@@ -107,6 +107,20 @@ describe("factor rules", () => {
     expect(reshapeFactors([6, 4], [4, 6])).toBeUndefined();
   });
 
+  it("keeps a sort's sorted dim whole and passes its other dims, shared by every operand and result", () => {
+    const b = new GraphBuilder();
+    const x = b.input(tensorType("f32", [8, 16])),
+      i = b.input(tensorType("s32", [8, 16]));
+    b.add("sort", [x, i], { dimension: 1, descending: false, stable: true });
+    const f = opFactors(b.build([]).ops[0]!);
+    expect(f.factors.map((x) => `${x.label}:${x.kind}:${x.size}`)).toEqual(["dim 0:pass:8", "dim 1:replicate:16"]);
+    expect(f.operands).toEqual([
+      [[0], [1]],
+      [[0], [1]],
+    ]);
+    expect(f.results).toEqual(f.operands);
+  });
+
   it("names a dot's batch, free and contracting factors", () => {
     const b = new GraphBuilder();
     const x = b.input(tensorType("f32", [3, 8, 16])),
