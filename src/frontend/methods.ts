@@ -61,8 +61,8 @@ export interface TensorMethods extends el.UnaryMethods {
   argmin(axis?: number, opts?: rd.ReduceOpts): Tensor;
   var(axis?: number | readonly number[], opts?: rd.VarOpts): Tensor;
   std(axis?: number | readonly number[], opts?: rd.VarOpts): Tensor;
-  cumsum(axis: number): Tensor;
-  cumprod(axis: number): Tensor;
+  cumsum(axis?: number): Tensor;
+  cumprod(axis?: number): Tensor;
   sort(axis?: number): Tensor;
   argsort(axis?: number): Tensor;
   logsumexp(axis?: number | readonly number[], opts?: rd.ReduceOpts): Tensor;

@@ -240,35 +240,45 @@ export function categorical(key: Tensor, logits: Tensor, axis = -1): Tensor {
   });
 }
 
-function rank0Int(op: string, v: TensorLike, what: string): Tensor {
+function rank0Int(op: string, v: TensorLike, what: string, dtype: "s32" | "u32"): Tensor {
+  const [lo, hi] = dtype === "s32" ? [-(2 ** 31), 2 ** 31] : [0, 2 ** 32];
   if (typeof v === "number") {
-    if (!Number.isSafeInteger(v) || v < -(2 ** 31) || v >= 2 ** 31)
-      throw new TraceError(op, `${what} ${v} must be an s32 integer`);
-    return full([], v, "s32");
+    if (!Number.isSafeInteger(v) || v < lo || v >= hi)
+      throw new TraceError(op, `${what} ${v} must be a ${dtype} integer`);
+    return full([], v, dtype);
   }
-  if (v.dtype !== "s32" || v.ndim !== 0) throw new TraceError(op, `${what} must be a rank-0 s32`, [v.type]);
+  if (v.dtype !== dtype || v.ndim !== 0) throw new TraceError(op, `${what} must be a rank-0 ${dtype}`, [v.type]);
   return v;
 }
 
 /**
- * s32 integers uniform in [minval, maxval) (jax.random.randint, same algorithm: two 32-bit draws combined modulo
- * the span, so spans near 2^32 stay nearly unbiased). maxval <= minval gives minval, as JAX.
+ * Integers uniform in [minval, maxval), s32 (default) or u32 (jax.random.randint, same algorithm: two 32-bit draws
+ * combined modulo the span, so spans near 2^32 stay nearly unbiased). maxval <= minval gives minval, as JAX.
  */
-export function randint(key: Tensor, shape: readonly number[], minval: TensorLike, maxval: TensorLike): Tensor {
+export function randint(
+  key: Tensor,
+  shape: readonly number[],
+  minval: TensorLike,
+  maxval: TensorLike,
+  dtype: "s32" | "u32" = "s32",
+): Tensor {
   return atUserLoc(() => {
     checkKey("random.randint", key);
-    const lo = rank0Int("random.randint", minval, "minval");
-    const hi = rank0Int("random.randint", maxval, "maxval");
+    if (dtype !== "s32" && dtype !== "u32")
+      throw new TraceError("random.randint", `dtype must be s32 or u32, got ${dtype}`);
+    const lo = rank0Int("random.randint", minval, "minval", dtype);
+    const hi = rank0Int("random.randint", maxval, "maxval", dtype);
     const [k1, k2] = split(key);
     const higher = bits(k1!, shape);
     const lower = bits(k2!, shape);
-    // The span in u32 (s32 subtraction wraps, so [-2^31, 2^31) has span 2^32 - 1 + 1 folded correctly), 1 if empty.
-    const span = where(gt(hi, lo), bitcast(sub(hi, lo), "u32"), full([], 1, "u32"));
+    // hi - lo < 2^32, and s32 subtraction wraps, so its bits read as u32 are the exact span; 1 when empty.
+    const diff = sub(hi, lo);
+    const span = where(gt(hi, lo), dtype === "u32" ? diff : bitcast(diff, "u32"), full([], 1, "u32"));
     // 2^32 mod span, as (2^16 mod span)^2 mod span so nothing overflows.
     let multiplier = remainder(full([], 2 ** 16, "u32"), span);
     multiplier = remainder(mul(multiplier, multiplier), span);
     const offset = remainder(add(mul(remainder(higher, span), multiplier), remainder(lower, span)), span);
-    return add(lo, bitcast(offset, "s32"));
+    return add(lo, dtype === "u32" ? offset : bitcast(offset, "s32"));
   });
 }
 

@@ -2,7 +2,6 @@
 // plain-JS references in the interpreter and on PJRT CPU, gradients against finite differences, vmap against a loop.
 import { describe, expect, it } from "vitest";
 import { array, jit, random, spec, trace, tx, TraceError, vmap } from "./api.ts";
-import { numel } from "../../src/ir/types.ts";
 import { checkGrad } from "../passes/gradcheck.ts";
 import { host, run } from "./helpers.ts";
 
@@ -81,9 +80,18 @@ describe("values against plain-JS references (interpreter)", () => {
     expect(out[1]).toEqual(f32(ref.triu(1)));
     expect(out[2]).toEqual(f32(ref.tril(-1)));
   });
-  it("cumsum and cumprod along either axis", () => {
+  it("cumsum and cumprod along either axis, or flattened without one", () => {
     close(out[3]!, ref.cumsum1());
     close(out[4]!, ref.cumprod0());
+    const [flat, prod] = run((x: T) => [x.cumsum(), tx.cumprod(x.slice([0, 2]))], [m()]);
+    close(
+      flat!,
+      M.map((_, i) => M.slice(0, i + 1).reduce((a, b) => a + b, 0)),
+    );
+    close(
+      prod!,
+      M.slice(0, 8).map((_, i) => M.slice(0, i + 1).reduce((a, b) => a * b, 1)),
+    );
   });
   it("argmin is the first minimum, s32", () => {
     expect(out[5]).toEqual(ref.argmin1());
@@ -211,6 +219,9 @@ describe("random.randint, permutation, choice", () => {
     for (const c of counts.values()) expect(Math.abs(c - 250)).toBeLessThan(80);
     expect(draw((k) => random.randint(k, [2000], -3, 5))[0]).toEqual(a);
     expect(draw((k) => random.randint(k, [4], 7, 7))[0]).toEqual([7, 7, 7, 7]);
+    const [u] = draw((k) => random.randint(k, [500], 2 ** 32 - 10, 2 ** 32 - 1, "u32"));
+    expect(Math.min(...u!)).toBe(2 ** 32 - 10);
+    expect(Math.max(...u!)).toBe(2 ** 32 - 2);
     const wide = draw((k) => random.randint(k, [500], -(2 ** 31), 2 ** 31 - 1))[0]!;
     expect(wide.some((v) => v < -(2 ** 30)) && wide.some((v) => v > 2 ** 30)).toBe(true);
   });
@@ -250,10 +261,16 @@ describe("random.randint, permutation, choice", () => {
     );
   });
   it("run on PJRT CPU with the interpreter's draws", async () => {
-    const f = (k: T) => [random.randint(k, [64], 0, 1000), random.permutation(k, 20), random.choice(k, 9, [4])];
+    const f = (k: T) => [
+      random.randint(k, [64], 0, 1000),
+      random.randint(k, [64], -(2 ** 31), 2 ** 31 - 1),
+      random.randint(k, [64], 7, 2 ** 32 - 1, "u32"),
+      random.permutation(k, 20),
+      random.choice(k, 9, [4]),
+      random.choice(k, 9, [4], { replace: false, p: tx.full([9], 1 / 9) }),
+    ];
     const want = run(f, [host("u32", [2], [0, 3])]);
     const got = await jit(f)(random.keyArray(3));
     for (let k = 0; k < want.length; k++) expect(Array.from(await got[k]!.toArray())).toEqual(want[k]);
-    expect(numel([64])).toBe(want[0]!.length);
   });
 });

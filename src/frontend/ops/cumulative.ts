@@ -4,7 +4,7 @@ import { TraceError } from "../errors.ts";
 import { atUserLoc } from "../loc.ts";
 import { iota } from "./creation.ts";
 import { add, full, ge, le, mul, sub, where } from "./elementwise.ts";
-import { normAxis } from "./shape.ts";
+import { normAxis, reshape } from "./shape.ts";
 
 function triangle(op: string, x: Tensor, k: number, lower: boolean): Tensor {
   if (x.ndim < 2) throw new TraceError(op, `needs rank >= 2, got rank ${x.ndim}`, [x.type]);
@@ -49,12 +49,16 @@ function scan(op: string, x: Tensor, axis: number, combine: (a: Tensor, b: Tenso
   return acc;
 }
 
-/** Running sum along `axis` (jnp.cumsum; axis required here, as flattening is explicit in tx). */
-export function cumsum(x: Tensor, axis: number): Tensor {
-  return atUserLoc(() => scan("cumsum", x, axis, add, 0));
+/** Running sum along `axis`; without one, over `x` flattened to 1-D (jnp.cumsum). */
+export function cumsum(x: Tensor, axis?: number): Tensor {
+  return atUserLoc(() =>
+    axis === undefined ? scan("cumsum", reshape(x, [x.size]), 0, add, 0) : scan("cumsum", x, axis, add, 0),
+  );
 }
 
-/** Running product along `axis` (jnp.cumprod). */
-export function cumprod(x: Tensor, axis: number): Tensor {
-  return atUserLoc(() => scan("cumprod", x, axis, mul, 1));
+/** Running product along `axis`; without one, over `x` flattened to 1-D (jnp.cumprod). */
+export function cumprod(x: Tensor, axis?: number): Tensor {
+  return atUserLoc(() =>
+    axis === undefined ? scan("cumprod", reshape(x, [x.size]), 0, mul, 1) : scan("cumprod", x, axis, mul, 1),
+  );
 }
