@@ -25,8 +25,8 @@ describe("inspect --summary", () => {
     "prints the summary without the IR: per-scope costs, no splat constants, a line run three times as one row (golden)",
     async () => {
       const [r, bad] = await Promise.all([
-        tessera(["inspect", "test/cli/fixtures/scoped.ts", "--summary", "--top", "6"]),
-        tessera(["inspect", "test/cli/fixtures/scoped.ts", "--summary", "--locs"]),
+        tessera(["inspect", "test/cli/fixtures/scoped.ts", "--entry", "forward", "--summary", "--top", "6"]),
+        tessera(["inspect", "test/cli/fixtures/scoped.ts", "--entry", "forward", "--summary", "--locs"]),
       ]);
       expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
@@ -67,6 +67,19 @@ largest intermediates:
       expect(bad.code).toBe(2);
       expect(bad.stdout).toBe("");
       expect(bad.stderr).toMatch(/^error: --locs is for the IR text, which --summary leaves out\n/);
+    },
+    SLOW,
+  );
+
+  it(
+    "compiles an entry whose arguments include a number and a boolean (f32 and bool scalar inputs)",
+    async () => {
+      const r = await tessera(["compile", "test/cli/fixtures/scoped.ts", "--entry", "sgd", "--emit", "stablehlo"]);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(
+        "func.func public @main(%arg0: tensor<4xf32>, %arg1: tensor<4xf32>, %arg2: tensor<f32>, %arg3: tensor<i1>) -> tensor<4xf32> {",
+      );
     },
     SLOW,
   );
