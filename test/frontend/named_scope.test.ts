@@ -137,4 +137,18 @@ describe("namedScope in StableHLO", () => {
     const scopes = new Set(lowered.graph.ops.map((op) => op.loc?.scope));
     expect([...scopes]).toEqual(["head"]);
   });
+
+  it("XLA keeps the scoped names as the optimized HLO's op_name metadata (what profiles show)", async () => {
+    const f = tx.jit((x: tx.Tensor, w: tx.Tensor) =>
+      namedScope("layer0", () => namedScope("attn", () => tx.matmul(x, w).tanh())),
+    );
+    const { executable } = await f.compile(spec("f32", [2, 3]), spec("f32", [3, 3]));
+    const named = executable
+      .hloModule()
+      .computations.flatMap((c) => c.instructions)
+      .filter((i) => i.opcode !== "parameter")
+      .map((i) => `${i.opcode}:${i.opName}`);
+    expect(named).toContain("dot:layer0/attn/dot_general");
+    expect(named.some((n) => n.endsWith(":layer0/attn/tanh"))).toBe(true);
+  });
 });
