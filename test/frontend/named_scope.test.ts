@@ -5,6 +5,8 @@ import { print } from "../../src/ir/print.ts";
 import { parse } from "../../src/ir/parse.ts";
 import { emitStableHLO } from "../../src/backend/stablehlo/index.ts";
 import { getClient, type Client } from "../../src/backend/runtime/index.ts";
+import { LLAMA_TINY, llamaLogits, llamaSpecs } from "../../models/llama.ts";
+import { subgraphs, type Graph } from "../../src/ir/graph.ts";
 
 // A helper called from two scopes: its ops must be told apart by the scope they were traced in.
 function dense(x: tx.Tensor, w: tx.Tensor): tx.Tensor {
@@ -25,11 +27,11 @@ describe("namedScope", () => {
     const { graph } = trace(model, SPECS);
     expect(print(graph)).toBe(
       `func @main(%0: f32[2,3] "x", %1: f32[3,3] "w1", %2: f32[3,3] "w2") -> (f32[] "out") {
-  %3: f32[2,3] = dot_general %0, %1 {lhsBatch=[], lhsContract=[1], outDtype=f32, rhsBatch=[], rhsContract=[0]} loc("layer0/mlp"("test/frontend/named_scope.test.ts":11:13))
-  %4: f32[2,3] = tanh %3 loc("layer0/mlp"("test/frontend/named_scope.test.ts":11:26))
-  %5: f32[2,3] = dot_general %4, %2 {lhsBatch=[], lhsContract=[1], outDtype=f32, rhsBatch=[], rhsContract=[0]} loc("layer1"("test/frontend/named_scope.test.ts":11:13))
-  %6: f32[2,3] = tanh %5 loc("layer1"("test/frontend/named_scope.test.ts":11:26))
-  %7: f32[] = reduce_sum %6 {axes=[0,1]} loc("test/frontend/named_scope.test.ts":17:12)
+  %3: f32[2,3] = dot_general %0, %1 {lhsBatch=[], lhsContract=[1], outDtype=f32, rhsBatch=[], rhsContract=[0]} loc("layer0/mlp"("test/frontend/named_scope.test.ts":13:13))
+  %4: f32[2,3] = tanh %3 loc("layer0/mlp"("test/frontend/named_scope.test.ts":13:26))
+  %5: f32[2,3] = dot_general %4, %2 {lhsBatch=[], lhsContract=[1], outDtype=f32, rhsBatch=[], rhsContract=[0]} loc("layer1"("test/frontend/named_scope.test.ts":13:13))
+  %6: f32[2,3] = tanh %5 loc("layer1"("test/frontend/named_scope.test.ts":13:26))
+  %7: f32[] = reduce_sum %6 {axes=[0,1]} loc("test/frontend/named_scope.test.ts":19:12)
   return %7
 }
 `,
@@ -107,12 +109,12 @@ describe("namedScope in StableHLO", () => {
     const text = emitStableHLO(graph);
     expect(text).toBe(`module @tessera attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
   func.func public @main(%arg0: tensor<2x3xf32>, %arg1: tensor<3x3xf32>, %arg2: tensor<3x3xf32>) -> tensor<f32> {
-    %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<2x3xf32>, tensor<3x3xf32>) -> tensor<2x3xf32> loc("layer0/mlp/dot_general"("${HERE}":11:13))
-    %1 = stablehlo.tanh %0 : tensor<2x3xf32> loc("layer0/mlp/tanh"("${HERE}":11:26))
-    %2 = stablehlo.dot_general %1, %arg2, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<2x3xf32>, tensor<3x3xf32>) -> tensor<2x3xf32> loc("layer1/dot_general"("${HERE}":11:13))
-    %3 = stablehlo.tanh %2 : tensor<2x3xf32> loc("layer1/tanh"("${HERE}":11:26))
-    %4 = stablehlo.constant dense<0.0e+0> : tensor<f32> loc("${HERE}":17:12)
-    %5 = stablehlo.reduce(%3 init: %4) applies stablehlo.add across dimensions = [0, 1] : (tensor<2x3xf32>, tensor<f32>) -> tensor<f32> loc("${HERE}":17:12)
+    %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<2x3xf32>, tensor<3x3xf32>) -> tensor<2x3xf32> loc("layer0/mlp/dot_general"("${HERE}":13:13))
+    %1 = stablehlo.tanh %0 : tensor<2x3xf32> loc("layer0/mlp/tanh"("${HERE}":13:26))
+    %2 = stablehlo.dot_general %1, %arg2, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<2x3xf32>, tensor<3x3xf32>) -> tensor<2x3xf32> loc("layer1/dot_general"("${HERE}":13:13))
+    %3 = stablehlo.tanh %2 : tensor<2x3xf32> loc("layer1/tanh"("${HERE}":13:26))
+    %4 = stablehlo.constant dense<0.0e+0> : tensor<f32> loc("${HERE}":19:12)
+    %5 = stablehlo.reduce(%3 init: %4) applies stablehlo.add across dimensions = [0, 1] : (tensor<2x3xf32>, tensor<f32>) -> tensor<f32> loc("${HERE}":19:12)
     return %5 : tensor<f32>
   }
 }
@@ -150,5 +152,32 @@ describe("namedScope in StableHLO", () => {
       .map((i) => `${i.opcode}:${i.opName}`);
     expect(named).toContain("dot:layer0/attn/dot_general");
     expect(named.some((n) => n.endsWith(":layer0/attn/tanh"))).toBe(true);
+  });
+
+  it("the Llama model names its layers, attention and MLP (scanned and unrolled)", () => {
+    const scopesOf = (g: Graph): Set<string> => {
+      const out = new Set<string>();
+      const walk = (graph: Graph) => {
+        for (const op of graph.ops) {
+          if (op.loc?.scope) out.add(op.loc.scope);
+          for (const sub of subgraphs(op)) walk(sub);
+        }
+      };
+      walk(g);
+      return out;
+    };
+    const cfg = { ...LLAMA_TINY, numLayers: 2 };
+    const args = [llamaSpecs(cfg, "f32"), spec("s32", [1, 8])];
+    const scanned = trace((w, t) => llamaLogits(cfg, w, t), args).graph;
+    expect([...scopesOf(scanned)].sort()).toEqual(["layers", "layers/attention", "layers/mlp"]);
+    const unrolled = trace((w, t) => llamaLogits(cfg, w, t, { layers: "unroll" }), args).graph;
+    expect([...scopesOf(unrolled)].sort()).toEqual([
+      "layer0",
+      "layer0/attention",
+      "layer0/mlp",
+      "layer1",
+      "layer1/attention",
+      "layer1/mlp",
+    ]);
   });
 });
