@@ -345,8 +345,17 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
         ...(key ? { key } : {}),
       };
     }
-    const a = h.add(attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, attn, ads, opts.segmentIds));
-    const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads, dropoutOn ? undefined : opts.mlpChunk));
+    // Scope names (jax.named_scope) tell the two halves apart in inspect, the StableHLO locs and XLA's op_name.
+    const a = h.add(
+      tx.namedScope("attention", () =>
+        attention(rmsNorm(h, lw.inputNorm, cfg.rmsNormEps), cfg, lw, rope, attn, ads, opts.segmentIds),
+      ),
+    );
+    const out = a.add(
+      tx.namedScope("mlp", () =>
+        mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, ads, dropoutOn ? undefined : opts.mlpChunk),
+      ),
+    );
     return [out, null];
   };
   const perLayer = Array.isArray(opts.remat) ? (opts.remat as readonly (tx.SavePolicy | undefined)[]) : undefined;
@@ -360,7 +369,10 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
   let h = h0;
   if (opts.layers === "unroll") {
     for (let i = 0; i < cfg.numLayers; i++)
-      h = runAt(i)(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0];
+      h = tx.namedScope(
+        `layer${i}`,
+        () => runAt(i)(h, tx.treeMap(xs as unknown as tx.Tree<Tensor>, (t) => t.slice(i)) as unknown as typeof xs)[0],
+      );
   } else {
     if (perLayer?.some((p) => p !== perLayer[0]))
       throw new TesseraError(
@@ -369,7 +381,7 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
           code: "ERR_CONFIG",
         },
       );
-    [h] = tx.scan(runAt(0), h0, xs);
+    [h] = tx.namedScope("layers", () => tx.scan(runAt(0), h0, xs));
   }
   return rmsNorm(h, cast(w.norm), cfg.rmsNormEps);
 }

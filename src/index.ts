@@ -10,6 +10,8 @@
 // Tracing. A function over Tensors runs once per input signature with tracers that record IR ops, each at the
 // caller's file:line:col (frames in Tessera's own src/ are skipped; `setLocationCapture(false)` turns it off).
 // Shape and dtype mistakes throw at that point, naming the op, the operand types and the user's line.
+// namedScope("layer0", () => ...) (jax.named_scope) adds a scope path to those locations: the IR dump, inspect and
+// the StableHLO locs (XLA's op_name) show `layer0/attention/...`; nested scopes join with '/'.
 //   spec(dtype, shape)            an abstract argument;  trace(fn, [specTrees...]) -> { graph, inTree, outTree }
 //   entry(fn, [specTrees...], { donate })   marks a model-file export for `tessera compile file.ts --entry name`
 //   jit(fn, { donate })           compiles through XLA; call with DeviceArrays -> Promise of the output tree;

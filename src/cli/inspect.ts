@@ -1,4 +1,4 @@
-// `tessera inspect`: an entry's IR after cleanup (every value with its type), its cost summary, and with --shardings its SPMD plan.
+// `tessera inspect`: an entry's IR after cleanup (every value with its type; --summary leaves it out), its cost summary, and with --shardings its SPMD plan.
 import { EXIT } from "../errors.ts";
 import { DeviceMesh } from "../frontend/mesh.ts";
 import type { ShardingOpts } from "../frontend/spmd.ts";
@@ -48,6 +48,9 @@ export async function inspectCommand(args: ParsedArgs): Promise<number> {
     throw new UsageError(`--top must be a non-negative integer, got '${topText}'`, "inspect");
   const meshText = args.options.get("mesh");
   const wantShardings = args.options.has("shardings");
+  const wantSummary = args.options.has("summary");
+  if (wantSummary && args.options.has("locs"))
+    throw new UsageError("--locs is for the IR text, which --summary leaves out", "inspect");
   if (meshText !== undefined && !wantShardings) throw new UsageError("--mesh is for --shardings", "inspect");
   const loaded = await loadEntry(args.positionals[0]!, args.options.get("entry"));
   // With --shardings the entry is lowered as jit lowers it for a mesh, so the printed IR is the one the plan names.
@@ -58,9 +61,9 @@ export async function inspectCommand(args: ParsedArgs): Promise<number> {
     : "";
   const budgetText = args.options.get("memory-budget");
   const budget = budgetText === undefined ? undefined : budgetLine(c, parseSize(budgetText));
-  process.stdout.write(
-    `${header}\n${print(c.graph, { locs: args.options.has("locs") }).trimEnd()}\n\n${summarize(c.graph, { top })}${report}${budget ?? ""}`,
-  );
+  // --summary leaves the IR out: for a real model it is thousands of lines above the numbers one came for.
+  const ir = wantSummary ? "" : `${print(c.graph, { locs: args.options.has("locs") }).trimEnd()}\n\n`;
+  process.stdout.write(`${header}\n${ir}${summarize(c.graph, { top })}${report}${budget ?? ""}`);
   return EXIT.ok;
 }
 

@@ -44,12 +44,18 @@ export const COMMANDS: readonly Command[] = [
   },
   {
     name: "inspect",
-    summary: "Print an entry's IR with shapes, then op counts, FLOPs, bytes and the largest intermediates.",
+    summary:
+      "Print an entry's IR with shapes, then op counts, FLOPs, bytes and the largest intermediates (--summary: those alone).",
     positionals: [FILE_ARG],
     options: [
       ENTRY_OPT,
       { name: "top", value: "<n>", description: "how many of the largest intermediates to list (default 5)" },
       { name: "locs", description: "print source locations in IR text" },
+      {
+        name: "summary",
+        description:
+          "print only the summary (op counts, FLOPs, bytes, cost per namedScope, largest intermediates), not the IR",
+      },
       {
         name: "shardings",
         description:
@@ -68,7 +74,7 @@ export const COMMANDS: readonly Command[] = [
       },
     ],
     details:
-      "Examples:\n  tessera inspect examples/mlp.ts --entry forward\n  tessera inspect model.ts --entry trainStep --shardings --mesh data=2,model=4",
+      "Examples:\n  tessera inspect examples/mlp.ts --entry forward\n  tessera inspect examples/mlp.ts --entry trainStep --summary\n  tessera inspect model.ts --entry trainStep --shardings --mesh data=2,model=4",
     run: async (args) => (await import("./inspect.ts")).inspectCommand(args),
   },
   {

@@ -1,7 +1,7 @@
-// The text summary `tessera inspect` prints after the IR: op counts, FLOPs, bytes, largest intermediates.
-import { graphCost, largestIntermediates, typeBytes } from "../ir/cost.ts";
+// The text summary `tessera inspect` prints after the IR (alone with --summary): op counts, FLOPs, bytes, cost per namedScope, largest intermediates.
+import { graphCost, largestIntermediates, opCost, typeBytes } from "../ir/cost.ts";
 import type { Graph, Value } from "../ir/graph.ts";
-import { formatLoc, formatType } from "../ir/types.ts";
+import { formatLoc, formatType, type SourceLoc } from "../ir/types.ts";
 import { table } from "./args.ts";
 
 /** `1536 B`, `1.5 KiB`, `2.00 MiB`: exact below 1 KiB, three significant digits above. */
@@ -97,14 +97,15 @@ export function summarize(g: Graph, opts: { top?: number } = {}): string {
       0,
     ),
   );
+  lines.push(...scopeRows(g));
   const top = largestIntermediates(g, opts.top ?? 5);
   if (top.length) {
     lines.push("", "largest intermediates:");
     const rows = top.map((t) => [
       formatType(t.value.type),
       formatBytes(t.bytes),
-      t.op.name,
-      t.op.loc ? formatLoc(t.op.loc) : "",
+      t.count > 1 ? `${t.op.name} x${t.count}` : t.op.name,
+      t.op.loc ? placeText(t.op.loc) : "",
     ]);
     const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]!.length)));
     for (const r of rows) {
@@ -114,4 +115,45 @@ export function summarize(g: Graph, opts: { top?: number } = {}): string {
     }
   }
   return `${lines.join("\n")}\n`;
+}
+
+/** `layer0/mlp examples/mlp.ts:27:15`: the scope path (when the op was traced in a namedScope), then the line. */
+function placeText(loc: SourceLoc): string {
+  const at = loc.file ? formatLoc(loc) : "";
+  return loc.scope ? `${loc.scope}${at ? ` ${at}` : ""}` : at;
+}
+
+/**
+ * FLOPs, transcendentals and bytes per `namedScope` path of the top-level ops (an op with a body, such as a scan,
+ * counts whole under its own scope), largest FLOPs first; nothing when no op was traced in a scope.
+ */
+function scopeRows(g: Graph): string[] {
+  const by = new Map<string, { ops: number; flops: number; transcendentals: number; bytes: number }>();
+  for (const op of g.ops) {
+    const key = op.loc?.scope ?? "(no scope)";
+    let r = by.get(key);
+    if (!r) {
+      r = { ops: 0, flops: 0, transcendentals: 0, bytes: 0 };
+      by.set(key, r);
+    }
+    const c = opCost(op);
+    r.ops++;
+    r.flops += c.flops;
+    r.transcendentals += c.transcendentals;
+    r.bytes += c.bytes;
+  }
+  if (by.size === 0 || (by.size === 1 && by.has("(no scope)"))) return [];
+  const rows = [...by].sort((a, b) => b[1].flops - a[1].flops);
+  const cells = rows.map(([name, r]) => [
+    name,
+    String(r.ops),
+    String(r.flops),
+    String(r.transcendentals),
+    formatBytes(r.bytes),
+  ]);
+  const head = ["scope", "ops", "FLOPs", "transcendentals", "bytes"];
+  const widths = head.map((h, c) => Math.max(h.length, ...cells.map((r) => r[c]!.length)));
+  const fmt = (r: string[]) =>
+    `  ${r.map((x, c) => (c === 0 ? x.padEnd(widths[c]!) : x.padStart(widths[c]!))).join("  ")}`.trimEnd();
+  return ["", "by scope:", fmt(head), ...cells.map(fmt)];
 }

@@ -5,7 +5,7 @@ import { eagerable } from "./eager.ts";
 export * from "./numpy.ts";
 export { Tensor, type TensorLike, type SliceSpec } from "./core.ts";
 export { TraceError } from "./errors.ts";
-export { setLocationCapture } from "./loc.ts";
+export { setLocationCapture, namedScope } from "./loc.ts";
 export { spec, TensorSpec, trace, evalShape, entry, type Entry, type Traced } from "./trace.ts";
 export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
 export { vmap, type VmapOpts, type AxisSpec } from "./vmap.ts";

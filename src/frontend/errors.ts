@@ -1,6 +1,6 @@
 // Errors raised while tracing: a frontend rule (broadcasting, promotion, einsum, trees) broken at the user's line.
 import { TesseraError } from "../errors.ts";
-import { formatLoc, formatType, type SourceLoc, type TensorType } from "../ir/types.ts";
+import { formatLoc, formatType, scopeSuffix, type SourceLoc, type TensorType } from "../ir/types.ts";
 import { opLoc } from "./loc.ts";
 
 /**
@@ -15,7 +15,9 @@ export class TraceError extends TesseraError {
     readonly loc: SourceLoc | undefined = opLoc(),
   ) {
     const operands = operandTypes.length ? ` (operands ${operandTypes.map(formatType).join(", ")})` : "";
-    super(`${op}: ${detail}${operands}${loc ? ` at ${formatLoc(loc)}` : ""}`, { code: "ERR_TRACE" });
+    super(`${op}: ${detail}${operands}${scopeSuffix(loc)}${loc?.file ? ` at ${formatLoc(loc)}` : ""}`, {
+      code: "ERR_TRACE",
+    });
     this.name = "TraceError";
   }
 }

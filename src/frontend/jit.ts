@@ -52,8 +52,15 @@ export type ConcreteArg<T> = T extends Tensor
   : T extends object
     ? { [K in keyof T]: ConcreteArg<T[K]> }
     : T;
-/** Abstract stand-ins for `lower`: anything with dtype and shape (spec(...), a DeviceArray, a Tensor). */
-export type Abstract<T> = T extends Tensor ? HasType : T extends object ? { [K in keyof T]: Abstract<T[K]> } : T;
+/**
+ * Abstract stand-ins for `lower`: anything with dtype and shape (spec(...), a DeviceArray, a Tensor), or a JS
+ * number (an f32 scalar) or boolean (a bool scalar) as a call passes them.
+ */
+export type Abstract<T> = T extends Tensor
+  ? HasType | number | boolean
+  : T extends object
+    ? { [K in keyof T]: Abstract<T[K]> }
+    : T;
 
 /** What jit lowers for one signature: the program after the passes (see lowering.ts) and its StableHLO text. */
 export interface Lowered extends Program {
@@ -350,12 +357,15 @@ function isSpecLike(x: unknown): boolean {
 /** compile()'s arguments as a tree structure and leaf types, rejecting leaves that carry no type. */
 function abstractSignature(args: unknown[]): { def: TreeDef; paths: string[]; types: HasType[] } {
   const { leaves, paths, def } = flatten<unknown>(args as Tree<unknown>, isSpecLike);
-  const types = leaves.map((l, i) => {
+  const types = leaves.map((l, i): HasType => {
+    // As a call uploads them: a number is an f32 scalar, a boolean a bool scalar (the same cached program).
+    if (typeof l === "number") return { dtype: "f32", shape: [] };
+    if (typeof l === "boolean") return { dtype: "bool", shape: [] };
     const t = l as HasType;
     if (typeof t !== "object" || t === null || typeof t.dtype !== "string")
       throw new TraceError(
         "jit",
-        `argument ${paths[i] || "(root)"} of compile() is ${describeValue(l)}, not a spec, tensor or array`,
+        `argument ${paths[i] || "(root)"} of compile() is ${describeValue(l)}, not a spec, tensor, array, number or boolean`,
       );
     return t;
   });

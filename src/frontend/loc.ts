@@ -3,6 +3,7 @@ import { findSourceMap, type SourceMap } from "node:module";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import type { SourceLoc } from "../ir/types.ts";
+import { describe, TesseraError } from "../errors.ts";
 
 // Tessera's own folders; frames in them are never "the user's line".
 const SRC_ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -191,10 +192,79 @@ export function located<A extends unknown[], R>(f: (...args: A) => R): (...args:
   return (...args: A) => atUserLoc(() => f(...args));
 }
 
-/** The location to record on an op now: the pinned one inside `atUserLoc`, else a fresh lookup. */
+/** The location to record on an op now: the pinned one inside `atUserLoc`, else a fresh lookup; scoped inside `namedScope`. */
 export function opLoc(): SourceLoc | undefined {
-  if (pinDepth === 0) return userLoc();
-  // Walking from atUserLoc's frame skips the composite op's own frames without capturing them.
-  if (pinned === null) pinned = enabled ? lookup(atUserLoc) : undefined;
-  return pinned;
+  let loc: SourceLoc | undefined;
+  if (pinDepth === 0) loc = userLoc();
+  else {
+    // Walking from atUserLoc's frame skips the composite op's own frames without capturing them.
+    if (pinned === null) pinned = enabled ? lookup(atUserLoc) : undefined;
+    loc = pinned;
+  }
+  return scope === undefined ? loc : scoped(loc, scope);
+}
+
+// The current `namedScope` path (`layer0/attention`), undefined outside every scope.
+let scope: string | undefined;
+
+// A user line traced in a scope gets one SourceLoc per (line, scope), so the emitter's per-location text cache
+// still hits once per layer.
+const scopedLocs = new WeakMap<SourceLoc, Map<string, SourceLoc>>();
+const scopeOnly = new Map<string, SourceLoc>();
+
+function scoped(loc: SourceLoc | undefined, path: string): SourceLoc {
+  // With location capture off the scope alone is kept: the names are what a profile or a dump is read by.
+  if (loc === undefined) {
+    let l = scopeOnly.get(path);
+    if (!l) {
+      l = Object.freeze({ file: "", line: 0, col: 0, scope: path });
+      scopeOnly.set(path, l);
+    }
+    return l;
+  }
+  let byPath = scopedLocs.get(loc);
+  if (!byPath) {
+    byPath = new Map();
+    scopedLocs.set(loc, byPath);
+  }
+  let l = byPath.get(path);
+  if (!l) {
+    l = Object.freeze({ ...loc, scope: path });
+    byPath.set(path, l);
+  }
+  return l;
+}
+
+/** The current `namedScope` path, or undefined outside every scope. */
+export function currentScope(): string | undefined {
+  return scope;
+}
+
+/**
+ * Runs `fn` with `name` pushed on the scope path (as jax.named_scope): every op it traces carries the path
+ * (`layer0/attention`) in its location, which the IR dump, `tessera inspect` and the StableHLO `loc`s show, so the
+ * ops of a helper called from two layers are told apart. Scopes nest, joined with '/'; `fn`'s value is returned.
+ */
+export function namedScope<T>(name: string, fn: () => T): T {
+  if (typeof name !== "string" || name === "")
+    throw new TesseraError(`namedScope: the name must be a non-empty string, got ${describe(name)}`, {
+      code: "ERR_TRACE",
+    });
+  if (typeof fn !== "function")
+    throw new TesseraError(`namedScope: the second argument must be a function, got ${describe(fn)}`, {
+      code: "ERR_TRACE",
+    });
+  const outer = scope;
+  scope = outer === undefined ? name : `${outer}/${name}`;
+  try {
+    const out = fn();
+    if (out instanceof Promise)
+      throw new TesseraError(
+        `namedScope: '${scope}': the function returned a Promise; the scope ends when it returns, so pass a synchronous function`,
+        { code: "ERR_TRACE" },
+      );
+    return out;
+  } finally {
+    scope = outer;
+  }
 }

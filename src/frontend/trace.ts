@@ -48,12 +48,17 @@ function isHasType(x: unknown): x is HasType {
   );
 }
 
-/** The tensor type of an argument leaf, or a TraceError naming its path. */
+/**
+ * The tensor type of an argument leaf, or a TraceError naming its path. A JS number is an f32 scalar and a boolean
+ * a bool scalar, as a jitted call uploads them, so an entry or `lower` may name them where the call passes them.
+ */
 export function leafType(op: string, leaf: unknown, path: string): TensorType {
   if (isHasType(leaf)) return tensorType(leaf.dtype, leaf.shape);
+  if (typeof leaf === "number") return tensorType("f32", []);
+  if (typeof leaf === "boolean") return tensorType("bool", []);
   throw new TraceError(
     op,
-    `argument ${path || "(root)"} is ${describe(leaf)}, not a tensor spec (use spec(dtype, shape))`,
+    `argument ${path || "(root)"} is ${describe(leaf)}, not a tensor spec (use spec(dtype, shape)), number or boolean`,
   );
 }
 

@@ -156,17 +156,52 @@ export interface Intermediate {
   readonly value: Value;
   readonly op: AnyOp;
   readonly bytes: number;
+  /** How many values of this type the same op computes at the same place (the first is `value`). */
+  readonly count: number;
+}
+
+// Ops whose result is a splat when their operand is one: XLA folds or fuses them into their users, never
+// materializing a buffer of repeated elements.
+const SPLAT_PRESERVING = new Set<OpName>(["broadcast_in_dim", "reshape", "convert", "transpose"]);
+
+/** Values that hold one number repeated: constants of equal elements, and broadcasts, reshapes, casts of them. */
+function splatValues(g: Graph): Set<Value> {
+  const splats = new Set<Value>();
+  for (const op of g.ops) {
+    let splat = false;
+    if (op.name === "constant") {
+      const v = (op.params as { value: readonly number[] }).value;
+      splat = v.every((x) => Object.is(x, v[0]));
+    } else if (op.name === "broadcast_in_dim" && op.inputs[0]!.type.shape.length === 0) splat = true;
+    else if (SPLAT_PRESERVING.has(op.name) && op.inputs.length === 1) splat = splats.has(op.inputs[0]!);
+    if (splat) for (const v of op.outputs) splats.add(v);
+  }
+  return splats;
 }
 
 /**
  * The `n` largest values computed inside the graph (not its inputs or outputs, which the caller owns), largest
- * first; ties keep program order.
+ * first; ties keep program order. Splats (a constant or broadcast of one repeated number) are left out, as XLA
+ * never materializes them; values of one type from the same op at the same place (`loc`, scope included) are one
+ * row with their count, so a line run many times does not fill the list.
  */
 export function largestIntermediates(g: Graph, n: number): Intermediate[] {
   const outputs = new Set(g.outputs);
-  const all: Intermediate[] = [];
+  const splats = splatValues(g);
+  const rows = new Map<string, { value: Value; op: AnyOp; bytes: number; count: number }>();
+  let anon = 0;
   for (const op of g.ops) {
-    for (const value of op.outputs) if (!outputs.has(value)) all.push({ value, op, bytes: typeBytes(value.type) });
+    for (const value of op.outputs) {
+      if (outputs.has(value) || splats.has(value)) continue;
+      const l = op.loc;
+      // Without a location nothing says two ops are the same line: each stays its own row.
+      const key = l
+        ? `${op.name}|${value.type.dtype}[${value.type.shape.join(",")}]|${l.file}:${l.line}:${l.col}|${l.scope ?? ""}`
+        : `#${anon++}`;
+      const row = rows.get(key);
+      if (row) row.count++;
+      else rows.set(key, { value, op, bytes: typeBytes(value.type), count: 1 });
+    }
   }
-  return all.sort((a, b) => b.bytes - a.bytes).slice(0, n);
+  return [...rows.values()].sort((a, b) => b.bytes - a.bytes).slice(0, n);
 }

@@ -1,7 +1,7 @@
 // Errors raised while building IR: a broken type rule, reported with the op, its operand types and the user's line.
 import { TesseraError } from "../errors.ts";
 import type { OpName } from "./ops.ts";
-import { formatLoc, formatType, type SourceLoc, type TensorType } from "./types.ts";
+import { formatLoc, formatType, scopeSuffix, type SourceLoc, type TensorType } from "./types.ts";
 
 /** A shape or dtype rule violated while building an op: names the op, its operands and the user's line. */
 export class OpTypeError extends TesseraError {
@@ -12,7 +12,9 @@ export class OpTypeError extends TesseraError {
     readonly loc: SourceLoc | undefined,
   ) {
     const operands = operandTypes.length ? ` (operands ${operandTypes.map(formatType).join(", ")})` : "";
-    super(`${op}: ${detail}${operands}${loc ? ` at ${formatLoc(loc)}` : ""}`, { code: "ERR_OP_TYPE" });
+    super(`${op}: ${detail}${operands}${scopeSuffix(loc)}${loc?.file ? ` at ${formatLoc(loc)}` : ""}`, {
+      code: "ERR_OP_TYPE",
+    });
     this.name = "OpTypeError";
   }
 }

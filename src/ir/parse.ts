@@ -345,6 +345,31 @@ class Parser {
   private parseLoc(): SourceLoc {
     this.next();
     this.expectPunct("(", "'(' after loc");
+    const first = this.peek();
+    if (first.kind !== "str") this.fail(`expected a quoted file name in loc(...), found '${first.text}'`);
+    this.next();
+    // A scoped location: the scope path, then the place in parentheses, or nothing more (no place was captured).
+    const after = this.peek();
+    if (after.kind === "punct" && after.text === ")") {
+      this.next();
+      return { file: "", line: 0, col: 0, scope: first.str! };
+    }
+    if (after.kind === "punct" && after.text === "(") {
+      this.next();
+      const place = this.parseFileLineCol();
+      this.expectPunct(")", "')' closing the scoped place");
+      this.expectPunct(")", "')' closing loc(...)");
+      return { ...place, scope: first.str! };
+    }
+    this.expectPunct(":", "':' after the file name");
+    const line = this.expectInt("a line number");
+    this.expectPunct(":", "':' after the line number");
+    const col = this.expectInt("a column number");
+    this.expectPunct(")", "')' closing loc(...)");
+    return { file: first.str!, line, col };
+  }
+
+  private parseFileLineCol(): SourceLoc {
     const file = this.peek();
     if (file.kind !== "str") this.fail(`expected a quoted file name in loc(...), found '${file.text}'`);
     this.next();
@@ -352,7 +377,6 @@ class Parser {
     const line = this.expectInt("a line number");
     this.expectPunct(":", "':' after the line number");
     const col = this.expectInt("a column number");
-    this.expectPunct(")", "')' closing loc(...)");
     return { file: file.str!, line, col };
   }
 

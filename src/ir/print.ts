@@ -25,6 +25,8 @@
 //   gparam   := KEY sig "{" stmt* "return" vals? "}" graph-valued params (the scan `body`), sorted by key; a
 //                                                    list of graphs (cond's `branches`) repeats its key per graph
 //   loc      := "loc" "(" STRING ":" INT ":" INT ")"
+//             | "loc" "(" STRING "(" STRING ":" INT ":" INT ")" ")"   in a namedScope: the scope path, then the place
+//             | "loc" "(" STRING ")"                                   a scope with no place (location capture off)
 //   type     := DTYPE "[" (INT ("," INT)*)? "]"    f32[2,3]; a scalar is f32[]
 //   VAL      := "%" INT                             numbered 0, 1, ... in order of first appearance
 //   STRING   := a JSON string literal               input/output names, file names
@@ -62,8 +64,11 @@ function formatParamValue(v: unknown): string {
   throw new Error(`print: cannot print param value ${String(v)}`);
 }
 
+/** `loc("f.ts":3:5)`; in a named scope MLIR's name form `loc("layer0/attention"("f.ts":3:5))` (no file: `loc("layer0")`). */
 export function formatLocText(loc: SourceLoc): string {
-  return `loc(${JSON.stringify(loc.file)}:${loc.line}:${loc.col})`;
+  const at = `${JSON.stringify(loc.file)}:${loc.line}:${loc.col}`;
+  if (loc.scope === undefined) return `loc(${at})`;
+  return loc.file === "" ? `loc(${JSON.stringify(loc.scope)})` : `loc(${JSON.stringify(loc.scope)}(${at}))`;
 }
 
 class Printer {

@@ -76,9 +76,12 @@ export interface TensorType {
 
 /** Where the user's program created an op: reported in errors and emitted as StableHLO `loc(...)`. */
 export interface SourceLoc {
+  /** The user's file; "" when only a scope is known (location capture off). */
   readonly file: string;
   readonly line: number;
   readonly col: number;
+  /** The `namedScope` path the op was traced in (`layer0/attention`), as jax.named_scope names it. */
+  readonly scope?: string;
 }
 
 export function isDType(s: string): s is DType {
@@ -152,5 +155,11 @@ export function formatType(t: { readonly dtype: string; readonly shape: Shape })
 }
 
 export function formatLoc(loc: SourceLoc): string {
+  if (loc.file === "") return loc.scope ?? "";
   return `${loc.file}:${loc.line}:${loc.col}`;
+}
+
+/** ` in layer0/attention` for a scoped location (put before ` at file:line:col` in messages), else "". */
+export function scopeSuffix(loc: SourceLoc | undefined): string {
+  return loc?.scope ? ` in ${loc.scope}` : "";
 }

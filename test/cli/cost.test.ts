@@ -101,6 +101,44 @@ describe("inspect summary", () => {
     expect(largestIntermediates(g, 3).map((t) => t.op.name)).toEqual(["dot_general", "broadcast_in_dim"]);
   });
 
+  it("leaves splats out of the largest intermediates and merges one line's values of one type into a counted row", () => {
+    const b = new GraphBuilder();
+    const at = { file: "m.ts", line: 4, col: 9 };
+    const x = b.input(f32(64, 64), "x");
+    // Splats: a constant of equal elements, a broadcast of a scalar, a reshape of a splat. None is a buffer.
+    const zeros = b.add1("constant", [], { dtype: "f32", shape: [64, 64], value: [0] }, at);
+    const half = b.add1("constant", [], { dtype: "f32", shape: [], value: [0.5] }, at);
+    const halves = b.add1("broadcast_in_dim", [half], { shape: [64, 64], dims: [] }, at);
+    const flat = b.add1("reshape", [halves], { shape: [4096] }, at);
+    // Not a splat: a constant of different elements.
+    const ramp = b.add1("constant", [], { dtype: "f32", shape: [4], value: [1, 2, 3, 4] }, at);
+    let y = b.add1("add", [x, zeros], {}, { file: "m.ts", line: 5, col: 3 });
+    const scaled = { file: "m.ts", line: 6, col: 7 };
+    for (let i = 0; i < 3; i++) y = b.add1("mul", [y, halves], {}, scaled);
+    // Same line in another scope: its own row.
+    const inScope = { ...scaled, scope: "block1" };
+    y = b.add1("mul", [y, halves], {}, inScope);
+    const z = b.add1("mul", [y, halves], {}, inScope);
+    const g = b.build([z, flat, ramp]);
+    const top = largestIntermediates(g, 10);
+    expect(top.map((t) => [t.op.name, t.count, t.op.loc?.line, t.op.loc?.scope])).toEqual([
+      ["add", 1, 5, undefined],
+      ["mul", 3, 6, undefined],
+      ["mul", 1, 6, "block1"],
+    ]);
+    expect(summarize(g, { top: 3 })).toContain(
+      "largest intermediates:\n  f32[64,64]  16.0 KiB  add     m.ts:5:3\n  f32[64,64]  16.0 KiB  mul x3  m.ts:6:7\n  f32[64,64]  16.0 KiB  mul     block1 m.ts:6:7\n",
+    );
+  });
+
+  it("lists values without a location each on its own row", () => {
+    const b = new GraphBuilder();
+    const x = b.input(f32(8));
+    const y = b.add1("neg", [b.add1("neg", [x], {})], {});
+    const g = b.build([b.add1("neg", [y], {})]);
+    expect(largestIntermediates(g, 5).map((t) => t.count)).toEqual([1, 1]);
+  });
+
   it("formats counts and sizes", () => {
     expect(formatCount(999)).toBe("999");
     expect(formatCount(2_500_000)).toBe("2500000 (2.50 M)");

@@ -163,3 +163,42 @@ describe("entry", () => {
     expect(graph.inputNames).toEqual(["p.w", "x"]);
   });
 });
+
+describe("numbers and booleans as abstract arguments", () => {
+  // As a jitted call uploads them: a number is an f32 scalar input, a boolean a bool scalar input (not constants).
+  const step = (x: T, lr: T, flip: T) => tx.where(flip, x.mul(lr).neg(), x.mul(lr));
+
+  it("trace, entry, evalShape and lower take them as f32[] and bool[] inputs", () => {
+    const e = entry(step, [spec("f32", [3]), 0.5, true]);
+    const { graph } = trace(e.fn, e.args);
+    expect(graph.inputNames).toEqual(["x", "lr", "flip"]);
+    expect(graph.inputs.map((v) => `${v.type.dtype}[${v.type.shape.join(",")}]`)).toEqual([
+      "f32[3]",
+      "f32[]",
+      "bool[]",
+    ]);
+    // The value is an input, not baked in: the traced program does not depend on 0.5.
+    expect(graph.ops.some((op) => op.name === "constant")).toBe(false);
+    // Tessera has no weak types: the number is an f32 tensor, so it scales an f32 array and a bool selects.
+    expect(tx.evalShape(step, spec("f32", [2, 2]), 3, false)).toEqual(spec("f32", [2, 2]));
+  });
+
+  it("jit.lower and jit.compile with numbers share the program a call with numbers uses", async () => {
+    const f = jit(step);
+    const lowered = f.lower(spec("f32", [3]), 0.25, false);
+    expect(lowered.graph.inputs.map((v) => v.type.dtype)).toEqual(["f32", "f32", "bool"]);
+    await f.compile(spec("f32", [3]), 2, true);
+    expect(f.cacheSize).toBe(1);
+    const out = (await f(array([1, 2, 3]), 2, true)) as DeviceArray;
+    expect(f.cacheSize).toBe(1); // the call reused what compile() built
+    expect(await out.toArray()).toEqual(new Float32Array([-2, -4, -6]));
+    const out2 = (await f(array([1, 2, 3]), 0.5, false)) as DeviceArray;
+    expect(await out2.toArray()).toEqual(new Float32Array([0.5, 1, 1.5]));
+  });
+
+  it("still refuses strings and other non-tensors, naming the argument", () => {
+    expect(() => trace(step, [spec("f32", [3]), "0.5", true])).toThrow(
+      /trace: argument lr is the string "0.5", not a tensor spec \(use spec\(dtype, shape\)\), number or boolean/,
+    );
+  });
+});

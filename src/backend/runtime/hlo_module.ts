@@ -41,6 +41,8 @@ export interface HloInstruction {
   id: number;
   operandIds: number[];
   calledComputationIds: number[];
+  /** XLA's op_name metadata: the name location of the StableHLO op it came from (`layer0/attn/dot_general`), or "". */
+  opName: string;
 }
 
 export interface HloComputation {
@@ -124,6 +126,7 @@ export function decodeHloModule(bytes: Uint8Array, format = "hlo"): HloModule {
         id: number;
         operand_ids: number[];
         called_computation_ids: number[];
+        metadata?: { op_name?: string };
       }[];
     }[];
     host_program_shape?: { parameters?: RawShape[]; result?: RawShape };
@@ -145,6 +148,7 @@ export function decodeHloModule(bytes: Uint8Array, format = "hlo"): HloModule {
         id: i.id,
         operandIds: i.operand_ids,
         calledComputationIds: i.called_computation_ids,
+        opName: i.metadata?.op_name ?? "",
       })),
     })),
     parameters: (obj.host_program_shape?.parameters ?? []).map(toShape),

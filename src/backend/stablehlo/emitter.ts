@@ -67,7 +67,7 @@ export class FuncEmitter {
 
   /** ` loc(...)` for the current op, or nothing. */
   locSuffix(): string {
-    return this.withLocs && this.loc ? ` ${locText(this.loc)}` : "";
+    return this.withLocs && this.loc ? ` ${locText(this.loc, this.opName)}` : "";
   }
 
   line(text: string): void {

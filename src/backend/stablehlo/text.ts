@@ -119,15 +119,35 @@ export function stringLiteral(s: string): string {
 }
 
 // Ops recorded on one user line share one SourceLoc object (and backward ops share their primal op's), so the
-// text of each is built once.
+// text of each is built once (per op name, for scoped locations).
 const locTexts = new WeakMap<SourceLoc, string>();
+const scopedLocTexts = new WeakMap<SourceLoc, Map<string, string>>();
 
-/** `loc("file.ts":12:5)`: a FileLineColLoc, so XLA's messages name the user's line. */
-export function locText(loc: SourceLoc): string {
-  let text = locTexts.get(loc);
+/**
+ * `loc("file.ts":12:5)`: a FileLineColLoc, so XLA's messages name the user's line. In a named scope, a NameLoc
+ * around it as JAX writes them, `loc("layer0/attention/dot_general"("file.ts":12:5))`: XLA keeps the name as the
+ * HLO instruction's op_name, which profiles and dumps show.
+ */
+export function locText(loc: SourceLoc, opName?: string): string {
+  if (loc.scope === undefined) {
+    let text = locTexts.get(loc);
+    if (text === undefined) {
+      text = `loc(${stringLiteral(loc.file)}:${loc.line}:${loc.col})`;
+      locTexts.set(loc, text);
+    }
+    return text;
+  }
+  let byOp = scopedLocTexts.get(loc);
+  if (!byOp) {
+    byOp = new Map();
+    scopedLocTexts.set(loc, byOp);
+  }
+  const key = opName ?? "";
+  let text = byOp.get(key);
   if (text === undefined) {
-    text = `loc(${stringLiteral(loc.file)}:${loc.line}:${loc.col})`;
-    locTexts.set(loc, text);
+    const name = stringLiteral(opName ? `${loc.scope}/${opName}` : loc.scope);
+    text = loc.file === "" ? `loc(${name})` : `loc(${name}(${stringLiteral(loc.file)}:${loc.line}:${loc.col}))`;
+    byOp.set(key, text);
   }
   return text;
 }
