@@ -386,7 +386,8 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
   return rmsNorm(h, cast(w.norm), cfg.rmsNormEps);
 }
 
-function castLayer(l: LayerView, dt: DType): LayerView {
+/** A layer's weights in the compute dtype (astype is the identity where they already are). */
+export function castLayer(l: LayerView, dt: DType): LayerView {
   const c = (t: Tensor) => t.astype(dt);
   return {
     inputNorm: c(l.inputNorm),

@@ -2,7 +2,7 @@
 import { array, jit, tx, type DeviceArray, type Tensor } from "tessera";
 import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { sampleNext, type SamplingMode } from "./sampling.ts";
-import { type LayerView, type LlamaWeights, mlp, rmsNorm, linear } from "./llama.ts";
+import { castLayer, type LlamaWeights, mlp, rmsNorm, linear } from "./llama.ts";
 import { ropeContext, ropeParameters } from "./rope.ts";
 import { EXIT, TesseraError } from "../src/errors.ts";
 
@@ -101,21 +101,6 @@ function decoderLayers(
   };
   const [fin] = tx.scan(layer, { h, k: cache.k, v: cache.v }, xs);
   return { h: fin.h, cache: { k: fin.k, v: fin.v } };
-}
-
-function castLayer(l: LayerView, dt: DType): LayerView {
-  const c = (t: Tensor) => (t.dtype === dt ? t : t.astype(dt));
-  return {
-    inputNorm: c(l.inputNorm),
-    q: c(l.q),
-    k: c(l.k),
-    v: c(l.v),
-    o: c(l.o),
-    postNorm: c(l.postNorm),
-    gate: c(l.gate),
-    up: c(l.up),
-    down: c(l.down),
-  };
 }
 
 /**
