@@ -24,6 +24,7 @@ import {
 } from "../src/train/step.ts";
 import { BF16 } from "../src/train/precision.ts";
 import { treeToDevice } from "../src/host/transfer.ts";
+import { benchEntry } from "./entry.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const PEER = resolve(here, "../../shared/peers/jax_lora.py");
@@ -210,23 +211,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[2] === "--child") {
-  tessera(process.argv[3] === "unroll" ? "unroll" : "scan").then(
-    (r) => {
-      console.log(JSON.stringify(r));
-      process.exit(0);
-    },
-    (e: unknown) => {
-      console.error((e as Error).stack ?? String(e));
-      process.exit(1);
-    },
-  );
-} else {
-  main().then(
-    () => process.exit(0),
-    (e: unknown) => {
-      console.error(`bench llama_step failed: ${(e as Error).stack ?? String(e)}`);
-      process.exit(1);
-    },
-  );
-}
+benchEntry("llama_step", main, (arg) => tessera(arg === "unroll" ? "unroll" : "scan"));

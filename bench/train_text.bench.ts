@@ -25,6 +25,7 @@ import { defaultLossChunk } from "../src/train/loss.ts";
 import { F32 } from "../src/train/precision.ts";
 import { treeToDevice } from "../src/host/transfer.ts";
 import { parsePolicy } from "../src/passes/remat.ts";
+import { benchEntry } from "./entry.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
@@ -213,23 +214,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[2] === "--child") {
-  tessera().then(
-    (r) => {
-      console.log(JSON.stringify(r));
-      process.exit(0);
-    },
-    (e: unknown) => {
-      console.error((e as Error).stack ?? String(e));
-      process.exit(1);
-    },
-  );
-} else {
-  main().then(
-    () => process.exit(0),
-    (e: unknown) => {
-      console.error(`bench train_text failed: ${(e as Error).stack ?? String(e)}`);
-      process.exit(1);
-    },
-  );
-}
+benchEntry("train_text", main, () => tessera());
