@@ -45,40 +45,18 @@ function pruneScan(op: Op<"scan">, live: ReadonlySet<Value>): AnyOp {
   const ny = body.outputs.length - nh;
   const keepY = range(ny).filter((j) => live.has(op.outputs[nh + j]!));
   const outIdx = [...range(nh), ...keepY.map((j) => nh + j)];
-  const withLiveYs =
-    keepY.length === ny
-      ? body
-      : makeGraph(
-          body.inputs,
-          body.ops,
-          outIdx.map((i) => body.outputs[i]!),
-          body.inputNames,
-          pickNames(body.outputNames, outIdx),
-        );
-  const trimmed = dce(withLiveYs);
-
-  const read = new Set<Value>(trimmed.outputs);
-  for (const o of trimmed.ops)
-    o.inputs.forEach((v) => {
-      read.add(v);
-    });
+  const trimmed = dce(keepOutputs(body, outIdx));
+  const read = readValues([trimmed]);
   const nx = body.inputs.length - nc - nh;
   const keepC = range(nc).filter((k) => read.has(body.inputs[k]!));
   const keepX = range(nx).filter((j) => read.has(body.inputs[nc + nh + j]!));
   const inIdx = [...keepC, ...range(nh).map((i) => nc + i), ...keepX.map((j) => nc + nh + j)];
 
   if (inIdx.length === body.inputs.length && keepY.length === ny && trimmed === body) return op;
-  const newBody = makeGraph(
-    inIdx.map((i) => body.inputs[i]!),
-    trimmed.ops,
-    trimmed.outputs,
-    pickNames(body.inputNames, inIdx),
-    trimmed.outputNames,
-  );
   return makeOp(
     "scan",
     inIdx.map((i) => op.inputs[i]!),
-    { ...op.params, body: newBody, numConsts: keepC.length },
+    { ...op.params, body: keepInputs(trimmed, inIdx), numConsts: keepC.length },
     outIdx.map((i) => op.outputs[i]!),
     op.loc,
   );
@@ -88,32 +66,14 @@ function pruneScan(op: Op<"scan">, live: ReadonlySet<Value>): AnyOp {
 function pruneCheckpoint(op: Op<"checkpoint">, live: ReadonlySet<Value>): AnyOp {
   const { body } = op.params;
   const keepOut = range(op.outputs.length).filter((j) => live.has(op.outputs[j]!));
-  const trimmed = dce(
-    keepOut.length === body.outputs.length
-      ? body
-      : makeGraph(
-          body.inputs,
-          body.ops,
-          keepOut.map((j) => body.outputs[j]!),
-          body.inputNames,
-          pickNames(body.outputNames, keepOut),
-        ),
-  );
-  const read = new Set<Value>(trimmed.outputs);
-  for (const o of trimmed.ops) for (const v of o.inputs) read.add(v);
+  const trimmed = dce(keepOutputs(body, keepOut));
+  const read = readValues([trimmed]);
   const keepIn = range(op.inputs.length).filter((i) => read.has(body.inputs[i]!));
   if (keepIn.length === op.inputs.length && trimmed === body) return op;
-  const newBody = makeGraph(
-    keepIn.map((i) => body.inputs[i]!),
-    trimmed.ops,
-    trimmed.outputs,
-    pickNames(body.inputNames, keepIn),
-    trimmed.outputNames,
-  );
   return makeOp(
     "checkpoint",
     keepIn.map((i) => op.inputs[i]!),
-    { ...op.params, body: newBody },
+    { ...op.params, body: keepInputs(trimmed, keepIn) },
     keepOut.map((j) => op.outputs[j]!),
     op.loc,
   );
@@ -126,35 +86,11 @@ function pruneCheckpoint(op: Op<"checkpoint">, live: ReadonlySet<Value>): AnyOp 
 function pruneCond(op: Op<"cond">, live: ReadonlySet<Value>): AnyOp {
   const { branches } = op.params;
   const keepOut = range(op.outputs.length).filter((j) => live.has(op.outputs[j]!));
-  const trimmed = branches.map((b) =>
-    dce(
-      keepOut.length === b.outputs.length
-        ? b
-        : makeGraph(
-            b.inputs,
-            b.ops,
-            keepOut.map((j) => b.outputs[j]!),
-            b.inputNames,
-            pickNames(b.outputNames, keepOut),
-          ),
-    ),
-  );
-  const read = new Set<Value>();
-  for (const b of trimmed) {
-    for (const v of b.outputs) read.add(v);
-    for (const o of b.ops) for (const v of o.inputs) read.add(v);
-  }
+  const trimmed = branches.map((b) => dce(keepOutputs(b, keepOut)));
+  const read = readValues(trimmed);
   const keepIn = range(op.inputs.length - 1).filter((i) => trimmed.some((b) => read.has(b.inputs[i]!)));
   if (keepIn.length === op.inputs.length - 1 && trimmed.every((b, k) => b === branches[k])) return op;
-  const newBranches = trimmed.map((b) =>
-    makeGraph(
-      keepIn.map((i) => b.inputs[i]!),
-      b.ops,
-      b.outputs,
-      pickNames(b.inputNames, keepIn),
-      b.outputNames,
-    ),
-  );
+  const newBranches = trimmed.map((b) => keepInputs(b, keepIn));
   return makeOp(
     "cond",
     [op.inputs[0]!, ...keepIn.map((i) => op.inputs[1 + i]!)],
@@ -162,4 +98,37 @@ function pruneCond(op: Op<"cond">, live: ReadonlySet<Value>): AnyOp {
     keepOut.map((j) => op.outputs[j]!),
     op.loc,
   );
+}
+
+/** `g` returning only its outputs at `idx` (the same graph when that is all of them, in order). */
+function keepOutputs(g: Graph, idx: readonly number[]): Graph {
+  if (idx.length === g.outputs.length && idx.every((i, k) => i === k)) return g;
+  return makeGraph(
+    g.inputs,
+    g.ops,
+    idx.map((i) => g.outputs[i]!),
+    g.inputNames,
+    pickNames(g.outputNames, idx),
+  );
+}
+
+/** `g` taking only its inputs at `idx` (the others must be unread). */
+function keepInputs(g: Graph, idx: readonly number[]): Graph {
+  return makeGraph(
+    idx.map((i) => g.inputs[i]!),
+    g.ops,
+    g.outputs,
+    pickNames(g.inputNames, idx),
+    g.outputNames,
+  );
+}
+
+/** Every value the graphs read: their outputs and their ops' operands. */
+function readValues(graphs: readonly Graph[]): Set<Value> {
+  const read = new Set<Value>();
+  for (const g of graphs) {
+    for (const v of g.outputs) read.add(v);
+    for (const o of g.ops) for (const v of o.inputs) read.add(v);
+  }
+  return read;
 }
