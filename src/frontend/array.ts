@@ -79,6 +79,8 @@ const EagerTensorBase = Tensor as unknown as new (trace: Trace, value: Value) =>
 export class DeviceArray extends EagerTensorBase {
   readonly #buffer: Promise<DeviceBuffer>;
   #resolved: DeviceBuffer | undefined;
+  #materialize: (() => void) | undefined;
+  #lazyStarted = false;
   #disposed = false;
   /** Set for an array split over a mesh's devices (a sharded jit's results, `array(data, { mesh, spec })`). */
   readonly #layout: { readonly mesh: Mesh; readonly sharding: Sharding } | undefined;
@@ -93,10 +95,32 @@ export class DeviceArray extends EagerTensorBase {
       | Promise<DeviceBuffer>
       | DeviceBuffer
       | ShardedBuffer
-      | { sharded: Promise<ShardedBuffer>; mesh: Mesh; sharding: Sharding },
+      | { sharded: Promise<ShardedBuffer>; mesh: Mesh; sharding: Sharding }
+      | { lazy: () => DeviceBuffer | Promise<DeviceBuffer> },
   ) {
     super(concreteTrace, new Value(tensorType(dtype, Object.freeze([...shape]))));
-    if (buffer instanceof ShardedBuffer || (typeof buffer === "object" && "sharded" in buffer)) {
+    if (typeof buffer === "object" && "lazy" in buffer) {
+      // Made on first use: an eager splat constant that a one-op program takes in as a literal never goes up.
+      const make = buffer.lazy;
+      let started: Promise<DeviceBuffer> | undefined;
+      this.#materialize = () => {
+        if (started) return;
+        this.#lazyStarted = true;
+        const b = make();
+        if (b instanceof Promise) {
+          started = b.then((r) => (this.#resolved = r));
+          started.catch(() => {});
+        } else {
+          this.#resolved = b;
+          started = Promise.resolve(b);
+        }
+      };
+      this.#buffer = {
+        // biome-ignore lint/suspicious/noThenProperty: a lazy thenable on purpose: awaiting the buffer starts the upload
+        then: (a: never, b: never) => (this.#materialize!(), started!).then(a, b),
+        catch: (b: never) => (this.#materialize!(), started!).catch(b),
+      } as unknown as Promise<DeviceBuffer>;
+    } else if (buffer instanceof ShardedBuffer || (typeof buffer === "object" && "sharded" in buffer)) {
       const sb = buffer instanceof ShardedBuffer ? Promise.resolve(buffer) : buffer.sharded;
       this.#layout =
         buffer instanceof ShardedBuffer
@@ -200,6 +224,7 @@ export class DeviceArray extends EagerTensorBase {
 
   /** @internal The buffer if it is already there and usable (the eager fast path), else undefined. */
   bufferNow(): DeviceBuffer | undefined {
+    this.#materialize?.();
     const b = this.#resolved;
     return b && !this.#disposed && !b.disposed ? b : undefined;
   }
@@ -241,7 +266,7 @@ export class DeviceArray extends EagerTensorBase {
         (b) => b.dispose(),
         () => {},
       );
-    else
+    else if (!this.#materialize || this.#lazyStarted)
       this.#buffer.then(
         (b) => b.dispose(),
         () => {},

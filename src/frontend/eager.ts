@@ -48,14 +48,43 @@ function paramsKey(params: unknown): string {
   });
 }
 
-/** The one-op program for this op, params and operand types; type errors throw here, at the user's line. */
-function programFor<N extends OpName>(name: N, inputs: readonly Tensor[], params: OpParams[N]): OpProgram {
+/** Eager splat constants (`x.add(1)`'s 1) not yet uploaded: one-op programs take them in as literals. */
+const splats = new WeakMap<DeviceArray, OpParams["constant"]>();
+
+// Literals baked per program shape: past this many distinct values (a changing learning rate) the constant goes
+// up as an input instead, so that a loop over values does not compile a program per value.
+const MAX_BAKED_VALUES = 16;
+const bakedValues = new Map<string, Set<string>>();
+
+/**
+ * The one-op program for this op, params and operand types; type errors throw here, at the user's line. Splat
+ * constants among the operands become literals of the program (`literal[k]` holds their params, else the input
+ * is a program argument), as a JAX user's `x + 1.0` dispatches once.
+ */
+function programFor<N extends OpName>(
+  name: N,
+  inputs: readonly Tensor[],
+  params: OpParams[N],
+): { prog: OpProgram; args: DeviceArray[] } {
   const types = inputs.map((t) => t.type);
-  const key = `${name}|${paramsKey(params)}|${types.map((t) => formatType(t)).join(",")}`;
+  const base = `${name}|${paramsKey(params)}|${types.map((t) => formatType(t)).join(",")}`;
+  let literal = inputs.map((t) => splats.get(t as DeviceArray));
+  if (literal.some((l) => l)) {
+    const values = literal.map((l) => (l ? String(l.value[0]) : "")).join(",");
+    let seen = bakedValues.get(base);
+    if (!seen) bakedValues.set(base, (seen = new Set()));
+    if (!seen.has(values) && seen.size >= MAX_BAKED_VALUES) literal = literal.map(() => undefined);
+    else seen.add(values);
+  }
+  const args = inputs.filter((_, k) => !literal[k]) as DeviceArray[];
+  const key = `${base}|${literal.map((l) => (l ? String(l.value[0]) : "")).join(",")}`;
   const have = programs.get(key);
-  if (have) return have;
+  if (have) return { prog: have, args };
   const b = new GraphBuilder();
-  const ins = types.map((t) => b.input(t));
+  const ins = types.map((t, k) => {
+    const l = literal[k];
+    return l ? b.add("constant", [], l)[0]! : b.input(t);
+  });
   const outs = b.add(name, ins, params, opLoc());
   // Without locations the text depends only on the op, so every call site shares one executable (and disk entry).
   const text = emitStableHLO(b.build(outs), { moduleName: `eager_${name}`, locs: false });
@@ -69,7 +98,7 @@ function programFor<N extends OpName>(name: N, inputs: readonly Tensor[], params
   );
   programs.set(key, prog);
   eagerCounters.programs++;
-  return prog;
+  return { prog, args };
 }
 
 async function launchLater(prog: OpProgram, arrays: readonly DeviceArray[], name: string): Promise<DeviceBuffer[]> {
@@ -97,21 +126,29 @@ function launch(
 }
 
 /**
- * A constant needs no program: its values go up from the host. (Not shared between calls: `zerosLike(p)` twice
- * must give two arrays, since donating one to a jit must not invalidate the other.)
+ * A constant needs no program: its values go up from the host, when first needed (a splat that only feeds
+ * one-op programs is baked into them and never goes up). Not shared between calls: `zerosLike(p)` twice must give
+ * two arrays, since donating one to a jit must not invalidate the other.
  */
 function constantArray(params: OpParams["constant"]): DeviceArray {
   const { dtype, shape, value } = params;
   const n = numel(shape);
-  const values = value.length === n ? value : Array.from({ length: n }, () => value[0] ?? 0);
-  return array(values, { dtype, shape });
+  if (value.length === n && n !== 1) return array(value, { dtype, shape });
+  const values = () => Array.from({ length: n }, () => value[0] ?? 0);
+  const upload = () => {
+    const up = array(values(), { dtype, shape });
+    return up.bufferNow() ?? up.buffer("constant");
+  };
+  const a = new DeviceArray(dtype, shape, { lazy: upload });
+  splats.set(a, params);
+  return a;
 }
 
 function eagerBind<N extends OpName>(name: N, inputs: readonly Tensor[], params: OpParams[N]): Tensor[] {
   eagerCounters.ops++;
   if (name === "constant") return [constantArray(params as OpParams["constant"])];
-  const prog = programFor(name, inputs, params);
-  const outs = launch(prog, inputs as readonly DeviceArray[], `eager ${name}`);
+  const { prog, args } = programFor(name, inputs, params);
+  const outs = launch(prog, args, `eager ${name}`);
   if (Array.isArray(outs)) return prog.outTypes.map((t, k) => new DeviceArray(t.dtype, t.shape, outs[k]!));
   return prog.outTypes.map(
     (t, k) =>

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, expectTypeOf, it, vi } from "vitest";
 import { onCompile, resolvePlugin } from "../../src/backend/runtime/index.ts";
+import { defaultClient } from "../../src/frontend/array.ts";
 import { eagerCounters } from "../../src/frontend/eager.ts";
 import { array, DeviceArray, disableJit, grad, isJitDisabled, jit, random, spec, tx, valueAndGrad } from "./api.ts";
 
@@ -61,6 +62,32 @@ describe("eager execution", () => {
     expect(eagerCounters.programs).toBe(before);
     await a.astype("s32").toArray();
     expect(eagerCounters.programs).toBe(before + 1);
+  });
+
+  it("a number in an eager op is a literal of its one-op program, not an upload; a changing number goes up", async () => {
+    const client = await defaultClient();
+    const uploads = vi.spyOn(client, "bufferFromHost");
+    try {
+      const x = array([1, 2, 3]);
+      await x.toArray();
+      uploads.mockClear();
+      let y = x;
+      for (let i = 0; i < 5; i++) y = y.add(1);
+      expect(await vals(y)).toEqual([6, 7, 8]);
+      expect(uploads).not.toHaveBeenCalled();
+      // Each new value would be a new program: past 16 distinct ones they are inputs (one upload each).
+      let z = array([1, 1], { dtype: "s32" });
+      for (let i = 1; i <= 40; i++) z = z.add(i);
+      expect(await vals(z)).toEqual([821, 821]);
+      expect(uploads.mock.calls.length).toBe(40 - 16 + 1);
+      // A splat used as an array goes up when read; one never used is never uploaded, and disposes quietly.
+      uploads.mockClear();
+      expect(await vals(tx.full([2, 2], 3))).toEqual([3, 3, 3, 3]);
+      tx.zeros([4]).dispose();
+      expect(uploads).toHaveBeenCalledTimes(1);
+    } finally {
+      uploads.mockRestore();
+    }
   });
 
   it("an eager shape error names the op, both types and the user's line", () => {
