@@ -79,7 +79,7 @@ const EagerTensorBase = Tensor as unknown as new (trace: Trace, value: Value) =>
 export class DeviceArray extends EagerTensorBase {
   readonly #buffer: Promise<DeviceBuffer>;
   #resolved: DeviceBuffer | undefined;
-  #materialize: (() => void) | undefined;
+  #materialize: (() => unknown) | undefined;
   #lazyStarted = false;
   #disposed = false;
   /** Set for an array split over a mesh's devices (a sharded jit's results, `array(data, { mesh, spec })`). */
@@ -103,22 +103,27 @@ export class DeviceArray extends EagerTensorBase {
       // Made on first use: an eager splat constant that a one-op program takes in as a literal never goes up.
       const make = buffer.lazy;
       let started: Promise<DeviceBuffer> | undefined;
-      this.#materialize = () => {
-        if (started) return;
+      const start = (): Promise<DeviceBuffer> => {
+        if (started) return started;
         this.#lazyStarted = true;
         const b = make();
         if (b instanceof Promise) {
-          started = b.then((r) => (this.#resolved = r));
+          started = b.then((r) => {
+            this.#resolved = r;
+            return r;
+          });
           started.catch(() => {});
         } else {
           this.#resolved = b;
           started = Promise.resolve(b);
         }
+        return started;
       };
+      this.#materialize = start;
       this.#buffer = {
         // biome-ignore lint/suspicious/noThenProperty: a lazy thenable on purpose: awaiting the buffer starts the upload
-        then: (a: never, b: never) => (this.#materialize!(), started!).then(a, b),
-        catch: (b: never) => (this.#materialize!(), started!).catch(b),
+        then: (a: never, b: never) => start().then(a, b),
+        catch: (b: never) => start().catch(b),
       } as unknown as Promise<DeviceBuffer>;
     } else if (buffer instanceof ShardedBuffer || (typeof buffer === "object" && "sharded" in buffer)) {
       const sb = buffer instanceof ShardedBuffer ? Promise.resolve(buffer) : buffer.sharded;

@@ -71,8 +71,8 @@ function programFor<N extends OpName>(
   let literal = inputs.map((t) => splats.get(t as DeviceArray));
   if (literal.some((l) => l)) {
     const values = literal.map((l) => (l ? String(l.value[0]) : "")).join(",");
-    let seen = bakedValues.get(base);
-    if (!seen) bakedValues.set(base, (seen = new Set()));
+    const seen = bakedValues.get(base) ?? new Set<string>();
+    bakedValues.set(base, seen);
     if (!seen.has(values) && seen.size >= MAX_BAKED_VALUES) literal = literal.map(() => undefined);
     else seen.add(values);
   }

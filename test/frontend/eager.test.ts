@@ -83,7 +83,7 @@ describe("eager execution", () => {
       // A splat used as an array goes up when read; one never used is never uploaded, and disposes quietly.
       uploads.mockClear();
       expect(await vals(tx.full([2, 2], 3))).toEqual([3, 3, 3, 3]);
-      tx.zeros([4]).dispose();
+      (tx.zeros([4]) as DeviceArray).dispose();
       expect(uploads).toHaveBeenCalledTimes(1);
     } finally {
       uploads.mockRestore();
