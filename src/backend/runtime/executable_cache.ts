@@ -1,6 +1,6 @@
 // On-disk cache of compiled executables: keyed by plugin build, platform, program text and compile options.
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Client } from "./client.ts";
 import { encodeCompileOptions, resolveCompileOptions, type CompileOptions } from "./compile_options.ts";
@@ -51,6 +51,43 @@ export function executableCacheKey(client: Client, program: string, opts: Compil
 
 let warnedUnwritable = false;
 
+/** The on-disk cache's size bound: TESSERA_JIT_CACHE_MAX_MB (default 2048, as JAX bounds its persistent cache). */
+export function executableCacheMaxBytes(): number {
+  const mb = Number(process.env.TESSERA_JIT_CACHE_MAX_MB ?? 2048);
+  return Number.isFinite(mb) && mb >= 0 ? mb * 2 ** 20 : 2048 * 2 ** 20;
+}
+
+/**
+ * Deletes the least recently used entries (a hit refreshes its file's mtime) until the cache holds at most
+ * `maxBytes`; `keep` (the entry just written) stays. Entries another process deletes meanwhile are skipped.
+ */
+export function pruneExecutableCache(dir: string, maxBytes: number, keep?: string): number {
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith(".pjrt"));
+  } catch {
+    return 0;
+  }
+  const entries: { file: string; size: number; used: number }[] = [];
+  for (const n of names) {
+    const file = join(dir, n);
+    try {
+      const st = statSync(file);
+      entries.push({ file, size: st.size, used: st.mtimeMs });
+    } catch {}
+  }
+  let total = entries.reduce((a, e) => a + e.size, 0);
+  let removed = 0;
+  for (const e of entries.sort((a, b) => a.used - b.used)) {
+    if (total <= maxBytes) break;
+    if (e.file === keep) continue;
+    rmSync(e.file, { force: true });
+    total -= e.size;
+    removed++;
+  }
+  return removed;
+}
+
 /** Compiles `program`, or loads it from the on-disk cache when the same build compiled it before. */
 export async function compileCached(
   client: Client,
@@ -69,7 +106,12 @@ export async function compileCached(
   }
   if (bytes && bytes.length > 0) {
     try {
-      return { executable: await client.deserialize(bytes), source: "hit", key };
+      const executable = await client.deserialize(bytes);
+      try {
+        const now = new Date();
+        utimesSync(file, now, now); // least recently used goes first when the cache is pruned
+      } catch {}
+      return { executable, source: "hit", key };
     } catch {
       stale = true; // e.g. written by another plugin build: recompile and replace it
     }
@@ -82,6 +124,7 @@ export async function compileCached(
       mkdirSync(dir, { recursive: true });
       writeFileSync(tmp, executable.serialize());
       renameSync(tmp, file);
+      pruneExecutableCache(dir, executableCacheMaxBytes(), file);
     } catch (e) {
       rmSync(tmp, { force: true });
       if (!warnedUnwritable) {
