@@ -3,8 +3,8 @@ import { erf } from "../ir/elementwise.ts";
 import { isFloat, isInteger, type DType } from "../ir/types.ts";
 import type { Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
-import { stopGradient } from "./control_flow.ts";
 import { atUserLoc } from "./loc.ts";
+import * as rd from "./ops/reduce.ts";
 import { full, where } from "./ops/elementwise.ts";
 import { takeAlongAxis, take } from "./ops/indexing.ts";
 import { normal as randomNormal, uniform } from "./random.ts";
@@ -31,50 +31,23 @@ export function gelu(x: Tensor, opts: { approximate?: boolean } = {}): Tensor {
   });
 }
 
-/*
- * Any shift s gives the same softmax and logsumexp (x - s cancels exactly); the max is used only so exp cannot
- * overflow. Differentiated through reduce_max, though, the shift costs the backward pass a mask over the whole
- * input (where x equals its max) times a cotangent that is zero in exact arithmetic: two or three extra passes
- * over [tokens, vocab] logits or [B, H, S, S] scores. As JAX and PyTorch do, the gradient stops at the shift. The
- * max is clamped to the dtype's finite range, so a fully masked row (all -inf) gives logsumexp -inf rather than
- * NaN from -inf - -inf.
- */
-function constantShift(x: Tensor, axis: number): Tensor {
-  const big = x.dtype === "f16" ? 65504 : 3.3e38;
-  return stopGradient(x.max(axis, { keepdims: true }).maximum(-big).minimum(big));
-}
-
-function checkFloat(op: string, x: Tensor): void {
-  if (!isFloat(x.dtype)) throw new TraceError(op, `needs a float tensor, got ${x.dtype}`, [x.type]);
-}
-
-/** softmax along `axis` (default last), numerically stable; the shift carries no gradient (see above). */
+/** softmax along `axis` (default last), numerically stable; the shift carries no gradient (tx.softmax). */
 export function softmax(x: Tensor, axis = -1): Tensor {
-  return atUserLoc(() => {
-    checkFloat("nn.softmax", x);
-    const e = x.sub(constantShift(x, axis)).exp();
-    return e.div(e.sum(axis, { keepdims: true }));
-  });
+  return rd.softmax(x, axis, "nn.softmax");
 }
 
-/** log(sum(exp(x))) along `axis` (default last), without keeping the reduced axis; stable as softmax. */
-export function logsumexp(x: Tensor, axis = -1): Tensor {
-  return atUserLoc(() => {
-    checkFloat("nn.logsumexp", x);
-    const s = constantShift(x, axis);
-    return x
-      .sub(s)
-      .exp()
-      .sum(axis, { keepdims: true })
-      .log()
-      .add(s)
-      .squeeze(axis < 0 ? x.ndim + axis : axis);
-  });
+/** log(sum(exp(x))) along `axis` (default last, unlike tx.logsumexp's all axes), without keeping it. */
+export function logsumexp(x: Tensor, axis: number | readonly number[] = -1): Tensor {
+  return rd.logsumexp(x, axis, {}, "nn.logsumexp");
 }
 
 /** x - logsumexp(x) along `axis` (default last). */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
-  return atUserLoc(() => x.sub(logsumexp(x, axis).expandDims(axis < 0 ? x.ndim + axis : axis)));
+  return rd.logSoftmax(x, axis, "nn.logSoftmax");
+}
+
+function checkFloat(op: string, x: Tensor): void {
+  if (!isFloat(x.dtype)) throw new TraceError(op, `needs a float tensor, got ${x.dtype}`, [x.type]);
 }
 
 /** Normalization statistics are taken in f32 whatever the input dtype (bf16 means lose too much). */

@@ -5,6 +5,7 @@ import { array, jit, spec, trace, tx, TraceError } from "./api.ts";
 import { emitStableHLO } from "../../src/backend/stablehlo/index.ts";
 import { interpret } from "../../src/ir/interpret.ts";
 import { verify } from "../../src/ir/verify.ts";
+import { print } from "../../src/ir/print.ts";
 import { runPasses } from "../../src/passes/manager.ts";
 import { CLEANUP_PIPELINE } from "../../src/passes/pipeline.ts";
 import { checkGrad } from "../passes/gradcheck.ts";
@@ -334,6 +335,15 @@ describe("stopGradient", () => {
     const { graph } = trace((x: T) => tx.grad((x: T) => tx.nn.logsumexp(x).sum())(x), [f32(2, 4)]);
     expect(graph.ops.map((o) => o.name)).toContain("stop_gradient");
     expect(graph.ops.filter((o) => o.name === "convert")).toEqual([]);
+  });
+
+  it("tx.softmax/logsumexp/logSoftmax are the same code as tx.nn's: the same IR, the shift stopped", () => {
+    const ir = (fn: (x: T) => T) =>
+      print(trace((x: T) => tx.grad((x: T) => fn(x).square().sum())(x), [f32(2, 4)]).graph, { locs: false });
+    expect(ir((x) => tx.softmax(x))).toBe(ir((x) => tx.nn.softmax(x)));
+    expect(ir((x) => tx.logSoftmax(x, 0))).toBe(ir((x) => tx.nn.logSoftmax(x, 0)));
+    expect(ir((x) => tx.logsumexp(x, -1))).toBe(ir((x) => tx.nn.logsumexp(x)));
+    expect(ir((x) => tx.logsumexp(x))).toContain("stop_gradient");
   });
 });
 

@@ -256,30 +256,35 @@ describe("reductions", () => {
       "func @main(%0: f32[2,3] "x") -> (f32[2,3] "out[0]", f32[2,3] "out[1]") {
         %1: f32[2] = reduce_max %0 {axes=[1]}
         %2: f32[2,1] = reshape %1 {shape=[2,1]}
-        %3: f32[2,3] = broadcast_in_dim %2 {dims=[0,1], shape=[2,3]}
-        %4: f32[2,3] = sub %0, %3
-        %5: f32[2,3] = exp %4
-        %6: f32[2] = reduce_sum %5 {axes=[1]}
-        %7: f32[2,1] = reshape %6 {shape=[2,1]}
+        %3: f32[2,1] = constant {dtype=f32, shape=[2,1], value=[-3.3e+38]}
+        %4: f32[2,1] = max %2, %3
+        %5: f32[2,1] = constant {dtype=f32, shape=[2,1], value=[3.3e+38]}
+        %6: f32[2,1] = min %4, %5
+        %7: f32[2,1] = stop_gradient %6
         %8: f32[2,3] = broadcast_in_dim %7 {dims=[0,1], shape=[2,3]}
-        %9: f32[2,3] = div %5, %8
-        %10: f32[2] = reduce_max %0 {axes=[1]}
-        %11: f32[2,1] = reshape %10 {shape=[2,1]}
-        %12: f32[2,1] = abs %11
-        %13: f32[2,1] = constant {dtype=f32, shape=[2,1], value=[inf]}
-        %14: bool[2,1] = compare %12, %13 {dir=lt}
-        %15: f32[2,1] = constant {dtype=f32, shape=[2,1], value=[0]}
-        %16: f32[2,1] = select %14, %11, %15
-        %17: f32[2,3] = broadcast_in_dim %16 {dims=[0,1], shape=[2,3]}
-        %18: f32[2,3] = sub %0, %17
-        %19: f32[2,3] = exp %18
-        %20: f32[2] = reduce_sum %19 {axes=[1]}
-        %21: f32[2,1] = reshape %20 {shape=[2,1]}
-        %22: f32[2,1] = log %21
-        %23: f32[2,1] = add %22, %16
-        %24: f32[2,3] = broadcast_in_dim %23 {dims=[0,1], shape=[2,3]}
-        %25: f32[2,3] = sub %0, %24
-        return %9, %25
+        %9: f32[2,3] = sub %0, %8
+        %10: f32[2,3] = exp %9
+        %11: f32[2] = reduce_sum %10 {axes=[1]}
+        %12: f32[2,1] = reshape %11 {shape=[2,1]}
+        %13: f32[2,3] = broadcast_in_dim %12 {dims=[0,1], shape=[2,3]}
+        %14: f32[2,3] = div %10, %13
+        %15: f32[2] = reduce_max %0 {axes=[1]}
+        %16: f32[2,1] = reshape %15 {shape=[2,1]}
+        %17: f32[2,1] = constant {dtype=f32, shape=[2,1], value=[-3.3e+38]}
+        %18: f32[2,1] = max %16, %17
+        %19: f32[2,1] = constant {dtype=f32, shape=[2,1], value=[3.3e+38]}
+        %20: f32[2,1] = min %18, %19
+        %21: f32[2,1] = stop_gradient %20
+        %22: f32[2,3] = broadcast_in_dim %21 {dims=[0,1], shape=[2,3]}
+        %23: f32[2,3] = sub %0, %22
+        %24: f32[2,3] = exp %23
+        %25: f32[2] = reduce_sum %24 {axes=[1]}
+        %26: f32[2,1] = reshape %25 {shape=[2,1]}
+        %27: f32[2,1] = log %26
+        %28: f32[2,1] = add %27, %21
+        %29: f32[2,3] = broadcast_in_dim %28 {dims=[0,1], shape=[2,3]}
+        %30: f32[2,3] = sub %0, %29
+        return %14, %30
       }
       "
     `);

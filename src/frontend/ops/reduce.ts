@@ -1,7 +1,7 @@
 // Reductions with axis/keepdims (sum, mean, max, min, argmax, argmin, var, std) and the numerically stable logsumexp/softmax family.
 import { isFloat, type DType } from "../../ir/types.ts";
 import { bind1, type Tensor } from "../core.ts";
-import { add, astype, div, exp, full, log, lt, abs, mul, sqrt, sub, where, eq } from "./elementwise.ts";
+import { add, astype, div, exp, log, maximum, minimum, mul, sqrt, sub, where, eq } from "./elementwise.ts";
 import { normAxes, normAxis, reshape } from "./shape.ts";
 import { iota } from "./creation.ts";
 import { TraceError } from "../errors.ts";
@@ -119,16 +119,26 @@ export function std(x: Tensor, axis?: Axes, opts: VarOpts = {}): Tensor {
   return atUserLoc(() => sqrt(variance(x, axis, opts)));
 }
 
-/**
- * log(sum(exp(x))) over `axis` (default: all axes), computed as m + log(sum(exp(x - m))) with m the maximum,
- * so large inputs do not overflow; an all -inf slice gives -inf rather than NaN (m is replaced by 0 there).
+/*
+ * Any shift s gives the same softmax and logsumexp (x - s cancels exactly); the max is used only so exp cannot
+ * overflow. Differentiated through reduce_max, though, the shift costs the backward pass a mask over the whole
+ * input (where x equals its max) times a cotangent that is zero in exact arithmetic: two or three extra passes
+ * over [tokens, vocab] logits or [B, H, S, S] scores. As JAX and PyTorch do, the gradient stops at the shift. The
+ * max is clamped to the dtype's finite range, so a fully masked row (all -inf) gives logsumexp -inf rather than
+ * NaN from -inf - -inf. tx.nn's softmax family is this one.
  */
-export function logsumexp(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor {
+function stableShift(op: string, x: Tensor, axes: readonly number[]): Tensor {
+  if (!isFloat(x.dtype)) throw new TraceError(op, `needs a float tensor, got ${x.dtype}`, [x.type]);
+  const big = x.dtype === "f16" ? 65504 : 3.3e38;
+  const m = minimum(maximum(max(x, axes, { keepdims: true }), -big), big);
+  return bind1("stop_gradient", [m], {});
+}
+
+/** log(sum(exp(x))) over `axis` (default: all axes), stable (see stableShift). */
+export function logsumexp(x: Tensor, axis?: Axes, opts: ReduceOpts = {}, op = "logsumexp"): Tensor {
   return atUserLoc(() => {
-    const axes = normAxes("logsumexp", axis, x.ndim, x);
-    const m = max(x, axes, { keepdims: true });
-    const finite = lt(abs(m), Infinity);
-    const shift = where(finite, m, full(m.shape, 0, m.dtype));
+    const axes = normAxes(op, axis, x.ndim, x);
+    const shift = stableShift(op, x, axes);
     const r = add(log(sum(exp(sub(x, shift)), axes, { keepdims: true })), shift);
     return opts.keepdims
       ? r
@@ -140,18 +150,18 @@ export function logsumexp(x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor
 }
 
 /** exp(x - max) / sum(exp(x - max)) along `axis` (default last). */
-export function softmax(x: Tensor, axis = -1): Tensor {
+export function softmax(x: Tensor, axis = -1, op = "softmax"): Tensor {
   return atUserLoc(() => {
-    const a = normAxis("softmax", axis, x.ndim, x);
-    const e = exp(sub(x, max(x, a, { keepdims: true })));
+    const a = normAxis(op, axis, x.ndim, x);
+    const e = exp(sub(x, stableShift(op, x, [a])));
     return div(e, sum(e, a, { keepdims: true }));
   });
 }
 
 /** x - logsumexp(x) along `axis` (default last). */
-export function logSoftmax(x: Tensor, axis = -1): Tensor {
+export function logSoftmax(x: Tensor, axis = -1, op = "logSoftmax"): Tensor {
   return atUserLoc(() => {
-    const a = normAxis("logSoftmax", axis, x.ndim, x);
-    return sub(x, logsumexp(x, a, { keepdims: true }));
+    const a = normAxis(op, axis, x.ndim, x);
+    return sub(x, logsumexp(x, a, { keepdims: true }, op));
   });
 }
