@@ -46,6 +46,20 @@ describe("eager execution", () => {
       const c = await vals(compiled[i]!);
       for (const [k, v] of e.entries()) expect(v).toBeCloseTo(c[k]!, 5);
     }
+    // categorical, randint, permutation and choice: eager (op by op) equals the same draws compiled whole.
+    const logits = array([
+      [0.1, 2, -1, 0.5],
+      [3, 0, 0, 0],
+    ]);
+    const draws = (k: T, l: T) => [
+      random.categorical(k, l.reshape([2, 1, 4]).broadcastTo([2, 8, 4])),
+      random.randint(k, [5], 0, 100),
+      random.permutation(k, 6),
+      random.choice(k, 10, [3], { replace: false }),
+    ];
+    const eagerDraws = draws(k2!, logits);
+    const jitDraws = await jit(draws)(k2!, logits);
+    for (let i = 0; i < 4; i++) expect(await vals(eagerDraws[i]!)).toEqual(await vals(jitDraws[i]!));
     const u = random.uniform(k1!, [1000]);
     const mean = (await vals(u)).reduce((a, b) => a + b) / 1000;
     expect(mean).toBeGreaterThan(0.45);

@@ -81,6 +81,34 @@ describe("optim.adamw", () => {
     expect(bits(out.nu!)).toEqual(bits(out.v!));
   });
 
+  it("defaults to torch.optim.AdamW's: lr 1e-3, b1 0.9, b2 0.999, eps 1e-8, weightDecay 0.01", () => {
+    const torchDefaults = { lr: 1e-3, b1: 0.9, b2: 0.999, eps: 1e-8, weightDecay: 0.01 };
+    const variants = [
+      {},
+      torchDefaults,
+      ...Object.entries(torchDefaults).map(([k, v]) => ({ ...torchDefaults, [k]: v * 3 })),
+    ];
+    // Two steps, so b2 and eps reach the update; tiny grads, so eps matters.
+    const out = interpretOnHost(
+      (p: HostTree, g: HostTree) => {
+        const P = p as unknown as Record<string, Tensor>;
+        const G = tx.treeMap(g as unknown as Record<string, Tensor>, (x) => x.mul(1e-7));
+        return variants.map((o) => {
+          const opt = optim.adamw(o);
+          const [, s1] = opt.update(G, opt.init(P), P);
+          return opt.update(
+            tx.treeMap(G, (x) => x.mul(-2)),
+            s1,
+            P,
+          )[0];
+        });
+      },
+      [hostTree(p0), hostTree(grads[0]!)],
+    ) as unknown as HostTree[];
+    expect(bits(out[0]!)).toEqual(bits(out[1]!));
+    for (let i = 2; i < out.length; i++) expect(bits(out[i]!)).not.toEqual(bits(out[0]!));
+  });
+
   it("adam is adamw with weightDecay 0", () => {
     const out = interpretOnHost(
       (p: HostTree, g: HostTree) => {

@@ -217,6 +217,25 @@ describe("vmap", () => {
     );
   });
 
+  it("random categorical, randint, permutation and choice: per-example keys give the loop's draws", () => {
+    const keys = host("u32", [3, 2], [11, 2, 3, 40, 5, 6]);
+    const logits = host("f32", [3, 5], [0.1, 2, -1, 0.5, 0, 1, 1, 1, 1, 1, -3, 0, 3, 0.2, 0.2]);
+    const body = (k: T, l: T) => {
+      const [a, b, c, d] = random.split(k, 4);
+      return [
+        random.categorical(a!, l.reshape([1, 5]).broadcastTo([6, 5])).astype("f32"),
+        random.randint(b!, [4], -3, 9).astype("f32"),
+        random.permutation(c!, 7).astype("f32"),
+        random.choice(d!, l, [3], { replace: false }),
+      ];
+    };
+    const got = run((k: T, l: T) => vmap(body)(k, l), [keys, logits]);
+    close(got, loop(body, [keys, logits], [0, 0], 3), 0);
+    // Not one draw repeated: the three examples' permutations differ.
+    const perms = got[2]!;
+    expect(new Set([0, 1, 2].map((i) => perms.slice(7 * i, 7 * i + 7).join())).size).toBeGreaterThan(1);
+  });
+
   it("vmap of grad: per-example gradients equal a loop of grad", () => {
     const w = rand(4, 2),
       xs = rand(5, 4),
