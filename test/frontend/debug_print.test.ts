@@ -91,6 +91,19 @@ describe("under jit", () => {
     expect(printed()).toBe("second 1, first [20.]\n{literal} 2 of 4\n");
   });
 
+  it("prints from a program laid out over 8 devices (SPMD)", async () => {
+    const f = jit(
+      (x: T) => {
+        tx.debug.print("x {} sum {}", x, x.sum());
+        return x.mul(2);
+      },
+      { mesh: tx.mesh({ d: 8 }), in: [tx.P("d")] },
+    );
+    const out = await f(array([1, 2, 3, 4, 5, 6, 7, 8]));
+    expect(await values(out)).toEqual([2, 4, 6, 8, 10, 12, 14, 16]);
+    expect(printed()).toBe("x [1. 2. 3. 4. 5. 6. 7. 8.] sum 36.0\n");
+  });
+
   it("keeps the values as outputs after the function's own, named in the IR", () => {
     const fn = (x: T) => {
       tx.debug.print("{}", x.sum());
