@@ -49,6 +49,8 @@ export type PrintNode<T> =
       readonly kind: "loop";
       readonly length: number;
       readonly reverse: boolean;
+      /** vmap's loop over examples (not a loop the program runs), so an outer vmap does not reach inside it. */
+      readonly batch?: boolean;
       readonly children: readonly PrintNode<T>[];
     }
   | { readonly kind: "branch"; readonly index: T; readonly branches: readonly (readonly PrintNode<T>[])[] };
@@ -87,6 +89,28 @@ export function rebind(
   from: number,
 ): PrintNode<Tensor>[] {
   return mapPrints(nodes, (_, i) => outs[from + i]!);
+}
+
+/**
+ * vmap's prints: the nodes of the per-example function, printed once per example of `size` where they run, as
+ * JAX unrolls a batched print (inside a scan body: every example of an iteration before the next iteration).
+ * A print, branch or inner vmap under `depth` scan loops gets its per-example loop there, so `f(i, depth)` must
+ * give leaf `i` (printLeaves order) with its batch axis moved to `depth`. Nested vmaps print example-major.
+ */
+export function perExample<T, U>(
+  nodes: readonly PrintNode<T>[],
+  size: number,
+  f: (i: number, depth: number) => U,
+): PrintNode<U>[] {
+  let i = 0;
+  const walk = (ns: readonly PrintNode<T>[], depth: number): PrintNode<U>[] =>
+    ns.map(
+      (n): PrintNode<U> =>
+        n.kind === "loop" && !n.batch
+          ? { ...n, children: walk(n.children, depth + 1) }
+          : { kind: "loop", length: size, reverse: false, batch: true, children: mapPrints([n], () => f(i++, depth)) },
+    );
+  return walk(nodes, 0);
 }
 
 /** Parses a Python-style format: `{}` in order, `{0}` by position, `{name}` from a trailing object; `{{`/`}}` escape. */

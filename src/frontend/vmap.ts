@@ -10,7 +10,7 @@ import { jit } from "./jit.ts";
 import { opLoc } from "./loc.ts";
 import { flatten, isPlainObject, unflatten, type Tree } from "./tree.ts";
 import { joinName, outputLeaves, paramNames } from "./trace.ts";
-import { printLeaves, rebind } from "./debug.ts";
+import { perExample, printLeaves } from "./debug.ts";
 
 /** An axis per leaf: a number (negative counts from the end), `null` for not mapped, or a tree prefix of them. */
 export type AxisSpec = number | null | undefined | readonly AxisSpec[] | { readonly [key: string]: AxisSpec };
@@ -151,8 +151,11 @@ export function vmap<A extends unknown[], R>(fn: (...args: A) => R, opts: VmapOp
     const outs = all.slice(0, outT.length);
     if (prints.length) {
       e.loc = opLoc();
-      const batched = all.slice(outT.length).map((o) => new Tensor(parent, toBatched(ctx, o)));
-      parent.prints.push({ kind: "loop", length: size, reverse: false, children: rebind(prints, batched, 0) });
+      const batched = all.slice(outT.length).map((o) => toBatched(ctx, o));
+      const n = size;
+      parent.prints.push(
+        ...perExample(prints, n, (i, depth) => new Tensor(parent, moveAxis(e, batched[i]!, 0, depth))),
+      );
     }
 
     const outAxes = expandAxes(opts.outAxes === undefined ? 0 : opts.outAxes, out, "outAxes", "the output");

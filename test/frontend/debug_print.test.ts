@@ -191,6 +191,27 @@ describe("under grad", () => {
     expect(await values(g)).toEqual([18, -1]);
   });
 
+  it("keeps aux and gradients in place with hasAux, and prints a donated input's old value", async () => {
+    const step = jit(
+      (w: T, x: T) => {
+        const [[l, aux], g] = tx.valueAndGrad(
+          (p: T) => {
+            tx.debug.print("w {}", p);
+            return [p.mul(x).sum(), p.add(100)];
+          },
+          { hasAux: true },
+        )(w);
+        return { w: w.sub(g), l, aux };
+      },
+      { donate: 0 },
+    );
+    const out = (await step(array([1, 2]), array([3, 4]))) as unknown as Record<string, tx.DeviceArray>;
+    expect(printed()).toBe("w [1. 2.]\n");
+    expect(await values(out.w)).toEqual([-2, -2]);
+    expect(await values(out.l)).toEqual([11]);
+    expect(await values(out.aux)).toEqual([101, 102]);
+  });
+
   it("prints once per step of a scanned loss, and inside a checkpoint", async () => {
     const f = jit(
       tx.grad((w: T, xs: T) => {
@@ -228,6 +249,37 @@ describe("under vmap", () => {
     const out = await f(array([1, 2, 3, 4], { shape: [2, 2] }), array(10));
     expect(await values(out)).toEqual([10, 20, 30, 40]);
     expect(printed()).toBe("x [1. 2.] s 10.0\nx [3. 4.] s 10.0\n");
+  });
+
+  it("prints every example of a scan iteration before the next iteration, as JAX does", async () => {
+    const f = jit(
+      tx.vmap((xs: T) =>
+        tx.scan(
+          (c: T, x: T) => {
+            tx.debug.print("c {} x {}", c, x);
+            return [c.add(x), null];
+          },
+          tx.zeros([]),
+          xs,
+        ),
+      ),
+    );
+    await f(array([1, 2, 3, 10, 20, 30], { shape: [2, 3] }));
+    // What jax.jit(jax.vmap(g)) printed for the same scan (jax 0.10.2).
+    expect(printed()).toBe("c 0.0 x 1.0\nc 0.0 x 10.0\nc 1.0 x 2.0\nc 10.0 x 20.0\nc 3.0 x 3.0\nc 30.0 x 30.0\n");
+  });
+
+  it("prints nested vmaps example by example, row-major", async () => {
+    const f = jit(
+      tx.vmap(
+        tx.vmap((x: T) => {
+          tx.debug.print("v {}", x);
+          return x;
+        }),
+      ),
+    );
+    await f(array([1, 2, 3, 4], { shape: [2, 2] }));
+    expect(printed()).toBe("v 1.0\nv 2.0\nv 3.0\nv 4.0\n");
   });
 
   it("prints from the branch each example takes when a batched cond runs both", async () => {
