@@ -212,6 +212,22 @@ describe("under grad", () => {
     expect(await values(out.aux)).toEqual([101, 102]);
   });
 
+  it("differentiates through a cond that prints, and composes with vmap (per-example gradients)", async () => {
+    const f = (x: T) =>
+      tx.cond(
+        x.gt(0),
+        (a: T) => {
+          tx.debug.print("square {}", a);
+          return a.mul(a);
+        },
+        (a: T) => a.mul(-3),
+        x,
+      );
+    const g = jit(tx.vmap(tx.grad(f)));
+    expect(await values(await g(array([2, -1, 0.5])))).toEqual([4, -3, 1]);
+    expect(printed()).toBe("square 2.0\nsquare 0.5\n");
+  });
+
   it("prints once per step of a scanned loss, and inside a checkpoint", async () => {
     const f = jit(
       tx.grad((w: T, xs: T) => {
