@@ -20,7 +20,8 @@ import { isPlainObject } from "./tree.ts";
  * Each transform that owns a nested trace routes its body's prints out (Trace.takePrints) and records how:
  * `scan` (and foriLoop with number bounds) stacks them as extra ys, printed once per iteration in iteration
  * order; `cond`/`switch` adds each branch's values as extra results (zeros from the branches not taken) and
- * prints those of the branch its index chose; `vmap` batches them and prints once per example, as JAX does;
+ * prints those of the branch its index chose (per example under vmap, where JAX's batched cond runs and prints
+ * both branches); `vmap` batches them and prints once per example where the print runs, as JAX does;
  * `valueAndGrad`/`grad` and `checkpoint` pass them out as auxiliary results. A trace whose owner cannot route them
  * refuses to build (whileLoop: no static trip count; customVjp), a TraceError at the print's line. The cost:
  * a print in a scan body keeps every iteration's value until the program ends (length × size).
@@ -82,7 +83,7 @@ export function mapPrints<T, U>(nodes: readonly PrintNode<T>[], f: (t: T, i: num
   return walk(nodes);
 }
 
-/** `fn`'s values mapped onto `outs` (tensors of the trace that receives them), counted from `from`. */
+/** A body's prints with their values replaced by the owner op's results `outs[from]`, `outs[from + 1]`, ... */
 export function rebind(
   nodes: readonly PrintNode<Tensor>[],
   outs: readonly Tensor[],
