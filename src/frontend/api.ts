@@ -43,6 +43,8 @@ export * as random from "./random.ts";
 export * as nn from "./nn.ts";
 export * as tree from "./tree_ns.ts";
 export * as optim from "./optim.ts";
+export * as debug from "./debug_ns.ts";
+export { print as debugPrint } from "./debug.ts";
 export { dropout } from "./random.ts";
 export {
   jit,

@@ -6,6 +6,7 @@ import { traceBody, unifyCaptures } from "./control_flow.ts";
 import { TraceError } from "./errors.ts";
 import { opLoc } from "./loc.ts";
 import { flatten, type Tree, unflatten } from "./tree.ts";
+import { rebind } from "./debug.ts";
 
 export { checkpointPolicies, type SavePolicy };
 
@@ -55,6 +56,8 @@ export function checkpoint<A extends unknown[], R>(
         });
         return fn(...(unflatten(def, filled) as A));
       },
+      undefined,
+      true,
     );
     const { outer, graphs } = unifyCaptures([body], [tensors.length], "last");
     const outs = parent.builder
@@ -65,7 +68,9 @@ export function checkpoint<A extends unknown[], R>(
         opLoc(),
       )
       .map((v) => new Tensor(parent, v));
-    return unflatten(body.out.def, outs) as R;
+    // Printed values are the op's last results (the forward's: a recomputation in the backward pass prints nothing).
+    parent.prints.push(...rebind(body.prints, outs, body.out.tensors.length));
+    return unflatten(body.out.def, outs.slice(0, body.out.tensors.length)) as R;
   };
 }
 

@@ -6,6 +6,7 @@ import { opLoc } from "./loc.ts";
 import { flatten, treeDefKey, unflatten, type Tree } from "./tree.ts";
 import { describe } from "../errors.ts";
 import { joinName, outputLeaves } from "./trace.ts";
+import { printLeaves, rebind } from "./debug.ts";
 
 export interface ScanOpts {
   /** Number of steps; required when `xs` has no leaves, else it must equal their leading dim. */
@@ -80,7 +81,10 @@ export function scan<C, X, Y>(f: (carry: C, x: X) => [C, Y], init: C, xs: X, opt
       );
     }
   });
-  const built = body.build([...newCarry.tensors, ...ys.tensors]);
+  // Printed values leave the body as extra ys, stacked per iteration, and print once per iteration.
+  const prints = body.takePrints();
+  const shown = printLeaves(prints);
+  const built = body.build([...newCarry.tensors, ...ys.tensors, ...shown]);
   // The IR wants body inputs ordered (consts, carries, x slices); captured constants were appended last.
   const bodyGraph = Object.freeze({
     inputs: Object.freeze([...body.capturedInner, ...built.inputs.slice(0, carryIn.length + xIn.length)]),
@@ -106,9 +110,17 @@ export function scan<C, X, Y>(f: (carry: C, x: X) => [C, Y], init: C, xs: X, opt
       opLoc(),
     )
     .map((v) => new Tensor(parent, v));
+  const ownOuts = carry.leaves.length + ys.tensors.length;
+  if (prints.length)
+    parent.prints.push({
+      kind: "loop",
+      length,
+      reverse: opts.reverse ?? false,
+      children: rebind(prints, outs, ownOuts),
+    });
   return [
     unflatten(carry.def, outs.slice(0, carry.leaves.length)) as C,
-    unflatten(ys.def, outs.slice(carry.leaves.length)) as Y,
+    unflatten(ys.def, outs.slice(carry.leaves.length, ownOuts)) as Y,
   ];
 }
 

@@ -1,5 +1,5 @@
 // Control flow and gradient transforms as in JAX's lax: cond, switchCase, whileLoop, foriLoop, stopGradient, customVjp.
-import { Value, type Graph } from "../ir/graph.ts";
+import { GraphBuilder, Value, type Graph } from "../ir/graph.ts";
 import { formatType, isInteger, sameType, type TensorType } from "../ir/types.ts";
 import { makeGraph } from "../passes/rewrite.ts";
 import { describe } from "../errors.ts";
@@ -10,6 +10,7 @@ import { opLoc } from "./loc.ts";
 import { constant } from "./ops/creation.ts";
 import { flatten, treeDefKey, unflatten, type Tree, type TreeDef } from "./tree.ts";
 import { joinName, outputLeaves } from "./trace.ts";
+import { printLeaves, rebind, type PrintNode } from "./debug.ts";
 
 interface Leaves {
   readonly tensors: Tensor[];
@@ -34,21 +35,52 @@ interface Traced {
   readonly trace: Trace;
   /** Outputs of fn beyond the graph's (customVjp's fwd returns [out, residuals]). */
   readonly raw: unknown;
+  /** With `routePrints`: the body's debug.print calls, whose values are the graph's last outputs. */
+  readonly prints: readonly PrintNode<Tensor>[];
 }
 
+/**
+ * Traces `call` into a nested graph of `parent`. With `routePrints` the body's debug.print values are appended to
+ * the graph's outputs (the owner prints them from its op's results); without, a print in the body is an error.
+ */
 export function traceBody(
   parent: Trace,
   op: string,
   inputTypes: readonly TensorType[],
   call: (inputs: Tensor[]) => unknown,
   outputsOf: (result: unknown, t: Trace) => Leaves = (r, t) => outputLeaves(op, r, t),
+  routePrints = false,
 ): Traced {
   const t = new Trace(parent, op);
   const inputs = inputTypes.map((ty) => t.input(ty));
   const raw = withTrace(t, () => call(inputs));
   const out = withTrace(t, () => outputsOf(raw, t));
-  const graph = t.build(out.tensors, undefined, op);
-  return { graph, out, trace: t, raw };
+  const prints = routePrints ? t.takePrints() : [];
+  const graph = t.build([...out.tensors, ...printLeaves(prints)], undefined, op);
+  return { graph, out, trace: t, raw, prints };
+}
+
+/**
+ * Gives every branch the printed values of all branches as extra results, in branch order: its own, and zeros in
+ * the places of the others' (only the taken branch's are printed, so the zeros are never shown).
+ */
+function sharePrintOutputs(bodies: readonly Traced[]): Traced[] {
+  const shown = bodies.map((b) => b.graph.outputs.slice(b.out.tensors.length));
+  if (shown.every((s) => s.length === 0)) return [...bodies];
+  return bodies.map((b, k) => {
+    const zb = new GraphBuilder();
+    const extra = shown.flatMap((vals, j) =>
+      j === k
+        ? vals
+        : vals.map((v) => zb.add1("constant", [], { dtype: v.type.dtype, shape: v.type.shape, value: [0] })),
+    );
+    const zeros = zb.build([]).ops;
+    const g = b.graph;
+    return {
+      ...b,
+      graph: makeGraph(g.inputs, [...g.ops, ...zeros], [...g.outputs.slice(0, b.out.tensors.length), ...extra]),
+    };
+  });
 }
 
 /**
@@ -116,13 +148,14 @@ function branchOp(
   const parent = requireTrace(op);
   const args = tensorLeaves(op, operands, "operands");
   const types = args.tensors.map((t) => t.type);
-  const bodies = fns.map((fn, k) => {
+  const traced = fns.map((fn, k) => {
     if (typeof fn !== "function") throw new TraceError(op, `${names[k]} must be a function, got ${describe(fn)}`);
-    return traceBody(parent, op, types, (inputs) => fn(...(unflatten(args.def, inputs) as never[])));
+    return traceBody(parent, op, types, (inputs) => fn(...(unflatten(args.def, inputs) as never[])), undefined, true);
   });
-  bodies.forEach((b, k) => {
-    if (k > 0) sameStructure(op, bodies[0]!.out, names[0]!, b.out, names[k]!, "out");
+  traced.forEach((b, k) => {
+    if (k > 0) sameStructure(op, traced[0]!.out, names[0]!, b.out, names[k]!, "out");
   });
+  const bodies = sharePrintOutputs(traced);
   const { outer, graphs } = unifyCaptures(
     bodies,
     bodies.map(() => types.length),
@@ -136,7 +169,18 @@ function branchOp(
       opLoc(),
     )
     .map((v) => new Tensor(parent, v));
-  return unflatten(bodies[0]!.out.def, outs);
+  const own = bodies[0]!.out.tensors.length;
+  if (bodies.some((b) => b.prints.length)) {
+    // The index the op branches on picks whose printed values are shown (cond's branches are [false, true]).
+    let from = own;
+    const branches = bodies.map((b) => {
+      const nodes = rebind(b.prints, outs, from);
+      from += printLeaves(b.prints).length;
+      return nodes;
+    });
+    parent.prints.push({ kind: "branch", index: new Tensor(parent, parent.lift(index, op)), branches });
+  }
+  return unflatten(bodies[0]!.out.def, outs.slice(0, own));
 }
 
 /**

@@ -1,10 +1,11 @@
 // The tracer: Tensor, the Trace each tensor belongs to, the stack of active traces, and `bind` that records ops.
 import { GraphBuilder, type Graph, type Value } from "../ir/graph.ts";
 import type { OpName, OpParams } from "../ir/ops.ts";
-import { formatType, numel, type DType, type Shape, type TensorType } from "../ir/types.ts";
+import { formatType, numel, type DType, type Shape, type SourceLoc, type TensorType } from "../ir/types.ts";
 import { opLoc } from "./loc.ts";
 import { TraceError } from "./errors.ts";
 import type { TensorMethods } from "./methods.ts";
+import type { PrintNode } from "./debug.ts";
 
 /**
  * One graph being recorded: by `trace`/`jit` at the top, or by `scan`, `valueAndGrad` and `grad` for a nested
@@ -18,6 +19,9 @@ export class Trace {
   readonly capturedInner: Value[] = [];
   private readonly captureMap = new Map<Value, Value>();
   private finished = false;
+  /** `debug.print` calls traced here, in program order, their tensors this trace's (see debug.ts). */
+  readonly prints: PrintNode<Tensor>[] = [];
+  private printsTaken = false;
 
   constructor(
     readonly parent: Trace | undefined,
@@ -61,12 +65,44 @@ export class Trace {
     return inner;
   }
 
+  /**
+   * The prints traced here, for the transform that owns this trace to route out as outputs. A transform that does
+   * not take them cannot run them, and `build` then refuses, so no print is ever dropped silently.
+   */
+  takePrints(): PrintNode<Tensor>[] {
+    this.printsTaken = true;
+    return this.prints;
+  }
+
   /** Freezes the recorded ops into a Graph; the trace's tensors may no longer be used. */
   build(outputs: readonly Tensor[], outputNames?: readonly string[], op = this.label): Graph {
+    if (this.prints.length && !this.printsTaken) throw unsupportedPrint(this.label, this.prints);
     const values = outputs.map((t) => this.lift(t, op));
     this.finished = true;
     return this.builder.build(values, outputNames);
   }
+}
+
+const PRINT_UNSUPPORTED: Record<string, string> = {
+  whileLoop:
+    "its trip count is not known while tracing, so there is no fixed number of values to collect; use scan, or " +
+    "foriLoop with number bounds (foriLoop with tensor bounds is a whileLoop)",
+  customVjp: "print in the function that calls it, or outside the customVjp function",
+};
+
+function unsupportedPrint(label: string, prints: readonly PrintNode<Tensor>[]): TraceError {
+  let loc: SourceLoc | undefined;
+  const find = (nodes: readonly PrintNode<Tensor>[]): void => {
+    for (const n of nodes) {
+      if (loc) return;
+      if (n.kind === "print") loc = n.loc;
+      else if (n.kind === "loop") find(n.children);
+      else for (const b of n.branches) find(b);
+    }
+  };
+  find(prints);
+  const why = PRINT_UNSUPPORTED[label] ?? "this transform does not route prints out of its body";
+  return new TraceError("debug.print", `not supported inside ${label}: ${why}`, [], loc);
 }
 
 function isAncestor(a: Trace, b: Trace): boolean {

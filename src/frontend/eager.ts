@@ -10,7 +10,8 @@ import { currentTrace, setEagerBind, type Tensor } from "./core.ts";
 import { emitProgram, lowerProgram } from "./lowering.ts";
 import { opLoc } from "./loc.ts";
 import { spec, trace } from "./trace.ts";
-import { flatten, unflatten, type Tree } from "./tree.ts";
+import { flatten, numLeaves, unflatten, type Tree } from "./tree.ts";
+import { reportPrintFailure, schedulePrints } from "./debug.ts";
 
 interface OpProgram {
   readonly outTypes: readonly TensorType[];
@@ -195,7 +196,9 @@ export function callTraced<R>(op: string, fn: (...args: never[]) => R, args: rea
         outs.then((o) => o[k]!),
       ),
   );
-  return unflatten(program.outTree, results) as R;
+  // debug.print inside the call: written when its values arrive, in order with other prints.
+  if (program.prints) void schedulePrints(program.prints, (k) => results[k]!).catch(reportPrintFailure);
+  return unflatten(program.outTree, results.slice(0, numLeaves(program.outTree))) as R;
 }
 
 /** `fn` made callable outside a trace on device arrays (callTraced); inside a trace it is `fn` itself. */

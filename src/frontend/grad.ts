@@ -7,6 +7,7 @@ import { TraceError } from "./errors.ts";
 import { flatten, unflatten, type Tree } from "./tree.ts";
 import { describe } from "../errors.ts";
 import { inlineGraph, joinName, outputLeaves, paramNames } from "./trace.ts";
+import { printLeaves, rebind } from "./debug.ts";
 
 export interface GradOpts {
   /** Which positional arguments to differentiate with respect to (default 0). A number gives one gradient tree,
@@ -76,7 +77,10 @@ export function valueAndGrad<A extends unknown[]>(
       );
     }
     const auxOut = outputLeaves("valueAndGrad", aux, child);
-    const g = child.build([loss, ...auxOut.tensors]);
+    // Printed values ride along as auxiliary outputs: no cotangent reaches them, and they are the primal's.
+    const prints = child.takePrints();
+    const shown = printLeaves(prints);
+    const g = child.build([loss, ...auxOut.tensors, ...shown]);
     // Gradients come back in wrt order: all leaves of wrtList[0], then of wrtList[1]...
     const wrtIdx = wrtList.flatMap((w) => leaves.flatMap((_, i) => (argOf[i] === w ? [i] : [])));
     const dg = graphValueAndGrad(g, wrtIdx);
@@ -85,7 +89,8 @@ export function valueAndGrad<A extends unknown[]>(
     const outs = inlineGraph(parent, dg, outerInputs).map((v) => new Tensor(parent, v));
     const value = outs[0]!;
     const auxTree = unflatten(auxOut.def, outs.slice(1, 1 + auxOut.tensors.length));
-    const grads = outs.slice(1 + auxOut.tensors.length);
+    parent.prints.push(...rebind(prints, outs, 1 + auxOut.tensors.length));
+    const grads = outs.slice(1 + auxOut.tensors.length + shown.length);
     // Regroup the flat gradients into one tree per wrt argument, shaped like that argument.
     const argDefs = def.kind === "array" ? def.children : [];
     let k = 0;

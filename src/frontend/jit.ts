@@ -12,7 +12,8 @@ import { currentTrace, Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
 import { describe as describeValue } from "../errors.ts";
 import { joinName, paramNames, trace, type HasType, type Traced } from "./trace.ts";
-import { isPlainObject } from "./tree.ts";
+import { isPlainObject, numLeaves } from "./tree.ts";
+import { effectsBarrier, schedulePrints } from "./debug.ts";
 import "./eager.ts";
 import { flatten, treeDefKey, unflatten, type Tree, type TreeDef } from "./tree.ts";
 
@@ -425,7 +426,13 @@ async function runSingle(compiled: Compiled, arrays: DeviceArray[], paths: strin
   const outs = await exe.run(buffers);
   const g = compiled.lowered.graph;
   const results = outs.map((b, k) => new DeviceArray(g.outputs[k]!.type.dtype as DType, g.outputs[k]!.type.shape, b));
-  return unflatten(compiled.lowered.outTree, results);
+  return finish(compiled.lowered, results);
+}
+
+/** The output tree; with debug.print calls, once their lines are written (so `await f(x)` has printed). */
+async function finish(lowered: Lowered, results: DeviceArray[]): Promise<unknown> {
+  if (lowered.prints) await schedulePrints(lowered.prints, (k) => results[k]!);
+  return unflatten(lowered.outTree, results.slice(0, numLeaves(lowered.outTree)));
 }
 
 /** Each argument as per-device blocks in its layout; outputs come back as sharded arrays. */
@@ -449,7 +456,7 @@ async function runSharded(compiled: Compiled, arrays: DeviceArray[], paths: stri
     );
     return new DeviceArray(v.type.dtype as DType, v.type.shape, sb);
   });
-  return unflatten(compiled.lowered.outTree, results);
+  return finish(compiled.lowered, results);
 }
 
 /**
@@ -525,7 +532,11 @@ function runUnjitted(st: JitState, args: unknown[]): Promise<unknown> {
   const full = args.map((a, i) => (st.statics.includes(i) ? a : given[i]));
   st.unjitted++;
   try {
-    return Promise.resolve((st.fn as (...a: unknown[]) => unknown)(...full));
+    // Op by op, debug.print writes as values arrive; the call resolves after its lines, as a compiled call does.
+    return Promise.resolve((st.fn as (...a: unknown[]) => unknown)(...full)).then(async (r) => {
+      await effectsBarrier();
+      return r;
+    });
   } catch (e) {
     return Promise.reject(e);
   } finally {

@@ -8,6 +8,7 @@ import { unshareBroadcastsPass } from "../passes/unshare_broadcasts.ts";
 import type { ShardAnnotation } from "./annotations.ts";
 import { planShardings, shardedEmitOptions, type ShardedLowering, type ShardingOpts } from "./spmd.ts";
 import type { Traced } from "./trace.ts";
+import type { PrintNode } from "./debug.ts";
 import { numLeaves, type TreeDef } from "./tree.ts";
 
 /** How to lay a program out over a mesh: jit's `{ mesh, in, out }` plus what the trace recorded about it. */
@@ -44,6 +45,8 @@ export interface Program {
   readonly donors: readonly boolean[];
   /** With a mesh: every value's sharding, the predicted collectives, the argument and result layouts. */
   readonly sharding?: ShardedLowering;
+  /** The debug.print calls, over the indices of the outputs after outTree's that carry their values. */
+  readonly prints?: readonly PrintNode<number>[];
 }
 
 /**
@@ -111,6 +114,7 @@ export function lowerProgram(t: Traced, opts: LowerOptions = {}): Program {
     donate,
     donors,
     ...(sharding ? { sharding } : {}),
+    ...(t.prints ? { prints: t.prints } : {}),
   };
 }
 

@@ -6,7 +6,8 @@ import { describe } from "../errors.ts";
 // Every tensor belongs to a trace opened here (nested ones have a parent), so this import guarantees them methods.
 import "./methods.ts";
 import { TraceError } from "./errors.ts";
-import { flatten, unflatten, type Tree, type TreeDef } from "./tree.ts";
+import { flatten, numLeaves, unflatten, type Tree, type TreeDef } from "./tree.ts";
+import { mapPrints, printLeaves, type PrintNode } from "./debug.ts";
 import { opLoc } from "./loc.ts";
 import { copyAnnotation } from "./annotations.ts";
 import type { DeviceMesh } from "./mesh.ts";
@@ -114,11 +115,14 @@ export function joinName(name: string, path: string): string {
 }
 
 export interface Traced {
+  /** The function's outputs, then the values its debug.print calls show (see `prints`). */
   readonly graph: Graph;
   /** Structure of the argument list (an array with one subtree per positional argument). */
   readonly inTree: TreeDef;
-  /** Structure of the return value. */
+  /** Structure of the return value: the first numLeaves(outTree) outputs. */
   readonly outTree: TreeDef;
+  /** The debug.print calls traced, each value the index of the graph output that carries it. */
+  readonly prints?: readonly PrintNode<number>[];
 }
 
 /** Flattened outputs of a traced function: each leaf a Tensor (numbers become f32 constants in `trace`). */
@@ -168,8 +172,12 @@ export function trace(
     throw new TraceError("trace", "the traced function returned a Promise; traced functions must be synchronous");
   const { tensors, paths: outPaths, def: outTree } = outputLeaves("trace", out, t);
   const outNames = outPaths.map((p) => (p === "" || p.startsWith("[") ? `out${p}` : p));
-  const graph = t.build(tensors, outNames, "trace");
-  return { graph, inTree, outTree };
+  // Printed values are outputs after the function's own, so the program hands them back when it runs.
+  const prints = t.takePrints();
+  const shown = printLeaves(prints);
+  const graph = t.build([...tensors, ...shown], [...outNames, ...shown.map((_, i) => `debug.print#${i}`)], "trace");
+  if (!prints.length) return { graph, inTree, outTree };
+  return { graph, inTree, outTree, prints: mapPrints(prints, (_, i) => tensors.length + i) };
 }
 
 /**
@@ -181,7 +189,7 @@ export function evalShape(fn: (...args: any[]) => unknown, ...args: unknown[]): 
   const { graph, outTree } = trace(fn, args);
   return unflatten(
     outTree,
-    graph.outputs.map((v) => new TensorSpec(v.type.dtype, v.type.shape)),
+    graph.outputs.slice(0, numLeaves(outTree)).map((v) => new TensorSpec(v.type.dtype, v.type.shape)),
   );
 }
 

@@ -10,6 +10,7 @@ import { jit } from "./jit.ts";
 import { opLoc } from "./loc.ts";
 import { flatten, isPlainObject, unflatten, type Tree } from "./tree.ts";
 import { joinName, outputLeaves, paramNames } from "./trace.ts";
+import { perExample, printLeaves } from "./debug.ts";
 
 /** An axis per leaf: a number (negative counts from the end), `null` for not mapped, or a tree prefix of them. */
 export type AxisSpec = number | null | undefined | readonly AxisSpec[] | { readonly [key: string]: AxisSpec };
@@ -130,7 +131,10 @@ export function vmap<A extends unknown[], R>(fn: (...args: A) => R, opts: VmapOp
     });
     const out = withTrace(child, () => fn(...(unflatten(def, inner) as A)));
     const { tensors: outT, paths: outPaths, def: outDef } = outputLeaves("vmap", out, child);
-    const g = child.build(outT);
+    // Printed values become outputs too, batched below, and print once per example (as JAX's vmap of a print).
+    const prints = child.takePrints();
+    const shown = printLeaves(prints);
+    const g = child.build([...outT, ...shown]);
 
     // Re-emit it batched into the enclosing trace, every batched value with its batch axis first.
     const e = new Emitter(parent.builder, opLoc());
@@ -143,7 +147,16 @@ export function vmap<A extends unknown[], R>(fn: (...args: A) => R, opts: VmapOp
       }),
       ...child.capturedOuter.map((v): BVal => ({ v, b: false })),
     ];
-    const outs = batchInto(ctx, g, ins);
+    const all = batchInto(ctx, g, ins);
+    const outs = all.slice(0, outT.length);
+    if (prints.length) {
+      e.loc = opLoc();
+      const batched = all.slice(outT.length).map((o) => toBatched(ctx, o));
+      const n = size;
+      parent.prints.push(
+        ...perExample(prints, n, (i, depth) => new Tensor(parent, moveAxis(e, batched[i]!, 0, depth))),
+      );
+    }
 
     const outAxes = expandAxes(opts.outAxes === undefined ? 0 : opts.outAxes, out, "outAxes", "the output");
     const results = outs.map((o, j): Value => {

@@ -1,6 +1,6 @@
 // Runs a traced function on host tensor trees (safetensors-style HostTensor leaves) with the reference interpreter or PJRT.
 import { jit, trace, type Tree } from "../index.ts";
-import { flatten, unflatten } from "../frontend/tree.ts";
+import { flatten, numLeaves, unflatten } from "../frontend/tree.ts";
 import { interpret } from "../ir/interpret.ts";
 import type { HostTensor } from "../formats/host_tensor.ts";
 import { fromInterp, isHostTensor, specOf, toInterp, treeFromDevice, treeToDevice } from "../host/transfer.ts";
@@ -19,7 +19,8 @@ export function interpretOnHost(
   const traced = trace(fn, specArgs);
   const leaves = flatten(args as Tree<HostTensor>, isHostTensor).leaves;
   const outs = interpret(traced.graph, leaves.map(toInterp));
-  return unflatten(traced.outTree, outs.map(fromInterp));
+  // Values debug.print shows follow the function's outputs; the interpreter does not print them.
+  return unflatten(traced.outTree, outs.slice(0, numLeaves(traced.outTree)).map(fromInterp));
 }
 
 /** Like interpretOnHost, but compiled with `jit` (cleanup passes, StableHLO, PJRT CPU) and run on the device. */
