@@ -24,7 +24,13 @@ export const COMMANDS: readonly Command[] = [
     positionals: [FILE_ARG],
     options: [
       ENTRY_OPT,
-      { name: "emit", value: "<format>", choices: ["ir", "stablehlo"], description: "what to print (default ir)" },
+      {
+        name: "emit",
+        value: "<format>",
+        choices: ["ir", "stablehlo", "exported"],
+        description:
+          "what to print (default ir); exported: the StableHLO with its signature, for loadExported (see README)",
+      },
       {
         name: "dump-after",
         value: "<pass>",
@@ -39,6 +45,7 @@ export const COMMANDS: readonly Command[] = [
       "  tessera compile examples/mlp.ts --entry forward",
       "  tessera compile examples/mlp.ts --entry trainStep --emit stablehlo --out step.mlir",
       "  tessera compile examples/mlp.ts --entry trainStep --dump-after all",
+      "  tessera compile examples/mlp.ts --entry trainStep --emit exported --out step.mlir   # loadExported runs it",
     ].join("\n"),
     run: async (args) => (await import("./compile.ts")).compileCommand(args),
   },
