@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { getClient, onCompile, type CompileEvent } from "../../src/backend/runtime/index.ts";
 import { paramSpecs, SIZES, trainStepFn, type Params } from "../../examples/mlp.ts";
 import { TESSERA_VERSION } from "../../src/version.ts";
+import { megatronMlp } from "../sharding/fixtures/sharded.ts";
 import { tx, type DeviceArray } from "./api.ts";
 
 type T = tx.Tensor;
@@ -222,32 +223,66 @@ describe("tx.export over a device mesh", () => {
   });
 });
 
+/** `tessera compile FILE --entry E --emit exported --out OUT` as a subprocess. */
+function compileExported(file: string, entryName: string, out: string): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [
+        path.join(ROOT, "bin", "tessera.mjs"),
+        "compile",
+        file,
+        "--entry",
+        entryName,
+        "--emit",
+        "exported",
+        "--out",
+        out,
+      ],
+      { cwd: ROOT, env: { ...process.env, TESSERA_DEBUG: "" } },
+      (err, _stdout, stderr) => resolve({ code: err ? Number(err.code ?? -1) : 0, stderr }),
+    );
+  });
+}
+
 describe("tessera compile --emit exported", () => {
+  const stepOut = path.join(dir, "cli_step.mlir");
+  const mlpOut = path.join(dir, "cli_megatron.mlir");
+  // Each run pays for tsx and the model file's type check: both start at once.
+  let runs: Promise<{ code: number; stderr: string }[]>;
+  beforeAll(() => {
+    runs = Promise.all([
+      compileExported("examples/mlp.ts", "trainStep", stepOut),
+      compileExported("test/sharding/fixtures/sharded.ts", "megatronMlp", mlpOut),
+    ]);
+  });
+
   it("writes the file tx.export writes for the entry, and loadExported runs it", async () => {
-    const out = path.join(dir, "cli_step.mlir");
-    const run = await new Promise<{ code: number; stderr: string }>((resolve) => {
-      execFile(
-        process.execPath,
-        [
-          path.join(ROOT, "bin", "tessera.mjs"),
-          "compile",
-          "examples/mlp.ts",
-          "--entry",
-          "trainStep",
-          "--emit",
-          "exported",
-          "--out",
-          out,
-        ],
-        { cwd: ROOT, env: { ...process.env, TESSERA_DEBUG: "" } },
-        (err, _stdout, stderr) => resolve({ code: err ? Number(err.code ?? -1) : 0, stderr }),
-      );
-    });
-    expect(run).toEqual({ code: 0, stderr: "" });
+    expect((await runs)[0]).toEqual({ code: 0, stderr: "" });
     // The entry is trainStep = entry(trainStepFn, [paramSpecs, x, y, lr], { donate: [0] }): jit(trainStepFn, { donate: [0] }).
-    expect(readFileSync(out, "utf8")).toBe(exported.serialize());
-    const loaded = await tx.loadExported(out);
+    expect(readFileSync(stepOut, "utf8")).toBe(exported.serialize());
+    const loaded = await tx.loadExported(stepOut);
     expect(await train(loaded, 2)).toEqual(await train(step as never, 2));
+  });
+
+  it("exports an entry with a mesh as jit over that mesh does", async (ctx) => {
+    expect((await runs)[1]).toEqual({ code: 0, stderr: "" });
+    if ((await getClient()).devices.length !== 8) return ctx.skip();
+    const e = megatronMlp;
+    const specs = typeof e.shardings === "function" ? e.shardings(e.mesh!) : e.shardings!;
+    const f = tx.jit(e.fn, { mesh: e.mesh!, in: specs.in, out: specs.out });
+    expect(readFileSync(mlpOut, "utf8")).toBe((await tx.export(f, ...e.args)).serialize());
+    const loaded = await tx.loadExported(mlpOut);
+    expect(loaded.exported.header.mesh?.axes.map((a) => `${a.name}=${a.size}`)).toEqual(["data=2", "model=4"]);
+    const w = { up: values(16 * 32, 10), down: values(32 * 16, 11) };
+    const x = values(8 * 16, 12);
+    const got = (await loaded(w, x)) as DeviceArray;
+    const want = (await f(
+      { up: tx.array(w.up, { shape: [16, 32] }), down: tx.array(w.down, { shape: [32, 16] }) },
+      tx.array(x, { shape: [8, 16] }),
+    )) as DeviceArray;
+    expect(got.sharding?.sharding).toEqual({ dims: [["data"], []] });
+    expect(await bits(got)).toEqual(await bits(want));
   });
 });
 
