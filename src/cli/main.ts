@@ -20,7 +20,8 @@ const ENTRY_OPT = {
 export const COMMANDS: readonly Command[] = [
   {
     name: "compile",
-    summary: "Type-check a model file, trace one entry, run the cleanup passes and print IR or StableHLO.",
+    summary:
+      "Type-check a model file, trace one entry, run the cleanup passes and print IR or StableHLO, or export it for loadExported.",
     positionals: [FILE_ARG],
     options: [
       ENTRY_OPT,
@@ -28,8 +29,7 @@ export const COMMANDS: readonly Command[] = [
         name: "emit",
         value: "<format>",
         choices: ["ir", "stablehlo", "exported"],
-        description:
-          "what to print (default ir); exported: the StableHLO with its signature, for loadExported (see README)",
+        description: "what to print (default ir); exported: a file for loadExported",
       },
       {
         name: "dump-after",
