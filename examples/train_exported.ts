@@ -46,6 +46,7 @@ const [batch, features] = inputs.find((l) => l.name === "x")!.shape as [number, 
 const target = (x: readonly number[]) => Math.sin(2 * x[0]!) + x[1]! * x[2]! - 0.5 * x[3]!;
 
 let window = 0;
+const means: number[] = [];
 for (let i = 1; i <= 200; i++) {
   const xs = new Float32Array(batch * features);
   const ys = new Float32Array(batch);
@@ -59,7 +60,10 @@ for (let i = 1; i <= 200; i++) {
   params = updated;
   window += await loss.item();
   if (i % 50 === 0) {
+    means.push(window / 50);
     console.log(`steps ${String(i - 49).padStart(3)}-${String(i).padEnd(3)}  mean loss ${(window / 50).toFixed(4)}`);
     window = 0;
   }
 }
+if (!(means.at(-1)! < means[0]! / 2))
+  throw new Error(`the loss did not go down: ${means.map((m) => m.toFixed(4)).join(", ")}`);

@@ -265,6 +265,25 @@ describe("tessera compile --emit exported", () => {
     expect(await train(loaded, 2)).toEqual(await train(step as never, 2));
   });
 
+  it("examples/train_exported.ts trains from the file alone, printing its signature and a falling loss", async () => {
+    expect((await runs)[0]!.code).toBe(0);
+    const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        ["--import", "tsx", "examples/train_exported.ts", stepOut],
+        { cwd: ROOT },
+        (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? -1) : 0, stdout, stderr }),
+      );
+    });
+    expect({ code, stderr }).toEqual({ code: 0, stderr: "" });
+    expect(stdout).toContain(`${stepOut}: jit_trainStepFn, Tessera ${TESSERA_VERSION}, for cpu (`);
+    expect(stdout).toContain("  params.w1  f32[4,32]  donated\n");
+    expect(stdout).toContain("  lr         f32[]\n");
+    const means = [...stdout.matchAll(/^steps +\d+-\d+ +mean loss (\d+\.\d+)$/gm)].map((m) => Number(m[1]));
+    expect(means).toHaveLength(4);
+    expect(means.at(-1)!).toBeLessThan(means[0]! / 2);
+  });
+
   it("exports an entry with a mesh as jit over that mesh does", async (ctx) => {
     expect((await runs)[1]).toEqual({ code: 0, stderr: "" });
     if ((await getClient()).devices.length !== 8) return ctx.skip();
