@@ -18,7 +18,7 @@ import type { Client, Executable } from "../backend/runtime/index.ts";
 import { describe, TesseraError } from "../errors.ts";
 import { writeAll, writeFileAtomic } from "../formats/atomic.ts";
 import { fsError } from "../host/fs_errors.ts";
-import type { Sharding } from "../ir/sharding.ts";
+import { ShardingError, type Sharding } from "../ir/sharding.ts";
 import { formatType, isDType, numel, type DType } from "../ir/types.ts";
 import { TESSERA_VERSION } from "../version.ts";
 import { array, defaultClient, DeviceArray } from "./array.ts";
@@ -92,8 +92,8 @@ export interface ExportedHeader {
 
 /** A file that is not an exported program Tessera can read, or a call that does not fit the exported signature. */
 export class ExportedError extends TesseraError {
-  constructor(message: string, code = "ERR_EXPORTED") {
-    super(message, { code });
+  constructor(message: string, code = "ERR_EXPORTED", cause?: unknown) {
+    super(message, { code, ...(cause === undefined ? {} : { cause }) });
     this.name = "ExportedError";
   }
 }
@@ -197,8 +197,25 @@ export class Exported {
   compile(): Promise<Executable> {
     if (!this.#exe) {
       const exe = (async () => {
-        this.checkPlatform(await defaultClient());
-        return compileProgramText(this.stablehlo, this.#runLayout());
+        const client = await defaultClient();
+        this.checkPlatform(client);
+        const layout = this.#runLayout();
+        try {
+          return await compileProgramText(this.stablehlo, layout);
+        } catch (e) {
+          // A mesh that does not fit the devices says so itself; anything else is the plugin refusing the text.
+          if (e instanceof ShardingError) throw e;
+          const p = this.header.platform;
+          const ours = client.pluginAttributes.stablehloCurrentVersion;
+          throw new ExportedError(
+            `${this.source}: the ${client.platformName} plugin ${client.plugin.name ?? client.plugin.path}` +
+              `${ours ? ` (StableHLO ${ours})` : ""} could not compile the program Tessera ${this.header.tessera} ` +
+              `lowered with plugin ${p.plugin}${p.stablehlo ? ` (StableHLO ${p.stablehlo})` : ""}: ` +
+              `${e instanceof Error ? e.message : String(e)}`,
+            "ERR_EXPORTED_COMPILE",
+            e,
+          );
+        }
       })();
       exe.catch(() => {
         if (this.#exe === exe) this.#exe = undefined;
@@ -253,10 +270,11 @@ export class Exported {
         case "object": {
           if (!isPlainObject(x))
             this.#fail(`argument ${at()}: expected an object with keys ${d.keys.join(", ")}, got ${describe(x)}`);
-          const missing = d.keys.filter((k) => !(k in x));
+          // A key whose subtree is empty (undefined when exported) may be left out, as it may be given as null.
+          const missing = d.keys.filter((k, i) => !(k in x) && d.children[i]!.kind !== "none");
           if (missing.length)
             this.#fail(`argument ${at()}: missing key${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`);
-          const extra = Object.keys(x).filter((k) => !d.keys.includes(k));
+          const extra = Object.keys(x).filter((k) => !d.keys.includes(k) && x[k] !== undefined && x[k] !== null);
           if (extra.length)
             this.#fail(
               `argument ${at()}: key${extra.length > 1 ? "s" : ""} ${extra.join(", ")} not in the exported signature (keys: ${d.keys.join(", ")})`,

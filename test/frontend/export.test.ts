@@ -1,5 +1,6 @@
 // AOT export: tx.export writes a StableHLO file with its signature; loadExported runs it without the model's source, as jit would.
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -332,6 +333,15 @@ describe("loadExported errors", () => {
     );
     const { w2: _w2, ...three } = p;
     await expect(loaded(three, x, hostY, 0.1)).rejects.toThrow(`${stepFile}: argument params: missing key w2`);
+    // A key may be left out only where the exported tree had nothing (an undefined subtree).
+    const opt = await tx.export(
+      tx.jit((t: { a: T; b?: T }) => t.a.mul(2)),
+      { a: tx.spec("f32", [2]), b: undefined },
+    );
+    expect(Array.from(await ((await opt.call({ a: [1, 2] })) as DeviceArray).toArray())).toEqual([2, 4]);
+    await expect(opt.call({ a: [1, 2], c: [1] })).rejects.toThrow(
+      "jit_main: argument t: key c not in the exported signature (keys: a, b)",
+    );
     await expect(loaded(p, x, hostY)).rejects.toThrow(`${stepFile}: expected 4 arguments (params, x, y, lr), got 3`);
     expect(p.w1.donated).toBe(false); // nothing ran
   });
@@ -354,6 +364,20 @@ describe("loadExported errors", () => {
       'dtype.mlir: not a readable Tessera exported program: line 1: "inputs.leaves[2].dtype" is "f64"',
     );
     await expect(tx.loadExported(path.join(dir, "missing.mlir"))).rejects.toThrow(/cannot read the exported program/);
+  });
+
+  it("reports a program the plugin cannot compile with both plugins named", async () => {
+    const bad = exported.stablehlo.replace("stablehlo.tanh", "stablehlo.tanhh");
+    const h = {
+      ...header(),
+      stablehlo: { bytes: Buffer.byteLength(bad), sha256: createHash("sha256").update(bad).digest("hex") },
+    };
+    const loaded = await tx.loadExported(write("bad_op.mlir", `// ${JSON.stringify(h)}\n${bad}`));
+    const err = await loaded(uploadParams(), hostX, hostY, 0.1).catch((e: unknown) => e);
+    expect((err as tx.ExportedError).code).toBe("ERR_EXPORTED_COMPILE");
+    expect((err as Error).message).toMatch(
+      /^.*bad_op\.mlir: the cpu plugin \S+ \(StableHLO [\d.]+\) could not compile the program Tessera \S+ lowered with plugin \S+ \(StableHLO [\d.]+\): .*tanhh/s,
+    );
   });
 
   it("refuses a newer format version and another platform", async () => {
