@@ -249,12 +249,15 @@ function compileExported(file: string, entryName: string, out: string): Promise<
 describe("tessera compile --emit exported", () => {
   const stepOut = path.join(dir, "cli_step.mlir");
   const mlpOut = path.join(dir, "cli_megatron.mlir");
+  const keptOut = path.join(dir, "kept.mlir");
   // Each run pays for tsx and the model file's type check: both start at once.
   let runs: Promise<{ code: number; stderr: string }[]>;
   beforeAll(() => {
+    writeFileSync(keptOut, "an earlier export\n");
     runs = Promise.all([
       compileExported("examples/mlp.ts", "trainStep", stepOut),
       compileExported("test/sharding/fixtures/sharded.ts", "megatronMlp", mlpOut),
+      compileExported("test/cli/fixtures/errors.ts", "badShapes", keptOut),
     ]);
   });
 
@@ -264,6 +267,13 @@ describe("tessera compile --emit exported", () => {
     expect(readFileSync(stepOut, "utf8")).toBe(exported.serialize());
     const loaded = await tx.loadExported(stepOut);
     expect(await train(loaded, 2)).toEqual(await train(step as never, 2));
+  });
+
+  it("a model that fails to trace is reported at its line and leaves --out as it was", async () => {
+    const r = (await runs)[2]!;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("test/cli/fixtures/errors.ts:6:10 - error: matmul: contracting dims must match");
+    expect(readFileSync(keptOut, "utf8")).toBe("an earlier export\n");
   });
 
   it("examples/train_exported.ts trains from the file alone, printing its signature and a falling loss", async () => {
