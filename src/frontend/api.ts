@@ -71,5 +71,6 @@ export {
   type ExportedLeaf,
   type ExportedInput,
   type LoadedExported,
+  type ExportedArg,
 } from "./exported.ts";
 export { exportJitted as export } from "./exported.ts";

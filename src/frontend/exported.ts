@@ -23,7 +23,16 @@ import { formatType, isDType, numel, type DType } from "../ir/types.ts";
 import { TESSERA_VERSION } from "../version.ts";
 import { array, defaultClient, DeviceArray } from "./array.ts";
 import { currentTrace, Tensor } from "./core.ts";
-import { compileProgramText, jit, jitInfo, runExecutable, staticKey, type Lowered, type RunLayout } from "./jit.ts";
+import {
+  compileProgramText,
+  jit,
+  jitInfo,
+  runExecutable,
+  staticKey,
+  type Concrete,
+  type Lowered,
+  type RunLayout,
+} from "./jit.ts";
 import type { Program } from "./lowering.ts";
 import { DeviceMesh } from "./mesh.ts";
 import { flattenNested, typedArrayDType } from "./ops/creation.ts";
@@ -587,9 +596,23 @@ function checkHeader(h: Record<string, unknown>, corrupt: (why: string) => never
   return h as unknown as ExportedHeader;
 }
 
-/** A loaded program as a function: call it with the exported argument structure; `exported` describes it. */
-export interface LoadedExported {
-  (...args: unknown[]): Promise<unknown>;
+/**
+ * What a loaded program takes where the traced function took a Tensor: a device array, or host data uploaded as
+ * the recorded dtype (a typed array or nested number arrays of the recorded shape, a number or boolean scalar).
+ */
+export type ExportedArg<T> = T extends Tensor
+  ? DeviceArray | number | boolean | ArrayBufferView | readonly unknown[]
+  : T extends object
+    ? { [K in keyof T]: ExportedArg<T[K]> }
+    : T;
+
+/**
+ * A loaded program as a function: call it with the exported argument structure; `exported` describes it. With the
+ * traced function's type (`loadExported<typeof trainStep>(file)`) the call is typed as a jit call of it would be;
+ * the file is not checked against that type (the leaves are, against the header, at each call).
+ */
+export interface LoadedExported<F extends (...args: never[]) => unknown = (...args: unknown[]) => unknown> {
+  (...args: ExportedArg<Parameters<F>>): Promise<Concrete<ReturnType<F>>>;
   readonly exported: Exported;
 }
 
@@ -599,7 +622,9 @@ export interface LoadedExported {
  * each leaf checked against its recorded dtype and shape; the program is compiled through the executable cache on
  * the first call. A file of a newer format, another platform, or damaged is refused with the reason.
  */
-export async function loadExported(file: string): Promise<LoadedExported> {
+export async function loadExported<F extends (...args: never[]) => unknown = (...args: unknown[]) => unknown>(
+  file: string,
+): Promise<LoadedExported<F>> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -610,5 +635,5 @@ export async function loadExported(file: string): Promise<LoadedExported> {
   exported.checkPlatform(await defaultClient());
   const call = (...args: unknown[]) => exported.call(...args);
   Object.defineProperty(call, "exported", { value: exported });
-  return call as LoadedExported;
+  return call as unknown as LoadedExported<F>;
 }

@@ -133,10 +133,12 @@ describe("tx.export", () => {
   });
 
   it("donates the donated argument: its buffers hold the outputs afterwards, the others stay usable", async () => {
-    const loaded = await tx.loadExported(stepFile);
+    // Typed as a jit call of trainStepFn would be (with host data allowed where tensors go).
+    const loaded = await tx.loadExported<typeof trainStepFn>(stepFile);
     const params = uploadParams();
     const x = tx.array(hostX, { shape: [batch, input] });
-    await loaded(params, x, hostY, 0.1);
+    const [next, loss] = await loaded(params, x, hostY, 0.1);
+    expect([next.w1.shape, loss.shape]).toEqual([[input, hidden], []]);
     expect([params.w1.donated, params.b1.donated, params.w2.donated, params.b2.donated]).toEqual([
       true,
       true,
@@ -145,6 +147,8 @@ describe("tx.export", () => {
     ]);
     expect(x.donated).toBe(false);
     await expect(loaded(params, x, hostY, 0.1)).rejects.toThrow(/was donated to a jit call/);
+    // @ts-expect-error: the typed call needs all four arguments, as the file does
+    await expect(loaded(next, x, hostY)).rejects.toThrow("expected 4 arguments (params, x, y, lr), got 3");
   });
 
   it("takes host data as the recorded dtype: typed arrays, nested arrays and numbers", async () => {
