@@ -538,7 +538,8 @@ function checkHeader(h: Record<string, unknown>, corrupt: (why: string) => never
     field(ok(d), name, d);
     return d as TreeDef;
   };
-  const checkLeaves = (ls: unknown, tree: TreeDef, name: string, rank?: boolean): void => {
+  /** `axes`: the mesh's axis names, when there is a mesh; every leaf then has a sharding over them, else none. */
+  const checkLeaves = (ls: unknown, tree: TreeDef, name: string, axes: readonly string[] | undefined): void => {
     field(
       Array.isArray(ls) && ls.length === numLeaves(tree),
       `${name}.leaves`,
@@ -550,14 +551,15 @@ function checkHeader(h: Record<string, unknown>, corrupt: (why: string) => never
       const x = l as Record<string, unknown>;
       field(isStr(x.dtype) && isDType(x.dtype), `${where}.dtype`, x.dtype);
       field(Array.isArray(x.shape) && x.shape.every(isInt), `${where}.shape`, x.shape);
-      if (x.sharding !== undefined || rank)
-        field(
-          Array.isArray(x.sharding) &&
-            x.sharding.length === (x.shape as unknown[]).length &&
-            x.sharding.every((d) => Array.isArray(d) && d.every(isStr)),
-          `${where}.sharding`,
-          x.sharding,
-        );
+      field(
+        axes
+          ? Array.isArray(x.sharding) &&
+              x.sharding.length === (x.shape as unknown[]).length &&
+              x.sharding.every((d) => Array.isArray(d) && d.every((a) => isStr(a) && axes.includes(a)))
+          : x.sharding === undefined,
+        `${where}.sharding`,
+        x.sharding,
+      );
       if (x.donatedTo !== undefined) field(isInt(x.donatedTo), `${where}.donatedTo`, x.donatedTo);
     });
   };
@@ -583,8 +585,9 @@ function checkHeader(h: Record<string, unknown>, corrupt: (why: string) => never
       "mesh",
       mesh,
     );
-  checkLeaves(inputs.leaves, inTree, "inputs", mesh !== undefined);
-  checkLeaves((outs as Record<string, unknown>).leaves, outTree, "outputs", mesh !== undefined);
+  const axes = mesh === undefined ? undefined : (mesh as { axes: { name: string }[] }).axes.map((a) => a.name);
+  checkLeaves(inputs.leaves, inTree, "inputs", axes);
+  checkLeaves((outs as Record<string, unknown>).leaves, outTree, "outputs", axes);
   field(Array.isArray(h.donate) && h.donate.every(isInt), "donate", h.donate);
   field(
     Array.isArray(h.statics) && h.statics.every((s) => isObj(s) && isInt(s.index) && isStr(s.value)),

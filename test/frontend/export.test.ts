@@ -377,6 +377,15 @@ describe("loadExported errors", () => {
     await expect(tx.loadExported(write("dtype.mlir", withHeader(h)))).rejects.toThrow(
       'dtype.mlir: not a readable Tessera exported program: line 1: "inputs.leaves[2].dtype" is "f64"',
     );
+    // A sharding without a mesh, and a mesh whose axes a sharding does not use by name.
+    leaves[2] = { ...leaves[2], dtype: "f32", sharding: [["data"], []] };
+    await expect(tx.loadExported(write("sharding.mlir", withHeader(h)))).rejects.toThrow(
+      'sharding.mlir: not a readable Tessera exported program: line 1: "inputs.leaves[2].sharding" is [["data"],[]]',
+    );
+    const meshed = { ...h, mesh: { axes: [{ name: "model", size: 8 }] } };
+    await expect(tx.loadExported(write("axes.mlir", withHeader(meshed)))).rejects.toThrow(
+      'line 1: "inputs.leaves[0].sharding" is missing',
+    );
     await expect(tx.loadExported(path.join(dir, "missing.mlir"))).rejects.toThrow(/cannot read the exported program/);
   });
 
