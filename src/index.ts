@@ -25,6 +25,8 @@
 //   jit(fn, { static: [i] }) hashes those arguments by value; disableJit(() => ...) runs jitted functions op by op
 //   debug.print("loss {} at {}", a, b) (also debugPrint; jax.debug.print): printed when the program runs, once per
 //   scan iteration / vmap example / taken branch; debug.effectsBarrier() waits for eager prints; debug.setSink(fn)
+//   exportJitted(jitted, ...specs) (= tx.export, jax.export) -> Exported; .save(file); loadExported(file) -> a function
+//                                 running that StableHLO file (its header: trees, specs, donation, mesh, platform)
 // Data. array(values | TypedArray, { dtype, shape }) -> DeviceArray; await a.toArray() / a.item(); a.dispose().
 // Eager. Outside a trace, ops on DeviceArrays run at once (one cached program per op signature) -> DeviceArray.
 // Devices. jit(fn, { mesh: mesh({ data: 2, model: 4 }), in: [P("data", null), ...], out }) runs SPMD over a mesh;

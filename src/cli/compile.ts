@@ -11,6 +11,12 @@ import { CLEANUP_PIPELINE } from "../passes/pipeline.ts";
 import { UsageError, type ParsedArgs } from "./args.ts";
 import { CliError, formatUserError } from "./diagnostics.ts";
 import { findEntry, isUserFile, loadModel, type EntryLike } from "./load.ts";
+import { parseMeshText } from "./sharding_report.ts";
+import { DeviceMesh } from "../frontend/mesh.ts";
+import { defaultClient } from "../frontend/array.ts";
+import { exportedFromProgram } from "../frontend/exported.ts";
+import { moduleName } from "../frontend/jit.ts";
+import { paramNames } from "../frontend/trace.ts";
 
 /** The passes `compile` and `inspect` run; autodiff has already happened inside `valueAndGrad` at trace time. */
 export const COMPILE_PIPELINE = CLEANUP_PIPELINE;
@@ -98,6 +104,34 @@ function dumpWriter(to: string | undefined): ((pass: string, text: string) => vo
   return (pass, text) => write(`// -----// IR Dump After ${pass} //----- //\n${text}\n`, "a");
 }
 
+/**
+ * The mesh and specs to lay an entry out with (`inspect --shardings`, `compile --emit exported`): `--mesh`, else the
+ * entry's own mesh; its `shardings` give the specs.
+ */
+export function shardingFor(loaded: LoadedEntry, meshText: string | undefined, command: string): ShardingOpts {
+  let mesh = loaded.entry.mesh;
+  if (meshText !== undefined) {
+    try {
+      mesh = new DeviceMesh(parseMeshText(meshText), {}, null);
+    } catch (e) {
+      throw new UsageError(`--mesh: ${e instanceof Error ? e.message.replace(/^sharding: /, "") : String(e)}`, command);
+    }
+  }
+  if (!mesh)
+    throw new UsageError(
+      `--shardings needs a mesh: --mesh data=2,model=4, or entry(..., { mesh }) in the model file`,
+      command,
+    );
+  const shardings = loaded.entry.shardings;
+  try {
+    // A function of the mesh is the user's code: whatever it throws is reported at their line.
+    const specs = typeof shardings === "function" ? shardings(mesh) : (shardings ?? {});
+    return { mesh, in: specs.in, out: specs.out };
+  } catch (e) {
+    throw new CliError(formatUserError(e, isUserFile), e);
+  }
+}
+
 export async function compileCommand(args: ParsedArgs): Promise<number> {
   const emit = args.options.get("emit") ?? "ir";
   const locs = args.options.has("locs");
@@ -105,11 +139,13 @@ export async function compileCommand(args: ParsedArgs): Promise<number> {
   const dumpTo = args.options.get("dump-to");
   if (dumpTo && !dumpAfter) throw new UsageError("--dump-to needs --dump-after", "compile");
   const to = dumpWriter(dumpTo);
+  const out = args.options.get("out");
   const loaded = await loadEntry(args.positionals[0]!, args.options.get("entry"));
-  const c = lowerEntry(loaded, { ...(dumpAfter ? { dumpAfter } : {}), ...(to ? { dump: to } : {}) });
+  const dumps = { ...(dumpAfter ? { dumpAfter } : {}), ...(to ? { dump: to } : {}) };
+  if (emit === "exported") return exportEntry(loaded, dumps, out);
+  const c = lowerEntry(loaded, dumps);
   let text = emit === "stablehlo" ? emitProgram(c, c.entryName) : print(c.graph, { locs });
   if (!text.endsWith("\n")) text += "\n";
-  const out = args.options.get("out");
   if (!out) {
     process.stdout.write(text);
     return EXIT.ok;
@@ -119,5 +155,34 @@ export async function compileCommand(args: ParsedArgs): Promise<number> {
   } catch (e) {
     throw fsError(e, out, "write --out file");
   }
+  return EXIT.ok;
+}
+
+/**
+ * `--emit exported`: the file `exportJitted(jit(fn, { donate }), ...args)` writes for the entry (the same module
+ * name and text), laid out over the entry's mesh when it has one, for the default PJRT plugin's platform.
+ */
+async function exportEntry(
+  loaded: LoadedEntry,
+  dumps: Pick<LowerOptions, "dumpAfter" | "dump">,
+  out: string | undefined,
+): Promise<number> {
+  const e = loaded.entry;
+  const c = lowerEntry(loaded, {
+    ...dumps,
+    ...(e.mesh ? { sharding: shardingFor(loaded, undefined, "compile") } : {}),
+  });
+  const name = moduleName(e.fn, {});
+  const exported = exportedFromProgram(
+    c,
+    emitProgram(c, name),
+    { name, argNames: paramNames(e.fn, e.args.length), donate: e.donate ?? [], statics: [] },
+    await defaultClient(),
+  );
+  if (!out) {
+    process.stdout.write(exported.serialize());
+    return EXIT.ok;
+  }
+  await exported.save(out);
   return EXIT.ok;
 }

@@ -20,11 +20,17 @@ const ENTRY_OPT = {
 export const COMMANDS: readonly Command[] = [
   {
     name: "compile",
-    summary: "Type-check a model file, trace one entry, run the cleanup passes and print IR or StableHLO.",
+    summary:
+      "Type-check a model file, trace one entry, run the cleanup passes and print IR or StableHLO, or export it for loadExported.",
     positionals: [FILE_ARG],
     options: [
       ENTRY_OPT,
-      { name: "emit", value: "<format>", choices: ["ir", "stablehlo"], description: "what to print (default ir)" },
+      {
+        name: "emit",
+        value: "<format>",
+        choices: ["ir", "stablehlo", "exported"],
+        description: "what to print (default ir); exported: a file for loadExported",
+      },
       {
         name: "dump-after",
         value: "<pass>",
@@ -39,6 +45,7 @@ export const COMMANDS: readonly Command[] = [
       "  tessera compile examples/mlp.ts --entry forward",
       "  tessera compile examples/mlp.ts --entry trainStep --emit stablehlo --out step.mlir",
       "  tessera compile examples/mlp.ts --entry trainStep --dump-after all",
+      "  tessera compile examples/mlp.ts --entry trainStep --emit exported --out step.mlir   # loadExported runs it",
     ].join("\n"),
     run: async (args) => (await import("./compile.ts")).compileCommand(args),
   },

@@ -62,3 +62,17 @@ export { mesh, P, DeviceMesh, PartitionSpec, type DimSpec } from "./mesh.ts";
 export { shard } from "./shard.ts";
 export { put } from "./array.ts";
 export { ShardingError } from "../ir/sharding.ts";
+export {
+  exportJitted,
+  loadExported,
+  parseExported,
+  Exported,
+  ExportedError,
+  EXPORTED_FORMAT_VERSION,
+  type ExportedHeader,
+  type ExportedLeaf,
+  type ExportedInput,
+  type LoadedExported,
+  type ExportedArg,
+} from "./exported.ts";
+export { exportJitted as export } from "./exported.ts";

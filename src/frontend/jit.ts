@@ -1,6 +1,6 @@
 // jit: trace once per input signature, run the cleanup passes, emit StableHLO, compile with PJRT, cache, execute.
 import { compileShared, type Executable } from "../backend/runtime/index.ts";
-import { formatType, type DType, type SourceLoc } from "../ir/types.ts";
+import { formatType, type SourceLoc } from "../ir/types.ts";
 import { array, defaultClient, DeviceArray, meshDevices } from "./array.ts";
 import { ShardedBuffer } from "../backend/runtime/index.ts";
 import { annotationMark, annotationsSince, type ShardAnnotation } from "./annotations.ts";
@@ -8,6 +8,7 @@ import { userLoc } from "./loc.ts";
 import type { DeviceMesh } from "./mesh.ts";
 import { emitProgram, lowerProgram, type Program } from "./lowering.ts";
 import type { ShardingOpts } from "./spmd.ts";
+import type { Sharding } from "../ir/sharding.ts";
 import { currentTrace, Tensor } from "./core.ts";
 import { TraceError } from "./errors.ts";
 import { describe as describeValue } from "../errors.ts";
@@ -110,7 +111,8 @@ function traceAnnotated(
   }
 }
 
-function moduleName(fn: { readonly name: string }, opts: JitOpts): string {
+/** @internal The StableHLO module name jit gives `fn`: `jit_<name>`. */
+export function moduleName(fn: { readonly name: string }, opts: Pick<JitOpts, "name">): string {
   const n = (opts.name ?? fn.name ?? "").replace(/[^A-Za-z0-9_]/g, "_");
   return n ? `jit_${n}` : "jit_main";
 }
@@ -170,10 +172,10 @@ function jitState(fn: (...args: never[]) => unknown, opts: JitOpts): JitState {
 }
 
 /**
- * A static argument's value as a key: plain data by value (object keys sorted), anything else refused with the
+ * @internal A static argument's value as a key: plain data by value (object keys sorted), anything else refused with the
  * argument's name, since a function or an array on the device has no value the cache could compare.
  */
-function staticKey(v: unknown, where: string): string {
+export function staticKey(v: unknown, where: string): string {
   const bad = (what: string): never => {
     throw new TraceError(
       "jit",
@@ -235,16 +237,30 @@ function lowerArgs(st: JitState, args: readonly unknown[], statics: readonly unk
   return { ...program, stablehlo: emitProgram(program, st.name) };
 }
 
-/** SPMD programs are compiled for the mesh's devices, partitioned by Shardy. */
-async function compileLowered(lowered: Lowered): Promise<Executable> {
+/** How a program's arguments and results lie over a mesh: what running it needs of a sharding plan. */
+export interface RunLayout {
+  readonly mesh: DeviceMesh;
+  readonly argShardings: readonly Sharding[];
+  readonly resultShardings: readonly Sharding[];
+}
+
+/**
+ * @internal Compiles StableHLO text through the shared executable cache; SPMD programs for the mesh's devices,
+ * partitioned by Shardy. jit and loadExported both come here, so one program text is one executable.
+ */
+export async function compileProgramText(stablehlo: string, layout: RunLayout | undefined): Promise<Executable> {
   const c = await defaultClient();
-  if (!lowered.sharding) return compileShared(c, lowered.stablehlo);
-  const devices = meshDevices(c, lowered.sharding.mesh);
-  return compileShared(c, lowered.stablehlo, {
+  if (!layout) return compileShared(c, stablehlo);
+  const devices = meshDevices(c, layout.mesh);
+  return compileShared(c, stablehlo, {
     numPartitions: devices.length,
     deviceAssignment: devices.map((d) => d.id),
     useShardy: true,
   });
+}
+
+function compileLowered(lowered: Lowered): Promise<Executable> {
+  return compileProgramText(lowered.stablehlo, lowered.sharding);
 }
 
 /** Retraces of one jitted function before it warns (once), as JAX's explain_cache_misses would explain them. */
@@ -416,47 +432,76 @@ async function run(st: JitState, args: unknown[]): Promise<unknown> {
   const { arrays, paths, def } = deviceArgs(dynamic);
   checkDonation(st, args.length);
   const compiled = compiledFor(st, args, key, def, paths, arrays);
-  if (compiled.lowered.sharding) return runSharded(compiled, arrays, paths);
-  return runSingle(compiled, arrays, paths);
+  const g = compiled.lowered.graph;
+  const outTypes = g.outputs.map((v) => v.type);
+  return runExecutable(
+    await compiled.exe,
+    arrays,
+    paths,
+    outTypes,
+    compiled.lowered.outTree,
+    compiled.lowered.sharding,
+    compiled.lowered.prints,
+  );
 }
 
-async function runSingle(compiled: Compiled, arrays: DeviceArray[], paths: string[]): Promise<unknown> {
+/**
+ * @internal Runs a compiled program on device arrays (one per graph input, `paths` naming them for errors) and
+ * rebuilds the output tree; with a layout, each argument as per-device blocks and the outputs as sharded arrays.
+ */
+export async function runExecutable(
+  exe: Executable,
+  arrays: readonly DeviceArray[],
+  paths: readonly string[],
+  outTypes: readonly HasType[],
+  outTree: TreeDef,
+  layout: RunLayout | undefined,
+  prints?: Lowered["prints"],
+): Promise<unknown> {
+  if (layout) return runSharded(exe, layout, arrays, paths, outTypes, outTree, prints);
   const buffers = await Promise.all(arrays.map((a, i) => a.buffer(`jit argument ${paths[i]}`)));
-  const exe = await compiled.exe;
   const outs = await exe.run(buffers);
-  const g = compiled.lowered.graph;
-  const results = outs.map((b, k) => new DeviceArray(g.outputs[k]!.type.dtype as DType, g.outputs[k]!.type.shape, b));
-  return finish(compiled.lowered, results);
+  const results = outs.map((b, k) => new DeviceArray(outTypes[k]!.dtype, outTypes[k]!.shape, b));
+  return finish(outTree, results, prints);
 }
 
 /** The output tree; with debug.print calls, once their lines are written (so `await f(x)` has printed). */
-async function finish(lowered: Lowered, results: DeviceArray[]): Promise<unknown> {
-  if (lowered.prints) await schedulePrints(lowered.prints, (k) => results[k]!);
-  return unflatten(lowered.outTree, results.slice(0, numLeaves(lowered.outTree)));
+async function finish(
+  outTree: TreeDef,
+  results: DeviceArray[],
+  prints: Lowered["prints"] | undefined,
+): Promise<unknown> {
+  if (prints) await schedulePrints(prints, (k) => results[k]!);
+  return unflatten(outTree, results.slice(0, numLeaves(outTree)));
 }
 
 /** Each argument as per-device blocks in its layout; outputs come back as sharded arrays. */
-async function runSharded(compiled: Compiled, arrays: DeviceArray[], paths: string[]): Promise<unknown> {
-  const s = compiled.lowered.sharding!;
-  const exe = await compiled.exe;
+async function runSharded(
+  exe: Executable,
+  s: RunLayout,
+  arrays: readonly DeviceArray[],
+  paths: readonly string[],
+  outTypes: readonly HasType[],
+  outTree: TreeDef,
+  prints: Lowered["prints"] | undefined,
+): Promise<unknown> {
   const client = exe.client;
   const devices = exe.devices;
   const perArg = await Promise.all(
     arrays.map((a, i) => a.shardsFor(client, s.mesh, s.argShardings[i]!, devices, `jit argument ${paths[i]}`)),
   );
   const outs = await exe.execute(devices.map((_, p) => perArg.map((shards) => shards[p]!)));
-  const g = compiled.lowered.graph;
-  const results = g.outputs.map((v, k) => {
+  const results = outTypes.map((t, k) => {
     const sb = new ShardedBuffer(
-      v.type.dtype,
-      v.type.shape,
+      t.dtype,
+      t.shape,
       s.mesh,
       s.resultShardings[k]!,
       outs.map((row) => row[k]!),
     );
-    return new DeviceArray(v.type.dtype as DType, v.type.shape, sb);
+    return new DeviceArray(t.dtype, t.shape, sb);
   });
-  return finish(compiled.lowered, results);
+  return finish(outTree, results, prints);
 }
 
 /**
@@ -482,7 +527,23 @@ export function jit<F extends (...args: never[]) => unknown>(fn: F, opts: JitOpt
   });
   Object.defineProperty(jitted, "compile", { value: (...args: unknown[]) => compileAbstract(st, args) });
   Object.defineProperty(jitted, "cacheSize", { get: () => st.cache.size });
+  jitStates.set(jitted, st);
   return jitted;
+}
+
+const jitStates = new WeakMap<object, JitState>();
+
+/** @internal What export needs of a jitted function beyond its lowering: its name, donation and static positions. */
+export function jitInfo(f: unknown):
+  | {
+      readonly fn: (...args: never[]) => unknown;
+      readonly name: string;
+      readonly donate: readonly number[];
+      readonly statics: readonly number[];
+    }
+  | undefined {
+  const st = typeof f === "function" ? jitStates.get(f) : undefined;
+  return st && { fn: st.fn, name: st.name, donate: st.donate, statics: st.statics };
 }
 
 let jitDisabled = process.env.TESSERA_DISABLE_JIT === "1" ? 1 : 0;

@@ -55,7 +55,9 @@ describe("command line", () => {
     expect(unknownOpt.stderr).toContain("error: unknown option '--emitt' (did you mean '--emit'?)");
     expect(compileHelp.code).toBe(0);
     expect(compileHelp.stdout).toContain("Usage: tessera compile <file.ts> [--entry <export>] [--emit <format>]");
-    expect(compileHelp.stdout).toMatch(/--emit <format> +what to print \(default ir\) \(choices: "ir", "stablehlo"\)/);
+    expect(compileHelp.stdout).toMatch(
+      /--emit <format> +what to print \(default ir\); exported: a file for\s+loadExported \(choices: "ir", "stablehlo",\s+"exported"\)/,
+    );
     expect(compileHelp.stdout).toMatch(/^Examples:\n {2}tessera compile examples\/mlp\.ts --entry forward$/m);
   });
 
@@ -72,7 +74,7 @@ describe("command line", () => {
     );
     expect(badChoice.code).toBe(2);
     expect(badChoice.stderr).toBe(
-      "error: option '--emit <format>' argument 'hlo' is invalid. Allowed choices are ir, stablehlo.\nRun 'tessera compile --help' for usage.\n",
+      "error: option '--emit <format>' argument 'hlo' is invalid. Allowed choices are ir, stablehlo, exported.\nRun 'tessera compile --help' for usage.\n",
     );
     expect(extra.code).toBe(2);
     expect(extra.stderr).toContain("error: too many arguments for 'parity'");
