@@ -39,11 +39,11 @@ export {
   type Tree,
   type TreeDef,
 } from "./tree.ts";
-export * as random from "./random.ts";
-export * as nn from "./nn.ts";
+export * as random from "./random_api.ts";
+export * as nn from "./nn_api.ts";
 export * as tree from "./tree_ns.ts";
 export * as optim from "./optim.ts";
-export { dropout } from "./random.ts";
+export { dropout } from "./random_api.ts";
 export {
   jit,
   disableJit,
