@@ -7,7 +7,7 @@ export { Tensor, type TensorLike, type SliceSpec } from "./core.ts";
 export { TraceError } from "./errors.ts";
 export { setLocationCapture, namedScope } from "./loc.ts";
 export { spec, TensorSpec, trace, evalShape, entry, type Entry, type Traced } from "./trace.ts";
-export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
+export { valueAndGrad, grad, type GradOpts, type ValueAndGradFn, type GradFn, type GradsOf } from "./grad.ts";
 export { vmap, type VmapOpts, type AxisSpec } from "./vmap.ts";
 export type { ScanOpts } from "./control.ts";
 export type { CustomVjpRules } from "./control_flow.ts";
