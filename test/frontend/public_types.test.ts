@@ -1,6 +1,6 @@
 // The public typings against the runtime: each call's static type (checked by tsc in `npm test`) and its run-time class.
 import { describe, expect, expectTypeOf, it } from "vitest";
-import { array, DeviceArray, grad, jit, spec, Tensor, tx, valueAndGrad } from "tessera";
+import { array, DeviceArray, grad, jit, spec, type Tensor, tx, valueAndGrad } from "tessera";
 
 type T = Tensor;
 type D = DeviceArray;
