@@ -2,6 +2,7 @@
 import * as ctl from "./control.ts";
 import * as cf from "./control_flow.ts";
 import { eagerable } from "./eager.ts";
+import type { EagerCond, EagerSwitch } from "./eager_types.ts";
 export * from "./numpy.ts";
 export { Tensor, type TensorLike, type SliceSpec } from "./core.ts";
 export { TraceError } from "./errors.ts";
@@ -17,8 +18,8 @@ export const optimizationBarrier: typeof ctl.optimizationBarrier = eagerable(
   "optimizationBarrier",
   ctl.optimizationBarrier,
 );
-export const cond: typeof cf.cond = eagerable("cond", cf.cond);
-export const switchCase: typeof cf.switchCase = eagerable("switch", cf.switchCase);
+export const cond: EagerCond = eagerable("cond", cf.cond) as EagerCond;
+export const switchCase: EagerSwitch = eagerable("switch", cf.switchCase) as EagerSwitch;
 export { switchCase as switch };
 export const whileLoop: typeof cf.whileLoop = eagerable("whileLoop", cf.whileLoop);
 export const foriLoop: typeof cf.foriLoop = eagerable("foriLoop", cf.foriLoop);

@@ -28,6 +28,7 @@ const BATCH = 4;
 // A short warmup so the steps' rates (0, peak/2, peak) all differ, and a clip norm the fresh model's gradients exceed.
 const OPTS: TrainOpts = { peakLr: 1e-2, warmupSteps: 2, totalSteps: 10, weightDecay: 0.1, maxGradNorm: 0.5 };
 const TOL = 1e-5;
+// Compiling the step here and in JAX takes about a minute on a busy 2-core machine; the default 120 s is too tight.
 
 const ready = await readyJaxPython();
 const skipWhy = "reason" in ready ? ready.reason : undefined;
@@ -52,8 +53,12 @@ async function toHost(tree: unknown): Promise<unknown> {
   return tx.tree.unflatten(def, host);
 }
 
-/** Worst absolute difference per leaf path, with the trees' structures required equal. */
-function worstDiffs(ours: unknown, theirs: unknown): Map<string, number> {
+/** Worst absolute difference per leaf path (elements `skip` names left out), with the trees' structures required equal. */
+function worstDiffs(
+  ours: unknown,
+  theirs: unknown,
+  skip: (path: string, k: number) => boolean = () => false,
+): Map<string, number> {
   const a = tx.treeFlatten(ours as tx.Tree<HostLeaf>, isHostLeaf);
   const b = tx.treeFlatten(theirs as tx.Tree<HostLeaf>, isHostLeaf);
   expect(b.paths).toEqual(a.paths);
@@ -63,7 +68,7 @@ function worstDiffs(ours: unknown, theirs: unknown): Map<string, number> {
     expect(r.shape, a.paths[i]).toEqual(l.shape);
     out.set(
       a.paths[i]!,
-      l.data.reduce((w, v, k) => Math.max(w, Math.abs(v - r.data[k]!)), 0),
+      l.data.reduce((w, v, k) => (skip(a.paths[i]!, k) ? w : Math.max(w, Math.abs(v - r.data[k]!))), 0),
     );
   });
   return out;
@@ -77,13 +82,28 @@ const dev = (a: Int32Array) => tx.array(a, { shape: [a.length / CFG.ctx, CFG.ctx
 const rows = (a: Int32Array) =>
   Array.from({ length: BATCH }, (_, b) => Array.from(a.subarray(b * CFG.ctx, (b + 1) * CFG.ctx)));
 
+/** GPT-2's own initialisation, for the training test. */
+let gentle: tx.Concrete<Gpt2Params>;
+/**
+ * The comparison's starting point. GPT-2's init is too gentle to tell near-identical models apart: at std 0.02 the
+ * MLP's inputs stay near 0, where the tanh and erf forms of GELU agree to 1e-6, and zero biases and unit norm scales
+ * hide a misplaced bias or scale. So the weight matrices are 10x larger and every bias and norm parameter is moved
+ * by N(0, 0.1²).
+ */
 let params0: tx.Concrete<Gpt2Params>;
 const opt = optimizer(OPTS);
 const step = tx.jit(makeTrainStep(CFG, opt));
 
 beforeAll(async () => {
   const init = tx.jit((key: Tensor, c: Gpt2Config) => initParams(c, key), { static: 1 });
-  params0 = await init(tx.random.keyArray(3), CFG);
+  gentle = await init(tx.random.keyArray(3), CFG);
+  const key = tx.random.keyArray(4);
+  let i = 0;
+  params0 = tx.tree.map(
+    (p: DeviceArray) =>
+      p.ndim === 2 ? p.mul(10) : p.add(tx.random.normal(tx.random.foldIn(key, i++), p.shape).mul(0.1)),
+    gentle,
+  ) as tx.Concrete<Gpt2Params>;
 });
 
 describe("examples/gpt2.ts", () => {
@@ -91,7 +111,7 @@ describe("examples/gpt2.ts", () => {
     const o: TrainOpts = { peakLr: 1e-2, warmupSteps: 5, totalSteps: 60, weightDecay: 0.1, maxGradNorm: 1 };
     const trainOpt = optimizer(o);
     const train = tx.jit(makeTrainStep(CFG, trainOpt));
-    let params = params0;
+    let params = gentle;
     let state = await tx.jit((p: Gpt2Params) => trainOpt.init(p))(params);
     const losses: number[] = [];
     for (const { x, y } of batches(o.totalSteps, 11, 32)) {
@@ -104,7 +124,7 @@ describe("examples/gpt2.ts", () => {
     const last = losses.slice(-5).reduce((s, v) => s + v, 0) / 5;
     console.log(`gpt2 training: loss ${losses[0]!.toFixed(4)} (step 1) -> ${last.toFixed(4)} (mean of the last 5)`);
     expect(last, losses.map((l) => l.toFixed(3)).join(" ")).toBeLessThan(losses[0]! - 1);
-  });
+  }, 300_000);
 });
 
 describe.skipIf(skipWhy !== undefined)("examples/gpt2.ts vs the same model in JAX + optax", () => {
@@ -152,7 +172,18 @@ describe.skipIf(skipWhy !== undefined)("examples/gpt2.ts vs the same model in JA
     };
 
     const gradDiffs = worstDiffs(await toHost(grads0), jax.grads);
-    const paramDiffs = worstDiffs(await toHost(params), jax.params);
+    // The key bias (the middle third of bqkv) adds the same amount to every score of a query, which softmax ignores:
+    // its exact gradient is 0, and both sides compute rounding noise (checked below) that Adam, dividing by its
+    // root mean square, turns into steps of +-lr with random signs. Those elements are left out of the params.
+    const isKeyBias = (path: string, k: number) => path.endsWith("attn.bqkv") && k >= CFG.dModel && k < 2 * CFG.dModel;
+    const keyBiasGrad = worstDiffs(
+      await toHost(grads0),
+      await toHost(tx.tree.map((g: DeviceArray) => g.mul(0), grads0)),
+      (path, k) => !isKeyBias(path, k),
+    );
+    for (const [path, g] of keyBiasGrad)
+      if (path.endsWith("attn.bqkv")) expect(g, `${path} (key bias) gradient`).toBeLessThan(1e-6);
+    const paramDiffs = worstDiffs(await toHost(params), jax.params, isKeyBias);
     const worst = (m: Map<string, number>) =>
       [...m].reduce((w, e) => (e[1] > w[1] ? e : w), ["", 0] as [string, number]);
     const lossErr = Math.abs((await loss0.item()) - jax.loss);
@@ -160,7 +191,7 @@ describe.skipIf(skipWhy !== undefined)("examples/gpt2.ts vs the same model in JA
     console.log(
       `gpt2 vs jax ${jax.jax}: loss ${jax.loss.toFixed(6)} (|diff| ${lossErr.toExponential(2)}), ` +
         `worst gradient |diff| ${worst(gradDiffs)[1].toExponential(2)} (${worst(gradDiffs)[0]}), ` +
-        `step losses |diff| <= ${stepErr.toExponential(2)}, worst param |diff| after 3 steps ` +
+        `step losses |diff| <= ${stepErr.toExponential(2)}, worst param |diff| after 3 steps (key biases aside) ` +
         `${worst(paramDiffs)[1].toExponential(2)} (${worst(paramDiffs)[0]})`,
     );
     expect(lossErr).toBeLessThanOrEqual(TOL);
@@ -170,5 +201,5 @@ describe.skipIf(skipWhy !== undefined)("examples/gpt2.ts vs the same model in JA
     // The steps moved the weights by far more than the tolerance, so the comparison can see a wrong update.
     const moved = worstDiffs(await toHost(params), await toHost(params0));
     expect(Math.max(...moved.values())).toBeGreaterThan(1e-3);
-  });
+  }, 300_000);
 });

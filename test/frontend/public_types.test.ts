@@ -60,6 +60,20 @@ describe("public typings match the runtime", () => {
     expect([...parts, values, indices, joined].every(isDevice)).toBe(true);
     expect(Array.from(await joined.toArray())).toEqual([1, -2, 3, 1, -2, 3]);
 
+    // cond and switch with a device-array predicate or index run at once and return device arrays.
+    const chosen = tx.cond(
+      d.sum().gt(0),
+      (v: T) => v.mul(2),
+      (v: T) => v,
+      d,
+    );
+    expectTypeOf(chosen).toEqualTypeOf<D>();
+    const picked = tx.switchCase(array(1, { dtype: "s32" }), [(v: T) => ({ r: v }), (v: T) => ({ r: v.neg() })], d);
+    expectTypeOf(picked).toEqualTypeOf<{ r: D }>();
+    expect(isDevice(chosen) && isDevice(picked.r)).toBe(true);
+    expect(Array.from(await chosen.toArray())).toEqual([2, -4, 6]);
+    expect(Array.from(await picked.r.toArray())).toEqual([-1, 2, -3]);
+
     // @ts-expect-error a string is not an operand
     expect(() => tx.add(d, "1")).toThrow();
   });
@@ -70,6 +84,14 @@ describe("public typings match the runtime", () => {
       expectTypeOf(y).toEqualTypeOf<T>();
       expectTypeOf(tx.nn.relu(y)).toEqualTypeOf<T>();
       expectTypeOf(tx.random.split(tx.random.key(0))).toEqualTypeOf<T>();
+      expectTypeOf(
+        tx.cond(
+          y.sum().gt(0),
+          (v: T) => v,
+          (v: T) => v.neg(),
+          y,
+        ),
+      ).toEqualTypeOf<T>();
       expect(isDevice(y)).toBe(false);
       return tx.sum(y);
     });
