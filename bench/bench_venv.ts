@@ -5,6 +5,25 @@ import { execa } from "execa";
 import { findPythonWithPip } from "../src/backend/runtime/plugin_fetch.ts";
 import { cacheRoot } from "../src/backend/runtime/plugins.ts";
 
+/** Where the bench venv lives (under $TESSERA_CACHE_DIR or ~/.cache/tessera). */
+export function benchVenvDir(): string {
+  return join(cacheRoot(), "bench-venv");
+}
+
+/**
+ * The venv's python if it already imports `modules`, else why not; installs nothing. Tests use it: they must not
+ * pip-install gigabytes inside `npm test`, so without the venv they skip, and say so.
+ */
+export async function readyBenchPython(modules: readonly string[]): Promise<{ py: string } | { reason: string }> {
+  const venv = benchVenvDir();
+  const py = join(venv, "bin", "python");
+  if (!existsSync(py)) return { reason: `no bench venv at ${venv}` };
+  const r = await execa(py, ["-c", `import ${modules.join(", ")}`], { reject: false, all: true });
+  if (r.failed)
+    return { reason: `${py} cannot import ${modules.join(", ")}: ${String(r.all).trim().split("\n").at(-1)}` };
+  return { py };
+}
+
 /**
  * The venv's python with `modules` importable, pip-installing `packages` into it when they are not; undefined
  * (with a message naming `peer`) where Python, pip or PyPI is unavailable, so a benchmark can still print
@@ -15,11 +34,9 @@ export async function benchPython(
   modules: readonly string[],
   packages: readonly string[],
 ): Promise<string | undefined> {
-  const venv = join(cacheRoot(), "bench-venv");
+  const venv = benchVenvDir();
   const py = join(venv, "bin", "python");
-  const ready = async () =>
-    existsSync(py) && !(await execa(py, ["-c", `import ${modules.join(", ")}`], { reject: false })).failed;
-  if (await ready()) return py;
+  if ("py" in (await readyBenchPython(modules))) return py;
   try {
     if (!existsSync(py)) {
       const base = await findPythonWithPip();

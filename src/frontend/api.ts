@@ -2,12 +2,13 @@
 import * as ctl from "./control.ts";
 import * as cf from "./control_flow.ts";
 import { eagerable } from "./eager.ts";
+import type { EagerCond, EagerSwitch } from "./eager_types.ts";
 export * from "./numpy.ts";
 export { Tensor, type TensorLike, type SliceSpec } from "./core.ts";
 export { TraceError } from "./errors.ts";
 export { setLocationCapture, namedScope } from "./loc.ts";
 export { spec, TensorSpec, trace, evalShape, entry, type Entry, type Traced } from "./trace.ts";
-export { valueAndGrad, grad, type GradOpts } from "./grad.ts";
+export { valueAndGrad, grad, type GradOpts, type ValueAndGradFn, type GradFn, type GradsOf } from "./grad.ts";
 export { vmap, type VmapOpts, type AxisSpec } from "./vmap.ts";
 export type { ScanOpts } from "./control.ts";
 export type { CustomVjpRules } from "./control_flow.ts";
@@ -17,8 +18,8 @@ export const optimizationBarrier: typeof ctl.optimizationBarrier = eagerable(
   "optimizationBarrier",
   ctl.optimizationBarrier,
 );
-export const cond: typeof cf.cond = eagerable("cond", cf.cond);
-export const switchCase: typeof cf.switchCase = eagerable("switch", cf.switchCase);
+export const cond: EagerCond = eagerable("cond", cf.cond) as EagerCond;
+export const switchCase: EagerSwitch = eagerable("switch", cf.switchCase) as EagerSwitch;
 export { switchCase as switch };
 export const whileLoop: typeof cf.whileLoop = eagerable("whileLoop", cf.whileLoop);
 export const foriLoop: typeof cf.foriLoop = eagerable("foriLoop", cf.foriLoop);
@@ -39,13 +40,13 @@ export {
   type Tree,
   type TreeDef,
 } from "./tree.ts";
-export * as random from "./random.ts";
-export * as nn from "./nn.ts";
+export * as random from "./random_api.ts";
+export * as nn from "./nn_api.ts";
 export * as tree from "./tree_ns.ts";
 export * as optim from "./optim.ts";
 export * as debug from "./debug_ns.ts";
 export { print as debugPrint } from "./debug.ts";
-export { dropout } from "./random.ts";
+export { dropout } from "./random_api.ts";
 export {
   jit,
   disableJit,

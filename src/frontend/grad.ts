@@ -2,7 +2,7 @@
 import { isFloat } from "../ir/types.ts";
 import { valueAndGrad as graphValueAndGrad } from "../passes/autodiff.ts";
 import { currentTrace, requireTrace, Tensor, Trace, withTrace } from "./core.ts";
-import { jit } from "./jit.ts";
+import { jit, type Concrete, type ConcreteArg } from "./jit.ts";
 import { TraceError } from "./errors.ts";
 import { flatten, unflatten, type Tree } from "./tree.ts";
 import { describe } from "../errors.ts";
@@ -17,6 +17,36 @@ export interface GradOpts {
   hasAux?: boolean;
 }
 
+/** The `wrt` option as a type: 0 when it is left out. */
+type WrtOf<O> = O extends { readonly wrt: infer W } ? W : 0;
+
+/** The gradients' structure: argument `wrt`'s tree, or an array of trees for an array of positions. */
+export type GradsOf<A extends unknown[], W> = W extends number
+  ? A[W]
+  : W extends readonly number[]
+    ? { -readonly [K in keyof W]: W[K] extends number ? A[W[K]] : never }
+    : A[0];
+
+/** What the function's value part is: the loss, or with `hasAux` the function's own `[loss, aux]`. */
+export type ValueOf<R, O> = O extends { readonly hasAux: true } ? R : Tensor;
+
+/**
+ * A function made by valueAndGrad. Called on device arrays (or numbers and booleans, as jit takes them) outside a
+ * trace, it jit-compiles itself, so it returns a Promise of device arrays; called on traced Tensors it returns them.
+ */
+export interface ValueAndGradFn<A extends unknown[], V, G> {
+  (...args: ConcreteArg<A>): Promise<[Concrete<V>, Concrete<G>]>;
+  // biome-ignore lint/suspicious/noExplicitAny: inside a trace the result's structure is kept loose, as it always was, so that model code needs no casts
+  (...args: A): [any, any];
+}
+
+/** A function made by grad: as ValueAndGradFn, for the gradients alone (`[grads, aux]` with `hasAux`). */
+export interface GradFn<A extends unknown[], G> {
+  (...args: ConcreteArg<A>): Promise<Concrete<G>>;
+  // biome-ignore lint/suspicious/noExplicitAny: as ValueAndGradFn's traced signature
+  (...args: A): any;
+}
+
 /**
  * `valueAndGrad(f, { wrt })(...args)` returns `[loss, grads]` (with `hasAux`: `[[loss, aux], grads]`), where `f`
  * returns a rank-0 float loss and `grads` has the structure of the `wrt` argument(s). It works inside `jit` and
@@ -24,11 +54,10 @@ export interface GradOpts {
  * computations (frozen weights passed as another argument cost nothing extra). Called outside any trace with
  * device arrays, it is jit-compiled and returns a Promise of the same structure.
  */
-export function valueAndGrad<A extends unknown[]>(
-  fn: (...args: A) => unknown,
-  opts: GradOpts = {},
-  // biome-ignore lint/suspicious/noExplicitAny: the structure of [loss or [loss, aux], grads] depends on wrt and hasAux at run time; any lets callers use the Tensors (or device arrays, eagerly) without a cast at every call
-): (...args: A) => [any, any] {
+export function valueAndGrad<A extends unknown[], R, const O extends GradOpts = GradOpts>(
+  fn: (...args: A) => R,
+  opts: O = {} as O,
+): ValueAndGradFn<A, ValueOf<R, O>, GradsOf<A, WrtOf<O>>> {
   const wrt = opts.wrt ?? 0;
   const wrtList = typeof wrt === "number" ? [wrt] : [...wrt];
   // Called with device arrays outside any trace, it compiles itself (one jit per valueAndGrad function).
@@ -104,19 +133,23 @@ export function valueAndGrad<A extends unknown[]>(
     const gradResult = typeof wrt === "number" ? gradTrees[0] : gradTrees;
     return [opts.hasAux ? [value, auxTree] : value, gradResult];
   };
-  return traced;
+  return traced as ValueAndGradFn<A, ValueOf<R, O>, GradsOf<A, WrtOf<O>>>;
 }
 
 /**
  * The gradient alone: `grad(f)(...args)` is `valueAndGrad(f)(...args)[1]`; with `hasAux` it returns
  * `[grads, aux]` (as JAX does).
  */
-export function grad<A extends unknown[]>(
-  fn: (...args: A) => unknown,
-  opts: GradOpts = {},
-  // biome-ignore lint/suspicious/noExplicitAny: the gradient tree's structure depends on wrt and hasAux at run time; any lets callers use it (Tensors, or device arrays eagerly) without a cast at every call
-): (...args: A) => any {
-  const vg = valueAndGrad(fn, opts);
+export function grad<A extends unknown[], R, const O extends GradOpts = GradOpts>(
+  fn: (...args: A) => R,
+  opts: O = {} as O,
+): GradFn<
+  A,
+  O extends { readonly hasAux: true }
+    ? [GradsOf<A, WrtOf<O>>, R extends [unknown, infer X] ? X : unknown]
+    : GradsOf<A, WrtOf<O>>
+> {
+  const vg = valueAndGrad(fn, opts as GradOpts);
   let eager: ((...args: unknown[]) => unknown) | undefined;
   const traced = (...args: A): unknown => {
     if (!currentTrace()) {
@@ -128,5 +161,6 @@ export function grad<A extends unknown[]>(
     const [value, grads] = vg(...args);
     return opts.hasAux ? [grads, (value as [Tensor, unknown])[1]] : grads;
   };
-  return traced;
+  // biome-ignore lint/suspicious/noExplicitAny: the declared type is GradFn's; the implementation is one function
+  return traced as any;
 }

@@ -1,108 +1,111 @@
 // The op library in one namespace (numpy-style names): what `tx.*` and the package's named op exports are.
-export {
-  add,
-  sub,
-  mul,
-  div,
-  floorDiv,
-  remainder,
-  mod,
-  pow,
-  maximum,
-  minimum,
-  neg,
-  abs,
-  exp,
-  log,
-  sqrt,
-  rsqrt,
-  tanh,
-  sigmoid,
-  silu,
-  sin,
-  cos,
-  erf,
-  log1p,
-  expm1,
-  floor,
-  ceil,
-  round,
-  sign,
-  square,
-  reciprocal,
-  eq,
-  ne,
-  lt,
-  le,
-  gt,
-  ge,
-  where,
-  astype,
-  bitcast,
-  clip,
-  broadcastShapes,
-  full,
-  bitwiseAnd,
-  bitwiseOr,
-  bitwiseXor,
-  bitwiseNot,
-  shiftLeft,
-  shiftRightLogical,
-  logicalAnd,
-  logicalOr,
-  logicalNot,
-} from "./ops/elementwise.ts";
-export {
-  reshape,
-  transpose,
-  swapaxes,
-  moveaxis,
-  expandDims,
-  squeeze,
-  slice,
-  concatenate,
-  stack,
-  split,
-  pad,
-  broadcastTo,
-} from "./ops/shape.ts";
-export {
-  constant,
-  zeros,
-  ones,
-  zerosLike,
-  onesLike,
-  fullLike,
-  iota,
-  arange,
-  type HostData,
-  type NestedNumbers,
-} from "./ops/creation.ts";
-export {
-  sum,
-  mean,
-  max,
-  min,
-  argmax,
-  argmin,
-  variance,
-  variance as var,
-  std,
-  logsumexp,
-  softmax,
-  logSoftmax,
-  type ReduceOpts,
-  type VarOpts,
-} from "./ops/reduce.ts";
-export { tril, triu, cumsum, cumprod } from "./ops/cumulative.ts";
-export { sort, argsort, topK } from "./ops/sort.ts";
-export { matmul, einsum, dotGeneral, type DotDims } from "./ops/linalg.ts";
-export {
-  take,
-  takeAlongAxis,
-  oneHot,
-  scatterAdd,
-  dynamicSlice,
-  dynamicUpdateSlice,
-  dynamicIndex,
-} from "./ops/indexing.ts";
+// Ops that take a Tensor are re-exported with an eager overload in their types (eager_types.ts): on DeviceArrays,
+// outside a trace, they return DeviceArrays, as they do at run time. Ops that only create arrays keep one signature,
+// since nothing in their arguments tells a traced call from an eager one.
+import { eagerTyped } from "./eager_types.ts";
+import * as el from "./ops/elementwise.ts";
+import * as sh from "./ops/shape.ts";
+import * as cr from "./ops/creation.ts";
+import * as rd from "./ops/reduce.ts";
+import * as cu from "./ops/cumulative.ts";
+import * as so from "./ops/sort.ts";
+import * as la from "./ops/linalg.ts";
+import * as ix from "./ops/indexing.ts";
+
+export const add = eagerTyped(el.add);
+export const sub = eagerTyped(el.sub);
+export const mul = eagerTyped(el.mul);
+export const div = eagerTyped(el.div);
+export const floorDiv = eagerTyped(el.floorDiv);
+export const remainder = eagerTyped(el.remainder);
+export const mod = eagerTyped(el.mod);
+export const pow = eagerTyped(el.pow);
+export const maximum = eagerTyped(el.maximum);
+export const minimum = eagerTyped(el.minimum);
+export const neg = eagerTyped(el.neg);
+export const abs = eagerTyped(el.abs);
+export const exp = eagerTyped(el.exp);
+export const log = eagerTyped(el.log);
+export const sqrt = eagerTyped(el.sqrt);
+export const rsqrt = eagerTyped(el.rsqrt);
+export const tanh = eagerTyped(el.tanh);
+export const sigmoid = eagerTyped(el.sigmoid);
+export const silu = eagerTyped(el.silu);
+export const sin = eagerTyped(el.sin);
+export const cos = eagerTyped(el.cos);
+export const erf = eagerTyped(el.erf);
+export const log1p = eagerTyped(el.log1p);
+export const expm1 = eagerTyped(el.expm1);
+export const floor = eagerTyped(el.floor);
+export const ceil = eagerTyped(el.ceil);
+export const round = eagerTyped(el.round);
+export const sign = eagerTyped(el.sign);
+export const square = eagerTyped(el.square);
+export const reciprocal = eagerTyped(el.reciprocal);
+export const eq = eagerTyped(el.eq);
+export const ne = eagerTyped(el.ne);
+export const lt = eagerTyped(el.lt);
+export const le = eagerTyped(el.le);
+export const gt = eagerTyped(el.gt);
+export const ge = eagerTyped(el.ge);
+export const where = eagerTyped(el.where);
+export const astype = eagerTyped(el.astype);
+export const bitcast = eagerTyped(el.bitcast);
+export const clip = eagerTyped(el.clip);
+export const bitwiseAnd = eagerTyped(el.bitwiseAnd);
+export const bitwiseOr = eagerTyped(el.bitwiseOr);
+export const bitwiseXor = eagerTyped(el.bitwiseXor);
+export const bitwiseNot = eagerTyped(el.bitwiseNot);
+export const shiftLeft = eagerTyped(el.shiftLeft);
+export const shiftRightLogical = eagerTyped(el.shiftRightLogical);
+export const logicalAnd = eagerTyped(el.logicalAnd);
+export const logicalOr = eagerTyped(el.logicalOr);
+export const logicalNot = eagerTyped(el.logicalNot);
+export { broadcastShapes, full } from "./ops/elementwise.ts";
+export const reshape = eagerTyped(sh.reshape);
+export const transpose = eagerTyped(sh.transpose);
+export const swapaxes = eagerTyped(sh.swapaxes);
+export const moveaxis = eagerTyped(sh.moveaxis);
+export const expandDims = eagerTyped(sh.expandDims);
+export const squeeze = eagerTyped(sh.squeeze);
+export const slice = eagerTyped(sh.slice);
+export const concatenate = eagerTyped(sh.concatenate);
+export const stack = eagerTyped(sh.stack);
+export const split = eagerTyped(sh.split);
+export const pad = eagerTyped(sh.pad);
+export const broadcastTo = eagerTyped(sh.broadcastTo);
+export const zerosLike = eagerTyped(cr.zerosLike);
+export const onesLike = eagerTyped(cr.onesLike);
+export const fullLike = eagerTyped(cr.fullLike);
+export { constant, zeros, ones, iota, arange, type HostData, type NestedNumbers } from "./ops/creation.ts";
+export const sum = eagerTyped(rd.sum);
+export const mean = eagerTyped(rd.mean);
+export const max = eagerTyped(rd.max);
+export const min = eagerTyped(rd.min);
+export const argmax = eagerTyped(rd.argmax);
+export const argmin = eagerTyped(rd.argmin);
+export const variance = eagerTyped(rd.variance);
+export { variance as var };
+export const std = eagerTyped(rd.std);
+export const logsumexp = eagerTyped(rd.logsumexp);
+export const softmax = eagerTyped(rd.softmax);
+export const logSoftmax = eagerTyped(rd.logSoftmax);
+export type { ReduceOpts, VarOpts } from "./ops/reduce.ts";
+export const tril = eagerTyped(cu.tril);
+export const triu = eagerTyped(cu.triu);
+export const cumsum = eagerTyped(cu.cumsum);
+export const cumprod = eagerTyped(cu.cumprod);
+export const sort = eagerTyped(so.sort);
+export const argsort = eagerTyped(so.argsort);
+export const topK = eagerTyped(so.topK);
+export const matmul = eagerTyped(la.matmul);
+export const einsum = eagerTyped(la.einsum);
+export const dotGeneral = eagerTyped(la.dotGeneral);
+export type { DotDims } from "./ops/linalg.ts";
+export const take = eagerTyped(ix.take);
+export const takeAlongAxis = eagerTyped(ix.takeAlongAxis);
+export const oneHot = eagerTyped(ix.oneHot);
+export const scatterAdd = eagerTyped(ix.scatterAdd);
+export const dynamicSlice = eagerTyped(ix.dynamicSlice);
+export const dynamicUpdateSlice = eagerTyped(ix.dynamicUpdateSlice);
+export const dynamicIndex = eagerTyped(ix.dynamicIndex);

@@ -17,8 +17,10 @@ export type ScalarOrSchedule = number | Schedule;
  * `applyUpdates` (they already carry the minus sign and the learning rate).
  */
 export interface GradientTransformation<S = unknown> {
-  init(params: Tree<Tensor>): S;
-  update<T extends Tree<Tensor>>(grads: T, state: S, params?: T): [T, S];
+  // The param trees are unconstrained generics, not Tree<Tensor>: a user's `interface Params { w: Tensor }` has no
+  // index signature, so Tree<Tensor> would refuse it (and the leaves are checked when the trees are flattened).
+  init<P>(params: P): S;
+  update<T>(grads: T, state: S, params?: T): [T, S];
 }
 
 /** The state of the transformations that only need a step count (a rank-0 s32: exact past 2^24 steps, unlike f32). */
@@ -186,13 +188,13 @@ export function adamw(opts: AdamWOpts = {}): GradientTransformation<AdamState> {
       mu: tree.map((p: Tensor) => np.zerosLike(p), params),
       nu: tree.map((p: Tensor) => np.zerosLike(p), params),
     }),
-    update<T extends Tree<Tensor>>(grads: T, state: AdamState, params?: T): [T, AdamState] {
+    update<T>(grads: T, state: AdamState, params?: T): [T, AdamState] {
       const ps = requireParams("optim.adamw", params);
       const rate = rateAt(lr, state.count);
       const count = state.count.add(1);
       const t = count.astype("f32");
-      const [pl, def] = tree.flatten(ps);
-      const gl = tree.leaves(grads);
+      const [pl, def] = tree.flatten(ps as Tree<Tensor>);
+      const gl = tree.leaves(grads as Tree<Tensor>);
       const ml = tree.leaves(state.mu);
       const vl = tree.leaves(state.nu);
       if (gl.length !== pl.length || ml.length !== pl.length || vl.length !== pl.length)
@@ -244,7 +246,7 @@ export function sgd(opts: {
       count: newCount(),
       trace: momentum === 0 ? null : tree.map((p: Tensor) => np.zerosLike(p), params),
     }),
-    update<T extends Tree<Tensor>>(grads: T, state: SgdState): [T, SgdState] {
+    update<T>(grads: T, state: SgdState): [T, SgdState] {
       const negRate = rateAt(lr, state.count).neg();
       const count = state.count.add(1);
       if (state.trace === null) return [tree.map((g: Tensor) => g.mul(negRate), grads) as T, { count, trace: null }];
@@ -259,8 +261,8 @@ export function sgd(opts: {
 // Clipping, chaining, applying.
 
 /** The L2 norm of all leaves together (in f32), as optax.global_norm. */
-export function globalNorm(t: Tree<Tensor>): Tensor {
-  const squares = tree.leaves(t).map((g) => g.astype("f32").square().sum());
+export function globalNorm(t: unknown): Tensor {
+  const squares = tree.leaves(t as Tree<Tensor>).map((g) => g.astype("f32").square().sum());
   return squares.reduce((a, b) => a.add(b), np.full([], 0)).sqrt();
 }
 
@@ -271,7 +273,7 @@ export function globalNorm(t: Tree<Tensor>): Tensor {
 export function clipByGlobalNorm(maxNorm: number): GradientTransformation<Record<string, never>> {
   return {
     init: () => ({}),
-    update<T extends Tree<Tensor>>(grads: T, state: Record<string, never>): [T, Record<string, never>] {
+    update<T>(grads: T, state: Record<string, never>): [T, Record<string, never>] {
       const norm = globalNorm(grads);
       const scale = np.where(norm.le(maxNorm), 1, np.full([], maxNorm).div(norm));
       return [tree.map((g: Tensor) => g.mul(scale.astype(g.dtype)), grads) as T, state];
@@ -283,7 +285,7 @@ export function clipByGlobalNorm(maxNorm: number): GradientTransformation<Record
 export function chain(...ts: GradientTransformation<unknown>[]): GradientTransformation<unknown[]> {
   return {
     init: (params) => ts.map((t) => t.init(params)),
-    update<T extends Tree<Tensor>>(grads: T, state: unknown[], params?: T): [T, unknown[]] {
+    update<T>(grads: T, state: unknown[], params?: T): [T, unknown[]] {
       let u = grads;
       const next = ts.map((t, i) => {
         const [u2, s2] = t.update(u, state[i], params);
@@ -296,6 +298,6 @@ export function chain(...ts: GradientTransformation<unknown>[]): GradientTransfo
 }
 
 /** `params + updates` leafwise, the update cast to the param's dtype (as optax.apply_updates). */
-export function applyUpdates<T extends Tree<Tensor>>(params: T, updates: T): T {
+export function applyUpdates<T>(params: T, updates: T): T {
   return tree.map((p: Tensor, u: Tensor) => p.add(u.astype(p.dtype)), params, updates) as T;
 }
