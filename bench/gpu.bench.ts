@@ -23,7 +23,7 @@ import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { BF16 } from "../src/train/precision.ts";
 import { initTrainState, makeGuardedTrainStep, type TrainState } from "../src/train/step.ts";
 import { treeToDevice } from "../src/host/transfer.ts";
-import { describeCandidate, gib, parseSize, searchBudget, stepConfig, type StepShape } from "../src/memory/budget.ts";
+import { describeCandidate, parseSize, searchBudget, stepConfig, type StepShape } from "../src/memory/budget.ts";
 import { benchEntry } from "./entry.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -264,6 +264,8 @@ async function runSpec(spec: string, limitS: number, log: string, py: string): P
   if (!j) return { ...base, error: `exit ${proc.code}, no result line (see the log)` };
   if (typeof j.error === "string") return { ...base, error: j.error };
   const num = (k: string) => (typeof j[k] === "number" ? (j[k] as number) : undefined);
+  // The JAX peer prints 0 when the device keeps no memory statistics (CPU): unknown, not zero.
+  if (j.peak_gib === 0) delete j.peak_gib;
   return {
     ...base,
     ...(j as Partial<SpecResult>),
