@@ -1,14 +1,19 @@
 // estimateMemory against XLA CPU's compiled memory statistics: loop state updated in place, and the f32 copy of a loop's 16-bit operands.
 import { describe, expect, it } from "vitest";
-import { jit, tx, type Tensor } from "tessera";
+import { jit, tx, type Tensor, type TensorSpec } from "tessera";
 import { getClient } from "../../src/backend/runtime/index.ts";
 import { estimateMemory } from "../../src/passes/memory_estimate.ts";
 
 const MiB = 2 ** 20;
 
 /** XLA CPU's peak for a jitted f (argument + output - alias + temp bytes) beside Tessera's estimate of it. */
-async function compare(f: (...a: Tensor[]) => unknown, specs: Tensor[], cpuUpcast16 = false) {
-  const lowered = jit(f as never).lower(...(specs as never[]));
+function lower(f: (...a: Tensor[]) => Tensor, specs: TensorSpec[]) {
+  const j = jit(f);
+  return j.lower(...(specs as unknown as Parameters<typeof j.lower>));
+}
+
+async function compare(f: (...a: Tensor[]) => Tensor, specs: TensorSpec[], cpuUpcast16 = false) {
+  const lowered = lower(f, specs);
   const est = estimateMemory(lowered.graph, { donate: lowered.donate, cpuUpcast16 });
   const client = await getClient();
   const exe = await client.compile(lowered.stablehlo, { device: client.devices[0]!.id });
@@ -79,7 +84,7 @@ describe("estimateMemory against XLA CPU", () => {
     };
     const specs = [tx.spec("f32", [L, R, C]), tx.spec("bf16", [R, C])];
     const cpu = await compare(f, specs, true);
-    const gpu = estimateMemory(jit(f as never).lower(...(specs as never[])).graph);
+    const gpu = estimateMemory(lower(f, specs).graph);
     console.log(
       `bf16 xs: CPU estimate ${(cpu.est.total / MiB).toFixed(2)} MiB, XLA CPU ${(cpu.xla / MiB).toFixed(2)} MiB; GPU estimate ${(gpu.total / MiB).toFixed(2)} MiB`,
     );
