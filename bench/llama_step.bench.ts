@@ -39,6 +39,7 @@ const SHAPE = {
 };
 const STEPS = 5,
   WARMUP = 2;
+const ATTENTION = process.env.BENCH_ATTENTION as "plain" | "blockwise" | undefined;
 
 interface Variant {
   plugin: string;
@@ -86,6 +87,8 @@ async function tessera(layers: Variant["layers"]): Promise<Result> {
     policy: BF16,
     layers,
     adamw: { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-4 },
+    // BENCH_ATTENTION=plain|blockwise (bench memory times both); default: the model's choice for the length.
+    ...(ATTENTION ? { attention: ATTENTION } : {}),
   };
   const base = treeToDevice(randomLlamaWeights(llama, { dtype: "BF16", seed: 0 }) as never);
   let state = treeToDevice<TrainState<DeviceArray>>(initTrainState(initLora(layout, llama, 0)) as never);

@@ -4,6 +4,10 @@
 // the budget search picks remat, attention and loss chunking within the table's budget; "today" is plain attention and
 // the whole logits. Targets (issue 9): GPU estimate <= 16 / 20 / 40 GiB at seq 4096 / 16384 / 65536, and the CPU
 // estimate within 15% of XLA's compiled peak. The peers' figures were measured elsewhere (an H200, ../shared/peers).
+// Then the CPU step time of llama_step's small Llama, plain vs blockwise attention at seq 1024 and 4096
+// (BENCH_MEMORY_STEPS=0 leaves it out; BENCH_SEQS=4096,... picks the table's rows).
+import { fileURLToPath } from "node:url";
+import { execa } from "execa";
 import { getClient, type CompiledMemoryStats } from "../src/backend/runtime/index.ts";
 import { LLAMA2_7B } from "../models/llama.ts";
 import { simpleLoraLayout } from "../models/lora.ts";
@@ -77,7 +81,38 @@ async function main(): Promise<void> {
     );
     ok &&= fits && within;
   }
+  if (process.env.BENCH_MEMORY_STEPS !== "0") await stepTimes();
   if (!ok) process.exitCode = 1;
+}
+
+/**
+ * The step time on CPU of llama_step's small Llama (4 layers, hidden 256, 4 heads, vocab 32000, LoRA r16 on q,v,
+ * bf16, batch 1, scanned layers) with plain and with blockwise attention at seq 1024 and 4096: its own child
+ * process each (llama_step.bench.ts --child), median of 5 steps after 2 warm-ups. A report; no target on CPU.
+ */
+async function stepTimes(): Promise<void> {
+  const file = fileURLToPath(new URL("./llama_step.bench.ts", import.meta.url));
+  console.log(
+    "\nCPU step time, llama_step's small Llama (4 layers, hidden 256, 4 heads, vocab 32000; r16 on q,v; bf16; batch 1; scanned), median of 5:",
+  );
+  for (const seq of [1024, 4096]) {
+    const parts: string[] = [];
+    for (const attention of ["plain", "blockwise"]) {
+      const r = await execa(process.execPath, ["--import", "tsx", file, "--child", "scan"], {
+        env: { BENCH_SEQ: String(seq), BENCH_ATTENTION: attention, TF_CPP_MIN_LOG_LEVEL: "2" },
+        all: true,
+        reject: false,
+      });
+      const line = r.stdout.trim().split("\n").at(-1) ?? "";
+      if (r.failed || !line.startsWith("{")) {
+        parts.push(`${attention} failed: ${String(r.all).split("\n").slice(-3).join(" ")}`);
+        continue;
+      }
+      const j = JSON.parse(line) as { stepS: number; cpuS: number };
+      parts.push(`${attention} ${(j.stepS * 1e3).toFixed(0)} ms (${(seq / j.stepS).toFixed(0)} tok/s)`);
+    }
+    console.log(`  seq ${seq}: ${parts.join(", ")}`);
+  }
 }
 
 await main();

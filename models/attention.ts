@@ -360,8 +360,10 @@ function flashBackward(
     dkAcc: tx.zeros([B, Hkv, bk, D], "f32"),
     dvAcc: tx.zeros([B, Hkv, bk, D], "f32"),
     dq: tx.zeros([B, Sq, Hkv, G, D], "f32"),
-    dk: tx.zeros([B, Sk, Hkv, D], "f32"),
-    dv: tx.zeros([B, Sk, Hkv, D], "f32"),
+    // Each key block's rows are final once its last pair has run (pairs go key block by key block): they are
+    // stored in k's dtype, the cast the result gets anyway, so no [B, S, Hkv, D] f32 pair is held.
+    dk: tx.zeros([B, Sk, Hkv, D], k.dtype),
+    dv: tx.zeros([B, Sk, Hkv, D], v.dtype),
   };
   const step = (c: typeof init, x: { i: Tensor; j: Tensor; first: Tensor }): [typeof init, null] => {
     const qStart = x.i.mul(bq),
@@ -414,20 +416,19 @@ function flashBackward(
         dkAcc,
         dvAcc,
         dq: writeRows(c.dq, dqOld.add(dqBlock.transpose([0, 2, 1, 3, 4])), qStart),
-        dk: writeRows(c.dk, dkAcc.transpose([0, 2, 1, 3]), kStart),
-        dv: writeRows(c.dv, dvAcc.transpose([0, 2, 1, 3]), kStart),
+        dk: writeRows(c.dk, dkAcc.transpose([0, 2, 1, 3]).astype(k.dtype), kStart),
+        dv: writeRows(c.dv, dvAcc.transpose([0, 2, 1, 3]).astype(v.dtype), kStart),
       },
       null,
     ];
   };
   const [fin] = tx.scan(step, init, pairInputs(f, false));
-  const keys = (t: Tensor) => unpad(t, S).astype(k.dtype);
   return [
     unpad(fin.dq, S)
       .reshape([B, S, Hkv * G, D])
       .astype(q.dtype),
-    keys(fin.dk),
-    keys(fin.dv),
+    unpad(fin.dk, S),
+    unpad(fin.dv, S),
   ];
 }
 

@@ -20,6 +20,7 @@ import {
   blockwiseAttention,
   cudnnAttention,
   DEFAULT_BLOCK,
+  ATTENTION_IMPLS,
   defaultAttention,
   plainAttention,
 } from "./attention.ts";
@@ -212,6 +213,12 @@ export type LlamaAttention = { kind: "plain" } | { kind: "cudnn" } | { kind: "bl
  */
 export function resolveAttention(opts: Pick<ForwardOpts, "attention" | "attentionBlock">, seq: number): LlamaAttention {
   const kind = opts.attention ?? defaultAttention(seq);
+  // A JS caller or a JSON config can pass any string; one that is no kernel must not quietly run plain attention.
+  if (!ATTENTION_IMPLS.includes(kind))
+    throw new TesseraError(`attention must be ${ATTENTION_IMPLS.join(", ")}; got '${String(kind)}'`, {
+      code: "ERR_CONFIG",
+      exitCode: EXIT.usage,
+    });
   if (kind === "plain" || kind === "cudnn") return { kind };
   const block = opts.attentionBlock ?? DEFAULT_BLOCK;
   if (!(Number.isInteger(block) && block >= 1))

@@ -12,6 +12,19 @@
 #                                          the CPU plugin in place of the CUDA one: checks the script
 #                                          and the carried bundle, not the GPU
 #
+#   here:  scripts/gpu-check.sh pack-bench fill .device/ for `npm run bench gpu` without node_modules: the
+#                                          Node binary, the addon, bench/gpu.bench.ts bundled by esbuild
+#                                          into plain JS (.device/bench/js/gpu_bench.mjs) and a copy of
+#                                          ../shared/peers (which the device tool does not carry)
+#   there: bash scripts/gpu-check.sh bench Tessera's 7B LoRA step at seq 4096 (16 GiB) and 16384 (20 GiB)
+#                                          beside the JAX (cuDNN) and HF + PEFT peers, one process per spec,
+#                                          time-boxed; tok/s and peak memory, partial results in
+#                                          $OUT/gpu-bench.jsonl, the table in $OUT/gpu-bench.txt. Env:
+#                                          BENCH_GPU_SPECS, BENCH_GPU_SPEC_TIMEOUT, BENCH_GPU_TOTAL
+#   here:  scripts/gpu-check.sh bench-dry-run  'bench' in a scratch copy with the CPU plugin and the peers'
+#                                          tiny shape (BENCH_GPU_SIZE=tiny; the JAX peer on CPU from the
+#                                          bench venv), and both peers' scripts compiled by python3
+#
 # That machine has no Node and no network. Its CUDA plugin is jax-cuda13-pjrt 0.11.2 (PJRT C API
 # 0.115) under /opt/torch/.venv; the NVIDIA libraries it links come from the pip packages beside it
 # (nvidia/*/lib) and are put on LD_LIBRARY_PATH before Node starts (the loader reads it only then),
@@ -59,9 +72,9 @@ unxz_to() {  # unxz_to FILE.xz DEST
   fi
 }
 
-# Unpacks the bundle into the tree and a scratch folder, then exports NODE (the carried binary).
-unpack() {
-  [[ -f "$BUNDLE/node.xz" ]] || die "no $BUNDLE/node.xz: run 'scripts/gpu-check.sh pack' here, and carry .device"
+# The carried Node binary, unpacked once into a scratch folder: exports NODE and puts it on PATH.
+unpack_node() {
+  [[ -f "$BUNDLE/node.xz" ]] || die "no $BUNDLE/node.xz: run 'scripts/gpu-check.sh pack' (or pack-bench) here, and carry .device"
   local work="${GPU_CHECK_WORK:-/tmp/tessera-gpu-check}"
   mkdir -p "$work/bin"
   if [[ ! -x "$work/bin/node" ]]; then
@@ -70,6 +83,12 @@ unpack() {
   fi
   NODE="$work/bin/node"
   export PATH="$work/bin:$PATH"
+}
+
+# Unpacks the bundle into the tree and a scratch folder, then exports NODE (the carried binary).
+unpack() {
+  unpack_node
+  local work="${GPU_CHECK_WORK:-/tmp/tessera-gpu-check}"
   if [[ ! -d "$ROOT/node_modules/vitest" ]]; then
     say "unpacking node_modules"
     unxz_to "$BUNDLE/node_modules.tar.xz" "$work/node_modules.tar"
@@ -154,8 +173,81 @@ dry_run() {
   (cd "$scratch" && TESSERA_PJRT_PLUGIN="$cpu" GPU_CHECK_WORK="$scratch/.work" bash scripts/gpu-check.sh run --cpu)
 }
 
+# Packs what `bench` needs and nothing of node_modules: the code is one esbuild bundle of plain JS.
+pack_bench() {
+  local addon="$ROOT/native/build/tessera_pjrt.node"
+  local esbuild="$ROOT/node_modules/.bin/esbuild"
+  local peers="${BENCH_PEERS_DIR:-$ROOT/../shared/peers}"
+  [[ -f "$addon" ]] || die "no addon at $addon: run npm install first"
+  [[ -x "$esbuild" ]] || die "no esbuild at $esbuild (it comes with tsx): run npm install first"
+  [[ -f "$peers/jax_lora.py" && -f "$peers/hf_peft.py" ]] || die "no peers' scripts in $peers (set BENCH_PEERS_DIR)"
+  command -v xz >/dev/null || die "xz is needed to pack"
+  rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/bench/js" "$BUNDLE/bench/peers"
+  say "packing $(node --version) from $(command -v node)"
+  xz -T0 -6 -c "$(readlink -f "$(command -v node)")" >"$BUNDLE/node.xz"
+  node --version >"$BUNDLE/NODE_VERSION"
+  cp "$addon" "$BUNDLE/tessera_pjrt.node"
+  # Three folders down from the root, so the bundle's import.meta.url-relative paths (../../../native/build for
+  # the addon) land where they do from src/backend/runtime; the .proto files it reads sit beside it.
+  say "bundling bench/gpu.bench.ts with esbuild $("$esbuild" --version)"
+  "$esbuild" "$ROOT/bench/gpu.bench.ts" --bundle --platform=node --format=esm --target=node20 \
+    --outfile="$BUNDLE/bench/js/gpu_bench.mjs" --log-level=warning --legal-comments=none \
+    --banner:js="import { createRequire as __tesseraCreateRequire } from 'node:module'; const require = __tesseraCreateRequire(import.meta.url);"
+  cp "$ROOT"/src/backend/runtime/*.proto "$BUNDLE/bench/js/"
+  cp "$peers/jax_lora.py" "$peers/hf_peft.py" "$peers/README.md" "$BUNDLE/bench/peers/"
+  local kib
+  kib=$(du -sk "$BUNDLE" | cut -f1)
+  say "bundle: $(du -sh "$BUNDLE" | cut -f1) in $BUNDLE"
+  ls -lR "$BUNDLE"
+  (( kib < 56 * 1024 )) || die "the bundle is over 56 MiB; the device tool carries 64 MiB with the tree"
+}
+
+# Runs the bundled bench: NODE from unpack_node, the addon put where the bundle loads it.
+run_bench() {
+  [[ -f "$BUNDLE/bench/js/gpu_bench.mjs" ]] || die "no $BUNDLE/bench/js/gpu_bench.mjs: run 'scripts/gpu-check.sh pack-bench' here, and carry .device"
+  mkdir -p "$ROOT/native/build"
+  cp "$BUNDLE/tessera_pjrt.node" "$ROOT/native/build/tessera_pjrt.node"
+  local out="${OUT:-/tmp/tessera-gpu-bench-out}"
+  mkdir -p "$out"
+  export OUT="$out" BENCH_PEERS_DIR="${BENCH_PEERS_DIR:-$BUNDLE/bench/peers}"
+  export TESSERA_CACHE_DIR="${TESSERA_CACHE_DIR:-${GPU_CHECK_WORK:-/tmp/tessera-gpu-check}/cache}"
+  say "bench: $NODE $BUNDLE/bench/js/gpu_bench.mjs (plugin ${TESSERA_PJRT_PLUGIN:-default}, python ${BENCH_PYTHON:-python3}, out $out)"
+  cd "$ROOT"
+  set +e
+  "$NODE" "$BUNDLE/bench/js/gpu_bench.mjs"
+  local rc=$?
+  set -e
+  say "bench exited with $rc; results in $out/gpu-bench.jsonl, table in $out/gpu-bench.txt, log in $out/gpu-bench.log"
+  return "$rc"
+}
+
+bench_dry_run() {
+  local scratch="${GPU_CHECK_SCRATCH:-/tmp/tessera-gpu-bench-dry-run}"
+  pack_bench
+  for f in "$BUNDLE"/bench/peers/*.py; do
+    python3 -m py_compile "$f" && say "python3 compiles $(basename "$f")"
+  done
+  rm -rf "$scratch" && mkdir -p "$scratch"
+  git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 tar -cf - --) | tar -C "$scratch" -xf -
+  cp -r "$BUNDLE" "$scratch/.device"
+  local cache="${TESSERA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera}"
+  local cpu="$cache/pjrt/xla-cpu-pjrt-0.0.1/xla_cpu_pjrt.so"
+  local py="$cache/bench-venv/bin/python"
+  [[ -x "$py" ]] || py=python3
+  say "bench dry run in $scratch (no node_modules there) with the CPU plugin $cpu and the peers' tiny shape"
+  (cd "$scratch" && TESSERA_PJRT_PLUGIN="$cpu" GPU_CHECK_WORK="$scratch/.work" BENCH_GPU_SIZE=tiny \
+    BENCH_PYTHON="$py" OUT="${OUT:-$scratch/out}" bash scripts/gpu-check.sh bench --cpu)
+}
+
 case "${1:-}" in
   pack) pack ;;
+  pack-bench) pack_bench ;;
+  bench)
+    unpack_node
+    if [[ "${2:-}" == "--cpu" ]]; then say "CPU mode: no CUDA environment"; else cuda_env; fi
+    run_bench
+    ;;
+  bench-dry-run) bench_dry_run ;;
   run)
     unpack
     if [[ "${2:-}" == "--cpu" ]]; then say "CPU mode: no CUDA environment"; else cuda_env; fi
@@ -167,5 +259,5 @@ case "${1:-}" in
     GPU_CHECK_TESTS=test/runtime/cudnn_attention.test.ts run_tests
     ;;
   dry-run) dry_run ;;
-  *) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 2 ;;
+  *) sed -n '2,33p' "${BASH_SOURCE[0]}"; exit 2 ;;
 esac

@@ -115,7 +115,10 @@ function peakOf(
   fusion: boolean,
   keep: ReadonlySet<Value>,
   upcast: boolean,
+  ownedParams: ReadonlySet<Value> = new Set(),
 ): Peak {
+  // Values whose buffer the caller holds: owned parameters, and what was written into them in place.
+  const owned = new Set(ownedParams);
   const users = new Map<Value, AnyOp[]>();
   for (const op of g.ops) {
     for (const v of op.inputs) {
@@ -147,27 +150,86 @@ function peakOf(
   const freeAt = new Map<number, Value[]>();
   let live = 0;
   const peak: Peak = { bytes: 0 };
+  const liveTemps = new Set<Value>();
+  const schedule = (v: Value, i: number) => {
+    const end = lastUse.get(v) ?? i;
+    const list = freeAt.get(end);
+    if (list) list.push(v);
+    else freeAt.set(end, [v]);
+  };
   g.ops.forEach((op, i) => {
     let during = 0;
     // A loop or branch adds its body's own peak while it runs (the largest of a cond's branches).
-    for (const sub of subgraphs(op)) during = Math.max(during, peakOf(sub, bytes, fusion, new Set(), upcast).bytes);
+    const loop = loopOperands(op);
+    for (const sub of subgraphs(op)) {
+      // A loop body owns its carry parameters (the loop state): it may update them in place.
+      const own =
+        loop && sub === loop.params.body
+          ? new Set(sub.inputs.slice(loop.numConsts, loop.numConsts + loop.numCarry))
+          : new Set<Value>();
+      during = Math.max(during, peakOf(sub, bytes, fusion, new Set(), upcast, own).bytes);
+    }
     if (upcast && op.name === "dot_general")
       for (const v of op.inputs) if (is16(v) && !inputs.has(v)) during += 2 * bytes(v);
-    for (const v of op.outputs) {
-      if (!materialized(op, v)) continue;
+    // XLA's CPU backend hoists the f32 conversion of a loop's 16-bit invariant operands (consts and the scanned
+    // xs) out of the loop: the f32 copy lives while the loop runs, and the 16-bit original dies at the conversion
+    // when the loop is its last use.
+    if (upcast && loop)
+      for (const v of op.inputs.slice(0, loop.numConsts).concat(op.inputs.slice(loop.numConsts + loop.numCarry)))
+        if (is16(v) && liveTemps.has(v)) during += 2 * bytes(v) - (lastUse.get(v) === i ? bytes(v) : 0);
+    // The buffer an output reuses: a dynamic_update_slice or scatter_add writes into its operand, and a loop's
+    // carry result is its loop state, initialized in place from the init (XLA copies only an operand that is used
+    // again later, or one the graph does not own: an argument, a loop's invariant).
+    const reuses = (k: number): Value | undefined => {
+      const src =
+        op.name === "dynamic_update_slice" || op.name === "scatter_add"
+          ? k === 0
+            ? op.inputs[0]
+            : undefined
+          : loop && k < loop.numCarry
+            ? op.inputs[loop.numConsts + k]
+            : undefined;
+      if (!src || lastUse.get(src) !== i || !(liveTemps.has(src) || owned.has(src))) return undefined;
+      return src;
+    };
+    const taken = new Set<Value>();
+    op.outputs.forEach((v, k) => {
+      if (!materialized(op, v)) return;
+      const src = reuses(k);
+      if (src && !taken.has(src)) {
+        taken.add(src);
+        // The output takes over the operand's buffer: a live temporary moves to it (freed at the output's last
+        // use instead); an owned parameter's buffer was counted by the caller.
+        if (liveTemps.delete(src)) {
+          const list = freeAt.get(i)!;
+          list.splice(list.indexOf(src), 1);
+          liveTemps.add(v);
+          schedule(v, i);
+        } else owned.add(v);
+        return;
+      }
       live += bytes(v);
-      const end = lastUse.get(v) ?? i;
-      const list = freeAt.get(end);
-      if (list) list.push(v);
-      else freeAt.set(end, [v]);
-    }
+      liveTemps.add(v);
+      schedule(v, i);
+    });
     if (live + during > peak.bytes) {
       peak.bytes = live + during;
       peak.op = op;
     }
-    for (const v of freeAt.get(i) ?? []) live -= bytes(v);
+    for (const v of freeAt.get(i) ?? []) {
+      live -= bytes(v);
+      liveTemps.delete(v);
+    }
   });
   return peak;
+}
+
+/** How a loop's operands split: scan's (consts, carries, xs), while's (consts, carries). */
+function loopOperands(op: AnyOp): { numConsts: number; numCarry: number; params: { body: Graph } } | undefined {
+  if (op.name === "scan") return { numConsts: op.params.numConsts, numCarry: op.params.numCarry, params: op.params };
+  if (op.name === "while")
+    return { numConsts: op.params.numConsts, numCarry: op.inputs.length - op.params.numConsts, params: op.params };
+  return undefined;
 }
 
 /** Memory one device needs for `g`: its arguments, outputs (less donated ones), and peak temporaries. */

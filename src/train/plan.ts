@@ -187,20 +187,21 @@ async function memoryChoice(
   model: ResolvedModel,
   adapter: ResolvedAdapter,
   seq: number,
-): Promise<(MemoryChoice & { attention: "plain" | "blockwise"; lossChunk: number | undefined }) | undefined> {
+): Promise<(MemoryChoice & { attention: AttentionImpl; lossChunk: number | undefined }) | undefined> {
   let budget: number | undefined;
   let source: string;
+  const client = await defaultClient();
   if (run.memoryBudget !== null) {
     budget = typeof run.memoryBudget === "number" ? run.memoryBudget : parseSize(run.memoryBudget);
     source = "--memory-budget";
   } else {
-    const client = await defaultClient();
     budget = deviceBudget(client.platform, client.memoryStats()?.bytesLimit);
     source = `the ${client.platformName} device's memory less a margin`;
   }
   if (budget === undefined) return undefined;
   const fixed: Partial<Candidate> = {};
-  if (run.attention === "plain" || run.attention === "blockwise") fixed.attention = run.attention;
+  // An explicit --attention cudnn is kept too (attentionKernel has refused it off CUDA).
+  if (run.attention !== null) fixed.attention = run.attention;
   if (run.lossChunk !== null) fixed.lossChunk = run.lossChunk === 0 ? undefined : Math.min(run.lossChunk, seq);
   const choice = searchBudget(
     {
@@ -211,6 +212,8 @@ async function memoryChoice(
       batch: run.batch,
       gradAccum: run.gradAccum,
       packed: run.pack,
+      // cuDNN's kernel takes no segment ids: packed rows never plan it.
+      cuda: client.platform === "cuda" && !run.pack,
       fixed,
     },
     budget,
@@ -219,7 +222,7 @@ async function memoryChoice(
   const kept = Object.keys(fixed).length ? ` (kept: ${Object.keys(fixed).join(", ")})` : "";
   return {
     remat: layerLoop(model.llama) === "scan" ? undefined : rematPolicies(c.remat),
-    attention: c.attention === "cudnn" ? "blockwise" : c.attention,
+    attention: c.attention,
     lossChunk: c.lossChunk,
     mlpChunk: c.mlpChunk,
     line: `${describeCandidate(c)}: ${gib(choice.chosen.gpuPeakBytes)} estimated per device within ${gib(budget)} (${source})${kept}; ${choice.reasons.join("; ")}`,

@@ -8,11 +8,13 @@ import {
   chooseWithin,
   estimateAll,
   lossChunkChoices,
+  lowerStep,
   parseSize,
   searchBudget,
   type StepShape,
 } from "../../src/memory/budget.ts";
 import { presetName } from "../../src/cli/plan.ts";
+import { getClient } from "../../src/backend/runtime/index.ts";
 
 const GiB = 2 ** 30;
 
@@ -124,6 +126,25 @@ describe("searchBudget", () => {
     // Without a budget plain attention (the fastest by the cost model) is kept.
     expect(searchBudget(seven, undefined).chosen.candidate.attention).toBe("plain");
   });
+
+  it("Llama-2-7B at 65536 fits 40 GiB (issue 9's target), and the CPU estimate is within 15% of XLA CPU's compile", async () => {
+    const long = { ...seven, seq: 65536 };
+    const r = searchBudget(long, 40 * GiB);
+    expect(r.chosen.candidate.attention).toBe("blockwise");
+    expect(r.chosen.candidate.lossChunk).toBeDefined();
+    expect(r.chosen.gpuPeakBytes).toBeLessThanOrEqual(40 * GiB);
+    // Frozen weights and the 16 GiB of saved bf16 layer inputs are the floor: the estimate cannot go below them.
+    expect(r.chosen.gpuPeakBytes).toBeGreaterThan(r.chosen.frozenBytes + 16 * GiB);
+    const client = await getClient();
+    const exe = await client.compile(lowerStep(long, r.chosen.candidate, true).stablehlo);
+    const m = exe.memoryStats!;
+    exe.dispose();
+    const xla = m.argumentBytes + m.outputBytes - m.aliasBytes + m.tempBytes;
+    console.log(
+      `seq 65536: GPU estimate ${(r.chosen.gpuPeakBytes / GiB).toFixed(2)} GiB; CPU estimate ${(r.chosen.cpuPeakBytes / GiB).toFixed(2)} GiB vs XLA CPU ${(xla / GiB).toFixed(2)} GiB`,
+    );
+    expect(Math.abs(r.chosen.cpuPeakBytes / xla - 1)).toBeLessThanOrEqual(0.15);
+  }, 300_000);
 
   it("a budget below the frozen weights names them as the cause (exit 1)", () => {
     let err: unknown;
