@@ -393,15 +393,18 @@ function checkpointVjp(
 }
 
 /**
- * `g` with its top-level everythingSaveable checkpoints inlined: saving everything is differentiating the body as
- * if there were no checkpoint. The inlined ops define the checkpoint's own result values, so seeds and later ops
+ * `g` with its top-level everythingSaveable checkpoints (or those `inline` picks) inlined: saving everything is
+ * differentiating the body as if there were no checkpoint. The inlined ops define the checkpoint's own result values, so seeds and later ops
  * still find them.
  */
-function inlineEverythingSaveable(g: Graph): Graph {
-  if (!g.ops.some((o) => o.name === "checkpoint" && o.params.policy === "everythingSaveable")) return g;
+function inlineEverythingSaveable(
+  g: Graph,
+  inline = (o: Op<"checkpoint">): boolean => o.params.policy === "everythingSaveable",
+): Graph {
+  if (!g.ops.some((o) => o.name === "checkpoint" && inline(o))) return g;
   const b = new GraphBuilder();
   for (const op of g.ops) {
-    if (op.name === "checkpoint" && op.params.policy === "everythingSaveable")
+    if (op.name === "checkpoint" && inline(op))
       inlineInto(b, cloneGraph(op.params.body), op.inputs, op.outputs, op.loc);
     else b.push(op);
   }
@@ -686,7 +689,14 @@ function scanBackwardBody(
     ...cIdx.map((k) => bodyConsts[k]!),
     ...xIdx.map((j) => bodyXs[j]!),
   ];
-  const grads = backprop(bb, body, activeIn, seeds, want, given, presaved);
+  // A checkpoint that saves nothing is recomputed from its operands, which the backward body already is: its ops
+  // run there as plain ones, without the barrier that keeps a recomputation apart from its forward copy (the
+  // forward ran in the other loop).
+  const plainBody = inlineEverythingSaveable(
+    body,
+    (o) => o.params.policy !== "everythingSaveable" && savedOps(o).length === 0,
+  );
+  const grads = backprop(bb, plainBody, activeIn, seeds, want, given, presaved);
   const be = new Emitter(bb, op.loc);
   const ctCarryOut = grads.slice(0, hIdx.length);
   const accOut = grads.slice(hIdx.length, hIdx.length + cIdx.length).map((g, n) => be.add(accIn[n]!, g));
