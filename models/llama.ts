@@ -265,16 +265,17 @@ export interface ForwardOpts {
   compute?: DType;
   /**
    * How the layers run: one `scan` over the stacked weights (default: one copy of the layer in the program, fast to
-   * compile at 32+ layers), or unrolled (each layer its own ops; autodiff then keeps every activation instead of
-   * recomputing each layer's forward pass in the backward scan).
+   * compile at 32+ layers), or unrolled (each layer its own ops). Either way autodiff keeps every activation
+   * unless `remat` says otherwise.
    */
   layers?: "scan" | "unroll";
   /**
    * Rematerialize each layer in the backward pass (tx.checkpoint with this policy): only what the policy saves
    * is kept from the forward pass. Unrolled, nothingSaveable keeps one hidden state per layer instead of every
-   * activation. Scanned, the backward scan already recomputes each layer from its saved carry (nothingSaveable's
-   * memory); a policy that saves (dotsSaveable, names) stacks those values per layer and skips recomputing them. An
-   * array gives each layer its own policy (undefined: none); scanned layers have one body, so it must be uniform.
+   * activation. Scanned, as JAX's scan: without a policy the forward scan stacks every residual of the layer (no
+   * recomputation); nothingSaveable stacks only the hidden states and the backward scan recomputes each layer from
+   * them; a policy that saves (dotsSaveable, names) stacks those values too and skips recomputing them. An array
+   * gives each layer its own policy (undefined: none); scanned layers have one body, so it must be uniform.
    */
   remat?: tx.SavePolicy | readonly (tx.SavePolicy | undefined)[];
   /**

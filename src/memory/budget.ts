@@ -129,14 +129,14 @@ export interface Estimate {
   costSeconds: number;
 }
 
-/** Layer loop of the step: scanned layers are recomputed whole by the backward scan, so a policy changes nothing. */
+/** Layer loop of the step (scanned layers share one body, so one remat policy). */
 export function layerLoop(llama: LlamaConfig): "scan" | "unroll" {
   return defaultLayerLoop(llama);
 }
 
 /**
- * The remat choices worth trying. Scanned layers: only nothingSaveable (what the backward scan does anyway; one body,
- * one policy). Unrolled layers: each policy for every layer, and per-layer mixes of none with each policy (the first
+ * The remat choices worth trying. Scanned layers: only nothingSaveable (one body, one policy; the step runs it as a
+ * checkpoint, the backward scan recomputing each layer from its input; without one a scan saves every residual). Unrolled layers: each policy for every layer, and per-layer mixes of none with each policy (the first
  * k layers rematerialized, the rest keeping their activations; k = 1..L-1), which land between the uniform ones.
  */
 export function rematChoices(llama: LlamaConfig): readonly RematChoice[] {
@@ -190,7 +190,7 @@ export function candidates(shape: StepShape): Candidate[] {
 }
 
 export function stepConfig(shape: StepShape, c: Candidate, cpuCompile = false): StepConfig {
-  const remat = layerLoop(shape.llama) === "scan" ? undefined : rematPolicies(c.remat);
+  const remat = rematPolicies(c.remat);
   // XLA's CPU backend has no cuDNN: a CPU compile of a cudnn plan uses blockwise attention in its place.
   const attention = c.attention === "cudnn" && cpuCompile ? "blockwise" : c.attention;
   return {

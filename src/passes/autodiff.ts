@@ -1,6 +1,6 @@
 // Reverse-mode autodiff as an IR-to-IR transform: vjp, valueAndGrad and the "autodiff" pass.
 import { TesseraError } from "../errors.ts";
-import { GraphBuilder, Value, makeOp, mapSubgraphs, type AnyOp, type Graph, type Op } from "../ir/graph.ts";
+import { GraphBuilder, Value, makeOp, mapSubgraphs, subgraphs, type AnyOp, type Graph, type Op } from "../ir/graph.ts";
 import type { OpName } from "../ir/ops.ts";
 import { formatLoc, formatType, isFloat, range, sameType, type SourceLoc } from "../ir/types.ts";
 import { Emitter } from "./emitter.ts";
@@ -262,7 +262,11 @@ function backprop(
       b.push(saved.op);
       residuals.set(op, saved.residuals);
     } else if (op.name === "scan" && differentiated.has(op)) {
-      const saved = saveCarries(op);
+      const saved = saveCarries(
+        op,
+        op.inputs.map((v) => active.has(v)),
+        op.outputs.map((o) => useful.has(o)),
+      );
       b.push(saved.op);
       residuals.set(op, saved.stacked);
     } else if (op.name === "custom_vjp" && differentiated.has(op)) {
@@ -389,15 +393,18 @@ function checkpointVjp(
 }
 
 /**
- * `g` with its top-level everythingSaveable checkpoints inlined: saving everything is differentiating the body as
- * if there were no checkpoint. The inlined ops define the checkpoint's own result values, so seeds and later ops
+ * `g` with its top-level everythingSaveable checkpoints (or those `inline` picks) inlined: saving everything is
+ * differentiating the body as if there were no checkpoint. The inlined ops define the checkpoint's own result values, so seeds and later ops
  * still find them.
  */
-function inlineEverythingSaveable(g: Graph): Graph {
-  if (!g.ops.some((o) => o.name === "checkpoint" && o.params.policy === "everythingSaveable")) return g;
+function inlineEverythingSaveable(
+  g: Graph,
+  inline = (o: Op<"checkpoint">): boolean => o.params.policy === "everythingSaveable",
+): Graph {
+  if (!g.ops.some((o) => o.name === "checkpoint" && inline(o))) return g;
   const b = new GraphBuilder();
   for (const op of g.ops) {
-    if (op.name === "checkpoint" && op.params.policy === "everythingSaveable")
+    if (op.name === "checkpoint" && inline(op))
       inlineInto(b, cloneGraph(op.params.body), op.inputs, op.outputs, op.loc);
     else b.push(op);
   }
@@ -520,10 +527,15 @@ function savingCheckpoints(body: Graph): number[] {
 
 /**
  * The same scan with the carries entering each iteration appended to its ys, then the residuals the body's
- * checkpoint ops save (their policies', stacked per iteration, as JAX's scan saves a remat body's residuals):
- * the backward scan's inputs. Everything else the body computes is recomputed by the backward scan.
+ * checkpoint ops save (their policies', stacked per iteration, as JAX's scan saves a remat body's residuals), then
+ * the body's own residuals (scanResiduals): the backward scan's inputs. The rest of what the body computes, and
+ * what its checkpoint ops do not save, is recomputed by the backward scan.
  */
-function saveCarries(op: Op<"scan">): { op: AnyOp; stacked: Value[] } {
+function saveCarries(
+  op: Op<"scan">,
+  needs: readonly boolean[],
+  ctsPresent: readonly boolean[],
+): { op: AnyOp; stacked: Value[] } {
   const { body: original, numConsts: nc, numCarry: nh, length } = op.params;
   const ops = [...original.ops];
   const kept: Value[] = [];
@@ -532,9 +544,11 @@ function saveCarries(op: Op<"scan">): { op: AnyOp; stacked: Value[] } {
     ops[k] = saving.op;
     kept.push(...saving.residuals);
   }
+  const own = scanResiduals(op, needs, ctsPresent);
+  PLANS.set(op, own);
   const body = makeGraph(original.inputs, ops, original.outputs, original.inputNames, original.outputNames);
   const carriesIn = body.inputs.slice(nc, nc + nh);
-  const extra = [...carriesIn, ...kept];
+  const extra = [...carriesIn, ...kept, ...own.map(([k, i]) => original.ops[k]!.outputs[i]!)];
   const outNames = body.outputNames ? [...body.outputNames, ...extra.map(() => "")] : undefined;
   const saving = makeGraph(body.inputs, body.ops, [...body.outputs, ...extra], body.inputNames, outNames);
   const stacked = extra.map((v) => new Value(stackedType(v.type, length)));
@@ -544,20 +558,93 @@ function saveCarries(op: Op<"scan">): { op: AnyOp; stacked: Value[] } {
   };
 }
 
+/** A residual of a scan body: (index of the op in the body, index of its result). */
+type ResidualRef = readonly [number, number];
+
+/** The residuals saveCarries stacked for each differentiated scan op, read back by scanVjp. */
+const PLANS = new WeakMap<AnyOp, readonly ResidualRef[]>();
+
+/** Ops whose result is a view of their one operand: never saved for a scan's backward pass, the operand is. */
+const VIEWS: ReadonlySet<string> = new Set(["checkpoint_name", "reshape", "broadcast_in_dim"]);
+
+/** Every value an op reads, those its nested graphs' ops read included. */
+function reads(op: AnyOp, into: Set<Value>): void {
+  for (const v of op.inputs) into.add(v);
+  for (const g of subgraphs(op)) {
+    for (const o of g.ops) reads(o, into);
+    for (const v of g.outputs) into.add(v);
+  }
+}
+
 /**
- * scan: a scan running the other way over (xs, saved carries, ys' cotangents). Its body recomputes the
- * original body from the saved carry and differentiates it; carries are the carries' cotangents plus one
- * accumulator per differentiated const. Its ys are the xs' cotangents.
+ * The body values the forward scan saves for its backward scan, as JAX's scan does for a body without
+ * jax.checkpoint: each result of a top-level op without nested graphs that depends on the carry (so differs per
+ * iteration; what depends only on consts and xs is cheap to recompute, a weight's slice or cast) and that the
+ * backward body reads outside the forward ops it could recompute (the VJPs' operands, a nested scan's or
+ * checkpoint's inputs). Found by building the backward body once over the original body and reading it. The
+ * forward ops that only fed saved values then die in the backward body: nothing is recomputed twice.
  */
-function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonly boolean[]): readonly Ct[] {
-  const { e } = ctx;
-  const { numConsts: nc, numCarry: nh, length, reverse } = op.params;
-  // The backward body recomputes the forward body: a copy, since the primal scan keeps the original's values.
-  const body = cloneGraph(op.params.body);
+function scanResiduals(op: Op<"scan">, needs: readonly boolean[], ctsPresent: readonly boolean[]): ResidualRef[] {
+  const { body, numConsts: nc, numCarry: nh } = op.params;
+  const dependent = new Set<Value>(body.inputs.slice(nc, nc + nh));
+  const candidates = new Map<Value, number>();
+  body.ops.forEach((o, k) => {
+    if (!o.inputs.some((v) => dependent.has(v))) return;
+    for (const v of o.outputs) dependent.add(v);
+    if (subgraphs(o).length === 0) for (const v of o.outputs) candidates.set(v, k);
+  });
+  if (candidates.size === 0) return [];
+  const built = scanBackwardBody(body, op, needs, ctsPresent, new Set());
+  const plain = new Set(body.ops.filter((o) => subgraphs(o).length === 0));
+  const live = new Set<Value>(built.outputs);
+  const read = new Set<Value>();
+  for (let k = built.ops.length - 1; k >= 0; k--) {
+    const o = built.ops[k]!;
+    if (!o.outputs.some((v) => live.has(v))) continue;
+    const r = new Set<Value>();
+    reads(o, r);
+    for (const v of r) live.add(v);
+    if (!plain.has(o)) for (const v of r) read.add(v);
+  }
+  const carryOut = new Set(body.outputs.slice(0, nh));
+  const opsSaved = new Set<number>();
+  const save = (v: Value): void => {
+    const k = candidates.get(v);
+    if (k === undefined || carryOut.has(v)) return;
+    const o = body.ops[k]!;
+    // A view of one value (a name, a reshape, a broadcast) is recomputed from it for free: saving both would
+    // store the same numbers twice, a broadcast's many times.
+    if (VIEWS.has(o.name)) save(o.inputs[0]!);
+    else opsSaved.add(k);
+  };
+  for (const v of read) save(v);
+  return [...opsSaved].sort((a, b) => a - b).flatMap((k) => body.ops[k]!.outputs.map((_, i) => [k, i] as const));
+}
+
+/** The backward scan's body (see scanVjp) with its ops and the values it returns, given ops left out. */
+interface BackwardBody {
+  ops: readonly AnyOp[];
+  outputs: readonly Value[];
+  /** Its inputs before the residuals: consts, carry cotangents, const accumulators, xs, saved carries, checkpoint residuals. */
+  head: readonly Value[];
+  /** Its last inputs, the ys' cotangents. */
+  ctYIn: readonly Value[];
+  hIdx: readonly number[];
+  cIdx: readonly number[];
+  xIdx: readonly number[];
+  yIdx: readonly number[];
+}
+
+function scanBackwardBody(
+  body: Graph,
+  op: Op<"scan">,
+  needs: readonly boolean[],
+  ctsPresent: readonly boolean[],
+  given: ReadonlySet<AnyOp>,
+): BackwardBody {
+  const { numConsts: nc, numCarry: nh } = op.params;
   const nx = op.inputs.length - nc - nh;
   const ny = body.outputs.length - nh;
-  const residuals = ctx.residuals;
-  if (!residuals) throw new Error("internal: scan vjp without saved carries");
   // The body's checkpoint ops read the residuals the forward scan stacked for them (sliced per iteration).
   const presaved = new Map<AnyOp, Value[]>();
   const ckptIn: Value[] = [];
@@ -569,15 +656,14 @@ function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonl
     presaved.set(o, vals);
     ckptIn.push(...vals);
   }
-  if (residuals.length !== nh + ckptIn.length) throw new Error("internal: scan vjp residual count");
   const activeCarry = scanActivity(op, needs).carries;
 
   const hIdx = range(nh).filter((i) => activeCarry[i]);
   const cIdx = range(nc).filter((k) => needs[k]);
   const xIdx = range(nx).filter((j) => needs[nc + nh + j]);
-  const yIdx = range(ny).filter((j) => cts[nh + j] !== undefined);
+  const yIdx = range(ny).filter((j) => ctsPresent[nh + j]);
 
-  // Body of the backward scan: (consts; carry cotangents, const accumulators; xs, saved carries, y cotangents).
+  // Body of the backward scan: (consts; carry cotangents, const accumulators; xs, saved carries, residuals, y cotangents).
   const bodyConsts = body.inputs.slice(0, nc);
   const bodyCarries = body.inputs.slice(nc, nc + nh);
   const bodyXs = body.inputs.slice(nc + nh);
@@ -603,16 +689,57 @@ function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonl
     ...cIdx.map((k) => bodyConsts[k]!),
     ...xIdx.map((j) => bodyXs[j]!),
   ];
-  const grads = backprop(bb, body, activeIn, seeds, want, new Set(), presaved);
+  // A checkpoint that saves nothing is recomputed from its operands, which the backward body already is: its ops
+  // run there as plain ones, without the barrier that keeps a recomputation apart from its forward copy (the
+  // forward ran in the other loop).
+  const plainBody = inlineEverythingSaveable(
+    body,
+    (o) => o.params.policy !== "everythingSaveable" && savedOps(o).length === 0,
+  );
+  const grads = backprop(bb, plainBody, activeIn, seeds, want, given, presaved);
   const be = new Emitter(bb, op.loc);
   const ctCarryOut = grads.slice(0, hIdx.length);
   const accOut = grads.slice(hIdx.length, hIdx.length + cIdx.length).map((g, n) => be.add(accIn[n]!, g));
   const ctXOut = grads.slice(hIdx.length + cIdx.length);
-  const backBody = makeGraph(
-    [...bodyConsts, ...ctCarryIn, ...accIn, ...bodyXs, ...bodyCarries, ...ckptIn, ...ctYIn],
-    bb.build([]).ops,
-    [...ctCarryOut, ...accOut, ...ctXOut],
+  return {
+    ops: bb.build([]).ops,
+    outputs: [...ctCarryOut, ...accOut, ...ctXOut],
+    head: [...bodyConsts, ...ctCarryIn, ...accIn, ...bodyXs, ...bodyCarries, ...ckptIn],
+    ctYIn,
+    hIdx,
+    cIdx,
+    xIdx,
+    yIdx,
+  };
+}
+
+/**
+ * scan: a scan running the other way over (xs, saved carries, ys' cotangents). Its body recomputes the
+ * original body from the saved carry and differentiates it; carries are the carries' cotangents plus one
+ * accumulator per differentiated const. Its ys are the xs' cotangents.
+ */
+function scanVjp(ctx: VjpCtx, op: Op<"scan">, cts: readonly Ct[], needs: readonly boolean[]): readonly Ct[] {
+  const { e } = ctx;
+  const { numConsts: nc, numCarry: nh, length, reverse } = op.params;
+  // The backward body recomputes the forward body: a copy, since the primal scan keeps the original's values.
+  // cloneGraph copies op for op, so the saved residuals are found in the copy by their indices.
+  const body = cloneGraph(op.params.body);
+  const residuals = ctx.residuals;
+  if (!residuals) throw new Error("internal: scan vjp without saved carries");
+  const own = PLANS.get(op) ?? [];
+  const ownVals = own.map(([k, i]) => body.ops[k]!.outputs[i]!);
+  const given = new Set(own.map(([k]) => body.ops[k]!));
+  const bw = scanBackwardBody(
+    body,
+    op,
+    needs,
+    cts.map((c) => c !== undefined),
+    given,
   );
+  const { hIdx, cIdx, xIdx, yIdx } = bw;
+  const nCkpt = bw.head.length - (nc + hIdx.length + cIdx.length + (op.inputs.length - nc - nh) + nh);
+  if (residuals.length !== nh + nCkpt + ownVals.length) throw new Error("internal: scan vjp residual count");
+  const backBody = makeGraph([...bw.head, ...ownVals, ...bw.ctYIn], bw.ops, bw.outputs);
 
   const outs = e.ops(
     "scan",

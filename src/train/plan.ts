@@ -32,7 +32,6 @@ import {
   describeCandidate,
   deviceBudget,
   gib,
-  layerLoop,
   parseSize,
   rematPolicies,
   searchBudget,
@@ -120,7 +119,7 @@ export interface RunPlan {
 }
 
 export interface MemoryChoice {
-  /** The remat policy, or one per layer; undefined keeps every activation (or the scan's own recomputation). */
+  /** The remat policy, or one per layer; undefined keeps every activation (a scan saves every residual). */
   remat: SavePolicy | readonly (SavePolicy | undefined)[] | undefined;
   /** Positions per MLP chunk (ForwardOpts.mlpChunk); undefined: the whole sequence. */
   mlpChunk: number | undefined;
@@ -221,7 +220,7 @@ async function memoryChoice(
   const c = choice.chosen.candidate;
   const kept = Object.keys(fixed).length ? ` (kept: ${Object.keys(fixed).join(", ")})` : "";
   return {
-    remat: layerLoop(model.llama) === "scan" ? undefined : rematPolicies(c.remat),
+    remat: rematPolicies(c.remat),
     attention: c.attention,
     lossChunk: c.lossChunk,
     mlpChunk: c.mlpChunk,

@@ -65,10 +65,9 @@ export interface StepConfig {
 export const UNROLL_MAX_LAYERS = 8;
 
 /**
- * Unrolled for small models, scanned for large ones. Differentiating a scan recomputes each layer's forward pass
- * in the backward loop (autodiff saves only the carries), which costs a small model about 10% of its step (see
- * bench/llama_step.bench.ts) and saves activation memory; unrolling keeps every activation, as a plain JAX step
- * does, but compiles one copy of the layer per layer: fine at 4 layers, slow at 32-80.
+ * Unrolled for small models, scanned for large ones. Both keep every activation for the backward pass (a scan
+ * stacks its layers' residuals, as JAX's does; `remat` trades that memory for recomputation); unrolling compiles
+ * one copy of the layer per layer: fine at 4 layers, slow at 32-80.
  */
 export function defaultLayerLoop(llama: LlamaConfig): "scan" | "unroll" {
   return llama.numLayers <= UNROLL_MAX_LAYERS ? "unroll" : "scan";

@@ -8,7 +8,11 @@ import type { LlamaConfig } from "../../src/formats/hf_config.ts";
 import { LLAMA_TINY, llamaLogits, ropeInvFreq, type LlamaWeights } from "../../models/llama.ts";
 import { loraFromAdapter, loraToAdapter, mergeLora, unmergeLora, type LoraWeights } from "../../models/lora.ts";
 import { loadLlamaWeights } from "../../models/weights.ts";
-import { loraLoss, type StepConfig } from "../../src/train/step.ts";
+import { loraLoss, makeGuardedTrainStep, trainStepSpecs, type StepConfig } from "../../src/train/step.ts";
+import { jit } from "../../src/frontend/jit.ts";
+import { opCost } from "../../src/ir/cost.ts";
+import { subgraphs, type Graph } from "../../src/ir/graph.ts";
+import type { SavePolicy } from "../../src/passes/remat.ts";
 import { F32 } from "../../src/train/precision.ts";
 import { ADAMW_DEFAULTS } from "../../src/train/adamw.ts";
 import { interpretOnHost } from "../../src/parity/execute.ts";
@@ -116,6 +120,45 @@ describe("Llama forward", () => {
     for (const m of ["q", "down"] as const)
       for (const k of ["a", "b"] as const)
         expect(relErr(toFloat32(gu[m]![k]), toFloat32(gs[m]![k]))).toBeLessThan(1e-6);
+  });
+
+  it("scanned layers compute each layer once, as unrolled ones do: no forward matmul is recomputed (lowered step, shapes only)", () => {
+    const layout = loraFromAdapter(
+      randomAdapter(cfg, makeLoraConfig({ r: 2, loraAlpha: 4, targetModules: ALL7 }), 3),
+      cfg,
+    ).layout;
+    const flops = (layers: "scan" | "unroll", remat?: SavePolicy) => {
+      const c: StepConfig = {
+        llama: cfg,
+        layout,
+        policy: F32,
+        adamw: ADAMW_DEFAULTS,
+        layers,
+        ...(remat ? { remat } : {}),
+      };
+      const step = jit(makeGuardedTrainStep(c), { donate: 0 });
+      const lowered = step.lower(...(trainStepSpecs(c, 2, 16, { packed: false }) as Parameters<typeof step.lower>));
+      return dotFlops(lowered.graph);
+    };
+    // Only matmuls: loop-invariant element-wise work (masks, RoPE) is shared by unrolled layers, not by a scan body.
+    const dotFlops = (g: Graph, times = 1): number =>
+      g.ops.reduce(
+        (sum, o) =>
+          sum +
+          (o.name === "dot_general" ? opCost(o).flops * times : 0) +
+          subgraphs(o).reduce((t, b) => t + dotFlops(b, o.name === "scan" ? times * o.params.length : times), 0),
+        0,
+      );
+    const unrolled = flops("unroll");
+    const scanned = flops("scan");
+    const nothing = flops("scan", tx.checkpointPolicies.nothingSaveable);
+    console.log(`matmul FLOPs: unrolled ${unrolled}, scanned ${scanned}, scanned nothingSaveable ${nothing}`);
+    // A scan differentiated without a checkpoint saves its residuals (JAX's scan): no forward matmul is recomputed.
+    // What remains is the input gradient of the first layer, which the unrolled step skips (the embedding is frozen)
+    // and one scan body cannot: 1 of L layers' backward input products.
+    expect(scanned / unrolled).toBeLessThan(1.06);
+    // nothingSaveable recomputes each layer's forward matmuls in the backward scan.
+    expect(nothing - scanned).toBeGreaterThan(0.25 * unrolled);
   });
 
   it("uses HF's inverse frequencies, rounded to f32 at each step", () => {
