@@ -213,14 +213,6 @@ export function stepProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DType
   };
 }
 
-/**
- * Rows the programs compute: at least 2. XLA's CPU backend emits a product with one row (a matrix-vector product) as
- * a plain loop fusion, 3x slower than the GEMM it calls for two rows, which read the weights once all the same.
- */
-function deviceRows(batch: number): number {
-  return Math.max(batch, 2);
-}
-
 export interface DecoderShape {
   /** Rows decoded together. */
   batch: number;
@@ -322,7 +314,9 @@ export class LlamaDecoder {
     readonly sampling: SamplingOptions = GREEDY,
   ) {
     const { promptLen: P, maxLen: T } = shape;
-    const B = deviceRows(shape.batch);
+    // One row per prompt, batch 1 included: with the weights read in place, XLA's one-row (matrix-vector) products
+    // decoded SmolLM2 1.6-1.8x faster than padding to two rows, which the scanned decoder had needed.
+    const B = shape.batch;
     if (!(P >= 1 && T > P))
       throw new TesseraError(`decoder shape: need 1 <= promptLen < maxLen, got ${P} and ${T}`, {
         code: "ERR_CONFIG",
@@ -365,7 +359,7 @@ export class LlamaDecoder {
    * Resolves to their executables (cached: calling it again compiles nothing).
    */
   async compile(): Promise<{ prefill: Executable; step: Executable }> {
-    const B = deviceRows(this.shape.batch);
+    const B = this.shape.batch;
     const P = this.shape.promptLen;
     const s32 = (shape: number[]) => tx.spec("s32", shape);
     const rope = { invFreq: tx.spec("f32", [this.cfg.headDim / 2]), scale: tx.spec("f32", []) };
@@ -397,7 +391,7 @@ export class LlamaDecoder {
     const { promptLen: P, maxLen: T } = this.shape;
     if (prompts.length === 0 || prompts.length > this.shape.batch)
       throw new Error(`LlamaDecoder.generate: 1 to ${this.shape.batch} prompts per call, got ${prompts.length}`);
-    const B = deviceRows(this.shape.batch);
+    const B = this.shape.batch;
     const tokens = new Int32Array(B * P);
     const pad = new Int32Array(B);
     for (let b = 0; b < B; b++) {
