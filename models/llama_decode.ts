@@ -2,18 +2,35 @@
 import { array, jit, tx, type DeviceArray, type Tensor } from "tessera";
 import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { sampleNext, type SamplingMode } from "./sampling.ts";
-import { castLayer, type LlamaWeights, mlp, rmsNorm, linear } from "./llama.ts";
+import { castLayer, type LlamaLayers, type LlamaWeights, mlp, rmsNorm, linear } from "./llama.ts";
 import { ropeContext, ropeParameters } from "./rope.ts";
 import { EXIT, TesseraError } from "../src/errors.ts";
+import type { Executable } from "../src/backend/runtime/executable.ts";
 
 type DType = Tensor["dtype"];
 
 const MASKED = -3.4028234663852886e38; // float32 lowest, as HF's eager attention mask
 
-/** The cache: keys and values of every layer, [L, B, T, Hkv, D] in the compute dtype. */
+/**
+ * The cache: keys and values, one buffer per layer, each [B, Hkv, T, D] in the compute dtype (heads before slots, so
+ * that attention reads a layer's cache as it lies, with no transposed copy).
+ */
 export interface KvCache<T = Tensor> {
-  k: T;
-  v: T;
+  k: T[];
+  v: T[];
+}
+
+/**
+ * The weights as the decode programs take them: every layer's own buffers. The programs are unrolled over the layers
+ * and read each weight in place. A scan over the stacked [L, ...] weights (as training runs) slices a layer out of
+ * them inside the loop, and XLA's CPU backend materializes each slice before its matmul: a copy of all the weights
+ * every token, which made decoding memory-bound on those copies.
+ */
+export interface DecodeWeights<T = Tensor> {
+  embed: T;
+  layers: LlamaLayers<T>[];
+  norm: T;
+  head: T;
 }
 
 /** RoPE inputs computed on the host for each call: the frequencies (dynamic NTK moves them as the sequence grows). */
@@ -33,23 +50,23 @@ export interface SamplerInputs<T = Tensor> {
 }
 
 /**
- * Attention of queries q [B, S, Hq, D] over keys/values [B, T, Hkv, D] where `mask` [B, S, T] says which key each
+ * Attention of queries q [B, S, Hq, D] over keys/values [B, Hkv, T, D] where `mask` [B, S, T] says which key each
  * query sees, with HF eager numerics (scores in f32 scaled by 1/sqrt(D), masked to f32 lowest, softmax in f32,
  * probabilities cast to v's dtype). Query head h reads KV head floor(h / G).
  */
 export function cachedAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor): Tensor {
   const [B, S, Hq, D] = q.shape as [number, number, number, number];
-  const [T, Hkv] = [k.shape[1]!, k.shape[2]!];
+  const [Hkv, T] = [k.shape[1]!, k.shape[2]!];
   const G = Hq / Hkv;
   const q5 = q.reshape([B, S, Hkv, G, D]);
   // [B, Hkv, S, G, T]
   const scores = tx
-    .dotGeneral(q5, k, { lhsBatch: [0, 2], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [3], outDtype: "f32" })
+    .dotGeneral(q5, k, { lhsBatch: [0, 2], rhsBatch: [0, 1], lhsContract: [4], rhsContract: [3], outDtype: "f32" })
     .mul(1 / Math.sqrt(D));
   const masked = tx.where(mask.reshape([B, 1, S, 1, T]), scores, MASKED);
   const p = tx.nn.softmax(masked, -1).astype(v.dtype);
   return tx
-    .dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1], outDtype: "f32" })
+    .dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 1], lhsContract: [4], rhsContract: [2], outDtype: "f32" })
     .astype(q.dtype)
     .transpose([0, 2, 1, 3, 4])
     .reshape([B, S, Hq, D]);
@@ -67,12 +84,12 @@ interface LayerStep {
 }
 
 /**
- * The decoder layers over hidden states h [B, S, E], writing each layer's new keys and values into the cache at
- * `slot` (dynamic_update_slice on the scan carry, so XLA updates the donated buffer in place).
+ * The decoder layers over hidden states h [B, S, E], unrolled, writing each layer's new keys and values into its
+ * cache buffer at `slot` (dynamic_update_slice of a donated argument, which XLA does in place).
  */
 function decoderLayers(
   cfg: LlamaConfig,
-  w: LlamaWeights,
+  w: DecodeWeights,
   h: Tensor,
   cache: KvCache,
   rope: RopeInputs,
@@ -82,25 +99,25 @@ function decoderLayers(
   const { numHeads: Hq, numKvHeads: Hkv, headDim: D } = cfg;
   const cdt = h.dtype;
   const [cos, sin] = ropeTables(rope, st.positions, cdt);
-  const xs = { w: w.layers, idx: tx.iota([cfg.numLayers], 0, "s32") };
-  const layer = (carry: { h: Tensor; k: Tensor; v: Tensor }, x: typeof xs): [typeof carry, null] => {
-    const lw = castLayer(x.w, cdt);
-    const hn = rmsNorm(carry.h, lw.inputNorm, cfg.rmsNormEps);
-    const q = applyRopeAt(linear(hn, lw.q).reshape([B, S, Hq, D]), cos, sin);
-    const k = applyRopeAt(linear(hn, lw.k).reshape([B, S, Hkv, D]), cos, sin);
-    const v = linear(hn, lw.v).reshape([B, S, Hkv, D]);
-    const at = [x.idx, 0, st.slot, 0, 0];
-    const kc = tx.dynamicUpdateSlice(carry.k, k.reshape([1, B, S, Hkv, D]), at);
-    const vc = tx.dynamicUpdateSlice(carry.v, v.reshape([1, B, S, Hkv, D]), at);
-    const o = st.local
-      ? cachedAttention(q, k, v, st.mask)
-      : cachedAttention(q, tx.dynamicIndex(kc, x.idx), tx.dynamicIndex(vc, x.idx), st.mask);
-    const a = carry.h.add(linear(o.reshape([B, S, Hq * D]), lw.o));
-    const out = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, {}));
-    return [{ h: out, k: kc, v: vc }, null];
-  };
-  const [fin] = tx.scan(layer, { h, k: cache.k, v: cache.v }, xs);
-  return { h: fin.h, cache: { k: fin.k, v: fin.v } };
+  const next: KvCache = { k: [], v: [] };
+  let x = h;
+  for (const [l, weights] of w.layers.entries())
+    tx.namedScope(`layer${l}`, () => {
+      const lw = castLayer(weights, cdt);
+      const hn = rmsNorm(x, lw.inputNorm, cfg.rmsNormEps);
+      const q = applyRopeAt(linear(hn, lw.q).reshape([B, S, Hq, D]), cos, sin);
+      const k = applyRopeAt(linear(hn, lw.k).reshape([B, S, Hkv, D]), cos, sin).transpose([0, 2, 1, 3]);
+      const v = linear(hn, lw.v).reshape([B, S, Hkv, D]).transpose([0, 2, 1, 3]);
+      const at = [0, 0, st.slot, 0];
+      const kc = tx.dynamicUpdateSlice(cache.k[l]!, k, at);
+      const vc = tx.dynamicUpdateSlice(cache.v[l]!, v, at);
+      next.k.push(kc);
+      next.v.push(vc);
+      const o = st.local ? cachedAttention(q, k, v, st.mask) : cachedAttention(q, kc, vc, st.mask);
+      const a = x.add(linear(o.reshape([B, S, Hq * D]), lw.o));
+      x = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, {}));
+    });
+  return { h: x, cache: next };
 }
 
 /**
@@ -127,7 +144,7 @@ function applyRopeAt(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
 }
 
 /** The last hidden state [B, E] through the final norm and the head: logits [B, V] in f32. */
-function headLogits(w: LlamaWeights, h: Tensor, eps: number): Tensor {
+function headLogits(w: DecodeWeights, h: Tensor, eps: number): Tensor {
   const hn = rmsNorm(h, w.norm.astype(h.dtype), eps);
   return tx.dotGeneral(hn, w.head.astype(h.dtype), { lhsContract: [1], rhsContract: [0], outDtype: "f32" });
 }
@@ -138,7 +155,7 @@ function headLogits(w: LlamaWeights, h: Tensor, eps: number): Tensor {
  */
 export function prefillProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DType) {
   return function prefill(
-    w: LlamaWeights,
+    w: DecodeWeights,
     cache: KvCache,
     tokens: Tensor,
     pad: Tensor,
@@ -169,7 +186,7 @@ export function prefillProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DT
  */
 export function stepProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DType, promptLen: number) {
   return function decodeStep(
-    w: LlamaWeights,
+    w: DecodeWeights,
     cache: KvCache,
     tokens: Tensor,
     slot: Tensor,
@@ -178,7 +195,7 @@ export function stepProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DType
     samp: SamplerInputs,
   ): { cache: KvCache; logits: Tensor; next: Tensor } {
     const B = tokens.shape[0]!;
-    const T = cache.k.shape[2]!;
+    const T = cache.k[0]!.shape[2]!;
     const positions = slot.reshape([1, 1]).sub(pad.reshape([B, 1]));
     const j = tx.iota([B, 1, T], 2, "s32");
     const mask = tx.logicalAnd(j.le(slot), j.ge(pad.reshape([B, 1, 1])));
@@ -194,14 +211,6 @@ export function stepProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DType
     );
     return { cache: out.cache, logits, next };
   };
-}
-
-/**
- * Rows the programs compute: at least 2. XLA's CPU backend emits a product with one row (a matrix-vector product) as
- * a plain loop fusion, 3x slower than the GEMM it calls for two rows, which read the weights once all the same.
- */
-function deviceRows(batch: number): number {
-  return Math.max(batch, 2);
 }
 
 export interface DecoderShape {
@@ -255,6 +264,35 @@ export interface GenerateStats {
   decodeSeconds: number;
 }
 
+/** Unstacks [L, ...] layer weights into L trees of per-layer buffers, in one program per layer count and dtype. */
+const unstack = jit((layers: LlamaLayers) =>
+  Array.from(
+    { length: layers.q.shape[0]! },
+    (_, l) => tx.treeMap(layers as unknown as tx.Tree<Tensor>, (t) => t.slice(l)) as unknown as LlamaLayers,
+  ),
+);
+
+const unstacked = new WeakMap<LlamaWeights<DeviceArray>, Promise<DecodeWeights<DeviceArray>>>();
+
+/**
+ * The weights in the decoder's layout: stacked weights (as loaded, merged or trained) are unstacked once on the
+ * device, remembered per weights object; weights already per layer are returned as they are. The unstacked copy
+ * holds the layers a second time while the stacked one lives (loadGenerator keeps only this one).
+ */
+export function decodeWeights(
+  w: LlamaWeights<DeviceArray> | DecodeWeights<DeviceArray>,
+): Promise<DecodeWeights<DeviceArray>> {
+  if (Array.isArray(w.layers)) return Promise.resolve(w as DecodeWeights<DeviceArray>);
+  const stacked = w as LlamaWeights<DeviceArray>;
+  let p = unstacked.get(stacked);
+  if (!p) {
+    const run = unstack as unknown as (l: LlamaLayers<DeviceArray>) => Promise<LlamaLayers<DeviceArray>[]>;
+    p = run(stacked.layers).then((layers) => ({ embed: w.embed, layers, norm: w.norm, head: w.head }));
+    unstacked.set(stacked, p);
+  }
+  return p;
+}
+
 /**
  * A Llama with its weights on the device, ready to decode batches of `shape` with one sampling setting. The cache
  * buffers live here and are donated to each program call, which returns them updated: one prefill and one step
@@ -263,6 +301,7 @@ export interface GenerateStats {
 export class LlamaDecoder {
   readonly compute: DType;
   private cache: KvCache<DeviceArray>;
+  private readonly layerWeights: Promise<DecodeWeights<DeviceArray>>;
   private readonly prefillFn;
   private readonly stepFn;
   private readonly sampler: Omit<SamplerInputs<DeviceArray>, "stream">;
@@ -270,12 +309,14 @@ export class LlamaDecoder {
 
   constructor(
     readonly cfg: LlamaConfig,
-    readonly weights: LlamaWeights<DeviceArray>,
+    weights: LlamaWeights<DeviceArray> | DecodeWeights<DeviceArray>,
     readonly shape: DecoderShape,
     readonly sampling: SamplingOptions = GREEDY,
   ) {
     const { promptLen: P, maxLen: T } = shape;
-    const B = deviceRows(shape.batch);
+    // One row per prompt, batch 1 included: with the weights read in place, XLA's one-row (matrix-vector) products
+    // decoded SmolLM2 1.6-1.8x faster than padding to two rows, which the scanned decoder had needed.
+    const B = shape.batch;
     if (!(P >= 1 && T > P))
       throw new TesseraError(`decoder shape: need 1 <= promptLen < maxLen, got ${P} and ${T}`, {
         code: "ERR_CONFIG",
@@ -287,11 +328,15 @@ export class LlamaDecoder {
         code: "ERR_CONTEXT",
       });
     this.compute = weights.embed.dtype === "bf16" ? "bf16" : "f32";
-    const n = cfg.numLayers * B * T * cfg.numKvHeads * cfg.headDim;
+    this.layerWeights = decodeWeights(weights);
+    const cacheShape = [B, cfg.numKvHeads, T, cfg.headDim];
+    const n = B * T * cfg.numKvHeads * cfg.headDim;
     const zeros = () =>
-      this.compute === "bf16"
-        ? array(new Uint16Array(n), { dtype: "bf16", shape: [cfg.numLayers, B, T, cfg.numKvHeads, cfg.headDim] })
-        : array(new Float32Array(n), { shape: [cfg.numLayers, B, T, cfg.numKvHeads, cfg.headDim] });
+      Array.from({ length: cfg.numLayers }, () =>
+        this.compute === "bf16"
+          ? array(new Uint16Array(n), { dtype: "bf16", shape: cacheShape })
+          : array(new Float32Array(n), { shape: cacheShape }),
+      );
     this.cache = { k: zeros(), v: zeros() };
     this.mode = samplingMode(sampling);
     this.prefillFn = jit(prefillProgram(cfg, this.mode, this.compute), { donate: 1 });
@@ -309,17 +354,24 @@ export class LlamaDecoder {
     return this.prefillFn.cacheSize + this.stepFn.cacheSize;
   }
 
-  /** Compiles both programs now (otherwise the first call does), so that generate's timings are the run alone. */
-  async compile(): Promise<void> {
-    const B = deviceRows(this.shape.batch);
+  /**
+   * Compiles both programs now (otherwise the first call does), so that generate's timings are the run alone.
+   * Resolves to their executables (cached: calling it again compiles nothing).
+   */
+  async compile(): Promise<{ prefill: Executable; step: Executable }> {
+    const B = this.shape.batch;
     const P = this.shape.promptLen;
     const s32 = (shape: number[]) => tx.spec("s32", shape);
     const rope = { invFreq: tx.spec("f32", [this.cfg.headDim / 2]), scale: tx.spec("f32", []) };
     const samp = { ...this.sampler, stream: s32([]) };
-    const prefill = this.prefillFn.compile as unknown as (...a: unknown[]) => Promise<unknown>;
-    const step = this.stepFn.compile as unknown as (...a: unknown[]) => Promise<unknown>;
-    await prefill(this.weights, this.cache, s32([B, P]), s32([B]), rope, samp);
-    await step(this.weights, this.cache, s32([B]), s32([]), s32([B]), rope, samp);
+    type Compile = (...a: unknown[]) => Promise<{ executable: Executable }>;
+    const prefill = this.prefillFn.compile as unknown as Compile;
+    const step = this.stepFn.compile as unknown as Compile;
+    const w = await this.layerWeights;
+    return {
+      prefill: (await prefill(w, this.cache, s32([B, P]), s32([B]), rope, samp)).executable,
+      step: (await step(w, this.cache, s32([B]), s32([]), s32([B]), rope, samp)).executable,
+    };
   }
 
   /** RoPE frequencies for a forward pass whose longest row reaches `seqLen` tokens (dynamic NTK depends on it). */
@@ -339,7 +391,7 @@ export class LlamaDecoder {
     const { promptLen: P, maxLen: T } = this.shape;
     if (prompts.length === 0 || prompts.length > this.shape.batch)
       throw new Error(`LlamaDecoder.generate: 1 to ${this.shape.batch} prompts per call, got ${prompts.length}`);
-    const B = deviceRows(this.shape.batch);
+    const B = this.shape.batch;
     const tokens = new Int32Array(B * P);
     const pad = new Int32Array(B);
     for (let b = 0; b < B; b++) {
@@ -359,9 +411,10 @@ export class LlamaDecoder {
     const padDev = array(pad, { shape: [B] });
     const sampler = { ...this.sampler, stream: array(new Int32Array([opts.stream ?? 0]), { shape: [] }) };
 
+    const weights = await this.layerWeights;
     const t0 = performance.now();
     let out = await this.prefillFn(
-      this.weights,
+      weights,
       this.cache,
       array(tokens, { shape: [B, P] }),
       padDev,
@@ -396,7 +449,7 @@ export class LlamaDecoder {
     while (!done.every(Boolean)) {
       const slot = P + steps;
       out = await this.stepFn(
-        this.weights,
+        weights,
         this.cache,
         array(next, { shape: [B] }),
         array(new Int32Array([slot]), { shape: [] }),

@@ -15,7 +15,13 @@ import { Tokenizer } from "../text/tokenizer.ts";
 import { applyChatTemplate, type ChatMessage } from "../text/chat_template.ts";
 import { GgufFile } from "../formats/gguf.ts";
 import type { LlamaWeights } from "../../models/llama.ts";
-import { LlamaDecoder, type GeneratedRow, type SamplingOptions } from "../../models/llama_decode.ts";
+import {
+  decodeWeights,
+  LlamaDecoder,
+  type DecodeWeights,
+  type GeneratedRow,
+  type SamplingOptions,
+} from "../../models/llama_decode.ts";
 import { loraFromAdapter, mergeLora, type LoraLayout, type LoraWeights } from "../../models/lora.ts";
 import { ropeContext } from "../../models/rope.ts";
 import { loadGgufLlamaWeights, loadLlamaWeights } from "../../models/weights.ts";
@@ -23,7 +29,8 @@ import { loadGgufLlamaWeights, loadLlamaWeights } from "../../models/weights.ts"
 /** A model ready to generate: config, weights on the device (an adapter merged in), tokenizer, stop ids, defaults. */
 export interface Generator {
   config: LlamaConfig;
-  weights: LlamaWeights<DeviceArray>;
+  /** Per layer, as the decoder reads them (the stacked layers are freed once unstacked). */
+  weights: DecodeWeights<DeviceArray>;
   tokenizer: Tokenizer;
   /** Every id that ends a generation: the config's, the tokenizer's and generation_config.json's EOS ids. */
   eosIds: number[];
@@ -60,6 +67,8 @@ export async function loadGenerator(
       treeToDevice(lora as never),
     )) as LlamaWeights<DeviceArray>;
   }
+  const layers = await decodeWeights(weights);
+  for (const t of Object.values(weights.layers)) (t as DeviceArray).dispose();
   const gen = source.kind === "hf" ? await readGenerationConfig(source.path) : {};
   const eos = new Set<number>();
   const add = (v: unknown) => {
@@ -75,7 +84,14 @@ export async function loadGenerator(
     if (typeof gen.top_k === "number") defaults.topK = gen.top_k;
     if (typeof gen.top_p === "number") defaults.topP = gen.top_p;
   } else if (gen.do_sample === false) defaults.temperature = 0;
-  return { config, weights, tokenizer, eosIds: [...eos].sort((a, b) => a - b), defaults, context: ropeContext(config) };
+  return {
+    config,
+    weights: layers,
+    tokenizer,
+    eosIds: [...eos].sort((a, b) => a - b),
+    defaults,
+    context: ropeContext(config),
+  };
 }
 
 interface GenerationConfigJson {

@@ -12,7 +12,7 @@ import { execa } from "execa";
 import { ensureModel, resolveModel } from "../../src/formats/model_fetch.ts";
 import { chatIds, generateAll, loadGenerator, type Generator } from "../../src/cli/generate.ts";
 import type { ChatMessage } from "../../src/text/chat_template.ts";
-import { GREEDY } from "../../models/llama_decode.ts";
+import { GREEDY, type LlamaDecoder } from "../../models/llama_decode.ts";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const FIXTURE = resolve(ROOT, "../shared/fixtures/smollm2-135m");
@@ -30,6 +30,8 @@ interface Chat {
 const chats = (JSON.parse(readFileSync(join(FIXTURE, "expected.json"), "utf8")) as { chats: Chat[] }).chats;
 
 let g: Generator;
+/** The first test's decoder (batch 2), whose compiled programs the program-shape test reads back. */
+let batched: LlamaDecoder | undefined;
 beforeAll(async () => {
   await ensureModel(NAME, (line) => console.log(`fetch: ${line}`));
   g = await loadGenerator(await resolveModel(NAME));
@@ -46,6 +48,7 @@ describe("generate with SmolLM2 (f32, greedy)", () => {
     const first: Float32Array[] = [];
     let logitsSeen = 0;
     const r = await generateAll(g, prompts, { maxNewTokens: 32, sampling: GREEDY, batch: 8 });
+    batched = r.decoder;
     for (const [i, c] of chats.entries()) {
       expect(prompts[i]!.ids, `chat ${i} prompt_ids`).toEqual(c.prompt_ids);
       expect(r.rows[i]!.outputIds, `chat ${i} greedy_ids`).toEqual(c.greedy_ids);
@@ -87,6 +90,33 @@ describe("generate with SmolLM2 (f32, greedy)", () => {
       expect(worst).toBeLessThan(1e-4);
       expect(lseErr).toBeLessThan(1e-4);
     }
+  }, 600_000);
+
+  it("the decode step reads every weight in place (no layer loop, no sliced copies) and updates the donated cache", async () => {
+    expect(batched, "the greedy test above ran first").toBeDefined();
+    const { step } = await batched!.compile();
+    expect(batched!.compiles).toBe(2);
+    const m = step.hloModule();
+    const L = g.config.numLayers;
+    // A scan over stacked [L, ...] weights becomes a while loop whose dynamic slices copy each layer's weights
+    // before its matmuls: every weight, every token.
+    expect(m.computations.flatMap((c) => c.instructions).filter((i) => i.opcode === "while")).toEqual([]);
+    const entry = m.computations.find((c) => c.id === m.entryComputationId)!;
+    const byId = new Map(entry.instructions.map((i) => [i.id, i]));
+    const reads = (i: { operandIds: number[] }) => i.operandIds.some((id) => byId.get(id)?.opcode === "parameter");
+    // q, k, v, o, gate, up, down in each layer and the head: each a matmul straight on its weight's buffer.
+    const direct = entry.instructions.filter((i) => i.opcode === "dot" && reads(i));
+    expect(direct.length).toBeGreaterThanOrEqual(7 * L + 1);
+    // Nothing else makes a weight-sized buffer out of a parameter (a slice of stacked weights would; the largest
+    // layer weight is 3.5 MB, the cache buffers here a few hundred KB).
+    const f32Bytes = (sh: number[]) => sh.reduce((a, b) => a * b, 4);
+    const copies = entry.instructions.filter(
+      (i) => i.opcode !== "parameter" && i.opcode !== "dot" && reads(i) && f32Bytes(i.shape.shape) >= 1 << 20,
+    );
+    expect(copies.map((i) => `${i.name} ${i.opcode}`)).toEqual([]);
+    const cacheShape = `${[2, g.config.numKvHeads, batched!.shape.maxLen, g.config.headDim]}`;
+    const aliased = m.aliases.map((a) => `${m.parameters[a.parameter]!.shape}`);
+    expect(aliased).toEqual(Array.from({ length: 2 * L }, () => cacheShape));
   }, 600_000);
 
   it("sampling with a seed repeats itself and stops at the EOS", async () => {
