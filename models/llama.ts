@@ -139,9 +139,7 @@ export function llamaSpecs(cfg: LlamaConfig, dtype: DType): LlamaWeights<TensorS
 
 /** HF LlamaRMSNorm: statistics in f32, normalized value cast back to the input dtype, then times the weight. */
 export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
-  const x32 = x.astype("f32");
-  const inv = x32.square().mean(-1, { keepdims: true }).add(eps).rsqrt();
-  return w.mul(x32.mul(inv).astype(x.dtype));
+  return tx.nn.rmsNorm(x, { scale: w, eps });
 }
 
 /**
@@ -234,7 +232,7 @@ export function mlp(x: Tensor, w: LayerView, ads: LayerAdapters, chunk?: number)
   const S = x.shape[1]!;
   if (chunk !== undefined && chunk < S && S % chunk === 0) return chunkedMlp(x, w, ads, chunk);
   const g = linear(x, w.gate, ads.gate).astype("f32");
-  const act = g.mul(g.sigmoid()).astype(x.dtype);
+  const act = tx.nn.silu(g).astype(x.dtype);
   return linear(act.mul(linear(x, w.up, ads.up)), w.down, ads.down);
 }
 
@@ -337,7 +335,7 @@ export function llamaHidden(cfg: LlamaConfig, w: LlamaWeights, tokens: Tensor, o
   }
   const xs = { w: w.layers, lora: lora?.weights ?? {}, scale: scaleXs, idx: tx.iota([cfg.numLayers], 0, "s32") };
 
-  const h0 = cast(tx.take(w.embed, tokens));
+  const h0 = cast(tx.nn.embedding(w.embed, tokens));
   const layer = (h: Tensor, x: typeof xs): [Tensor, null] => {
     const lw = castLayer(x.w, cdt);
     const ads: LayerAdapters = {};

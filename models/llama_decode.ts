@@ -171,7 +171,7 @@ export function prefillProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DT
     const qi = tx.iota([B, P, P], 1, "s32");
     const ki = tx.iota([B, P, P], 2, "s32");
     const mask = tx.logicalAnd(ki.le(qi), ki.ge(tx.minimum(pad.reshape([B, 1, 1]), qi)));
-    const h0 = tx.take(w.embed, tokens).astype(compute);
+    const h0 = tx.nn.embedding(w.embed, tokens).astype(compute);
     const out = decoderLayers(cfg, w, h0, cache, rope, { positions, slot: 0, mask, local: true });
     const last = out.h.slice([0, B], [P - 1, P]).reshape([B, out.h.shape[2]!]);
     const logits = headLogits(w, last, cfg.rmsNormEps);
@@ -199,7 +199,7 @@ export function stepProgram(cfg: LlamaConfig, mode: SamplingMode, compute: DType
     const positions = slot.reshape([1, 1]).sub(pad.reshape([B, 1]));
     const j = tx.iota([B, 1, T], 2, "s32");
     const mask = tx.logicalAnd(j.le(slot), j.ge(pad.reshape([B, 1, 1])));
-    const h0 = tx.take(w.embed, tokens.reshape([B, 1])).astype(compute);
+    const h0 = tx.nn.embedding(w.embed, tokens.reshape([B, 1])).astype(compute);
     const out = decoderLayers(cfg, w, h0, cache, rope, { positions, slot, mask, local: false });
     const logits = headLogits(w, out.h.reshape([B, out.h.shape[2]!]), cfg.rmsNormEps);
     // The n-th new token draws with key fold_in(seed key, n), whatever the prompt bucket.
