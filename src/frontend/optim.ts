@@ -137,8 +137,7 @@ export interface AdamLeafHp {
  *   p <- p * (1 - lr * wd);  m <- m + (1 - b1) (g - m);  v <- b2 v + (1 - b2) g^2
  *   p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
  * Returns `[newParam, m, v]`. `t` is the 1-based step number and `lr` the learning rate, both rank-0 f32 tensors so
- * that a schedule and the step counter do not change the compiled program. src/train/adamw.ts calls this too, so the
- * trainer and `optim.adamw` share one formula and op order (bit-identical results).
+ * that a schedule and the step counter do not change the compiled program.
  */
 export function adamwLeaf(
   p: Tensor,
@@ -171,8 +170,8 @@ export interface AdamWOpts {
  * AdamW with torch.optim.AdamW's semantics and defaults (lr 1e-3, b1 0.9, b2 0.999, eps 1e-8, weightDecay 0.01):
  * decoupled decay applied to every leaf, bias correction as torch orders it (not optax's eps-inside-hat order).
  * The update is `newParam - param` from adamwLeaf. When the step moves a weight by at most half its magnitude (the
- * usual case) that difference is exact (Sterbenz), so `applyUpdates` reproduces the trainer's params bit for bit;
- * otherwise they can differ in the last bit.
+ * usual case) that difference is exact (Sterbenz), so `applyUpdates` gives adamwLeaf's new param bit for bit;
+ * otherwise it can differ in the last bit. src/train's trainer steps its LoRA weights with this transformation.
  */
 export function adamw(opts: AdamWOpts = {}): GradientTransformation<AdamState> {
   const lr = opts.lr ?? 1e-3;
