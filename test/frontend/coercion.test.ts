@@ -1,17 +1,9 @@
 // A Tensor used as a boolean, number or string throws at the user's line instead of branching on nothing.
 import { describe, expect, it } from "vitest";
 import { spec, trace, type tx, TraceError } from "./api.ts";
+import { caught } from "./helpers.ts";
 
 const HERE = "test/frontend/coercion.test.ts";
-
-function caught(f: () => unknown): Error {
-  try {
-    f();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected an error");
-}
 
 function lineOf(marker: string): number {
   const lines = readFileSync(new URL(import.meta.url), "utf8").split("\n");

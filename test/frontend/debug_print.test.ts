@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { array, disableJit, evalShape, jit, spec, trace, tx, TraceError } from "./api.ts";
 import { formatArray } from "../../src/frontend/debug_format.ts";
+import { caught } from "./helpers.ts";
 
 type T = tx.Tensor;
 const HERE = "test/frontend/debug_print.test.ts";
@@ -22,15 +23,6 @@ const printed = () => lines.join("");
 function lineOf(marker: string): number {
   const src = readFileSync(new URL(import.meta.url), "utf8").split("\n");
   return src.findIndex((l) => l.includes(marker) && !l.includes("lineOf(")) + 1;
-}
-
-function caught(f: () => unknown): Error {
-  try {
-    f();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected an error");
 }
 
 async function values(d: unknown): Promise<number[]> {

@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { spec, trace, tx, TraceError } from "./api.ts";
 import { OpTypeError } from "../../src/ir/errors.ts";
+import { caught } from "./helpers.ts";
 
 const HERE = "test/frontend/errors.test.ts";
 
@@ -9,15 +10,6 @@ const HERE = "test/frontend/errors.test.ts";
 function lineHere(): number {
   const stack = new Error().stack!.split("\n")[2]!;
   return Number(/:(\d+):\d+\)?$/.exec(stack)![1]);
-}
-
-function caught(f: () => unknown): Error {
-  try {
-    f();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected an error");
 }
 
 // A user helper two calls deep: the error must point inside it, at the op, not at Tessera's code.

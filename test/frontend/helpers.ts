@@ -22,3 +22,13 @@ export function run(fn: (...a: never[]) => unknown, args: HostArray[]): number[]
 export function ir(fn: (...a: never[]) => unknown, specs: unknown[]): string {
   return print(trace(fn, specs).graph, { locs: false });
 }
+
+/** The error `f` throws (fails the test when it throws none), so a test can assert its type and message. */
+export function caught(f: () => unknown): Error {
+  try {
+    f();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("expected an error");
+}

@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { array, jit, random, spec, trace, tx, TraceError, vmap } from "./api.ts";
 import { checkGrad } from "../passes/gradcheck.ts";
-import { host, run } from "./helpers.ts";
+import { host, run, caught } from "./helpers.ts";
 
 type T = tx.Tensor;
 
@@ -13,15 +13,6 @@ const M = [0.5, -1.25, 2, 0.75, -0.5, 1.5, -2, 3.25, 1, -0.25, 2.5, -1.75];
 const m = () => host("f32", [3, 4], M);
 const f32 = (xs: number[]) => xs.map(Math.fround);
 const rows = (xs: number[], n: number) => Array.from({ length: xs.length / n }, (_, i) => xs.slice(i * n, i * n + n));
-
-function caught(f: () => unknown): Error {
-  try {
-    f();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected an error");
-}
 
 /** Per-row references, as numpy computes them. */
 const ref = {

@@ -7,19 +7,10 @@ import { array, grad, jit, random, spec, trace, tx, TraceError, vmap } from "./a
 import { interpret, type HostArray } from "../../src/ir/interpret.ts";
 import { numel } from "../../src/ir/types.ts";
 import { checkGrad } from "../passes/gradcheck.ts";
-import { host, run } from "./helpers.ts";
+import { host, run, caught } from "./helpers.ts";
 
 type T = tx.Tensor;
 const HERE = "test/frontend/vmap.test.ts";
-
-function caught(f: () => unknown): Error {
-  try {
-    f();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected an error");
-}
 
 let seed = 1;
 /** A host f32 array of deterministic pseudo-random values in [-1, 1]. */
