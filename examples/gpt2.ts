@@ -1,6 +1,7 @@
 // A small GPT-2 written with the public API only (tx.nn, tx.optim, tx.tree), trained char-level on CPU: `npx tsx examples/gpt2.ts`.
 import { pathToFileURL } from "node:url";
 import { tx, type DeviceArray, type Tensor } from "tessera";
+import { mulberry32 } from "./seeded_random.ts";
 
 /** The model's sizes. Plain numbers, so a jitted function can take the config as a static argument. */
 export interface Gpt2Config {
@@ -187,18 +188,6 @@ export function charVocab(text: string): { chars: string[]; ids: Int32Array } {
   const chars = [...new Set(text)];
   const index = new Map(chars.map((c, i) => [c, i]));
   return { chars, ids: Int32Array.from(text, (c) => index.get(c)!) };
-}
-
-/** A seeded generator (mulberry32), so every run draws the same batches. */
-export function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 /** `batch` random windows of `seq + 1` ids: inputs are the first seq, targets the last seq. */

@@ -5,21 +5,10 @@
 // calling convention (params, x, y, lr) and the task, as a training service would, but not the model: the
 // parameter shapes come from the file's header.
 import { array, loadExported, type DeviceArray } from "tessera";
+import { mulberry32 } from "./seeded_random.ts";
 
 const file = process.argv[2];
 if (!file) throw new Error("usage: npx tsx examples/train_exported.ts step.mlir");
-
-/** A small seeded generator (mulberry32), so every run sees the same data. */
-function uniform(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const step = await loadExported(file);
 const { header, inputs } = step.exported;
@@ -31,7 +20,7 @@ for (const l of inputs)
     `  ${l.name.padEnd(10)} ${`${l.dtype}[${l.shape.join(",")}]`.padEnd(10)}${l.donatedTo !== undefined ? " donated" : ""}`.trimEnd(),
   );
 
-const next = uniform(1234);
+const next = mulberry32(1234);
 // Parameters as the header shapes them: matrices uniform in ±sqrt(3 / fan-in) (variance 1 / fan-in), biases zero.
 let params: Record<string, DeviceArray> = {};
 for (const l of inputs.filter((l) => l.name.startsWith("params."))) {

@@ -1,23 +1,12 @@
 // Trains the MLP of examples/mlp.ts on a synthetic regression task, on CPU through XLA: `npx tsx examples/train_mlp.ts`.
 import { array, jit, random, type DeviceArray } from "tessera";
 import { initParams, SIZES, trainStepFn } from "./mlp.ts";
+import { mulberry32 } from "./seeded_random.ts";
 
 const STEPS = 200;
 /** Steps per printed line: each step sees a fresh batch, so single-batch losses are noisy; means are not. */
 const WINDOW = 20;
 const LEARNING_RATE = 0.3;
-
-/** A small seeded generator (mulberry32), so every run sees the same data. */
-function uniform(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** The function to learn from 4 features: smooth, with an interaction term, and within tanh's reach. */
 function target(x: readonly number[]): number {
@@ -42,7 +31,7 @@ async function main(): Promise<void> {
   // The old parameters are donated: XLA writes the new ones into their buffers.
   const step = jit(trainStepFn, { donate: 0 });
   const lr = array(LEARNING_RATE);
-  const next = uniform(1234);
+  const next = mulberry32(1234);
 
   const start = performance.now();
   const means: number[] = [];

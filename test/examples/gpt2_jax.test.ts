@@ -6,12 +6,12 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tx, type DeviceArray, type Tensor } from "tessera";
 import { readyJaxPython } from "../../bench/jax_peer.ts";
+import { mulberry32 } from "../../examples/seeded_random.ts";
 import {
   charVocab,
   initParams,
   loss,
   makeTrainStep,
-  mulberry32,
   optimizer,
   sampleBatch,
   TEXT,
