@@ -49,7 +49,7 @@ function paramsKey(params: unknown): string {
   });
 }
 
-/** Eager splat constants (`x.add(1)`'s 1) not yet uploaded: one-op programs take them in as literals. */
+/** Eager splat constants (`x.add(1)`'s 1): one-op programs take them in as literals, so they need not go up. */
 const splats = new WeakMap<DeviceArray, OpParams["constant"]>();
 
 // Literals baked per program shape: past this many distinct values (a changing learning rate) the constant goes
@@ -69,16 +69,20 @@ function programFor<N extends OpName>(
 ): { prog: OpProgram; args: DeviceArray[] } {
   const types = inputs.map((t) => t.type);
   const base = `${name}|${paramsKey(params)}|${types.map((t) => formatType(t)).join(",")}`;
+  const valuesOf = (ls: readonly (OpParams["constant"] | undefined)[]) =>
+    ls.map((l) => (l ? String(l.value[0]) : "")).join(",");
   let literal = inputs.map((t) => splats.get(t as DeviceArray));
+  let values = valuesOf(literal);
   if (literal.some((l) => l)) {
-    const values = literal.map((l) => (l ? String(l.value[0]) : "")).join(",");
     const seen = bakedValues.get(base) ?? new Set<string>();
     bakedValues.set(base, seen);
-    if (!seen.has(values) && seen.size >= MAX_BAKED_VALUES) literal = literal.map(() => undefined);
-    else seen.add(values);
+    if (!seen.has(values) && seen.size >= MAX_BAKED_VALUES) {
+      literal = literal.map(() => undefined);
+      values = valuesOf(literal);
+    } else seen.add(values);
   }
   const args = inputs.filter((_, k) => !literal[k]) as DeviceArray[];
-  const key = `${base}|${literal.map((l) => (l ? String(l.value[0]) : "")).join(",")}`;
+  const key = `${base}|${values}`;
   const have = programs.get(key);
   if (have) return { prog: have, args };
   const b = new GraphBuilder();
