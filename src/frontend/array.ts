@@ -79,8 +79,8 @@ const EagerTensorBase = Tensor as unknown as new (trace: Trace, value: Value) =>
 export class DeviceArray extends EagerTensorBase {
   readonly #buffer: Promise<DeviceBuffer>;
   #resolved: DeviceBuffer | undefined;
+  /** Set while a lazy array's upload has not started (see the `lazy` constructor form). */
   #materialize: (() => unknown) | undefined;
-  #lazyStarted = false;
   #disposed = false;
   /** Set for an array split over a mesh's devices (a sharded jit's results, `array(data, { mesh, spec })`). */
   readonly #layout: { readonly mesh: Mesh; readonly sharding: Sharding } | undefined;
@@ -105,7 +105,7 @@ export class DeviceArray extends EagerTensorBase {
       let started: Promise<DeviceBuffer> | undefined;
       const start = (): Promise<DeviceBuffer> => {
         if (started) return started;
-        this.#lazyStarted = true;
+        this.#materialize = undefined;
         const b = make();
         if (b instanceof Promise) {
           started = b.then((r) => {
@@ -271,7 +271,7 @@ export class DeviceArray extends EagerTensorBase {
         (b) => b.dispose(),
         () => {},
       );
-    else if (!this.#materialize || this.#lazyStarted)
+    else if (!this.#materialize)
       this.#buffer.then(
         (b) => b.dispose(),
         () => {},
