@@ -10,6 +10,7 @@
 // BENCH_LOOP=unroll and BENCH_REMAT=<policy> (the layer's tx.checkpoint policy, e.g. dotsSaveable) change the run,
 // for profiling. Without a policy the scan saves every layer's residuals (638 GFLOP a step); BENCH_REMAT=
 // nothingSaveable recomputes each layer in the backward loop (830 GFLOP), as every scan did before.
+import { writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,6 +28,7 @@ import { F32 } from "../src/train/precision.ts";
 import { treeToDevice } from "../src/host/transfer.ts";
 import { parsePolicy } from "../src/passes/remat.ts";
 import { benchEntry } from "./entry.ts";
+import type { AttentionImpl } from "../models/attention.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
@@ -86,6 +88,8 @@ async function tessera(): Promise<Result> {
     adamw: { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 },
     lossChunk: defaultLossChunk(BATCH, SEQ, llama.vocabSize),
     ...(process.env.BENCH_REMAT ? { remat: parsePolicy(process.env.BENCH_REMAT) } : {}),
+    ...(process.env.BENCH_ATTN ? { attention: process.env.BENCH_ATTN as AttentionImpl } : {}),
+    ...(process.env.BENCH_ATTN_BLOCK ? { attentionBlock: Number(process.env.BENCH_ATTN_BLOCK) } : {}),
   };
   const base = treeToDevice(randomLlamaWeights(llama, { dtype: "F32", seed: 0 }) as never);
   let state = treeToDevice<TrainState<DeviceArray>>(initTrainState(initLora(layout, llama, 0)) as never);
@@ -96,6 +100,8 @@ async function tessera(): Promise<Result> {
   const key = array(new Uint32Array([0, 0]));
   const step = jit(makeGuardedTrainStep(c), { donate: 0, name: "lora_train_step" });
 
+  if (process.env.BENCH_DUMP_MLIR)
+    writeFileSync(process.env.BENCH_DUMP_MLIR, step.lower(state as never, base as never, batch as never, lr as never, key as never).stablehlo);
   let t = performance.now();
   let [next, loss, norm] = await step(state, base as never, batch, lr, key);
   await Promise.all([loss.item(), norm.item()]);

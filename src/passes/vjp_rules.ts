@@ -90,9 +90,12 @@ function reduceChooser(e: Emitter, ct: Value, op: Op<"reduce_max" | "reduce_min"
 
 /**
  * The cotangent of one dot_general operand ("target"): contract the result cotangent with the other operand
- * over the other operand's free dims, keeping batch dims, then transpose to the target's dim order. The
- * cotangent stays on the target's side (lhs: ct first; rhs: other first), so that a plain matmul needs no
- * transpose. The product runs in the operands' dtype with the original accumulation dtype, then converts.
+ * over the other operand's free dims, keeping batch dims, then transpose to the target's dim order. The product
+ * can be written with the cotangent on either side; the side is chosen so that the larger operand needs no
+ * transpose (dotCopyCost). For a plain matmul's lhs that keeps the cotangent first; for a LoRA `A` (x [T, in] @
+ * A [in, r]) it computes (ct^T x)^T, transposing the small [T, r] cotangent and [r, in] result instead of the
+ * [T, in] activation, which XLA CPU otherwise copies in full every layer. The product runs in the operands'
+ * dtype with the original accumulation dtype, then converts.
  */
 function dotTranspose(e: Emitter, ct: Value, op: Op<"dot_general">, targetIsLhs: boolean): Value {
   const p = op.params;
@@ -110,26 +113,58 @@ function dotTranspose(e: Emitter, ct: Value, op: Op<"dot_general">, targetIsLhs:
   // The other operand's contracting dims survive in ascending order; each stands for the target dim it met.
   const oContractAsTarget = [...oContract].sort((a, b) => a - b).map((d) => tContract[oContract.indexOf(d)]!);
   const ctBatch = range(nb);
-  const prod = targetIsLhs
-    ? e.op("dot_general", [c, other], {
-        lhsBatch: ctBatch,
-        rhsBatch: oBatch,
-        lhsContract: oFreeInCt,
-        rhsContract: oFree,
-        outDtype: ct.type.dtype,
-      })
-    : e.op("dot_general", [other, c], {
-        lhsBatch: oBatch,
-        rhsBatch: ctBatch,
-        lhsContract: oFree,
-        rhsContract: oFreeInCt,
-        outDtype: ct.type.dtype,
-      });
-  const prodToTarget = targetIsLhs
-    ? [...tBatch, ...tFree, ...oContractAsTarget]
-    : [...tBatch, ...oContractAsTarget, ...tFree];
+  const ctSide = { batch: ctBatch, contract: oFreeInCt, shape: c.type.shape };
+  const otherSide = { batch: oBatch, contract: oFree, shape: other.type.shape };
+  // Product dims (batch, lhs free, rhs free) as target dims, with the cotangent first or second.
+  const ctFirstDims = [...tBatch, ...tFree, ...oContractAsTarget];
+  const ctSecondDims = [...tBatch, ...oContractAsTarget, ...tFree];
+  const cost = (first: DotSide, second: DotSide, dims: number[]) =>
+    dotCopyCost(first, second) + (isIdentity(dims) ? 0 : size(target.type.shape));
+  const ctFirstCost = cost(ctSide, otherSide, ctFirstDims);
+  const ctSecondCost = cost(otherSide, ctSide, ctSecondDims);
+  // Ties keep the cotangent on the target's side (lhs: first), the form a plain matmul needs no transpose in.
+  const ctFirst = targetIsLhs ? ctFirstCost <= ctSecondCost : ctFirstCost < ctSecondCost;
+  const [first, second] = ctFirst ? [ctSide, otherSide] : [otherSide, ctSide];
+  const prod = e.op("dot_general", ctFirst ? [c, other] : [other, c], {
+    lhsBatch: first.batch,
+    rhsBatch: second.batch,
+    lhsContract: first.contract,
+    rhsContract: second.contract,
+    outDtype: ct.type.dtype,
+  });
+  const prodToTarget = ctFirst ? ctFirstDims : ctSecondDims;
   const perm = range(prodToTarget.length).map((d) => prodToTarget.indexOf(d));
   return e.convert(e.transpose(prod, perm), target.type.dtype);
+}
+
+/** One operand of a dot_general: its batch and contracting dims, in the pairing order, and its shape. */
+interface DotSide {
+  readonly batch: readonly number[];
+  readonly contract: readonly number[];
+  readonly shape: readonly number[];
+}
+
+/**
+ * Elements a dot_general's operands must be transposed by before a GEMM can read them: XLA (and a BLAS call)
+ * reads an lhs laid out [batch..., free..., contracting...] and an rhs laid out [batch..., contracting...,
+ * free...] or [batch..., free..., contracting...] (a transposed B is a GEMM flag); any other order is copied.
+ */
+function dotCopyCost(lhs: DotSide, rhs: DotSide): number {
+  const rank = (s: DotSide) => s.shape.length;
+  const free = (s: DotSide) => range(rank(s)).filter((d) => !s.batch.includes(d) && !s.contract.includes(d));
+  const inOrder = (dims: number[]) => isIdentity(dims);
+  const lhsOk = inOrder([...lhs.batch, ...free(lhs), ...lhs.contract]);
+  const rhsOk =
+    inOrder([...rhs.batch, ...rhs.contract, ...free(rhs)]) || inOrder([...rhs.batch, ...free(rhs), ...rhs.contract]);
+  return (lhsOk ? 0 : size(lhs.shape)) + (rhsOk ? 0 : size(rhs.shape));
+}
+
+function isIdentity(dims: readonly number[]): boolean {
+  return dims.every((d, i) => d === i);
+}
+
+function size(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
 }
 
 /** Integer indices clamped into [0, n-1], so that scatter/one-hot gradients see the rows gather read. */

@@ -231,10 +231,27 @@ describe("gradients only for what is asked", () => {
     const grad = valueAndGrad(g, [2, 3]);
     const dots = grad.ops.filter((op) => op.name === "dot_general").map((op) => formatType(op.outputs[0]!.type));
     expect(dots).not.toContain(wShape);
-    expect(dots).toEqual(["f32[3,6]", "f32[3,2]", "f32[3,6]", "f32[3,2]", "f32[2,6]", "f32[8,2]"]);
+    expect(dots).toEqual(["f32[3,6]", "f32[3,2]", "f32[3,6]", "f32[3,2]", "f32[2,6]", "f32[2,8]"]);
     expect(grad.outputNames).toEqual(["loss", "grad.A", "grad.B"]);
     const args = [rand(f32(3, 8)), rand(f32(8, 6)), rand(f32(8, 2)), rand(f32(2, 6))];
     checkGrad(g, args, { wrt: [2, 3] });
+  });
+
+  it("a LoRA A's gradient transposes the small cotangent, not the [T, in] activation (XLA CPU copies an lhs contracted on its leading dim)", () => {
+    const b = new GraphBuilder();
+    const x = b.input(f32(64, 32), "x");
+    const a = b.input(f32(32, 4), "A");
+    const y = b.add1("dot_general", [x, a], matmul);
+    const g = b.build([b.add1("reduce_sum", [b.add1("mul", [y, y], {})], { axes: [0, 1] })], ["loss"]);
+    const grad = valueAndGrad(g, [1]);
+    const dots = grad.ops.filter((op) => op.name === "dot_general").slice(1);
+    expect(dots).toHaveLength(1);
+    const [dot] = dots as [(typeof dots)[number]];
+    // (ct^T x)^T: the [64, 4] cotangent first, contracted on T; x contracted on T as a GEMM's [K, N] rhs.
+    expect(dot.inputs.map((v) => formatType(v.type))).toEqual(["f32[64,4]", "f32[64,32]"]);
+    expect(dot.params).toMatchObject({ lhsContract: [0], rhsContract: [0] });
+    expect(formatType(dot.outputs[0]!.type)).toBe("f32[4,32]");
+    checkGrad(g, [rand(f32(64, 32)), rand(f32(32, 4))], { wrt: [1] });
   });
 
   it("a wrt input that the output does not depend on gets zeros", () => {
