@@ -9,7 +9,9 @@
 // sides and each keeps its best, so a busy machine slows both alike. BENCH_PLUGINS, BENCH_LAYERS, BENCH_SEQ and
 // BENCH_LOOP=unroll and BENCH_REMAT=<policy> (the layer's tx.checkpoint policy, e.g. dotsSaveable) change the run,
 // for profiling. Without a policy the scan saves every layer's residuals (638 GFLOP a step); BENCH_REMAT=
-// nothingSaveable recomputes each layer in the backward loop (830 GFLOP), as every scan did before.
+// nothingSaveable recomputes each layer in the backward loop (830 GFLOP), as every scan did before. BENCH_ATTN and
+// BENCH_ATTN_BLOCK pick the attention kernel; BENCH_DUMP_MLIR=FILE writes the step's StableHLO, which
+// bench/xla_profile.py breaks down by HLO op.
 import { writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join } from "node:path";
@@ -101,7 +103,10 @@ async function tessera(): Promise<Result> {
   const step = jit(makeGuardedTrainStep(c), { donate: 0, name: "lora_train_step" });
 
   if (process.env.BENCH_DUMP_MLIR)
-    writeFileSync(process.env.BENCH_DUMP_MLIR, step.lower(state as never, base as never, batch as never, lr as never, key as never).stablehlo);
+    writeFileSync(
+      process.env.BENCH_DUMP_MLIR,
+      step.lower(state as never, base as never, batch as never, lr as never, key as never).stablehlo,
+    );
   let t = performance.now();
   let [next, loss, norm] = await step(state, base as never, batch, lr, key);
   await Promise.all([loss.item(), norm.item()]);

@@ -7,6 +7,7 @@ import { displayPath } from "./diagnostics.ts";
 import { summarize } from "./summary.ts";
 import { shardingReport } from "./sharding_report.ts";
 import { estimateMemory, shardedBytes } from "../passes/memory_estimate.ts";
+import { pluginUpcasts16 } from "../backend/runtime/plugins.ts";
 import { formatLoc } from "../ir/types.ts";
 import { gib, parseSize } from "../memory/budget.ts";
 
@@ -45,7 +46,7 @@ function budgetLine(c: ReturnType<typeof lowerEntry>, budget: number): string {
   const plan = c.sharding?.plan;
   const base = { donate: c.donate, ...(plan ? { bytes: shardedBytes(plan) } : {}) };
   const gpu = estimateMemory(c.graph, base);
-  const cpu = estimateMemory(c.graph, { ...base, cpuUpcast16: true });
+  const cpu = estimateMemory(c.graph, { ...base, cpuUpcast16: pluginUpcasts16() });
   const at = gpu.peakOp
     ? `; temporaries peak at ${gpu.peakOp.name}${gpu.peakLoc ? ` ${formatLoc(gpu.peakLoc)}` : ""}`
     : "";

@@ -3,6 +3,7 @@ import { jit, type Lowered } from "../frontend/jit.ts";
 import { DeviceMesh } from "../frontend/mesh.ts";
 import { checkpointPolicies, type SavePolicy } from "../passes/remat.ts";
 import { estimateMemory, shardedBytes } from "../passes/memory_estimate.ts";
+import { pluginUpcasts16 } from "../backend/runtime/plugins.ts";
 import { graphCost } from "../ir/cost.ts";
 import { EXIT, TesseraError } from "../errors.ts";
 import type { LlamaConfig } from "../formats/hf_config.ts";
@@ -228,7 +229,7 @@ export function estimateCandidate(shape: StepShape, c: Candidate): Estimate {
   const plan = lowered.sharding?.plan;
   const base = { donate: lowered.donate, ...(plan ? { bytes: shardedBytes(plan) } : {}) };
   const gpu = estimateMemory(lowered.graph, base);
-  const cpu = estimateMemory(lowered.graph, { ...base, cpuUpcast16: true });
+  const cpu = estimateMemory(lowered.graph, { ...base, cpuUpcast16: pluginUpcasts16() });
   const cost = graphCost(lowered.graph).total;
   return {
     candidate: c,

@@ -31,6 +31,12 @@ export interface PluginSpec {
   readonly pluginSha256?: string;
   /** PJRT C API version the plugin reports */
   readonly pjrtApi: string;
+  /**
+   * Whether this plugin's XLA CPU backend computes bf16/f16 in f32 copies (an f32 copy of every 16-bit argument,
+   * kept for the run): the older XLA does, jaxlib 0.11.2's does not. The CPU memory estimate models it
+   * (estimateMemory's cpuUpcast16).
+   */
+  readonly cpuUpcasts16: boolean;
   readonly about: string;
 }
 
@@ -47,6 +53,7 @@ export const PLUGINS = {
     headerMember: "xla_plugins/xla_cpu_pjrt/include/pjrt_c_api.h",
     pluginSha256: "88c3f28c5900f48ad4a82cab9e79bba9537809743395e341485f8794268820dc",
     pjrtApi: "0.81",
+    cpuUpcasts16: true,
     about: "official OpenXLA CPU plugin (PyPI org google-ml); ships the pjrt_c_api.h the addon is built against",
   },
   "lammps-jax-pjrt-cpu": {
@@ -59,6 +66,7 @@ export const PLUGINS = {
     },
     pluginMember: "lammps_jax_pjrt_cpu/pjrt_c_api_cpu_plugin.so",
     pjrtApi: "0.115",
+    cpuUpcasts16: false,
     about:
       "XLA CPU plugin built from jaxlib 0.11.2's XLA, the XLA of the H200 machine's CUDA plugin (third-party wheel)",
   },
@@ -228,4 +236,13 @@ export function resolvePlugin(option?: string): ResolvedPlugin {
     );
   }
   return { path, source };
+}
+
+/**
+ * Whether the plugin a client would load now (option, $TESSERA_PJRT_PLUGIN, default) keeps f32 copies of 16-bit
+ * operands on CPU (PluginSpec.cpuUpcasts16). A plugin given by path is taken for a current XLA, which does not.
+ */
+export function pluginUpcasts16(option?: string): boolean {
+  const value = option || process.env[PLUGIN_ENV] || DEFAULT_PLUGIN;
+  return isPluginName(value) ? PLUGINS[value].cpuUpcasts16 : false;
 }
