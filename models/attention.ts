@@ -65,6 +65,19 @@ function checkInputs(op: string, q: Tensor, k: Tensor, v: Tensor, segmentIds?: T
 }
 
 /**
+ * tx.nn.softmax over the last axis, differentiated as p * (g - rowsum(g * p)) from its output alone (JAX's
+ * softmax VJP). Autodiff of exp / sum would keep both exp(s - max) and p for the backward: in a layer scan,
+ * two [B, Hkv, S, G, S] stacks per layer instead of one (p is kept anyway for the value product).
+ */
+const softmaxKeepingOutput = tx.customVjp((s: Tensor) => tx.nn.softmax(s, -1), {
+  fwd: (s: Tensor) => {
+    const p = tx.nn.softmax(s, -1);
+    return [p, p];
+  },
+  bwd: (p: Tensor, g: Tensor) => [p.mul(g.sub(g.mul(p).sum(-1, { keepdims: true })))],
+});
+
+/**
  * The HF eager computation, unchanged from llama.ts: scores [B, Hkv, Sq, G, Sk] in f32, masked to float32 lowest,
  * softmax in f32, probabilities cast to v's dtype for the value product. q [B, S, Hq, D], k/v [B, S, Hkv, D];
  * query head h uses KV head floor(h / G), G = Hq / Hkv, so K and V are never repeated. Returns [B, S, Hq, D].
@@ -77,7 +90,7 @@ export function plainAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionO
     .mul(1 / Math.sqrt(D));
   const mask = attentionMask(opts, tx.iota([S, S], 0), tx.iota([S, S], 1), opts.segmentIds, opts.segmentIds);
   const masked = mask ? tx.where(mask.reshape([mask.ndim === 3 ? B : 1, 1, S, 1, S]), scores, MASKED) : scores;
-  const p = tx.nn.softmax(masked, -1).astype(v.dtype);
+  const p = softmaxKeepingOutput(masked).astype(v.dtype);
   // [B, Hkv, Sq, G, D] -> [B, Sq, Hkv, G, D]
   return tx
     .dotGeneral(p, v, { lhsBatch: [0, 1], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [1], outDtype: "f32" })

@@ -90,9 +90,9 @@ export function savedOps(op: AnyOp & { name: "checkpoint" }): AnyOp[] {
 }
 
 /**
- * `g` with every checkpoint op replaced by its body and every checkpoint_name by its operand (recursively, scan
- * and cond bodies included). Run after autodiff, which is the only reader of either: the program they leave is
- * the same, and the sharding propagation, memory estimate and emitter see plain ops.
+ * `g` with every checkpoint and custom_vjp op replaced by its (primal) body and every checkpoint_name by its
+ * operand (recursively, scan and cond bodies included). Run after autodiff, which is the only reader of them: the
+ * program they leave is the same, and the sharding propagation, memory estimate and emitter see plain ops.
  */
 export function inlineCheckpoints(g: Graph): Graph {
   const sub = new Map<Value, Value>();
@@ -104,7 +104,9 @@ export function inlineCheckpoints(g: Graph): Graph {
         sub.set(op.outputs[0]!, inputs[0]!);
         continue;
       }
-      if (op.name === "checkpoint") {
+      // A custom_vjp left after autodiff was not differentiated: it is its primal body, as the emitter would inline
+      // it; inlined here, sharding propagation and the memory estimate see through it too.
+      if (op.name === "checkpoint" || op.name === "custom_vjp") {
         // A copy: the same body may stand in several checkpoint ops (autodiff's forward and a scan's backward body).
         const body = cloneGraph(op.params.body);
         body.inputs.forEach((v, i) => {
@@ -131,6 +133,7 @@ export function inlineCheckpoints(g: Graph): Graph {
 /** The pass form of inlineCheckpoints (last in the pipeline, after autodiff and the cleanup). */
 export const inlineCheckpointsPass: Pass = {
   name: "inline-checkpoints",
-  description: "Replaces each checkpoint op by its body and each checkpoint_name by its operand (autodiff is done).",
+  description:
+    "Replaces each checkpoint and custom_vjp op by its body and each checkpoint_name by its operand (autodiff is done).",
   run: inlineCheckpoints,
 };

@@ -126,9 +126,7 @@ function dotTranspose(e: Emitter, ct: Value, op: Op<"dot_general">, targetIsLhs:
   // 16-bit products keep it always: the older XLA CPU (xla-cpu-pjrt) cannot run some of the swapped bf16 dots
   // ("Unsupported element type for DotThunk: BF16 x BF16 = F32"), and a GPU reads either operand transposed.
   const swappable = other.type.dtype === "f32";
-  const ctFirst = targetIsLhs
-    ? !swappable || ctFirstCost <= ctSecondCost
-    : swappable && ctFirstCost < ctSecondCost;
+  const ctFirst = targetIsLhs ? !swappable || ctFirstCost <= ctSecondCost : swappable && ctFirstCost < ctSecondCost;
   const [first, second] = ctFirst ? [ctSide, otherSide] : [otherSide, ctSide];
   const prod = e.op("dot_general", ctFirst ? [c, other] : [other, c], {
     lhsBatch: first.batch,
