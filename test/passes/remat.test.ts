@@ -98,6 +98,21 @@ describe("tx.checkpoint: one IR op with a body and its policy", () => {
     expect(closed.ops[0]!.inputs).toEqual(closed.inputs);
   });
 
+  it("a custom_vjp nothing differentiates is its primal body after lowering (sharding propagation sees its ops)", () => {
+    const softmaxLike = tx.customVjp((x: Tensor) => x.exp().div(x.exp().sum(-1, { keepdims: true })), {
+      fwd: (x: Tensor) => {
+        const p = x.exp().div(x.exp().sum(-1, { keepdims: true }));
+        return [p, p];
+      },
+      bwd: (p: Tensor, g: Tensor) => [p.mul(g.sub(g.mul(p).sum(-1, { keepdims: true })))],
+    });
+    const traced = tx.trace((x: Tensor) => softmaxLike(x).sum(), [tx.spec("f32", [4, 8])]);
+    expect(count(traced.graph, "custom_vjp")).toBe(1);
+    const lowered = lowerProgram(traced).graph;
+    expect(count(lowered, "custom_vjp")).toBe(0);
+    expect(count(lowered, "exp")).toBeGreaterThan(0);
+  });
+
   it("nothingSaveable: the forward saves nothing; the backward reads only the operands, through the barrier", () => {
     const t = traced(P.nothingSaveable);
     expect(t.residuals).toEqual([]);
