@@ -76,7 +76,7 @@ describe("cached plugin verification", () => {
     writeFileSync(
       script,
       `import { getClient } from ${JSON.stringify(join(ROOT, "src/backend/runtime/index.ts"))};
-try { await getClient(); console.log("loaded"); } catch (e) { console.log(e.code); console.log(e.message); process.exit(1); }
+try { await getClient({ plugin: "xla-cpu-pjrt" }); console.log("loaded"); } catch (e) { console.log(e.code); console.log(e.message); process.exit(1); }
 `,
     );
     const r = await new Promise<{ code: number | null; signal: string | null; stdout: string }>((resolve) => {
