@@ -231,10 +231,28 @@ export function resolveAttention(opts: Pick<ForwardOpts, "attention" | "attentio
 export function mlp(x: Tensor, w: LayerView, ads: LayerAdapters, chunk?: number): Tensor {
   const S = x.shape[1]!;
   if (chunk !== undefined && chunk < S && S % chunk === 0) return chunkedMlp(x, w, ads, chunk);
-  const g = linear(x, w.gate, ads.gate).astype("f32");
-  const act = tx.nn.silu(g).astype(x.dtype);
-  return linear(act.mul(linear(x, w.up, ads.up)), w.down, ads.down);
+  return linear(swiglu(linear(x, w.gate, ads.gate), linear(x, w.up, ads.up)), w.down, ads.down);
 }
+
+/**
+ * silu(g) * u, silu in f32 (as torch computes it inside its bf16 kernel), differentiated from g and u alone: the
+ * backward recomputes sigmoid(g) and silu(g), which autodiff of the plain ops would keep, two more [B, S, F]
+ * stacks per layer in a scan (a custom_vjp nothing differentiates is inlined: the forward is these ops).
+ */
+const swiglu = tx.customVjp((g: Tensor, u: Tensor) => tx.nn.silu(g.astype("f32")).astype(u.dtype).mul(u), {
+  fwd: (g: Tensor, u: Tensor) => [tx.nn.silu(g.astype("f32")).astype(u.dtype).mul(u), { g, u }],
+  bwd: ({ g, u }: { g: Tensor; u: Tensor }, dh: Tensor) => {
+    const g32 = g.astype("f32");
+    const sig = g32.sigmoid();
+    const act = g32.mul(sig).astype(u.dtype);
+    // d silu / dg = sigmoid(g) * (1 + g * (1 - sigmoid(g)))
+    const dg = dh
+      .mul(u)
+      .astype("f32")
+      .mul(sig.mul(g32.mul(sig.neg().add(1)).add(1)));
+    return [dg.astype(g.dtype), dh.mul(act)];
+  },
+});
 
 /**
  * The MLP over `chunk` positions at a time (a scan over sequence chunks): each position's MLP is independent, so the

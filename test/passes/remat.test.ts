@@ -459,8 +459,8 @@ describe("memory_estimate of a Llama LoRA step with remat (8 layers, E 64, B 2, 
     const llama = { ...LLAMA_TINY, numLayers: 8, hiddenSize: 64, intermediateSize: 160, maxPositionEmbeddings: 4096 };
     const layout = simpleLoraLayout(llama, { r: 4, alpha: 8, targets: ["q", "v"] });
     const ADAMW = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
-    // S 256: at 512 the [S, S] attention matrices outweigh the rest, and dotsSaveable (which keeps the scores, a dot
-    // output) keeps about what no policy does, since plain attention's softmax saves only its output.
+    // S 256: at 512 the [S, S] attention matrices outweigh the rest (dotsSaveable keeps the scores, a dot output,
+    // on top of what the softmax keeps).
     const [B, S] = [2, 256];
     const MiB = 2 ** 20;
     const peak = (layers: "scan" | "unroll", remat: SavePolicy | undefined) => {
@@ -483,17 +483,19 @@ describe("memory_estimate of a Llama LoRA step with remat (8 layers, E 64, B 2, 
       console.log(
         `${k}: peak MiB none ${none!.toFixed(2)}, nothingSaveable ${nothing!.toFixed(2)}, dotsSaveable ${dots!.toFixed(2)}`,
       );
+    // dotsSaveable keeps the matmul outputs: far more than nothingSaveable, and about what no policy keeps, since
+    // the layer's softmax and SwiGLU custom VJPs already keep little besides matmul outputs (within 10%).
     const [uNone, uNothing, uDots] = figures.unroll;
     expect(uNothing!).toBeLessThan(uNone! / 4);
-    expect(uDots!).toBeLessThan(uNone!);
-    expect(uDots!).toBeGreaterThan(uNothing!);
+    expect(uDots!).toBeLessThan(uNone! * 1.1);
+    expect(uDots!).toBeGreaterThan(uNothing! * 3);
     // Scanned, as JAX's scan: without a checkpoint the forward scan stacks every residual of the layer (about what
     // unrolled layers keep alive, plus the stacked buffers); nothingSaveable stacks only the carries and the
     // backward scan recomputes each layer from them; dotsSaveable lies between.
     const [sNone, sNothing, sDots] = figures.scan;
     expect(sNothing!).toBeLessThan(sNone! / 4);
-    expect(sDots!).toBeGreaterThan(sNothing!);
-    expect(sDots!).toBeLessThan(sNone!);
+    expect(sDots!).toBeGreaterThan(sNothing! * 3);
+    expect(sDots!).toBeLessThan(sNone! * 1.1);
     expect(sNone!).toBeGreaterThan(uNone! * 0.8);
     expect(sNone!).toBeLessThan(uNone! * 1.2);
   });
