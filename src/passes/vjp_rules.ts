@@ -1,7 +1,7 @@
 // Vector-Jacobian product rules, one per op: given the cotangents of an op's results, emit its operands' cotangents.
 import type { Op, Value } from "../ir/graph.ts";
 import type { ElementwiseOp, OpName } from "../ir/ops.ts";
-import { range, tensorType, type TensorType } from "../ir/types.ts";
+import { numel, range, tensorType, type TensorType } from "../ir/types.ts";
 import type { Emitter } from "./emitter.ts";
 import { TesseraError } from "../errors.ts";
 
@@ -105,8 +105,8 @@ function dotTranspose(e: Emitter, ct: Value, op: Op<"dot_general">, targetIsLhs:
     ? [p.lhsBatch, p.rhsBatch, p.lhsContract, p.rhsContract]
     : [p.rhsBatch, p.lhsBatch, p.rhsContract, p.lhsContract];
   const nb = tBatch.length;
-  const tFree = range(target.type.shape.length).filter((d) => !tBatch.includes(d) && !tContract.includes(d));
-  const oFree = range(other.type.shape.length).filter((d) => !oBatch.includes(d) && !oContract.includes(d));
+  const tFree = keptDims(target.type.shape.length, [...tBatch, ...tContract]);
+  const oFree = keptDims(other.type.shape.length, [...oBatch, ...oContract]);
   // Positions of the other operand's free dims in the cotangent (result order: batch, lhs free, rhs free).
   const oFreeInCt = oFree.map((_, i) => (targetIsLhs ? nb + tFree.length + i : nb + i));
   const c = e.convert(ct, other.type.dtype);
@@ -119,7 +119,7 @@ function dotTranspose(e: Emitter, ct: Value, op: Op<"dot_general">, targetIsLhs:
   const ctFirstDims = [...tBatch, ...tFree, ...oContractAsTarget];
   const ctSecondDims = [...tBatch, ...oContractAsTarget, ...tFree];
   const cost = (first: DotSide, second: DotSide, dims: number[]) =>
-    dotCopyCost(first, second) + (isIdentity(dims) ? 0 : size(target.type.shape));
+    dotCopyCost(first, second) + (isIdentity(dims) ? 0 : numel(target.type.shape));
   const ctFirstCost = cost(ctSide, otherSide, ctFirstDims);
   const ctSecondCost = cost(otherSide, ctSide, ctSecondDims);
   // Ties keep the cotangent on the target's side (lhs: first), the form a plain matmul needs no transpose in.
@@ -153,21 +153,16 @@ interface DotSide {
  * free...] or [batch..., free..., contracting...] (a transposed B is a GEMM flag); any other order is copied.
  */
 function dotCopyCost(lhs: DotSide, rhs: DotSide): number {
-  const rank = (s: DotSide) => s.shape.length;
-  const free = (s: DotSide) => range(rank(s)).filter((d) => !s.batch.includes(d) && !s.contract.includes(d));
-  const inOrder = (dims: number[]) => isIdentity(dims);
-  const lhsOk = inOrder([...lhs.batch, ...free(lhs), ...lhs.contract]);
+  const free = (s: DotSide) => keptDims(s.shape.length, [...s.batch, ...s.contract]);
+  const lhsOk = isIdentity([...lhs.batch, ...free(lhs), ...lhs.contract]);
   const rhsOk =
-    inOrder([...rhs.batch, ...rhs.contract, ...free(rhs)]) || inOrder([...rhs.batch, ...free(rhs), ...rhs.contract]);
-  return (lhsOk ? 0 : size(lhs.shape)) + (rhsOk ? 0 : size(rhs.shape));
+    isIdentity([...rhs.batch, ...rhs.contract, ...free(rhs)]) ||
+    isIdentity([...rhs.batch, ...free(rhs), ...rhs.contract]);
+  return (lhsOk ? 0 : numel(lhs.shape)) + (rhsOk ? 0 : numel(rhs.shape));
 }
 
 function isIdentity(dims: readonly number[]): boolean {
   return dims.every((d, i) => d === i);
-}
-
-function size(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 /** Integer indices clamped into [0, n-1], so that scatter/one-hot gradients see the rows gather read. */

@@ -214,9 +214,7 @@ export interface ResolvedPlugin {
  * a catalogued name ("xla-cpu-pjrt", "lammps-jax-pjrt-cpu") or a path to a plugin .so.
  */
 export function resolvePlugin(option?: string): ResolvedPlugin {
-  const env = process.env[PLUGIN_ENV];
-  const [value, source]: [string, ResolvedPlugin["source"]] =
-    option !== undefined && option !== "" ? [option, "option"] : env ? [env, "env"] : [DEFAULT_PLUGIN, "default"];
+  const [value, source] = choosePlugin(option);
   const where = source === "option" ? "the `plugin` option" : source === "env" ? `$${PLUGIN_ENV}` : "the default";
   if (isPluginName(value)) {
     const path = cachedPluginFiles(value).plugin;
@@ -243,6 +241,12 @@ export function resolvePlugin(option?: string): ResolvedPlugin {
  * operands on CPU (PluginSpec.cpuUpcasts16). A plugin given by path is taken for a current XLA, which does not.
  */
 export function pluginUpcasts16(option?: string): boolean {
-  const value = option || process.env[PLUGIN_ENV] || DEFAULT_PLUGIN;
+  const [value] = choosePlugin(option);
   return isPluginName(value) ? PLUGINS[value].cpuUpcasts16 : false;
+}
+
+/** The plugin named by the option if given, else $TESSERA_PJRT_PLUGIN, else the default, and which one named it. */
+function choosePlugin(option?: string): [string, ResolvedPlugin["source"]] {
+  const env = process.env[PLUGIN_ENV];
+  return option !== undefined && option !== "" ? [option, "option"] : env ? [env, "env"] : [DEFAULT_PLUGIN, "default"];
 }
