@@ -1,7 +1,7 @@
 // A small GPT-2 written with the public API only (tx.nn, tx.optim, tx.tree), trained char-level on CPU: `npx tsx examples/gpt2.ts`.
 import { pathToFileURL } from "node:url";
 import { tx, type DeviceArray, type Tensor } from "tessera";
-import { mulberry32 } from "./seeded_random.ts";
+import { mulberry32 } from "../src/host/random.ts";
 
 /** The model's sizes. Plain numbers, so a jitted function can take the config as a static argument. */
 export interface Gpt2Config {

@@ -5,7 +5,7 @@
 // calling convention (params, x, y, lr) and the task, as a training service would, but not the model: the
 // parameter shapes come from the file's header.
 import { array, loadExported, type DeviceArray } from "tessera";
-import { mulberry32 } from "./seeded_random.ts";
+import { mulberry32 } from "../src/host/random.ts";
 
 const file = process.argv[2];
 if (!file) throw new Error("usage: npx tsx examples/train_exported.ts step.mlir");

@@ -1,7 +1,7 @@
 // Trains the MLP of examples/mlp.ts on a synthetic regression task, on CPU through XLA: `npx tsx examples/train_mlp.ts`.
 import { array, jit, random, type DeviceArray } from "tessera";
 import { initParams, SIZES, trainStepFn } from "./mlp.ts";
-import { mulberry32 } from "./seeded_random.ts";
+import { mulberry32 } from "../src/host/random.ts";
 
 const STEPS = 200;
 /** Steps per printed line: each step sees a fresh batch, so single-batch losses are noisy; means are not. */

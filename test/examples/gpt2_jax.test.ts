@@ -6,7 +6,7 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tx, type DeviceArray, type Tensor } from "tessera";
 import { readyJaxPython } from "../../bench/jax_peer.ts";
-import { mulberry32 } from "../../examples/seeded_random.ts";
+import { mulberry32 } from "../../src/host/random.ts";
 import {
   charVocab,
   initParams,

@@ -45,6 +45,7 @@ describe("public typings match the runtime", () => {
     expectTypeOf(results.gelu).toEqualTypeOf<D>();
     expectTypeOf(results.layerNorm).toEqualTypeOf<D>();
     expectTypeOf(results.softmax).toEqualTypeOf<D>();
+    expectTypeOf(results.stopGradient).toEqualTypeOf<D>();
     expectTypeOf(results.normal).toEqualTypeOf<D>();
     expectTypeOf(results.splitKey).toEqualTypeOf<D>();
     for (const [name, v] of Object.entries(results)) expect(isDevice(v), name).toBe(true);
