@@ -568,6 +568,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   RegisterClientFunctions(env, exports);
   RegisterBufferFunctions(env, exports);
   RegisterExecutableFunctions(env, exports);
+  RegisterCpuGemmFunctions(env, exports);
   return exports;
 }
 

@@ -358,6 +358,7 @@ void SetElement(napi_env env, napi_value array, size_t i, napi_value v);
 void RegisterClientFunctions(napi_env env, napi_value exports);
 void RegisterBufferFunctions(napi_env env, napi_value exports);
 void RegisterExecutableFunctions(napi_env env, napi_value exports);
+void RegisterCpuGemmFunctions(napi_env env, napi_value exports);
 void AddFunction(napi_env env, napi_value exports, const char* name, napi_callback cb);
 
 }  // namespace tessera

@@ -1,4 +1,4 @@
-// npm install hook: fetches the PJRT CPU plugins into the cache and builds the native addon with the plugin's header.
+// npm install hook: fetches the PJRT CPU plugins and OpenBLAS into the cache and builds the native addon with the plugin's header.
 //   npx tsx scripts/install.ts                      (what `npm install` / `npm ci` run)
 //   npx tsx scripts/install.ts --plugin <name>      fetch one catalogued plugin only
 //   env: TESSERA_SKIP_LAMMPS=1 (skip the cross-check plugin), TESSERA_CACHE_DIR, CXX, TESSERA_PYTHON
@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { ensurePlugin } from "../src/backend/runtime/plugin_fetch.ts";
+import { ensureOpenblas } from "../src/backend/runtime/cpu_gemm.ts";
 import { DEFAULT_PLUGIN, PLUGINS, isPluginName, type PluginName } from "../src/backend/runtime/plugins.ts";
 import { ADDON_PATH } from "../src/backend/runtime/native.ts";
 
@@ -108,6 +109,12 @@ async function main(): Promise<void> {
       // A cross-check only: its tests skip without it.
       log(`warning: could not fetch ${other} (${(e as Error).message}); its cross-check tests will be skipped`);
     }
+  }
+  try {
+    await ensureOpenblas(log);
+  } catch (e) {
+    // A speed-up only: programs use XLA's dots without it (and say so).
+    log(`warning: could not fetch OpenBLAS (${(e as Error).message}); f32 matmuls will use XLA's dots`);
   }
   await buildAddon(main.header!);
   log("done");

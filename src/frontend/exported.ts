@@ -33,7 +33,7 @@ import {
   type Lowered,
   type RunLayout,
 } from "./jit.ts";
-import type { Program } from "./lowering.ts";
+import { emitProgram, type Program } from "./lowering.ts";
 import { DeviceMesh } from "./mesh.ts";
 import { flattenNested, typedArrayDType } from "./ops/creation.ts";
 import { joinName, paramNames } from "./trace.ts";
@@ -461,7 +461,8 @@ export async function exportJitted(jitted: (...args: never[]) => unknown, ...spe
   const client = await defaultClient();
   return exportedFromProgram(
     lowered,
-    lowered.stablehlo,
+    // XLA's own dots: the file must compile on every plugin, also where no OpenBLAS call is registered.
+    emitProgram(lowered, info.name, { cpuGemm: false }),
     {
       name: info.name,
       argNames: paramNames(info.fn, specs.length),

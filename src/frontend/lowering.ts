@@ -1,4 +1,5 @@
 // Trace to emitted program, the one path jit, `tessera compile` and `tessera inspect` share: passes, donation, SPMD plan, StableHLO.
+import { cpuGemmEnabled } from "../backend/runtime/cpu_gemm.ts";
 import { emitStableHLO } from "../backend/stablehlo/index.ts";
 import type { Graph } from "../ir/graph.ts";
 import { sameType, type SourceLoc } from "../ir/types.ts";
@@ -118,8 +119,14 @@ export function lowerProgram(t: Traced, opts: LowerOptions = {}): Program {
   };
 }
 
-/** The program as a StableHLO module named `moduleName`: donation attributes and, on a mesh, Shardy shardings. */
-export function emitProgram(p: Program, moduleName: string): string {
+/**
+ * The program as a StableHLO module named `moduleName`: donation attributes and, on a mesh, Shardy shardings.
+ * `cpuGemm` (default: when the default client is a CPU plugin with OpenBLAS, for unsharded programs, which Shardy
+ * could not partition around the call) sends f32 matmuls to the OpenBLAS custom call; exported programs pass
+ * false, to stay runnable on any plugin.
+ */
+export function emitProgram(p: Program, moduleName: string, opts: { cpuGemm?: boolean } = {}): string {
   const shardOpts = p.sharding ? shardedEmitOptions(p.graph, p.sharding) : {};
-  return emitStableHLO(p.graph, { moduleName, donate: p.donate, donors: p.donors, ...shardOpts });
+  const cpuGemm = !p.sharding && (opts.cpuGemm ?? cpuGemmEnabled());
+  return emitStableHLO(p.graph, { moduleName, donate: p.donate, donors: p.donors, cpuGemm, ...shardOpts });
 }

@@ -15,6 +15,7 @@ import {
   type NativeExecutable,
   type NativePlugin,
 } from "./native.ts";
+import { registerCpuGemm } from "./cpu_gemm.ts";
 import { cachedPluginAt, resolvePlugin, verifyCachedPlugin, type PluginName } from "./plugins.ts";
 
 /** PJRT functions without which the runtime cannot work; a plugin lacking one is refused at load. */
@@ -374,6 +375,7 @@ export async function createClient(opts: ClientOptions = {}): Promise<Client> {
   } catch (e) {
     throw fromNative(e, `creating a ${platform} client of ${resolved.path}`);
   }
+  if (platform === "cpu") registerCpuGemm(plugin.handle, resolved.path);
   return new Client(handle, plugin, resolved.name, platform, limit);
 }
 

@@ -51,6 +51,8 @@ export type RuntimeErrorCode =
   | "ERR_PLUGIN_LOAD" // dlopen/GetPjrtApi/version failure
   | "ERR_PLUGIN_TOO_OLD" // a needed PJRT function is missing from the plugin's PJRT_Api
   | "ERR_PLUGIN_FETCH" // pip/python/download/hash failure
+  | "ERR_BLAS_FETCH" // the OpenBLAS wheel: pip/python/download/hash failure
+  | "ERR_BLAS_REGISTER" // the OpenBLAS GEMM could not be registered with a CPU plugin
   | "ERR_CLIENT_OPTIONS" // bad client options
   | "ERR_DTYPE" // unknown dtype, or TypedArray of the wrong kind
   | "ERR_SHAPE" // bad shape, or data length that does not match it

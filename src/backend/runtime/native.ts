@@ -87,6 +87,8 @@ export interface NativeAddon {
   /** PJRT buffers and executables created and not yet destroyed. */
   stats(): NativeStats;
   loadPlugin(path: string): NativePlugin;
+  /** Registers native/cpu_gemm.cc's OpenBLAS GEMM targets with a plugin's FFI extension (dlopens `blasPath`). */
+  registerCpuGemm(plugin: PluginHandle, blasPath: string, symbolPrefix: string): void;
   createClient(plugin: PluginHandle, options: NamedValue[]): Promise<ClientHandle>;
   clientInfo(client: ClientHandle): NativeClientInfo;
   defaultDeviceAssignment(client: ClientHandle, numReplicas: number, numPartitions: number): number[];

@@ -37,6 +37,11 @@ export interface EmitOptions {
    * `sdy.sharding_constraint` that only this op reads: the reshard the partitioner must do, stated explicitly.
    */
   readonly operandConstraints?: ReadonlyMap<AnyOp, readonly (string | undefined)[]>;
+  /**
+   * f32 dot_generals as calls of the OpenBLAS GEMM that native/cpu_gemm.cc registers with a CPU plugin
+   * (src/backend/runtime/cpu_gemm.ts says when a program may use it). Default false: XLA's own dot.
+   */
+  readonly cpuGemm?: boolean;
 }
 
 function meshLine(mesh: MeshSpec | string): string {
@@ -86,6 +91,7 @@ function argAttrs(g: Graph, opts: EmitOptions): string[][] {
 export function emitStableHLO(g: Graph, opts: EmitOptions = {}): string {
   const argAttrList = argAttrs(g, opts);
   const e = new FuncEmitter(opts.locs ?? true, 2);
+  e.cpuGemm = opts.cpuGemm ?? false;
   const constraints = opts.constraints;
   if (constraints?.size) {
     e.constrain = (v, ref) => {

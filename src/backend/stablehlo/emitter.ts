@@ -38,6 +38,8 @@ export class FuncEmitter {
   constrain: ((v: Value, ref: string) => string) | undefined;
   /** Called before an op is lowered: may print lines (operand resharding) and return what undoes its rebinding. */
   beforeOp: ((op: AnyOp) => (() => void) | undefined) | undefined;
+  /** Lower f32 dot_generals to the OpenBLAS custom call (EmitOptions.cpuGemm). */
+  cpuGemm = false;
 
   constructor(
     private readonly withLocs: boolean,

@@ -6,6 +6,7 @@ import { isFloat, range, tensorType, type DType, type Shape, type TensorType } f
 import type { FuncEmitter } from "./emitter.ts";
 import { denseLiteral, dimsText, tensorTypeText as ty } from "./text.ts";
 import { fmhaBackendConfig, fmhaDims } from "../../ir/cudnn_fmha.ts";
+import { cpuGemmApplies, lowerCpuGemm } from "./cpu_gemm.ts";
 
 /** Prints `op` into the emitter and returns one StableHLO value reference per IR result. */
 export type LowerRule<N extends OpName> = (e: FuncEmitter, op: Op<N>) => string[];
@@ -384,6 +385,7 @@ export const RULES: { [N in OpName]: LowerRule<N> } = {
   reduce_min: reduce("reduce_min"),
 
   dot_general: (e, op) => {
+    if (e.cpuGemm && cpuGemmApplies(op)) return [lowerCpuGemm(e, op)];
     const [a, b] = op.inputs as [Value, Value];
     const p = op.params;
     const batch = p.lhsBatch.length ? `batching_dims = ${dimsText(p.lhsBatch)} x ${dimsText(p.rhsBatch)}, ` : "";

@@ -1,0 +1,327 @@
+// f32 matmuls on CPU plugins through OpenBLAS: a custom-call target registered with the plugin's PJRT FFI extension.
+// Written here because no library does it: XLA CPU's own f32 GEMMs (Eigen, YNNPACK) run at 60-75% of OpenBLAS's
+// speed at Llama's shapes and a third of it for batched attention products, so the emitter sends f32 dot_generals
+// to `tessera_sgemm_f32` instead (src/backend/cpu_gemm.ts says when).
+#include <dlfcn.h>
+#include <sched.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "tessera_pjrt.h"
+
+namespace tessera {
+
+namespace {
+
+// The PJRT FFI extension (xla/pjrt/c/pjrt_c_api_ffi_extension.h), which no wheel's header carries: the layouts
+// of its register-handler call and of the extension struct. Both catalogued plugins read the call's fields at
+// these offsets (their PJRT_FFI_Register_Handler, disassembled): no `api_version` (typed handlers only), unlike
+// older headers, whose untyped registrations would misplace every later field.
+struct FfiRegisterHandlerArgs {
+  size_t struct_size;
+  const char* target_name;
+  size_t target_name_size;
+  void* handler;
+  const char* platform_name;
+  size_t platform_name_size;
+  int traits;
+};
+using FfiRegisterHandler = PJRT_Error* (*)(FfiRegisterHandlerArgs*);
+struct FfiExtension {
+  PJRT_Extension_Base base;
+  void* type_id_register;
+  void* user_data_add;
+  FfiRegisterHandler register_handler;
+};
+
+// XLA's typed FFI call frame (xla/ffi/api/c_api.h, API 0.x): the parts a handler of buffers reads.
+struct FfiExtensionBase {
+  size_t struct_size;
+  int type;  // 1: the metadata query XLA sends when a handler is registered
+  FfiExtensionBase* next;
+};
+struct FfiApiVersion {
+  size_t struct_size;
+  void* extension_start;
+  int major_version;
+  int minor_version;
+};
+struct FfiMetadata {
+  size_t struct_size;
+  FfiApiVersion api_version;
+  uint32_t traits;
+};
+struct FfiMetadataExtension {
+  FfiExtensionBase base;
+  FfiMetadata* metadata;
+};
+struct FfiErrorCreateArgs {
+  size_t struct_size;
+  void* extension_start;
+  const char* message;
+  int errc;  // 3: INVALID_ARGUMENT
+};
+using FfiTask = void (*)(void* data);
+struct FfiThreadPoolScheduleArgs {
+  size_t struct_size;
+  void* extension_start;
+  void* ctx;
+  FfiTask task;
+  void* data;
+};
+struct FfiThreadPoolNumThreadsArgs {
+  size_t struct_size;
+  void* extension_start;
+  void* ctx;
+  int64_t* num_threads;
+};
+using FfiFn = void* (*)(void*);
+struct FfiApi {
+  size_t struct_size;
+  void* extension_start;
+  FfiApiVersion api_version;
+  const void* internal_api;
+  void* (*error_create)(FfiErrorCreateArgs*);
+  // Error_GetMessage, Error_Destroy, Handler_Register, Stream_Get, Type_Register, ExecutionContext_Get, State_Set,
+  // State_Get, DeviceMemory_Allocate, DeviceMemory_Free: not used here.
+  FfiFn unused[10];
+  void* (*thread_pool_schedule)(FfiThreadPoolScheduleArgs*);
+  void* (*thread_pool_num_threads)(FfiThreadPoolNumThreadsArgs*);
+};
+struct FfiBuffer {
+  size_t struct_size;
+  void* extension_start;
+  int dtype;  // 11: F32
+  void* data;
+  int64_t rank;
+  int64_t* dims;
+};
+struct FfiList {  // XLA_FFI_Args and XLA_FFI_Rets share this layout
+  size_t struct_size;
+  void* extension_start;
+  int64_t size;
+  int* types;  // 1: a buffer
+  void** items;
+};
+struct FfiCallFrame {
+  size_t struct_size;
+  FfiExtensionBase* extension_start;
+  const FfiApi* api;
+  void* ctx;
+  int stage;  // 3: EXECUTE
+  FfiList args;
+  FfiList rets;
+};
+constexpr int kFfiF32 = 11, kFfiBuffer = 1, kFfiExecute = 3, kFfiMetadata = 1, kFfiInvalidArgument = 3;
+
+// CBLAS's enums, as OpenBLAS's cblas.h numbers them.
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+using Sgemm = void (*)(int order, int ta, int tb, int m, int n, int k, float alpha, const float* a, int lda,
+                       const float* b, int ldb, float beta, float* c, int ldc);
+
+Sgemm g_sgemm = nullptr;
+int64_t g_cores = 1;  // CPUs this process may run on, read at registration
+
+void* FfiError(const FfiCallFrame* frame, const std::string& message) {
+  FfiErrorCreateArgs a{sizeof(FfiErrorCreateArgs), nullptr, message.c_str(), kFfiInvalidArgument};
+  return frame->api->error_create(&a);
+}
+
+const FfiBuffer* F32Rank3(const FfiList& list, int64_t i) {
+  if (i >= list.size || list.types[i] != kFfiBuffer) return nullptr;
+  auto* b = static_cast<const FfiBuffer*>(list.items[i]);
+  return b->dtype == kFfiF32 && b->rank == 3 ? b : nullptr;
+}
+
+// One GEMM call's work, cut into `parts` slices of M (or of N when M is too short to share) that whoever is free
+// claims: the calling thread and the tasks it schedules on XLA's intra-op pool. A slice is claimed before it runs,
+// so the caller only ever waits for slices some thread is running: no deadlock when the pool is busy elsewhere, and
+// a task that starts after every slice is taken just drops its reference. Heap-allocated, counted: late tasks may
+// outlive the call.
+struct GemmWork {
+  bool ta, tb, split_m;
+  int64_t batch, M, N, K, parts;
+  const float* a;
+  const float* b;
+  float* c;
+  std::atomic<int64_t> next{0}, done{0}, refs{1};
+
+  void Run(int64_t part) const {
+    const int64_t len = split_m ? M : N;
+    const int64_t lo = len * part / parts, hi = len * (part + 1) / parts;
+    if (hi <= lo) return;
+    const int64_t m = split_m ? hi - lo : M, n = split_m ? N : hi - lo;
+    const int lda = ta ? M : K, ldb = tb ? K : N;
+    for (int64_t i = 0; i < batch; i++) {
+      const float* pa = a + i * M * K;
+      const float* pb = b + i * K * N;
+      float* pc = c + i * M * N;
+      if (split_m) {
+        pa += ta ? lo : lo * K;  // [K, M]: columns lo.. ; [M, K]: rows lo..
+        pc += lo * N;
+      } else {
+        pb += tb ? lo * K : lo;  // [N, K]: rows lo.. ; [K, N]: columns lo..
+        pc += lo;
+      }
+      g_sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, K, 1.0f, pa, lda, pb, ldb, 0.0f, pc, N);
+    }
+  }
+  // Claims and runs slices until none is left.
+  void Drain() {
+    for (int64_t p; (p = next.fetch_add(1)) < parts;) {
+      Run(p);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+  void Release() {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  static void Task(void* data) {
+    auto* w = static_cast<GemmWork*>(data);
+    w->Drain();
+    w->Release();
+  }
+};
+
+// Below this many multiply-adds a call runs on one thread: handing a slice to the pool costs more than it saves.
+constexpr int64_t kSplitMinMacs = 1 << 20;
+
+int64_t PoolThreads(const FfiCallFrame* frame) {
+  const FfiApi* api = frame->api;
+  if (api->struct_size < offsetof(FfiApi, thread_pool_num_threads) + sizeof(void*) || frame->ctx == nullptr) return 0;
+  int64_t n = 0;
+  FfiThreadPoolNumThreadsArgs a{sizeof(a), nullptr, frame->ctx, &n};
+  void* err = api->thread_pool_num_threads(&a);
+  if (err != nullptr) return 0;  // no pool: one thread (the error object is XLA's to keep; it has no other state)
+  // The pool may have more threads than the process has cores (XLA sizes it for its devices); more slices than
+  // cores only adds handoffs.
+  return n < g_cores ? n : g_cores;
+}
+
+// C[b] = op(A[b]) @ op(B[b]) for row-major f32 [Bt, ., .] buffers; op transposes when TA / TB. The emitter
+// (src/backend/stablehlo/cpu_gemm.ts) brings every f32 dot_general to this form. OpenBLAS runs single-threaded
+// (set at registration); the parallelism is XLA's own pool, so the two never fight over the cores.
+template <bool TA, bool TB>
+void* SgemmHandler(FfiCallFrame* frame) {
+  for (FfiExtensionBase* e = frame->extension_start; e != nullptr; e = e->next) {
+    if (e->type != kFfiMetadata) continue;
+    FfiMetadata* md = reinterpret_cast<FfiMetadataExtension*>(e)->metadata;
+    md->api_version.major_version = frame->api->api_version.major_version;
+    md->api_version.minor_version = frame->api->api_version.minor_version;
+    md->traits = 0;
+    return nullptr;
+  }
+  if (frame->stage != kFfiExecute) return nullptr;
+  const FfiBuffer* a = F32Rank3(frame->args, 0);
+  const FfiBuffer* b = F32Rank3(frame->args, 1);
+  const FfiBuffer* c = F32Rank3(frame->rets, 0);
+  if (a == nullptr || b == nullptr || c == nullptr || frame->args.size != 2 || frame->rets.size != 1)
+    return FfiError(frame, "tessera_sgemm_f32: expected two rank-3 f32 operands and one rank-3 f32 result");
+  const int64_t batch = a->dims[0];
+  const int64_t M = TA ? a->dims[2] : a->dims[1], K = TA ? a->dims[1] : a->dims[2];
+  const int64_t N = TB ? b->dims[1] : b->dims[2], Kb = TB ? b->dims[2] : b->dims[1];
+  if (b->dims[0] != batch || Kb != K || c->dims[0] != batch || c->dims[1] != M || c->dims[2] != N)
+    return FfiError(frame, "tessera_sgemm_f32: operand and result shapes do not agree");
+
+  auto* w = new GemmWork();
+  w->ta = TA;
+  w->tb = TB;
+  w->batch = batch;
+  w->M = M;
+  w->N = N;
+  w->K = K;
+  w->a = static_cast<const float*>(a->data);
+  w->b = static_cast<const float*>(b->data);
+  w->c = static_cast<float*>(c->data);
+  const int64_t threads = batch * M * N * K >= kSplitMinMacs ? PoolThreads(frame) : 0;
+  w->split_m = M >= 16 * (threads > 1 ? threads : 1) || M >= N;
+  w->parts = threads > 1 ? threads : 1;
+  for (int64_t t = 1; t < w->parts; t++) {
+    w->refs.fetch_add(1);
+    FfiThreadPoolScheduleArgs s{sizeof(s), nullptr, frame->ctx, &GemmWork::Task, w};
+    if (frame->api->thread_pool_schedule(&s) != nullptr) w->refs.fetch_sub(1);  // the caller drains it instead
+  }
+  w->Drain();
+  while (w->done.load(std::memory_order_acquire) < w->parts) std::this_thread::yield();
+  w->Release();
+  return nullptr;
+}
+
+std::mutex g_mu;
+
+// registerCpuGemm(plugin, blasPath, symbolPrefix) -> undefined; throws naming what is missing.
+napi_value RegisterCpuGemm(napi_env env, napi_callback_info info) {
+  JsArgs args(env, info, "registerCpuGemm");
+  Plugin* plugin = args.Get<Plugin>(0, "plugin");
+  std::string path, prefix;
+  if (plugin == nullptr || !args.String(1, "blasPath", &path) || !args.String(2, "symbolPrefix", &prefix))
+    return nullptr;
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_sgemm == nullptr) {
+    void* dl = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);  // never closed: registered handlers point into it
+    if (dl == nullptr) {
+      const char* e = dlerror();
+      ThrowMessage(env, "registerCpuGemm", "cannot load BLAS library " + path + ": " + (e ? e : "unknown error"));
+      return nullptr;
+    }
+    auto sgemm = reinterpret_cast<Sgemm>(dlsym(dl, (prefix + "cblas_sgemm").c_str()));
+    if (sgemm == nullptr) {
+      ThrowMessage(env, "registerCpuGemm", path + " exports no " + prefix + "cblas_sgemm");
+      return nullptr;
+    }
+    // One thread per call: the handler spreads a call over XLA's pool itself (see SgemmHandler).
+    using SetThreads = void (*)(int);
+    if (auto set = reinterpret_cast<SetThreads>(dlsym(dl, (prefix + "openblas_set_num_threads").c_str()))) set(1);
+    g_sgemm = sgemm;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) g_cores = CPU_COUNT(&set);
+  }
+  const PJRT_Api* api = plugin->api;
+  const FfiExtension* ffi = nullptr;
+  for (const PJRT_Extension_Base* e = api->extension_start; e != nullptr; e = e->next) {
+    if (e->type == PJRT_Extension_Type_FFI) ffi = reinterpret_cast<const FfiExtension*>(e);
+  }
+  if (ffi == nullptr || ffi->base.struct_size < sizeof(FfiExtension) || ffi->register_handler == nullptr) {
+    ThrowMessage(env, "registerCpuGemm", plugin->path + " has no PJRT FFI extension with register_handler");
+    return nullptr;
+  }
+  struct Target {
+    const char* name;
+    void* handler;
+  };
+  const Target targets[] = {
+      {"tessera_sgemm_f32_nn", reinterpret_cast<void*>(&SgemmHandler<false, false>)},
+      {"tessera_sgemm_f32_nt", reinterpret_cast<void*>(&SgemmHandler<false, true>)},
+      {"tessera_sgemm_f32_tn", reinterpret_cast<void*>(&SgemmHandler<true, false>)},
+      {"tessera_sgemm_f32_tt", reinterpret_cast<void*>(&SgemmHandler<true, true>)},
+  };
+  static const char kPlatform[] = "Host";
+  for (const Target& t : targets) {
+    FfiRegisterHandlerArgs a{};
+    a.struct_size = sizeof(a);
+    a.target_name = t.name;
+    a.target_name_size = std::strlen(t.name);
+    a.handler = t.handler;
+    a.platform_name = kPlatform;
+    a.platform_name_size = sizeof(kPlatform) - 1;
+    if (PJRT_Error* err = ffi->register_handler(&a)) {
+      ThrowFailure(env, TakeError(api, err, "PJRT_FFI_Register_Handler"));
+      return nullptr;
+    }
+  }
+  return Undefined(env);
+}
+
+}  // namespace
+
+void RegisterCpuGemmFunctions(napi_env env, napi_value exports) {
+  AddFunction(env, exports, "registerCpuGemm", RegisterCpuGemm);
+}
+
+}  // namespace tessera

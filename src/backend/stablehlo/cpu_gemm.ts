@@ -1,0 +1,110 @@
+// Lowers an f32 dot_general to the OpenBLAS custom call (native/cpu_gemm.cc): operands brought to [B, M, K] x [B, K, N] form.
+import type { Op, Value } from "../../ir/graph.ts";
+import { range, tensorType, type Shape, type TensorType } from "../../ir/types.ts";
+import type { FuncEmitter } from "./emitter.ts";
+import { dimsText, tensorTypeText as ty } from "./text.ts";
+
+/** The custom-call targets native/cpu_gemm.cc registers, by whether A and B are stored transposed. */
+export const CPU_GEMM_TARGETS = {
+  nn: "tessera_sgemm_f32_nn",
+  nt: "tessera_sgemm_f32_nt",
+  tn: "tessera_sgemm_f32_tn",
+  tt: "tessera_sgemm_f32_tt",
+} as const;
+
+/** Below this many multiply-adds per product XLA's dot is as fast as the call. */
+const MIN_MACS = 1 << 18;
+/**
+ * Rows and columns below this stay with XLA: a decode step's [1-8, K] x [K, N] is a matrix-vector product bound
+ * by memory, where XLA's dot (no handoff to other threads) is faster.
+ */
+const MIN_SIDE = 16;
+
+/** Whether the GEMM call computes this dot: f32 operands and result, a matrix product big enough to gain. */
+export function cpuGemmApplies(op: Op<"dot_general">): boolean {
+  const [a, b] = op.inputs as [Value, Value];
+  const out = op.outputs[0]!;
+  if (a.type.dtype !== "f32" || b.type.dtype !== "f32" || out.type.dtype !== "f32") return false;
+  const p = op.params;
+  const free = (v: Value, batch: readonly number[], contract: readonly number[]) =>
+    range(0, v.type.shape.length).filter((d) => !batch.includes(d) && !contract.includes(d));
+  const m = prod(a.type.shape, free(a, p.lhsBatch, p.lhsContract));
+  const n = prod(b.type.shape, free(b, p.rhsBatch, p.rhsContract));
+  const k = prod(a.type.shape, p.lhsContract);
+  return Math.min(m, n) >= MIN_SIDE && k > 0 && m * n * k >= MIN_MACS;
+}
+
+const prod = (shape: Shape, dims: readonly number[]) => dims.reduce((n, d) => n * shape[d]!, 1);
+const isIdentity = (perm: readonly number[]) => perm.every((p, i) => p === i);
+
+/**
+ * One operand as a rank-3 [batch, rows, cols] row-major value for the call: its batch dims, then its free and
+ * contracted dims in the order that needs no transpose when there is one (`transposed` says which came first).
+ */
+function asRank3(
+  e: FuncEmitter,
+  v: Value,
+  batch: readonly number[],
+  contract: readonly number[],
+  contractFirst: boolean,
+): { ref: string; transposed: boolean; type: TensorType } {
+  const shape = v.type.shape;
+  const free = range(0, shape.length).filter((d) => !batch.includes(d) && !contract.includes(d));
+  const freeFirst = [...batch, ...free, ...contract];
+  const contractLead = [...batch, ...contract, ...free];
+  // The layout the operand already has if either is; else one that keeps its minor dim minor (a copy of whole
+  // rows, cheaper than a full transpose); else the natural one (A: free then contract; B: contract then free).
+  const natural = contractFirst ? contractLead : freeFirst;
+  const other = contractFirst ? freeFirst : contractLead;
+  const keepsMinor = (p: readonly number[]) => p[p.length - 1] === shape.length - 1;
+  const useOther = isIdentity(other) || (!isIdentity(natural) && !keepsMinor(natural) && keepsMinor(other));
+  const perm = useOther ? other : natural;
+  const transposed = useOther;
+  let ref = e.ref(v);
+  let type = v.type;
+  if (!isIdentity(perm)) {
+    type = tensorType(
+      type.dtype,
+      perm.map((d) => shape[d]!),
+    );
+    ref = e.op1(`stablehlo.transpose ${ref}, dims = ${dimsText(perm)} : (${ty(v.type)}) -> ${ty(type)}`);
+  }
+  const firstIsContract = contractFirst !== transposed;
+  const rows = firstIsContract ? prod(shape, contract) : prod(shape, free);
+  const cols = firstIsContract ? prod(shape, free) : prod(shape, contract);
+  const r3 = tensorType(type.dtype, [prod(shape, batch), rows, cols]);
+  ref = e.op1(`stablehlo.reshape ${ref} : (${ty(type)}) -> ${ty(r3)}`);
+  return { ref, transposed, type: r3 };
+}
+
+const ROW_MAJOR_3 = "dense<[2, 1, 0]> : tensor<3xindex>";
+
+/** Prints the call for `op` (cpuGemmApplies holds) and returns the result reshaped to the dot's output. */
+export function lowerCpuGemm(e: FuncEmitter, op: Op<"dot_general">): string {
+  const [a, b] = op.inputs as [Value, Value];
+  const p = op.params;
+  // Contracting pairs in A's storage order, so a contiguous contraction in both operands needs no transpose.
+  const pairs = p.lhsContract.map((d, i) => [d, p.rhsContract[i]!] as const).sort((x, y) => x[0] - y[0]);
+  const A = asRank3(
+    e,
+    a,
+    p.lhsBatch,
+    pairs.map(([l]) => l),
+    false,
+  );
+  const B = asRank3(
+    e,
+    b,
+    p.rhsBatch,
+    pairs.map(([, r]) => r),
+    true,
+  );
+  const [batch, m] = [A.type.shape[0]!, A.transposed ? A.type.shape[2]! : A.type.shape[1]!];
+  const n = B.transposed ? B.type.shape[1]! : B.type.shape[2]!;
+  const c3 = tensorType("f32", [batch, m, n]);
+  const target = CPU_GEMM_TARGETS[`${A.transposed ? "t" : "n"}${B.transposed ? "t" : "n"}`];
+  const call = e.op1(
+    `stablehlo.custom_call @${target}(${A.ref}, ${B.ref}) {api_version = 4 : i32, backend_config = {}, operand_layouts = [${ROW_MAJOR_3}, ${ROW_MAJOR_3}], result_layouts = [${ROW_MAJOR_3}]} : (${ty(A.type)}, ${ty(B.type)}) -> ${ty(c3)}`,
+  );
+  return e.op1(`stablehlo.reshape ${call} : (${ty(c3)}) -> ${ty(op.outputs[0]!.type)}`);
+}

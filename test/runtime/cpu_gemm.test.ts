@@ -1,0 +1,122 @@
+// The OpenBLAS GEMM custom call: every dot_general layout it takes equals XLA's dot, small products and exports keep XLA's dot, and bad settings are named.
+import { afterEach, describe, expect, it } from "vitest";
+import { array, grad, jit, spec, tx, type Tensor } from "tessera";
+import { CPU_GEMM_ENV, cachedOpenblas, cpuGemmEnabled } from "../../src/backend/runtime/cpu_gemm.ts";
+import { mulberry32 } from "../../src/host/random.ts";
+
+const saved = process.env[CPU_GEMM_ENV];
+afterEach(() => {
+  if (saved === undefined) delete process.env[CPU_GEMM_ENV];
+  else process.env[CPU_GEMM_ENV] = saved;
+});
+
+function randn(shape: number[], seed: number) {
+  const rand = mulberry32(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  return array(
+    Float32Array.from({ length: n }, () => rand() * 2 - 1),
+    { shape },
+  );
+}
+
+interface Dims {
+  lhsBatch?: number[];
+  rhsBatch?: number[];
+  lhsContract: number[];
+  rhsContract: number[];
+}
+
+/** Runs one dot_general with the setting `gemm`, returning the result and the lowered text. */
+async function run(gemm: "openblas" | "xla", a: number[], b: number[], d: Dims) {
+  process.env[CPU_GEMM_ENV] = gemm;
+  const f = jit((x: Tensor, y: Tensor) => tx.dotGeneral(x, y, { lhsBatch: [], rhsBatch: [], ...d }));
+  const [x, y] = [randn(a, 1), randn(b, 2)];
+  const text = f.lower(x, y).stablehlo;
+  const out = (await (await f(x, y)).toArray()) as Float32Array;
+  return { out, text };
+}
+
+function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  let scale = 0,
+    diff = 0;
+  for (let i = 0; i < a.length; i++) {
+    scale = Math.max(scale, Math.abs(b[i]!));
+    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+  }
+  return diff / scale;
+}
+
+const CASES: [string, number[], number[], Dims, string][] = [
+  ["A @ B", [128, 96], [96, 64], { lhsContract: [1], rhsContract: [0] }, "nn"],
+  ["A^T @ B (A stored [K, M])", [96, 128], [96, 64], { lhsContract: [0], rhsContract: [0] }, "tn"],
+  ["A @ B^T (B stored [N, K])", [128, 96], [64, 96], { lhsContract: [1], rhsContract: [1] }, "nt"],
+  ["A^T @ B^T", [96, 128], [64, 96], { lhsContract: [0], rhsContract: [1] }, "tt"],
+  ["batched", [3, 128, 64], [3, 64, 48], { lhsBatch: [0], rhsBatch: [0], lhsContract: [2], rhsContract: [1] }, "nn"],
+  [
+    "GQA scores: batch dims not leading (transposed in)",
+    [2, 64, 3, 4, 32],
+    [2, 48, 3, 32],
+    { lhsBatch: [0, 2], rhsBatch: [0, 2], lhsContract: [4], rhsContract: [3] },
+    "nt",
+  ],
+  [
+    "two contracting dims (attention's dV)",
+    [2, 3, 64, 3, 48],
+    [2, 3, 64, 3, 32],
+    { lhsBatch: [0, 1], rhsBatch: [0, 1], lhsContract: [2, 3], rhsContract: [2, 3] },
+    "tn",
+  ],
+  ["split over rows (M 256)", [256, 128], [128, 96], { lhsContract: [1], rhsContract: [0] }, "nn"],
+  ["split over columns (M 16, N 1024)", [16, 128], [128, 1024], { lhsContract: [1], rhsContract: [0] }, "nn"],
+];
+
+describe("f32 dot_general through OpenBLAS", () => {
+  it("the library is in the cache (npm install fetches it) and is used on the CPU plugin", () => {
+    expect(cachedOpenblas()).toBeDefined();
+    expect(cpuGemmEnabled()).toBe(true);
+  });
+
+  for (const [name, a, b, dims, variant] of CASES) {
+    it(`${name}: equals XLA's dot`, async () => {
+      const ours = await run("openblas", a, b, dims);
+      const xla = await run("xla", a, b, dims);
+      expect(ours.text).toContain(`stablehlo.custom_call @tessera_sgemm_f32_${variant}(`);
+      expect(ours.text).not.toContain("stablehlo.dot_general");
+      expect(xla.text).not.toContain("custom_call");
+      expect(maxRelDiff(ours.out, xla.out)).toBeLessThan(1e-6);
+    });
+  }
+
+  it("a decode step's matrix-vector product and tiny products stay with XLA", async () => {
+    const decode = await run("openblas", [8, 576], [576, 576], { lhsContract: [1], rhsContract: [0] });
+    expect(decode.text).toContain("stablehlo.dot_general");
+    expect(decode.text).not.toContain("custom_call");
+    const tiny = await run("openblas", [16, 16], [16, 16], { lhsContract: [1], rhsContract: [0] });
+    expect(tiny.text).not.toContain("custom_call");
+  });
+
+  it("gradients through the call equal XLA's", async () => {
+    const loss = (w: Tensor, x: Tensor) => tx.tanh(x.matmul(w)).matmul(w.transpose([1, 0])).square().sum();
+    const [w, x] = [randn([64, 48], 3), randn([128, 64], 4)];
+    const grads: Float32Array[] = [];
+    for (const gemm of ["openblas", "xla"] as const) {
+      process.env[CPU_GEMM_ENV] = gemm;
+      const g = jit(grad(loss));
+      expect(g.lower(w, x).stablehlo.includes("tessera_sgemm_f32")).toBe(gemm === "openblas");
+      grads.push((await (await g(w, x)).toArray()) as Float32Array);
+    }
+    expect(maxRelDiff(grads[0]!, grads[1]!)).toBeLessThan(1e-5);
+  });
+
+  it("exported programs keep XLA's dot, to run on any plugin", async () => {
+    const f = jit((x: Tensor, y: Tensor) => x.matmul(y));
+    const exported = await tx.export(f, spec("f32", [64, 64]), spec("f32", [64, 64]));
+    expect(exported.stablehlo).toContain("stablehlo.dot_general");
+    expect(exported.stablehlo).not.toContain("custom_call");
+  });
+
+  it(`a bad $${CPU_GEMM_ENV} is named with the values it takes`, () => {
+    process.env[CPU_GEMM_ENV] = "mkl";
+    expect(() => cpuGemmEnabled()).toThrow(/TESSERA_CPU_GEMM must be "openblas" or "xla", got "mkl"/);
+  });
+});
