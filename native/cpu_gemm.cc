@@ -118,7 +118,7 @@ struct FfiCallFrame {
   FfiList args;
   FfiList rets;
 };
-constexpr int kFfiF32 = 11, kFfiBuffer = 1, kFfiExecute = 3, kFfiMetadata = 1, kFfiInvalidArgument = 3;
+constexpr int kFfiS32 = 4, kFfiF32 = 11, kFfiBuffer = 1, kFfiExecute = 3, kFfiMetadata = 1, kFfiInvalidArgument = 3;
 
 // CBLAS's enums, as OpenBLAS's cblas.h numbers them.
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
@@ -133,10 +133,32 @@ void* FfiError(const FfiCallFrame* frame, const std::string& message) {
   return frame->api->error_create(&a);
 }
 
-const FfiBuffer* F32Rank3(const FfiList& list, int64_t i) {
+const FfiBuffer* BufferOf(const FfiList& list, int64_t i, int dtype, int64_t rank) {
   if (i >= list.size || list.types[i] != kFfiBuffer) return nullptr;
   auto* b = static_cast<const FfiBuffer*>(list.items[i]);
-  return b->dtype == kFfiF32 && b->rank == 3 ? b : nullptr;
+  return b->dtype == dtype && b->rank == rank ? b : nullptr;
+}
+
+// Item `index` (clamped, as dynamic_slice clamps) of a stack [L, ...] whose items hold `items` floats each.
+const float* StackItem(const FfiBuffer* stack, const FfiBuffer* index, int64_t items) {
+  int64_t i = *static_cast<const int32_t*>(index->data);
+  const int64_t last = stack->dims[0] - 1;
+  i = i < 0 ? 0 : i > last ? last : i;
+  return static_cast<const float*>(stack->data) + i * items;
+}
+
+// Answers the metadata query XLA sends when a handler is registered (which FFI API version it was built for);
+// returns false when `frame` is a real call.
+bool AnswerMetadata(FfiCallFrame* frame) {
+  for (FfiExtensionBase* e = frame->extension_start; e != nullptr; e = e->next) {
+    if (e->type != kFfiMetadata) continue;
+    FfiMetadata* md = reinterpret_cast<FfiMetadataExtension*>(e)->metadata;
+    md->api_version.major_version = frame->api->api_version.major_version;
+    md->api_version.minor_version = frame->api->api_version.minor_version;
+    md->traits = 0;
+    return true;
+  }
+  return false;
 }
 
 // One GEMM call's work, cut into `parts` slices of M (or of N when M is too short to share) that whoever is free
@@ -204,29 +226,27 @@ int64_t PoolThreads(const FfiCallFrame* frame) {
   return n < g_cores ? n : g_cores;
 }
 
-// C[b] = op(A[b]) @ op(B[b]) for row-major f32 [Bt, ., .] buffers; op transposes when TA / TB. The emitter
-// (src/backend/stablehlo/cpu_gemm.ts) brings every f32 dot_general to this form. OpenBLAS runs single-threaded
-// (set at registration); the parallelism is XLA's own pool, so the two never fight over the cores.
+// C[b] = op(A[ia][b]) @ op(B[ib][b]) for row-major f32 buffers A [La, Bt, ., .], B [Lb, Bt, ., .] and C [Bt, M, N]
+// and s32 indices ia, ib; op transposes when TA / TB. The leading dim lets an operand be one item of a stack (a
+// layer's weights or saved activations inside a layer scan) read in place, where XLA would copy the slice out
+// first; a plain operand is a stack of one. The emitter (src/backend/stablehlo/cpu_gemm.ts) brings every f32
+// dot_general it sends here to this form. OpenBLAS runs single-threaded (set at registration); the parallelism
+// is XLA's own pool, so the two never fight over the cores.
 template <bool TA, bool TB>
 void* SgemmHandler(FfiCallFrame* frame) {
-  for (FfiExtensionBase* e = frame->extension_start; e != nullptr; e = e->next) {
-    if (e->type != kFfiMetadata) continue;
-    FfiMetadata* md = reinterpret_cast<FfiMetadataExtension*>(e)->metadata;
-    md->api_version.major_version = frame->api->api_version.major_version;
-    md->api_version.minor_version = frame->api->api_version.minor_version;
-    md->traits = 0;
-    return nullptr;
-  }
-  if (frame->stage != kFfiExecute) return nullptr;
-  const FfiBuffer* a = F32Rank3(frame->args, 0);
-  const FfiBuffer* b = F32Rank3(frame->args, 1);
-  const FfiBuffer* c = F32Rank3(frame->rets, 0);
-  if (a == nullptr || b == nullptr || c == nullptr || frame->args.size != 2 || frame->rets.size != 1)
-    return FfiError(frame, "tessera_sgemm_f32: expected two rank-3 f32 operands and one rank-3 f32 result");
-  const int64_t batch = a->dims[0];
-  const int64_t M = TA ? a->dims[2] : a->dims[1], K = TA ? a->dims[1] : a->dims[2];
-  const int64_t N = TB ? b->dims[1] : b->dims[2], Kb = TB ? b->dims[2] : b->dims[1];
-  if (b->dims[0] != batch || Kb != K || c->dims[0] != batch || c->dims[1] != M || c->dims[2] != N)
+  if (AnswerMetadata(frame) || frame->stage != kFfiExecute) return nullptr;
+  const FfiBuffer* a = BufferOf(frame->args, 0, kFfiF32, 4);
+  const FfiBuffer* b = BufferOf(frame->args, 1, kFfiF32, 4);
+  const FfiBuffer* ia = BufferOf(frame->args, 2, kFfiS32, 0);
+  const FfiBuffer* ib = BufferOf(frame->args, 3, kFfiS32, 0);
+  const FfiBuffer* c = BufferOf(frame->rets, 0, kFfiF32, 3);
+  if (a == nullptr || b == nullptr || ia == nullptr || ib == nullptr || c == nullptr || frame->args.size != 4 ||
+      frame->rets.size != 1)
+    return FfiError(frame, "tessera_sgemm_f32: expected f32 operands [L, B, ., .], two s32 indices, an f32 [B, M, N] result");
+  const int64_t batch = a->dims[1];
+  const int64_t M = TA ? a->dims[3] : a->dims[2], K = TA ? a->dims[2] : a->dims[3];
+  const int64_t N = TB ? b->dims[2] : b->dims[3], Kb = TB ? b->dims[3] : b->dims[2];
+  if (b->dims[1] != batch || Kb != K || c->dims[0] != batch || c->dims[1] != M || c->dims[2] != N)
     return FfiError(frame, "tessera_sgemm_f32: operand and result shapes do not agree");
 
   auto* w = new GemmWork();
@@ -236,8 +256,8 @@ void* SgemmHandler(FfiCallFrame* frame) {
   w->M = M;
   w->N = N;
   w->K = K;
-  w->a = static_cast<const float*>(a->data);
-  w->b = static_cast<const float*>(b->data);
+  w->a = StackItem(a, ia, batch * M * K);
+  w->b = StackItem(b, ib, batch * K * N);
   w->c = static_cast<float*>(c->data);
   const int64_t threads = batch * M * N * K >= kSplitMinMacs ? PoolThreads(frame) : 0;
   w->split_m = M >= 16 * (threads > 1 ? threads : 1) || M >= N;
@@ -250,6 +270,13 @@ void* SgemmHandler(FfiCallFrame* frame) {
   w->Drain();
   while (w->done.load(std::memory_order_acquire) < w->parts) std::this_thread::yield();
   w->Release();
+  return nullptr;
+}
+
+// A result XLA allocates and nobody writes: the initial value of a scan's stacked outputs, every element of which
+// the loop overwrites. XLA has no such op; zero-filling a layer scan's saved activations costs a pass over them.
+void* UninitializedHandler(FfiCallFrame* frame) {
+  AnswerMetadata(frame);
   return nullptr;
 }
 
@@ -300,6 +327,7 @@ napi_value RegisterCpuGemm(napi_env env, napi_callback_info info) {
       {"tessera_sgemm_f32_nt", reinterpret_cast<void*>(&SgemmHandler<false, true>)},
       {"tessera_sgemm_f32_tn", reinterpret_cast<void*>(&SgemmHandler<true, false>)},
       {"tessera_sgemm_f32_tt", reinterpret_cast<void*>(&SgemmHandler<true, true>)},
+      {"tessera_uninitialized", reinterpret_cast<void*>(&UninitializedHandler)},
   };
   static const char kPlatform[] = "Host";
   for (const Target& t : targets) {

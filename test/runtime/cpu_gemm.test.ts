@@ -96,7 +96,12 @@ describe("f32 dot_general through OpenBLAS", () => {
   });
 
   it("gradients through the call equal XLA's", async () => {
-    const loss = (w: Tensor, x: Tensor) => tx.tanh(x.matmul(w)).matmul(w.transpose([1, 0])).square().sum();
+    const loss = (w: Tensor, x: Tensor) =>
+      tx
+        .tanh(x.matmul(w))
+        .matmul(w.transpose([1, 0]))
+        .square()
+        .sum();
     const [w, x] = [randn([64, 48], 3), randn([128, 64], 4)];
     const grads: Float32Array[] = [];
     for (const gemm of ["openblas", "xla"] as const) {
@@ -106,6 +111,33 @@ describe("f32 dot_general through OpenBLAS", () => {
       grads.push((await (await g(w, x)).toArray()) as Float32Array);
     }
     expect(maxRelDiff(grads[0]!, grads[1]!)).toBeLessThan(1e-5);
+  });
+
+  it("in a layer scan: weights read inside their stack, outputs start uninitialized; values and gradients equal XLA's", async () => {
+    // Four "layers" of h = tanh(h @ W[l]), the per-layer h kept (stacked ys), a loss over all of them.
+    const layers = (ws: Tensor, h0: Tensor) => {
+      const [h, hs] = tx.scan((h: Tensor, w: Tensor) => {
+        const next = tx.tanh(h.matmul(w));
+        return [next, next];
+      }, h0, ws);
+      return h.sum().add(hs.square().sum());
+    };
+    const [ws, h0] = [randn([4, 64, 64], 5).mul(0.2), randn([128, 64], 6)];
+    const results: { loss: number; dws: Float32Array; text: string }[] = [];
+    for (const gemm of ["openblas", "xla"] as const) {
+      process.env[CPU_GEMM_ENV] = gemm;
+      const f = jit(tx.valueAndGrad(layers));
+      const text = f.lower(ws, h0).stablehlo;
+      const [loss, dws] = await f(ws, h0);
+      results.push({ loss: await loss.item(), dws: (await dws.toArray()) as Float32Array, text });
+    }
+    const [ours, xla] = results as [(typeof results)[0], (typeof results)[0]];
+    // The weight operand is the whole [4, 64, 64] stack (as [4, 1, 64, 64]) indexed by the loop counter.
+    expect(ours.text).toMatch(/custom_call @tessera_sgemm_f32_nn\([^)]*\) .* : \(tensor<1x1x128x64xf32>, tensor<4x1x64x64xf32>/);
+    expect(ours.text).toContain("custom_call @tessera_uninitialized()");
+    expect(xla.text).not.toContain("tessera_uninitialized");
+    expect(Math.abs(ours.loss - xla.loss) / Math.abs(xla.loss)).toBeLessThan(1e-6);
+    expect(maxRelDiff(ours.dws, xla.dws)).toBeLessThan(1e-5);
   });
 
   it("exported programs keep XLA's dot, to run on any plugin", async () => {

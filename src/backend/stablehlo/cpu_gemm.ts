@@ -1,4 +1,4 @@
-// Lowers an f32 dot_general to the OpenBLAS custom call (native/cpu_gemm.cc): operands brought to [B, M, K] x [B, K, N] form.
+// Lowers an f32 dot_general to the OpenBLAS custom call (native/cpu_gemm.cc): operands brought to [L, B, M, K] x [L, B, K, N] form.
 import type { Op, Value } from "../../ir/graph.ts";
 import { range, tensorType, type Shape, type TensorType } from "../../ir/types.ts";
 import type { FuncEmitter } from "./emitter.ts";
@@ -11,6 +11,9 @@ export const CPU_GEMM_TARGETS = {
   tn: "tessera_sgemm_f32_tn",
   tt: "tessera_sgemm_f32_tt",
 } as const;
+
+/** native/cpu_gemm.cc's target for a buffer that is allocated and not written (a scan's stacked outputs). */
+export const UNINITIALIZED_TARGET = "tessera_uninitialized";
 
 /** Below this many multiply-adds per product XLA's dot is as fast as the call. */
 const MIN_MACS = 1 << 18;
@@ -38,16 +41,18 @@ const prod = (shape: Shape, dims: readonly number[]) => dims.reduce((n, d) => n 
 const isIdentity = (perm: readonly number[]) => perm.every((p, i) => p === i);
 
 /**
- * One operand as a rank-3 [batch, rows, cols] row-major value for the call: its batch dims, then its free and
- * contracted dims in the order that needs no transpose when there is one (`transposed` says which came first).
+ * One operand as a rank-4 [stack, batch, rows, cols] row-major value for the call, with its s32 index into the
+ * stack: its batch dims, then its free and contracted dims in the order that needs no transpose when there is one
+ * (`transposed` says which came first). An operand that is one item of a scan's stacked input and needs no
+ * transpose is passed as the whole stack and the loop counter, so XLA does not copy the item out.
  */
-function asRank3(
+function asRank4(
   e: FuncEmitter,
   v: Value,
   batch: readonly number[],
   contract: readonly number[],
   contractFirst: boolean,
-): { ref: string; transposed: boolean; type: TensorType } {
+): { ref: string; index: string; transposed: boolean; type: TensorType } {
   const shape = v.type.shape;
   const free = range(0, shape.length).filter((d) => !batch.includes(d) && !contract.includes(d));
   const freeFirst = [...batch, ...free, ...contract];
@@ -60,23 +65,32 @@ function asRank3(
   const useOther = isIdentity(other) || (!isIdentity(natural) && !keepsMinor(natural) && keepsMinor(other));
   const perm = useOther ? other : natural;
   const transposed = useOther;
-  let ref = e.ref(v);
-  let type = v.type;
-  if (!isIdentity(perm)) {
-    type = tensorType(
-      type.dtype,
-      perm.map((d) => shape[d]!),
-    );
-    ref = e.op1(`stablehlo.transpose ${ref}, dims = ${dimsText(perm)} : (${ty(v.type)}) -> ${ty(type)}`);
-  }
   const firstIsContract = contractFirst !== transposed;
   const rows = firstIsContract ? prod(shape, contract) : prod(shape, free);
   const cols = firstIsContract ? prod(shape, free) : prod(shape, contract);
-  const r3 = tensorType(type.dtype, [prod(shape, batch), rows, cols]);
-  ref = e.op1(`stablehlo.reshape ${ref} : (${ty(type)}) -> ${ty(r3)}`);
-  return { ref, transposed, type: r3 };
+  const item = [prod(shape, batch), rows, cols];
+  const stacked = isIdentity(perm) ? e.stackItems.get(e.ref(v)) : undefined;
+  if (stacked) {
+    const type = tensorType("f32", [stacked.stackType.shape[0]!, ...item]);
+    const ref = e.op1(`stablehlo.reshape ${stacked.stack} : (${ty(stacked.stackType)}) -> ${ty(type)}`);
+    return { ref, index: stacked.index, transposed, type };
+  }
+  let ref = e.ref(v);
+  let from = v.type;
+  if (!isIdentity(perm)) {
+    from = tensorType(
+      from.dtype,
+      perm.map((d) => shape[d]!),
+    );
+    ref = e.op1(`stablehlo.transpose ${ref}, dims = ${dimsText(perm)} : (${ty(v.type)}) -> ${ty(from)}`);
+  }
+  const type = tensorType("f32", [1, ...item]);
+  ref = e.op1(`stablehlo.reshape ${ref} : (${ty(from)}) -> ${ty(type)}`);
+  return { ref, index: e.op1("stablehlo.constant dense<0> : tensor<i32>"), transposed, type };
 }
 
+const ROW_MAJOR_4 = "dense<[3, 2, 1, 0]> : tensor<4xindex>";
+const SCALAR = "dense<> : tensor<0xindex>";
 const ROW_MAJOR_3 = "dense<[2, 1, 0]> : tensor<3xindex>";
 
 /** Prints the call for `op` (cpuGemmApplies holds) and returns the result reshaped to the dot's output. */
@@ -85,26 +99,28 @@ export function lowerCpuGemm(e: FuncEmitter, op: Op<"dot_general">): string {
   const p = op.params;
   // Contracting pairs in A's storage order, so a contiguous contraction in both operands needs no transpose.
   const pairs = p.lhsContract.map((d, i) => [d, p.rhsContract[i]!] as const).sort((x, y) => x[0] - y[0]);
-  const A = asRank3(
+  const A = asRank4(
     e,
     a,
     p.lhsBatch,
     pairs.map(([l]) => l),
     false,
   );
-  const B = asRank3(
+  const B = asRank4(
     e,
     b,
     p.rhsBatch,
     pairs.map(([, r]) => r),
     true,
   );
-  const [batch, m] = [A.type.shape[0]!, A.transposed ? A.type.shape[2]! : A.type.shape[1]!];
-  const n = B.transposed ? B.type.shape[1]! : B.type.shape[2]!;
+  const [, batch, r, c] = A.type.shape as [number, number, number, number];
+  const m = A.transposed ? c : r;
+  const n = B.transposed ? B.type.shape[2]! : B.type.shape[3]!;
   const c3 = tensorType("f32", [batch, m, n]);
   const target = CPU_GEMM_TARGETS[`${A.transposed ? "t" : "n"}${B.transposed ? "t" : "n"}`];
+  const i32 = "tensor<i32>";
   const call = e.op1(
-    `stablehlo.custom_call @${target}(${A.ref}, ${B.ref}) {api_version = 4 : i32, backend_config = {}, operand_layouts = [${ROW_MAJOR_3}, ${ROW_MAJOR_3}], result_layouts = [${ROW_MAJOR_3}]} : (${ty(A.type)}, ${ty(B.type)}) -> ${ty(c3)}`,
+    `stablehlo.custom_call @${target}(${A.ref}, ${B.ref}, ${A.index}, ${B.index}) {api_version = 4 : i32, backend_config = {}, operand_layouts = [${ROW_MAJOR_4}, ${ROW_MAJOR_4}, ${SCALAR}, ${SCALAR}], result_layouts = [${ROW_MAJOR_3}]} : (${ty(A.type)}, ${ty(B.type)}, ${i32}, ${i32}) -> ${ty(c3)}`,
   );
   return e.op1(`stablehlo.reshape ${call} : (${ty(c3)}) -> ${ty(op.outputs[0]!.type)}`);
 }

@@ -2,7 +2,7 @@
 import { EXIT, TesseraError } from "../../errors.ts";
 import type { AnyOp, Value } from "../../ir/graph.ts";
 import type { OpName } from "../../ir/ops.ts";
-import { formatLoc, type SourceLoc } from "../../ir/types.ts";
+import { formatLoc, type SourceLoc, type TensorType } from "../../ir/types.ts";
 import { locText } from "./text.ts";
 
 /** A graph that cannot be printed as StableHLO: names the op (if any) and the user's line. */
@@ -38,8 +38,13 @@ export class FuncEmitter {
   constrain: ((v: Value, ref: string) => string) | undefined;
   /** Called before an op is lowered: may print lines (operand resharding) and return what undoes its rebinding. */
   beforeOp: ((op: AnyOp) => (() => void) | undefined) | undefined;
-  /** Lower f32 dot_generals to the OpenBLAS custom call (EmitOptions.cpuGemm). */
+  /** Lower f32 dot_generals to the OpenBLAS custom call and start scan outputs uninitialized (EmitOptions.cpuGemm). */
   cpuGemm = false;
+  /**
+   * Scan-body refs that are one item of a stacked scan input (`dynamic_slice` at the loop counter, reshaped): the
+   * GEMM call reads such an operand inside the stack instead of XLA copying the slice out.
+   */
+  readonly stackItems = new Map<string, { stack: string; index: string; stackType: TensorType }>();
 
   constructor(
     private readonly withLocs: boolean,

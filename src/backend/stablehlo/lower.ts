@@ -6,7 +6,7 @@ import { isFloat, range, tensorType, type DType, type Shape, type TensorType } f
 import type { FuncEmitter } from "./emitter.ts";
 import { denseLiteral, dimsText, tensorTypeText as ty } from "./text.ts";
 import { fmhaBackendConfig, fmhaDims } from "../../ir/cudnn_fmha.ts";
-import { cpuGemmApplies, lowerCpuGemm } from "./cpu_gemm.ts";
+import { UNINITIALIZED_TARGET, cpuGemmApplies, lowerCpuGemm } from "./cpu_gemm.ts";
 
 /** Prints `op` into the emitter and returns one StableHLO value reference per IR result. */
 export type LowerRule<N extends OpName> = (e: FuncEmitter, op: Op<N>) => string[];
@@ -143,7 +143,15 @@ const scan: LowerRule<"scan"> = (e, op) => {
   }
   const i32 = tensorType("s32", []);
   const counter0 = scalar(e, "s32", reverse ? length - 1 : 0);
-  const ys0 = ysTypes.map((t) => constant(e, t, [0]));
+  // Every element of a stacked output is written by some iteration, so where Tessera's CPU calls are registered
+  // they start uninitialized (side-effecting, so XLA does not merge two into one buffer); else zero-filled.
+  const ys0 = ysTypes.map((t) =>
+    e.cpuGemm
+      ? e.op1(
+          `stablehlo.custom_call @${UNINITIALIZED_TARGET}() {api_version = 4 : i32, backend_config = {}, has_side_effect = true} : () -> ${ty(t)}`,
+        )
+      : constant(e, t, [0]),
+  );
   const init = [counter0, ...[...consts, ...carries, ...xs].map((v) => e.ref(v)), ...ys0];
   const types = [i32, ...[...consts, ...carries, ...xs].map((v) => v.type), ...ysTypes];
   const args = types.map(() => e.blockArg());
@@ -178,7 +186,9 @@ const scan: LowerRule<"scan"> = (e, op) => {
         const s = e.op1(
           `stablehlo.dynamic_slice ${at("xs", k)}, ${starts}, sizes = ${dimsText(one.shape)} : (${T(x)}, ${idxTypes}) -> ${ty(one)}`,
         );
-        return reshape(e, s, one, rest);
+        const item = reshape(e, s, one, rest);
+        e.stackItems.set(item, { stack: at("xs", k), index: counter, stackType: x.type });
+        return item;
       });
       const bodyArgs = [
         ...consts.map((_, k) => at("consts", k)),
