@@ -239,7 +239,7 @@ export function mlp(x: Tensor, w: LayerView, ads: LayerAdapters, chunk?: number)
  * backward recomputes sigmoid(g) and silu(g), which autodiff of the plain ops would keep, two more [B, S, F]
  * stacks per layer in a scan (a custom_vjp nothing differentiates is inlined: the forward is these ops).
  */
-const swigluOps = (g: Tensor, u: Tensor) => tx.nn.silu(g.astype("f32")).astype(u.dtype).mul(u);
+export const swigluOps = (g: Tensor, u: Tensor): Tensor => tx.nn.silu(g.astype("f32")).astype(u.dtype).mul(u);
 const swiglu = tx.customVjp(swigluOps, {
   fwd: (g: Tensor, u: Tensor) => [swigluOps(g, u), { g, u }],
   bwd: ({ g, u }: { g: Tensor; u: Tensor }, dh: Tensor) => {

@@ -2,7 +2,7 @@
 import { array, jit, tx, type DeviceArray, type Tensor } from "tessera";
 import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { sampleNext, type SamplingMode } from "./sampling.ts";
-import { castLayer, type LlamaLayers, type LlamaWeights, mlp, rmsNorm, linear } from "./llama.ts";
+import { castLayer, type LlamaLayers, type LlamaWeights, rmsNorm, swigluOps } from "./llama.ts";
 import { ropeContext, ropeParameters } from "./rope.ts";
 import { EXIT, TesseraError } from "../src/errors.ts";
 import type { Executable } from "../src/backend/runtime/executable.ts";
@@ -25,12 +25,23 @@ export interface KvCache<T = Tensor> {
  * and read each weight in place. A scan over the stacked [L, ...] weights (as training runs) slices a layer out of
  * them inside the loop, and XLA's CPU backend materializes each slice before its matmul: a copy of all the weights
  * every token, which made decoding memory-bound on those copies.
+ *
+ * The projections and the head are stored [out, in] (as torch's nn.Linear), not [in, out] as training keeps them: a
+ * decode step multiplies a few rows by each weight, and the CPU GEMM call (native/cpu_gemm.cc) then streams each
+ * weight row once for all of them, where XLA's dot packs the whole [in, out] matrix for a handful of rows.
  */
 export interface DecodeWeights<T = Tensor> {
   embed: T;
+  /** Per layer; q, k, v, o, gate, up, down are [out, in]. */
   layers: LlamaLayers<T>[];
   norm: T;
+  /** [V, E]. */
   head: T;
+}
+
+/** x [.., in] times a weight stored [out, in]: [.., out], accumulated in f32 and rounded to x's dtype. */
+function linearT(x: Tensor, wT: Tensor): Tensor {
+  return tx.dotGeneral(x, wT, { lhsContract: [x.ndim - 1], rhsContract: [1], outDtype: "f32" }).astype(x.dtype);
 }
 
 /** RoPE inputs computed on the host for each call: the frequencies (dynamic NTK moves them as the sequence grows). */
@@ -105,17 +116,18 @@ function decoderLayers(
     tx.namedScope(`layer${l}`, () => {
       const lw = castLayer(weights, cdt);
       const hn = rmsNorm(x, lw.inputNorm, cfg.rmsNormEps);
-      const q = applyRopeAt(linear(hn, lw.q).reshape([B, S, Hq, D]), cos, sin);
-      const k = applyRopeAt(linear(hn, lw.k).reshape([B, S, Hkv, D]), cos, sin).transpose([0, 2, 1, 3]);
-      const v = linear(hn, lw.v).reshape([B, S, Hkv, D]).transpose([0, 2, 1, 3]);
+      const q = applyRopeAt(linearT(hn, lw.q).reshape([B, S, Hq, D]), cos, sin);
+      const k = applyRopeAt(linearT(hn, lw.k).reshape([B, S, Hkv, D]), cos, sin).transpose([0, 2, 1, 3]);
+      const v = linearT(hn, lw.v).reshape([B, S, Hkv, D]).transpose([0, 2, 1, 3]);
       const at = [0, 0, st.slot, 0];
       const kc = tx.dynamicUpdateSlice(cache.k[l]!, k, at);
       const vc = tx.dynamicUpdateSlice(cache.v[l]!, v, at);
       next.k.push(kc);
       next.v.push(vc);
       const o = st.local ? cachedAttention(q, k, v, st.mask) : cachedAttention(q, kc, vc, st.mask);
-      const a = x.add(linear(o.reshape([B, S, Hq * D]), lw.o));
-      x = a.add(mlp(rmsNorm(a, lw.postNorm, cfg.rmsNormEps), lw, {}));
+      const a = x.add(linearT(o.reshape([B, S, Hq * D]), lw.o));
+      const m = rmsNorm(a, lw.postNorm, cfg.rmsNormEps);
+      x = a.add(linearT(swigluOps(linearT(m, lw.gate), linearT(m, lw.up)), lw.down));
     });
   return { h: x, cache: next };
 }
@@ -146,7 +158,7 @@ function applyRopeAt(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
 /** The last hidden state [B, E] through the final norm and the head: logits [B, V] in f32. */
 function headLogits(w: DecodeWeights, h: Tensor, eps: number): Tensor {
   const hn = rmsNorm(h, w.norm.astype(h.dtype), eps);
-  return tx.dotGeneral(hn, w.head.astype(h.dtype), { lhsContract: [1], rhsContract: [0], outDtype: "f32" });
+  return tx.dotGeneral(hn, w.head.astype(h.dtype), { lhsContract: [1], rhsContract: [1], outDtype: "f32" });
 }
 
 /**
@@ -264,13 +276,23 @@ export interface GenerateStats {
   decodeSeconds: number;
 }
 
-/** Unstacks [L, ...] layer weights into L trees of per-layer buffers, in one program per layer count and dtype. */
-const unstack = jit((layers: LlamaLayers) =>
-  Array.from(
-    { length: layers.q.shape[0]! },
-    (_, l) => tx.treeMap(layers as unknown as tx.Tree<Tensor>, (t) => t.slice(l)) as unknown as LlamaLayers,
-  ),
-);
+const PROJECTIONS = new Set(["q", "k", "v", "o", "gate", "up", "down"]);
+
+/**
+ * Stacked [L, ...] layer weights as L trees of per-layer buffers, projections transposed to [out, in], and the head
+ * [E, V] as [V, E]: DecodeWeights' layout, in one program per layer count and dtype.
+ */
+const unstack = jit((layers: LlamaLayers, head: Tensor) => ({
+  layers: Array.from({ length: layers.q.shape[0]! }, (_, l) =>
+    Object.fromEntries(
+      Object.entries(layers).map(([name, t]) => [
+        name,
+        PROJECTIONS.has(name) ? (t as Tensor).slice(l).transpose([1, 0]) : (t as Tensor).slice(l),
+      ]),
+    ),
+  ) as unknown as LlamaLayers[],
+  head: head.transpose([1, 0]),
+}));
 
 const unstacked = new WeakMap<LlamaWeights<DeviceArray>, Promise<DecodeWeights<DeviceArray>>>();
 
@@ -286,8 +308,11 @@ export function decodeWeights(
   const stacked = w as LlamaWeights<DeviceArray>;
   let p = unstacked.get(stacked);
   if (!p) {
-    const run = unstack as unknown as (l: LlamaLayers<DeviceArray>) => Promise<LlamaLayers<DeviceArray>[]>;
-    p = run(stacked.layers).then((layers) => ({ embed: w.embed, layers, norm: w.norm, head: w.head }));
+    const run = unstack as unknown as (
+      l: LlamaLayers<DeviceArray>,
+      head: DeviceArray,
+    ) => Promise<{ layers: LlamaLayers<DeviceArray>[]; head: DeviceArray }>;
+    p = run(stacked.layers, stacked.head).then(({ layers, head }) => ({ embed: w.embed, layers, norm: w.norm, head }));
     unstacked.set(stacked, p);
   }
   return p;

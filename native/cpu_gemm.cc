@@ -161,13 +161,72 @@ bool AnswerMetadata(FfiCallFrame* frame) {
   return false;
 }
 
+// C[r, n] = sum_k A[r, k] * Bt[n, k] for rows r < M of A [M, K], columns n in [n0, n1) of Bt [N, K], C [M, N]:
+// the few-row products of a decode step (M = batch), where OpenBLAS and XLA pack all of B for a handful of rows.
+// Here each row of Bt (a weight row, as nn.Linear stores it) streams from memory once and meets every row of A
+// (in L1). Tiles of 4 rows of A by 4 rows of Bt keep 16 accumulators live, each loaded chunk used 4 times; a short
+// tile repeats its last row (the extra sums are dropped).
+using V16 = float __attribute__((vector_size(64)));
+using V8 = float __attribute__((vector_size(32)));
+using V4 = float __attribute__((vector_size(16)));
+
+inline float HorizontalSum(V16 v) {
+  V8 lo, hi;
+  std::memcpy(&lo, &v, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+  const V8 s8 = lo + hi;
+  V4 a, b;
+  std::memcpy(&a, &s8, sizeof(a));
+  std::memcpy(&b, reinterpret_cast<const char*>(&s8) + sizeof(a), sizeof(b));
+  const V4 s4 = a + b;
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void FewRowsGemm(const float* a, const float* bt,
+                                                                               float* c, int64_t M, int64_t N,
+                                                                               int64_t K, int64_t n0, int64_t n1) {
+  const int64_t kv = K / 16 * 16;
+  for (int64_t n = n0; n < n1; n += 4) {
+    const int64_t nn = n1 - n < 4 ? n1 - n : 4;
+    const float* w[4];
+    for (int i = 0; i < 4; i++) w[i] = bt + (n + (i < nn ? i : nn - 1)) * K;
+    for (int64_t r0 = 0; r0 < M; r0 += 4) {
+      const float* x[4];
+      for (int j = 0; j < 4; j++) x[j] = a + (r0 + j < M ? r0 + j : M - 1) * K;
+      V16 acc[4][4] = {};
+      for (int64_t k = 0; k < kv; k += 16) {
+        V16 wk[4], xk[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) std::memcpy(&wk[i], w[i] + k, sizeof(V16));
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) std::memcpy(&xk[j], x[j] + k, sizeof(V16));
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+#pragma GCC unroll 4
+          for (int i = 0; i < 4; i++) acc[j][i] += xk[j] * wk[i];
+      }
+      for (int j = 0; j < 4 && r0 + j < M; j++) {
+        for (int i = 0; i < nn; i++) {
+          float sum = HorizontalSum(acc[j][i]);
+          for (int64_t k = kv; k < K; k++) sum += x[j][k] * w[i][k];
+          c[(r0 + j) * N + n + i] = sum;
+        }
+      }
+    }
+  }
+}
+
+// At most this many rows go to FewRowsGemm instead of OpenBLAS (the emitter sends such products only when B is
+// stored [N, K]).
+constexpr int64_t kFewRows = 16;
+
 // One GEMM call's work, cut into `parts` slices of M (or of N when M is too short to share) that whoever is free
 // claims: the calling thread and the tasks it schedules on XLA's intra-op pool. A slice is claimed before it runs,
 // so the caller only ever waits for slices some thread is running: no deadlock when the pool is busy elsewhere, and
 // a task that starts after every slice is taken just drops its reference. Heap-allocated, counted: late tasks may
 // outlive the call.
 struct GemmWork {
-  bool ta, tb, split_m;
+  bool ta, tb, split_m, few_rows;
   int64_t batch, M, N, K, parts;
   const float* a;
   const float* b;
@@ -180,6 +239,10 @@ struct GemmWork {
     if (hi <= lo) return;
     const int64_t m = split_m ? hi - lo : M, n = split_m ? N : hi - lo;
     const int lda = ta ? M : K, ldb = tb ? K : N;
+    if (few_rows) {
+      for (int64_t i = 0; i < batch; i++) FewRowsGemm(a + i * M * K, b + i * K * N, c + i * M * N, M, N, K, lo, hi);
+      return;
+    }
     for (int64_t i = 0; i < batch; i++) {
       const float* pa = a + i * M * K;
       const float* pb = b + i * K * N;
@@ -259,8 +322,11 @@ void* SgemmHandler(FfiCallFrame* frame) {
   w->a = StackItem(a, ia, batch * M * K);
   w->b = StackItem(b, ib, batch * K * N);
   w->c = static_cast<float*>(c->data);
-  const int64_t threads = batch * M * N * K >= kSplitMinMacs ? PoolThreads(frame) : 0;
-  w->split_m = M >= 16 * (threads > 1 ? threads : 1) || M >= N;
+  w->few_rows = !TA && TB && M < kFewRows;
+  // A few-rows product is bound by reading B: worth sharing once B is a megabyte.
+  const int64_t work = w->few_rows ? batch * N * K * 4 : batch * M * N * K;
+  const int64_t threads = work >= kSplitMinMacs ? PoolThreads(frame) : 0;
+  w->split_m = !w->few_rows && (M >= 16 * (threads > 1 ? threads : 1) || M >= N);
   w->parts = threads > 1 ? threads : 1;
   for (int64_t t = 1; t < w->parts; t++) {
     w->refs.fetch_add(1);

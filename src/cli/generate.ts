@@ -68,7 +68,9 @@ export async function loadGenerator(
     )) as LlamaWeights<DeviceArray>;
   }
   const layers = await decodeWeights(weights);
+  // The decoder holds its own per-layer and transposed copies.
   for (const t of Object.values(weights.layers)) (t as DeviceArray).dispose();
+  weights.head.dispose();
   const gen = source.kind === "hf" ? await readGenerationConfig(source.path) : {};
   const eos = new Set<number>();
   const add = (v: unknown) => {

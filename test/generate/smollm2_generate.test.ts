@@ -103,12 +103,19 @@ describe("generate with SmolLM2 (f32, greedy)", () => {
     expect(m.computations.flatMap((c) => c.instructions).filter((i) => i.opcode === "while")).toEqual([]);
     const entry = m.computations.find((c) => c.id === m.entryComputationId)!;
     const byId = new Map(entry.instructions.map((i) => [i.id, i]));
-    const reads = (i: { operandIds: number[] }) => i.operandIds.some((id) => byId.get(id)?.opcode === "parameter");
-    // q, k, v, o, gate, up, down in each layer and the head: each a matmul straight on its weight's buffer (a dot,
-    // or, where XLA hands dots to a library such as YNNPACK, a fusion whose computation is one).
+    // A parameter, or a bitcast of one (a reshape that moves no data, as the GEMM call's [1, 1, N, K] operand).
+    const isParam = (id: number): boolean => {
+      const o = byId.get(id);
+      return o?.opcode === "parameter" || (o?.opcode === "bitcast" && isParam(o.operandIds[0]!));
+    };
+    const reads = (i: { operandIds: number[] }) => i.operandIds.some(isParam);
+    // q, k, v, o, gate, up, down in each layer and the head: each a matmul straight on its weight's buffer (a dot;
+    // where XLA hands dots to a library such as YNNPACK, a fusion whose computation is one; or Tessera's CPU GEMM
+    // call, native/cpu_gemm.cc).
     const byComputation = new Map(m.computations.map((c) => [c.id, c]));
-    const isDot = (i: { opcode: string; calledComputationIds: number[] }) =>
+    const isDot = (i: { opcode: string; calledComputationIds: number[]; customCallTarget: string }) =>
       i.opcode === "dot" ||
+      i.customCallTarget.startsWith("tessera_sgemm_f32") ||
       (i.opcode === "fusion" &&
         i.calledComputationIds.some((id) => byComputation.get(id)?.instructions.some((x) => x.opcode === "dot")));
     const direct = entry.instructions.filter((i) => isDot(i) && reads(i));
@@ -117,7 +124,8 @@ describe("generate with SmolLM2 (f32, greedy)", () => {
     // layer weight is 3.5 MB, the cache buffers here a few hundred KB).
     const f32Bytes = (sh: number[]) => sh.reduce((a, b) => a * b, 4);
     const copies = entry.instructions.filter(
-      (i) => i.opcode !== "parameter" && !isDot(i) && reads(i) && f32Bytes(i.shape.shape) >= 1 << 20,
+      (i) =>
+        !["parameter", "bitcast"].includes(i.opcode) && !isDot(i) && reads(i) && f32Bytes(i.shape.shape) >= 1 << 20,
     );
     expect(copies.map((i) => `${i.name} ${i.opcode}`)).toEqual([]);
     const cacheShape = `${[2, g.config.numKvHeads, batched!.shape.maxLen, g.config.headDim]}`;

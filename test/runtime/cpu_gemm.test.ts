@@ -87,7 +87,21 @@ describe("f32 dot_general through OpenBLAS", () => {
     });
   }
 
-  it("a decode step's matrix-vector product and tiny products stay with XLA", async () => {
+  for (const [rows, n, k] of [
+    [1, 1003, 600],
+    [5, 640, 576],
+    [8, 4096, 576],
+  ] as const) {
+    it(`a decode step's few-rows product (${rows} x ${k} by a weight stored [${n}, ${k}]) equals XLA's dot`, async () => {
+      const dims = { lhsContract: [1], rhsContract: [1] };
+      const ours = await run("openblas", [rows, k], [n, k], dims);
+      const xla = await run("xla", [rows, k], [n, k], dims);
+      expect(ours.text).toContain("stablehlo.custom_call @tessera_sgemm_f32_nt(");
+      expect(maxRelDiff(ours.out, xla.out)).toBeLessThan(1e-6);
+    });
+  }
+
+  it("few-rows products by a weight stored [K, N], and tiny products, stay with XLA", async () => {
     const decode = await run("openblas", [8, 576], [576, 576], { lhsContract: [1], rhsContract: [0] });
     expect(decode.text).toContain("stablehlo.dot_general");
     expect(decode.text).not.toContain("custom_call");
@@ -116,10 +130,14 @@ describe("f32 dot_general through OpenBLAS", () => {
   it("in a layer scan: weights read inside their stack, outputs start uninitialized; values and gradients equal XLA's", async () => {
     // Four "layers" of h = tanh(h @ W[l]), the per-layer h kept (stacked ys), a loss over all of them.
     const layers = (ws: Tensor, h0: Tensor) => {
-      const [h, hs] = tx.scan((h: Tensor, w: Tensor) => {
-        const next = tx.tanh(h.matmul(w));
-        return [next, next];
-      }, h0, ws);
+      const [h, hs] = tx.scan(
+        (h: Tensor, w: Tensor) => {
+          const next = tx.tanh(h.matmul(w));
+          return [next, next];
+        },
+        h0,
+        ws,
+      );
       return h.sum().add(hs.square().sum());
     };
     const [ws, h0] = [randn([4, 64, 64], 5).mul(0.2), randn([128, 64], 6)];
@@ -133,7 +151,9 @@ describe("f32 dot_general through OpenBLAS", () => {
     }
     const [ours, xla] = results as [(typeof results)[0], (typeof results)[0]];
     // The weight operand is the whole [4, 64, 64] stack (as [4, 1, 64, 64]) indexed by the loop counter.
-    expect(ours.text).toMatch(/custom_call @tessera_sgemm_f32_nn\([^)]*\) .* : \(tensor<1x1x128x64xf32>, tensor<4x1x64x64xf32>/);
+    expect(ours.text).toMatch(
+      /custom_call @tessera_sgemm_f32_nn\([^)]*\) .* : \(tensor<1x1x128x64xf32>, tensor<4x1x64x64xf32>/,
+    );
     expect(ours.text).toContain("custom_call @tessera_uninitialized()");
     expect(xla.text).not.toContain("tessera_uninitialized");
     expect(Math.abs(ours.loss - xla.loss) / Math.abs(xla.loss)).toBeLessThan(1e-6);

@@ -41,6 +41,8 @@ export interface HloInstruction {
   id: number;
   operandIds: number[];
   calledComputationIds: number[];
+  /** A custom-call's target ("" for other ops). */
+  customCallTarget: string;
   /** XLA's op_name metadata: the name location of the StableHLO op it came from (`layer0/attn/dot_general`), or "". */
   opName: string;
 }
@@ -127,6 +129,7 @@ export function decodeHloModule(bytes: Uint8Array, format = "hlo"): HloModule {
         operand_ids: number[];
         called_computation_ids: number[];
         metadata?: { op_name?: string };
+        custom_call_target?: string;
       }[];
     }[];
     host_program_shape?: { parameters?: RawShape[]; result?: RawShape };
@@ -149,6 +152,7 @@ export function decodeHloModule(bytes: Uint8Array, format = "hlo"): HloModule {
         operandIds: i.operand_ids,
         calledComputationIds: i.called_computation_ids,
         opName: i.metadata?.op_name ?? "",
+        customCallTarget: i.custom_call_target ?? "",
       })),
     })),
     parameters: (obj.host_program_shape?.parameters ?? []).map(toShape),

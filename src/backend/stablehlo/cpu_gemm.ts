@@ -17,13 +17,20 @@ export const UNINITIALIZED_TARGET = "tessera_uninitialized";
 
 /** Below this many multiply-adds per product XLA's dot is as fast as the call. */
 const MIN_MACS = 1 << 18;
-/**
- * Rows and columns below this stay with XLA: a decode step's [1-8, K] x [K, N] is a matrix-vector product bound
- * by memory, where XLA's dot (no handoff to other threads) is faster.
- */
-const MIN_SIDE = 16;
+/** Products with fewer rows (a decode step's batch) go to the call only in the few-rows form. */
+const MIN_ROWS = 16;
+/** The few-rows form gains once B is this big (multiply-adds per row): smaller ones stay with XLA. */
+const FEW_ROWS_MIN_B = 1 << 16;
 
-/** Whether the GEMM call computes this dot: f32 operands and result, a matrix product big enough to gain. */
+/** dims are the last `dims.length` dims of a rank-`rank` value, in order. */
+const trailing = (dims: readonly number[], rank: number) => dims.every((d, i) => d === rank - dims.length + i);
+
+/**
+ * Whether the GEMM call computes this dot: f32 operands and result, and either a matrix product big enough to
+ * gain (at least MIN_ROWS rows and columns) or a few-rows product x [.., K] by a weight stored [N, K] (as
+ * nn.Linear stores it; the decode programs keep their weights so), which native/cpu_gemm.cc streams once where
+ * XLA's dot packs all of it for a handful of rows.
+ */
 export function cpuGemmApplies(op: Op<"dot_general">): boolean {
   const [a, b] = op.inputs as [Value, Value];
   const out = op.outputs[0]!;
@@ -34,7 +41,13 @@ export function cpuGemmApplies(op: Op<"dot_general">): boolean {
   const m = prod(a.type.shape, free(a, p.lhsBatch, p.lhsContract));
   const n = prod(b.type.shape, free(b, p.rhsBatch, p.rhsContract));
   const k = prod(a.type.shape, p.lhsContract);
-  return Math.min(m, n) >= MIN_SIDE && k > 0 && m * n * k >= MIN_MACS;
+  if (k === 0 || m === 0 || n === 0) return false;
+  if (m >= MIN_ROWS) return n >= MIN_ROWS && m * n * k >= MIN_MACS;
+  const fewRowsForm =
+    p.lhsBatch.length === 0 &&
+    trailing(p.lhsContract, a.type.shape.length) &&
+    trailing(p.rhsContract, b.type.shape.length);
+  return fewRowsForm && n * k >= FEW_ROWS_MIN_B;
 }
 
 const prod = (shape: Shape, dims: readonly number[]) => dims.reduce((n, d) => n * shape[d]!, 1);
