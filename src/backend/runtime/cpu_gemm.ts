@@ -9,8 +9,8 @@ import { cacheRoot, resolvePlugin } from "./plugins.ts";
 
 /**
  * OpenBLAS as NumPy and SciPy ship it: a wheel holding one self-contained shared library whose symbols carry the
- * `scipy_` prefix (so it cannot clash with another BLAS in the process). Its AVX-512 SGEMM runs Llama's f32
- * products at about 1.2-1.3x the speed of XLA CPU's own dots here, and batched attention products at 2-3x.
+ * `scipy_` prefix (so it cannot clash with another BLAS in the process). Its AVX-512 SGEMM ran Llama's f32
+ * products 1.1-1.3x as fast as XLA CPU's own dots here, and batched attention products 2-3x as fast.
  */
 export const OPENBLAS = {
   name: "scipy-openblas32",
