@@ -35,8 +35,9 @@ const promptIds = (): number[] =>
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** In the child: Tessera's figures for each batch size, one JSON line each. */
+/** In the child: Tessera's figures for each batch size, one JSON line each (one CPU device, as `tessera generate`). */
 async function child(): Promise<void> {
+  (await import("../src/backend/runtime/client.ts")).setDefaultCpuDevices(1);
   const { loadGenerator } = await import("../src/cli/generate.ts");
   const { resolveModel } = await import("../src/formats/model_fetch.ts");
   const { LlamaDecoder } = await import("../models/llama_decode.ts");

@@ -20,6 +20,7 @@ import { execa } from "execa";
 import { array, jit, type DeviceArray } from "../src/index.ts";
 import { benchPython } from "./bench_venv.ts";
 import { DEFAULT_PLUGIN } from "../src/backend/runtime/plugins.ts";
+import { setDefaultCpuDevices } from "../src/backend/runtime/client.ts";
 import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { initLora, mulberry32, simpleLoraLayout } from "../models/lora.ts";
 import type { LlamaLinear } from "../src/formats/hf_config.ts";
@@ -79,8 +80,9 @@ interface Result {
   versions?: Record<string, string>;
 }
 
-/** One measurement in this process, on the plugin $TESSERA_PJRT_PLUGIN names. */
+/** One measurement in this process, on the plugin $TESSERA_PJRT_PLUGIN names, with one CPU device as `tessera train`. */
 async function tessera(): Promise<Result> {
+  setDefaultCpuDevices(1);
   const layout = simpleLoraLayout(llama, { r: R, alpha: ALPHA, targets: TARGETS });
   const c: StepConfig = {
     llama,

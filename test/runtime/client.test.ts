@@ -1,6 +1,7 @@
 // Runtime: plugin loading, attributes, client options, devices, plugin choice by option and environment.
 import { describe, expect, it } from "vitest";
 import { getClient, nativeStats, resolvePlugin, PLUGIN_ENV, RuntimeError } from "../../src/backend/runtime/index.ts";
+import { CPU_DEVICES_ENV, createClient, setDefaultCpuDevices } from "../../src/backend/runtime/client.ts";
 import { TEST_CPU_DEVICES, cpuPluginCached, quiesce, testClient } from "./helpers.ts";
 
 describe("client", () => {
@@ -35,6 +36,27 @@ describe("client", () => {
     expect(two).not.toBe(a);
     expect(two.devices.length).toBe(2);
     expect(two.defaultDeviceAssignment(1, 2)).toEqual([0, 1]);
+  });
+
+  it("takes the CPU device count from $TESSERA_CPU_DEVICES, then setDefaultCpuDevices, when not given", async () => {
+    if ((await testClient()).platform !== "cpu") return;
+    const saved = process.env[CPU_DEVICES_ENV];
+    try {
+      process.env[CPU_DEVICES_ENV] = "3";
+      expect((await createClient({ platform: "cpu" })).devices.length).toBe(3);
+      delete process.env[CPU_DEVICES_ENV];
+      setDefaultCpuDevices(1);
+      expect((await createClient({ platform: "cpu" })).devices.length).toBe(1);
+      expect((await createClient({ platform: "cpu", cpuDeviceCount: 2 })).devices.length).toBe(2);
+      process.env[CPU_DEVICES_ENV] = "many";
+      await expect(createClient({ platform: "cpu" })).rejects.toThrow(
+        /\$TESSERA_CPU_DEVICES must be a positive integer, got "many"/,
+      );
+    } finally {
+      setDefaultCpuDevices(8);
+      if (saved === undefined) delete process.env[CPU_DEVICES_ENV];
+      else process.env[CPU_DEVICES_ENV] = saved;
+    }
   });
 
   it("rejects bad client options before creating anything", async () => {
