@@ -2,7 +2,7 @@
 import { array, jit, tx, type DeviceArray, type Tensor } from "tessera";
 import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { sampleNext, type SamplingMode } from "./sampling.ts";
-import { castLayer, type LlamaLayers, type LlamaWeights, rmsNorm, swigluOps } from "./llama.ts";
+import { castLayer, LINEARS, type LlamaLayers, type LlamaWeights, rmsNorm, swigluOps } from "./llama.ts";
 import { ropeContext, ropeParameters } from "./rope.ts";
 import { EXIT, TesseraError } from "../src/errors.ts";
 import type { Executable } from "../src/backend/runtime/executable.ts";
@@ -276,7 +276,7 @@ export interface GenerateStats {
   decodeSeconds: number;
 }
 
-const PROJECTIONS = new Set(["q", "k", "v", "o", "gate", "up", "down"]);
+const PROJECTIONS = new Set<string>(LINEARS);
 
 /**
  * Stacked [L, ...] layer weights as L trees of per-layer buffers, projections transposed to [out, in], and the head

@@ -10,10 +10,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <thread>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "tessera_pjrt.h"
 

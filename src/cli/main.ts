@@ -4,9 +4,12 @@ import { CliError } from "./diagnostics.ts";
 import { dispatch, type ProgramSpec, type RunnableCommand } from "./args.ts";
 import { PARITY_COMMAND_SPEC } from "../parity/spec.ts";
 
-/** train, eval and generate compute on one device: their CPU client gets one (setDefaultCpuDevices says why). */
-async function oneDevice(): Promise<void> {
-  (await import("../backend/runtime/client.ts")).setDefaultCpuDevices(1);
+/** `run` for train, eval and generate, which compute on one device: their CPU client gets one (setDefaultCpuDevices says why). */
+function onOneDevice(run: Command["run"]): Command["run"] {
+  return async (args) => {
+    (await import("../backend/runtime/client.ts")).setDefaultCpuDevices(1);
+    return run(args);
+  };
 }
 
 /** Implementations are imported on demand (in `run`) so that `--help` does not pay for ts-morph and the compiler. */
@@ -298,10 +301,7 @@ export const COMMANDS: readonly Command[] = [
       "  tessera train --resume --steps 200",
       "  tessera train --config run.yaml --steps 500",
     ].join("\n"),
-    run: async (args) => {
-      await oneDevice();
-      return (await import("./train.ts")).trainCommand(args);
-    },
+    run: onOneDevice(async (args) => (await import("./train.ts")).trainCommand(args)),
   },
   {
     name: "eval",
@@ -347,10 +347,7 @@ export const COMMANDS: readonly Command[] = [
       "  tessera eval --model smollm2-135m-instruct --data held_out.jsonl",
       "  tessera eval --model smollm2-135m-instruct --adapter tessera-out/adapter --data held_out.jsonl --json",
     ].join("\n"),
-    run: async (args) => {
-      await oneDevice();
-      return (await import("./eval.ts")).evalCommand(args);
-    },
+    run: onOneDevice(async (args) => (await import("./eval.ts")).evalCommand(args)),
   },
   {
     name: "fetch",
@@ -483,10 +480,7 @@ export const COMMANDS: readonly Command[] = [
       '  tessera generate --model smollm2-135m-instruct --adapter tessera-out/adapter --chat "..." --temperature 0.7 --top-p 0.9',
       "  tessera generate --model ./Llama-2-7b-hf --file prompts.jsonl --json --max-new-tokens 64",
     ].join("\n"),
-    run: async (args) => {
-      await oneDevice();
-      return (await import("./generate.ts")).generateCommand(args);
-    },
+    run: onOneDevice(async (args) => (await import("./generate.ts")).generateCommand(args)),
   },
   {
     name: "export",

@@ -1,5 +1,4 @@
 // Clients: load a PJRT plugin once, create a client with platform options, list devices, compile, upload buffers.
-import { basename } from "node:path";
 import { DeviceBuffer } from "./buffer.ts";
 import { encodeCompileOptions, resolveCompileOptions, type CompileOptions } from "./compile_options.ts";
 import { ELEMENT_TYPES } from "../../ir/types.ts";
@@ -16,7 +15,7 @@ import {
   type NativePlugin,
 } from "./native.ts";
 import { registerCpuGemm } from "./cpu_gemm.ts";
-import { cachedPluginAt, resolvePlugin, verifyCachedPlugin, type PluginName } from "./plugins.ts";
+import { cachedPluginAt, platformByName, resolvePlugin, verifyCachedPlugin, type PluginName } from "./plugins.ts";
 
 /** PJRT functions without which the runtime cannot work; a plugin lacking one is refused at load. */
 export const REQUIRED_FUNCTIONS = [
@@ -182,7 +181,7 @@ export function loadPlugin(path: string): NativePlugin {
 
 function detectPlatform(plugin: NativePlugin, path: string): "cpu" | "cuda" {
   if (plugin.attributes.some((a) => a.name.startsWith("cuda"))) return "cuda";
-  return /cuda|gpu/i.test(basename(path)) ? "cuda" : "cpu";
+  return platformByName(path);
 }
 
 /** `$TESSERA_CPU_DEVICES`: the CPU client's device count when createClient is not given one. */

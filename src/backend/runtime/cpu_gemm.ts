@@ -1,11 +1,11 @@
 // The OpenBLAS GEMM for CPU plugins: the pinned scipy-openblas32 wheel (fetched as plugins are), its registration with a plugin, and when programs use it.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { execa } from "execa";
 import { RuntimeError } from "./errors.ts";
 import { nativeAddon, type PluginHandle } from "./native.ts";
 import { EXTRACT_PY, downloadPinnedWheel, findPythonWithPip, sha256File } from "./plugin_fetch.ts";
-import { cacheRoot, resolvePlugin } from "./plugins.ts";
+import { cacheRoot, platformByName, resolvePlugin } from "./plugins.ts";
 
 /**
  * OpenBLAS as NumPy and SciPy ship it: a wheel holding one self-contained shared library whose symbols carry the
@@ -116,7 +116,7 @@ function defaultPluginIsCpu(): boolean {
   } catch {
     return false; // no plugin to run on: the program text stays portable
   }
-  return plugin.name !== undefined || !/cuda|gpu/i.test(basename(plugin.path));
+  return plugin.name !== undefined || platformByName(plugin.path) === "cpu";
 }
 
 /**
@@ -139,15 +139,20 @@ export function cpuGemmEnabled(): boolean {
 
 const registered = new Set<PluginHandle>();
 
-/** Registers the GEMM custom-call targets with a CPU plugin (once per plugin) when cpuGemmEnabled. */
+/**
+ * Registers the custom-call targets with a CPU plugin (once per plugin) whenever OpenBLAS is in the cache, whatever
+ * $TESSERA_CPU_GEMM says: the variable decides what programs emit, and may change after the client exists.
+ */
 export function registerCpuGemm(plugin: PluginHandle, path: string): void {
-  if (registered.has(plugin) || !cpuGemmEnabled()) return;
+  if (registered.has(plugin)) return;
+  const lib = cachedOpenblas();
+  if (!lib) return;
   try {
-    nativeAddon().registerCpuGemm(plugin, cachedOpenblas()!, OPENBLAS.symbolPrefix);
+    nativeAddon().registerCpuGemm(plugin, lib, OPENBLAS.symbolPrefix);
   } catch (e) {
     throw new RuntimeError(
       "ERR_BLAS_REGISTER",
-      `could not register the OpenBLAS GEMM with ${path}: ${(e as Error).message}; set ${CPU_GEMM_ENV}=xla to use XLA's dots`,
+      `could not register the OpenBLAS GEMM with ${path}: ${(e as Error).message}`,
     );
   }
   registered.add(plugin);

@@ -12,7 +12,7 @@ import {
   type Stats,
 } from "node:fs";
 import { homedir } from "node:os";
-import { isAbsolute, join, resolve } from "node:path";
+import { basename, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { RuntimeError } from "./errors.ts";
 
@@ -207,6 +207,11 @@ export interface ResolvedPlugin {
   /** a catalogued name, when the plugin was named rather than given by path */
   name?: PluginName;
   source: "option" | "env" | "default";
+}
+
+/** A plugin's platform from its file name, before it is loaded: CUDA when the name says cuda or gpu, else CPU. */
+export function platformByName(path: string): "cpu" | "cuda" {
+  return /cuda|gpu/i.test(basename(path)) ? "cuda" : "cpu";
 }
 
 /**
