@@ -21,6 +21,7 @@ import { array, jit, type DeviceArray } from "../src/index.ts";
 import { benchPython } from "./bench_venv.ts";
 import { DEFAULT_PLUGIN } from "../src/backend/runtime/plugins.ts";
 import { setDefaultCpuDevices } from "../src/backend/runtime/client.ts";
+import { hostAllocStats } from "../src/backend/runtime/host_alloc.ts";
 import type { LlamaConfig } from "../src/formats/hf_config.ts";
 import { initLora, mulberry32, simpleLoraLayout } from "../models/lora.ts";
 import type { LlamaLinear } from "../src/formats/hf_config.ts";
@@ -78,6 +79,8 @@ interface Result {
   loss: number;
   threads?: number;
   versions?: Record<string, string>;
+  /** native/host_alloc.cc's pool per step after the first (Tessera only): blocks reused and newly mapped. */
+  pool?: { hits: number; misses: number; peakGiB: number };
 }
 
 /** One measurement in this process, on the plugin $TESSERA_PJRT_PLUGIN names, with one CPU device as `tessera train`. */
@@ -116,6 +119,7 @@ async function tessera(): Promise<Result> {
   state = next;
   const runs: { wall: number; cpu: number }[] = [];
   let last = 0;
+  const pool0 = hostAllocStats();
   for (let i = 0; i < WARMUP + STEPS; i++) {
     t = performance.now();
     const c0 = process.cpuUsage();
@@ -125,8 +129,20 @@ async function tessera(): Promise<Result> {
     if (i >= WARMUP) runs.push({ wall: (performance.now() - t) / 1000, cpu: (dc.user + dc.system) / 1e6 });
     state = next;
   }
+  const pool = hostAllocStats();
   const mid = runs.sort((a, b) => a.wall - b.wall)[Math.floor(runs.length / 2)]!;
-  return { stepS: mid.wall, cpuS: mid.cpu, compileS, loss: last };
+  const perStep = (n: number) => n / (WARMUP + STEPS);
+  return {
+    stepS: mid.wall,
+    cpuS: mid.cpu,
+    compileS,
+    loss: last,
+    pool: {
+      hits: perStep(pool.hits - pool0.hits),
+      misses: perStep(pool.misses - pool0.misses),
+      peakGiB: pool.peakLiveBytes / 2 ** 30,
+    },
+  };
 }
 
 async function child(args: string[], env: Record<string, string>, what: string, cmd: string): Promise<Result> {
@@ -220,6 +236,13 @@ async function main(): Promise<void> {
     );
   if (hf) row("transformers + PEFT", hf);
   for (const [i, p] of PLUGINS.entries()) row(`tessera ${p}`, best(ours[i]!));
+  for (const [i, p] of PLUGINS.entries()) {
+    const pool = best(ours[i]!).pool;
+    if (pool)
+      console.log(
+        `host buffer pool (${p}): per step ${pool.hits.toFixed(1)} blocks reused, ${pool.misses.toFixed(1)} mapped afresh; peak live ${pool.peakGiB.toFixed(2)} GiB`,
+      );
+  }
   if (hf) {
     const shipped = hf.stepS / best(ours[0]!).stepS;
     console.log(

@@ -569,6 +569,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   RegisterBufferFunctions(env, exports);
   RegisterExecutableFunctions(env, exports);
   RegisterCpuGemmFunctions(env, exports);
+  RegisterHostAllocFunctions(env, exports);
   return exports;
 }
 

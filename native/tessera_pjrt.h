@@ -359,6 +359,7 @@ void RegisterClientFunctions(napi_env env, napi_value exports);
 void RegisterBufferFunctions(napi_env env, napi_value exports);
 void RegisterExecutableFunctions(napi_env env, napi_value exports);
 void RegisterCpuGemmFunctions(napi_env env, napi_value exports);
+void RegisterHostAllocFunctions(napi_env env, napi_value exports);
 void AddFunction(napi_env env, napi_value exports, const char* name, napi_callback cb);
 
 }  // namespace tessera

@@ -15,6 +15,7 @@ import {
   type NativePlugin,
 } from "./native.ts";
 import { registerCpuGemm } from "./cpu_gemm.ts";
+import { cacheHostAllocations } from "./host_alloc.ts";
 import { cachedPluginAt, platformByName, resolvePlugin, verifyCachedPlugin, type PluginName } from "./plugins.ts";
 
 /** PJRT functions without which the runtime cannot work; a plugin lacking one is refused at load. */
@@ -394,6 +395,7 @@ export async function createClient(opts: ClientOptions = {}): Promise<Client> {
   const limit = opts.inlineDispatchLimit ?? 16;
   if (!Number.isSafeInteger(limit) || limit < 0)
     throw new RuntimeError("ERR_CLIENT_OPTIONS", `inlineDispatchLimit must be a non-negative integer`);
+  if (platform === "cpu") cacheHostAllocations(plugin.handle, resolved.path);
   let handle: ClientHandle;
   try {
     handle = await nativeAddon().createClient(plugin.handle, createOptions(platform, opts));

@@ -79,6 +79,16 @@ export interface NativeExecutable {
   fingerprint?: string;
 }
 
+/** native/host_alloc.cc's pool of large host blocks: served from the pool (hits) or newly mapped (misses). */
+export interface HostAllocStats {
+  hits: number;
+  misses: number;
+  evictions: number;
+  liveBytes: number;
+  idleBytes: number;
+  peakLiveBytes: number;
+}
+
 /** Flat output handles [device * numOutputs + output]; `donated`: flat [device * numArgs + arg] indices. */
 export type NativeExecuteResult = BufferHandle[] & { donated?: number[] };
 
@@ -89,6 +99,10 @@ export interface NativeAddon {
   loadPlugin(path: string): NativePlugin;
   /** Registers native/cpu_gemm.cc's OpenBLAS GEMM targets with a plugin's FFI extension (dlopens `blasPath`). */
   registerCpuGemm(plugin: PluginHandle, blasPath: string, symbolPrefix: string): void;
+  /** Sends a CPU plugin's large allocations through native/host_alloc.cc's pool; false: it imports no allocator. */
+  cacheHostAllocations(plugin: PluginHandle): boolean;
+  /** The pool's counters since the process started. */
+  hostAllocStats(): HostAllocStats;
   createClient(plugin: PluginHandle, options: NamedValue[]): Promise<ClientHandle>;
   clientInfo(client: ClientHandle): NativeClientInfo;
   defaultDeviceAssignment(client: ClientHandle, numReplicas: number, numPartitions: number): number[];
