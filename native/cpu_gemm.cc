@@ -233,6 +233,9 @@ struct GemmWork {
   const float* a;
   const float* b;
   float* c;
+  // Accumulating calls (C = C0 + A @ B): beta 1, and C0's values copied into C first unless XLA aliased the two.
+  float beta = 0.0f;
+  const float* c0 = nullptr;
   std::atomic<int64_t> next{0}, done{0}, refs{1};
 
   void Run(int64_t part) const {
@@ -249,14 +252,19 @@ struct GemmWork {
       const float* pa = a + i * M * K;
       const float* pb = b + i * K * N;
       float* pc = c + i * M * N;
+      const float* pc0 = c0 == nullptr ? nullptr : c0 + (pc - c);
       if (split_m) {
         pa += ta ? lo : lo * K;  // [K, M]: columns lo.. ; [M, K]: rows lo..
         pc += lo * N;
+        if (pc0 != nullptr) pc0 += lo * N;
       } else {
         pb += tb ? lo * K : lo;  // [N, K]: rows lo.. ; [K, N]: columns lo..
         pc += lo;
+        if (pc0 != nullptr) pc0 += lo;
       }
-      g_sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, K, 1.0f, pa, lda, pb, ldb, 0.0f, pc, N);
+      if (pc0 != nullptr)
+        for (int64_t row = 0; row < m; row++) std::memcpy(pc + row * N, pc0 + row * N, n * sizeof(float));
+      g_sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, K, 1.0f, pa, lda, pb, ldb, beta, pc, N);
     }
   }
   // Claims and runs slices until none is left.
@@ -296,7 +304,10 @@ int64_t PoolThreads(const FfiCallFrame* frame) {
 // layer's weights or saved activations inside a layer scan) read in place, where XLA would copy the slice out
 // first; a plain operand is a stack of one. The emitter (src/backend/stablehlo/cpu_gemm.ts) brings every f32
 // dot_general it sends here to this form. OpenBLAS runs single-threaded (set at registration); the parallelism
-// is XLA's own pool, so the two never fight over the cores.
+// is XLA's own pool, so the two never fight over the cores. With a fifth operand C0 [Bt, M, N] the call computes
+// C = C0 + op(A) @ op(B) (OpenBLAS's beta = 1): the emitter sends `x + dot` so, with C0 aliased to the result, and
+// the sum costs no pass of its own over C (a LoRA delta added to its base projection, gradients summed over
+// projections).
 template <bool TA, bool TB>
 void* SgemmHandler(FfiCallFrame* frame) {
   if (AnswerMetadata(frame) || frame->stage != kFfiExecute) return nullptr;
@@ -305,14 +316,20 @@ void* SgemmHandler(FfiCallFrame* frame) {
   const FfiBuffer* ia = BufferOf(frame->args, 2, kFfiS32, 0);
   const FfiBuffer* ib = BufferOf(frame->args, 3, kFfiS32, 0);
   const FfiBuffer* c = BufferOf(frame->rets, 0, kFfiF32, 3);
-  if (a == nullptr || b == nullptr || ia == nullptr || ib == nullptr || c == nullptr || frame->args.size != 4 ||
-      frame->rets.size != 1)
-    return FfiError(frame, "tessera_sgemm_f32: expected f32 operands [L, B, ., .], two s32 indices, an f32 [B, M, N] result");
+  const bool acc = frame->args.size == 5;
+  const FfiBuffer* c0 = acc ? BufferOf(frame->args, 4, kFfiF32, 3) : nullptr;
+  if (a == nullptr || b == nullptr || ia == nullptr || ib == nullptr || c == nullptr || (acc && c0 == nullptr) ||
+      (frame->args.size != 4 && !acc) || frame->rets.size != 1)
+    return FfiError(frame,
+                    "tessera_sgemm_f32: expected f32 operands [L, B, ., .], two s32 indices, optionally an f32 [B, M, N] "
+                    "addend, and an f32 [B, M, N] result");
   const int64_t batch = a->dims[1];
   const int64_t M = TA ? a->dims[3] : a->dims[2], K = TA ? a->dims[2] : a->dims[3];
   const int64_t N = TB ? b->dims[2] : b->dims[3], Kb = TB ? b->dims[3] : b->dims[2];
   if (b->dims[1] != batch || Kb != K || c->dims[0] != batch || c->dims[1] != M || c->dims[2] != N)
     return FfiError(frame, "tessera_sgemm_f32: operand and result shapes do not agree");
+  if (acc && (c0->dims[0] != batch || c0->dims[1] != M || c0->dims[2] != N))
+    return FfiError(frame, "tessera_sgemm_f32: the addend's shape is not the result's");
 
   auto* w = new GemmWork();
   w->ta = TA;
@@ -324,7 +341,11 @@ void* SgemmHandler(FfiCallFrame* frame) {
   w->a = StackItem(a, ia, batch * M * K);
   w->b = StackItem(b, ib, batch * K * N);
   w->c = static_cast<float*>(c->data);
-  w->few_rows = !TA && TB && M < kFewRows;
+  w->few_rows = !TA && TB && M < kFewRows && !acc;  // FewRowsGemm only overwrites: an addend goes to OpenBLAS
+  if (acc) {
+    w->beta = 1.0f;
+    if (c0->data != c->data) w->c0 = static_cast<const float*>(c0->data);
+  }
   // A few-rows product is bound by reading B: worth sharing once B is a megabyte.
   const int64_t work = w->few_rows ? batch * N * K * 4 : batch * M * N * K;
   const int64_t threads = work >= kSplitMinMacs ? PoolThreads(frame) : 0;

@@ -1,4 +1,4 @@
-// The OpenBLAS GEMM custom call: every dot_general layout it takes equals XLA's dot, small products and exports keep XLA's dot, and bad settings are named.
+// The OpenBLAS GEMM custom call: every dot_general layout it takes equals XLA's dot, sums of products accumulate in place, small products and exports keep XLA's dot, and bad settings are named.
 import { afterEach, describe, expect, it } from "vitest";
 import { array, grad, jit, spec, tx, type Tensor } from "tessera";
 import { CPU_GEMM_ENV, cachedOpenblas, cpuGemmEnabled } from "../../src/backend/runtime/cpu_gemm.ts";
@@ -158,6 +158,54 @@ describe("f32 dot_general through OpenBLAS", () => {
     expect(xla.text).not.toContain("tessera_uninitialized");
     expect(Math.abs(ours.loss - xla.loss) / Math.abs(xla.loss)).toBeLessThan(1e-6);
     expect(maxRelDiff(ours.dws, xla.dws)).toBeLessThan(1e-5);
+  });
+
+  /** f(c, a, b) under both settings: the results (each output's values) and the lowered text with OpenBLAS. */
+  async function both(f: (c: Tensor, a: Tensor, b: Tensor) => Tensor[], c: number[], a: number[], b: number[]) {
+    const args = [randn(c, 7), randn(a, 8), randn(b, 9)] as const;
+    const outs: Float32Array[][] = [];
+    let text = "";
+    for (const gemm of ["openblas", "xla"] as const) {
+      process.env[CPU_GEMM_ENV] = gemm;
+      const g = jit(f);
+      if (gemm === "openblas") text = g.lower(...args).stablehlo;
+      outs.push((await Promise.all((await g(...args)).map((o) => o.toArray()))) as Float32Array[]);
+    }
+    return { ours: outs[0]!, xla: outs[1]!, text };
+  }
+
+  const ALIAS = "output_operand_alias<output_tuple_indices = [], operand_index = 4";
+  for (const [name, c, a, b, dims] of [
+    ["A @ B", [128, 64], [128, 96], [96, 64], { lhsContract: [1], rhsContract: [0] }],
+    ["A @ B^T (a LoRA delta's dh)", [512, 16], [512, 96], [16, 96], { lhsContract: [1], rhsContract: [1] }],
+    ["A^T @ B (a weight gradient)", [96, 64], [128, 96], [128, 64], { lhsContract: [0], rhsContract: [0] }],
+    ["split over columns", [16, 1024], [16, 128], [128, 1024], { lhsContract: [1], rhsContract: [0] }],
+    ["K 16 (a LoRA delta onto its base)", [256, 576], [256, 16], [16, 576], { lhsContract: [1], rhsContract: [0] }],
+  ] as [string, number[], number[], number[], Dims][]) {
+    it(`C + ${name} is one call that adds into C, equal to XLA's`, async () => {
+      const dot = (x: Tensor, y: Tensor) => tx.dotGeneral(x, y, { lhsBatch: [], rhsBatch: [], ...dims });
+      const r = await both((cc, x, y) => [cc.add(dot(x, y))], c, a, b);
+      expect(r.text).toContain(ALIAS);
+      expect(r.text).not.toContain("stablehlo.add");
+      expect(maxRelDiff(r.ours[0]!, r.xla[0]!)).toBeLessThan(1e-6);
+    });
+  }
+
+  it("an addend that lives on is copied first, a product used twice is not absorbed, sums chain", async () => {
+    const dims = { lhsBatch: [], rhsBatch: [], lhsContract: [1], rhsContract: [0] };
+    const r = await both(
+      (c, a, b) => {
+        const p = tx.dotGeneral(a, b, dims);
+        const q = tx.dotGeneral(a.mul(0.5), b, dims);
+        // c is used again after the add (and is an argument): the call must not overwrite it.
+        return [c.add(p.mul(2)).add(q), c.mul(3), p.add(c), p];
+      },
+      [128, 64],
+      [128, 96],
+      [96, 64],
+    );
+    expect(r.text.split(ALIAS).length - 1).toBe(1); // only q: p has three uses
+    for (let i = 0; i < 4; i++) expect(maxRelDiff(r.ours[i]!, r.xla[i]!)).toBeLessThan(1e-6);
   });
 
   it("exported programs keep XLA's dot, to run on any plugin", async () => {

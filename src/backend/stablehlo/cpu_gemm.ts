@@ -1,5 +1,5 @@
 // Lowers an f32 dot_general to the OpenBLAS custom call (native/cpu_gemm.cc): operands brought to [L, B, M, K] x [L, B, K, N] form.
-import type { Op, Value } from "../../ir/graph.ts";
+import type { AnyOp, Graph, Op, Value } from "../../ir/graph.ts";
 import { range, tensorType, type Shape, type TensorType } from "../../ir/types.ts";
 import type { FuncEmitter } from "./emitter.ts";
 import { dimsText, tensorTypeText as ty } from "./text.ts";
@@ -48,6 +48,66 @@ export function cpuGemmApplies(op: Op<"dot_general">): boolean {
     trailing(p.lhsContract, a.type.shape.length) &&
     trailing(p.rhsContract, b.type.shape.length);
   return fewRowsForm && n * k >= FEW_ROWS_MIN_B;
+}
+
+/** An `add` that one GEMM call computes: `base + dot` with `dot` accumulated into `base` (beta 1). */
+export interface GemmAdd {
+  dot: Op<"dot_general">;
+  base: Value;
+}
+
+/**
+ * The adds of `g` whose one operand is a product the call computes (m, n >= MIN_ROWS) and used by nothing else:
+ * each becomes one call that adds the product into the other operand in place, where XLA would write the product
+ * and then read it back with the addend to write the sum (a LoRA delta onto its base projection, the gradient
+ * contributions of several projections to their shared input). Returns the plan by add, and the dots it absorbs.
+ */
+export function planGemmAdds(g: Graph): { adds: Map<AnyOp, GemmAdd>; absorbed: Set<AnyOp> } {
+  const uses = new Map<Value, number>();
+  const count = (v: Value) => uses.set(v, (uses.get(v) ?? 0) + 1);
+  for (const op of g.ops) op.inputs.forEach(count);
+  g.outputs.forEach(count);
+  const producer = new Map<Value, AnyOp>();
+  for (const op of g.ops) for (const v of op.outputs) producer.set(v, op);
+  const adds = new Map<AnyOp, GemmAdd>();
+  const absorbed = new Set<AnyOp>();
+  const fusible = (v: Value, out: Value): Op<"dot_general"> | undefined => {
+    const d = producer.get(v);
+    if (d?.name !== "dot_general" || absorbed.has(d) || uses.get(v) !== 1) return undefined;
+    const dot = d as Op<"dot_general">;
+    return cpuGemmApplies(dot) && rowsAndColumns(dot) && sameShape(v.type.shape, out.type.shape) ? dot : undefined;
+  };
+  for (const op of g.ops) {
+    if (op.name !== "add" || op.outputs[0]!.type.dtype !== "f32") continue;
+    const [x, y] = op.inputs as [Value, Value];
+    // The later-defined operand is absorbed: the other, its addend, is then certainly computed before the call.
+    for (const [d, base] of [
+      [y, x],
+      [x, y],
+    ] as const) {
+      const dot = fusible(d, op.outputs[0]!);
+      if (dot && sameShape(base.type.shape, op.outputs[0]!.type.shape)) {
+        adds.set(op, { dot, base });
+        absorbed.add(dot);
+        break;
+      }
+    }
+  }
+  return { adds, absorbed };
+}
+
+const sameShape = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** Both free extents at least MIN_ROWS: the OpenBLAS form (the few-rows kernel has no addend). */
+function rowsAndColumns(op: Op<"dot_general">): boolean {
+  const [a, b] = op.inputs as [Value, Value];
+  const p = op.params;
+  const free = (v: Value, batch: readonly number[], contract: readonly number[]) =>
+    range(0, v.type.shape.length).filter((d) => !batch.includes(d) && !contract.includes(d));
+  return (
+    prod(a.type.shape, free(a, p.lhsBatch, p.lhsContract)) >= MIN_ROWS &&
+    prod(b.type.shape, free(b, p.rhsBatch, p.rhsContract)) >= MIN_ROWS
+  );
 }
 
 const prod = (shape: Shape, dims: readonly number[]) => dims.reduce((n, d) => n * shape[d]!, 1);
@@ -106,8 +166,11 @@ const ROW_MAJOR_4 = "dense<[3, 2, 1, 0]> : tensor<4xindex>";
 const SCALAR = "dense<> : tensor<0xindex>";
 const ROW_MAJOR_3 = "dense<[2, 1, 0]> : tensor<3xindex>";
 
-/** Prints the call for `op` (cpuGemmApplies holds) and returns the result reshaped to the dot's output. */
-export function lowerCpuGemm(e: FuncEmitter, op: Op<"dot_general">): string {
+/**
+ * Prints the call for `op` (cpuGemmApplies holds) and returns the result reshaped to the dot's output; with `base`
+ * (planGemmAdds), the call's result is base + the product, computed in base's buffer.
+ */
+export function lowerCpuGemm(e: FuncEmitter, op: Op<"dot_general">, base?: Value): string {
   const [a, b] = op.inputs as [Value, Value];
   const p = op.params;
   // Contracting pairs in A's storage order, so a contiguous contraction in both operands needs no transpose.
@@ -132,8 +195,15 @@ export function lowerCpuGemm(e: FuncEmitter, op: Op<"dot_general">): string {
   const c3 = tensorType("f32", [batch, m, n]);
   const target = CPU_GEMM_TARGETS[`${A.transposed ? "t" : "n"}${B.transposed ? "t" : "n"}`];
   const i32 = "tensor<i32>";
+  const addend = base ? `, ${e.op1(`stablehlo.reshape ${e.ref(base)} : (${ty(base.type)}) -> ${ty(c3)}`)}` : "";
+  const addendType = base ? `, ${ty(c3)}` : "";
+  const layouts = `operand_layouts = [${ROW_MAJOR_4}, ${ROW_MAJOR_4}, ${SCALAR}, ${SCALAR}${base ? `, ${ROW_MAJOR_3}` : ""}]`;
+  // The addend's buffer is the result's (XLA copies it first when the addend lives on): C += A @ B in place.
+  const alias = base
+    ? ", output_operand_aliases = [#stablehlo.output_operand_alias<output_tuple_indices = [], operand_index = 4, operand_tuple_indices = []>]"
+    : "";
   const call = e.op1(
-    `stablehlo.custom_call @${target}(${A.ref}, ${B.ref}, ${A.index}, ${B.index}) {api_version = 4 : i32, backend_config = {}, operand_layouts = [${ROW_MAJOR_4}, ${ROW_MAJOR_4}, ${SCALAR}, ${SCALAR}], result_layouts = [${ROW_MAJOR_3}]} : (${ty(A.type)}, ${ty(B.type)}, ${i32}, ${i32}) -> ${ty(c3)}`,
+    `stablehlo.custom_call @${target}(${A.ref}, ${B.ref}, ${A.index}, ${B.index}${addend}) {api_version = 4 : i32, backend_config = {}, ${layouts}${alias}, result_layouts = [${ROW_MAJOR_3}]} : (${ty(A.type)}, ${ty(B.type)}, ${i32}, ${i32}${addendType}) -> ${ty(c3)}`,
   );
   return e.op1(`stablehlo.reshape ${call} : (${ty(c3)}) -> ${ty(op.outputs[0]!.type)}`);
 }

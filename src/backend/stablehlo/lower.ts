@@ -6,7 +6,7 @@ import { isFloat, range, tensorType, type DType, type Shape, type TensorType } f
 import type { FuncEmitter } from "./emitter.ts";
 import { denseLiteral, dimsText, tensorTypeText as ty } from "./text.ts";
 import { fmhaBackendConfig, fmhaDims } from "../../ir/cudnn_fmha.ts";
-import { UNINITIALIZED_TARGET, cpuGemmApplies, lowerCpuGemm } from "./cpu_gemm.ts";
+import { UNINITIALIZED_TARGET, cpuGemmApplies, lowerCpuGemm, planGemmAdds } from "./cpu_gemm.ts";
 
 /** Prints `op` into the emitter and returns one StableHLO value reference per IR result. */
 export type LowerRule<N extends OpName> = (e: FuncEmitter, op: Op<N>) => string[];
@@ -15,11 +15,17 @@ export type LowerRule<N extends OpName> = (e: FuncEmitter, op: Op<N>) => string[
 export function emitOps(e: FuncEmitter, g: Graph): void {
   const outerLoc = e.loc;
   const outerName = e.opName;
+  // Adds of a GEMM call's product become one accumulating call; the dot itself prints nothing.
+  const gemmAdds = e.cpuGemm ? planGemmAdds(g) : undefined;
   for (const op of g.ops) {
+    if (gemmAdds?.absorbed.has(op)) continue;
     e.loc = op.loc;
     e.opName = op.name;
     const undo = e.beforeOp?.(op);
-    const refs = (RULES[op.name] as LowerRule<OpName>)(e, op as Op<OpName>);
+    const fused = gemmAdds?.adds.get(op);
+    const refs = fused
+      ? [lowerCpuGemm(e, fused.dot, fused.base)]
+      : (RULES[op.name] as LowerRule<OpName>)(e, op as Op<OpName>);
     undo?.();
     if (refs.length !== op.outputs.length)
       e.fail(`internal: lowering gave ${refs.length} results, op has ${op.outputs.length}`);
