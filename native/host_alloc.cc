@@ -2,7 +2,7 @@
 //
 // XLA's CPU runtime takes every buffer of an execution (arguments aside) from posix_memalign/aligned_alloc and frees
 // it when the execution ends. glibc serves blocks over 32 MiB, and on worker threads' arenas most large blocks, with
-// a fresh mmap, so each training step page-faults all of its activations in again: 1.6 GB, ~400k faults, ~8% of a
+// a fresh mmap, so each training step page-faults all of its activations in again: 1.6 GB, ~400k faults, ~10% of a
 // SmolLM2 LoRA step. XLA's GPU runtime keeps a caching (BFC) allocator for device memory; the CPU plugins have none
 // and take no allocator option, and malloc tunables (GLIBC_TUNABLES, LD_PRELOAD) only act at process start, which
 // a library loaded into Node does not control. So the plugin's own import slots for the allocation functions are

@@ -2,6 +2,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
+import { envSwitch } from "./env.ts";
 import { RuntimeError } from "./errors.ts";
 import { nativeAddon, type PluginHandle } from "./native.ts";
 import { EXTRACT_PY, downloadPinnedWheel, findPythonWithPip, sha256File } from "./plugin_fetch.ts";
@@ -96,13 +97,7 @@ export async function ensureOpenblas(log: (line: string) => void = () => {}): Pr
 export const CPU_GEMM_ENV = "TESSERA_CPU_GEMM";
 
 function wanted(): boolean {
-  const v = process.env[CPU_GEMM_ENV];
-  if (v === undefined || v === "" || v === "openblas") return true;
-  if (v === "xla") return false;
-  throw new RuntimeError(
-    "ERR_CLIENT_OPTIONS",
-    `$${CPU_GEMM_ENV} must be "openblas" or "xla", got ${JSON.stringify(v)}`,
-  );
+  return envSwitch(CPU_GEMM_ENV, "openblas", "xla");
 }
 
 let warned = false;

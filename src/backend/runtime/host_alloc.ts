@@ -1,4 +1,5 @@
 // Whether a CPU plugin's large host buffers come from native/host_alloc.cc's pool ($TESSERA_CPU_ALLOC), and its counters.
+import { envSwitch } from "./env.ts";
 import { RuntimeError } from "./errors.ts";
 import { type HostAllocStats, nativeAddon, type PluginHandle } from "./native.ts";
 
@@ -6,19 +7,13 @@ import { type HostAllocStats, nativeAddon, type PluginHandle } from "./native.ts
 export const CPU_ALLOC_ENV = "TESSERA_CPU_ALLOC";
 
 function wanted(): boolean {
-  const v = process.env[CPU_ALLOC_ENV];
-  if (v === undefined || v === "" || v === "cache") return true;
-  if (v === "system") return false;
-  throw new RuntimeError(
-    "ERR_CLIENT_OPTIONS",
-    `$${CPU_ALLOC_ENV} must be "cache" or "system", got ${JSON.stringify(v)}`,
-  );
+  return envSwitch(CPU_ALLOC_ENV, "cache", "system");
 }
 
 /**
  * Sends a CPU plugin's large allocations through the pool before its first client exists, unless
  * $TESSERA_CPU_ALLOC=system. Without it each execution maps its buffers afresh and page-faults them in (a SmolLM2
- * LoRA step: 1.6 GB, ~8% of its time). Once a plugin's allocations are rebound they stay so for the process.
+ * LoRA step: 1.6 GB, ~10% of its time). Once a plugin's allocations are rebound they stay so for the process.
  */
 export function cacheHostAllocations(plugin: PluginHandle, path: string): boolean {
   if (!wanted()) return false;
