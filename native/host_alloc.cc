@@ -6,12 +6,13 @@
 // SmolLM2 LoRA step. XLA's GPU runtime keeps a caching (BFC) allocator for device memory; the CPU plugins have none
 // and take no allocator option, and malloc tunables (GLIBC_TUNABLES, LD_PRELOAD) only act at process start, which
 // a library loaded into Node does not control. So the plugin's own import slots for the allocation functions are
-// pointed at the wrappers below: blocks of kMinBytes or more come from our mmaps and go back to an idle pool on
-// free, to serve the next request of (nearly) the same size without a fault. Everything else, and every pointer not
-// ours, passes through to the functions the slots held. Only this plugin's calls are rebound; its libstdc++ keeps
-// glibc's (the plugin never frees through another library what it allocated itself, and the reverse is passed on).
+// pointed at the wrappers below: blocks of kMinBytes or more go back to an idle pool on free (not to glibc, which
+// would unmap them) and serve the next request of (nearly) the same size without a fault. The blocks themselves
+// come from glibc, so each stays a valid chunk to it. Everything else, and every pointer not ours, passes through
+// to the functions the slots held. Only this plugin's calls are rebound; its libstdc++ keeps glibc's (the plugin
+// never frees through another library what it allocated itself, and the reverse is passed on).
 //
-// Memory bound: before mapping a new block the pool evicts idle blocks, least recently freed first, until live +
+// Memory bound: before taking a new block the pool evicts idle blocks, least recently freed first, until live +
 // idle + the new block fit in the largest live total seen so far, so the process maps no more than glibc would
 // have at its peak. A repeated program (a training step) then finds every block in the pool.
 #include <dlfcn.h>
@@ -56,7 +57,7 @@ Pool* g_pool = new Pool();  // never freed: plugin threads may free blocks durin
 
 size_t RoundUp(size_t n) { return (n + kPage - 1) & ~(kPage - 1); }
 
-// A block of at least n bytes, page-aligned; nullptr when mmap fails.
+// A block of at least n bytes, page-aligned; nullptr when there is no memory.
 void* Take(size_t n) {
   n = RoundUp(n);
   Pool& p = *g_pool;
@@ -79,13 +80,15 @@ void* Take(size_t n) {
     auto oldest = p.idle.begin();
     for (auto j = p.idle.begin(); j != p.idle.end(); ++j)
       if (j->second.second < oldest->second.second) oldest = j;
-    munmap(oldest->second.first, oldest->first);
+    g_free(oldest->second.first);
     p.idle_bytes -= oldest->first;
     p.idle.erase(oldest);
     p.evictions++;
   }
-  void* block = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (block == MAP_FAILED) return nullptr;
+  // From glibc itself, page-aligned: a block that somehow reached glibc's free directly (a copy of &free taken
+  // before the slots were rebound) is then still a valid chunk to it, not a corrupted heap.
+  void* block = nullptr;
+  if (g_posix_memalign(&block, kPage, n) != 0) return nullptr;
   p.live.emplace(block, n);
   p.live_bytes += n;
   p.peak_live = std::max(p.peak_live, p.live_bytes);
