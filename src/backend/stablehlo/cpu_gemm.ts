@@ -36,11 +36,7 @@ export function cpuGemmApplies(op: Op<"dot_general">): boolean {
   const out = op.outputs[0]!;
   if (a.type.dtype !== "f32" || b.type.dtype !== "f32" || out.type.dtype !== "f32") return false;
   const p = op.params;
-  const free = (v: Value, batch: readonly number[], contract: readonly number[]) =>
-    range(0, v.type.shape.length).filter((d) => !batch.includes(d) && !contract.includes(d));
-  const m = prod(a.type.shape, free(a, p.lhsBatch, p.lhsContract));
-  const n = prod(b.type.shape, free(b, p.rhsBatch, p.rhsContract));
-  const k = prod(a.type.shape, p.lhsContract);
+  const { m, n, k } = extents(op);
   if (k === 0 || m === 0 || n === 0) return false;
   if (m >= MIN_ROWS) return n >= MIN_ROWS && m * n * k >= MIN_MACS;
   const fewRowsForm =
@@ -48,6 +44,19 @@ export function cpuGemmApplies(op: Op<"dot_general">): boolean {
     trailing(p.lhsContract, a.type.shape.length) &&
     trailing(p.rhsContract, b.type.shape.length);
   return fewRowsForm && n * k >= FEW_ROWS_MIN_B;
+}
+
+/** A dot's product sizes: m rows (A's free dims), n columns (B's free dims), k contracted. */
+function extents(op: Op<"dot_general">): { m: number; n: number; k: number } {
+  const [a, b] = op.inputs as [Value, Value];
+  const p = op.params;
+  const free = (v: Value, batch: readonly number[], contract: readonly number[]) =>
+    range(0, v.type.shape.length).filter((d) => !batch.includes(d) && !contract.includes(d));
+  return {
+    m: prod(a.type.shape, free(a, p.lhsBatch, p.lhsContract)),
+    n: prod(b.type.shape, free(b, p.rhsBatch, p.rhsContract)),
+    k: prod(a.type.shape, p.lhsContract),
+  };
 }
 
 /** An `add` that one GEMM call computes: `base + dot` with `dot` accumulated into `base` (beta 1). */
@@ -71,11 +80,14 @@ export function planGemmAdds(g: Graph): { adds: Map<AnyOp, GemmAdd>; absorbed: S
   for (const op of g.ops) for (const v of op.outputs) producer.set(v, op);
   const adds = new Map<AnyOp, GemmAdd>();
   const absorbed = new Set<AnyOp>();
-  const fusible = (v: Value, out: Value): Op<"dot_general"> | undefined => {
+  // An IR add's operands and result share one type, so the product's shape is the sum's.
+  const fusible = (v: Value): Op<"dot_general"> | undefined => {
     const d = producer.get(v);
     if (d?.name !== "dot_general" || absorbed.has(d) || uses.get(v) !== 1) return undefined;
     const dot = d as Op<"dot_general">;
-    return cpuGemmApplies(dot) && rowsAndColumns(dot) && sameShape(v.type.shape, out.type.shape) ? dot : undefined;
+    // Both free extents at least MIN_ROWS: the OpenBLAS form (the few-rows kernel has no addend).
+    const { m, n } = extents(dot);
+    return cpuGemmApplies(dot) && m >= MIN_ROWS && n >= MIN_ROWS ? dot : undefined;
   };
   for (const op of g.ops) {
     if (op.name !== "add" || op.outputs[0]!.type.dtype !== "f32") continue;
@@ -85,8 +97,8 @@ export function planGemmAdds(g: Graph): { adds: Map<AnyOp, GemmAdd>; absorbed: S
       [y, x],
       [x, y],
     ] as const) {
-      const dot = fusible(d, op.outputs[0]!);
-      if (dot && sameShape(base.type.shape, op.outputs[0]!.type.shape)) {
+      const dot = fusible(d);
+      if (dot) {
         adds.set(op, { dot, base });
         absorbed.add(dot);
         break;
@@ -94,20 +106,6 @@ export function planGemmAdds(g: Graph): { adds: Map<AnyOp, GemmAdd>; absorbed: S
     }
   }
   return { adds, absorbed };
-}
-
-const sameShape = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
-
-/** Both free extents at least MIN_ROWS: the OpenBLAS form (the few-rows kernel has no addend). */
-function rowsAndColumns(op: Op<"dot_general">): boolean {
-  const [a, b] = op.inputs as [Value, Value];
-  const p = op.params;
-  const free = (v: Value, batch: readonly number[], contract: readonly number[]) =>
-    range(0, v.type.shape.length).filter((d) => !batch.includes(d) && !contract.includes(d));
-  return (
-    prod(a.type.shape, free(a, p.lhsBatch, p.lhsContract)) >= MIN_ROWS &&
-    prod(b.type.shape, free(b, p.rhsBatch, p.rhsContract)) >= MIN_ROWS
-  );
 }
 
 const prod = (shape: Shape, dims: readonly number[]) => dims.reduce((n, d) => n * shape[d]!, 1);
